@@ -1,0 +1,195 @@
+//! Command-line interface: one file per subcommand. Commands other than
+//! `run`, `check` and `init` talk to the daemon over the control socket, or
+//! read the store directly when no daemon runs.
+
+pub mod check;
+pub mod history;
+pub mod init;
+pub mod keys;
+pub mod output;
+pub mod plan;
+pub mod rotate;
+pub mod rotation;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+
+/// keyrot keeps API keys from expiring: it rotates them inside policy
+/// windows, writes new secrets to vaults, and survives crashes.
+#[derive(Debug, Parser)]
+#[command(name = "keyrot", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (drop-ins are read from conf.d/ beside it).
+    #[arg(long, short = 'c', global = true, env = "KEYROT_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Control socket (default: daemon.control_socket from the config).
+    #[arg(long, global = true, env = "KEYROT_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Validate the configuration (like `nginx -t`).
+    Check,
+    /// Create the store's master key file (0600; never overwrites).
+    Init {
+        /// Key file to create (default: store.master_key_file).
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
+    /// Every key, like an admin console's key list.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The key inventory, short.
+    Keys {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate a key now.
+    Rotate {
+        /// Key: `provider/name`, or a name unique across providers.
+        key: String,
+        /// Reason, recorded in the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Expiry for the new key (RFC 3339).
+        #[arg(long)]
+        new_expires: Option<jiff::Timestamp>,
+        /// When to revoke the old key (RFC 3339; default: the policy's overlap).
+        #[arg(long)]
+        old_expires: Option<jiff::Timestamp>,
+        /// Wait and print each state until the new key is live.
+        #[arg(long)]
+        wait: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past and current rotations, newest first.
+    History {
+        /// Only this key.
+        key: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show, resume or abort one rotation.
+    Rotation {
+        /// What to do.
+        #[command(subcommand)]
+        action: RotationAction,
+    },
+    /// Dry run: when each key's next rotation would start, and why.
+    Plan {
+        /// Horizon in days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `keyrot rotation ...`.
+#[derive(Debug, Subcommand)]
+pub enum RotationAction {
+    /// Every detail of a rotation.
+    Show {
+        /// Rotation id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a failed rotation from the step it failed in.
+    Resume {
+        /// Rotation id.
+        id: String,
+    },
+    /// Abort a rotation, revoking a new key not yet distributed.
+    Abort {
+        /// Rotation id.
+        id: String,
+    },
+}
+
+/// Parses arguments and runs the command.
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Run { log_format } => {
+            init_logging(*log_format);
+            crate::daemon::run(&cli.config)
+        }
+        Command::Check => check::run(&cli.config),
+        Command::Init { master_key_file } => init::run(&cli.config, master_key_file.as_deref()),
+        _ => client_command(cli),
+    }
+}
+
+/// Sets up tracing to stderr. `RUST_LOG` overrides the default filter.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The socket to use: `--socket`, else the config's.
+fn socket_of(cli: &Cli, cfg: Option<&Config>) -> PathBuf {
+    cli.socket
+        .clone()
+        .or_else(|| cfg.map(|c| c.daemon.control_socket.clone()))
+        .unwrap_or_else(|| PathBuf::from("/run/keyrot/control.sock"))
+}
+
+/// Loads the config for a client command; a client can work without one
+/// when `--socket` is given.
+fn client_config(path: &Path, need: bool) -> anyhow::Result<Option<Config>> {
+    match config::load(path) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if need => Err(anyhow::anyhow!("{e}")),
+        Err(_) => Ok(None),
+    }
+}
+
+fn client_command(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = client_config(&cli.config, cli.socket.is_none())?;
+    let socket = socket_of(&cli, cfg.as_ref());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(dispatch(cli.command, &socket, cfg.as_ref()))
+}

@@ -1,0 +1,234 @@
+//! Configuration: the TOML schema, its validation with `file:line:column`
+//! errors, and secret references.
+//!
+//! Raw input (serde structs with spans, `deny_unknown_fields`) lives in
+//! `raw.rs`; this module holds the validated types the rest of keyrot
+//! trusts. Nothing past `config/` sees a raw string where a type belongs.
+
+use std::path::PathBuf;
+
+use jiff::SignedDuration;
+
+use crate::policy::Policy;
+
+/// A reference to a secret kept outside the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretRef {
+    /// `{ credential = "name" }`: `$CREDENTIALS_DIRECTORY/name` (systemd).
+    Credential(String),
+    /// `{ file = "/path" }`: the file's contents, trailing newline trimmed.
+    File(PathBuf),
+    /// `{ env = "VAR" }`: an environment variable of the daemon.
+    Env(String),
+}
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The main file, then drop-ins in the order they were merged.
+    pub files: Vec<PathBuf>,
+    /// `[daemon]`.
+    pub daemon: DaemonConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[[provider]]`, in file order.
+    pub providers: Vec<ProviderConfig>,
+    /// `[[sink]]`, in file order.
+    pub sinks: Vec<SinkConfig>,
+    /// `[[policy]]`, in file order.
+    pub policies: Vec<Policy>,
+    /// `[[key]]`, in file order.
+    pub keys: Vec<KeySpec>,
+    /// `[notify]`.
+    pub notify: NotifyConfig,
+}
+
+/// `[daemon]`.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Control socket path (default `/run/keyrot/control.sock`).
+    pub control_socket: PathBuf,
+    /// Control socket mode (default 0o660).
+    pub control_socket_mode: u32,
+    /// How long SIGTERM waits for in-flight steps (default 30s).
+    pub shutdown_timeout: SignedDuration,
+    /// Inventory sync cron, 6 fields with seconds, UTC (default `0 */15 * * * *`).
+    pub sync_schedule: String,
+    /// Retry budget for a rotation step.
+    pub retry: RetryConfig,
+}
+
+/// Retry budget: exponential backoff with jitter.
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    /// Failed attempts of one step before the rotation is Failed (default 5).
+    pub attempts: u32,
+    /// First backoff (default 10s).
+    pub initial: SignedDuration,
+    /// Largest backoff (default 15m).
+    pub max: SignedDuration,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Database file (default `/var/lib/keyrot/state.redb`).
+    pub path: PathBuf,
+    /// Where the master key comes from: `$CREDENTIALS_DIRECTORY/master-key`
+    /// when that exists, else `master_key_file`
+    /// (default `/var/lib/keyrot/master.key`).
+    pub master_key_file: PathBuf,
+    /// Create the master key file if missing (demo use; default false).
+    pub create_master_key: bool,
+}
+
+/// `[[provider]]`.
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    /// Unique name, used by keys and in slot ids.
+    pub name: String,
+    /// Rotations of this provider's keys running at once (default 4).
+    pub max_concurrent: usize,
+    /// Type-specific settings.
+    pub kind: ProviderKind,
+}
+
+/// Provider types.
+#[derive(Clone, Debug)]
+pub enum ProviderKind {
+    /// `type = "local"`: keys minted by keyrot itself.
+    Local(LocalProviderConfig),
+}
+
+/// `type = "local"` settings.
+#[derive(Clone, Debug)]
+pub struct LocalProviderConfig {
+    /// Lifetime of a new key when the policy sets none (default 90d).
+    pub default_lifetime: SignedDuration,
+    /// Secret length in bytes (default 32, i.e. 256 bits).
+    pub secret_bytes: usize,
+}
+
+/// `[[sink]]`.
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    /// Unique name, used by keys.
+    pub name: String,
+    /// Type-specific settings.
+    pub kind: SinkKind,
+}
+
+/// Sink types.
+#[derive(Clone, Debug)]
+pub enum SinkKind {
+    /// `type = "file"`.
+    File(FileSinkConfig),
+}
+
+/// `type = "file"` settings.
+#[derive(Clone, Debug)]
+pub struct FileSinkConfig {
+    /// Target path; may contain `{provider}`, `{name}` and `{slot}`
+    /// (slot with `/` replaced by `_`) placeholders.
+    pub path: String,
+    /// What the file holds.
+    pub format: FileFormat,
+    /// Variable name for `format = "env"` (default `API_KEY`).
+    pub env_name: String,
+    /// File mode (default 0o600).
+    pub mode: u32,
+    /// Owner user name, if set (needs privilege).
+    pub owner: Option<String>,
+    /// Owner group name, if set.
+    pub group: Option<String>,
+}
+
+/// File sink formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// The secret alone, no newline.
+    Raw,
+    /// `{"secret":..,"key_id":..,"expires_at":..,"rotation_id":..}`.
+    Json,
+    /// `NAME=value` and a newline.
+    Env,
+}
+
+/// Which provider keys a `[[key]]` stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyMatch {
+    /// One key by name (and optionally the provider's current id to adopt).
+    Named {
+        /// Key name at the provider.
+        name: String,
+        /// Provider key id to adopt as current, if given.
+        id: Option<String>,
+    },
+    /// Every provider key matching all given criteria.
+    Select {
+        /// Glob over key names (`*`, `?`).
+        name: Option<String>,
+        /// Glob that at least one scope must match.
+        scope: Option<String>,
+        /// `k=v` tag the key must carry.
+        tag: Option<(String, String)>,
+    },
+}
+
+/// `[[key]]`.
+#[derive(Clone, Debug)]
+pub struct KeySpec {
+    /// Which keys.
+    pub matches: KeyMatch,
+    /// Provider name (checked to exist).
+    pub provider: String,
+    /// Policy name (checked to exist).
+    pub policy: String,
+    /// Sink names (checked to exist).
+    pub sinks: Vec<String>,
+    /// Scopes a new key gets when issued for an empty slot (otherwise the
+    /// old key's scopes are kept, or the policy's `scopes` when it sets them).
+    pub scopes: Vec<String>,
+    /// The key's own contacts (email addresses).
+    pub contacts: Vec<String>,
+    /// Stagger group, if any.
+    pub group: Option<String>,
+}
+
+/// `[notify]`.
+#[derive(Clone, Debug)]
+pub struct NotifyConfig {
+    /// From address (default `keyrot@localhost`).
+    pub from: String,
+    /// Transport.
+    pub transport: NotifyTransport,
+    /// Log instead of sending.
+    pub dry_run: bool,
+}
+
+/// Email transports.
+#[derive(Clone, Debug)]
+pub enum NotifyTransport {
+    /// No email at all (default).
+    None,
+    /// `transport = "file"`: `.eml` files in `dir`.
+    File {
+        /// Directory for `.eml` files.
+        dir: PathBuf,
+    },
+}
+
+impl Config {
+    /// Looks a provider up by name.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+    /// Looks a sink up by name.
+    pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+    /// Looks a policy up by name.
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+}

@@ -1,0 +1,155 @@
+//! The control API's request and response bodies (JSON), shared by the
+//! server, the client and the CLI. Nothing here holds secret material.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::model::RotationRecord;
+
+/// `POST /v1/rotate`: start a rotation of one key slot now.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// Slot id (`provider/name`), or a key name when unambiguous.
+    pub key: String,
+    /// Human-readable reason, recorded and audited.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Expiry the new key should get.
+    #[serde(default)]
+    pub new_expires_at: Option<Timestamp>,
+    /// When the old key should be revoked (instead of the policy overlap).
+    #[serde(default)]
+    pub old_expires_at: Option<Timestamp>,
+    /// Who asked.
+    #[serde(default)]
+    pub rotated_by: Option<String>,
+    /// From where (cli, api, ci, ...).
+    #[serde(default)]
+    pub initiated_from: Option<String>,
+    /// Policy id the caller links the rotation to.
+    #[serde(default)]
+    pub rotation_policy_id: Option<String>,
+    /// Tell the policy's security contacts too.
+    #[serde(default)]
+    pub notify_contacts: bool,
+}
+
+/// A JSON error body: `{"error": {"code": .., "message": .., "field": ..}}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error inside [`ErrorBody`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// HTTP status code.
+    pub code: u16,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// The request field at fault, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Near matches for an unknown key, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<String>,
+    /// The rotation already running (409), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_id: Option<String>,
+}
+
+/// One row of `keyrot status` / `keyrot keys`, like an admin console's key list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeyRow {
+    /// `provider/name`.
+    pub slot: String,
+    /// Provider name.
+    pub provider: String,
+    /// Key name.
+    pub name: String,
+    /// Current key id at the provider, if any.
+    pub key_id: Option<String>,
+    /// Number of scopes.
+    pub scopes: usize,
+    /// Who created the current key.
+    pub created_by: Option<String>,
+    /// When the current key was created.
+    pub created_at: Option<Timestamp>,
+    /// When the current key was last used.
+    pub last_used_at: Option<Timestamp>,
+    /// When the current key expires.
+    pub expires_at: Option<Timestamp>,
+    /// Whole days until expiry (negative when expired).
+    pub days_left: Option<i64>,
+    /// Policy name.
+    pub policy: String,
+    /// State of the active rotation, or of the last one.
+    pub rotation_state: Option<String>,
+    /// The active (or last) rotation's id.
+    pub rotation_id: Option<String>,
+    /// When the next rotation starts.
+    pub next_rotation: Option<Timestamp>,
+    /// Why then.
+    pub next_reason: Option<String>,
+    /// Flags: `unscoped`, `never-used`, `expiring-soon`, `expired`, `failed`.
+    pub flags: Vec<String>,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// keyrot version.
+    pub version: String,
+    /// Whether this came from the daemon (true) or a read-only store open.
+    pub live: bool,
+    /// One row per key slot, sorted by slot.
+    pub keys: Vec<KeyRow>,
+    /// Rotations not yet finished.
+    pub active_rotations: usize,
+    /// Rotations that failed and wait for an operator.
+    pub failed_rotations: usize,
+    /// Outbox messages waiting.
+    pub outbox_queued: usize,
+    /// Outbox messages that exhausted their budget.
+    pub outbox_dead: usize,
+}
+
+/// One row of `keyrot plan`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlanRow {
+    /// `provider/name`.
+    pub slot: String,
+    /// Policy name.
+    pub policy: String,
+    /// When the policy makes the key due.
+    pub due_at: Option<Timestamp>,
+    /// When the rotation would start.
+    pub start_at: Option<Timestamp>,
+    /// The window it starts in.
+    pub window: Option<(Timestamp, Timestamp)>,
+    /// Started outside a window because the key would expire first.
+    pub emergency: bool,
+    /// Pushed back by the group stagger.
+    pub staggered: bool,
+    /// One-line explanation.
+    pub explain: String,
+}
+
+/// `GET /v1/plan?days=N`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlanResponse {
+    /// Horizon in days.
+    pub days: u32,
+    /// Keys whose rotation would start within the horizon, earliest first,
+    /// then the rest.
+    pub rows: Vec<PlanRow>,
+}
+
+/// `GET /v1/history[?key=SLOT]` and rotation lists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// Rotations, newest first.
+    pub rotations: Vec<RotationRecord>,
+}

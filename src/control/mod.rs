@@ -1,0 +1,67 @@
+//! The control API: HTTP/1.1 + JSON on a unix socket, served by the daemon
+//! and used by the CLI. Reads come from the store and config through
+//! [`views`]; writes go through the daemon's [`Backend`].
+
+pub mod api;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::Config;
+use crate::model::RotationRecord;
+use crate::store::Store;
+
+pub use api::*;
+
+/// An error the API turns into a status code and a JSON body.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Message for the caller.
+    pub message: String,
+    /// Field at fault.
+    pub field: Option<String>,
+    /// Near matches for an unknown key.
+    pub suggestions: Vec<String>,
+    /// A rotation already running.
+    pub rotation_id: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a status and message.
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+            suggestions: Vec::new(),
+            rotation_id: None,
+        }
+    }
+    /// 400 naming a field.
+    pub fn bad_field(field: &str, message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(400, message);
+        e.field = Some(field.to_string());
+        e
+    }
+}
+
+/// What the daemon offers the control server.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The store (reads only: the state machine is the only writer).
+    fn store(&self) -> Arc<Store>;
+    /// The configuration in force.
+    fn config(&self) -> Arc<Config>;
+    /// Starts a rotation now; returns its record as created (Pending).
+    async fn rotate(&self, req: RotateRequest) -> Result<RotationRecord, ApiError>;
+    /// Resumes a Failed rotation from the state it failed in.
+    async fn resume(&self, id: &str) -> Result<RotationRecord, ApiError>;
+    /// Aborts a rotation (revoking its new key if one was issued).
+    async fn abort(&self, id: &str) -> Result<RotationRecord, ApiError>;
+    /// Reloads the configuration; a bad one is rejected with its errors.
+    async fn reload(&self) -> Result<(), ApiError>;
+}

@@ -1,0 +1,253 @@
+//! The daemon: wiring of store, engine, scheduler, outbox sender and
+//! control server; signals (SIGHUP reload, SIGTERM/SIGINT orderly stop);
+//! sd_notify READY/STATUS/RELOADING/STOPPING and the watchdog.
+//!
+//! Config and store are opened before the tokio runtime is built, so a bad
+//! config or a locked store fails fast with a clear message.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio::sync::Mutex;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config};
+use crate::control::{self, ApiError, Backend, RotateRequest};
+use crate::crypto::MasterKey;
+use crate::model::{Initiator, RotationRecord, Trigger};
+use crate::rotation::{Engine, Runtime, StartRequest};
+use crate::scheduler;
+use crate::shutdown::ShutdownController;
+use crate::store::Store;
+use crate::wake::Wake;
+
+/// Where the master key comes from under systemd.
+fn credentials_dir() -> Option<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
+}
+
+/// Opens the store named by `cfg` with its master key.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let key = MasterKey::resolve(
+        credentials_dir().as_deref(),
+        &cfg.store.master_key_file,
+        cfg.store.create_master_key,
+    )?;
+    Ok(Store::open(&cfg.store.path, key)?)
+}
+
+/// `keyrot run`: runs until SIGTERM/SIGINT.
+pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(config_path) {
+        Ok(cfg) => Arc::new(cfg),
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let store = Arc::new(open_store(&cfg)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("keyrot")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(config_path.to_path_buf(), cfg, store, Arc::new(SystemClock)))
+}
+
+/// What the control server calls into.
+struct DaemonBackend {
+    /// The state machine.
+    engine: Arc<Engine>,
+    /// The config file, for reloads.
+    config_path: PathBuf,
+    /// One reload at a time.
+    reload_lock: Mutex<()>,
+    /// Wakes scheduler and sender.
+    wake: Wake,
+}
+
+#[async_trait]
+impl Backend for DaemonBackend {
+    fn store(&self) -> Arc<Store> {
+        self.engine.store()
+    }
+
+    fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.engine.runtime().config)
+    }
+
+    async fn rotate(&self, req: RotateRequest) -> Result<RotationRecord, ApiError> {
+        let store = self.engine.store();
+        let key = req.key.clone();
+        let slot = tokio::task::spawn_blocking(move || control::views::resolve_key(&store, &key))
+            .await
+            .map_err(|e| ApiError::new(500, e.to_string()))??;
+        let now = self.engine.now();
+        if let Some(t) = req.new_expires_at.filter(|t| *t <= now) {
+            return Err(ApiError::bad_field("new_expires_at", format!("{t} is in the past")));
+        }
+        let reason = req.reason.clone().unwrap_or_else(|| "requested by an operator".into());
+        let start = StartRequest {
+            trigger: Trigger::Manual,
+            reason,
+            initiator: Initiator {
+                rotated_by: req.rotated_by,
+                initiated_from: req.initiated_from,
+                rotation_policy_id: req.rotation_policy_id,
+            },
+            new_expires_at: req.new_expires_at,
+            old_expires_at: req.old_expires_at,
+            notify_contacts: req.notify_contacts,
+        };
+        self.engine.start(&slot, start).await
+    }
+
+    async fn resume(&self, id: &str) -> Result<RotationRecord, ApiError> {
+        self.engine.resume(id).await
+    }
+
+    async fn abort(&self, id: &str) -> Result<RotationRecord, ApiError> {
+        self.engine.abort(id).await
+    }
+
+    async fn reload(&self) -> Result<(), ApiError> {
+        reload(&self.engine, &self.config_path, &self.reload_lock, &self.wake)
+            .await
+            .map_err(|e| ApiError::new(400, e))
+    }
+}
+
+/// Loads the config anew; a bad one is rejected, logged, and the old one
+/// keeps running.
+async fn reload(engine: &Arc<Engine>, path: &Path, lock: &Mutex<()>, wake: &Wake) -> Result<(), String> {
+    let _guard = lock.lock().await;
+    let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::Status("reloading configuration")]);
+    let result = load_runtime(engine, path);
+    match result {
+        Ok(new) => {
+            let old = engine.runtime();
+            if old.config.store.path != new.config.store.path
+                || old.config.daemon.control_socket != new.config.daemon.control_socket
+            {
+                tracing::warn!("store path and control socket changes take effect at the next restart");
+            }
+            engine.set_runtime(new);
+            tracing::info!(config = %path.display(), "configuration reloaded");
+            scheduler::sync_all(engine, wake).await;
+            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running (configuration reloaded)")]);
+            Ok(())
+        }
+        Err(msg) => {
+            for line in msg.lines() {
+                tracing::error!(error = %line, "reload rejected; the previous configuration stays in force");
+            }
+            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running (reload rejected: see log)")]);
+            Err(msg)
+        }
+    }
+}
+
+fn load_runtime(engine: &Arc<Engine>, path: &Path) -> Result<Runtime, String> {
+    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    let mut rt = Runtime::build(Arc::new(cfg), &engine.store())?;
+    rt.inherit_limits(&engine.runtime());
+    Ok(rt)
+}
+
+async fn serve(config_path: PathBuf, cfg: Arc<Config>, store: Arc<Store>, clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
+    let controller = ShutdownController::new();
+    let wake = Wake::new();
+    let runtime = Runtime::build(Arc::clone(&cfg), &store).map_err(anyhow::Error::msg)?;
+    let engine = Engine::new(Arc::clone(&store), runtime, Arc::clone(&clock), wake.clone(), controller.handle());
+    // Signal streams are created once, before anything can send them.
+    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).context("installing signal handlers")?;
+
+    let socket = cfg.daemon.control_socket.clone();
+    let listener = control::server::bind(&socket, cfg.daemon.control_socket_mode)
+        .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    let backend: Arc<dyn Backend> = Arc::new(DaemonBackend {
+        engine: Arc::clone(&engine),
+        config_path: config_path.clone(),
+        reload_lock: Mutex::new(()),
+        wake: wake.clone(),
+    });
+    let mut server_stop = controller.subscribe();
+    let server = tokio::spawn(control::server::serve(listener, Arc::clone(&backend), async move { server_stop.recv().await }));
+
+    {
+        let store = Arc::clone(&store);
+        let engine = Arc::clone(&engine);
+        tokio::spawn(crate::notify::sender::run(
+            store,
+            move || engine.runtime().config.notify.clone(),
+            Arc::clone(&clock),
+            wake.clone(),
+            controller.subscribe(),
+        ));
+    }
+    let resumed = engine.resume_all().await?;
+    {
+        let engine = Arc::clone(&engine);
+        let wake = wake.clone();
+        let shutdown = controller.subscribe();
+        tokio::spawn(async move {
+            scheduler::sync_all(&engine, &wake).await;
+            scheduler::run(engine, wake, shutdown).await;
+        });
+    }
+    tokio::spawn(scheduler::sync_loop(Arc::clone(&engine), wake.clone(), controller.subscribe()));
+    let watchdog = spawn_watchdog(controller.subscribe());
+
+    let status = format!(
+        "running: {} provider(s), {} key entr(ies), {resumed} rotation(s) resumed",
+        cfg.providers.len(),
+        cfg.keys.len()
+    );
+    tracing::info!(config = %config_path.display(), socket = %socket.display(), store = %cfg.store.path.display(), resumed, "keyrot started");
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+
+    while let Some(sig) = signals.next().await {
+        match sig {
+            SIGHUP => {
+                let _ = reload(&engine, &config_path, &Mutex::new(()), &wake).await;
+            }
+            _ => break,
+        }
+    }
+    tracing::info!("stopping: no new work; waiting for in-flight steps to commit");
+    let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    engine.stop();
+    drop(backend);
+    let timeout = std::time::Duration::try_from(cfg.daemon.shutdown_timeout).unwrap_or(std::time::Duration::from_secs(30));
+    let clean = controller.shutdown(timeout).await;
+    let _ = server.await;
+    drop(watchdog);
+    let _ = std::fs::remove_file(&socket);
+    if clean {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!(timeout = ?timeout, "stopped before every step finished; unfinished rotations resume at the next start");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends WATCHDOG=1 at half of `$WATCHDOG_USEC` while the daemon runs.
+fn spawn_watchdog(mut shutdown: crate::shutdown::Shutdown) -> Option<tokio::task::JoinHandle<()>> {
+    let period = sd_notify::watchdog_enabled()? / 2;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { let _ = sd_notify::notify(&[NotifyState::Watchdog]); }
+                _ = shutdown.recv() => return,
+            }
+        }
+    }))
+}

@@ -1,0 +1,43 @@
+//! keyrot keeps an organisation's API keys from expiring under it.
+//!
+//! It reads rotation policies from TOML, tracks every key's expiry in an
+//! embedded redb store, rotates keys inside the windows a policy allows
+//! through a crash-safe state machine, writes each new secret to the sinks
+//! where consumers read it, and tells people by email.
+//!
+//! Modules, and what each owns:
+//! - [`config`]: the TOML schema, validation with `file:line:column` errors,
+//!   secret references.
+//! - [`policy`]: pure functions: when a key is due, windows, jitter, stagger.
+//! - [`store`]: the redb database (every redb call lives there).
+//! - [`crypto`]: AES-256-GCM envelopes and the master key.
+//! - [`model`]: the records the store keeps and the API returns.
+//! - [`provider`]: the `Provider` trait and one file per provider.
+//! - [`sink`]: the `Sink` trait and one file per sink.
+//! - [`rotation`]: the state machine, one step function per state.
+//! - [`scheduler`]: sleeps until the next due instant; inventory sync.
+//! - [`notify`]: the outbox sender and email rendering.
+//! - [`control`]: the control API server (unix socket) and its client.
+//! - [`daemon`]: wiring: signals, sd_notify, reload, graceful shutdown.
+//! - [`cli`]: one file per subcommand.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod crypto;
+pub mod daemon;
+pub mod error;
+pub mod failpoint;
+pub mod model;
+pub mod notify;
+pub mod policy;
+pub mod provider;
+pub mod rotation;
+pub mod scheduler;
+pub mod shutdown;
+pub mod sink;
+pub mod store;
+pub mod wake;

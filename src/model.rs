@@ -1,0 +1,391 @@
+//! The records keyrot keeps: a key slot in the inventory, a rotation and its
+//! state, per-sink results, outbox messages and audit entries.
+//!
+//! These types are what the store persists (as JSON inside redb values) and
+//! what the control API returns. They never hold secret material: a new
+//! key's secret lives only in the store's `secrets` table, sealed.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The identity of a key slot: `provider/name`. The provider's key id
+/// changes with every rotation; the slot stays.
+pub type SlotId = String;
+
+/// A rotation id: a UUIDv7 rendered as text, so ids sort by creation time.
+pub type RotationId = String;
+
+/// Builds a slot id from its provider and key name.
+pub fn slot_id(provider: &str, name: &str) -> SlotId {
+    format!("{provider}/{name}")
+}
+
+/// A new, time-ordered rotation id.
+pub fn new_rotation_id() -> RotationId {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// One key as a provider describes it. Never carries the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// The provider's id for this key (changes with each rotation).
+    pub id: String,
+    /// The key's name or label at the provider; a slot matches keys by it.
+    pub name: String,
+    /// Scopes or permissions granted to the key; empty means unscoped.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Who created the key, as the provider reports it.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// When the key was created.
+    pub created_at: Option<Timestamp>,
+    /// When the key stops working, if it expires at all.
+    pub expires_at: Option<Timestamp>,
+    /// When the key was last used, if the provider tracks it.
+    #[serde(default)]
+    pub last_used_at: Option<Timestamp>,
+    /// Free-form tags (`k=v`) the provider holds for the key.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A key slot in the inventory: what keyrot tracks and rotates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// `provider/name`.
+    pub slot: SlotId,
+    /// The provider (config name) that holds the key.
+    pub provider: String,
+    /// The key's name at the provider.
+    pub name: String,
+    /// The key currently live for this slot; `None` before the first issue.
+    pub current: Option<KeyInfo>,
+    /// Policy (config name) in force for this slot.
+    pub policy: String,
+    /// When the next rotation is due to start (already window- and
+    /// jitter-adjusted), if one is scheduled.
+    pub next_due: Option<Timestamp>,
+    /// Why `next_due` is what it is, for `keyrot plan` and the log.
+    #[serde(default)]
+    pub due_reason: Option<String>,
+    /// The rotation in progress for this slot, if any.
+    pub active_rotation: Option<RotationId>,
+    /// When the last rotation of this slot completed.
+    #[serde(default)]
+    pub last_rotated_at: Option<Timestamp>,
+    /// When the last rotation of this slot started (for group stagger).
+    #[serde(default)]
+    pub last_started_at: Option<Timestamp>,
+    /// When the provider's inventory last listed this key.
+    #[serde(default)]
+    pub synced_at: Option<Timestamp>,
+    /// Sinks (config names) the slot's secret goes to (from its `[[key]]`).
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    /// Scopes a new key gets when the slot has none to keep (from config).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The key's own contacts (from its `[[key]]`).
+    #[serde(default)]
+    pub contacts: Vec<String>,
+    /// Stagger group (from its `[[key]]`).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// The rotation state machine's states (see DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RotationState {
+    /// Decided, nothing done at the provider yet.
+    Pending,
+    /// Intent to issue recorded; the provider may hold a key tagged with
+    /// this rotation's id whose secret keyrot never saw.
+    Issuing,
+    /// New key id and sealed secret are in the store.
+    Issued,
+    /// Writing the secret to each sink; per-sink results recorded.
+    Distributing,
+    /// Provider check of the new key, read-back of each sink.
+    Verifying,
+    /// Both keys valid until `revoke_old_at`.
+    Overlap,
+    /// Revoking the old key.
+    Revoking,
+    /// Done; secret wiped from the store.
+    Completed,
+    /// Retries exhausted; the old key is untouched. Resume or abort.
+    Failed,
+    /// Abandoned by an operator; a new key that was issued has been revoked.
+    Aborted,
+}
+
+impl RotationState {
+    /// True for states a rotation never leaves on its own.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Aborted)
+    }
+
+    /// True once a rotation holds a new key (so its secret is in the store).
+    pub fn has_new_key(self) -> bool {
+        matches!(
+            self,
+            Self::Issued | Self::Distributing | Self::Verifying | Self::Overlap | Self::Revoking
+        )
+    }
+
+    /// Lower-case name used in logs, CLI output and journald fields.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Issuing => "issuing",
+            Self::Issued => "issued",
+            Self::Distributing => "distributing",
+            Self::Verifying => "verifying",
+            Self::Overlap => "overlap",
+            Self::Revoking => "revoking",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
+impl std::fmt::Display for RotationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What started a rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Due by policy, started inside a window.
+    Schedule,
+    /// Due by policy, started outside a window because the key would expire
+    /// before the next window opens.
+    Emergency,
+    /// A slot with no key yet: the first key is issued.
+    Initial,
+    /// Asked for by an operator (CLI or control API).
+    Manual,
+}
+
+/// Who asked for a rotation and from where (the seed's `metadata`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Initiator {
+    /// Identity of the user or service that triggered the rotation.
+    pub rotated_by: Option<String>,
+    /// Where it came from: scheduler, cli, api, terraform, ...
+    pub initiated_from: Option<String>,
+    /// Policy id the caller links the rotation to.
+    pub rotation_policy_id: Option<String>,
+}
+
+/// What the state machine recorded for one sink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkResult {
+    /// When the secret was written to this sink.
+    pub written_at: Timestamp,
+    /// When a read-back matched the secret's hash.
+    pub verified_at: Option<Timestamp>,
+    /// The sink's own version marker, if it reports one.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// The key a rotation created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    /// The provider's id for the new key.
+    pub id: String,
+    /// When the new key expires.
+    pub expires_at: Option<Timestamp>,
+    /// SHA-256 (hex) of the secret, kept after the secret is wiped so that
+    /// sinks can be compared with it. Never shown in output or emails.
+    pub secret_sha256: String,
+    /// Scopes the new key was given.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// One step of a rotation's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// When the transition was committed.
+    pub at: Timestamp,
+    /// The state entered.
+    pub to: RotationState,
+    /// What happened (no secret material).
+    pub note: String,
+}
+
+/// One rotation of one key slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationRecord {
+    /// UUIDv7.
+    pub id: RotationId,
+    /// The slot being rotated.
+    pub slot: SlotId,
+    /// Provider config name.
+    pub provider: String,
+    /// Policy config name in force when the rotation was created.
+    pub policy: String,
+    /// Current state.
+    pub state: RotationState,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Human-readable reason (policy reason or the caller's).
+    pub reason: String,
+    /// Who asked and from where.
+    #[serde(default)]
+    pub initiator: Initiator,
+    /// The old key's id at the provider (None for an initial issue).
+    pub old_key_id: Option<String>,
+    /// The old key's expiry before the rotation.
+    pub old_expires_at: Option<Timestamp>,
+    /// The expiry the caller asked for the new key.
+    pub requested_new_expiry: Option<Timestamp>,
+    /// The time the caller asked the old key to die.
+    pub requested_old_expiry: Option<Timestamp>,
+    /// Scopes the new key gets.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The new key, once issued.
+    pub new_key: Option<NewKey>,
+    /// Sinks (config names) to write, fixed at creation.
+    pub sinks: Vec<String>,
+    /// Per-sink results, by sink name.
+    #[serde(default)]
+    pub sink_results: BTreeMap<String, SinkResult>,
+    /// When the old key is to be revoked (set on entering Overlap).
+    pub revoke_old_at: Option<Timestamp>,
+    /// When the old key was revoked.
+    #[serde(default)]
+    pub old_revoked_at: Option<Timestamp>,
+    /// Failed attempts of the current step.
+    pub attempts: u32,
+    /// When the current step is retried (durable backoff timer).
+    pub retry_at: Option<Timestamp>,
+    /// The last error (ids only, no secret material).
+    pub last_error: Option<String>,
+    /// The state a Failed rotation stopped in, so resume knows where to go.
+    pub failed_in: Option<RotationState>,
+    /// Whether the request asked to notify the policy's security contacts.
+    #[serde(default)]
+    pub notify_contacts: bool,
+    /// When the rotation was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// Every state entered, in order.
+    pub history: Vec<Transition>,
+}
+
+impl RotationRecord {
+    /// Moves to `to`, appending to the history and resetting the retry budget.
+    pub fn transition(&mut self, to: RotationState, now: Timestamp, note: impl Into<String>) {
+        self.state = to;
+        self.updated_at = now;
+        self.attempts = 0;
+        self.retry_at = None;
+        if to != RotationState::Failed {
+            self.last_error = None;
+        }
+        self.history.push(Transition {
+            at: now,
+            to,
+            note: note.into(),
+        });
+    }
+
+    /// When this rotation entered `state` last, if it did.
+    pub fn entered(&self, state: RotationState) -> Option<Timestamp> {
+        self.history
+            .iter()
+            .rev()
+            .find(|t| t.to == state)
+            .map(|t| t.at)
+    }
+}
+
+/// Kinds of notification the outbox carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A rotation completed.
+    RotationCompleted,
+    /// A rotation failed after its retry budget.
+    RotationFailed,
+    /// The old key was revoked.
+    OldKeyRevoked,
+    /// A key is about to expire and is not rotated automatically.
+    ExpiryWarning,
+    /// An operator must create a key by hand (assisted rotation).
+    AssistedRequest,
+    /// A test message (`keyrot notify test`).
+    Test,
+}
+
+/// Delivery state of an outbox message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting to be sent (or retried).
+    Queued,
+    /// Delivered to the transport.
+    Sent,
+    /// Gave up after its retry budget.
+    Dead,
+}
+
+/// A notification waiting in (or delivered from) the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    /// Stable id derived from the event; also the Message-ID's local part.
+    pub id: String,
+    /// What kind of event.
+    pub kind: MessageKind,
+    /// Recipients, de-duplicated.
+    pub to: Vec<String>,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+    /// Delivery state.
+    pub state: DeliveryState,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Next attempt not before.
+    pub next_attempt_at: Timestamp,
+    /// Last delivery error.
+    pub last_error: Option<String>,
+    /// When queued.
+    pub created_at: Timestamp,
+}
+
+/// One append-only, hash-chained audit entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Sequence number, from 1.
+    pub seq: u64,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened (e.g. `rotation.completed`).
+    pub event: String,
+    /// Slot concerned, if any.
+    pub slot: Option<SlotId>,
+    /// Rotation concerned, if any.
+    pub rotation: Option<RotationId>,
+    /// Who caused it.
+    pub actor: Option<String>,
+    /// Details (never secret material).
+    pub detail: String,
+    /// Hash of the previous entry (hex), empty for the first.
+    pub prev_hash: String,
+    /// SHA-256 over this entry's fields and `prev_hash` (hex).
+    pub hash: String,
+}

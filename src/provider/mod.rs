@@ -1,0 +1,105 @@
+//! Providers: the systems that mint and revoke keys. One trait, one file per
+//! provider. A provider knows nothing of rotations or the store's rotation
+//! state: it answers calls, and the state machine decides what to call.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::config::{ProviderConfig, ProviderKind};
+pub use crate::error::CallError;
+use crate::model::KeyInfo;
+use crate::store::Store;
+
+/// What a provider can do; the state machine adapts to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Lists its keys with expiry (inventory sync).
+    pub list: bool,
+    /// Creates a new key beside the old one (overlap possible).
+    pub issue: bool,
+    /// Rotates natively in one call (the old key dies at once).
+    pub rotate: bool,
+    /// Revokes a key.
+    pub revoke: bool,
+    /// Checks that a key works.
+    pub verify: bool,
+    /// Marks a new key with the rotation id, so a crash can be recovered.
+    pub tag: bool,
+    /// Changes a key's expiry.
+    pub set_expiry: bool,
+}
+
+/// What the state machine asks a provider to create.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// Name of the new key (the slot's name).
+    pub name: String,
+    /// Scopes of the new key.
+    pub scopes: Vec<String>,
+    /// Requested expiry (None: the provider's default).
+    pub expires_at: Option<Timestamp>,
+    /// The rotation id, sent as the key's tag / idempotency token.
+    pub tag: String,
+    /// The key being replaced, if any.
+    pub replaces: Option<String>,
+    /// Who is creating it (recorded where the provider keeps it).
+    pub created_by: String,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// A key just created, with its one-time secret.
+pub struct IssuedKey {
+    /// The new key's metadata.
+    pub info: KeyInfo,
+    /// The one-time secret. Sealed into the store before anything else.
+    pub secret: SecretString,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("info", &self.info)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A system that mints and revokes keys.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Config name.
+    fn name(&self) -> &str;
+    /// Provider type (`local`, ...).
+    fn kind(&self) -> &'static str;
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+    /// Every live key.
+    async fn list(&self, now: Timestamp) -> Result<Vec<KeyInfo>, CallError>;
+    /// Creates a key.
+    async fn issue(&self, req: &IssueRequest) -> Result<IssuedKey, CallError>;
+    /// Live keys tagged with `tag` (a rotation id).
+    async fn find_tagged(&self, tag: &str, now: Timestamp) -> Result<Vec<KeyInfo>, CallError>;
+    /// Checks that `secret` authenticates as key `id`.
+    async fn verify(&self, id: &str, secret: &SecretString, now: Timestamp)
+    -> Result<(), CallError>;
+    /// Revokes key `id`; a key already revoked or gone counts as done.
+    async fn revoke(&self, id: &str, now: Timestamp) -> Result<(), CallError>;
+}
+
+/// Builds a provider from its config.
+pub fn build(cfg: &ProviderConfig, store: &Arc<Store>) -> Result<Arc<dyn Provider>, CallError> {
+    match &cfg.kind {
+        ProviderKind::Local(local) => Ok(Arc::new(local::LocalProvider::new(
+            &cfg.name,
+            local,
+            Arc::clone(store),
+        ))),
+    }
+}

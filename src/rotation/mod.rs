@@ -1,0 +1,337 @@
+//! The crash-safe rotation state machine.
+//!
+//! Every state change is one durable store transaction, committed before the
+//! next external call; everything a step needs to resume is in the record.
+//! One task ("runner") drives one rotation at a time; it stops when the
+//! rotation waits (overlap timer, retry backoff) or ends, and the scheduler
+//! starts it again when its timer in the due index fires. The state machine
+//! is the only writer of rotation state.
+
+pub mod backoff;
+pub mod plan;
+mod runtime;
+mod steps;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+use jiff::Timestamp;
+use crate::wake::Wake;
+
+use crate::clock::Clock;
+use crate::control::ApiError;
+use crate::model::{Initiator, KeyRecord, RotationRecord, RotationState, Transition, Trigger};
+use crate::shutdown::{Shutdown, ShutdownHandle};
+use crate::store::{Store, StoreError};
+
+pub use runtime::Runtime;
+
+/// What starting a rotation needs besides the slot.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    /// What started it.
+    pub trigger: Trigger,
+    /// Why.
+    pub reason: String,
+    /// Who and from where.
+    pub initiator: Initiator,
+    /// Expiry asked for the new key.
+    pub new_expires_at: Option<Timestamp>,
+    /// When the old key should die.
+    pub old_expires_at: Option<Timestamp>,
+    /// Tell the policy's security contacts.
+    pub notify_contacts: bool,
+}
+
+/// Drives rotations.
+pub struct Engine {
+    /// The store.
+    store: Arc<Store>,
+    /// Config, providers and sinks in force (swapped on reload).
+    runtime: RwLock<Arc<Runtime>>,
+    /// Rotations a runner is driving right now.
+    running: Mutex<HashSet<String>>,
+    /// Wakes the scheduler when timers may have changed.
+    wake: Wake,
+    /// Where `now` comes from.
+    clock: Arc<dyn Clock>,
+    /// Hands shutdown listeners to runners; taken away at shutdown.
+    shutdown: Mutex<Option<ShutdownHandle>>,
+}
+
+/// Why a store call failed, as the engine sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A blocking task died.
+    #[error("internal: {0}")]
+    Join(String),
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        ApiError::new(500, e.to_string())
+    }
+}
+
+impl Engine {
+    /// An engine over `store` with the given runtime.
+    pub fn new(
+        store: Arc<Store>,
+        runtime: Runtime,
+        clock: Arc<dyn Clock>,
+        wake: Wake,
+        shutdown: ShutdownHandle,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            store,
+            runtime: RwLock::new(Arc::new(runtime)),
+            running: Mutex::new(HashSet::new()),
+            wake,
+            clock,
+            shutdown: Mutex::new(Some(shutdown)),
+        })
+    }
+
+    /// The runtime in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        match self.runtime.read() {
+            Ok(rt) => Arc::clone(&rt),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Swaps in a new runtime (reload). Running steps finish with the old one.
+    pub fn set_runtime(&self, rt: Runtime) {
+        match self.runtime.write() {
+            Ok(mut g) => *g = Arc::new(rt),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(rt),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Stops handing out work: no new runners start after this.
+    pub fn stop(&self) {
+        if let Ok(mut g) = self.shutdown.lock() {
+            g.take();
+        }
+    }
+
+    /// Runs a blocking store call on the blocking pool. A failed commit is
+    /// fatal: redb refuses further writes until reopened, so keyrot exits
+    /// non-zero and systemd restarts it; resume does the rest.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let store = Arc::clone(&self.store);
+        let out = tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| EngineError::Join(e.to_string()))?;
+        if let Err(StoreError::CommitFailed(msg)) = &out {
+            tracing::error!(error = %msg, "store commit failed; exiting so the service manager restarts keyrot");
+            std::process::exit(70);
+        }
+        Ok(out?)
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        self.running.lock().map(|r| r.contains(id)).unwrap_or(true)
+    }
+
+    /// Marks `id` as driven; false when some runner already drives it.
+    fn claim(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .map(|mut r| r.insert(id.to_string()))
+            .unwrap_or(false)
+    }
+
+    fn release(&self, id: &str) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(id);
+        }
+        self.wake.notify();
+    }
+
+    /// Rotation ids a runner drives now (the scheduler skips their timers).
+    pub fn running(&self) -> HashSet<String> {
+        self.running.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Starts a runner for rotation `id` unless one runs or keyrot stops.
+    pub fn spawn(self: &Arc<Self>, id: &str) {
+        let Some(shutdown) = self.subscribe() else {
+            return;
+        };
+        if !self.claim(id) {
+            return;
+        }
+        let engine = Arc::clone(self);
+        let id = id.to_string();
+        tokio::spawn(async move {
+            engine.drive(&id, shutdown).await;
+            engine.release(&id);
+        });
+    }
+
+    fn subscribe(&self) -> Option<Shutdown> {
+        self.shutdown.lock().ok()?.as_ref().map(ShutdownHandle::subscribe)
+    }
+
+    /// Resumes every unfinished rotation (daemon start).
+    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, EngineError> {
+        let open = self.db(|s| s.unfinished_rotations()).await?;
+        let mut n = 0;
+        for rec in open.iter().filter(|r| r.state != RotationState::Failed) {
+            tracing::info!(rotation = %rec.id, key = %rec.slot, step = %rec.state, "resuming rotation");
+            self.spawn(&rec.id);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Creates a rotation for `slot` (Pending) and starts its runner.
+    pub async fn start(
+        self: &Arc<Self>,
+        slot: &str,
+        req: StartRequest,
+    ) -> Result<RotationRecord, ApiError> {
+        let rt = self.runtime();
+        let now = self.now();
+        let slot_s = slot.to_string();
+        let created = self
+            .db(move |s| {
+                s.write(|tx| {
+                    let Some(mut key) = tx.key(&slot_s)? else {
+                        return Ok(Err(ApiError::new(404, format!("unknown key {slot_s:?}"))));
+                    };
+                    if let Some(active) = &key.active_rotation {
+                        let mut e = ApiError::new(
+                            409,
+                            format!("a rotation of {slot_s} is already running: {active}"),
+                        );
+                        e.rotation_id = Some(active.clone());
+                        return Ok(Err(e));
+                    }
+                    let rec = new_record(&rt, &key, req, now);
+                    key.active_rotation = Some(rec.id.clone());
+                    key.next_due = None;
+                    key.due_reason = Some("rotation in progress".into());
+                    key.last_started_at = Some(now);
+                    tx.put_rotation(&rec)?;
+                    tx.put_key(&key)?;
+                    tx.audit(
+                        now,
+                        "rotation.started",
+                        Some(&rec.slot),
+                        Some(&rec.id),
+                        rec.initiator.rotated_by.as_deref(),
+                        &format!("trigger={:?} reason={}", rec.trigger, rec.reason),
+                    )?;
+                    Ok(Ok(rec))
+                })
+            })
+            .await??;
+        tracing::info!(rotation = %created.id, key = %created.slot, provider = %created.provider,
+            step = "pending", trigger = ?created.trigger, reason = %created.reason, "rotation started");
+        self.spawn(&created.id);
+        Ok(created)
+    }
+
+    /// Resumes a Failed rotation from the state it failed in.
+    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<RotationRecord, ApiError> {
+        let now = self.now();
+        let id_s = id.to_string();
+        let rec = self
+            .db(move |s| {
+                s.write(|tx| {
+                    let Some(mut rec) = tx.rotation(&id_s)? else {
+                        return Ok(Err(ApiError::new(404, format!("unknown rotation {id_s}"))));
+                    };
+                    if rec.state != RotationState::Failed {
+                        return Ok(Err(ApiError::new(
+                            409,
+                            format!("rotation {id_s} is {}, not failed: nothing to resume", rec.state),
+                        )));
+                    }
+                    let to = rec.failed_in.unwrap_or(RotationState::Pending);
+                    rec.transition(to, now, "resumed by operator");
+                    rec.failed_in = None;
+                    tx.put_rotation(&rec)?;
+                    tx.audit(now, "rotation.resumed", Some(&rec.slot), Some(&rec.id), None, to.as_str())?;
+                    Ok(Ok(rec))
+                })
+            })
+            .await??;
+        self.spawn(&rec.id);
+        Ok(rec)
+    }
+
+    /// Aborts a rotation that is not past distribution, revoking a new key
+    /// that was issued (or may have been) so that none is left orphaned.
+    pub async fn abort(self: &Arc<Self>, id: &str) -> Result<RotationRecord, ApiError> {
+        if !self.claim(id) {
+            return Err(ApiError::new(
+                409,
+                format!("rotation {id} is running a step; abort it once it waits or fails"),
+            ));
+        }
+        let out = self.abort_claimed(id).await;
+        self.release(id);
+        out
+    }
+}
+
+fn new_record(rt: &Runtime, key: &KeyRecord, req: StartRequest, now: Timestamp) -> RotationRecord {
+    let policy = rt.config.policy(&key.policy);
+    let scopes = match (&key.current, policy) {
+        (_, Some(p)) if !p.scopes.is_empty() => p.scopes.clone(),
+        (Some(cur), _) if !cur.scopes.is_empty() => cur.scopes.clone(),
+        _ => key.scopes.clone(),
+    };
+    let id = crate::model::new_rotation_id();
+    RotationRecord {
+        id: id.clone(),
+        slot: key.slot.clone(),
+        provider: key.provider.clone(),
+        policy: key.policy.clone(),
+        state: RotationState::Pending,
+        trigger: req.trigger,
+        reason: req.reason.clone(),
+        initiator: req.initiator,
+        old_key_id: key.current.as_ref().map(|k| k.id.clone()),
+        old_expires_at: key.current.as_ref().and_then(|k| k.expires_at),
+        requested_new_expiry: req.new_expires_at,
+        requested_old_expiry: req.old_expires_at,
+        scopes,
+        new_key: None,
+        sinks: key.sinks.clone(),
+        sink_results: Default::default(),
+        revoke_old_at: None,
+        old_revoked_at: None,
+        attempts: 0,
+        retry_at: None,
+        last_error: None,
+        failed_in: None,
+        notify_contacts: req.notify_contacts,
+        created_at: now,
+        updated_at: now,
+        history: vec![Transition {
+            at: now,
+            to: RotationState::Pending,
+            note: req.reason,
+        }],
+    }
+}

@@ -1,0 +1,508 @@
+//! One step function per state. A step makes at most one kind of external
+//! call and ends by committing the next state; the runner loops over steps
+//! until the rotation waits or ends.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use secrecy::SecretString;
+
+use super::{backoff, plan, Engine, EngineError, Runtime};
+use crate::control::ApiError;
+use crate::error::CallError;
+use crate::model::{KeyInfo, KeyRecord, NewKey, RotationRecord, RotationState, SinkResult};
+use crate::notify;
+use crate::policy;
+use crate::provider::{IssueRequest, Provider};
+use crate::shutdown::Shutdown;
+use crate::sink::SinkTarget;
+use crate::store::Tx;
+
+/// What the runner does after a step.
+enum Next {
+    /// Take the next step now.
+    Continue,
+    /// The rotation waits for a timer (or an operator); stop the runner.
+    Stop,
+}
+
+/// Why a step failed.
+#[derive(Debug)]
+enum StepError {
+    /// An external call failed (retried within the budget when transient).
+    Call(CallError),
+    /// The store failed; the runner stops and the rotation resumes later.
+    Engine(EngineError),
+}
+
+impl From<CallError> for StepError {
+    fn from(e: CallError) -> Self {
+        StepError::Call(e)
+    }
+}
+
+impl From<EngineError> for StepError {
+    fn from(e: EngineError) -> Self {
+        StepError::Engine(e)
+    }
+}
+
+type StepResult = Result<Next, StepError>;
+
+/// The record and a function run in the same transaction as its save.
+type Extra = Box<dyn FnOnce(&mut Tx, &RotationRecord) -> Result<(), crate::store::StoreError> + Send>;
+
+impl Engine {
+    /// Drives rotation `id` until it waits or ends, or keyrot shuts down
+    /// (the in-flight step always commits first).
+    pub(super) async fn drive(self: &Arc<Self>, id: &str, mut shutdown: Shutdown) {
+        let rt = self.runtime();
+        let Some(limit) = self.provider_limit(&rt, id).await else {
+            return;
+        };
+        let Ok(_permit) = limit.acquire_owned().await else {
+            return;
+        };
+        // True while this runner entered Issuing itself and has not called
+        // the provider yet: only then can cleanup-by-tag be skipped.
+        let mut fresh_issue = false;
+        loop {
+            if shutdown.signalled() {
+                tracing::info!(rotation = %id, "shutting down: rotation will resume at next start");
+                return;
+            }
+            let rec = match self.load(id).await {
+                Ok(Some(rec)) => rec,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(rotation = %id, error = %e, "cannot read rotation");
+                    return;
+                }
+            };
+            if rec.state.is_terminal() {
+                return;
+            }
+            if rec.retry_at.is_some_and(|t| t > self.now()) {
+                return;
+            }
+            let rt = self.runtime();
+            let state = rec.state;
+            let result = self.step(&rt, rec, &mut fresh_issue).await;
+            match result {
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop) => return,
+                Err(StepError::Engine(e)) => {
+                    tracing::error!(rotation = %id, step = %state, error = %e, "store error; the rotation resumes later");
+                    return;
+                }
+                Err(StepError::Call(err)) => {
+                    fresh_issue = false;
+                    if let Err(e) = self.record_failure(&rt, id, state, err).await {
+                        tracing::error!(rotation = %id, error = %e, "cannot record failure");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn provider_limit(&self, rt: &Runtime, id: &str) -> Option<Arc<tokio::sync::Semaphore>> {
+        let rec = self.load(id).await.ok().flatten()?;
+        match rt.limits.get(&rec.provider) {
+            Some(l) => Some(Arc::clone(l)),
+            None => {
+                tracing::error!(rotation = %id, provider = %rec.provider, "provider is not configured; rotation waits");
+                None
+            }
+        }
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<RotationRecord>, EngineError> {
+        let id = id.to_string();
+        self.db(move |s| s.rotation(&id)).await
+    }
+
+    /// Commits `rec` (with `extra` in the same transaction) and wakes the
+    /// scheduler, whose timers may have moved.
+    async fn save(&self, rec: RotationRecord, extra: Option<Extra>) -> Result<RotationRecord, EngineError> {
+        let saved = self
+            .db(move |s| {
+                s.write(move |tx| {
+                    tx.put_rotation(&rec)?;
+                    if let Some(f) = extra {
+                        f(tx, &rec)?;
+                    }
+                    Ok(rec)
+                })
+            })
+            .await?;
+        self.wake.notify();
+        crate::failpoint::hit(&format!("after:{}", saved.state))
+            .map_err(|e| EngineError::Join(e.message))?;
+        Ok(saved)
+    }
+
+    fn provider(rt: &Runtime, rec: &RotationRecord) -> Result<Arc<dyn Provider>, CallError> {
+        rt.providers.get(&rec.provider).cloned().ok_or_else(|| {
+            CallError::permanent(format!("provider {:?} is no longer configured", rec.provider))
+        })
+    }
+
+    async fn step(self: &Arc<Self>, rt: &Runtime, mut rec: RotationRecord, fresh_issue: &mut bool) -> StepResult {
+        let now = self.now();
+        let span = tracing::info_span!("step", rotation = %rec.id, key = %rec.slot, provider = %rec.provider, step = %rec.state);
+        let _enter = span.enter();
+        match rec.state {
+            RotationState::Pending => {
+                let provider = Self::provider(rt, &rec)?;
+                if !provider.capabilities().issue {
+                    return Err(CallError::permanent(format!(
+                        "provider {} ({}) cannot issue keys",
+                        rec.provider,
+                        provider.kind()
+                    ))
+                    .into());
+                }
+                rec.transition(RotationState::Issuing, now, format!("issuing at {} with tag {}", rec.provider, rec.id));
+                self.save(rec, None).await?;
+                *fresh_issue = true;
+                Ok(Next::Continue)
+            }
+            RotationState::Issuing => self.issue(rt, rec, fresh_issue, now).await,
+            RotationState::Issued => {
+                rec.transition(RotationState::Distributing, now, format!("distributing to {} sink(s)", rec.sinks.len()));
+                self.save(rec, None).await?;
+                Ok(Next::Continue)
+            }
+            RotationState::Distributing => self.distribute(rt, rec, now).await,
+            RotationState::Verifying => self.verify(rt, rec, now).await,
+            RotationState::Overlap => {
+                let due = rec.revoke_old_at.unwrap_or(now);
+                if due > now {
+                    tracing::info!(revoke_at = %due, "overlap: old key stays valid until its revoke time");
+                    return Ok(Next::Stop);
+                }
+                rec.transition(RotationState::Revoking, now, "overlap over");
+                self.save(rec, None).await?;
+                Ok(Next::Continue)
+            }
+            RotationState::Revoking => self.revoke_old(rt, rec, now).await,
+            RotationState::Completed | RotationState::Failed | RotationState::Aborted => Ok(Next::Stop),
+        }
+    }
+
+    /// Issuing: clean up a key a previous attempt may have created (found by
+    /// its tag), then issue, then seal the secret in the same commit as the
+    /// new key's id.
+    async fn issue(&self, rt: &Runtime, mut rec: RotationRecord, fresh: &mut bool, now: Timestamp) -> StepResult {
+        let provider = Self::provider(rt, &rec)?;
+        let caps = provider.capabilities();
+        let mut notes = Vec::new();
+        if !*fresh {
+            if !caps.tag {
+                return Err(CallError::permanent(format!(
+                    "interrupted while issuing, and provider {} cannot tag keys: look for a key named {:?} created after {} and revoke it before resuming",
+                    rec.provider, key_name(&rec.slot), rec.updated_at
+                ))
+                .into());
+            }
+            for orphan in provider.find_tagged(&rec.id, now).await? {
+                provider.revoke(&orphan.id, now).await?;
+                tracing::warn!(orphan = %orphan.id, "revoked a key an interrupted attempt had issued (its secret was never seen)");
+                notes.push(orphan.id);
+            }
+        }
+        *fresh = false;
+        let policy = rt.config.policy(&rec.policy);
+        let expires_at = match policy {
+            Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now).map_err(CallError::permanent)?,
+            None => rec.requested_new_expiry,
+        };
+        if policy.is_some_and(|p| p.require_scopes) && rec.scopes.is_empty() {
+            return Err(CallError::permanent("policy requires scopes but the new key would have none").into());
+        }
+        let req = IssueRequest {
+            name: key_name(&rec.slot).to_string(),
+            scopes: rec.scopes.clone(),
+            expires_at,
+            tag: rec.id.clone(),
+            replaces: rec.old_key_id.clone(),
+            created_by: "keyrot".into(),
+            now,
+        };
+        crate::failpoint::hit("before:issue")?;
+        let issued = provider.issue(&req).await?;
+        crate::failpoint::hit("after:issue")?;
+        let hash = crate::crypto::sha256_hex(secrecy::ExposeSecret::expose_secret(&issued.secret).as_bytes());
+        rec.new_key = Some(NewKey {
+            id: issued.info.id.clone(),
+            expires_at: issued.info.expires_at,
+            secret_sha256: hash,
+            scopes: issued.info.scopes.clone(),
+        });
+        let mut note = format!("issued key {} (expires {})", issued.info.id, fmt_opt(issued.info.expires_at));
+        if !notes.is_empty() {
+            note.push_str(&format!("; revoked orphan(s) {}", notes.join(", ")));
+        }
+        tracing::info!(new_key = %issued.info.id, "new key issued; secret sealed into the store");
+        rec.transition(RotationState::Issued, now, note);
+        let secret = issued.secret;
+        let key_id = issued.info.id.clone();
+        self.save(
+            rec,
+            Some(Box::new(move |tx, r| {
+                tx.put_secret(&r.id, &secret)?;
+                tx.audit(now, "key.issued", Some(&r.slot), Some(&r.id), None, &format!("new key {key_id}"))
+            })),
+        )
+        .await?;
+        Ok(Next::Continue)
+    }
+
+    async fn secret(&self, rec: &RotationRecord) -> Result<SecretString, StepError> {
+        let id = rec.id.clone();
+        self.db(move |s| s.secret(&id))
+            .await?
+            .ok_or_else(|| StepError::Call(CallError::permanent(format!("the secret of rotation {} is missing from the store", rec.id))))
+    }
+
+    /// Distributing: each sink not yet recorded is written, and each success
+    /// committed on its own, so a resume re-writes only what is missing.
+    async fn distribute(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
+        let pending: Vec<String> = rec.sinks.iter().filter(|s| !rec.sink_results.contains_key(*s)).cloned().collect();
+        if !pending.is_empty() {
+            let secret = self.secret(&rec).await?;
+            let target = target(&rec)?;
+            for name in pending {
+                let sink = rt.sinks.get(&name).cloned().ok_or_else(|| {
+                    CallError::permanent(format!("sink {name:?} is no longer configured"))
+                })?;
+                crate::failpoint::hit("before:sink-put")?;
+                let version = sink
+                    .put(&target, &secret)
+                    .await
+                    .map_err(|e| CallError { message: format!("sink {name}: {}", e.message), ..e })?;
+                crate::failpoint::hit("after:sink-put")?;
+                tracing::info!(sink = %name, "secret written to sink");
+                rec.sink_results.insert(name, SinkResult { written_at: self.now(), verified_at: None, version });
+                rec.updated_at = self.now();
+                rec = self.save(rec, None).await?;
+            }
+        }
+        rec.transition(RotationState::Verifying, now, "all sinks written");
+        self.save(rec, None).await?;
+        Ok(Next::Continue)
+    }
+
+    /// Verifying: the provider accepts the new key, and every sink reads
+    /// back the same secret (compared by hash).
+    async fn verify(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
+        let provider = Self::provider(rt, &rec)?;
+        let new = rec.new_key.clone().ok_or_else(|| CallError::permanent("verifying without a new key"))?;
+        if provider.capabilities().verify {
+            let secret = self.secret(&rec).await?;
+            crate::failpoint::hit("before:verify")?;
+            provider.verify(&new.id, &secret, now).await?;
+        }
+        let target = target(&rec)?;
+        for name in rec.sinks.clone() {
+            let sink = rt.sinks.get(&name).cloned().ok_or_else(|| CallError::permanent(format!("sink {name:?} is no longer configured")))?;
+            crate::failpoint::hit("before:sink-read")?;
+            match sink.read_back(&target).await? {
+                Some(h) if h == new.secret_sha256 => {
+                    if let Some(r) = rec.sink_results.get_mut(&name) {
+                        r.verified_at = Some(now);
+                    }
+                }
+                Some(_) => return Err(CallError::transient(format!("sink {name} holds a different secret than the one written (another writer?)")).into()),
+                None => return Err(CallError::transient(format!("sink {name} holds no secret for {}", rec.slot)).into()),
+            }
+        }
+        if rec.old_key_id.is_none() {
+            rec.transition(RotationState::Completed, now, "verified; first key of this slot");
+            return self.complete(rt, rec, now).await;
+        }
+        let overlap = rt.config.policy(&rec.policy).map(|p| p.overlap).unwrap_or_default();
+        let revoke_at = rec.requested_old_expiry.unwrap_or(now + overlap).max(now);
+        rec.revoke_old_at = Some(revoke_at);
+        rec.transition(RotationState::Overlap, now, format!("verified; old key valid until {revoke_at}"));
+        self.save(rec, None).await?;
+        Ok(Next::Continue)
+    }
+
+    /// Revoking: the old key goes ("already revoked" counts as done).
+    async fn revoke_old(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
+        let provider = Self::provider(rt, &rec)?;
+        let old = rec.old_key_id.clone().unwrap_or_default();
+        let note = if provider.capabilities().revoke {
+            crate::failpoint::hit("before:revoke")?;
+            provider.revoke(&old, now).await?;
+            crate::failpoint::hit("after:revoke")?;
+            rec.old_revoked_at = Some(now);
+            tracing::info!(old_key = %old, "old key revoked");
+            format!("old key {old} revoked")
+        } else {
+            format!("provider cannot revoke: old key {old} lives until it expires")
+        };
+        rec.transition(RotationState::Completed, now, note);
+        self.complete(rt, rec, now).await
+    }
+
+    /// Completed: wipe the secret, point the inventory at the new key,
+    /// queue notifications and audit, all in one transaction.
+    async fn complete(&self, rt: &Runtime, rec: RotationRecord, now: Timestamp) -> StepResult {
+        let cfg = Arc::clone(&rt.config);
+        let slot = rec.slot.clone();
+        let saved = self
+            .db(move |s| {
+                s.write(move |tx| {
+                    tx.put_rotation(&rec)?;
+                    tx.wipe_secret(&rec.id)?;
+                    let mut key = tx.key(&slot)?;
+                    if let Some(k) = key.as_mut() {
+                        point_at_new_key(k, &rec, now);
+                        let others = if k.group.is_some() { tx.keys()? } else { Vec::new() };
+                        let last = plan::group_last_start(k, &others);
+                        plan::schedule(&cfg, k, last, now);
+                        tx.put_key(k)?;
+                    }
+                    for m in notify::completed(&cfg, &rec, key.as_ref(), now) {
+                        tx.put_message(&m)?;
+                    }
+                    tx.audit(now, "rotation.completed", Some(&rec.slot), Some(&rec.id), rec.initiator.rotated_by.as_deref(),
+                        &format!("new key {}", rec.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-")))?;
+                    Ok(rec)
+                })
+            })
+            .await?;
+        self.wake.notify();
+        tracing::info!(rotation = %saved.id, key = %saved.slot, step = "completed",
+            new_key = %saved.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-"),
+            expires = %saved.new_key.as_ref().and_then(|k| k.expires_at).map(|t| t.to_string()).unwrap_or_default(),
+            "rotation completed");
+        Ok(Next::Stop)
+    }
+
+    /// A step failed: retry later within the budget, else Failed (the old
+    /// key untouched) with a notification.
+    async fn record_failure(&self, rt: &Runtime, id: &str, state: RotationState, err: CallError) -> Result<(), EngineError> {
+        let Some(mut rec) = self.load(id).await? else { return Ok(()) };
+        let now = self.now();
+        rec.attempts += 1;
+        rec.last_error = Some(err.message.clone());
+        rec.updated_at = now;
+        let budget = rt.config.daemon.retry.attempts;
+        if err.transient && rec.attempts < budget {
+            let wait = backoff::delay(&rt.config.daemon.retry, rec.attempts, err.retry_after);
+            rec.retry_at = Some(now + wait);
+            tracing::warn!(rotation = %id, key = %rec.slot, step = %state, attempt = rec.attempts, budget,
+                retry_in = %policy::format_duration(wait), error = %err.message, "step failed; will retry");
+            self.save(rec, None).await?;
+            return Ok(());
+        }
+        tracing::error!(rotation = %id, key = %rec.slot, step = %state, attempts = rec.attempts, error = %err.message,
+            "rotation failed; the old key is untouched. Run `keyrot rotation resume {id}` or `keyrot rotation abort {id}`");
+        let attempts = rec.attempts;
+        rec.transition(RotationState::Failed, now, format!("failed in {state}: {}", err.message));
+        rec.attempts = attempts;
+        rec.failed_in = Some(state);
+        rec.last_error = Some(err.message.clone());
+        let cfg = Arc::clone(&rt.config);
+        self.save(rec, Some(Box::new(move |tx, r| {
+            let key = tx.key(&r.slot)?;
+            for m in notify::failed(&cfg, r, key.as_ref(), now) {
+                tx.put_message(&m)?;
+            }
+            tx.audit(now, "rotation.failed", Some(&r.slot), Some(&r.id), None, &format!("in {state}: {}", err.message))
+        }))).await?;
+        Ok(())
+    }
+
+    /// Abort with the runner claim held.
+    pub(super) async fn abort_claimed(&self, id: &str) -> Result<RotationRecord, ApiError> {
+        let rt = self.runtime();
+        let mut rec = self.load(id).await?.ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
+        let at = if rec.state == RotationState::Failed { rec.failed_in.unwrap_or(RotationState::Pending) } else { rec.state };
+        if rec.state.is_terminal() && rec.state != RotationState::Failed {
+            return Err(ApiError::new(409, format!("rotation {id} is already {}", rec.state)));
+        }
+        if matches!(at, RotationState::Verifying | RotationState::Overlap | RotationState::Revoking) || !rec.sink_results.is_empty() {
+            let sinks: Vec<&str> = rec.sink_results.keys().map(String::as_str).collect();
+            return Err(ApiError::new(409, format!(
+                "rotation {id} has already written the new key to sink(s) {}; revoking it now would break consumers that read them. Resume it instead (`keyrot rotation resume {id}`)",
+                sinks.join(", "))));
+        }
+        let now = self.now();
+        let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
+        let mut revoked = Vec::new();
+        if let Some(new) = &rec.new_key {
+            provider.revoke(&new.id, now).await.map_err(|e| ApiError::new(502, format!("revoking the new key {}: {e}", new.id)))?;
+            revoked.push(new.id.clone());
+        } else if at == RotationState::Issuing && provider.capabilities().tag {
+            let found = provider.find_tagged(&rec.id, now).await.map_err(|e| ApiError::new(502, e.message))?;
+            for k in found {
+                provider.revoke(&k.id, now).await.map_err(|e| ApiError::new(502, e.message))?;
+                revoked.push(k.id);
+            }
+        }
+        let note = if revoked.is_empty() { "aborted by operator".to_string() } else { format!("aborted by operator; revoked new key(s) {}", revoked.join(", ")) };
+        rec.transition(RotationState::Aborted, now, note.clone());
+        let cfg = Arc::clone(&rt.config);
+        let saved = self.save(rec, Some(Box::new(move |tx, r| {
+            tx.wipe_secret(&r.id)?;
+            if let Some(mut k) = tx.key(&r.slot)? {
+                if k.active_rotation.as_deref() == Some(r.id.as_str()) {
+                    k.active_rotation = None;
+                }
+                let others = if k.group.is_some() { tx.keys()? } else { Vec::new() };
+                let last = plan::group_last_start(&k, &others);
+                plan::schedule(&cfg, &mut k, last, now);
+                tx.put_key(&k)?;
+            }
+            tx.audit(now, "rotation.aborted", Some(&r.slot), Some(&r.id), None, &note)
+        }))).await?;
+        Ok(saved)
+    }
+}
+
+/// The key name part of a slot id.
+fn key_name(slot: &str) -> &str {
+    slot.split_once('/').map(|(_, n)| n).unwrap_or(slot)
+}
+
+fn fmt_opt(t: Option<Timestamp>) -> String {
+    t.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
+}
+
+fn target(rec: &RotationRecord) -> Result<SinkTarget, CallError> {
+    let new = rec.new_key.as_ref().ok_or_else(|| CallError::permanent("no new key to distribute"))?;
+    Ok(SinkTarget {
+        slot: rec.slot.clone(),
+        provider: rec.provider.clone(),
+        key_name: key_name(&rec.slot).to_string(),
+        key_id: new.id.clone(),
+        rotation_id: rec.id.clone(),
+        expires_at: new.expires_at,
+    })
+}
+
+/// The inventory now points at the new key; the next sync refreshes the
+/// rest of its metadata from the provider.
+fn point_at_new_key(k: &mut KeyRecord, rec: &RotationRecord, now: Timestamp) {
+    if let Some(new) = &rec.new_key {
+        k.current = Some(KeyInfo {
+            id: new.id.clone(),
+            name: key_name(&rec.slot).to_string(),
+            scopes: new.scopes.clone(),
+            created_by: Some("keyrot".into()),
+            created_at: rec.entered(RotationState::Issued).or(Some(now)),
+            expires_at: new.expires_at,
+            last_used_at: None,
+            tags: Default::default(),
+        });
+    }
+    if k.active_rotation.as_deref() == Some(rec.id.as_str()) {
+        k.active_rotation = None;
+    }
+    k.last_rotated_at = Some(now);
+}

@@ -1,0 +1,208 @@
+//! The scheduler: sleeps until the next instant in the store's due index
+//! (a key's rotation start, a rotation's overlap end or retry) and is woken
+//! early when the state machine changes a timer. No polling interval: an
+//! idle daemon wakes only when something is due. Inventory sync from each
+//! provider runs on its own cron (tokio-cron-scheduler, UTC).
+
+pub mod bind;
+pub mod cron;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::model::{Initiator, KeyRecord};
+use crate::rotation::{plan, Engine, StartRequest};
+use crate::shutdown::Shutdown;
+use crate::store::DueTarget;
+use crate::wake::Wake;
+
+/// Pulls each provider's inventory and binds it to the configured slots,
+/// rescheduling every slot of that provider. Returns the slots bound.
+pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize, String> {
+    let rt = engine.runtime();
+    let p = rt
+        .providers
+        .get(provider)
+        .cloned()
+        .ok_or_else(|| format!("provider {provider:?} is not configured"))?;
+    let now = engine.now();
+    let listed = if p.capabilities().list {
+        p.list(now).await.map_err(|e| format!("listing keys: {e}"))?
+    } else {
+        Vec::new()
+    };
+    let cfg = Arc::clone(&rt.config);
+    let name = provider.to_string();
+    let (n, removed) = engine
+        .db(move |s| {
+            let in_flight = s
+                .unfinished_rotations()?
+                .into_iter()
+                .filter_map(|r| r.new_key.map(|k| k.id))
+                .collect();
+            s.write(|tx| {
+                let existing = tx.keys()?;
+                let out = bind::bind(&cfg, &name, &listed, &existing, &in_flight, now);
+                for rec in &out.records {
+                    tx.put_key(rec)?;
+                }
+                for slot in &out.removed {
+                    tx.delete_key(slot)?;
+                }
+                Ok((out.records.len(), out.removed))
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    for slot in removed {
+        tracing::warn!(key = %slot, "slot no longer matches any [[key]] entry; dropped from the inventory");
+    }
+    tracing::info!(provider = %provider, keys = n, "inventory synced");
+    Ok(n)
+}
+
+/// Syncs every provider; errors are logged, not fatal.
+pub async fn sync_all(engine: &Arc<Engine>, wake: &Wake) {
+    let names: Vec<String> = engine.runtime().config.providers.iter().map(|p| p.name.clone()).collect();
+    for name in names {
+        if let Err(e) = sync_provider(engine, &name).await {
+            tracing::error!(provider = %name, error = %e, "inventory sync failed");
+        }
+    }
+    wake.notify();
+}
+
+/// What the due loop has already handed out, so that an entry that stays
+/// in the index (a runner that could not move it) is not dispatched again
+/// and again: an entry is dispatched once per instant.
+#[derive(Default)]
+struct Dispatched(HashMap<String, Timestamp>);
+
+impl Dispatched {
+    fn first_time(&mut self, id: &str, at: Timestamp) -> bool {
+        self.0.insert(id.to_string(), at) != Some(at)
+    }
+}
+
+/// Runs the due loop until shutdown.
+pub async fn run(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
+    let mut changed = wake.subscribe();
+    let mut dispatched = Dispatched::default();
+    loop {
+        let now = engine.now();
+        let next = match tick(&engine, &mut dispatched, now).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler: store error; retrying in 60s");
+                Some(now + SignedDuration::from_secs(60))
+            }
+        };
+        let sleep = next
+            .map(|at| (at - engine.now()).max(SignedDuration::ZERO))
+            .and_then(|d| std::time::Duration::try_from(d).ok());
+        if let Some(at) = next {
+            tracing::debug!(next = %at, "scheduler sleeping until the next due instant");
+        }
+        tokio::select! {
+            _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
+            r = changed.changed() => if r.is_err() { return },
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
+/// Dispatches everything due at `now`; returns the next instant to wake.
+async fn tick(engine: &Arc<Engine>, dispatched: &mut Dispatched, now: Timestamp) -> Result<Option<Timestamp>, String> {
+    let due = engine.db(move |s| s.due_until(now)).await.map_err(|e| e.to_string())?;
+    let running = engine.running();
+    for (at, target) in due {
+        match target {
+            DueTarget::Rotation(id) => {
+                if !running.contains(&id) && dispatched.first_time(&format!("r:{id}"), at) {
+                    engine.spawn(&id);
+                }
+            }
+            DueTarget::Key(slot) => {
+                if dispatched.first_time(&format!("k:{slot}"), at) {
+                    if let Err(e) = dispatch_key(engine, &slot, now).await {
+                        tracing::error!(key = %slot, error = %e, "cannot start rotation");
+                    }
+                }
+            }
+        }
+    }
+    engine.db(move |s| s.next_due_after(now)).await.map_err(|e| e.to_string())
+}
+
+/// A slot's start instant has come: start its rotation, or move its start
+/// (a group stagger, a window that closed while keyrot was down).
+async fn dispatch_key(engine: &Arc<Engine>, slot: &str, now: Timestamp) -> Result<(), String> {
+    let cfg = Arc::clone(&engine.runtime().config);
+    let slot_s = slot.to_string();
+    let start = engine
+        .db(move |s| {
+            s.write(|tx| {
+                let Some(mut rec) = tx.key(&slot_s)? else { return Ok(None) };
+                let others: Vec<KeyRecord> = if rec.group.is_some() { tx.keys()? } else { Vec::new() };
+                let last = plan::group_last_start(&rec, &others);
+                let decision = if rec.active_rotation.is_none() { plan::decide(&cfg, &rec, last, now) } else { None };
+                match decision {
+                    Some(d) if d.start_at.is_some_and(|t| t <= now) => {
+                        Ok(Some((plan::trigger(&rec, &d), d.explain)))
+                    }
+                    _ => {
+                        plan::schedule(&cfg, &mut rec, last, now);
+                        tx.put_key(&rec)?;
+                        Ok(None)
+                    }
+                }
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some((trigger, reason)) = start {
+        if trigger == crate::model::Trigger::Emergency {
+            tracing::warn!(key = %slot, reason = %reason, "emergency rotation outside the window");
+        }
+        let req = StartRequest {
+            trigger,
+            reason,
+            initiator: Initiator {
+                rotated_by: Some("keyrot".into()),
+                initiated_from: Some("scheduler".into()),
+                rotation_policy_id: None,
+            },
+            new_expires_at: None,
+            old_expires_at: None,
+            notify_contacts: false,
+        };
+        engine.start(slot, req).await.map_err(|e| e.message)?;
+    }
+    Ok(())
+}
+
+/// Runs the periodic inventory sync until shutdown, sleeping until each
+/// occurrence of `daemon.sync_schedule` (read afresh after every sync, so a
+/// reload's schedule applies from the next occurrence on).
+pub async fn sync_loop(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
+    loop {
+        let expr = engine.runtime().config.daemon.sync_schedule.clone();
+        let next = expr
+            .parse::<cron::SyncSchedule>()
+            .ok()
+            .and_then(|s| s.next_after(engine.now()));
+        let Some(next) = next else {
+            tracing::error!(schedule = %expr, "sync schedule never fires; periodic sync is off");
+            shutdown.recv().await;
+            return;
+        };
+        let wait = std::time::Duration::try_from((next - engine.now()).max(SignedDuration::ZERO))
+            .unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => sync_all(&engine, &wake).await,
+            _ = shutdown.recv() => return,
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Test harness: runs the real `keyrot` binary in a temporary directory with
+//! its own config, store, socket and sinks, and talks to it through the CLI.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keyrot")
+}
+
+/// A config for the local provider and a JSON file sink; `policy` is the
+/// body of one `[[policy]]` table named "fast", `keys` the `[[key]]` names.
+pub fn config(policy: &str, keys: &[&str]) -> String {
+    let mut s = String::from(
+        r#"[daemon]
+control_socket = "control.sock"
+sync_schedule = "0 0 0 * * *"
+shutdown_timeout = "10s"
+
+[daemon.retry]
+attempts = 3
+initial = "1s"
+max = "2s"
+
+[store]
+path = "state/state.redb"
+master_key_file = "master.key"
+create_master_key = true
+
+[[provider]]
+name = "local"
+type = "local"
+default_lifetime = "1h"
+
+[[sink]]
+name = "out"
+type = "file"
+path = "out/{name}.json"
+format = "json"
+
+[notify]
+from = "keyrot@example.com"
+transport = "file"
+dir = "mail"
+
+[[policy]]
+name = "fast"
+notify = ["ops@example.com"]
+"#,
+    );
+    s.push_str(policy);
+    s.push('\n');
+    for k in keys {
+        s.push_str(&format!(
+            "\n[[key]]\nname = \"{k}\"\nprovider = \"local\"\npolicy = \"fast\"\nsinks = [\"out\"]\nscopes = [\"read:all\"]\n"
+        ));
+    }
+    s
+}
+
+/// A daemon process in its own directory.
+pub struct Daemon {
+    /// The directory holding config, store, socket, sinks and log.
+    pub dir: PathBuf,
+    /// The running process, if any.
+    pub child: Option<Child>,
+    /// Extra environment for the next start.
+    pub env: Vec<(String, String)>,
+    /// Keeps the temp dir alive.
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// A daemon directory with `config` written as keyrot.toml.
+    pub fn new(config: &str) -> Daemon {
+        let tmp = tempfile::Builder::new().prefix("kr").tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        fs::write(dir.join("keyrot.toml"), config).unwrap();
+        Daemon { dir, child: None, env: Vec::new(), _tmp: Some(tmp) }
+    }
+
+    /// Path of the config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("keyrot.toml")
+    }
+
+    /// Path of the log file (stderr of every start, appended).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("daemon.log")
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts `keyrot run` and waits until the control socket answers.
+    pub fn start(&mut self) {
+        self.spawn();
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.cli(&["status", "--json"]).status.success() && self.dir.join("control.sock").exists()
+        });
+        assert!(ok, "daemon did not become ready; log:\n{}", self.log());
+    }
+
+    /// Starts `keyrot run` without waiting.
+    pub fn spawn(&mut self) {
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// Runs a CLI command against this daemon's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a CLI command that must succeed and prints JSON; returns it.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit (up to `timeout`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Rotations as `keyrot history --json` reports them.
+    pub fn rotations(&self) -> Vec<serde_json::Value> {
+        self.json(&["history", "--json", "--limit", "1000"])["rotations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Completed rotations of `slot` that replaced an old key.
+    pub fn completed_replacements(&self, slot: &str) -> Vec<serde_json::Value> {
+        self.rotations()
+            .into_iter()
+            .filter(|r| r["slot"] == slot && r["state"] == "Completed" && !r["old_key_id"].is_null())
+            .collect()
+    }
+
+    /// The JSON file sink's content for key `name`.
+    pub fn sink(&self, name: &str) -> Option<serde_json::Value> {
+        let text = fs::read_to_string(self.dir.join("out").join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` every 100 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// Reads every regular file below `dir`, recursively, as bytes.
+pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else if let Ok(b) = fs::read(&p) {
+            out.push((p, b));
+        }
+    }
+    out
+}
