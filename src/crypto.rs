@@ -120,9 +120,9 @@ impl MasterKey {
         MasterKey(Zeroizing::new(bytes))
     }
 
-    /// A new random key from the operating system's generator (aborts the
-    /// process, inside the RNG crate, if that generator fails; use
-    /// [`MasterKey::try_generate`] to get an error instead).
+    /// A new random key from the operating system's generator. The RNG
+    /// crate panics if that generator fails; use
+    /// [`MasterKey::try_generate`] to get an error instead.
     pub fn generate() -> MasterKey {
         MasterKey(Zeroizing::new(<[u8; KEY_LEN]>::generate()))
     }
@@ -217,7 +217,9 @@ impl MasterKey {
             }
         }
         match MasterKey::load(fallback_file, true) {
-            Err(CryptoError::KeyFileMissing { .. }) if create => MasterKey::write_new(fallback_file),
+            Err(CryptoError::KeyFileMissing { .. }) if create => {
+                MasterKey::write_new(fallback_file)
+            }
             other => other,
         }
     }
@@ -424,7 +426,10 @@ mod tests {
         // NIST GCM test vector (gcmEncryptExtIV256, Count 0 with empty PT/AAD):
         // key 0, iv 0 -> tag 530f8afbc74536b9a963b4f1c4cb738b.
         let sealed = seal_with_nonce(&[0u8; 32], &[0u8; 12], b"", b"").unwrap();
-        assert_eq!(hex_encode(&sealed[NONCE_LEN..]), "530f8afbc74536b9a963b4f1c4cb738b");
+        assert_eq!(
+            hex_encode(&sealed[NONCE_LEN..]),
+            "530f8afbc74536b9a963b4f1c4cb738b"
+        );
         // Same key/iv, 16 zero bytes of plaintext (McGrew & Viega test case 14).
         let sealed = seal_with_nonce(&[0u8; 32], &[0u8; 12], b"", &[0u8; 16]).unwrap();
         assert_eq!(
@@ -469,7 +474,10 @@ mod tests {
         let msg = err.to_string();
         assert!(matches!(err, CryptoError::KeyFileMode { mode: 0o644, .. }));
         assert!(msg.contains("0644"), "{msg}");
-        assert!(msg.contains(&format!("chmod 600 {}", path.display())), "{msg}");
+        assert!(
+            msg.contains(&format!("chmod 600 {}", path.display())),
+            "{msg}"
+        );
         // Without the check the same file loads.
         assert!(MasterKey::load(&path, false).is_ok());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -535,10 +543,22 @@ mod tests {
         ));
         // create writes the fallback.
         let created = MasterKey::resolve(Some(&creds), &fallback, true).unwrap();
-        assert_eq!(*MasterKey::resolve(None, &fallback, false).unwrap().0, *created.0);
+        assert_eq!(
+            *MasterKey::resolve(None, &fallback, false).unwrap().0,
+            *created.0
+        );
         // A credential wins, and its mode is not checked.
-        write_file(&creds.join(CREDENTIAL_NAME), hex_encode(&KEY).as_bytes(), 0o444);
-        assert_eq!(*MasterKey::resolve(Some(&creds), &fallback, false).unwrap().0, KEY);
+        write_file(
+            &creds.join(CREDENTIAL_NAME),
+            hex_encode(&KEY).as_bytes(),
+            0o444,
+        );
+        assert_eq!(
+            *MasterKey::resolve(Some(&creds), &fallback, false)
+                .unwrap()
+                .0,
+            KEY
+        );
         // The fallback is mode-checked.
         std::fs::set_permissions(&fallback, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(

@@ -128,13 +128,20 @@ pub fn due_at(
     let (created, expires) = key.created_at.zip(key.expires_at)?;
     let lifetime = expires.duration_since(created);
     let two_thirds = SignedDuration::from_nanos_i128(lifetime.as_nanos() / 3 * 2);
-    Some((duration::add_sat(created, two_thirds), DueReason::TwoThirdsLifetime))
+    Some((
+        duration::add_sat(created, two_thirds),
+        DueReason::TwoThirdsLifetime,
+    ))
 }
 
 /// Where in a window a key starts: a deterministic offset in [0, duration/2)
 /// from a hash (SHA-256) of the slot id and the window's start instant, so a
 /// restart never reshuffles. Whole seconds; zero for windows under 2s.
-pub fn jitter_offset(slot: &str, window_start: Timestamp, window: SignedDuration) -> SignedDuration {
+pub fn jitter_offset(
+    slot: &str,
+    window_start: Timestamp,
+    window: SignedDuration,
+) -> SignedDuration {
     let half = window.as_nanos() / 2;
     if half <= 0 {
         return SignedDuration::ZERO;
@@ -189,7 +196,10 @@ pub(crate) mod testutil {
 
     /// Key times from optional RFC 3339 strings.
     pub(crate) fn key(created: Option<&str>, expires: Option<&str>) -> Option<KeyTimes> {
-        Some(KeyTimes { created_at: created.map(ts), expires_at: expires.map(ts) })
+        Some(KeyTimes {
+            created_at: created.map(ts),
+            expires_at: expires.map(ts),
+        })
     }
 }
 
@@ -200,10 +210,16 @@ mod tests {
 
     #[test]
     fn due_by_lead_time() {
-        let p = Policy { rotate_before_expiry: Some(dur("30d")), ..policy() };
+        let p = Policy {
+            rotate_before_expiry: Some(dur("30d")),
+            ..policy()
+        };
         let k = key(Some("2026-01-01T00:00Z"), Some("2026-12-20T02:00Z"));
         let now = ts("2026-06-01T00:00Z");
-        assert_eq!(due_at(&p, k, now), Some((ts("2026-11-20T02:00Z"), DueReason::LeadTime)));
+        assert_eq!(
+            due_at(&p, k, now),
+            Some((ts("2026-11-20T02:00Z"), DueReason::LeadTime))
+        );
     }
 
     #[test]
@@ -215,13 +231,22 @@ mod tests {
         };
         let k = key(Some("2026-01-01T00:00Z"), Some("2026-12-20T00:00Z"));
         let now = ts("2026-02-01T00:00Z");
-        assert_eq!(due_at(&p, k, now), Some((ts("2026-04-01T00:00Z"), DueReason::MaxAge)));
+        assert_eq!(
+            due_at(&p, k, now),
+            Some((ts("2026-04-01T00:00Z"), DueReason::MaxAge))
+        );
         // No expiry: max age alone.
         let k = key(Some("2026-01-01T00:00Z"), None);
-        assert_eq!(due_at(&p, k, now), Some((ts("2026-04-01T00:00Z"), DueReason::MaxAge)));
+        assert_eq!(
+            due_at(&p, k, now),
+            Some((ts("2026-04-01T00:00Z"), DueReason::MaxAge))
+        );
         // Lead time earlier than max age wins.
         let k = key(Some("2026-01-01T00:00Z"), Some("2026-03-01T00:00Z"));
-        assert_eq!(due_at(&p, k, now), Some((ts("2026-01-30T00:00Z"), DueReason::LeadTime)));
+        assert_eq!(
+            due_at(&p, k, now),
+            Some((ts("2026-01-30T00:00Z"), DueReason::LeadTime))
+        );
     }
 
     #[test]
@@ -240,7 +265,10 @@ mod tests {
     #[test]
     fn no_key_is_due_now_and_nothing_means_never() {
         let now = ts("2026-11-23T12:00Z");
-        let p = Policy { rotate_before_expiry: Some(dur("30d")), ..policy() };
+        let p = Policy {
+            rotate_before_expiry: Some(dur("30d")),
+            ..policy()
+        };
         assert_eq!(due_at(&p, None, now), Some((now, DueReason::NoKey)));
         // Lead time set but the key never expires; no max age: never due.
         assert_eq!(due_at(&p, key(Some("2026-01-01T00:00Z"), None), now), None);
@@ -265,12 +293,22 @@ mod tests {
         let mut distinct = offsets.clone();
         distinct.sort();
         distinct.dedup();
-        assert!(distinct.len() > 190, "only {} distinct offsets", distinct.len());
+        assert!(
+            distinct.len() > 190,
+            "only {} distinct offsets",
+            distinct.len()
+        );
         // Both halves of the range are used.
         assert!(offsets.iter().any(|o| *o < dur("1h")) && offsets.iter().any(|o| *o >= dur("1h")));
         // A different window start gives a different offset (for this slot).
-        assert_ne!(a, jitter_offset("prod/openai", ts("2026-11-22T02:00Z"), four_h));
-        assert_eq!(jitter_offset("x", start, SignedDuration::ZERO), SignedDuration::ZERO);
+        assert_ne!(
+            a,
+            jitter_offset("prod/openai", ts("2026-11-22T02:00Z"), four_h)
+        );
+        assert_eq!(
+            jitter_offset("x", start, SignedDuration::ZERO),
+            SignedDuration::ZERO
+        );
         assert_eq!(jitter_offset("x", start, dur("1s")), SignedDuration::ZERO);
     }
 }

@@ -4,12 +4,40 @@
 //! Raw input (serde structs with spans, `deny_unknown_fields`) lives in
 //! `raw.rs`; this module holds the validated types the rest of keyrot
 //! trusts. Nothing past `config/` sees a raw string where a type belongs.
+//!
+//! Submodules: `load` (files, drop-ins, entry points), `merge` (spanned
+//! TOML trees, drop-in merge), `validate`/`typed`/`policies`/`keys` (raw →
+//! validated, collecting every problem), `diag` (`file:line:column`
+//! diagnostics), `secret` (secret references), `summary` (`keyrot check`
+//! output), `defaults` (documented defaults).
 
 use std::path::PathBuf;
 
 use jiff::SignedDuration;
 
 use crate::policy::Policy;
+
+mod ctx;
+mod defaults;
+pub mod diag;
+mod keys;
+mod load;
+mod merge;
+mod policies;
+pub mod raw;
+pub mod secret;
+mod summary;
+#[cfg(test)]
+mod tests;
+mod typed;
+mod validate;
+
+pub use defaults::{DEFAULT_MAX_CONCURRENT, DEFAULT_OVERLAP};
+pub use diag::{ConfigErrors, Diagnostic};
+pub use load::{DEFAULT_PATH, drop_ins, load, load_str};
+pub use secret::{SecretRefError, credentials_dir_from_env};
+pub use summary::{SecretUse, check_secrets, check_secrets_in, secret_refs, summary};
+pub use typed::{PROVIDER_TYPES, SINK_TYPES};
 
 /// A reference to a secret kept outside the config file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -82,7 +82,7 @@ pub async fn run(
             }
         };
         let sleep = next
-            .map(|at| (at - clock.now()).max(SignedDuration::ZERO))
+            .map(|at| at.duration_since(clock.now()).max(SignedDuration::ZERO))
             .and_then(|d| std::time::Duration::try_from(d).ok())
             .unwrap_or(std::time::Duration::from_secs(86_400 * 365));
         tokio::select! {

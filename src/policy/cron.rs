@@ -30,12 +30,42 @@ const MONTHS: &[&str] = &[
 const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 const FIELDS: [FieldSpec; 5] = [
-    FieldSpec { pos: 1, name: "minute", min: 0, max: 59, names: &[] },
-    FieldSpec { pos: 2, name: "hour", min: 0, max: 23, names: &[] },
-    FieldSpec { pos: 3, name: "day-of-month", min: 1, max: 31, names: &[] },
-    FieldSpec { pos: 4, name: "month", min: 1, max: 12, names: MONTHS },
+    FieldSpec {
+        pos: 1,
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    FieldSpec {
+        pos: 2,
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    FieldSpec {
+        pos: 3,
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        names: &[],
+    },
+    FieldSpec {
+        pos: 4,
+        name: "month",
+        min: 1,
+        max: 12,
+        names: MONTHS,
+    },
     // 7 is accepted as Sunday and folded onto 0 after parsing.
-    FieldSpec { pos: 5, name: "day-of-week", min: 0, max: 7, names: DAYS },
+    FieldSpec {
+        pos: 5,
+        name: "day-of-week",
+        min: 0,
+        max: 7,
+        names: DAYS,
+    },
 ];
 
 /// A parsed cron expression: one bit per allowed value in each field.
@@ -126,9 +156,8 @@ impl Cron {
 
     /// The civil start times on `date` (which must match), earliest first.
     pub(crate) fn times_on(&self, date: Date) -> impl DoubleEndedIterator<Item = DateTime> + '_ {
-        bits(self.hours, 23).flat_map(move |h| {
-            bits(self.minutes, 59).map(move |m| date.at(h as i8, m as i8, 0, 0))
-        })
+        bits(self.hours, 23)
+            .flat_map(move |h| bits(self.minutes, 59).map(move |m| date.at(h as i8, m as i8, 0, 0)))
     }
 }
 
@@ -178,7 +207,9 @@ fn parse_item(item: &str, spec: &FieldSpec) -> Result<u64, String> {
     } else if let Some((a, b)) = range.split_once('-') {
         let (lo, hi) = (parse_value(a, spec)?, parse_value(b, spec)?);
         if lo > hi {
-            return Err(err(format!("range {a}-{b} runs backwards (start after end)")));
+            return Err(err(format!(
+                "range {a}-{b} runs backwards (start after end)"
+            )));
         }
         (lo, hi)
     } else {
@@ -187,7 +218,9 @@ fn parse_item(item: &str, spec: &FieldSpec) -> Result<u64, String> {
         (v, if step.is_some() { spec.max } else { v })
     };
     let step = step.unwrap_or(1);
-    Ok((lo..=hi).step_by(usize::from(step)).fold(0u64, |s, v| s | (1 << v)))
+    Ok((lo..=hi)
+        .step_by(usize::from(step))
+        .fold(0u64, |s, v| s | (1 << v)))
 }
 
 /// Parses a number or (where the field allows) a name, and checks its range.
@@ -251,18 +284,54 @@ mod tests {
     #[test]
     fn rejects_bad_expressions_precisely() {
         let cases = [
-            ("0 25 * * *", "cron field 2 (hour) value 25 is out of range 0-23"),
-            ("60 * * * *", "cron field 1 (minute) value 60 is out of range 0-59"),
-            ("0 0 0 * *", "cron field 3 (day-of-month) value 0 is out of range 1-31"),
-            ("0 0 * 13 *", "cron field 4 (month) value 13 is out of range 1-12"),
-            ("0 0 * * 8", "cron field 5 (day-of-week) value 8 is out of range 0-7"),
-            ("0 0 * FOO *", "cron field 4 (month) value \"FOO\" is neither a number nor one of JAN"),
-            ("x 0 * * *", "cron field 1 (minute) value \"x\" is not a number"),
-            ("*/0 * * * *", "cron field 1 (minute) step 0 must be at least 1"),
-            ("30-5 * * * *", "cron field 1 (minute) range 30-5 runs backwards"),
-            ("1,,2 * * * *", "cron field 1 (minute) has an empty list item"),
-            ("0 JAN * * *", "cron field 2 (hour) value \"JAN\" is not a number"),
-            ("0 0 * *", "must have 5 fields (minute hour day-of-month month day-of-week), found 4"),
+            (
+                "0 25 * * *",
+                "cron field 2 (hour) value 25 is out of range 0-23",
+            ),
+            (
+                "60 * * * *",
+                "cron field 1 (minute) value 60 is out of range 0-59",
+            ),
+            (
+                "0 0 0 * *",
+                "cron field 3 (day-of-month) value 0 is out of range 1-31",
+            ),
+            (
+                "0 0 * 13 *",
+                "cron field 4 (month) value 13 is out of range 1-12",
+            ),
+            (
+                "0 0 * * 8",
+                "cron field 5 (day-of-week) value 8 is out of range 0-7",
+            ),
+            (
+                "0 0 * FOO *",
+                "cron field 4 (month) value \"FOO\" is neither a number nor one of JAN",
+            ),
+            (
+                "x 0 * * *",
+                "cron field 1 (minute) value \"x\" is not a number",
+            ),
+            (
+                "*/0 * * * *",
+                "cron field 1 (minute) step 0 must be at least 1",
+            ),
+            (
+                "30-5 * * * *",
+                "cron field 1 (minute) range 30-5 runs backwards",
+            ),
+            (
+                "1,,2 * * * *",
+                "cron field 1 (minute) has an empty list item",
+            ),
+            (
+                "0 JAN * * *",
+                "cron field 2 (hour) value \"JAN\" is not a number",
+            ),
+            (
+                "0 0 * *",
+                "must have 5 fields (minute hour day-of-month month day-of-week), found 4",
+            ),
             ("0 0 * * * *", "found 6"),
             ("0 0 31 2 *", "never matches"),
             ("0 0 30,31 FEB *", "never matches"),
@@ -301,7 +370,15 @@ mod tests {
         let c = Cron::parse("0,30 1,13 * * *").unwrap();
         let d = date(2026, 1, 1);
         let got: Vec<_> = c.times_on(d).collect();
-        assert_eq!(got, vec![d.at(1, 0, 0, 0), d.at(1, 30, 0, 0), d.at(13, 0, 0, 0), d.at(13, 30, 0, 0)]);
+        assert_eq!(
+            got,
+            vec![
+                d.at(1, 0, 0, 0),
+                d.at(1, 30, 0, 0),
+                d.at(13, 0, 0, 0),
+                d.at(13, 30, 0, 0)
+            ]
+        );
         assert_eq!(c.times_on(d).next_back(), Some(d.at(13, 30, 0, 0)));
     }
 }

@@ -40,8 +40,14 @@ pub struct Window {
 impl Window {
     /// Parses and checks a window. The error is a message without position.
     ///
-    /// See the [module docs](self) for the cron syntax, the day-of-month /
-    /// day-of-week rule and how DST gaps and folds are handled.
+    /// `cron` has 5 fields (minute hour day-of-month month day-of-week) with
+    /// `*`, lists, ranges, steps, JAN-DEC and SUN-SAT names (any case); 0
+    /// and 7 are Sunday. When both day fields are restricted (neither
+    /// begins with `*`), a day matches if either matches (Vixie cron).
+    /// Starts are read in `timezone` with jiff's `compatible` rule: a start
+    /// in a DST gap moves forward by the gap, one in a fold fires once, at
+    /// the earlier instant. `duration` must be positive; occurrences may
+    /// overlap.
     pub fn parse(cron: &str, duration: SignedDuration, timezone: &str) -> Result<Window, String> {
         let spec = Cron::parse(cron)?;
         if !duration.is_positive() {
@@ -141,7 +147,11 @@ impl Window {
     /// `2026-11-21 02:00–06:00 Europe/London`.
     pub fn describe(&self, start: Timestamp, end: Timestamp) -> String {
         let (s, e) = (self.civil(start), self.civil(end));
-        let end_fmt = if s.date() == e.date() { "%H:%M" } else { "%Y-%m-%d %H:%M" };
+        let end_fmt = if s.date() == e.date() {
+            "%H:%M"
+        } else {
+            "%Y-%m-%d %H:%M"
+        };
         format!(
             "{}–{} {}",
             s.strftime("%Y-%m-%d %H:%M"),
@@ -165,7 +175,11 @@ impl Window {
 /// or backwards (`step` -1), stopping at the end of the calendar.
 fn days(from: Date, step: i8) -> impl Iterator<Item = Date> {
     std::iter::successors(Some(from), move |d| {
-        if step > 0 { d.tomorrow().ok() } else { d.yesterday().ok() }
+        if step > 0 {
+            d.tomorrow().ok()
+        } else {
+            d.yesterday().ok()
+        }
     })
     .take(SEARCH_DAYS as usize)
 }

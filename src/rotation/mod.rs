@@ -146,10 +146,6 @@ impl Engine {
         Ok(out?)
     }
 
-    fn is_running(&self, id: &str) -> bool {
-        self.running.lock().map(|r| r.contains(id)).unwrap_or(true)
-    }
-
     /// Marks `id` as driven; false when some runner already drives it.
     fn claim(&self, id: &str) -> bool {
         self.running
@@ -335,3 +331,6 @@ fn new_record(rt: &Runtime, key: &KeyRecord, req: StartRequest, now: Timestamp) 
         }],
     }
 }
+
+#[cfg(test)]
+mod tests;

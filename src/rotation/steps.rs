@@ -96,7 +96,6 @@ impl Engine {
                     return;
                 }
                 Err(StepError::Call(err)) => {
-                    fresh_issue = false;
                     if let Err(e) = self.record_failure(&rt, id, state, err).await {
                         tracing::error!(rotation = %id, error = %e, "cannot record failure");
                     }

@@ -3,7 +3,7 @@
 //! occurrence itself rather than running tokio-cron-scheduler, whose ticker
 //! wakes every 500 ms: an idle daemon must wake only when something is due.
 
-use std::str::FromStr as _;
+use std::str::FromStr;
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};

@@ -100,7 +100,7 @@ pub async fn run(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
             }
         };
         let sleep = next
-            .map(|at| (at - engine.now()).max(SignedDuration::ZERO))
+            .map(|at| at.duration_since(engine.now()).max(SignedDuration::ZERO))
             .and_then(|d| std::time::Duration::try_from(d).ok());
         if let Some(at) = next {
             tracing::debug!(next = %at, "scheduler sleeping until the next due instant");
@@ -198,7 +198,7 @@ pub async fn sync_loop(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) 
             shutdown.recv().await;
             return;
         };
-        let wait = std::time::Duration::try_from((next - engine.now()).max(SignedDuration::ZERO))
+        let wait = std::time::Duration::try_from(next.duration_since(engine.now()).max(SignedDuration::ZERO))
             .unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => sync_all(&engine, &wake).await,

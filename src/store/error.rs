@@ -84,17 +84,10 @@ pub enum StoreError {
     },
     /// A commit failed. Fatal: the commit may or may not be durable and the
     /// database refuses further writes; the process must exit non-zero and
-    /// be restarted (resume does the rest).
-    #[error(
-        "commit to store {} failed: {detail}; the store accepts no more writes until keyrot restarts",
-        path.display()
-    )]
-    CommitFailed {
-        /// The database file.
-        path: PathBuf,
-        /// The database's error.
-        detail: String,
-    },
+    /// be restarted (resume does the rest). Carries the store path and the
+    /// database's error.
+    #[error("commit failed ({0}); the store accepts no more writes until keyrot restarts")]
+    CommitFailed(String),
     /// A file-system operation around the database failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -171,4 +164,9 @@ pub(super) fn backend<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) 
         op,
         detail: e.into().to_string(),
     }
+}
+
+/// A [`StoreError::CommitFailed`] naming the store file.
+pub(super) fn commit_failed(path: &std::path::Path, e: redb::CommitError) -> StoreError {
+    StoreError::CommitFailed(format!("store {}: {e}", path.display()))
 }

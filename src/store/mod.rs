@@ -1,14 +1,47 @@
 //! The store: one redb file holding the inventory, rotations, sealed
 //! secrets, the outbox, the audit chain, the due index and the local
-//! provider's registry. (STUB: being written; signatures are the contract.)
+//! provider's registry.
+//!
+//! It owns every redb call in keyrot (a PostgreSQL backend is to implement
+//! the same interface), the at-rest encryption of secrets under the master
+//! key, the schema version and the hash-chained audit log. It does not
+//! decide anything: the state machine decides what to write, and writes it
+//! through [`Store::write`], one durable transaction per transition.
+//!
+//! Concurrency: one process owns the file (redb locks it); a second open,
+//! read-write or read-only, gets [`StoreError::Locked`]. Inside the owning
+//! process the store is `Send + Sync` and shared in an `Arc`. Reads run in
+//! their own snapshot and never wait; [`Store::write`] blocks while another
+//! write runs, so async code calls it through `spawn_blocking`.
+//!
+//! Durability: every write commits with immediate durability. A failed
+//! commit returns [`StoreError::CommitFailed`]; it is fatal (the commit may
+//! already be durable and redb refuses further writes), so the daemon exits
+//! non-zero and systemd restarts it; resume does the rest.
 
-use std::path::Path;
+mod audit;
+mod error;
+mod open;
+mod read;
+mod tables;
+mod tx;
+
+#[cfg(test)]
+mod tests;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jiff::Timestamp;
-use secrecy::SecretString;
+use redb::{Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase};
+
+pub use error::StoreError;
+pub use tables::SCHEMA_VERSION;
+pub use tx::Tx;
 
 use crate::crypto::MasterKey;
-use crate::model::{AuditEntry, KeyRecord, OutboxMessage, RotationRecord};
+use error::backend;
 
 /// What a due-index entry wakes the scheduler for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,62 +78,135 @@ pub struct LocalKey {
     pub last_used_at: Option<Timestamp>,
 }
 
-/// Store errors.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Something else.
-    #[error("{0}")]
-    Other(String),
+/// Record counts, for `keyrot status` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Key slots in the inventory.
+    pub keys: u64,
+    /// Rotations, finished or not.
+    pub rotations: u64,
+    /// Sealed secrets currently held.
+    pub secrets: u64,
+    /// Outbox messages waiting to be sent.
+    pub outbox_queued: u64,
+    /// Outbox messages given up on.
+    pub outbox_dead: u64,
+    /// Audit entries.
+    pub audit_entries: u64,
 }
 
-/// The store handle.
-pub struct Store;
+/// The open database: read-write (owning process) or read-only (CLI when
+/// no daemon runs).
+enum Db {
+    /// Opened by the owning process.
+    ReadWrite(Database),
+    /// Opened read-only, shared with other read-only opens.
+    ReadOnly(ReadOnlyDatabase),
+}
 
-/// A write transaction.
-pub struct Tx;
+/// The store handle. `Send + Sync`; share it in an `Arc`.
+pub struct Store {
+    /// The database.
+    db: Db,
+    /// The master key; `None` for a read-only open.
+    master: Option<Arc<MasterKey>>,
+    /// The database file, for messages.
+    path: PathBuf,
+}
 
 impl Store {
-    /// Opens or creates the store.
-    pub fn open(_path: &Path, _master: MasterKey) -> Result<Store, StoreError> {
-        Err(StoreError::Other("stub".into()))
+    /// Opens or creates the store at `path` (parent directory created with
+    /// mode 0700, file mode 0600), checks the schema version and that
+    /// `master` is the key the store was created with.
+    pub fn open(path: &Path, master: MasterKey) -> Result<Store, StoreError> {
+        let db = open::open_read_write(path, &master)?;
+        Ok(Store {
+            db: Db::ReadWrite(db),
+            master: Some(Arc::new(master)),
+            path: path.to_path_buf(),
+        })
     }
-    /// Runs `f` in one durable write transaction.
-    pub fn write<T>(&self, _f: impl FnOnce(&mut Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        Err(StoreError::Other("stub".into()))
-    }
-    /// Reads one slot.
-    pub fn key(&self, _slot: &str) -> Result<Option<KeyRecord>, StoreError> { Ok(None) }
-    /// All slots, sorted.
-    pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> { Ok(vec![]) }
-    /// One rotation.
-    pub fn rotation(&self, _id: &str) -> Result<Option<RotationRecord>, StoreError> { Ok(None) }
-    /// Rotations not in a terminal state.
-    pub fn unfinished_rotations(&self) -> Result<Vec<RotationRecord>, StoreError> { Ok(vec![]) }
-    /// Rotations, newest first, optionally of one slot.
-    pub fn rotations(&self, _slot: Option<&str>, _limit: usize) -> Result<Vec<RotationRecord>, StoreError> { Ok(vec![]) }
-    /// The earliest due-index entry.
-    pub fn next_due(&self) -> Result<Option<(Timestamp, DueTarget)>, StoreError> { Ok(None) }
-    /// Every due-index entry at or before `now`.
-    pub fn due_until(&self, _now: Timestamp) -> Result<Vec<(Timestamp, DueTarget)>, StoreError> { Ok(vec![]) }
-    /// Unseals a rotation's secret.
-    pub fn secret(&self, _rotation: &str) -> Result<Option<SecretString>, StoreError> { Ok(None) }
-    /// Outbox messages.
-    pub fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError> { Ok(vec![]) }
-    /// Audit entries.
-    pub fn audit(&self, _after: u64, _limit: usize) -> Result<Vec<AuditEntry>, StoreError> { Ok(vec![]) }
-}
 
-impl Tx {
-    /// Upsert a slot (maintains the due index from `next_due`).
-    pub fn put_key(&mut self, _rec: &KeyRecord) -> Result<(), StoreError> { Ok(()) }
-    /// Upsert a rotation (maintains its timer in the due index).
-    pub fn put_rotation(&mut self, _rec: &RotationRecord) -> Result<(), StoreError> { Ok(()) }
-    /// Seals and stores a rotation's secret.
-    pub fn put_secret(&mut self, _rotation: &str, _secret: &SecretString) -> Result<(), StoreError> { Ok(()) }
-    /// Deletes a rotation's secret.
-    pub fn wipe_secret(&mut self, _rotation: &str) -> Result<(), StoreError> { Ok(()) }
-    /// Queues or updates an outbox message.
-    pub fn put_message(&mut self, _m: &OutboxMessage) -> Result<(), StoreError> { Ok(()) }
-    /// Appends an audit entry.
-    pub fn audit(&mut self, _at: Timestamp, _event: &str, _slot: Option<&str>, _rotation: Option<&str>, _actor: Option<&str>, _detail: &str) -> Result<(), StoreError> { Ok(()) }
+    /// Opens an existing store read-only, without the master key: every
+    /// read works except [`Store::secret`]; [`Store::write`] fails. Fails
+    /// with [`StoreError::Locked`] while the daemon holds the store.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let db = open::open_read_only(path)?;
+        Ok(Store {
+            db: Db::ReadOnly(db),
+            master: None,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.db, Db::ReadOnly(_))
+    }
+
+    /// Runs `f` in one write transaction and commits it with immediate
+    /// durability. When `f` returns `Err`, nothing it wrote is kept. Blocks
+    /// while another write runs: call it from `spawn_blocking`.
+    ///
+    /// A [`StoreError::CommitFailed`] is fatal: the process must exit
+    /// non-zero (redb refuses further writes until the file is reopened).
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let (db, master) = match (&self.db, &self.master) {
+            (Db::ReadWrite(db), Some(master)) => (db, master),
+            _ => return Err(self.read_only("writing")),
+        };
+        let mut txn = db
+            .begin_write()
+            .map_err(backend("starting a write transaction"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(backend("setting durability"))?;
+        let mut tx = Tx {
+            txn,
+            master: Arc::clone(master),
+        };
+        // On Err, dropping `tx` aborts the transaction.
+        let out = f(&mut tx)?;
+        tx.txn
+            .commit()
+            .map_err(|e| error::commit_failed(&self.path, e))?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a read snapshot. redb may panic on a page altered
+    /// behind its back; such a panic becomes [`StoreError::Corrupt`].
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let run = || {
+            let txn = match &self.db {
+                Db::ReadWrite(db) => db.begin_read(),
+                Db::ReadOnly(db) => db.begin_read(),
+            }
+            .map_err(backend("starting a read transaction"))?;
+            f(&txn)
+        };
+        catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| {
+            Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: "the database engine failed while reading it".into(),
+            })
+        })
+    }
+
+    /// The error for `what` on a read-only store.
+    fn read_only(&self, what: &'static str) -> StoreError {
+        StoreError::ReadOnly {
+            path: self.path.clone(),
+            what,
+        }
+    }
 }

@@ -107,8 +107,8 @@ pub(super) fn all_json<T: DeserializeOwned>(
 /// A due instant as the index stores it: unix microseconds, rounded up so
 /// that an entry is never reported due before its exact instant.
 pub(super) fn due_micros(at: Timestamp) -> i64 {
-    let micros = at.as_nanosecond().div_euclid(1000)
-        + i128::from(at.as_nanosecond().rem_euclid(1000) != 0);
+    let micros =
+        at.as_nanosecond().div_euclid(1000) + i128::from(at.as_nanosecond().rem_euclid(1000) != 0);
     i64::try_from(micros).unwrap_or(i64::MAX)
 }
 
@@ -170,7 +170,10 @@ mod tests {
 
     #[test]
     fn targets_round_trip() {
-        for t in [DueTarget::Key("p/a:b".into()), DueTarget::Rotation("r1".into())] {
+        for t in [
+            DueTarget::Key("p/a:b".into()),
+            DueTarget::Rotation("r1".into()),
+        ] {
             assert_eq!(parse_target(&target_key(&t)).unwrap(), t);
         }
         assert!(parse_target("x:1").is_err());

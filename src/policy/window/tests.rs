@@ -31,7 +31,10 @@ fn parse_errors_are_precise() {
             .contains("must be positive, got -1h")
     );
     let ok = Window::parse("0 2 * * *", h, "Europe/London").unwrap();
-    assert_eq!((ok.cron.as_str(), ok.timezone.as_str()), ("0 2 * * *", "Europe/London"));
+    assert_eq!(
+        (ok.cron.as_str(), ok.timezone.as_str()),
+        ("0 2 * * *", "Europe/London")
+    );
     assert_eq!(ok.duration, h);
 }
 
@@ -41,9 +44,18 @@ fn parse_errors_are_precise() {
 #[test]
 fn spring_gap_start_moves_forward() {
     let win = w("30 1 * * *", 1, "Europe/London");
-    assert_eq!(win.next_start_after(ts("2026-03-28T12:00Z")), Some(ts("2026-03-29T01:30Z")));
-    assert_eq!(win.next_start_after(ts("2026-03-29T01:30Z")), Some(ts("2026-03-30T00:30Z")));
-    assert_eq!(win.next_start_after(ts("2026-03-27T12:00Z")), Some(ts("2026-03-28T01:30Z")));
+    assert_eq!(
+        win.next_start_after(ts("2026-03-28T12:00Z")),
+        Some(ts("2026-03-29T01:30Z"))
+    );
+    assert_eq!(
+        win.next_start_after(ts("2026-03-29T01:30Z")),
+        Some(ts("2026-03-30T00:30Z"))
+    );
+    assert_eq!(
+        win.next_start_after(ts("2026-03-27T12:00Z")),
+        Some(ts("2026-03-28T01:30Z"))
+    );
     assert_eq!(
         win.containing(ts("2026-03-29T02:00Z")),
         Some((ts("2026-03-29T01:30Z"), ts("2026-03-29T02:30Z")))
@@ -57,15 +69,24 @@ fn spring_gap_start_moves_forward() {
 #[test]
 fn autumn_fold_uses_earlier_instant_once() {
     let win = w("30 1 * * *", 1, "Europe/London");
-    assert_eq!(win.next_start_after(ts("2026-10-24T12:00Z")), Some(ts("2026-10-25T00:30Z")));
-    assert_eq!(win.next_start_after(ts("2026-10-25T00:30Z")), Some(ts("2026-10-26T01:30Z")));
+    assert_eq!(
+        win.next_start_after(ts("2026-10-24T12:00Z")),
+        Some(ts("2026-10-25T00:30Z"))
+    );
+    assert_eq!(
+        win.next_start_after(ts("2026-10-25T00:30Z")),
+        Some(ts("2026-10-26T01:30Z"))
+    );
     assert_eq!(
         win.containing(ts("2026-10-25T01:15Z")),
         Some((ts("2026-10-25T00:30Z"), ts("2026-10-25T01:30Z")))
     );
     // The second 01:30 (GMT) is not a start.
     assert_eq!(win.containing(ts("2026-10-25T01:45Z")), None);
-    assert_eq!(win.prev_start_at_or_before(ts("2026-10-25T23:00Z")), Some(ts("2026-10-25T00:30Z")));
+    assert_eq!(
+        win.prev_start_at_or_before(ts("2026-10-25T23:00Z")),
+        Some(ts("2026-10-25T00:30Z"))
+    );
 }
 
 /// "0 2 * * *" for 4h: 02:00 local is 02:00 UTC in winter and 01:00 UTC in
@@ -76,18 +97,31 @@ fn utc_start_shifts_by_an_hour_across_dst() {
     let at = ts("2026-03-27T12:00Z");
     let first = win.next_start_after(at).unwrap();
     let second = win.next_start_after(first).unwrap();
-    assert_eq!((first, second), (ts("2026-03-28T02:00Z"), ts("2026-03-29T01:00Z")));
+    assert_eq!(
+        (first, second),
+        (ts("2026-03-28T02:00Z"), ts("2026-03-29T01:00Z"))
+    );
     assert_eq!(
         win.containing(ts("2026-03-29T04:30Z")),
         Some((ts("2026-03-29T01:00Z"), ts("2026-03-29T05:00Z")))
     );
-    assert_eq!(win.containing(ts("2026-03-29T05:00Z")), None, "end is exclusive");
+    assert_eq!(
+        win.containing(ts("2026-03-29T05:00Z")),
+        None,
+        "end is exclusive"
+    );
     assert_eq!(
         win.containing(ts("2026-03-28T05:30Z")),
         Some((ts("2026-03-28T02:00Z"), ts("2026-03-28T06:00Z")))
     );
-    assert_eq!(win.next_start_after(ts("2026-10-24T00:00Z")), Some(ts("2026-10-24T01:00Z")));
-    assert_eq!(win.next_start_after(ts("2026-10-24T01:00Z")), Some(ts("2026-10-25T02:00Z")));
+    assert_eq!(
+        win.next_start_after(ts("2026-10-24T00:00Z")),
+        Some(ts("2026-10-24T01:00Z"))
+    );
+    assert_eq!(
+        win.next_start_after(ts("2026-10-24T01:00Z")),
+        Some(ts("2026-10-25T02:00Z"))
+    );
     assert_eq!(
         win.describe(ts("2026-10-25T02:00Z"), ts("2026-10-25T06:00Z")),
         "2026-10-25 02:00–06:00 Europe/London"
@@ -102,27 +136,51 @@ fn steps_across_month_and_year_ends() {
         Some(ts("2027-01-01T00:00Z"))
     );
     let day31 = w("0 12 31 * *", 1, "UTC");
-    assert_eq!(day31.next_start_after(ts("2026-04-01T00:00Z")), Some(ts("2026-05-31T12:00Z")));
-    assert_eq!(day31.next_start_after(ts("2026-12-31T12:00Z")), Some(ts("2027-01-31T12:00Z")));
+    assert_eq!(
+        day31.next_start_after(ts("2026-04-01T00:00Z")),
+        Some(ts("2026-05-31T12:00Z"))
+    );
+    assert_eq!(
+        day31.next_start_after(ts("2026-12-31T12:00Z")),
+        Some(ts("2027-01-31T12:00Z"))
+    );
     let leap = w("0 0 29 FEB *", 1, "UTC");
-    assert_eq!(leap.next_start_after(ts("2026-03-01T00:00Z")), Some(ts("2028-02-29T00:00Z")));
-    assert_eq!(leap.prev_start_at_or_before(ts("2026-03-01T00:00Z")), Some(ts("2024-02-29T00:00Z")));
+    assert_eq!(
+        leap.next_start_after(ts("2026-03-01T00:00Z")),
+        Some(ts("2028-02-29T00:00Z"))
+    );
+    assert_eq!(
+        leap.prev_start_at_or_before(ts("2026-03-01T00:00Z")),
+        Some(ts("2024-02-29T00:00Z"))
+    );
     // 2100 is not a leap year: nothing between 2096 and 2104, so the ~5
     // year search gives up.
     assert_eq!(leap.next_start_after(ts("2097-03-01T00:00Z")), None);
     // Local midnight on New Year's Eve in Tokyo is 15:00 UTC the day before.
     let tokyo = w("0 0 1 1 *", 1, "Asia/Tokyo");
-    assert_eq!(tokyo.next_start_after(ts("2026-06-01T00:00Z")), Some(ts("2026-12-31T15:00Z")));
+    assert_eq!(
+        tokyo.next_start_after(ts("2026-06-01T00:00Z")),
+        Some(ts("2026-12-31T15:00Z"))
+    );
 }
 
 #[test]
 fn weekday_only_window_skips_weekend() {
     let win = w("0 9 * * MON-FRI", 8, "Europe/London");
     // 2026-11-20 is a Friday.
-    assert_eq!(win.next_start_after(ts("2026-11-20T10:00Z")), Some(ts("2026-11-23T09:00Z")));
-    assert_eq!(win.next_start_after(ts("2026-11-20T08:00Z")), Some(ts("2026-11-20T09:00Z")));
+    assert_eq!(
+        win.next_start_after(ts("2026-11-20T10:00Z")),
+        Some(ts("2026-11-23T09:00Z"))
+    );
+    assert_eq!(
+        win.next_start_after(ts("2026-11-20T08:00Z")),
+        Some(ts("2026-11-20T09:00Z"))
+    );
     // Summer: 09:00 BST is 08:00 UTC. 2026-07-04 is a Saturday.
-    assert_eq!(win.next_start_after(ts("2026-07-04T00:00Z")), Some(ts("2026-07-06T08:00Z")));
+    assert_eq!(
+        win.next_start_after(ts("2026-07-04T00:00Z")),
+        Some(ts("2026-07-06T08:00Z"))
+    );
     assert_eq!(win.containing(ts("2026-11-21T12:00Z")), None, "Saturday");
     assert_eq!(
         win.containing(ts("2026-11-23T16:59Z")),

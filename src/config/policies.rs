@@ -1,0 +1,132 @@
+//! `[[policy]]` and its `[[policy.window]]`s: durations, windows (cron,
+//! duration, IANA zone, checked by `policy::Window::parse`), contacts, and
+//! the checks between fields that would otherwise make a rotation loop.
+
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::ctx::Ctx;
+use super::defaults::DEFAULT_OVERLAP;
+use super::raw::{RawPolicy, RawWindow};
+use crate::policy::{Policy, Window, format_duration};
+
+/// One `[[policy]]`: its name (when readable, even if the rest is wrong)
+/// and the validated policy.
+pub(crate) fn policy(
+    ctx: &mut Ctx<'_>,
+    entry: Spanned<DeValue<'_>>,
+) -> (Option<Spanned<String>>, Option<Policy>) {
+    let name = name_of(&entry);
+    let Some(raw) = ctx.deser::<RawPolicy>(entry) else {
+        return (name, None);
+    };
+    (name, build(ctx, &raw))
+}
+
+/// The `name` string of an entry, read before the entry is deserialized.
+pub(crate) fn name_of(entry: &Spanned<DeValue<'_>>) -> Option<Spanned<String>> {
+    let v = entry.get_ref().get("name")?;
+    Some(Spanned::new(v.span(), v.get_ref().as_str()?.to_string()))
+}
+
+/// Checks every field of a raw policy.
+fn build(ctx: &mut Ctx<'_>, raw: &RawPolicy) -> Option<Policy> {
+    let before = ctx.error_count();
+    let name = ctx.text(&raw.name, "name");
+    let rotate_before_expiry = raw
+        .rotate_before_expiry
+        .as_ref()
+        .and_then(|d| ctx.positive(d, "rotate_before_expiry"));
+    let max_age = raw
+        .max_age
+        .as_ref()
+        .and_then(|d| ctx.positive(d, "max_age"));
+    let new_key_lifetime = raw
+        .new_key_lifetime
+        .as_ref()
+        .and_then(|d| ctx.positive(d, "new_key_lifetime"));
+    let overlap = raw
+        .overlap
+        .as_ref()
+        .map_or(Some(DEFAULT_OVERLAP), |d| ctx.duration(d));
+    let stagger = raw
+        .stagger
+        .as_ref()
+        .and_then(|d| ctx.positive(d, "stagger"));
+    let mut ladder: Vec<_> = raw
+        .notify_before_expiry
+        .iter()
+        .flatten()
+        .filter_map(|d| ctx.positive(d, "notify_before_expiry"))
+        .collect();
+    ladder.sort_by(|a, b| b.cmp(a));
+    ladder.dedup();
+    if let (Some(lead), Some(life), Some(at)) = (
+        rotate_before_expiry,
+        new_key_lifetime,
+        &raw.rotate_before_expiry,
+    ) && lead >= life
+    {
+        ctx.error(
+            at.span(),
+            format!(
+                "`rotate_before_expiry` ({}) must be shorter than `new_key_lifetime` ({}): \
+                 otherwise every new key is due the moment it is issued",
+                format_duration(lead),
+                format_duration(life)
+            ),
+        );
+    }
+    let windows: Vec<Window> = raw
+        .window
+        .iter()
+        .flatten()
+        .filter_map(|w| window(ctx, w))
+        .collect();
+    let notify = ctx.emails(&raw.notify, "notify");
+    let security_contacts = ctx.emails(&raw.security_contacts, "security_contacts");
+    let scopes = ctx.texts(&raw.scopes, "scopes");
+    if ctx.error_count() > before {
+        return None;
+    }
+    Some(Policy {
+        name: name?,
+        rotate_before_expiry,
+        max_age,
+        new_key_lifetime,
+        overlap: overlap?,
+        windows,
+        jitter: raw.jitter.unwrap_or(true),
+        notify_before_expiry: ladder,
+        stagger,
+        auto_rotate: raw.auto_rotate.unwrap_or(true),
+        notify,
+        security_contacts,
+        scopes,
+        require_scopes: raw.require_scopes.unwrap_or(false),
+    })
+}
+
+/// One `[[policy.window]]`; the zone defaults to UTC.
+fn window(ctx: &mut Ctx<'_>, raw: &RawWindow) -> Option<Window> {
+    let duration = ctx.positive(&raw.duration, "duration")?;
+    let zone = raw
+        .timezone
+        .as_ref()
+        .map_or("UTC", |z| z.get_ref().as_str());
+    match Window::parse(raw.cron.get_ref(), duration, zone) {
+        Ok(w) => Some(w),
+        Err(msg) => {
+            // Window::parse gives no position: point at the field it is about.
+            let span = if msg.contains("time zone") {
+                raw.timezone.as_ref().map_or(raw.cron.span(), Spanned::span)
+            } else if msg.contains("window duration") {
+                raw.duration.span()
+            } else {
+                raw.cron.span()
+            };
+            ctx.error(span, msg);
+            None
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Raw configuration input: serde structs that mirror the TOML exactly,
+//! with `deny_unknown_fields` and a span on every value validation may
+//! reject. Nothing here is trusted; `validate` turns it into `Config`.
+//!
+//! Providers and sinks are open-ended (one set of fields per `type`), so
+//! their entries are split in two: a head with the fields every type has
+//! (`name`, `type`, ...) and a body deserialized into the struct of the
+//! entry's type, each with `deny_unknown_fields`. That keeps an unknown
+//! field an error with a position, which `#[serde(flatten)]` would lose.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::Spanned;
+
+/// Defines a string newtype whose serde error names what was expected.
+macro_rules! text_type {
+    ($(#[$doc:meta])* $name:ident, $expecting:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct $name(pub String);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$name, E> {
+                        Ok($name(v.to_string()))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+text_type!(
+    /// A duration as written, e.g. `"30d"` or `"1h30m"`.
+    DurationText,
+    "a duration string such as \"30d\" or \"1h30m\""
+);
+
+text_type!(
+    /// A file mode as written: an octal string such as `"0600"`.
+    ModeText,
+    "an octal mode string such as \"0600\""
+);
+
+/// `[daemon]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Control socket path.
+    pub control_socket: Option<Spanned<String>>,
+    /// Control socket mode (octal string).
+    pub control_socket_mode: Option<Spanned<ModeText>>,
+    /// SIGTERM grace period.
+    pub shutdown_timeout: Option<Spanned<DurationText>>,
+    /// Inventory sync cron (6 or 7 fields, UTC).
+    pub sync_schedule: Option<Spanned<String>>,
+    /// `[daemon.retry]`.
+    pub retry: Option<RawRetry>,
+}
+
+/// `[daemon.retry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Failed attempts before a rotation is Failed.
+    pub attempts: Option<Spanned<i64>>,
+    /// First backoff.
+    pub initial: Option<Spanned<DurationText>>,
+    /// Largest backoff.
+    pub max: Option<Spanned<DurationText>>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// Database file.
+    pub path: Option<Spanned<String>>,
+    /// Master key file.
+    pub master_key_file: Option<Spanned<String>>,
+    /// Create the master key if missing.
+    pub create_master_key: Option<bool>,
+}
+
+/// The fields every `[[provider]]` has, whatever its type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProviderHead {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Provider type.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// Concurrent rotations.
+    pub max_concurrent: Option<Spanned<i64>>,
+}
+
+/// Field names of [`RawProviderHead`], split off before the body.
+pub const PROVIDER_HEAD_FIELDS: &[&str] = &["name", "type", "max_concurrent"];
+
+/// `type = "local"` fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocalProvider {
+    /// Lifetime of a new key when the policy sets none.
+    pub default_lifetime: Option<Spanned<DurationText>>,
+    /// Secret length in bytes.
+    pub secret_bytes: Option<Spanned<i64>>,
+}
+
+/// The fields every `[[sink]]` has, whatever its type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSinkHead {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Sink type.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+}
+
+/// Field names of [`RawSinkHead`], split off before the body.
+pub const SINK_HEAD_FIELDS: &[&str] = &["name", "type"];
+
+/// `type = "file"` fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileSink {
+    /// Target path, with placeholders.
+    pub path: Spanned<String>,
+    /// `raw`, `json` or `env`.
+    pub format: Option<Spanned<String>>,
+    /// Variable name for `env`.
+    pub env_name: Option<Spanned<String>>,
+    /// File mode (octal string).
+    pub mode: Option<Spanned<ModeText>>,
+    /// Owner user.
+    pub owner: Option<Spanned<String>>,
+    /// Owner group.
+    pub group: Option<Spanned<String>>,
+}
+
+/// `[[policy]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Lead time before expiry.
+    pub rotate_before_expiry: Option<Spanned<DurationText>>,
+    /// Maximum key age.
+    pub max_age: Option<Spanned<DurationText>>,
+    /// Lifetime of a new key.
+    pub new_key_lifetime: Option<Spanned<DurationText>>,
+    /// Old and new key both valid this long.
+    pub overlap: Option<Spanned<DurationText>>,
+    /// Spread starts inside a window.
+    pub jitter: Option<bool>,
+    /// Start rotations automatically.
+    pub auto_rotate: Option<bool>,
+    /// Expiry-notice ladder.
+    pub notify_before_expiry: Option<Vec<Spanned<DurationText>>>,
+    /// Gap between starts of one group.
+    pub stagger: Option<Spanned<DurationText>>,
+    /// Addresses told about every rotation.
+    pub notify: Option<Vec<Spanned<String>>>,
+    /// Security contacts.
+    pub security_contacts: Option<Vec<Spanned<String>>>,
+    /// Scopes a key must end up with.
+    pub scopes: Option<Vec<Spanned<String>>>,
+    /// Refuse unscoped keys.
+    pub require_scopes: Option<bool>,
+    /// `[[policy.window]]`.
+    pub window: Option<Vec<RawWindow>>,
+}
+
+/// `[[policy.window]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// 5-field cron start.
+    pub cron: Spanned<String>,
+    /// How long the window stays open.
+    pub duration: Spanned<DurationText>,
+    /// IANA zone (default UTC).
+    pub timezone: Option<Spanned<String>>,
+}
+
+/// `[[key]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// One key by name ...
+    pub name: Option<Spanned<String>>,
+    /// ... optionally with the provider's current id.
+    pub id: Option<Spanned<String>>,
+    /// ... or every key matching a selector.
+    pub select: Option<Spanned<RawSelect>>,
+    /// Provider name.
+    pub provider: Spanned<String>,
+    /// Policy name.
+    pub policy: Spanned<String>,
+    /// Sink names.
+    pub sinks: Option<Vec<Spanned<String>>>,
+    /// Scopes of a newly issued key.
+    pub scopes: Option<Vec<Spanned<String>>>,
+    /// The key's own contacts.
+    pub contacts: Option<Vec<Spanned<String>>>,
+    /// Stagger group.
+    pub group: Option<Spanned<String>>,
+}
+
+/// `select = { ... }` of a `[[key]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelect {
+    /// Glob over key names.
+    pub name: Option<Spanned<String>>,
+    /// Glob one scope must match.
+    pub scope: Option<Spanned<String>>,
+    /// `k=v` tag.
+    pub tag: Option<Spanned<String>>,
+}
+
+/// `[notify]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// From address.
+    pub from: Option<Spanned<String>>,
+    /// `none` or `file`.
+    pub transport: Option<Spanned<String>>,
+    /// Directory for `transport = "file"`.
+    pub dir: Option<Spanned<String>>,
+    /// Log instead of sending.
+    pub dry_run: Option<bool>,
+}

@@ -1,0 +1,288 @@
+//! Turns the merged raw document into a `Config`: every section is checked
+//! and every problem recorded, so one `keyrot check` run lists them all.
+//! `[daemon]`, `[store]` and `[notify]` live here; providers and sinks in
+//! `typed.rs`, policies in `policies.rs`, keys and references in `keys.rs`.
+
+use std::path::PathBuf;
+
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::ctx::{Ctx, did_you_mean};
+use super::keys::{Known, keys};
+use super::merge::Document;
+use super::raw::{RawDaemon, RawNotify, RawRetry, RawStore};
+use super::typed::{provider, sink};
+use super::{Config, DaemonConfig, NotifyConfig, NotifyTransport, RetryConfig, StoreConfig};
+use crate::policy::Policy;
+
+/// Checks the whole document; None when any problem was recorded.
+pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -> Option<Config> {
+    let raw_daemon = section(ctx, doc.daemon);
+    let daemon = daemon(ctx, raw_daemon);
+    let raw_store = section(ctx, doc.store);
+    let store = store(ctx, raw_store);
+    let raw_notify = section(ctx, doc.notify);
+    let notify = notify(ctx, raw_notify);
+
+    let mut known = Known::default();
+    let mut providers = Vec::new();
+    for entry in doc.providers {
+        let (name, cfg) = provider(ctx, entry);
+        if let Some(name) = name {
+            known.add_provider(ctx, name, cfg.as_ref().map(|c| c.kind.clone()));
+        }
+        providers.extend(cfg);
+    }
+    let mut sinks = Vec::new();
+    for entry in doc.sinks {
+        let (name, cfg) = sink(ctx, entry);
+        if let Some(name) = name {
+            known.add_sink(ctx, name, cfg.as_ref().map(|c| c.kind.clone()));
+        }
+        sinks.extend(cfg);
+    }
+    let mut policies: Vec<Policy> = Vec::new();
+    for entry in doc.policies {
+        let (name, cfg) = super::policies::policy(ctx, entry);
+        if let Some(name) = name {
+            known.add_policy(ctx, name);
+        }
+        policies.extend(cfg);
+    }
+    let keys = keys(ctx, doc.keys, &known);
+
+    if ctx.has_errors() {
+        return None;
+    }
+    Some(Config {
+        files,
+        daemon: daemon?,
+        store: store?,
+        providers,
+        sinks,
+        policies,
+        keys,
+        notify: notify?,
+    })
+}
+
+/// Deserializes an optional `[section]`; absent (or broken) gives defaults.
+fn section<T: Default + for<'i> serde::Deserialize<'i>>(
+    ctx: &mut Ctx<'_>,
+    value: Option<Spanned<DeValue<'_>>>,
+) -> T {
+    value.and_then(|v| ctx.deser(v)).unwrap_or_default()
+}
+
+/// `[daemon]`.
+fn daemon(ctx: &mut Ctx<'_>, raw: RawDaemon) -> Option<DaemonConfig> {
+    let mut out = DaemonConfig::default();
+    let mut ok = true;
+    if let Some(s) = &raw.control_socket {
+        ok &= set(&mut out.control_socket, ctx.path(s, "control_socket"));
+    }
+    if let Some(m) = &raw.control_socket_mode {
+        let mode = ctx.mode(m);
+        if let Some(v) = mode
+            && (v & 0o002 != 0 || v & 0o600 != 0o600)
+        {
+            ctx.error(
+                m.span(),
+                "control_socket_mode must let the owner read and write and must not let \
+                 others write (anyone who can write to the socket controls keyrot), e.g. \"0660\"",
+            );
+            ok = false;
+        }
+        ok &= set(&mut out.control_socket_mode, mode);
+    }
+    if let Some(d) = &raw.shutdown_timeout {
+        ok &= set(
+            &mut out.shutdown_timeout,
+            ctx.positive(d, "shutdown_timeout"),
+        );
+    }
+    if let Some(s) = &raw.sync_schedule {
+        ok &= set(&mut out.sync_schedule, check_schedule(ctx, s));
+    }
+    if let Some(r) = &raw.retry {
+        ok &= set(&mut out.retry, retry(ctx, r));
+    }
+    ok.then_some(out)
+}
+
+/// Stores `value` in `slot` when present; false when it is None.
+fn set<T>(slot: &mut T, value: Option<T>) -> bool {
+    match value {
+        Some(v) => {
+            *slot = v;
+            true
+        }
+        None => false,
+    }
+}
+
+/// `[daemon.retry]`.
+fn retry(ctx: &mut Ctx<'_>, raw: &RawRetry) -> Option<RetryConfig> {
+    let mut out = RetryConfig::default();
+    let mut ok = true;
+    if let Some(a) = &raw.attempts {
+        match u32::try_from(*a.get_ref()) {
+            Ok(n) if n >= 1 => out.attempts = n,
+            _ => {
+                ctx.error(a.span(), "retry `attempts` must be at least 1");
+                ok = false;
+            }
+        }
+    }
+    if let Some(d) = &raw.initial {
+        ok &= set(&mut out.initial, ctx.positive(d, "initial"));
+    }
+    if let Some(d) = &raw.max {
+        ok &= set(&mut out.max, ctx.positive(d, "max"));
+    }
+    if ok && out.initial > out.max {
+        let span = raw
+            .max
+            .as_ref()
+            .or(raw.initial.as_ref())
+            .map_or(0..0, Spanned::span);
+        ctx.error(span, "retry `initial` must not be larger than `max`");
+        ok = false;
+    }
+    ok.then_some(out)
+}
+
+/// A light check of the inventory sync cron: 6 or 7 fields (seconds
+/// first), each made of plausible characters, seconds/minutes/hours in range.
+fn check_schedule(ctx: &mut Ctx<'_>, s: &Spanned<String>) -> Option<String> {
+    let text = s.get_ref().trim();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let problem = if !(6..=7).contains(&fields.len()) {
+        Some(format!(
+            "sync_schedule {text:?} has {} fields; it needs 6 or 7 (sec min hour day-of-month \
+             month day-of-week [year]), e.g. \"0 */15 * * * *\"",
+            fields.len()
+        ))
+    } else {
+        fields
+            .iter()
+            .enumerate()
+            .find_map(|(i, f)| field_problem(i, f))
+    };
+    match problem {
+        Some(p) => {
+            ctx.error(s.span(), p);
+            None
+        }
+        None => Some(text.to_string()),
+    }
+}
+
+/// Why one field of a 6/7-field cron looks wrong, if it does.
+fn field_problem(index: usize, field: &str) -> Option<String> {
+    const NAMES: [&str; 7] = [
+        "seconds",
+        "minutes",
+        "hours",
+        "day-of-month",
+        "month",
+        "day-of-week",
+        "year",
+    ];
+    const MAX: [u32; 3] = [59, 59, 23];
+    let name = NAMES.get(index).copied().unwrap_or("field");
+    // Names (JAN, MON), L, W and # only make sense in the day and month fields.
+    let allowed = |c: char| {
+        c.is_ascii_digit()
+            || "*/,-?".contains(c)
+            || (index >= 3 && (c.is_ascii_alphabetic() || c == '#'))
+    };
+    if let Some(c) = field.chars().find(|c| !allowed(*c)) {
+        return Some(format!(
+            "sync_schedule {name} field {field:?}: unexpected {c:?}"
+        ));
+    }
+    let max = *MAX.get(index)?;
+    let too_big = field
+        .split([',', '-', '/'])
+        .any(|part| part.parse::<u32>().is_ok_and(|n| n > max));
+    too_big.then(|| format!("sync_schedule {name} field {field:?} must be within 0-{max}"))
+}
+
+/// `[store]`.
+fn store(ctx: &mut Ctx<'_>, raw: RawStore) -> Option<StoreConfig> {
+    let mut out = StoreConfig::default();
+    let mut ok = true;
+    if let Some(p) = &raw.path {
+        ok &= set(&mut out.path, ctx.path(p, "path"));
+    }
+    if let Some(p) = &raw.master_key_file {
+        ok &= set(&mut out.master_key_file, ctx.path(p, "master_key_file"));
+    }
+    if let Some(c) = raw.create_master_key {
+        out.create_master_key = c;
+    }
+    if ok && out.path == out.master_key_file {
+        let span = raw
+            .master_key_file
+            .as_ref()
+            .or(raw.path.as_ref())
+            .map_or(0..0, Spanned::span);
+        ctx.error(
+            span,
+            "`master_key_file` must not be the database file (`path`)",
+        );
+        ok = false;
+    }
+    ok.then_some(out)
+}
+
+/// Transports that exist in the design but are not built yet.
+const LATER_TRANSPORTS: [&str; 2] = ["smtp", "sendmail"];
+
+/// `[notify]`.
+fn notify(ctx: &mut Ctx<'_>, raw: RawNotify) -> Option<NotifyConfig> {
+    let mut out = NotifyConfig::default();
+    let mut ok = true;
+    if let Some(f) = &raw.from {
+        ok &= set(&mut out.from, ctx.email(f, "from"));
+    }
+    out.dry_run = raw.dry_run.unwrap_or(false);
+    let transport = raw.transport.as_ref();
+    let name = transport.map_or("none", |t| t.get_ref().as_str());
+    let at = |t: Option<&Spanned<String>>| t.map_or(0..0, Spanned::span);
+    match name {
+        "none" => {
+            if let Some(d) = &raw.dir {
+                ctx.error(d.span(), "`dir` is only used with transport = \"file\"");
+                ok = false;
+            }
+        }
+        "file" => match &raw.dir {
+            Some(d) => match ctx.path(d, "dir") {
+                Some(dir) => out.transport = NotifyTransport::File { dir },
+                None => ok = false,
+            },
+            None => {
+                ctx.error(
+                    at(transport),
+                    "transport = \"file\" needs `dir` (where .eml files go)",
+                );
+                ok = false;
+            }
+        },
+        other if LATER_TRANSPORTS.contains(&other) => {
+            let msg = format!("transport {other:?} is not supported yet: use \"none\" or \"file\"");
+            ctx.error(at(transport), msg);
+            ok = false;
+        }
+        other => {
+            let hint = did_you_mean(other, ["none", "file"]);
+            let msg = format!("unknown transport {other:?}{hint}: use \"none\" or \"file\"");
+            ctx.error(at(transport), msg);
+            ok = false;
+        }
+    }
+    ok.then_some(out)
+}

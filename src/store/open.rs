@@ -1,0 +1,274 @@
+//! Opening the database file: directory and file modes, lock and corruption
+//! errors mapped to what an operator must do, the schema version and the
+//! master-key check. A file redb cannot read is reported, never repaired or
+//! replaced by keyrot.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Builder, Database, DatabaseError, Durability, ReadOnlyDatabase, ReadTransaction,
+    ReadableDatabase, StorageError, TableError, WriteTransaction,
+};
+
+use super::StoreError;
+use super::error::{backend, commit_failed};
+use super::tables::{
+    ACTIVE, AUDIT, DUE, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META,
+    META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS, SCHEMA_VERSION, SECRETS,
+};
+use crate::crypto::MasterKey;
+
+/// Page cache size: the store is small, redb's default (1 GiB) is not.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// What `meta` says about a store.
+struct MetaState {
+    /// Schema version, `None` for a fresh file.
+    version: Option<u64>,
+    /// Master-key check envelope.
+    key_check: Option<Vec<u8>>,
+}
+
+/// Opens (creating if needed) the store for writing and checks it.
+pub(super) fn open_read_write(path: &Path, master: &MasterKey) -> Result<Database, StoreError> {
+    prepare_file(path)?;
+    let db = guarded(path, || builder().create(path))?;
+    restrict_mode(path);
+    let txn = db
+        .begin_read()
+        .map_err(backend("starting a read transaction"))?;
+    let state = read_meta(path, &txn)?;
+    drop(txn);
+    check_version(path, state.version)?;
+    match (&state.version, &state.key_check) {
+        (Some(_), Some(sealed)) => {
+            if master.open(KEY_CHECK_AAD, sealed).is_err() {
+                return Err(StoreError::WrongMasterKey {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        (Some(_), None) => return Err(corrupt(path, "the meta table has no master-key check")),
+        (None, _) => {}
+    }
+    init_tables(path, &db, master, state.version.is_none())?;
+    Ok(db)
+}
+
+/// Opens an existing store read-only and checks its schema version.
+pub(super) fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let db = guarded(path, || builder().open_read_only(path))?;
+    let txn = db
+        .begin_read()
+        .map_err(backend("starting a read transaction"))?;
+    let state = read_meta(path, &txn)?;
+    match state.version {
+        None => Err(corrupt(path, "no schema version: not a keyrot store")),
+        v => check_version(path, v).map(|()| db),
+    }
+}
+
+/// The builder every open uses.
+fn builder() -> Builder {
+    let mut b = Builder::new();
+    b.set_cache_size(CACHE_BYTES);
+    b
+}
+
+/// Creates the parent directory (0700) and, when missing, the file (0600)
+/// so that it never exists with a looser mode.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_err("create the store directory", dir, e))?;
+    }
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("create the store file", path, e)),
+    }
+}
+
+/// Sets the file's mode to 0600; a failure is logged, not fatal (the
+/// file may belong to another user who let us write it).
+fn restrict_mode(path: &Path) {
+    let loose = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777 != 0o600)
+        .unwrap_or(false);
+    if loose && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot set the store file's mode to 0600");
+    }
+}
+
+/// Runs a redb open, turning its errors, and a panic (redb may panic on a
+/// file altered behind its back), into store errors.
+fn guarded<T>(
+    path: &Path,
+    open: impl FnOnce() -> Result<T, DatabaseError>,
+) -> Result<T, StoreError> {
+    match catch_unwind(AssertUnwindSafe(open)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(map_open_error(path, e)),
+        Err(_) => Err(corrupt(
+            path,
+            "the database engine failed while reading the file",
+        )),
+    }
+}
+
+/// Maps an open error to what the operator must do.
+fn map_open_error(path: &Path, e: DatabaseError) -> StoreError {
+    let path_buf = path.to_path_buf();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::Locked { path: path_buf }
+        }
+        DatabaseError::RepairAborted => StoreError::NeedsRecovery { path: path_buf },
+        DatabaseError::UpgradeRequired(v) => corrupt(
+            path,
+            &format!("its file format version {v} is not one this keyrot reads"),
+        ),
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => corrupt(path, &detail),
+        // redb reports a file that is not a redb database as invalid data.
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == io::ErrorKind::InvalidData =>
+        {
+            corrupt(path, &source.to_string())
+        }
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == io::ErrorKind::NotFound =>
+        {
+            StoreError::NotFound { path: path_buf }
+        }
+        DatabaseError::Storage(StorageError::Io(source)) => io_err("open the store", path, source),
+        other => StoreError::Backend {
+            op: "opening the store",
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Reads the schema version and key check, if the meta table exists.
+fn read_meta(path: &Path, txn: &ReadTransaction) -> Result<MetaState, StoreError> {
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => {
+            return Ok(MetaState {
+                version: None,
+                key_check: None,
+            });
+        }
+        Err(e) => return Err(backend("opening meta")(e)),
+    };
+    let version = match meta.get(META_SCHEMA).map_err(backend("reading meta"))? {
+        None => None,
+        Some(v) => Some(
+            <[u8; 8]>::try_from(v.value())
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt(path, "the schema version is not 8 bytes"))?,
+        ),
+    };
+    let key_check = meta
+        .get(META_KEY_CHECK)
+        .map_err(backend("reading meta"))?
+        .map(|v| v.value().to_vec());
+    Ok(MetaState { version, key_check })
+}
+
+/// Refuses stores written by a newer keyrot (or of an unknown version).
+fn check_version(path: &Path, version: Option<u64>) -> Result<(), StoreError> {
+    match version {
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        // Version 1 is the first schema: no migrations exist yet.
+        Some(0) => Err(corrupt(
+            path,
+            "schema version 0 was never written by keyrot",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Creates every table and, for a fresh store, writes the schema version
+/// and the master-key check, in one durable transaction.
+fn init_tables(
+    path: &Path,
+    db: &Database,
+    master: &MasterKey,
+    fresh: bool,
+) -> Result<(), StoreError> {
+    let mut txn = db
+        .begin_write()
+        .map_err(backend("starting a write transaction"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(backend("setting durability"))?;
+    create_tables(&txn)?;
+    if fresh {
+        let check = master
+            .try_seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)
+            .map_err(|source| StoreError::Seal {
+                rotation: "(master key check)".into(),
+                source,
+            })?;
+        let mut meta = txn.open_table(META).map_err(backend("opening meta"))?;
+        meta.insert(META_SCHEMA, SCHEMA_VERSION.to_be_bytes().as_slice())
+            .map_err(backend("writing meta"))?;
+        meta.insert(META_KEY_CHECK, check.as_slice())
+            .map_err(backend("writing meta"))?;
+    }
+    txn.commit().map_err(|e| commit_failed(path, e))
+}
+
+/// Opens (so creates) every table.
+fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let op = "creating tables";
+    txn.open_table(KEYS).map_err(backend(op))?;
+    txn.open_table(ROTATIONS).map_err(backend(op))?;
+    txn.open_table(KEY_ROTATIONS).map_err(backend(op))?;
+    txn.open_table(SECRETS).map_err(backend(op))?;
+    txn.open_table(OUTBOX).map_err(backend(op))?;
+    txn.open_table(AUDIT).map_err(backend(op))?;
+    txn.open_table(META).map_err(backend(op))?;
+    txn.open_table(DUE).map_err(backend(op))?;
+    txn.open_table(LOCAL_KEYS).map_err(backend(op))?;
+    txn.open_table(ACTIVE).map_err(backend(op))?;
+    Ok(())
+}
+
+/// A [`StoreError::Corrupt`] for `path`.
+fn corrupt(path: &Path, detail: &str) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: detail.to_owned(),
+    }
+}
+
+/// A [`StoreError::Io`].
+fn io_err(action: &'static str, path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        action,
+        path: PathBuf::from(path),
+        source,
+    }
+}

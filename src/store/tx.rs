@@ -1,0 +1,285 @@
+//! The write transaction handed to [`super::Store::write`]: typed upserts
+//! that keep the secondary tables (due index, `active`, `key_rotations`,
+//! audit head) consistent with the records in the same transaction, and
+//! the reads a read-modify-write needs.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use redb::{ReadableTable, WriteTransaction};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::audit::NewEntry;
+use super::error::backend;
+use super::tables::{
+    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META, META_AUDIT_HEAD, OUTBOX, ROTATIONS,
+    SECRETS, all_json, decode, due_micros, encode, get_json, rotation_timer, secret_aad,
+    target_key,
+};
+use super::{DueTarget, LocalKey, StoreError};
+use crate::crypto::MasterKey;
+use crate::model::{AuditEntry, KeyRecord, OutboxMessage, RotationRecord};
+
+/// A write transaction. Everything written through it commits together,
+/// durably, when the closure given to [`super::Store::write`] returns `Ok`,
+/// and is rolled back when it returns `Err`.
+pub struct Tx {
+    /// The underlying redb transaction.
+    pub(super) txn: WriteTransaction,
+    /// Seals secrets.
+    pub(super) master: Arc<MasterKey>,
+}
+
+impl Tx {
+    /// Upserts a slot. Keeps the due index in step with `next_due` (the
+    /// previous instant's entry is removed) and `active` with
+    /// `active_rotation`.
+    pub fn put_key(&mut self, rec: &KeyRecord) -> Result<(), StoreError> {
+        let bytes = encode("keys", &rec.slot, rec)?;
+        let old: Option<KeyRecord> = {
+            let mut keys = self.txn.open_table(KEYS).map_err(backend("opening keys"))?;
+            let old = get_json(&keys, "keys", &rec.slot)?;
+            keys.insert(rec.slot.as_str(), bytes.as_slice())
+                .map_err(backend("writing a key"))?;
+            old
+        };
+        let target = target_key(&DueTarget::Key(rec.slot.clone()));
+        self.move_due(&target, old.and_then(|o| o.next_due), rec.next_due)?;
+        let mut active = self
+            .txn
+            .open_table(ACTIVE)
+            .map_err(backend("opening active"))?;
+        match &rec.active_rotation {
+            Some(id) => active.insert(rec.slot.as_str(), id.as_str()).map(drop),
+            None => active.remove(rec.slot.as_str()).map(drop),
+        }
+        .map_err(backend("updating active"))
+    }
+
+    /// Deletes a slot with its due entry and its `active` entry. Its
+    /// rotations stay (history). Returns whether the slot existed.
+    pub fn delete_key(&mut self, slot: &str) -> Result<bool, StoreError> {
+        let old: Option<KeyRecord> = {
+            let mut keys = self.txn.open_table(KEYS).map_err(backend("opening keys"))?;
+            let old = get_json(&keys, "keys", slot)?;
+            keys.remove(slot).map_err(backend("deleting a key"))?;
+            old
+        };
+        let target = target_key(&DueTarget::Key(slot.to_owned()));
+        self.move_due(&target, old.as_ref().and_then(|o| o.next_due), None)?;
+        let mut active = self
+            .txn
+            .open_table(ACTIVE)
+            .map_err(backend("opening active"))?;
+        active.remove(slot).map_err(backend("updating active"))?;
+        Ok(old.is_some())
+    }
+
+    /// Upserts a rotation. Its timer in the due index (`retry_at`, else
+    /// `revoke_old_at` in Overlap) replaces the previous record's timer,
+    /// and the rotation is listed under its slot.
+    pub fn put_rotation(&mut self, rec: &RotationRecord) -> Result<(), StoreError> {
+        let bytes = encode("rotations", &rec.id, rec)?;
+        let old: Option<RotationRecord> = {
+            let mut rots = self
+                .txn
+                .open_table(ROTATIONS)
+                .map_err(backend("opening rotations"))?;
+            let old = get_json(&rots, "rotations", &rec.id)?;
+            rots.insert(rec.id.as_str(), bytes.as_slice())
+                .map_err(backend("writing a rotation"))?;
+            old
+        };
+        let target = target_key(&DueTarget::Rotation(rec.id.clone()));
+        self.move_due(
+            &target,
+            old.as_ref().and_then(rotation_timer),
+            rotation_timer(rec),
+        )?;
+        let mut by_slot = self
+            .txn
+            .open_table(KEY_ROTATIONS)
+            .map_err(backend("opening key_rotations"))?;
+        by_slot
+            .insert((rec.slot.as_str(), rec.id.as_str()), ())
+            .map_err(backend("indexing a rotation"))?;
+        Ok(())
+    }
+
+    /// Reads a slot as this transaction sees it.
+    pub fn key(&self, slot: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let keys = self.txn.open_table(KEYS).map_err(backend("opening keys"))?;
+        get_json(&keys, "keys", slot)
+    }
+
+    /// Every slot, sorted by slot id, as this transaction sees them.
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let keys = self.txn.open_table(KEYS).map_err(backend("opening keys"))?;
+        all_json(&keys, "keys")
+    }
+
+    /// Reads a rotation as this transaction sees it.
+    pub fn rotation(&self, id: &str) -> Result<Option<RotationRecord>, StoreError> {
+        let rots = self
+            .txn
+            .open_table(ROTATIONS)
+            .map_err(backend("opening rotations"))?;
+        get_json(&rots, "rotations", id)
+    }
+
+    /// Seals `secret` under the master key (AAD binds the rotation id) and
+    /// stores it, replacing any earlier secret of the rotation.
+    pub fn put_secret(&mut self, rotation: &str, secret: &SecretString) -> Result<(), StoreError> {
+        let sealed = self
+            .master
+            .try_seal(&secret_aad(rotation), secret.expose_secret().as_bytes())
+            .map_err(|source| StoreError::Seal {
+                rotation: rotation.to_owned(),
+                source,
+            })?;
+        let mut secrets = self
+            .txn
+            .open_table(SECRETS)
+            .map_err(backend("opening secrets"))?;
+        secrets
+            .insert(rotation, sealed.as_slice())
+            .map_err(backend("writing a secret"))?;
+        Ok(())
+    }
+
+    /// Deletes a rotation's sealed secret (a no-op when there is none).
+    pub fn wipe_secret(&mut self, rotation: &str) -> Result<(), StoreError> {
+        let mut secrets = self
+            .txn
+            .open_table(SECRETS)
+            .map_err(backend("opening secrets"))?;
+        secrets
+            .remove(rotation)
+            .map_err(backend("wiping a secret"))?;
+        Ok(())
+    }
+
+    /// Queues or updates an outbox message.
+    pub fn put_message(&mut self, m: &OutboxMessage) -> Result<(), StoreError> {
+        let bytes = encode("outbox", &m.id, m)?;
+        let mut outbox = self
+            .txn
+            .open_table(OUTBOX)
+            .map_err(backend("opening outbox"))?;
+        outbox
+            .insert(m.id.as_str(), bytes.as_slice())
+            .map_err(backend("writing a message"))?;
+        Ok(())
+    }
+
+    /// Reads an outbox message as this transaction sees it.
+    pub fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError> {
+        let outbox = self
+            .txn
+            .open_table(OUTBOX)
+            .map_err(backend("opening outbox"))?;
+        get_json(&outbox, "outbox", id)
+    }
+
+    /// Deletes an outbox message (pruning delivered ones). Returns whether it existed.
+    pub fn delete_message(&mut self, id: &str) -> Result<bool, StoreError> {
+        let mut outbox = self
+            .txn
+            .open_table(OUTBOX)
+            .map_err(backend("opening outbox"))?;
+        let old = outbox.remove(id).map_err(backend("deleting a message"))?;
+        Ok(old.is_some())
+    }
+
+    /// Appends an audit entry numbered after the last one and chained to it
+    /// by hash (see [`super::Store::verify_audit_chain`]).
+    pub fn audit(
+        &mut self,
+        at: Timestamp,
+        event: &str,
+        slot: Option<&str>,
+        rotation: Option<&str>,
+        actor: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let mut audit = self
+            .txn
+            .open_table(AUDIT)
+            .map_err(backend("opening audit"))?;
+        let (seq, prev_hash) = match audit.last().map_err(backend("reading audit"))? {
+            Some((k, v)) => {
+                let last: AuditEntry = decode("audit", &k.value().to_string(), v.value())?;
+                (last.seq + 1, last.hash)
+            }
+            None => (1, String::new()),
+        };
+        let entry = NewEntry {
+            at,
+            event,
+            slot,
+            rotation,
+            actor,
+            detail,
+        }
+        .seal(seq, prev_hash);
+        let key = seq.to_string();
+        let bytes = encode("audit", &key, &entry)?;
+        audit
+            .insert(seq, bytes.as_slice())
+            .map_err(backend("appending audit"))?;
+        let head = encode("meta", META_AUDIT_HEAD, &(seq, &entry.hash))?;
+        let mut meta = self.txn.open_table(META).map_err(backend("opening meta"))?;
+        meta.insert(META_AUDIT_HEAD, head.as_slice())
+            .map_err(backend("writing the audit head"))?;
+        Ok(())
+    }
+
+    /// Upserts a key of the local provider's registry.
+    pub fn local_put(&mut self, k: &LocalKey) -> Result<(), StoreError> {
+        let bytes = encode("local_keys", &k.id, k)?;
+        let mut t = self
+            .txn
+            .open_table(LOCAL_KEYS)
+            .map_err(backend("opening local_keys"))?;
+        t.insert(k.id.as_str(), bytes.as_slice())
+            .map_err(backend("writing a local key"))?;
+        Ok(())
+    }
+
+    /// Reads a key of the local provider's registry.
+    pub fn local_get(&self, id: &str) -> Result<Option<LocalKey>, StoreError> {
+        let t = self
+            .txn
+            .open_table(LOCAL_KEYS)
+            .map_err(backend("opening local_keys"))?;
+        get_json(&t, "local_keys", id)
+    }
+
+    /// Every key of the local provider's registry, by id.
+    pub fn local_all(&self) -> Result<Vec<LocalKey>, StoreError> {
+        let t = self
+            .txn
+            .open_table(LOCAL_KEYS)
+            .map_err(backend("opening local_keys"))?;
+        all_json(&t, "local_keys")
+    }
+
+    /// Replaces `target`'s due entry at `old` with one at `new`.
+    fn move_due(
+        &mut self,
+        target: &str,
+        old: Option<Timestamp>,
+        new: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut due = self.txn.open_table(DUE).map_err(backend("opening due"))?;
+        if let Some(at) = old {
+            due.remove((due_micros(at), target))
+                .map_err(backend("updating the due index"))?;
+        }
+        if let Some(at) = new {
+            due.insert((due_micros(at), target), ())
+                .map_err(backend("updating the due index"))?;
+        }
+        Ok(())
+    }
+}
