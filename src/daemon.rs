@@ -24,7 +24,7 @@ use crate::model::{Initiator, RotationRecord, Trigger};
 use crate::rotation::{Engine, Runtime, StartRequest};
 use crate::scheduler;
 use crate::shutdown::ShutdownController;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::wake::Wake;
 
 /// Where the master key comes from under systemd.
@@ -39,7 +39,18 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
         &cfg.store.master_key_file,
         cfg.store.create_master_key,
     )?;
-    Ok(Store::open(&cfg.store.path, key)?)
+    // A CLI command that found no daemon may hold a brief read-only open of
+    // the store (e.g. `keyrot status` while keyrot starts): wait it out
+    // rather than fail, but not for long: a second daemon must fail fast.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match Store::open(&cfg.store.path, key.clone()) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// `keyrot run`: runs until SIGTERM/SIGINT.
@@ -48,7 +59,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         Ok(cfg) => Arc::new(cfg),
         Err(errors) => {
             eprintln!("{errors}");
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(1));
         }
     };
     let store = Arc::new(open_store(&cfg)?);
@@ -58,7 +69,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .thread_name("keyrot")
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(config_path.to_path_buf(), cfg, store, Arc::new(SystemClock)))
+    rt.block_on(serve(
+        config_path.to_path_buf(),
+        cfg,
+        store,
+        Arc::new(SystemClock),
+    ))
 }
 
 /// What the control server calls into.
@@ -91,9 +107,15 @@ impl Backend for DaemonBackend {
             .map_err(|e| ApiError::new(500, e.to_string()))??;
         let now = self.engine.now();
         if let Some(t) = req.new_expires_at.filter(|t| *t <= now) {
-            return Err(ApiError::bad_field("new_expires_at", format!("{t} is in the past")));
+            return Err(ApiError::bad_field(
+                "new_expires_at",
+                format!("{t} is in the past"),
+            ));
         }
-        let reason = req.reason.clone().unwrap_or_else(|| "requested by an operator".into());
+        let reason = req
+            .reason
+            .clone()
+            .unwrap_or_else(|| "requested by an operator".into());
         let start = StartRequest {
             trigger: Trigger::Manual,
             reason,
@@ -118,17 +140,30 @@ impl Backend for DaemonBackend {
     }
 
     async fn reload(&self) -> Result<(), ApiError> {
-        reload(&self.engine, &self.config_path, &self.reload_lock, &self.wake)
-            .await
-            .map_err(|e| ApiError::new(400, e))
+        reload(
+            &self.engine,
+            &self.config_path,
+            &self.reload_lock,
+            &self.wake,
+        )
+        .await
+        .map_err(|e| ApiError::new(400, e))
     }
 }
 
 /// Loads the config anew; a bad one is rejected, logged, and the old one
 /// keeps running.
-async fn reload(engine: &Arc<Engine>, path: &Path, lock: &Mutex<()>, wake: &Wake) -> Result<(), String> {
+async fn reload(
+    engine: &Arc<Engine>,
+    path: &Path,
+    lock: &Mutex<()>,
+    wake: &Wake,
+) -> Result<(), String> {
     let _guard = lock.lock().await;
-    let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::Status("reloading configuration")]);
+    let _ = sd_notify::notify(&[
+        NotifyState::Reloading,
+        NotifyState::Status("reloading configuration"),
+    ]);
     let result = load_runtime(engine, path);
     match result {
         Ok(new) => {
@@ -136,19 +171,27 @@ async fn reload(engine: &Arc<Engine>, path: &Path, lock: &Mutex<()>, wake: &Wake
             if old.config.store.path != new.config.store.path
                 || old.config.daemon.control_socket != new.config.daemon.control_socket
             {
-                tracing::warn!("store path and control socket changes take effect at the next restart");
+                tracing::warn!(
+                    "store path and control socket changes take effect at the next restart"
+                );
             }
             engine.set_runtime(new);
             tracing::info!(config = %path.display(), "configuration reloaded");
             scheduler::sync_all(engine, wake).await;
-            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running (configuration reloaded)")]);
+            let _ = sd_notify::notify(&[
+                NotifyState::Ready,
+                NotifyState::Status("running (configuration reloaded)"),
+            ]);
             Ok(())
         }
         Err(msg) => {
             for line in msg.lines() {
                 tracing::error!(error = %line, "reload rejected; the previous configuration stays in force");
             }
-            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running (reload rejected: see log)")]);
+            let _ = sd_notify::notify(&[
+                NotifyState::Ready,
+                NotifyState::Status("running (reload rejected: see log)"),
+            ]);
             Err(msg)
         }
     }
@@ -161,13 +204,25 @@ fn load_runtime(engine: &Arc<Engine>, path: &Path) -> Result<Runtime, String> {
     Ok(rt)
 }
 
-async fn serve(config_path: PathBuf, cfg: Arc<Config>, store: Arc<Store>, clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
+async fn serve(
+    config_path: PathBuf,
+    cfg: Arc<Config>,
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ExitCode> {
     let controller = ShutdownController::new();
     let wake = Wake::new();
     let runtime = Runtime::build(Arc::clone(&cfg), &store).map_err(anyhow::Error::msg)?;
-    let engine = Engine::new(Arc::clone(&store), runtime, Arc::clone(&clock), wake.clone(), controller.handle());
+    let engine = Engine::new(
+        Arc::clone(&store),
+        runtime,
+        Arc::clone(&clock),
+        wake.clone(),
+        controller.handle(),
+    );
     // Signal streams are created once, before anything can send them.
-    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
 
     let socket = cfg.daemon.control_socket.clone();
     let listener = control::server::bind(&socket, cfg.daemon.control_socket_mode)
@@ -179,7 +234,11 @@ async fn serve(config_path: PathBuf, cfg: Arc<Config>, store: Arc<Store>, clock:
         wake: wake.clone(),
     });
     let mut server_stop = controller.subscribe();
-    let server = tokio::spawn(control::server::serve(listener, Arc::clone(&backend), async move { server_stop.recv().await }));
+    let server = tokio::spawn(control::server::serve(
+        listener,
+        Arc::clone(&backend),
+        async move { server_stop.recv().await },
+    ));
 
     {
         let store = Arc::clone(&store);
@@ -202,7 +261,11 @@ async fn serve(config_path: PathBuf, cfg: Arc<Config>, store: Arc<Store>, clock:
             scheduler::run(engine, wake, shutdown).await;
         });
     }
-    tokio::spawn(scheduler::sync_loop(Arc::clone(&engine), wake.clone(), controller.subscribe()));
+    tokio::spawn(scheduler::sync_loop(
+        Arc::clone(&engine),
+        wake.clone(),
+        controller.subscribe(),
+    ));
     let watchdog = spawn_watchdog(controller.subscribe());
 
     let status = format!(
@@ -225,7 +288,8 @@ async fn serve(config_path: PathBuf, cfg: Arc<Config>, store: Arc<Store>, clock:
     let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     engine.stop();
     drop(backend);
-    let timeout = std::time::Duration::try_from(cfg.daemon.shutdown_timeout).unwrap_or(std::time::Duration::from_secs(30));
+    let timeout = std::time::Duration::try_from(cfg.daemon.shutdown_timeout)
+        .unwrap_or(std::time::Duration::from_secs(30));
     let clean = controller.shutdown(timeout).await;
     let _ = server.await;
     drop(watchdog);

@@ -23,12 +23,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-// TEMP-OFF pub mod cli;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod crypto;
-// TEMP-OFF pub mod daemon;
+pub mod daemon;
 pub mod error;
 pub mod failpoint;
 pub mod model;
@@ -36,6 +36,7 @@ pub mod notify;
 pub mod policy;
 pub mod provider;
 pub mod rotation;
+pub mod sandbox;
 pub mod scheduler;
 pub mod shutdown;
 pub mod sink;

@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{all_files, config, wait_until, Daemon};
+use common::{Daemon, all_files, config, wait_until};
 
 const FAST: &str = r#"new_key_lifetime = "6s"
 rotate_before_expiry = "3s"
@@ -22,7 +22,10 @@ overlap = "3s"
 jitter = false"#;
 
 fn ts(v: &serde_json::Value) -> jiff::Timestamp {
-    v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}")).parse().unwrap()
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a timestamp: {v}"))
+        .parse()
+        .unwrap()
 }
 
 /// Each sink write and verification came before the old key's revocation.
@@ -31,8 +34,14 @@ fn assert_revoked_after_distribution(r: &serde_json::Value) {
     let results = r["sink_results"].as_object().unwrap();
     assert!(!results.is_empty(), "no sink results: {r}");
     for (sink, res) in results {
-        assert!(ts(&res["written_at"]) <= revoked, "{sink} written after revoke: {r}");
-        assert!(ts(&res["verified_at"]) <= revoked, "{sink} verified after revoke: {r}");
+        assert!(
+            ts(&res["written_at"]) <= revoked,
+            "{sink} written after revoke: {r}"
+        );
+        assert!(
+            ts(&res["verified_at"]) <= revoked,
+            "{sink} verified after revoke: {r}"
+        );
     }
 }
 
@@ -41,9 +50,15 @@ fn rotates_keys_end_to_end_and_records_everything() {
     let mut d = Daemon::new(&config(FAST, &["alpha", "beta"]));
     d.start();
     let done = wait_until(Duration::from_secs(60), || {
-        ["local/alpha", "local/beta"].iter().all(|s| d.completed_replacements(s).len() >= 2)
+        ["local/alpha", "local/beta"]
+            .iter()
+            .all(|s| d.completed_replacements(s).len() >= 2)
     });
-    assert!(done, "fewer than two completed rotations per key; log:\n{}", d.log());
+    assert!(
+        done,
+        "fewer than two completed rotations per key; log:\n{}",
+        d.log()
+    );
 
     let status = d.json(&["status", "--json"]);
     assert_eq!(status["live"], true);
@@ -64,7 +79,10 @@ fn rotates_keys_end_to_end_and_records_everything() {
         assert_eq!(k["scopes"], 1);
         assert!(k["expires_at"].is_string());
         let path = d.dir.join("out").join(format!("{name}.json"));
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         if k["key_id"] == latest_done["new_key"]["id"] {
             assert_eq!(sink["key_id"], k["key_id"]);
         }
@@ -72,20 +90,41 @@ fn rotates_keys_end_to_end_and_records_everything() {
     for slot in ["local/alpha", "local/beta"] {
         for r in d.completed_replacements(slot) {
             assert_revoked_after_distribution(&r);
-            let states: Vec<&str> = r["history"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap()).collect();
+            let states: Vec<&str> = r["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["to"].as_str().unwrap())
+                .collect();
             assert_eq!(
                 states,
-                ["Pending", "Issuing", "Issued", "Distributing", "Verifying", "Overlap", "Revoking", "Completed"],
+                [
+                    "Pending",
+                    "Issuing",
+                    "Issued",
+                    "Distributing",
+                    "Verifying",
+                    "Overlap",
+                    "Revoking",
+                    "Completed"
+                ],
             );
         }
     }
     // Completion emails were written by the file transport.
     let mails: Vec<_> = all_files(&d.dir.join("mail"));
     assert!(!mails.is_empty(), "no mail written");
-    assert!(mails.iter().any(|(_, b)| String::from_utf8_lossy(b).contains("[keyrot] rotated local/alpha")));
+    assert!(
+        mails
+            .iter()
+            .any(|(_, b)| String::from_utf8_lossy(b).contains("[keyrot] rotated local/alpha"))
+    );
 
     // No live secret appears in plaintext in the store, the log, the mails or the audit.
-    let secret = d.sink("alpha").unwrap()["secret"].as_str().unwrap().to_string();
+    let secret = d.sink("alpha").unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(secret.len() >= 40);
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).unwrap().success());
@@ -102,24 +141,37 @@ fn rotates_keys_end_to_end_and_records_everything() {
 fn kill_9_during_overlap_then_restart_finishes_the_rotation() {
     let mut d = Daemon::new(&config(SLOW, &["alpha"]));
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d.json(&["status", "--json"])["keys"][0]["key_id"].is_string()));
+    assert!(wait_until(Duration::from_secs(30), || d
+        .json(&["status", "--json"])["keys"][0]["key_id"]
+        .is_string()));
     let before = d.json(&["status", "--json"])["keys"][0]["key_id"].clone();
     let out = d.cli(&["rotate", "alpha", "--reason", "test kill -9", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = rot["id"].as_str().unwrap().to_string();
-    assert!(wait_until(Duration::from_secs(30), || d.json(&["rotation", "show", &id, "--json"])["state"] == "Overlap"));
+    assert!(wait_until(Duration::from_secs(30), || d
+        .json(&["rotation", "show", &id, "--json"])["state"]
+        == "Overlap"));
     d.kill9();
 
     d.start();
     assert!(
-        wait_until(Duration::from_secs(30), || d.json(&["rotation", "show", &id, "--json"])["state"] == "Completed"),
+        wait_until(Duration::from_secs(30), || d
+            .json(&["rotation", "show", &id, "--json"])["state"]
+            == "Completed"),
         "log:\n{}",
         d.log()
     );
     let r = d.json(&["rotation", "show", &id, "--json"]);
     assert_revoked_after_distribution(&r);
-    assert!(ts(&r["old_revoked_at"]) >= ts(&r["revoke_old_at"]), "revoked before the overlap ended: {r}");
+    assert!(
+        ts(&r["old_revoked_at"]) >= ts(&r["revoke_old_at"]),
+        "revoked before the overlap ended: {r}"
+    );
     assert_eq!(r["old_key_id"], before);
     let status = d.json(&["status", "--json"]);
     assert_eq!(status["keys"][0]["key_id"], r["new_key"]["id"]);
@@ -131,9 +183,13 @@ fn sigterm_while_rotations_run_exits_cleanly_and_they_resume() {
     let mut d = Daemon::new(&config(SLOW, &["a1", "a2", "a3", "a4", "a5", "a6"]));
     d.spawn();
     // Stop as soon as the first rotation has started: others are in flight.
-    assert!(wait_until(Duration::from_secs(30), || d.log().contains("rotation started")));
+    assert!(wait_until(Duration::from_secs(30), || d
+        .log()
+        .contains("rotation started")));
     d.signal(libc::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(15)).expect("did not stop within the shutdown timeout");
+    let st = d
+        .wait_exit(Duration::from_secs(15))
+        .expect("did not stop within the shutdown timeout");
     assert!(st.success(), "exit status {st:?}; log:\n{}", d.log());
     assert!(d.log().contains("stopping"));
 
@@ -142,7 +198,12 @@ fn sigterm_while_rotations_run_exits_cleanly_and_they_resume() {
         let rs = d.rotations();
         rs.len() >= 6 && rs.iter().all(|r| r["state"] == "Completed")
     });
-    assert!(all_done, "rotations: {:#?}\nlog:\n{}", d.rotations(), d.log());
+    assert!(
+        all_done,
+        "rotations: {:#?}\nlog:\n{}",
+        d.rotations(),
+        d.log()
+    );
     for n in ["a1", "a2", "a3", "a4", "a5", "a6"] {
         assert!(d.sink(n).is_some(), "sink for {n}");
     }
@@ -153,12 +214,32 @@ fn reload_with_a_bad_config_keeps_the_old_one() {
     let mut d = Daemon::new(&config(SLOW, &["alpha"]));
     d.start();
     let good = fs::read_to_string(d.config_path()).unwrap();
-    fs::write(d.config_path(), format!("{good}\n[[policy]]\nname = \"x\"\nmax_age = \"ten days\"\n")).unwrap();
+    fs::write(
+        d.config_path(),
+        format!("{good}\n[[policy]]\nname = \"x\"\nmax_age = \"ten days\"\n"),
+    )
+    .unwrap();
     d.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(10), || d.log().contains("reload rejected")), "log:\n{}", d.log());
-    assert!(d.log().contains("keyrot.toml:"), "error without position:\n{}", d.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log()
+            .contains("reload rejected")),
+        "log:\n{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("keyrot.toml:"),
+        "error without position:\n{}",
+        d.log()
+    );
     // Still serving with the old config.
-    assert_eq!(d.json(&["status", "--json"])["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        d.json(&["status", "--json"])["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let check = d.cli(&["check"]);
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stderr).contains("keyrot.toml:"));
@@ -167,7 +248,11 @@ fn reload_with_a_bad_config_keeps_the_old_one() {
     fs::write(d.config_path(), config(SLOW, &["alpha", "gamma"])).unwrap();
     d.signal(libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || {
-        d.json(&["status", "--json"])["keys"].as_array().unwrap().len() == 2
+        d.json(&["status", "--json"])["keys"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
     }));
 }
 
@@ -175,7 +260,9 @@ fn reload_with_a_bad_config_keeps_the_old_one() {
 fn control_socket_answers_and_refuses_clearly() {
     let mut d = Daemon::new(&config(SLOW, &["alpha"]));
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d.json(&["status", "--json"])["keys"][0]["key_id"].is_string()));
+    assert!(wait_until(Duration::from_secs(30), || d
+        .json(&["status", "--json"])["keys"][0]["key_id"]
+        .is_string()));
     // Unknown key: error with a near match, non-zero exit.
     let out = d.cli(&["rotate", "alpah"]);
     assert!(!out.status.success());
@@ -183,8 +270,15 @@ fn control_socket_answers_and_refuses_clearly() {
     assert!(err.contains("alpha"), "{err}");
     // A second rotation of the same key while one runs: refused with its id.
     let first = d.cli(&["rotate", "alpha", "--json"]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    let id = serde_json::from_slice::<serde_json::Value>(&first.stdout).unwrap()["id"].as_str().unwrap().to_string();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let id = serde_json::from_slice::<serde_json::Value>(&first.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let second = d.cli(&["rotate", "alpha"]);
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains(&id));
@@ -215,7 +309,9 @@ fn a_second_daemon_on_the_same_store_refuses_to_start() {
 fn without_a_daemon_status_reads_the_store() {
     let mut d = Daemon::new(&config(SLOW, &["alpha"]));
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d.json(&["status", "--json"])["keys"][0]["key_id"].is_string()));
+    assert!(wait_until(Duration::from_secs(30), || d
+        .json(&["status", "--json"])["keys"][0]["key_id"]
+        .is_string()));
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).unwrap().success());
     let status = d.json(&["status", "--json"]);
@@ -233,5 +329,8 @@ fn a_master_key_readable_by_others_is_refused() {
     assert!(!st.success());
     let log = d.log();
     assert!(log.contains("master.key") && log.contains("600"), "{log}");
-    assert!(!d.dir.join("state/state.redb").exists(), "a store was created anyway");
+    assert!(
+        !d.dir.join("state/state.redb").exists(),
+        "a store was created anyway"
+    );
 }

@@ -16,7 +16,9 @@ pub fn run(config_path: &Path, file: Option<&Path>) -> anyhow::Result<ExitCode> 
         Some(f) => f.to_path_buf(),
         None => config::load(config_path)
             .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("reading store.master_key_file from the configuration (or pass --master-key-file)")?
+            .context(
+                "reading store.master_key_file from the configuration (or pass --master-key-file)",
+            )?
             .store
             .master_key_file,
     };

@@ -162,7 +162,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -177,19 +179,76 @@ fn socket_of(cli: &Cli, cfg: Option<&Config>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/keyrot/control.sock"))
 }
 
-/// Loads the config for a client command; a client can work without one
-/// when `--socket` is given.
-fn client_config(path: &Path, need: bool) -> anyhow::Result<Option<Config>> {
+/// Loads the config for a client command. A config with errors (being
+/// edited, say) must not stop `keyrot status`: the daemon still runs the
+/// last good one, so the socket is taken from the file as far as it reads.
+fn client_config(path: &Path) -> (Option<Config>, Option<PathBuf>) {
     match config::load(path) {
-        Ok(c) => Ok(Some(c)),
-        Err(e) if need => Err(anyhow::anyhow!("{e}")),
-        Err(_) => Ok(None),
+        Ok(c) => (Some(c), None),
+        Err(e) => {
+            let hint = config::socket_hint(path);
+            if hint.is_none() {
+                eprintln!("keyrot: {e}");
+            } else {
+                eprintln!(
+                    "keyrot: warning: {} has errors (run `keyrot check`); asking the daemon anyway",
+                    path.display()
+                );
+            }
+            (None, hint)
+        }
     }
 }
 
 fn client_command(cli: Cli) -> anyhow::Result<ExitCode> {
-    let cfg = client_config(&cli.config, cli.socket.is_none())?;
-    let socket = socket_of(&cli, cfg.as_ref());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (cfg, hint) = client_config(&cli.config);
+    let socket = match (&cli.socket, &cfg, hint) {
+        (None, None, Some(h)) => h,
+        _ => socket_of(&cli, cfg.as_ref()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(dispatch(cli.command, &socket, cfg.as_ref()))
+}
+
+async fn dispatch(
+    command: Command,
+    socket: &Path,
+    cfg: Option<&Config>,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Status { json } => status::run(socket, cfg, json).await,
+        Command::Keys { json } => keys::run(socket, cfg, json).await,
+        Command::History { key, limit, json } => {
+            history::run(key.as_deref(), limit, socket, cfg, json).await
+        }
+        Command::Plan { days, json } => plan::run(days, socket, cfg, json).await,
+        Command::Rotate {
+            key,
+            reason,
+            new_expires,
+            old_expires,
+            wait,
+            json,
+        } => {
+            let args = rotate::RotateArgs {
+                key,
+                reason,
+                new_expires,
+                old_expires,
+                wait,
+                json,
+            };
+            rotate::run(&args, socket).await
+        }
+        Command::Rotation { action } => match action {
+            RotationAction::Show { id, json } => rotation::show(&id, socket, cfg, json).await,
+            RotationAction::Resume { id } => rotation::resume(&id, socket).await,
+            RotationAction::Abort { id } => rotation::abort(&id, socket).await,
+        },
+        Command::Run { .. } | Command::Check | Command::Init { .. } => {
+            anyhow::bail!("internal: {command:?} is not a client command")
+        }
+    }
 }

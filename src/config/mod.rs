@@ -260,3 +260,30 @@ impl Config {
         self.policies.iter().find(|p| p.name == name)
     }
 }
+
+/// The control socket a config file names, read as plain TOML without
+/// validation, for CLI commands while the file has errors (the daemon keeps
+/// running the last good config). Falls back to the default socket when
+/// the file does not parse or names none.
+pub fn socket_hint(path: &std::path::Path) -> Option<PathBuf> {
+    let default = PathBuf::from("/run/keyrot/control.sock");
+    let Some(table) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+    else {
+        return Some(default);
+    };
+    let Some(sock) = table
+        .get("daemon")
+        .and_then(|d| d.get("control_socket"))
+        .and_then(|s| s.as_str())
+    else {
+        return Some(default);
+    };
+    let p = PathBuf::from(sock);
+    if p.is_absolute() {
+        Some(p)
+    } else {
+        path.parent().map(|d| d.join(p))
+    }
+}

@@ -3,6 +3,9 @@
 //! [`views`]; writes go through the daemon's [`Backend`].
 
 pub mod api;
+pub mod client;
+pub mod server;
+pub mod views;
 
 use std::sync::Arc;
 

@@ -64,9 +64,15 @@ fn details(rec: &RotationRecord) -> String {
         format!("Rotation:      {}", rec.id),
         format!("Trigger:       {:?}", rec.trigger),
         format!("Reason:        {}", rec.reason),
-        format!("Old key:       {}", rec.old_key_id.as_deref().unwrap_or("(none)")),
+        format!(
+            "Old key:       {}",
+            rec.old_key_id.as_deref().unwrap_or("(none)")
+        ),
         format!("Old expiry:    {}", opt(rec.old_expires_at)),
-        format!("New key:       {}", new.map(|k| k.id.as_str()).unwrap_or("(none)")),
+        format!(
+            "New key:       {}",
+            new.map(|k| k.id.as_str()).unwrap_or("(none)")
+        ),
         format!("New expiry:    {}", opt(new.and_then(|k| k.expires_at))),
         format!("Scopes:        {}", rec.scopes.len()),
     ];
@@ -83,7 +89,9 @@ fn details(rec: &RotationRecord) -> String {
         lines.push(format!(
             "Sink {sink}: written {}{}",
             r.written_at,
-            r.verified_at.map(|v| format!(", verified {v}")).unwrap_or_default()
+            r.verified_at
+                .map(|v| format!(", verified {v}"))
+                .unwrap_or_default()
         ));
     }
     lines.join("\n")

@@ -110,7 +110,8 @@ impl Provider for LocalProvider {
     async fn issue(&self, req: &IssueRequest) -> Result<IssuedKey, CallError> {
         let mut raw = Zeroizing::new(vec![0u8; self.secret_bytes]);
         rand::rng().fill(raw.as_mut_slice());
-        let secret = SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*raw));
+        let secret =
+            SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*raw));
         let id_bytes: [u8; 8] = rand::rng().random();
         let id = format!("lk_{}", hex(&id_bytes));
         let key = LocalKey {
@@ -175,11 +176,11 @@ impl Provider for LocalProvider {
         let id = id.to_string();
         self.blocking(move |s| {
             s.write(|tx| {
-                if let Some(mut key) = tx.local_get(&id)? {
-                    if key.revoked_at.is_none() {
-                        key.revoked_at = Some(now);
-                        tx.local_put(&key)?;
-                    }
+                if let Some(mut key) = tx.local_get(&id)?
+                    && key.revoked_at.is_none()
+                {
+                    key.revoked_at = Some(now);
+                    tx.local_put(&key)?;
                 }
                 Ok(())
             })

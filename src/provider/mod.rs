@@ -87,8 +87,12 @@ pub trait Provider: Send + Sync {
     /// Live keys tagged with `tag` (a rotation id).
     async fn find_tagged(&self, tag: &str, now: Timestamp) -> Result<Vec<KeyInfo>, CallError>;
     /// Checks that `secret` authenticates as key `id`.
-    async fn verify(&self, id: &str, secret: &SecretString, now: Timestamp)
-    -> Result<(), CallError>;
+    async fn verify(
+        &self,
+        id: &str,
+        secret: &SecretString,
+        now: Timestamp,
+    ) -> Result<(), CallError>;
     /// Revokes key `id`; a key already revoked or gone counts as done.
     async fn revoke(&self, id: &str, now: Timestamp) -> Result<(), CallError>;
 }

@@ -9,7 +9,11 @@ use crate::config::RetryConfig;
 /// exponential delay capped at `max`, scaled by a random factor in
 /// [0.5, 1.0] so that many failing rotations do not retry in step, and never
 /// shorter than the peer's Retry-After.
-pub fn delay(cfg: &RetryConfig, attempt: u32, retry_after: Option<SignedDuration>) -> SignedDuration {
+pub fn delay(
+    cfg: &RetryConfig,
+    attempt: u32,
+    retry_after: Option<SignedDuration>,
+) -> SignedDuration {
     let factor: f64 = 0.5 + rand::rng().random::<f64>() * 0.5;
     delay_with(cfg, attempt, retry_after, factor)
 }

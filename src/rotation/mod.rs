@@ -15,8 +15,8 @@ mod steps;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 
-use jiff::Timestamp;
 use crate::wake::Wake;
+use jiff::Timestamp;
 
 use crate::clock::Clock;
 use crate::control::ApiError;
@@ -183,7 +183,11 @@ impl Engine {
     }
 
     fn subscribe(&self) -> Option<Shutdown> {
-        self.shutdown.lock().ok()?.as_ref().map(ShutdownHandle::subscribe)
+        self.shutdown
+            .lock()
+            .ok()?
+            .as_ref()
+            .map(ShutdownHandle::subscribe)
     }
 
     /// Resumes every unfinished rotation (daemon start).
@@ -259,14 +263,24 @@ impl Engine {
                     if rec.state != RotationState::Failed {
                         return Ok(Err(ApiError::new(
                             409,
-                            format!("rotation {id_s} is {}, not failed: nothing to resume", rec.state),
+                            format!(
+                                "rotation {id_s} is {}, not failed: nothing to resume",
+                                rec.state
+                            ),
                         )));
                     }
                     let to = rec.failed_in.unwrap_or(RotationState::Pending);
                     rec.transition(to, now, "resumed by operator");
                     rec.failed_in = None;
                     tx.put_rotation(&rec)?;
-                    tx.audit(now, "rotation.resumed", Some(&rec.slot), Some(&rec.id), None, to.as_str())?;
+                    tx.audit(
+                        now,
+                        "rotation.resumed",
+                        Some(&rec.slot),
+                        Some(&rec.id),
+                        None,
+                        to.as_str(),
+                    )?;
                     Ok(Ok(rec))
                 })
             })

@@ -21,11 +21,22 @@ pub fn decide(
         created_at: k.created_at,
         expires_at: k.expires_at,
     });
-    Some(policy::decide(policy, &rec.slot, times, group_last_start, now))
+    Some(policy::decide(
+        policy,
+        &rec.slot,
+        times,
+        group_last_start,
+        now,
+    ))
 }
 
 /// Sets `rec.next_due` and `rec.due_reason` from the policy.
-pub fn schedule(cfg: &Config, rec: &mut KeyRecord, group_last_start: Option<Timestamp>, now: Timestamp) {
+pub fn schedule(
+    cfg: &Config,
+    rec: &mut KeyRecord,
+    group_last_start: Option<Timestamp>,
+    now: Timestamp,
+) {
     if rec.active_rotation.is_some() {
         rec.next_due = None;
         rec.due_reason = Some("rotation in progress".into());

@@ -32,7 +32,10 @@ impl Runtime {
             let built =
                 provider::build(p, store).map_err(|e| format!("provider {:?}: {e}", p.name))?;
             providers.insert(p.name.clone(), built);
-            limits.insert(p.name.clone(), Arc::new(Semaphore::new(p.max_concurrent.max(1))));
+            limits.insert(
+                p.name.clone(),
+                Arc::new(Semaphore::new(p.max_concurrent.max(1))),
+            );
         }
         let mut sinks = HashMap::new();
         for s in &config.sinks {

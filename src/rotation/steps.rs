@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use secrecy::SecretString;
 
-use super::{backoff, plan, Engine, EngineError, Runtime};
+use super::{Engine, EngineError, Runtime, backoff, plan};
 use crate::control::ApiError;
 use crate::error::CallError;
 use crate::model::{KeyInfo, KeyRecord, NewKey, RotationRecord, RotationState, SinkResult};
@@ -50,7 +50,8 @@ impl From<EngineError> for StepError {
 type StepResult = Result<Next, StepError>;
 
 /// The record and a function run in the same transaction as its save.
-type Extra = Box<dyn FnOnce(&mut Tx, &RotationRecord) -> Result<(), crate::store::StoreError> + Send>;
+type Extra =
+    Box<dyn FnOnce(&mut Tx, &RotationRecord) -> Result<(), crate::store::StoreError> + Send>;
 
 impl Engine {
     /// Drives rotation `id` until it waits or ends, or keyrot shuts down
@@ -123,7 +124,11 @@ impl Engine {
 
     /// Commits `rec` (with `extra` in the same transaction) and wakes the
     /// scheduler, whose timers may have moved.
-    async fn save(&self, rec: RotationRecord, extra: Option<Extra>) -> Result<RotationRecord, EngineError> {
+    async fn save(
+        &self,
+        rec: RotationRecord,
+        extra: Option<Extra>,
+    ) -> Result<RotationRecord, EngineError> {
         let saved = self
             .db(move |s| {
                 s.write(move |tx| {
@@ -143,11 +148,19 @@ impl Engine {
 
     fn provider(rt: &Runtime, rec: &RotationRecord) -> Result<Arc<dyn Provider>, CallError> {
         rt.providers.get(&rec.provider).cloned().ok_or_else(|| {
-            CallError::permanent(format!("provider {:?} is no longer configured", rec.provider))
+            CallError::permanent(format!(
+                "provider {:?} is no longer configured",
+                rec.provider
+            ))
         })
     }
 
-    async fn step(self: &Arc<Self>, rt: &Runtime, mut rec: RotationRecord, fresh_issue: &mut bool) -> StepResult {
+    async fn step(
+        self: &Arc<Self>,
+        rt: &Runtime,
+        mut rec: RotationRecord,
+        fresh_issue: &mut bool,
+    ) -> StepResult {
         let now = self.now();
         let span = tracing::info_span!("step", rotation = %rec.id, key = %rec.slot, provider = %rec.provider, step = %rec.state);
         let _enter = span.enter();
@@ -162,14 +175,22 @@ impl Engine {
                     ))
                     .into());
                 }
-                rec.transition(RotationState::Issuing, now, format!("issuing at {} with tag {}", rec.provider, rec.id));
+                rec.transition(
+                    RotationState::Issuing,
+                    now,
+                    format!("issuing at {} with tag {}", rec.provider, rec.id),
+                );
                 self.save(rec, None).await?;
                 *fresh_issue = true;
                 Ok(Next::Continue)
             }
             RotationState::Issuing => self.issue(rt, rec, fresh_issue, now).await,
             RotationState::Issued => {
-                rec.transition(RotationState::Distributing, now, format!("distributing to {} sink(s)", rec.sinks.len()));
+                rec.transition(
+                    RotationState::Distributing,
+                    now,
+                    format!("distributing to {} sink(s)", rec.sinks.len()),
+                );
                 self.save(rec, None).await?;
                 Ok(Next::Continue)
             }
@@ -186,14 +207,22 @@ impl Engine {
                 Ok(Next::Continue)
             }
             RotationState::Revoking => self.revoke_old(rt, rec, now).await,
-            RotationState::Completed | RotationState::Failed | RotationState::Aborted => Ok(Next::Stop),
+            RotationState::Completed | RotationState::Failed | RotationState::Aborted => {
+                Ok(Next::Stop)
+            }
         }
     }
 
     /// Issuing: clean up a key a previous attempt may have created (found by
     /// its tag), then issue, then seal the secret in the same commit as the
     /// new key's id.
-    async fn issue(&self, rt: &Runtime, mut rec: RotationRecord, fresh: &mut bool, now: Timestamp) -> StepResult {
+    async fn issue(
+        &self,
+        rt: &Runtime,
+        mut rec: RotationRecord,
+        fresh: &mut bool,
+        now: Timestamp,
+    ) -> StepResult {
         let provider = Self::provider(rt, &rec)?;
         let caps = provider.capabilities();
         let mut notes = Vec::new();
@@ -214,11 +243,15 @@ impl Engine {
         *fresh = false;
         let policy = rt.config.policy(&rec.policy);
         let expires_at = match policy {
-            Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now).map_err(CallError::permanent)?,
+            Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now)
+                .map_err(CallError::permanent)?,
             None => rec.requested_new_expiry,
         };
         if policy.is_some_and(|p| p.require_scopes) && rec.scopes.is_empty() {
-            return Err(CallError::permanent("policy requires scopes but the new key would have none").into());
+            return Err(CallError::permanent(
+                "policy requires scopes but the new key would have none",
+            )
+            .into());
         }
         let req = IssueRequest {
             name: key_name(&rec.slot).to_string(),
@@ -232,14 +265,20 @@ impl Engine {
         crate::failpoint::hit("before:issue")?;
         let issued = provider.issue(&req).await?;
         crate::failpoint::hit("after:issue")?;
-        let hash = crate::crypto::sha256_hex(secrecy::ExposeSecret::expose_secret(&issued.secret).as_bytes());
+        let hash = crate::crypto::sha256_hex(
+            secrecy::ExposeSecret::expose_secret(&issued.secret).as_bytes(),
+        );
         rec.new_key = Some(NewKey {
             id: issued.info.id.clone(),
             expires_at: issued.info.expires_at,
             secret_sha256: hash,
             scopes: issued.info.scopes.clone(),
         });
-        let mut note = format!("issued key {} (expires {})", issued.info.id, fmt_opt(issued.info.expires_at));
+        let mut note = format!(
+            "issued key {} (expires {})",
+            issued.info.id,
+            fmt_opt(issued.info.expires_at)
+        );
         if !notes.is_empty() {
             note.push_str(&format!("; revoked orphan(s) {}", notes.join(", ")));
         }
@@ -251,7 +290,14 @@ impl Engine {
             rec,
             Some(Box::new(move |tx, r| {
                 tx.put_secret(&r.id, &secret)?;
-                tx.audit(now, "key.issued", Some(&r.slot), Some(&r.id), None, &format!("new key {key_id}"))
+                tx.audit(
+                    now,
+                    "key.issued",
+                    Some(&r.slot),
+                    Some(&r.id),
+                    None,
+                    &format!("new key {key_id}"),
+                )
             })),
         )
         .await?;
@@ -260,15 +306,28 @@ impl Engine {
 
     async fn secret(&self, rec: &RotationRecord) -> Result<SecretString, StepError> {
         let id = rec.id.clone();
-        self.db(move |s| s.secret(&id))
-            .await?
-            .ok_or_else(|| StepError::Call(CallError::permanent(format!("the secret of rotation {} is missing from the store", rec.id))))
+        self.db(move |s| s.secret(&id)).await?.ok_or_else(|| {
+            StepError::Call(CallError::permanent(format!(
+                "the secret of rotation {} is missing from the store",
+                rec.id
+            )))
+        })
     }
 
     /// Distributing: each sink not yet recorded is written, and each success
     /// committed on its own, so a resume re-writes only what is missing.
-    async fn distribute(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
-        let pending: Vec<String> = rec.sinks.iter().filter(|s| !rec.sink_results.contains_key(*s)).cloned().collect();
+    async fn distribute(
+        &self,
+        rt: &Runtime,
+        mut rec: RotationRecord,
+        now: Timestamp,
+    ) -> StepResult {
+        let pending: Vec<String> = rec
+            .sinks
+            .iter()
+            .filter(|s| !rec.sink_results.contains_key(*s))
+            .cloned()
+            .collect();
         if !pending.is_empty() {
             let secret = self.secret(&rec).await?;
             let target = target(&rec)?;
@@ -277,13 +336,20 @@ impl Engine {
                     CallError::permanent(format!("sink {name:?} is no longer configured"))
                 })?;
                 crate::failpoint::hit("before:sink-put")?;
-                let version = sink
-                    .put(&target, &secret)
-                    .await
-                    .map_err(|e| CallError { message: format!("sink {name}: {}", e.message), ..e })?;
+                let version = sink.put(&target, &secret).await.map_err(|e| CallError {
+                    message: format!("sink {name}: {}", e.message),
+                    ..e
+                })?;
                 crate::failpoint::hit("after:sink-put")?;
                 tracing::info!(sink = %name, "secret written to sink");
-                rec.sink_results.insert(name, SinkResult { written_at: self.now(), verified_at: None, version });
+                rec.sink_results.insert(
+                    name,
+                    SinkResult {
+                        written_at: self.now(),
+                        verified_at: None,
+                        version,
+                    },
+                );
                 rec.updated_at = self.now();
                 rec = self.save(rec, None).await?;
             }
@@ -297,7 +363,10 @@ impl Engine {
     /// back the same secret (compared by hash).
     async fn verify(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
         let provider = Self::provider(rt, &rec)?;
-        let new = rec.new_key.clone().ok_or_else(|| CallError::permanent("verifying without a new key"))?;
+        let new = rec
+            .new_key
+            .clone()
+            .ok_or_else(|| CallError::permanent("verifying without a new key"))?;
         if provider.capabilities().verify {
             let secret = self.secret(&rec).await?;
             crate::failpoint::hit("before:verify")?;
@@ -305,7 +374,9 @@ impl Engine {
         }
         let target = target(&rec)?;
         for name in rec.sinks.clone() {
-            let sink = rt.sinks.get(&name).cloned().ok_or_else(|| CallError::permanent(format!("sink {name:?} is no longer configured")))?;
+            let sink = rt.sinks.get(&name).cloned().ok_or_else(|| {
+                CallError::permanent(format!("sink {name:?} is no longer configured"))
+            })?;
             crate::failpoint::hit("before:sink-read")?;
             match sink.read_back(&target).await? {
                 Some(h) if h == new.secret_sha256 => {
@@ -313,24 +384,50 @@ impl Engine {
                         r.verified_at = Some(now);
                     }
                 }
-                Some(_) => return Err(CallError::transient(format!("sink {name} holds a different secret than the one written (another writer?)")).into()),
-                None => return Err(CallError::transient(format!("sink {name} holds no secret for {}", rec.slot)).into()),
+                Some(_) => return Err(CallError::transient(format!(
+                    "sink {name} holds a different secret than the one written (another writer?)"
+                ))
+                .into()),
+                None => {
+                    return Err(CallError::transient(format!(
+                        "sink {name} holds no secret for {}",
+                        rec.slot
+                    ))
+                    .into());
+                }
             }
         }
         if rec.old_key_id.is_none() {
-            rec.transition(RotationState::Completed, now, "verified; first key of this slot");
+            rec.transition(
+                RotationState::Completed,
+                now,
+                "verified; first key of this slot",
+            );
             return self.complete(rt, rec, now).await;
         }
-        let overlap = rt.config.policy(&rec.policy).map(|p| p.overlap).unwrap_or_default();
+        let overlap = rt
+            .config
+            .policy(&rec.policy)
+            .map(|p| p.overlap)
+            .unwrap_or_default();
         let revoke_at = rec.requested_old_expiry.unwrap_or(now + overlap).max(now);
         rec.revoke_old_at = Some(revoke_at);
-        rec.transition(RotationState::Overlap, now, format!("verified; old key valid until {revoke_at}"));
+        rec.transition(
+            RotationState::Overlap,
+            now,
+            format!("verified; old key valid until {revoke_at}"),
+        );
         self.save(rec, None).await?;
         Ok(Next::Continue)
     }
 
     /// Revoking: the old key goes ("already revoked" counts as done).
-    async fn revoke_old(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
+    async fn revoke_old(
+        &self,
+        rt: &Runtime,
+        mut rec: RotationRecord,
+        now: Timestamp,
+    ) -> StepResult {
         let provider = Self::provider(rt, &rec)?;
         let old = rec.old_key_id.clone().unwrap_or_default();
         let note = if provider.capabilities().revoke {
@@ -360,7 +457,11 @@ impl Engine {
                     let mut key = tx.key(&slot)?;
                     if let Some(k) = key.as_mut() {
                         point_at_new_key(k, &rec, now);
-                        let others = if k.group.is_some() { tx.keys()? } else { Vec::new() };
+                        let others = if k.group.is_some() {
+                            tx.keys()?
+                        } else {
+                            Vec::new()
+                        };
                         let last = plan::group_last_start(k, &others);
                         plan::schedule(&cfg, k, last, now);
                         tx.put_key(k)?;
@@ -368,8 +469,17 @@ impl Engine {
                     for m in notify::completed(&cfg, &rec, key.as_ref(), now) {
                         tx.put_message(&m)?;
                     }
-                    tx.audit(now, "rotation.completed", Some(&rec.slot), Some(&rec.id), rec.initiator.rotated_by.as_deref(),
-                        &format!("new key {}", rec.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-")))?;
+                    tx.audit(
+                        now,
+                        "rotation.completed",
+                        Some(&rec.slot),
+                        Some(&rec.id),
+                        rec.initiator.rotated_by.as_deref(),
+                        &format!(
+                            "new key {}",
+                            rec.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-")
+                        ),
+                    )?;
                     Ok(rec)
                 })
             })
@@ -384,8 +494,16 @@ impl Engine {
 
     /// A step failed: retry later within the budget, else Failed (the old
     /// key untouched) with a notification.
-    async fn record_failure(&self, rt: &Runtime, id: &str, state: RotationState, err: CallError) -> Result<(), EngineError> {
-        let Some(mut rec) = self.load(id).await? else { return Ok(()) };
+    async fn record_failure(
+        &self,
+        rt: &Runtime,
+        id: &str,
+        state: RotationState,
+        err: CallError,
+    ) -> Result<(), EngineError> {
+        let Some(mut rec) = self.load(id).await? else {
+            return Ok(());
+        };
         let now = self.now();
         rec.attempts += 1;
         rec.last_error = Some(err.message.clone());
@@ -402,64 +520,129 @@ impl Engine {
         tracing::error!(rotation = %id, key = %rec.slot, step = %state, attempts = rec.attempts, error = %err.message,
             "rotation failed; the old key is untouched. Run `keyrot rotation resume {id}` or `keyrot rotation abort {id}`");
         let attempts = rec.attempts;
-        rec.transition(RotationState::Failed, now, format!("failed in {state}: {}", err.message));
+        rec.transition(
+            RotationState::Failed,
+            now,
+            format!("failed in {state}: {}", err.message),
+        );
         rec.attempts = attempts;
         rec.failed_in = Some(state);
         rec.last_error = Some(err.message.clone());
         let cfg = Arc::clone(&rt.config);
-        self.save(rec, Some(Box::new(move |tx, r| {
-            let key = tx.key(&r.slot)?;
-            for m in notify::failed(&cfg, r, key.as_ref(), now) {
-                tx.put_message(&m)?;
-            }
-            tx.audit(now, "rotation.failed", Some(&r.slot), Some(&r.id), None, &format!("in {state}: {}", err.message))
-        }))).await?;
+        self.save(
+            rec,
+            Some(Box::new(move |tx, r| {
+                let key = tx.key(&r.slot)?;
+                for m in notify::failed(&cfg, r, key.as_ref(), now) {
+                    tx.put_message(&m)?;
+                }
+                tx.audit(
+                    now,
+                    "rotation.failed",
+                    Some(&r.slot),
+                    Some(&r.id),
+                    None,
+                    &format!("in {state}: {}", err.message),
+                )
+            })),
+        )
+        .await?;
         Ok(())
     }
 
     /// Abort with the runner claim held.
     pub(super) async fn abort_claimed(&self, id: &str) -> Result<RotationRecord, ApiError> {
         let rt = self.runtime();
-        let mut rec = self.load(id).await?.ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
-        let at = if rec.state == RotationState::Failed { rec.failed_in.unwrap_or(RotationState::Pending) } else { rec.state };
+        let mut rec = self
+            .load(id)
+            .await?
+            .ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
+        let at = if rec.state == RotationState::Failed {
+            rec.failed_in.unwrap_or(RotationState::Pending)
+        } else {
+            rec.state
+        };
         if rec.state.is_terminal() && rec.state != RotationState::Failed {
-            return Err(ApiError::new(409, format!("rotation {id} is already {}", rec.state)));
+            return Err(ApiError::new(
+                409,
+                format!("rotation {id} is already {}", rec.state),
+            ));
         }
-        if matches!(at, RotationState::Verifying | RotationState::Overlap | RotationState::Revoking) || !rec.sink_results.is_empty() {
+        if matches!(
+            at,
+            RotationState::Verifying | RotationState::Overlap | RotationState::Revoking
+        ) || !rec.sink_results.is_empty()
+        {
             let sinks: Vec<&str> = rec.sink_results.keys().map(String::as_str).collect();
-            return Err(ApiError::new(409, format!(
-                "rotation {id} has already written the new key to sink(s) {}; revoking it now would break consumers that read them. Resume it instead (`keyrot rotation resume {id}`)",
-                sinks.join(", "))));
+            return Err(ApiError::new(
+                409,
+                format!(
+                    "rotation {id} has already written the new key to sink(s) {}; revoking it now would break consumers that read them. Resume it instead (`keyrot rotation resume {id}`)",
+                    sinks.join(", ")
+                ),
+            ));
         }
         let now = self.now();
         let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
         let mut revoked = Vec::new();
         if let Some(new) = &rec.new_key {
-            provider.revoke(&new.id, now).await.map_err(|e| ApiError::new(502, format!("revoking the new key {}: {e}", new.id)))?;
+            provider
+                .revoke(&new.id, now)
+                .await
+                .map_err(|e| ApiError::new(502, format!("revoking the new key {}: {e}", new.id)))?;
             revoked.push(new.id.clone());
         } else if at == RotationState::Issuing && provider.capabilities().tag {
-            let found = provider.find_tagged(&rec.id, now).await.map_err(|e| ApiError::new(502, e.message))?;
+            let found = provider
+                .find_tagged(&rec.id, now)
+                .await
+                .map_err(|e| ApiError::new(502, e.message))?;
             for k in found {
-                provider.revoke(&k.id, now).await.map_err(|e| ApiError::new(502, e.message))?;
+                provider
+                    .revoke(&k.id, now)
+                    .await
+                    .map_err(|e| ApiError::new(502, e.message))?;
                 revoked.push(k.id);
             }
         }
-        let note = if revoked.is_empty() { "aborted by operator".to_string() } else { format!("aborted by operator; revoked new key(s) {}", revoked.join(", ")) };
+        let note = if revoked.is_empty() {
+            "aborted by operator".to_string()
+        } else {
+            format!(
+                "aborted by operator; revoked new key(s) {}",
+                revoked.join(", ")
+            )
+        };
         rec.transition(RotationState::Aborted, now, note.clone());
         let cfg = Arc::clone(&rt.config);
-        let saved = self.save(rec, Some(Box::new(move |tx, r| {
-            tx.wipe_secret(&r.id)?;
-            if let Some(mut k) = tx.key(&r.slot)? {
-                if k.active_rotation.as_deref() == Some(r.id.as_str()) {
-                    k.active_rotation = None;
-                }
-                let others = if k.group.is_some() { tx.keys()? } else { Vec::new() };
-                let last = plan::group_last_start(&k, &others);
-                plan::schedule(&cfg, &mut k, last, now);
-                tx.put_key(&k)?;
-            }
-            tx.audit(now, "rotation.aborted", Some(&r.slot), Some(&r.id), None, &note)
-        }))).await?;
+        let saved = self
+            .save(
+                rec,
+                Some(Box::new(move |tx, r| {
+                    tx.wipe_secret(&r.id)?;
+                    if let Some(mut k) = tx.key(&r.slot)? {
+                        if k.active_rotation.as_deref() == Some(r.id.as_str()) {
+                            k.active_rotation = None;
+                        }
+                        let others = if k.group.is_some() {
+                            tx.keys()?
+                        } else {
+                            Vec::new()
+                        };
+                        let last = plan::group_last_start(&k, &others);
+                        plan::schedule(&cfg, &mut k, last, now);
+                        tx.put_key(&k)?;
+                    }
+                    tx.audit(
+                        now,
+                        "rotation.aborted",
+                        Some(&r.slot),
+                        Some(&r.id),
+                        None,
+                        &note,
+                    )
+                })),
+            )
+            .await?;
         Ok(saved)
     }
 }
@@ -474,7 +657,10 @@ fn fmt_opt(t: Option<Timestamp>) -> String {
 }
 
 fn target(rec: &RotationRecord) -> Result<SinkTarget, CallError> {
-    let new = rec.new_key.as_ref().ok_or_else(|| CallError::permanent("no new key to distribute"))?;
+    let new = rec
+        .new_key
+        .as_ref()
+        .ok_or_else(|| CallError::permanent("no new key to distribute"))?;
     Ok(SinkTarget {
         slot: rec.slot.clone(),
         provider: rec.provider.clone(),

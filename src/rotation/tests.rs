@@ -9,7 +9,7 @@ use jiff::SignedDuration;
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::*;
-use crate::crypto::{sha256_hex, MasterKey};
+use crate::crypto::{MasterKey, sha256_hex};
 use crate::model::{DeliveryState, KeyRecord};
 use crate::policy::testutil::{dur, policy, ts};
 use crate::shutdown::ShutdownController;
@@ -37,13 +37,24 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
             control_socket_mode: 0o660,
             shutdown_timeout: dur("5s"),
             sync_schedule: "0 0 * * * *".into(),
-            retry: RetryConfig { attempts: 2, initial: SignedDuration::from_millis(1), max: SignedDuration::from_millis(2) },
+            retry: RetryConfig {
+                attempts: 2,
+                initial: SignedDuration::from_millis(1),
+                max: SignedDuration::from_millis(2),
+            },
         },
-        store: StoreConfig { path: out.join("state.redb"), master_key_file: out.join("k"), create_master_key: false },
+        store: StoreConfig {
+            path: out.join("state.redb"),
+            master_key_file: out.join("k"),
+            create_master_key: false,
+        },
         providers: vec![ProviderConfig {
             name: "local".into(),
             max_concurrent: 2,
-            kind: ProviderKind::Local(LocalProviderConfig { default_lifetime: dur("90d"), secret_bytes: 32 }),
+            kind: ProviderKind::Local(LocalProviderConfig {
+                default_lifetime: dur("90d"),
+                secret_bytes: 32,
+            }),
         }],
         sinks: vec![SinkConfig {
             name: "out".into(),
@@ -58,7 +69,13 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
         }],
         policies: vec![p],
         keys: vec![],
-        notify: NotifyConfig { from: "keyrot@example.com".into(), transport: NotifyTransport::File { dir: out.join("mail") }, dry_run: false },
+        notify: NotifyConfig {
+            from: "keyrot@example.com".into(),
+            transport: NotifyTransport::File {
+                dir: out.join("mail"),
+            },
+            dry_run: false,
+        },
     }
 }
 
@@ -90,7 +107,13 @@ fn fixture(sink_path: Option<&str>) -> Fixture {
         group: None,
     };
     engine.store().write(|tx| tx.put_key(&slot)).unwrap();
-    Fixture { _dir: dir, engine, clock, _controller: controller, out }
+    Fixture {
+        _dir: dir,
+        engine,
+        clock,
+        _controller: controller,
+        out,
+    }
 }
 
 fn manual() -> StartRequest {
@@ -135,7 +158,10 @@ async fn first_issue_then_rotation_with_overlap_and_revoke() {
     assert_eq!(first.state, RotationState::Completed, "{first:?}");
     let key = f.engine.store().key("local/ci").unwrap().unwrap();
     let old_id = key.current.as_ref().unwrap().id.clone();
-    assert_eq!(key.current.as_ref().unwrap().scopes, vec!["read:all".to_string()]);
+    assert_eq!(
+        key.current.as_ref().unwrap().scopes,
+        vec!["read:all".to_string()]
+    );
     assert!(key.active_rotation.is_none());
     assert!(key.next_due.is_some(), "rescheduled after completion");
 
@@ -148,7 +174,11 @@ async fn first_issue_then_rotation_with_overlap_and_revoke() {
     assert!(local.revoked_at.is_none());
     // The sink already holds the new secret.
     let sink = f.engine.runtime().sinks["out"].clone();
-    let held = sink.read_back(&target(&f, &waiting)).await.unwrap().unwrap();
+    let held = sink
+        .read_back(&target(&f, &waiting))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(held, waiting.new_key.as_ref().unwrap().secret_sha256);
     assert!(f.engine.store().has_secret(&second.id).unwrap());
 
@@ -157,14 +187,29 @@ async fn first_issue_then_rotation_with_overlap_and_revoke() {
     let done = settle(&f, &second.id).await;
     assert_eq!(done.state, RotationState::Completed, "{done:?}");
     assert_eq!(done.old_revoked_at, Some(ts("2026-11-23T11:00:00Z")));
-    assert!(f.engine.store().local_key(&old_id).unwrap().unwrap().revoked_at.is_some());
-    assert!(!f.engine.store().has_secret(&second.id).unwrap(), "secret wiped on completion");
+    assert!(
+        f.engine
+            .store()
+            .local_key(&old_id)
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(
+        !f.engine.store().has_secret(&second.id).unwrap(),
+        "secret wiped on completion"
+    );
     let key = f.engine.store().key("local/ci").unwrap().unwrap();
     assert_eq!(key.current.unwrap().id, done.new_key.unwrap().id);
     // Completion messages are queued for policy notify + key contacts.
     let msgs = f.engine.store().outbox().unwrap();
     assert_eq!(msgs.len(), 2);
-    assert!(msgs.iter().all(|m| m.to == vec!["ops@example.com".to_string(), "owner@example.com".to_string()]));
+    assert!(msgs.iter().all(|m| m.to
+        == vec![
+            "ops@example.com".to_string(),
+            "owner@example.com".to_string()
+        ]));
     assert!(msgs.iter().all(|m| m.state == DeliveryState::Queued));
     // The audit chain holds and names the events.
     assert!(f.engine.store().verify_audit_chain().unwrap() >= 6);
@@ -189,14 +234,22 @@ async fn a_sink_that_keeps_failing_fails_the_rotation_and_abort_revokes_the_new_
     let f = fixture(None);
     let first = f.engine.start("local/ci", manual()).await.unwrap();
     settle(&f, &first.id).await;
-    let old_id = f.engine.store().key("local/ci").unwrap().unwrap().current.unwrap().id;
+    let old_id = f
+        .engine
+        .store()
+        .key("local/ci")
+        .unwrap()
+        .unwrap()
+        .current
+        .unwrap()
+        .id;
     // Point the sink under a regular file: every write fails.
     std::fs::write(f.out.join("blocker"), b"x").unwrap();
     let mut cfg = (*f.engine.runtime().config).clone();
-    if let SinkKind::File(s) = &mut cfg.sinks[0].kind {
-        s.path = f.out.join("blocker/{name}.json").display().to_string();
-    }
-    f.engine.set_runtime(Runtime::build(Arc::new(cfg), &f.engine.store()).unwrap());
+    let SinkKind::File(s) = &mut cfg.sinks[0].kind;
+    s.path = f.out.join("blocker/{name}.json").display().to_string();
+    f.engine
+        .set_runtime(Runtime::build(Arc::new(cfg), &f.engine.store()).unwrap());
 
     let rot = f.engine.start("local/ci", manual()).await.unwrap();
     let mut rec = settle(&f, &rot.id).await;
@@ -214,14 +267,45 @@ async fn a_sink_that_keeps_failing_fails_the_rotation_and_abort_revokes_the_new_
     assert_eq!(rec.failed_in, Some(RotationState::Distributing));
     assert!(rec.last_error.as_deref().unwrap().contains("blocker"));
     // Old key untouched, failure mail queued.
-    assert!(f.engine.store().local_key(&old_id).unwrap().unwrap().revoked_at.is_none());
-    assert!(f.engine.store().outbox().unwrap().iter().any(|m| m.subject.contains("FAILED")));
+    assert!(
+        f.engine
+            .store()
+            .local_key(&old_id)
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    assert!(
+        f.engine
+            .store()
+            .outbox()
+            .unwrap()
+            .iter()
+            .any(|m| m.subject.contains("FAILED"))
+    );
 
     let new_id = rec.new_key.as_ref().unwrap().id.clone();
     let aborted = f.engine.abort(&rot.id).await.unwrap();
     assert_eq!(aborted.state, RotationState::Aborted);
-    assert!(f.engine.store().local_key(&new_id).unwrap().unwrap().revoked_at.is_some());
-    assert!(f.engine.store().local_key(&old_id).unwrap().unwrap().revoked_at.is_none());
+    assert!(
+        f.engine
+            .store()
+            .local_key(&new_id)
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(
+        f.engine
+            .store()
+            .local_key(&old_id)
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
     assert!(!f.engine.store().has_secret(&rot.id).unwrap());
     let key = f.engine.store().key("local/ci").unwrap().unwrap();
     assert!(key.active_rotation.is_none());
@@ -253,18 +337,41 @@ async fn resuming_from_issuing_revokes_the_key_an_interrupted_attempt_made() {
         .unwrap();
     let mut key = key;
     key.active_rotation = Some(rec.id.clone());
-    f.engine.store().write(|tx| { tx.put_rotation(&rec)?; tx.put_key(&key) }).unwrap();
+    f.engine
+        .store()
+        .write(|tx| {
+            tx.put_rotation(&rec)?;
+            tx.put_key(&key)
+        })
+        .unwrap();
 
     f.engine.resume_all().await.unwrap();
     let waiting = settle(&f, &rec.id).await;
     assert_eq!(waiting.state, RotationState::Overlap, "{waiting:?}");
-    assert!(f.engine.store().local_key(&orphan.info.id).unwrap().unwrap().revoked_at.is_some());
+    assert!(
+        f.engine
+            .store()
+            .local_key(&orphan.info.id)
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
     assert_ne!(waiting.new_key.as_ref().unwrap().id, orphan.info.id);
-    let issued_note = &waiting.history.iter().find(|t| t.to == RotationState::Issued).unwrap().note;
+    let issued_note = &waiting
+        .history
+        .iter()
+        .find(|t| t.to == RotationState::Issued)
+        .unwrap()
+        .note;
     assert!(issued_note.contains(&orphan.info.id), "{issued_note}");
     // The sink holds the secret of the key keyrot kept, not the orphan's.
     let sink = f.engine.runtime().sinks["out"].clone();
-    let held = sink.read_back(&target(&f, &waiting)).await.unwrap().unwrap();
+    let held = sink
+        .read_back(&target(&f, &waiting))
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(held, sha256_hex(b""));
     assert_eq!(held, waiting.new_key.unwrap().secret_sha256);
 }

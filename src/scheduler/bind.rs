@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use jiff::Timestamp;
 
 use crate::config::{Config, KeyMatch, KeySpec};
-use crate::model::{slot_id, KeyInfo, KeyRecord};
+use crate::model::{KeyInfo, KeyRecord, slot_id};
 use crate::rotation::plan;
 
 /// What a sync changes.
@@ -47,8 +47,12 @@ fn selects(m: &KeyMatch, k: &KeyInfo) -> bool {
         KeyMatch::Named { name, .. } => &k.name == name,
         KeyMatch::Select { name, scope, tag } => {
             name.as_ref().is_none_or(|g| glob(g, &k.name))
-                && scope.as_ref().is_none_or(|g| k.scopes.iter().any(|s| glob(g, s)))
-                && tag.as_ref().is_none_or(|(tk, tv)| k.tags.get(tk) == Some(tv))
+                && scope
+                    .as_ref()
+                    .is_none_or(|g| k.scopes.iter().any(|s| glob(g, s)))
+                && tag
+                    .as_ref()
+                    .is_none_or(|(tk, tv)| k.tags.get(tk) == Some(tv))
         }
     }
 }
@@ -64,7 +68,10 @@ pub fn bind(
     in_flight: &HashSet<String>,
     now: Timestamp,
 ) -> Bound {
-    let listed: Vec<&KeyInfo> = listed.iter().filter(|k| !in_flight.contains(&k.id)).collect();
+    let listed: Vec<&KeyInfo> = listed
+        .iter()
+        .filter(|k| !in_flight.contains(&k.id))
+        .collect();
     // Slot name -> the spec that claims it (first spec wins).
     let mut slots: BTreeMap<String, &KeySpec> = BTreeMap::new();
     for spec in cfg.keys.iter().filter(|s| s.provider == provider) {
@@ -79,39 +86,49 @@ pub fn bind(
             }
         }
     }
-    let by_slot: BTreeMap<&str, &KeyRecord> = existing.iter().map(|r| (r.slot.as_str(), r)).collect();
+    let by_slot: BTreeMap<&str, &KeyRecord> =
+        existing.iter().map(|r| (r.slot.as_str(), r)).collect();
     let mut records = Vec::new();
     for (name, spec) in &slots {
         let slot = slot_id(provider, name);
-        let mut rec = by_slot.get(slot.as_str()).map(|r| (*r).clone()).unwrap_or_else(|| KeyRecord {
-            slot: slot.clone(),
-            provider: provider.to_string(),
-            name: name.clone(),
-            current: None,
-            policy: spec.policy.clone(),
-            next_due: None,
-            due_reason: None,
-            active_rotation: None,
-            last_rotated_at: None,
-            last_started_at: None,
-            synced_at: None,
-            sinks: Vec::new(),
-            scopes: Vec::new(),
-            contacts: Vec::new(),
-            group: None,
-        });
+        let mut rec = by_slot
+            .get(slot.as_str())
+            .map(|r| (*r).clone())
+            .unwrap_or_else(|| KeyRecord {
+                slot: slot.clone(),
+                provider: provider.to_string(),
+                name: name.clone(),
+                current: None,
+                policy: spec.policy.clone(),
+                next_due: None,
+                due_reason: None,
+                active_rotation: None,
+                last_rotated_at: None,
+                last_started_at: None,
+                synced_at: None,
+                sinks: Vec::new(),
+                scopes: Vec::new(),
+                contacts: Vec::new(),
+                group: None,
+            });
         rec.policy = spec.policy.clone();
         rec.sinks = spec.sinks.clone();
         rec.scopes = spec.scopes.clone();
         rec.contacts = spec.contacts.clone();
         rec.group = spec.group.clone();
         rec.synced_at = Some(now);
-        let candidates: Vec<&KeyInfo> = listed.iter().copied().filter(|k| &k.name == name).collect();
+        let candidates: Vec<&KeyInfo> =
+            listed.iter().copied().filter(|k| &k.name == name).collect();
         let adopt = match &spec.matches {
             KeyMatch::Named { id: Some(id), .. } => Some(id.as_str()),
             _ => None,
         };
-        rec.current = choose_current(rec.current.take(), &candidates, adopt, rec.active_rotation.is_some());
+        rec.current = choose_current(
+            rec.current.take(),
+            &candidates,
+            adopt,
+            rec.active_rotation.is_some(),
+        );
         records.push(rec);
     }
     // Reschedule with the group view of the records as they now stand.
@@ -122,7 +139,9 @@ pub fn bind(
     }
     let removed = existing
         .iter()
-        .filter(|r| r.provider == provider && !slots.contains_key(&r.name) && r.active_rotation.is_none())
+        .filter(|r| {
+            r.provider == provider && !slots.contains_key(&r.name) && r.active_rotation.is_none()
+        })
         .map(|r| r.slot.clone())
         .collect();
     Bound { records, removed }
@@ -146,12 +165,15 @@ fn choose_current(
         }
         tracing::warn!(key_id = %cur.id, name = %cur.name, "the slot's key is no longer listed by its provider");
     }
-    if let Some(id) = adopt {
-        if let Some(k) = candidates.iter().find(|k| k.id == id) {
-            return Some((*k).clone());
-        }
+    if let Some(id) = adopt
+        && let Some(k) = candidates.iter().find(|k| k.id == id)
+    {
+        return Some((*k).clone());
     }
-    candidates.iter().max_by_key(|k| k.created_at).map(|k| (*k).clone())
+    candidates
+        .iter()
+        .max_by_key(|k| k.created_at)
+        .map(|k| (*k).clone())
 }
 
 #[cfg(test)]
@@ -186,14 +208,32 @@ mod tests {
         let a = key("a", "n", 10);
         let b = key("b", "n", 20);
         // Still listed: kept.
-        assert_eq!(choose_current(Some(a.clone()), &[&a, &b], None, false).unwrap().id, "a");
+        assert_eq!(
+            choose_current(Some(a.clone()), &[&a, &b], None, false)
+                .unwrap()
+                .id,
+            "a"
+        );
         // Gone and not rotating: the newest of that name.
         let c = key("c", "n", 5);
-        assert_eq!(choose_current(Some(c.clone()), &[&a, &b], None, false).unwrap().id, "b");
+        assert_eq!(
+            choose_current(Some(c.clone()), &[&a, &b], None, false)
+                .unwrap()
+                .id,
+            "b"
+        );
         // Gone while rotating: left alone for the rotation to settle.
-        assert_eq!(choose_current(Some(c), &[&a, &b], None, true).unwrap().id, "c");
+        assert_eq!(
+            choose_current(Some(c), &[&a, &b], None, true).unwrap().id,
+            "c"
+        );
         // An explicit id is adopted over the newest.
-        assert_eq!(choose_current(None, &[&a, &b], Some("a"), false).unwrap().id, "a");
+        assert_eq!(
+            choose_current(None, &[&a, &b], Some("a"), false)
+                .unwrap()
+                .id,
+            "a"
+        );
         assert!(choose_current(None, &[], None, false).is_none());
     }
 }

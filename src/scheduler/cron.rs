@@ -28,7 +28,10 @@ impl FromStr for SyncSchedule {
 impl SyncSchedule {
     /// The first occurrence strictly after `now`.
     pub fn next_after(&self, now: Timestamp) -> Option<Timestamp> {
-        let at = chrono::DateTime::<chrono::Utc>::from_timestamp(now.as_second(), now.subsec_nanosecond().max(0) as u32)?;
+        let at = chrono::DateTime::<chrono::Utc>::from_timestamp(
+            now.as_second(),
+            now.subsec_nanosecond().max(0) as u32,
+        )?;
         let next = self.0.find_next_occurrence(&at, false).ok()?;
         Timestamp::new(next.timestamp(), next.timestamp_subsec_nanos() as i32).ok()
     }
@@ -42,9 +45,15 @@ mod tests {
     fn every_fifteen_minutes() {
         let s: SyncSchedule = "0 */15 * * * *".parse().unwrap();
         let now: Timestamp = "2026-11-23T10:07:30Z".parse().unwrap();
-        assert_eq!(s.next_after(now).unwrap().to_string(), "2026-11-23T10:15:00Z");
+        assert_eq!(
+            s.next_after(now).unwrap().to_string(),
+            "2026-11-23T10:15:00Z"
+        );
         let at: Timestamp = "2026-11-23T10:15:00Z".parse().unwrap();
-        assert_eq!(s.next_after(at).unwrap().to_string(), "2026-11-23T10:30:00Z");
+        assert_eq!(
+            s.next_after(at).unwrap().to_string(),
+            "2026-11-23T10:30:00Z"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::model::{Initiator, KeyRecord};
-use crate::rotation::{plan, Engine, StartRequest};
+use crate::rotation::{Engine, StartRequest, plan};
 use crate::shutdown::Shutdown;
 use crate::store::DueTarget;
 use crate::wake::Wake;
@@ -29,7 +29,9 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
         .ok_or_else(|| format!("provider {provider:?} is not configured"))?;
     let now = engine.now();
     let listed = if p.capabilities().list {
-        p.list(now).await.map_err(|e| format!("listing keys: {e}"))?
+        p.list(now)
+            .await
+            .map_err(|e| format!("listing keys: {e}"))?
     } else {
         Vec::new()
     };
@@ -65,7 +67,13 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
 
 /// Syncs every provider; errors are logged, not fatal.
 pub async fn sync_all(engine: &Arc<Engine>, wake: &Wake) {
-    let names: Vec<String> = engine.runtime().config.providers.iter().map(|p| p.name.clone()).collect();
+    let names: Vec<String> = engine
+        .runtime()
+        .config
+        .providers
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     for name in names {
         if let Err(e) = sync_provider(engine, &name).await {
             tracing::error!(provider = %name, error = %e, "inventory sync failed");
@@ -114,8 +122,15 @@ pub async fn run(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
 }
 
 /// Dispatches everything due at `now`; returns the next instant to wake.
-async fn tick(engine: &Arc<Engine>, dispatched: &mut Dispatched, now: Timestamp) -> Result<Option<Timestamp>, String> {
-    let due = engine.db(move |s| s.due_until(now)).await.map_err(|e| e.to_string())?;
+async fn tick(
+    engine: &Arc<Engine>,
+    dispatched: &mut Dispatched,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, String> {
+    let due = engine
+        .db(move |s| s.due_until(now))
+        .await
+        .map_err(|e| e.to_string())?;
     let running = engine.running();
     for (at, target) in due {
         match target {
@@ -125,15 +140,18 @@ async fn tick(engine: &Arc<Engine>, dispatched: &mut Dispatched, now: Timestamp)
                 }
             }
             DueTarget::Key(slot) => {
-                if dispatched.first_time(&format!("k:{slot}"), at) {
-                    if let Err(e) = dispatch_key(engine, &slot, now).await {
-                        tracing::error!(key = %slot, error = %e, "cannot start rotation");
-                    }
+                if dispatched.first_time(&format!("k:{slot}"), at)
+                    && let Err(e) = dispatch_key(engine, &slot, now).await
+                {
+                    tracing::error!(key = %slot, error = %e, "cannot start rotation");
                 }
             }
         }
     }
-    engine.db(move |s| s.next_due_after(now)).await.map_err(|e| e.to_string())
+    engine
+        .db(move |s| s.next_due_after(now))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A slot's start instant has come: start its rotation, or move its start
@@ -144,10 +162,20 @@ async fn dispatch_key(engine: &Arc<Engine>, slot: &str, now: Timestamp) -> Resul
     let start = engine
         .db(move |s| {
             s.write(|tx| {
-                let Some(mut rec) = tx.key(&slot_s)? else { return Ok(None) };
-                let others: Vec<KeyRecord> = if rec.group.is_some() { tx.keys()? } else { Vec::new() };
+                let Some(mut rec) = tx.key(&slot_s)? else {
+                    return Ok(None);
+                };
+                let others: Vec<KeyRecord> = if rec.group.is_some() {
+                    tx.keys()?
+                } else {
+                    Vec::new()
+                };
                 let last = plan::group_last_start(&rec, &others);
-                let decision = if rec.active_rotation.is_none() { plan::decide(&cfg, &rec, last, now) } else { None };
+                let decision = if rec.active_rotation.is_none() {
+                    plan::decide(&cfg, &rec, last, now)
+                } else {
+                    None
+                };
                 match decision {
                     Some(d) if d.start_at.is_some_and(|t| t <= now) => {
                         Ok(Some((plan::trigger(&rec, &d), d.explain)))
@@ -198,8 +226,10 @@ pub async fn sync_loop(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) 
             shutdown.recv().await;
             return;
         };
-        let wait = std::time::Duration::try_from(next.duration_since(engine.now()).max(SignedDuration::ZERO))
-            .unwrap_or_default();
+        let wait = std::time::Duration::try_from(
+            next.duration_since(engine.now()).max(SignedDuration::ZERO),
+        )
+        .unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => sync_all(&engine, &wake).await,
             _ = shutdown.recv() => return,

@@ -80,7 +80,12 @@ impl Daemon {
         let tmp = tempfile::Builder::new().prefix("kr").tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         fs::write(dir.join("keyrot.toml"), config).unwrap();
-        Daemon { dir, child: None, env: Vec::new(), _tmp: Some(tmp) }
+        Daemon {
+            dir,
+            child: None,
+            env: Vec::new(),
+            _tmp: Some(tmp),
+        }
     }
 
     /// Path of the config file.
@@ -102,14 +107,19 @@ impl Daemon {
     pub fn start(&mut self) {
         self.spawn();
         let ok = wait_until(Duration::from_secs(30), || {
-            self.cli(&["status", "--json"]).status.success() && self.dir.join("control.sock").exists()
+            self.cli(&["status", "--json"]).status.success()
+                && self.dir.join("control.sock").exists()
         });
         assert!(ok, "daemon did not become ready; log:\n{}", self.log());
     }
 
     /// Starts `keyrot run` without waiting.
     pub fn spawn(&mut self) {
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let mut cmd = Command::new(bin());
         cmd.arg("run")
             .arg("--config")
@@ -148,7 +158,10 @@ impl Daemon {
             String::from_utf8_lossy(&out.stdout)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
@@ -196,7 +209,9 @@ impl Daemon {
     pub fn completed_replacements(&self, slot: &str) -> Vec<serde_json::Value> {
         self.rotations()
             .into_iter()
-            .filter(|r| r["slot"] == slot && r["state"] == "Completed" && !r["old_key_id"].is_null())
+            .filter(|r| {
+                r["slot"] == slot && r["state"] == "Completed" && !r["old_key_id"].is_null()
+            })
             .collect()
     }
 
@@ -228,7 +243,9 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Reads every regular file below `dir`, recursively, as bytes.
 pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else { return out };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {

@@ -1,0 +1,226 @@
+//! Printing for the client commands: aligned tables, times and dates in
+//! one format, pretty JSON, and [`fetch`]: ask the daemon, or read the
+//! store directly when no daemon runs.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::control::ApiError;
+use crate::control::client::{Client, ClientError};
+use crate::store::Store;
+
+/// Printed on stderr when a read command falls back to the store.
+pub const FALLBACK_NOTE: &str = "(daemon not running: read from the store directly)";
+
+/// An instant in UTC to the minute: `2026-11-23 14:05Z`.
+pub fn time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%MZ").to_string()
+}
+
+/// [`time`], or `none` when there is no instant.
+pub fn time_or(t: Option<Timestamp>, none: &str) -> String {
+    t.map_or_else(|| none.to_string(), time)
+}
+
+/// A date in UTC: `2026-11-23`.
+pub fn date(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d").to_string()
+}
+
+/// [`date`], or `none` when there is no instant.
+pub fn date_or(t: Option<Timestamp>, none: &str) -> String {
+    t.map_or_else(|| none.to_string(), date)
+}
+
+/// A window `[start, end)`: `2026-11-26 02:00-04:00Z` when both fall on
+/// one date, else both instants in full.
+pub fn window(start: Timestamp, end: Timestamp) -> String {
+    if date(start) == date(end) {
+        format!(
+            "{}-{}",
+            start.strftime("%Y-%m-%d %H:%M"),
+            end.strftime("%H:%MZ")
+        )
+    } else {
+        format!("{}-{}", time(start), time(end))
+    }
+}
+
+/// `value`, or `-` when empty or absent.
+pub fn or_dash(value: Option<&str>) -> String {
+    match value {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).context("encoding JSON output")?;
+    println!("{text}");
+    Ok(())
+}
+
+/// A table printed with aligned columns, two spaces apart; the last
+/// column is not padded.
+#[derive(Debug, Default)]
+pub struct Table {
+    /// Column headers.
+    headers: Vec<String>,
+    /// Rows of cells.
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these headers.
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Appends a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Whether no row was added.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The table as text, one line per row, each ending in a newline.
+    pub fn render(&self) -> String {
+        let cols = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for line in std::iter::once(&self.headers).chain(&self.rows) {
+            let mut text = String::new();
+            for (i, cell) in line.iter().enumerate().take(cols) {
+                if i + 1 == cols {
+                    text.push_str(cell);
+                } else {
+                    let pad = widths[i] - cell.chars().count();
+                    text.push_str(cell);
+                    text.push_str(&" ".repeat(pad + 2));
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Prints the table on stdout.
+    pub fn print(&self) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(self.render().as_bytes())
+            .context("writing to stdout")
+    }
+}
+
+/// Asks the daemon `GET path`; when it is not running, opens the store
+/// read-only and answers with `local` instead (noting so on stderr).
+pub async fn fetch<T, F>(
+    socket: &Path,
+    cfg: Option<&Config>,
+    path: &str,
+    local: F,
+) -> anyhow::Result<T>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: FnOnce(&Store, &Config, Timestamp) -> Result<T, ApiError> + Send + 'static,
+{
+    match Client::new(socket).get::<T>(path).await {
+        Ok(v) => Ok(v),
+        Err(ClientError::NotRunning { socket }) => {
+            let Some(cfg) = cfg.cloned() else {
+                anyhow::bail!(
+                    "keyrot daemon is not running (no answer on {}), and without a configuration the store cannot be read directly: pass --config",
+                    socket.display()
+                );
+            };
+            eprintln!("{FALLBACK_NOTE}");
+            let now = SystemClock.now();
+            let store_path = cfg.store.path.clone();
+            let answer = tokio::task::spawn_blocking(move || {
+                let store = Store::open_read_only(&cfg.store.path)?;
+                local(&store, &cfg, now).map_err(anyhow::Error::new)
+            })
+            .await
+            .context("reading the store")?;
+            answer.with_context(|| {
+                format!(
+                    "the daemon does not answer on {}, and the store {} cannot be read directly",
+                    socket.display(),
+                    store_path.display()
+                )
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Turns "daemon not running" into an error saying `what` needs it.
+pub fn needs_daemon(e: ClientError, what: &str) -> anyhow::Error {
+    match e {
+        ClientError::NotRunning { socket } => anyhow::anyhow!(
+            "keyrot daemon is not running (no answer on {}); {what} needs it: start it (systemctl start keyrot) and try again",
+            socket.display()
+        ),
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn times_dates_and_windows() {
+        let t = ts("2026-11-23T14:05:59Z");
+        assert_eq!(time(t), "2026-11-23 14:05Z");
+        assert_eq!(date(t), "2026-11-23");
+        assert_eq!(time_or(None, "never"), "never");
+        assert_eq!(date_or(Some(t), "-"), "2026-11-23");
+        assert_eq!(
+            window(ts("2026-11-26T02:00Z"), ts("2026-11-26T04:00Z")),
+            "2026-11-26 02:00-04:00Z"
+        );
+        assert_eq!(
+            window(ts("2026-11-26T22:00Z"), ts("2026-11-27T02:00Z")),
+            "2026-11-26 22:00Z-2026-11-27 02:00Z"
+        );
+        assert_eq!(or_dash(Some("")), "-");
+        assert_eq!(or_dash(Some("x")), "x");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["KEY", "STATE", "WHY"]);
+        t.row(vec!["p/a".into(), "failed ✓".into(), "because".into()]);
+        t.row(vec!["p/longer".into(), "ok".into(), String::new()]);
+        assert_eq!(
+            t.render(),
+            "KEY       STATE     WHY\np/a       failed ✓  because\np/longer  ok\n"
+        );
+    }
+}

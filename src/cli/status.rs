@@ -1,0 +1,155 @@
+//! `keyrot status`: every key slot like an admin console's key list (key
+//! id, scopes, creator, last use, expiry, policy, rotation state, next
+//! rotation, flags), then a line of counters.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::output::{self, Table, date_or, fetch, or_dash, time_or};
+use crate::config::Config;
+use crate::control::{StatusResponse, views};
+
+/// Runs `keyrot status`: asks the daemon on `socket`, or reads the store
+/// named by `cfg` when no daemon runs. `json` prints the
+/// [`StatusResponse`] as pretty JSON instead of a table.
+pub async fn run(socket: &Path, cfg: Option<&Config>, json: bool) -> anyhow::Result<ExitCode> {
+    let st: StatusResponse = fetch(socket, cfg, "/v1/status", |store, _, now| {
+        views::status(store, now, false)
+    })
+    .await?;
+    if json {
+        output::print_json(&st)?;
+    } else {
+        print!("{}", render(&st));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table and the counters line.
+pub fn render(st: &StatusResponse) -> String {
+    if st.keys.is_empty() {
+        return format!(
+            "no keys in the inventory yet (the daemon adds the configured keys at its next inventory sync)\n{}\n",
+            footer(st)
+        );
+    }
+    let mut t = Table::new(&[
+        "KEY",
+        "KEY ID",
+        "SCOPES",
+        "CREATED BY",
+        "LAST USED",
+        "EXPIRES",
+        "DAYS LEFT",
+        "POLICY",
+        "ROTATION",
+        "NEXT ROTATION",
+        "FLAGS",
+    ]);
+    for k in &st.keys {
+        let has_key = k.key_id.is_some();
+        t.row(vec![
+            k.slot.clone(),
+            or_dash(k.key_id.as_deref()),
+            if has_key {
+                k.scopes.to_string()
+            } else {
+                "-".into()
+            },
+            or_dash(k.created_by.as_deref()),
+            if has_key {
+                date_or(k.last_used_at, "never")
+            } else {
+                "-".into()
+            },
+            if has_key {
+                date_or(k.expires_at, "never")
+            } else {
+                "-".into()
+            },
+            k.days_left.map_or_else(|| "-".into(), |d| d.to_string()),
+            k.policy.clone(),
+            or_dash(k.rotation_state.as_deref()),
+            time_or(k.next_rotation, "-"),
+            k.flags.join(","),
+        ]);
+    }
+    format!("{}{}\n", t.render(), footer(st))
+}
+
+/// `3 keys; rotations: 1 active, 0 failed; outbox: 2 queued, 0 dead`.
+fn footer(st: &StatusResponse) -> String {
+    let keys = match st.keys.len() {
+        1 => "1 key".to_string(),
+        n => format!("{n} keys"),
+    };
+    format!(
+        "{keys}; rotations: {} active, {} failed; outbox: {} queued, {} dead",
+        st.active_rotations, st.failed_rotations, st.outbox_queued, st.outbox_dead
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::KeyRow;
+
+    fn row() -> KeyRow {
+        KeyRow {
+            slot: "gh/ci-bot".into(),
+            provider: "gh".into(),
+            name: "ci-bot".into(),
+            key_id: Some("k-123".into()),
+            scopes: 2,
+            created_by: Some("alice".into()),
+            created_at: None,
+            last_used_at: None,
+            expires_at: Some("2026-12-01T00:00Z".parse().unwrap()),
+            days_left: Some(7),
+            policy: "standard".into(),
+            rotation_state: Some("failed".into()),
+            rotation_id: Some("r1".into()),
+            next_rotation: Some("2026-11-25T02:17Z".parse().unwrap()),
+            next_reason: None,
+            flags: vec!["never-used".into(), "expiring-soon".into(), "failed".into()],
+        }
+    }
+
+    #[test]
+    fn renders_rows_and_counters() {
+        let mut empty = row();
+        empty.slot = "gh/new".into();
+        empty.key_id = None;
+        empty.scopes = 0;
+        empty.created_by = None;
+        empty.expires_at = None;
+        empty.days_left = None;
+        empty.rotation_state = None;
+        empty.next_rotation = None;
+        empty.flags = vec!["no-key".into()];
+        let st = StatusResponse {
+            version: "0.1.0".into(),
+            live: true,
+            keys: vec![row(), empty],
+            active_rotations: 1,
+            failed_rotations: 1,
+            outbox_queued: 2,
+            outbox_dead: 0,
+        };
+        let text = render(&st);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("KEY        KEY ID  SCOPES  CREATED BY  LAST USED"));
+        assert!(lines[1].contains("k-123"));
+        assert!(lines[1].contains("never"));
+        assert!(lines[1].contains("2026-12-01"));
+        assert!(lines[1].contains("2026-11-25 02:17Z"));
+        assert!(lines[1].ends_with("never-used,expiring-soon,failed"));
+        assert!(lines[2].starts_with("gh/new     -       -"));
+        assert!(lines[2].ends_with("no-key"));
+        assert_eq!(
+            lines[3],
+            "2 keys; rotations: 1 active, 1 failed; outbox: 2 queued, 0 dead"
+        );
+    }
+}

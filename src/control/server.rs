@@ -1,0 +1,476 @@
+//! The control server: HTTP/1.1 + JSON on a unix socket (axum). Reads are
+//! answered from [`super::views`] on the blocking pool; changes go to the
+//! daemon's [`Backend`]. Every error, the framework's own rejections
+//! included, is an [`ErrorBody`] with the matching status. Responses never
+//! carry secret material.
+//!
+//! Who may call is decided by the socket file's mode and owner ([`bind`]);
+//! the caller's uid (`SO_PEERCRED`) is logged with every change it asks for.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixListener;
+
+use super::{ApiError, Backend, ErrorBody, ErrorDetail, RotateRequest, views};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::model::slot_id;
+use crate::store::Store;
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Default and largest `limit` of `/v1/history` and `/v1/audit`.
+const DEFAULT_LIMIT: usize = 50;
+/// Largest `limit` honoured; larger values are clamped.
+const MAX_LIMIT: usize = 10_000;
+/// Default horizon of `/v1/plan`.
+const DEFAULT_PLAN_DAYS: u32 = 30;
+
+/// What every handler gets.
+#[derive(Clone)]
+struct AppState {
+    /// The daemon.
+    backend: Arc<dyn Backend>,
+    /// Where `now` comes from.
+    clock: Arc<dyn Clock>,
+}
+
+/// The connecting process, from `SO_PEERCRED`.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// Its user id, when the kernel reports it.
+    pub uid: Option<u32>,
+    /// Its process id, when the kernel reports it.
+    pub pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Peer {
+        let cred = stream.io().peer_cred().ok();
+        Peer {
+            uid: cred.map(|c| c.uid()),
+            pid: cred.and_then(|c| c.pid()),
+        }
+    }
+}
+
+/// Binds the control socket at `path` with file mode `mode` (e.g. 0o660).
+///
+/// An existing socket file is replaced only when nothing answers on it (a
+/// daemon that died without cleaning up); a live one is
+/// [`io::ErrorKind::AddrInUse`], and a file that is not a socket is left
+/// alone ([`io::ErrorKind::AlreadyExists`]). The socket is bound under a
+/// temporary name, given its mode, then renamed into place, so it is never
+/// reachable with the wrong permissions. Must run inside a tokio runtime.
+pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    check_existing(path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+    }
+    let tmp = temp_name(path);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
+/// Refuses a live socket or a non-socket at `path`; removes a stale socket.
+fn check_existing(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; keyrot will not replace it: move it away or set daemon.control_socket",
+                path.display()
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "another process (a running keyrot?) answers on {}; stop it first",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(socket = %path.display(), "removing a stale control socket");
+            std::fs::remove_file(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `dir/.NAME.PID.tmp` beside `path`.
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "control.sock".into());
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Serves the control API on `listener` until `shutdown` completes, then
+/// stops accepting and waits for requests in flight. Time comes from the
+/// system clock.
+pub async fn serve(
+    listener: UnixListener,
+    backend: Arc<dyn Backend>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with_clock(listener, backend, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`serve`] with a given clock (tests, or a daemon with its own clock).
+pub async fn serve_with_clock(
+    listener: UnixListener,
+    backend: Arc<dyn Backend>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = router(backend, clock).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The control API's routes.
+pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/keys", get(keys))
+        .route("/v1/keys/{provider}/{name}", get(key))
+        .route("/v1/rotate", post(rotate))
+        .route("/v1/rotations/{id}", get(rotation))
+        .route("/v1/rotations/{id}/resume", post(resume))
+        .route("/v1/rotations/{id}/abort", post(abort))
+        .route("/v1/history", get(history))
+        .route("/v1/plan", get(plan))
+        .route("/v1/audit", get(audit))
+        .route("/v1/reload", post(reload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(AppState { backend, clock })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(status = self.status, error = %self.message, "control request failed");
+        } else {
+            tracing::debug!(status = self.status, error = %self.message, "control request refused");
+        }
+        (status, Json(error_body(self))).into_response()
+    }
+}
+
+/// The JSON body for an error.
+pub fn error_body(e: ApiError) -> ErrorBody {
+    ErrorBody {
+        error: ErrorDetail {
+            code: e.status,
+            message: e.message,
+            field: e.field,
+            suggestions: e.suggestions,
+            rotation_id: e.rotation_id,
+        },
+    }
+}
+
+/// Runs a store read on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce(&Store, &Config) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = st.backend.store();
+    let cfg = st.backend.config();
+    tokio::task::spawn_blocking(move || f(&store, &cfg))
+        .await
+        .map_err(|e| ApiError::new(500, format!("internal error while reading the store: {e}")))?
+}
+
+/// `axum::Json` whose rejections are [`ApiError`]s: 415 without a JSON
+/// content type, 413 over [`MAX_BODY`], 400 naming the field at fault.
+struct ApiJson<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(json_rejection(&e)),
+        }
+    }
+}
+
+/// Maps axum's JSON rejection to our error.
+fn json_rejection(e: &JsonRejection) -> ApiError {
+    match e {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            415,
+            "request bodies must be JSON: send Content-Type: application/json",
+        ),
+        JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
+            // "Failed to deserialize ...: <path>: <serde message>"
+            let text = e.body_text();
+            let detail = text.split_once(": ").map_or(text.as_str(), |(_, d)| d);
+            let mut err = ApiError::new(400, format!("invalid request body: {detail}"));
+            err.field = field_of(detail);
+            err
+        }
+        _ if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            413,
+            format!("request body too large (limit {} KiB)", MAX_BODY / 1024),
+        ),
+        _ => ApiError::new(e.status().as_u16(), e.body_text()),
+    }
+}
+
+/// The field a serde message names: `unknown field `x``, `missing field
+/// `x``, or a `path: message` prefix.
+fn field_of(detail: &str) -> Option<String> {
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(rest) = detail.split_once(marker).map(|(_, r)| r) {
+            return rest.split_once('`').map(|(f, _)| f.to_string());
+        }
+    }
+    let (path, _) = detail.split_once(": ")?;
+    let plain = path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'));
+    (plain && path != ".").then(|| path.to_string())
+}
+
+/// `axum::extract::Query` whose rejection is a 400 [`ApiError`].
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => {
+                let text = e.body_text();
+                let detail = text.split_once(": ").map_or(text.as_str(), |(_, d)| d);
+                let mut err = ApiError::new(400, format!("invalid query: {detail}"));
+                err.field = field_of(detail);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// `axum::extract::Path` whose rejection is a 400 [`ApiError`].
+struct ApiPath<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(ApiError::new(
+                400,
+                format!("invalid path: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ok": true }))
+}
+
+async fn status(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let now = st.clock.now();
+    let body = blocking(&st, move |s, _| views::status(s, now, true)).await?;
+    Ok(Json(body).into_response())
+}
+
+async fn keys(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let now = st.clock.now();
+    let rows = blocking(&st, move |s, _| views::key_rows(s, now)).await?;
+    Ok(Json(rows).into_response())
+}
+
+async fn key(
+    State(st): State<AppState>,
+    ApiPath((provider, name)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let slot = slot_id(&provider, &name);
+    let rec = blocking(&st, move |s, _| views::key(s, &slot)).await?;
+    Ok(Json(rec).into_response())
+}
+
+async fn rotate(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    ApiJson(req): ApiJson<RotateRequest>,
+) -> Result<Response, ApiError> {
+    if req.key.trim().is_empty() {
+        return Err(ApiError::bad_field(
+            "key",
+            "key is empty: give provider/name or a key name",
+        ));
+    }
+    tracing::info!(
+        key = %req.key,
+        uid = ?peer.uid,
+        pid = ?peer.pid,
+        rotated_by = ?req.rotated_by,
+        "rotation requested over the control socket"
+    );
+    let rec = st.backend.rotate(req).await?;
+    Ok((StatusCode::CREATED, Json(views::redact(rec))).into_response())
+}
+
+async fn rotation(
+    State(st): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let rec = blocking(&st, move |s, _| views::rotation(s, &id)).await?;
+    Ok(Json(rec).into_response())
+}
+
+async fn resume(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    tracing::info!(rotation = %id, uid = ?peer.uid, pid = ?peer.pid, "resume requested over the control socket");
+    let rec = st.backend.resume(&id).await?;
+    Ok(Json(views::redact(rec)).into_response())
+}
+
+async fn abort(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    tracing::info!(rotation = %id, uid = ?peer.uid, pid = ?peer.pid, "abort requested over the control socket");
+    let rec = st.backend.abort(&id).await?;
+    Ok(Json(views::redact(rec)).into_response())
+}
+
+/// `GET /v1/history` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// Slot id or unique key name.
+    key: Option<String>,
+    /// At most this many.
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let body = blocking(&st, move |s, _| {
+        let slot = q
+            .key
+            .as_deref()
+            .map(|k| views::resolve_key(s, k))
+            .transpose()?;
+        views::history(s, slot.as_deref(), limit)
+    })
+    .await?;
+    Ok(Json(body).into_response())
+}
+
+/// `GET /v1/plan` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanQuery {
+    /// Horizon in days.
+    days: Option<u32>,
+}
+
+async fn plan(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<PlanQuery>,
+) -> Result<Response, ApiError> {
+    let now = st.clock.now();
+    let days = q.days.unwrap_or(DEFAULT_PLAN_DAYS);
+    let body = blocking(&st, move |s, cfg| views::plan(s, cfg, days, now)).await?;
+    Ok(Json(body).into_response())
+}
+
+/// `GET /v1/audit` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Entries with a sequence number above this.
+    after: Option<u64>,
+    /// At most this many.
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let entries = blocking(&st, move |s, _| Ok(s.audit(after, limit)?)).await?;
+    Ok(Json(entries).into_response())
+}
+
+async fn reload(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<StatusCode, ApiError> {
+    tracing::info!(uid = ?peer.uid, pid = ?peer.pid, "reload requested over the control socket");
+    st.backend.reload().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(404, format!("no such endpoint: {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(405, format!("{method} is not allowed on {}", uri.path()))
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

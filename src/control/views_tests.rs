@@ -1,0 +1,394 @@
+//! Tests of the read views against a real store in a temporary directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+use crate::crypto::MasterKey;
+use crate::model::{Initiator, KeyInfo, NewKey, Trigger};
+
+pub(crate) fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// A fresh store in `dir`.
+pub(crate) fn store_in(dir: &Path) -> Store {
+    Store::open(&dir.join("state.redb"), MasterKey::generate()).unwrap()
+}
+
+/// A key slot with a current key.
+pub(crate) fn key_rec(provider: &str, name: &str, key: Option<KeyInfo>) -> KeyRecord {
+    KeyRecord {
+        slot: format!("{provider}/{name}"),
+        provider: provider.into(),
+        name: name.into(),
+        current: key,
+        policy: "standard".into(),
+        next_due: None,
+        due_reason: None,
+        active_rotation: None,
+        last_rotated_at: None,
+        last_started_at: None,
+        synced_at: None,
+        sinks: vec!["out".into()],
+        scopes: Vec::new(),
+        contacts: Vec::new(),
+        group: None,
+    }
+}
+
+/// A provider key.
+pub(crate) fn info(id: &str, scopes: &[&str], created: &str, expires: &str) -> KeyInfo {
+    KeyInfo {
+        id: id.into(),
+        name: String::new(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        created_by: Some("alice".into()),
+        created_at: Some(ts(created)),
+        expires_at: Some(ts(expires)),
+        last_used_at: Some(ts(created)),
+        tags: BTreeMap::new(),
+    }
+}
+
+/// A rotation of `slot` in `state`.
+pub(crate) fn rotation_rec(id: &str, slot: &str, state: RotationState) -> RotationRecord {
+    let at = ts("2026-11-01T10:00Z");
+    RotationRecord {
+        id: id.into(),
+        slot: slot.into(),
+        provider: slot.split('/').next().unwrap().into(),
+        policy: "standard".into(),
+        state,
+        trigger: Trigger::Manual,
+        reason: "test".into(),
+        initiator: Initiator::default(),
+        old_key_id: Some("old".into()),
+        old_expires_at: None,
+        requested_new_expiry: None,
+        requested_old_expiry: None,
+        scopes: Vec::new(),
+        new_key: Some(NewKey {
+            id: format!("new-{id}"),
+            expires_at: None,
+            secret_sha256: "ab".repeat(32),
+            scopes: Vec::new(),
+        }),
+        sinks: vec!["out".into()],
+        sink_results: BTreeMap::new(),
+        revoke_old_at: None,
+        old_revoked_at: None,
+        attempts: 0,
+        retry_at: None,
+        last_error: None,
+        failed_in: None,
+        notify_contacts: false,
+        created_at: at,
+        updated_at: at,
+        history: Vec::new(),
+    }
+}
+
+/// Writes keys and rotations in one transaction.
+pub(crate) fn put(store: &Store, keys: &[KeyRecord], rots: &[RotationRecord]) {
+    store
+        .write(|tx| {
+            for k in keys {
+                tx.put_key(k)?;
+            }
+            for r in rots {
+                tx.put_rotation(r)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+const NOW: &str = "2026-11-23T12:00Z";
+
+#[test]
+fn status_rows_have_flags_days_and_rotation_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let mut unscoped = info("k1", &[], "2026-01-01T00:00Z", "2026-12-10T00:00Z");
+    unscoped.last_used_at = None;
+    let fine = info(
+        "k2",
+        &["read", "write"],
+        "2026-06-01T00:00Z",
+        "2027-06-01T00:00Z",
+    );
+    let expired = info("k3", &["read"], "2025-01-01T00:00Z", "2026-11-23T11:00Z");
+    let mut a = key_rec("p", "a-unscoped", Some(unscoped));
+    a.next_due = Some(ts("2026-11-25T02:00Z"));
+    a.due_reason = Some("lead time".into());
+    let mut b = key_rec("p", "b-fine", Some(fine));
+    b.active_rotation = Some("r2".into());
+    let c = key_rec("p", "c-expired", Some(expired));
+    let d = key_rec("q", "d-empty", None);
+    let rots = [
+        rotation_rec("r1", "p/b-fine", RotationState::Completed),
+        rotation_rec("r2", "p/b-fine", RotationState::Distributing),
+        rotation_rec("r3", "p/c-expired", RotationState::Failed),
+        rotation_rec("r4", "p/c-expired", RotationState::Failed),
+    ];
+    put(&store, &[d, c, b, a], &rots);
+
+    let st = status(&store, ts(NOW), false).unwrap();
+    assert!(!st.live);
+    let slots: Vec<&str> = st.keys.iter().map(|r| r.slot.as_str()).collect();
+    assert_eq!(
+        slots,
+        ["p/a-unscoped", "p/b-fine", "p/c-expired", "q/d-empty"]
+    );
+
+    let a = &st.keys[0];
+    assert_eq!(a.days_left, Some(16));
+    assert_eq!(a.scopes, 0);
+    assert_eq!(a.flags, ["unscoped", "never-used", "expiring-soon"]);
+    assert_eq!(a.rotation_state, None);
+    assert_eq!(a.next_rotation, Some(ts("2026-11-25T02:00Z")));
+    assert_eq!(a.next_reason.as_deref(), Some("lead time"));
+    assert_eq!(a.created_by.as_deref(), Some("alice"));
+
+    let b = &st.keys[1];
+    assert_eq!(b.scopes, 2);
+    assert!(b.flags.is_empty(), "{:?}", b.flags);
+    assert_eq!(b.rotation_state.as_deref(), Some("distributing"));
+    assert_eq!(b.rotation_id.as_deref(), Some("r2"));
+
+    let c = &st.keys[2];
+    assert_eq!(c.days_left, Some(-1), "expired an hour ago");
+    assert_eq!(c.flags, ["expired", "failed"]);
+    assert_eq!(c.rotation_id.as_deref(), Some("r4"), "latest rotation");
+
+    let d = &st.keys[3];
+    assert_eq!(d.flags, ["no-key"]);
+    assert_eq!((d.key_id.as_ref(), d.days_left), (None, None));
+
+    assert_eq!(st.active_rotations, 1);
+    assert_eq!(st.failed_rotations, 1);
+    assert_eq!((st.outbox_queued, st.outbox_dead), (0, 0));
+    assert_eq!(key_rows(&store, ts(NOW)).unwrap(), st.keys);
+}
+
+#[test]
+fn resolve_key_by_slot_unique_name_and_near_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    put(
+        &store,
+        &[
+            key_rec("gh", "ci-bot", None),
+            key_rec("gh", "deploy", None),
+            key_rec("aws", "deploy", None),
+            key_rec("aws", "billing", None),
+        ],
+        &[],
+    );
+    assert_eq!(resolve_key(&store, "gh/deploy").unwrap(), "gh/deploy");
+    assert_eq!(resolve_key(&store, "ci-bot").unwrap(), "gh/ci-bot");
+
+    let e = resolve_key(&store, "ci-bto").unwrap_err();
+    assert_eq!(e.status, 404);
+    assert_eq!(e.message, "unknown key \"ci-bto\"; did you mean ci-bot?");
+    assert_eq!(e.suggestions, ["ci-bot"]);
+
+    // An ambiguous name is offered by slot.
+    let e = resolve_key(&store, "deplyo").unwrap_err();
+    assert_eq!(e.suggestions, ["aws/deploy", "gh/deploy"]);
+    assert!(e.message.contains("did you mean aws/deploy or gh/deploy?"));
+
+    let e = resolve_key(&store, "deploy").unwrap_err();
+    assert_eq!((e.status, e.field.as_deref()), (400, Some("key")));
+    assert_eq!(e.suggestions, ["aws/deploy", "gh/deploy"]);
+
+    let e = resolve_key(&store, "zzzzzzzzzz").unwrap_err();
+    assert!(e.suggestions.is_empty());
+    assert_eq!(
+        e.message,
+        "unknown key \"zzzzzzzzzz\" (keyrot keys lists them)"
+    );
+
+    // Slot-shaped input is compared with slots; substrings count.
+    let e = resolve_key(&store, "aws/bill").unwrap_err();
+    assert_eq!(e.suggestions, ["aws/billing"]);
+    assert_eq!(
+        key(&store, "aws/bill").unwrap_err().suggestions,
+        ["aws/billing"]
+    );
+    assert_eq!(key(&store, "aws/billing").unwrap().name, "billing");
+}
+
+#[test]
+fn history_is_newest_first_limited_and_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    put(
+        &store,
+        &[key_rec("p", "a", None), key_rec("p", "b", None)],
+        &[
+            rotation_rec("r1", "p/a", RotationState::Completed),
+            rotation_rec("r2", "p/b", RotationState::Completed),
+            rotation_rec("r3", "p/a", RotationState::Overlap),
+        ],
+    );
+    let ids = |h: HistoryResponse| h.rotations.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(history(&store, None, 50).unwrap()), ["r3", "r2", "r1"]);
+    assert_eq!(ids(history(&store, None, 2).unwrap()), ["r3", "r2"]);
+    assert_eq!(ids(history(&store, Some("p/a"), 50).unwrap()), ["r3", "r1"]);
+    let h = history(&store, None, 50).unwrap();
+    assert!(
+        h.rotations
+            .iter()
+            .all(|r| r.new_key.as_ref().unwrap().secret_sha256.is_empty())
+    );
+    let r = rotation(&store, "r2").unwrap();
+    assert!(r.new_key.unwrap().secret_sha256.is_empty());
+    assert_eq!(rotation(&store, "nope").unwrap_err().status, 404);
+}
+
+/// A config with policy `standard` (lead time 30d, daily window 02:00-04:00
+/// UTC, 1h group stagger) and policy `manual` (auto_rotate off).
+pub(crate) fn plan_config() -> Config {
+    let text = r#"
+[[provider]]
+name = "p"
+type = "local"
+
+[[sink]]
+name = "out"
+type = "file"
+path = "/tmp/keyrot-test/{name}"
+
+[[policy]]
+name = "standard"
+rotate_before_expiry = "30d"
+stagger = "1h"
+jitter = false
+[[policy.window]]
+cron = "0 2 * * *"
+duration = "2h"
+
+[[policy]]
+name = "manual"
+rotate_before_expiry = "30d"
+auto_rotate = false
+"#;
+    crate::config::load_str(Path::new("/etc/keyrot/keyrot.toml"), text).unwrap()
+}
+
+#[test]
+fn plan_orders_rows_within_the_horizon_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let cfg = plan_config();
+    let created = "2026-01-01T00:00Z";
+    // Due 2026-12-01 (lead time): starts in the window of 12-01 02:00.
+    let soon = key_rec(
+        "p",
+        "soon",
+        Some(info("k1", &["r"], created, "2026-12-31T00:00Z")),
+    );
+    // Due 2026-11-26: earlier start.
+    let sooner = key_rec(
+        "p",
+        "sooner",
+        Some(info("k2", &["r"], created, "2026-12-26T00:00Z")),
+    );
+    // Due next year: beyond a 30-day horizon.
+    let later = key_rec(
+        "p",
+        "later",
+        Some(info("k3", &["r"], created, "2027-06-01T00:00Z")),
+    );
+    // Expires before the next window opens: emergency, starts now.
+    let urgent = key_rec(
+        "p",
+        "urgent",
+        Some(info("k4", &["r"], created, "2026-11-23T20:00Z")),
+    );
+    let mut manual = key_rec(
+        "p",
+        "manual",
+        Some(info("k5", &["r"], created, "2026-12-01T00:00Z")),
+    );
+    manual.policy = "manual".into();
+    let mut orphan = key_rec("p", "orphan", None);
+    orphan.policy = "gone".into();
+    let mut busy = key_rec(
+        "p",
+        "busy",
+        Some(info("k6", &["r"], created, "2026-12-01T00:00Z")),
+    );
+    busy.active_rotation = Some("r1".into());
+    put(
+        &store,
+        &[soon, sooner, later, urgent, manual, orphan, busy],
+        &[],
+    );
+
+    let plan = plan(&store, &cfg, 30, ts(NOW)).unwrap();
+    assert_eq!(plan.days, 30);
+    let slots: Vec<&str> = plan.rows.iter().map(|r| r.slot.as_str()).collect();
+    assert_eq!(
+        slots,
+        [
+            "p/urgent", "p/sooner", "p/soon", "p/later", "p/busy", "p/manual", "p/orphan"
+        ]
+    );
+    let urgent = &plan.rows[0];
+    assert!(urgent.emergency);
+    assert_eq!(urgent.start_at, Some(ts(NOW)));
+    let sooner = &plan.rows[1];
+    assert_eq!(sooner.start_at, Some(ts("2026-11-26T02:00Z")));
+    assert_eq!(
+        sooner.window,
+        Some((ts("2026-11-26T02:00Z"), ts("2026-11-26T04:00Z")))
+    );
+    assert!(!sooner.emergency);
+    assert!(plan.rows[4].explain.contains("rotation r1 is in progress"));
+    assert_eq!(plan.rows[4].start_at, None);
+    assert_eq!(plan.rows[5].start_at, None);
+    assert_eq!(plan.rows[5].due_at, Some(ts("2026-11-01T00:00Z")));
+    assert!(
+        plan.rows[6]
+            .explain
+            .contains("policy \"gone\" is not in the configuration")
+    );
+}
+
+#[test]
+fn plan_staggers_keys_of_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let cfg = plan_config();
+    let created = "2026-01-01T00:00Z";
+    let mut a = key_rec(
+        "p",
+        "a",
+        Some(info("k1", &["r"], created, "2026-12-26T00:00Z")),
+    );
+    a.group = Some("g".into());
+    let mut b = key_rec(
+        "p",
+        "b",
+        Some(info("k2", &["r"], created, "2027-12-26T00:00Z")),
+    );
+    b.group = Some("g".into());
+    b.last_started_at = Some(ts("2026-11-26T02:30Z"));
+    put(&store, &[a, b], &[]);
+    let plan = plan(&store, &cfg, 30, ts(NOW)).unwrap();
+    let a = plan.rows.iter().find(|r| r.slot == "p/a").unwrap();
+    assert!(a.staggered);
+    assert_eq!(a.start_at, Some(ts("2026-11-26T03:30Z")));
+}
+
+#[test]
+fn edit_distance_and_lists() {
+    assert_eq!(edit_distance("ci-bto", "ci-bot"), 2);
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(or_list(&["a".into()]), "a");
+    assert_eq!(or_list(&["a".into(), "b".into(), "c".into()]), "a, b or c");
+}
