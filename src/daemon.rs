@@ -127,6 +127,7 @@ impl Backend for DaemonBackend {
             new_expires_at: req.new_expires_at,
             old_expires_at: req.old_expires_at,
             notify_contacts: req.notify_contacts,
+            reveal_psk: req.reveal_psk.clone(),
         };
         self.engine.start(&slot, start).await
     }

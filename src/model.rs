@@ -101,6 +101,9 @@ pub struct KeyRecord {
 pub enum RotationState {
     /// Decided, nothing done at the provider yet.
     Pending,
+    /// Assisted rotation: the provider cannot create keys, so people were
+    /// asked to create one; waits for `keyrot enroll`.
+    AwaitingSecret,
     /// Intent to issue recorded; the provider may hold a key tagged with
     /// this rotation's id whose secret keyrot never saw.
     Issuing,
@@ -140,6 +143,7 @@ impl RotationState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
+            Self::AwaitingSecret => "awaiting-secret",
             Self::Issuing => "issuing",
             Self::Issued => "issued",
             Self::Distributing => "distributing",
@@ -277,6 +281,10 @@ pub struct RotationRecord {
     /// Whether the request asked to notify the policy's security contacts.
     #[serde(default)]
     pub notify_contacts: bool,
+    /// The caller asked for the new secret sealed under this pre-shared key
+    /// (control API); the envelope is kept sealed in the store until fetched.
+    #[serde(default)]
+    pub reveal_psk: Option<String>,
     /// When the rotation was created.
     pub created_at: Timestamp,
     /// When it last changed.

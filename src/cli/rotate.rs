@@ -48,6 +48,7 @@ pub async fn run(args: &RotateArgs, socket: &Path) -> anyhow::Result<ExitCode> {
         initiated_from: Some("cli".into()),
         rotation_policy_id: None,
         notify_contacts: false,
+        reveal_psk: None,
     };
     let rec: RotationRecord = client
         .post("/v1/rotate", &req)

@@ -33,6 +33,9 @@ pub struct RotateRequest {
     /// Tell the policy's security contacts too.
     #[serde(default)]
     pub notify_contacts: bool,
+    /// Seal the new secret under this pre-shared key for the caller.
+    #[serde(default)]
+    pub reveal_psk: Option<String>,
 }
 
 /// A JSON error body: `{"error": {"code": .., "message": .., "field": ..}}`.

@@ -83,6 +83,7 @@ pub(crate) fn rotation_rec(id: &str, slot: &str, state: RotationState) -> Rotati
         last_error: None,
         failed_in: None,
         notify_contacts: false,
+        reveal_psk: None,
         created_at: at,
         updated_at: at,
         history: Vec::new(),

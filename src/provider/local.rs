@@ -99,6 +99,7 @@ impl Provider for LocalProvider {
             verify: true,
             tag: true,
             set_expiry: false,
+            idempotent_issue: false,
         }
     }
 

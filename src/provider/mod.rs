@@ -33,6 +33,9 @@ pub struct Capabilities {
     pub tag: bool,
     /// Changes a key's expiry.
     pub set_expiry: bool,
+    /// Issuing again with the same tag returns the same key (an idempotency
+    /// key), so an interrupted issue is simply repeated.
+    pub idempotent_issue: bool,
 }
 
 /// What the state machine asks a provider to create.

@@ -41,6 +41,8 @@ pub struct StartRequest {
     pub old_expires_at: Option<Timestamp>,
     /// Tell the policy's security contacts.
     pub notify_contacts: bool,
+    /// Seal the new secret under this pre-shared key for the caller.
+    pub reveal_psk: Option<String>,
 }
 
 /// Drives rotations.
@@ -336,6 +338,7 @@ fn new_record(rt: &Runtime, key: &KeyRecord, req: StartRequest, now: Timestamp) 
         last_error: None,
         failed_in: None,
         notify_contacts: req.notify_contacts,
+        reveal_psk: req.reveal_psk,
         created_at: now,
         updated_at: now,
         history: vec![Transition {

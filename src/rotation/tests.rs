@@ -124,6 +124,7 @@ fn manual() -> StartRequest {
         new_expires_at: None,
         old_expires_at: None,
         notify_contacts: false,
+        reveal_psk: None,
     }
 }
 

@@ -205,6 +205,7 @@ async fn dispatch_key(engine: &Arc<Engine>, slot: &str, now: Timestamp) -> Resul
             new_expires_at: None,
             old_expires_at: None,
             notify_contacts: false,
+            reveal_psk: None,
         };
         engine.start(slot, req).await.map_err(|e| e.message)?;
     }
