@@ -207,6 +207,7 @@ impl Engine {
                 Ok(Next::Continue)
             }
             RotationState::Revoking => self.revoke_old(rt, rec, now).await,
+            RotationState::AwaitingSecret => self.remind(rt, rec, now).await,
             RotationState::Completed | RotationState::Failed | RotationState::Aborted => {
                 Ok(Next::Stop)
             }
