@@ -140,6 +140,10 @@ impl Backend for DaemonBackend {
         self.engine.abort(id).await
     }
 
+    async fn enroll(&self, id: &str, req: control::EnrollRequest) -> Result<RotationRecord, ApiError> {
+        self.engine.enroll(id, req.key_id, req.secret).await
+    }
+
     async fn reload(&self) -> Result<(), ApiError> {
         reload(
             &self.engine,

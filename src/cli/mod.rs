@@ -3,6 +3,8 @@
 //! read the store directly when no daemon runs.
 
 pub mod check;
+pub mod demo;
+pub mod enroll;
 pub mod history;
 pub mod init;
 pub mod keys;
@@ -104,6 +106,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hand keyrot the secret of a key created by hand (reads it from stdin).
+    Enroll {
+        /// The rotation waiting for the secret.
+        rotation_id: String,
+        /// The new key's id at the provider (found by name when omitted).
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+    /// Run the sandbox of the proposed Admin API and the daemon together, to watch rotations.
+    Demo {
+        /// Directory for everything the demo writes.
+        #[arg(long, default_value = "target/keyrot-demo-api")]
+        dir: PathBuf,
+    },
+    /// Run a local server of the proposed Admin API (for trying keyrot and tests).
+    Sandbox {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8790")]
+        listen: std::net::SocketAddr,
+        /// State file (kept across restarts).
+        #[arg(long, default_value = "sandbox-state.json")]
+        state: PathBuf,
+        /// Pre-shared key for sealed secrets, as ID=FILE (FILE: 64 hex chars). Repeatable.
+        #[arg(long = "psk", value_name = "ID=FILE")]
+        psks: Vec<String>,
+        /// Create a demo organisation with keys like an admin console's list, if the state is empty.
+        #[arg(long)]
+        seed: bool,
+        /// Where to write the seeded keys' secrets (mode 0600).
+        #[arg(long)]
+        seed_secrets: Option<PathBuf>,
+        /// Answer 429 beyond this many requests per second.
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
     /// Show, resume or abort one rotation.
     Rotation {
         /// What to do.
@@ -154,6 +191,14 @@ pub fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Check => check::run(&cli.config),
         Command::Init { master_key_file } => init::run(&cli.config, master_key_file.as_deref()),
+        Command::Demo { dir } => {
+            init_logging(LogFormat::Text);
+            demo::run(dir)
+        }
+        Command::Sandbox { listen, state, psks, seed, seed_secrets, rate_limit } => {
+            init_logging(LogFormat::Text);
+            sandbox(*listen, state, psks, *seed, seed_secrets.clone(), *rate_limit)
+        }
         _ => client_command(cli),
     }
 }
@@ -247,8 +292,48 @@ async fn dispatch(
             RotationAction::Resume { id } => rotation::resume(&id, socket).await,
             RotationAction::Abort { id } => rotation::abort(&id, socket).await,
         },
-        Command::Run { .. } | Command::Check | Command::Init { .. } => {
+        Command::Enroll { rotation_id, key_id } => enroll::run(&rotation_id, key_id.as_deref(), socket).await,
+        Command::Run { .. } | Command::Check | Command::Init { .. } | Command::Sandbox { .. } | Command::Demo { .. } => {
             anyhow::bail!("internal: {command:?} is not a client command")
         }
     }
+}
+
+/// `keyrot sandbox`: serves until SIGINT/SIGTERM.
+fn sandbox(
+    listen: std::net::SocketAddr,
+    state: &Path,
+    psks: &[String],
+    seed: bool,
+    seed_secrets: Option<PathBuf>,
+    rate_limit: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let psks = psks
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(id, f)| (id.to_string(), PathBuf::from(f)))
+                .ok_or_else(|| anyhow::anyhow!("--psk {p:?}: expected ID=FILE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = crate::sandbox::SandboxOptions {
+        listen,
+        state: state.to_path_buf(),
+        psks,
+        seed,
+        seed_secrets,
+        rate_limit,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let stop = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        crate::sandbox::serve(opts, stop).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,7 @@ use jiff::SignedDuration;
 
 use crate::policy::Policy;
 
+mod atlassian;
 mod ctx;
 mod defaults;
 pub mod diag;
@@ -126,6 +127,42 @@ pub struct ProviderConfig {
 pub enum ProviderKind {
     /// `type = "local"`: keys minted by keyrot itself.
     Local(LocalProviderConfig),
+    /// `type = "atlassian"`: an Atlassian organisation's admin API keys.
+    Atlassian(AtlassianProviderConfig),
+}
+
+/// `type = "atlassian"` settings: the Admin API's org API-key endpoints.
+#[derive(Clone, Debug)]
+pub struct AtlassianProviderConfig {
+    /// Organisation id (`{orgId}` in the API paths).
+    pub org_id: String,
+    /// Admin API base URL, no trailing `/` (default
+    /// `https://api.atlassian.com/admin/api-access/v1`).
+    pub base_url: String,
+    /// The org admin API key, sent as `Authorization: Bearer`.
+    pub admin_key: SecretRef,
+    /// How new keys are made: not at all, or through the proposed rotate call.
+    pub rotate_api: AtlassianRotateApi,
+    /// Keys per list page (default 50, 1..=100).
+    pub page_size: u32,
+    /// Timeout of each HTTP request (default 30s).
+    pub timeout: SignedDuration,
+}
+
+/// `rotate_api` of an Atlassian provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AtlassianRotateApi {
+    /// `"none"` (default): Atlassian cannot create org keys through its API;
+    /// rotations are assisted (a person creates the key, `keyrot enroll`).
+    None,
+    /// `"proposed"`: the customer's proposed rotate endpoint, its new secret
+    /// sealed under a pre-shared key.
+    Proposed {
+        /// The PSK's id, sent as `?pskId=`.
+        psk_id: String,
+        /// The PSK itself: 64 hex characters (32 bytes).
+        psk: SecretRef,
+    },
 }
 
 /// `type = "local"` settings.

@@ -117,6 +117,28 @@ pub struct RawLocalProvider {
     pub secret_bytes: Option<Spanned<i64>>,
 }
 
+/// `type = "atlassian"` fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAtlassianProvider {
+    /// Organisation id.
+    pub org_id: Spanned<String>,
+    /// Admin API base URL.
+    pub base_url: Option<Spanned<String>>,
+    /// The org admin API key (a secret reference).
+    pub admin_key: Spanned<super::secret::SecretRefRaw>,
+    /// `none` or `proposed`.
+    pub rotate_api: Option<Spanned<String>>,
+    /// PSK id, sent as `?pskId=` (with `rotate_api = "proposed"` only).
+    pub psk_id: Option<Spanned<String>>,
+    /// The PSK, a secret reference to 64 hex characters (ditto).
+    pub psk: Option<Spanned<super::secret::SecretRefRaw>>,
+    /// Keys per list page.
+    pub page_size: Option<Spanned<i64>>,
+    /// HTTP request timeout.
+    pub timeout: Option<Spanned<DurationText>>,
+}
+
 /// The fields every `[[sink]]` has, whatever its type.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

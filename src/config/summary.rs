@@ -28,8 +28,13 @@ pub struct SecretUse<'a> {
 /// Every secret reference in the config. (No core type holds one yet;
 /// provider, sink and notify types that take secrets add theirs here.)
 pub fn secret_refs(cfg: &Config) -> Vec<SecretUse<'_>> {
-    let _ = cfg;
-    Vec::new()
+    let mut out = Vec::new();
+    for p in &cfg.providers {
+        if let ProviderKind::Atlassian(a) = &p.kind {
+            out.extend(super::atlassian::secret_uses(&p.name, a));
+        }
+    }
+    out
 }
 
 /// Resolves every secret reference now, with credentials from
@@ -91,7 +96,13 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
     );
     heading(&mut out, cfg.providers.len(), "provider", "providers");
     for p in &cfg.providers {
-        let ProviderKind::Local(l) = &p.kind;
+        let l = match &p.kind {
+            ProviderKind::Local(l) => l,
+            ProviderKind::Atlassian(a) => {
+                let _ = writeln!(out, "  {}", super::atlassian::summary_line(p, a));
+                continue;
+            }
+        };
         let _ = writeln!(
             out,
             "  {} (local, {} at once, new keys live {}, {} bytes)",

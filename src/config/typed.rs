@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue};
 use super::ctx::{Ctx, did_you_mean};
 use super::defaults::DEFAULT_MAX_CONCURRENT;
 use super::raw::{
-    PROVIDER_HEAD_FIELDS, RawFileSink, RawLocalProvider, RawProviderHead, RawSinkHead,
+    PROVIDER_HEAD_FIELDS, RawAtlassianProvider, RawFileSink, RawLocalProvider, RawProviderHead, RawSinkHead,
     SINK_HEAD_FIELDS,
 };
 use super::{
@@ -20,7 +20,7 @@ use super::{
 };
 
 /// Provider types keyrot knows.
-pub const PROVIDER_TYPES: &[&str] = &["local"];
+pub const PROVIDER_TYPES: &[&str] = &["local", "atlassian"];
 /// Sink types keyrot knows.
 pub const SINK_TYPES: &[&str] = &["file"];
 /// Placeholders a file sink path may use.
@@ -44,6 +44,10 @@ pub(crate) fn provider(
             .deser_in::<RawLocalProvider>(body, &context)
             .and_then(|raw| local_provider(ctx, &raw))
             .map(ProviderKind::Local),
+        Some("atlassian") => ctx
+            .deser_in::<RawAtlassianProvider>(body, &context)
+            .and_then(|raw| super::atlassian::atlassian_provider(ctx, &raw))
+            .map(ProviderKind::Atlassian),
         _ => None,
     };
     let Some(head) = head else {

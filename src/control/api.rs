@@ -38,6 +38,37 @@ pub struct RotateRequest {
     pub reveal_psk: Option<String>,
 }
 
+/// `POST /v1/rotations/{id}/enroll`: the secret of a key created by hand
+/// (assisted rotation). The CLI reads it from stdin; it never appears in argv.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The new key's one-time secret.
+    pub secret: secrecy::SecretString,
+    /// The new key's id at the provider (found by name when absent).
+    #[serde(default)]
+    pub key_id: Option<String>,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("secret", &"[redacted]")
+            .field("key_id", &self.key_id)
+            .finish()
+    }
+}
+
+/// What the CLI sends for an enrollment (serialisable side).
+#[derive(Serialize)]
+pub struct EnrollBody<'a> {
+    /// The secret, exposed only into the request body on the local socket.
+    pub secret: &'a str,
+    /// The new key's id, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<&'a str>,
+}
+
 /// A JSON error body: `{"error": {"code": .., "message": .., "field": ..}}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

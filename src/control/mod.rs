@@ -65,6 +65,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn resume(&self, id: &str) -> Result<RotationRecord, ApiError>;
     /// Aborts a rotation (revoking its new key if one was issued).
     async fn abort(&self, id: &str) -> Result<RotationRecord, ApiError>;
+    /// Enrolls the secret of a key created by hand (assisted rotation).
+    async fn enroll(&self, id: &str, req: EnrollRequest) -> Result<RotationRecord, ApiError>;
     /// Reloads the configuration; a bad one is rejected with its errors.
     async fn reload(&self) -> Result<(), ApiError>;
 }

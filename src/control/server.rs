@@ -177,6 +177,7 @@ pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
         .route("/v1/rotations/{id}", get(rotation))
         .route("/v1/rotations/{id}/resume", post(resume))
         .route("/v1/rotations/{id}/abort", post(abort))
+        .route("/v1/rotations/{id}/enroll", post(enroll))
         .route("/v1/history", get(history))
         .route("/v1/plan", get(plan))
         .route("/v1/audit", get(audit))
@@ -386,6 +387,17 @@ async fn abort(
 ) -> Result<Response, ApiError> {
     tracing::info!(rotation = %id, uid = ?peer.uid, pid = ?peer.pid, "abort requested over the control socket");
     let rec = st.backend.abort(&id).await?;
+    Ok(Json(views::redact(rec)).into_response())
+}
+
+async fn enroll(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<crate::control::EnrollRequest>,
+) -> Result<Response, ApiError> {
+    tracing::info!(rotation = %id, uid = ?peer.uid, pid = ?peer.pid, "secret enrolled over the control socket");
+    let rec = st.backend.enroll(&id, req).await?;
     Ok(Json(views::redact(rec)).into_response())
 }
 

@@ -57,6 +57,14 @@ impl Backend for Fake {
         }
         Ok(rotation_rec(id, "p/ci-bot", RotationState::Aborted))
     }
+    async fn enroll(
+        &self,
+        id: &str,
+        req: crate::control::EnrollRequest,
+    ) -> Result<RotationRecord, ApiError> {
+        let _ = req;
+        Ok(rotation_rec(id, "p/ci-bot", RotationState::Issued))
+    }
     async fn reload(&self) -> Result<(), ApiError> {
         Ok(())
     }

@@ -162,3 +162,60 @@ pub fn failed(
         now,
     )
 }
+
+/// Asks people to create a key by hand (assisted rotation), or reminds
+/// them. Names the scopes to recreate exactly and the command that
+/// finishes the rotation; the secret goes to `keyrot enroll` on stdin,
+/// never into an email.
+pub fn assisted_request(
+    cfg: &Config,
+    rec: &RotationRecord,
+    key: Option<&KeyRecord>,
+    expires_at: Option<Timestamp>,
+    reminder: u32,
+    now: Timestamp,
+) -> Vec<OutboxMessage> {
+    let mut to = recipients(cfg, rec, key);
+    if let Some(p) = cfg.policy(&rec.policy) {
+        for c in &p.security_contacts {
+            if !to.iter().any(|t| t.eq_ignore_ascii_case(c)) {
+                to.push(c.clone());
+            }
+        }
+    }
+    let name = rec.slot.split_once('/').map(|(_, n)| n).unwrap_or(&rec.slot);
+    let scopes = if rec.scopes.is_empty() {
+        "  (none: the old key is unscoped; consider a policy with `scopes`)".to_string()
+    } else {
+        rec.scopes.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n")
+    };
+    let prefix = if reminder == 0 { "ACTION NEEDED" } else { "REMINDER" };
+    let subject = format!(
+        "[keyrot] {prefix}: create a new key for {} (old expires {})",
+        rec.slot,
+        date(rec.old_expires_at)
+    );
+    let body = format!(
+        "The provider of {slot} cannot create keys through its API, so keyrot needs a person to create one.\n\n\
+         1. In the provider's console, create a new key named \"{name}\" with exactly these scopes\n   (least privilege: no more, no fewer):\n{scopes}\n\
+         2. Set its expiry to {expiry}.\n\
+         3. Copy the one-time secret and hand it to keyrot on standard input (never as an argument):\n\n     \
+         keyrot enroll {id} --key-id NEW_KEY_ID < secret.txt\n\n   \
+         or run `keyrot enroll {id}` and paste it. keyrot verifies it, writes it to every sink,\n   \
+         waits for the overlap and revokes the old key {old}.\n\n{details}\n",
+        slot = rec.slot,
+        expiry = date(expires_at),
+        id = rec.id,
+        old = rec.old_key_id.as_deref().unwrap_or("(none)"),
+        details = details(rec),
+    );
+    message(
+        cfg,
+        MessageKind::AssistedRequest,
+        format!("{}.assisted.{reminder}", rec.id),
+        to,
+        subject,
+        body,
+        now,
+    )
+}

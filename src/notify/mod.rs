@@ -6,4 +6,4 @@
 pub mod message;
 pub mod sender;
 
-pub use message::{completed, failed};
+pub use message::{assisted_request, completed, failed};

@@ -2,6 +2,7 @@
 //! provider. A provider knows nothing of rotations or the store's rotation
 //! state: it answers calls, and the state machine decides what to call.
 
+pub mod atlassian;
 pub mod local;
 
 use std::sync::Arc;
@@ -108,5 +109,10 @@ pub fn build(cfg: &ProviderConfig, store: &Arc<Store>) -> Result<Arc<dyn Provide
             local,
             Arc::clone(store),
         ))),
+        ProviderKind::Atlassian(a) => Ok(Arc::new(atlassian::AtlassianProvider::from_config(
+            &cfg.name,
+            a,
+            crate::config::credentials_dir_from_env().as_deref(),
+        )?)),
     }
 }

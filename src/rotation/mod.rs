@@ -291,6 +291,25 @@ impl Engine {
         Ok(rec)
     }
 
+    /// Hands keyrot the secret of a key created by hand (assisted rotation)
+    /// and lets the state machine go on from Issued.
+    pub async fn enroll(
+        self: &Arc<Self>,
+        id: &str,
+        key_id: Option<String>,
+        secret: secrecy::SecretString,
+    ) -> Result<RotationRecord, ApiError> {
+        if !self.claim(id) {
+            return Err(ApiError::new(409, format!("rotation {id} is running a step; try again")));
+        }
+        let out = self.enroll_claimed(id, key_id, secret).await;
+        self.release(id);
+        if let Ok(rec) = &out {
+            self.spawn(&rec.id);
+        }
+        out
+    }
+
     /// Aborts a rotation that is not past distribution, revoking a new key
     /// that was issued (or may have been) so that none is left orphaned.
     pub async fn abort(self: &Arc<Self>, id: &str) -> Result<RotationRecord, ApiError> {

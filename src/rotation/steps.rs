@@ -168,12 +168,7 @@ impl Engine {
             RotationState::Pending => {
                 let provider = Self::provider(rt, &rec)?;
                 if !provider.capabilities().issue {
-                    return Err(CallError::permanent(format!(
-                        "provider {} ({}) cannot issue keys",
-                        rec.provider,
-                        provider.kind()
-                    ))
-                    .into());
+                    return self.ask_for_key(rt, rec, now).await;
                 }
                 rec.transition(
                     RotationState::Issuing,
@@ -216,9 +211,110 @@ impl Engine {
 
     /// AwaitingSecret: people were asked to create the key by hand; send a
     /// reminder at each rung of the notice ladder until `keyrot enroll`.
-    async fn remind(&self, rt: &Runtime, rec: RotationRecord, now: Timestamp) -> StepResult {
-        let _ = (rt, rec, now);
+    async fn remind(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
+        if rec.retry_at.is_none() {
+            // No rung left (or resumed at start-up): nothing to send.
+            return Ok(Next::Stop);
+        }
+        let reminder = rec.history.iter().filter(|t| t.to == RotationState::AwaitingSecret).count() as u32;
+        rec.retry_at = next_reminder(rt, &rec, now);
+        rec.updated_at = now;
+        rec.history.push(crate::model::Transition {
+            at: now,
+            to: RotationState::AwaitingSecret,
+            note: format!("reminder {reminder} sent"),
+        });
+        tracing::warn!(next = ?rec.retry_at, "assisted rotation still waits for `keyrot enroll`; reminder sent");
+        let cfg = Arc::clone(&rt.config);
+        let expiry = assisted_expiry(rt, &rec, now);
+        self.save(rec, Some(Box::new(move |tx, r| {
+            let key = tx.key(&r.slot)?;
+            for m in notify::assisted_request(&cfg, r, key.as_ref(), expiry, reminder, now) {
+                tx.put_message(&m)?;
+            }
+            Ok(())
+        })))
+        .await?;
         Ok(Next::Stop)
+    }
+
+    /// Pending, for a provider that cannot create keys: ask people to
+    /// create one, and wait in AwaitingSecret with a reminder timer.
+    async fn ask_for_key(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
+        rec.transition(RotationState::AwaitingSecret, now, "provider cannot create keys: asked for one by email; waiting for `keyrot enroll`");
+        rec.retry_at = next_reminder(rt, &rec, now);
+        tracing::warn!(next_reminder = ?rec.retry_at, "assisted rotation: waiting for a person to create the key and run `keyrot enroll {}`", rec.id);
+        let cfg = Arc::clone(&rt.config);
+        let expiry = assisted_expiry(rt, &rec, now);
+        self.save(rec, Some(Box::new(move |tx, r| {
+            let key = tx.key(&r.slot)?;
+            for m in notify::assisted_request(&cfg, r, key.as_ref(), expiry, 0, now) {
+                tx.put_message(&m)?;
+            }
+            tx.audit(now, "rotation.assisted", Some(&r.slot), Some(&r.id), None, "asked for a key to be created by hand")
+        })))
+        .await?;
+        Ok(Next::Stop)
+    }
+
+    /// `keyrot enroll`: the secret of a key created by hand. Verified where
+    /// the provider can verify, then sealed into the store in the same
+    /// commit that moves the rotation to Issued; the runner goes on from there.
+    pub(super) async fn enroll_claimed(
+        &self,
+        id: &str,
+        key_id: Option<String>,
+        secret: SecretString,
+    ) -> Result<RotationRecord, ApiError> {
+        let rt = self.runtime();
+        let mut rec = self.load(id).await?.ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
+        if rec.state != RotationState::AwaitingSecret {
+            return Err(ApiError::new(409, format!("rotation {id} is {}, not awaiting a secret", rec.state)));
+        }
+        let now = self.now();
+        let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
+        let caps = provider.capabilities();
+        let name = key_name(&rec.slot).to_string();
+        let listed = if caps.list { provider.list(now).await.map_err(|e| ApiError::new(502, e.message))? } else { Vec::new() };
+        let found = match &key_id {
+            Some(k) => listed.iter().find(|i| &i.id == k).cloned(),
+            None => listed
+                .iter()
+                .filter(|i| i.name == name && Some(&i.id) != rec.old_key_id.as_ref())
+                .max_by_key(|i| i.created_at)
+                .cloned(),
+        };
+        let new_id = match (&key_id, &found) {
+            (Some(k), _) => k.clone(),
+            (None, Some(f)) => f.id.clone(),
+            (None, None) => {
+                return Err(ApiError::bad_field("key_id", format!(
+                    "no new key named {name:?} is listed by {}; pass --key-id with the new key's id", rec.provider)));
+            }
+        };
+        if Some(&new_id) == rec.old_key_id.as_ref() {
+            return Err(ApiError::bad_field("key_id", format!("{new_id} is the old key: create a new one")));
+        }
+        if caps.verify {
+            provider.verify(&new_id, &secret, now).await.map_err(|e| {
+                ApiError::new(400, format!("the secret does not work as key {new_id}: {}", e.message))
+            })?;
+        }
+        let hash = crate::crypto::sha256_hex(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
+        rec.new_key = Some(NewKey {
+            id: new_id.clone(),
+            expires_at: found.as_ref().and_then(|f| f.expires_at),
+            secret_sha256: hash,
+            scopes: found.as_ref().map(|f| f.scopes.clone()).unwrap_or_else(|| rec.scopes.clone()),
+        });
+        rec.transition(RotationState::Issued, now, format!("secret of key {new_id} enrolled by an operator"));
+        let saved = self
+            .save(rec, Some(Box::new(move |tx, r| {
+                tx.put_secret(&r.id, &secret)?;
+                tx.audit(now, "key.enrolled", Some(&r.slot), Some(&r.id), None, &format!("new key {new_id}"))
+            })))
+            .await?;
+        Ok(saved)
     }
 
     /// Issuing: clean up a key a previous attempt may have created (found by
@@ -652,6 +748,21 @@ impl Engine {
             )
             .await?;
         Ok(saved)
+    }
+}
+
+/// When to remind people about a key they were asked to create: the next
+/// rung of the policy's notice ladder before the old key expires.
+fn next_reminder(rt: &Runtime, rec: &RotationRecord, now: Timestamp) -> Option<Timestamp> {
+    let policy = rt.config.policy(&rec.policy)?;
+    policy::next_notice_at(policy, rec.old_expires_at?, now)
+}
+
+/// The expiry people should give a key they create by hand.
+fn assisted_expiry(rt: &Runtime, rec: &RotationRecord, now: Timestamp) -> Option<Timestamp> {
+    match rt.config.policy(&rec.policy) {
+        Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now).ok().flatten(),
+        None => rec.requested_new_expiry,
     }
 }
 

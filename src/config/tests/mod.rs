@@ -2,6 +2,7 @@
 //! submodules) every class of error, drop-ins, relative paths, the
 //! shipped example configs and the `keyrot check` summary.
 
+mod atlassian;
 mod dropins;
 mod errors;
 mod summary;
@@ -168,7 +169,9 @@ fn full_config_is_read_field_by_field() {
 
     let p = cfg.provider("local").unwrap();
     assert_eq!(p.max_concurrent, 4);
-    let ProviderKind::Local(l) = &p.kind;
+    let ProviderKind::Local(l) = &p.kind else {
+        panic!("expected a local provider");
+    };
     assert_eq!((l.default_lifetime, l.secret_bytes), (dur("90d"), 48));
 
     let SinkKind::File(f) = &cfg.sink("ci-file").unwrap().kind;
@@ -264,7 +267,9 @@ fn entries_get_their_documented_defaults() {
         "{BASE}\n[[key]]\nname = \"a\"\nprovider = \"local\"\npolicy = \"standard\"\nsinks = [\"out\"]\n"
     ));
     let p = &cfg.providers[0];
-    let ProviderKind::Local(l) = &p.kind;
+    let ProviderKind::Local(l) = &p.kind else {
+        panic!("expected a local provider");
+    };
     assert_eq!(
         (p.max_concurrent, l.default_lifetime, l.secret_bytes),
         (4, dur("90d"), 32)

@@ -1,0 +1,219 @@
+//! `[[provider]] type = "atlassian"`: validation of an Atlassian Admin API
+//! provider (org id, base URL, admin key, the optional proposed rotate API
+//! with its pre-shared key, page size, timeout) and the secret references
+//! it holds, for `keyrot check`. The provider itself is in
+//! `provider/atlassian.rs`.
+
+use jiff::SignedDuration;
+use toml::Spanned;
+
+use super::ctx::{Ctx, did_you_mean};
+use super::raw::RawAtlassianProvider;
+use super::secret::secret_ref;
+use super::summary::SecretUse;
+use super::{AtlassianProviderConfig, AtlassianRotateApi};
+
+/// Default `base_url`: Atlassian's Admin API for API access.
+pub const DEFAULT_BASE_URL: &str = "https://api.atlassian.com/admin/api-access/v1";
+/// Default `page_size`.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Default `timeout`.
+pub const DEFAULT_TIMEOUT: SignedDuration = SignedDuration::from_secs(30);
+/// `rotate_api` values.
+const ROTATE_APIS: [&str; 2] = ["none", "proposed"];
+
+/// `type = "atlassian"`: every field checked, every problem recorded.
+pub(crate) fn atlassian_provider(
+    ctx: &mut Ctx<'_>,
+    raw: &RawAtlassianProvider,
+) -> Option<AtlassianProviderConfig> {
+    let org_id = org_id(ctx, &raw.org_id);
+    let base_url = match &raw.base_url {
+        None => Some(DEFAULT_BASE_URL.to_string()),
+        Some(u) => base_url(ctx, u),
+    };
+    let admin_key = secret_ref(ctx, &raw.admin_key);
+    let rotate_api = rotate_api(ctx, raw);
+    let page_size = match &raw.page_size {
+        None => Some(DEFAULT_PAGE_SIZE),
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(v) if (1..=100).contains(&v) => Some(v),
+            _ => {
+                ctx.error(n.span(), "`page_size` must be between 1 and 100");
+                None
+            }
+        },
+    };
+    let timeout = match &raw.timeout {
+        None => Some(DEFAULT_TIMEOUT),
+        Some(t) => ctx.positive(t, "timeout"),
+    };
+    Some(AtlassianProviderConfig {
+        org_id: org_id?,
+        base_url: base_url?,
+        admin_key: admin_key?,
+        rotate_api: rotate_api?,
+        page_size: page_size?,
+        timeout: timeout?,
+    })
+}
+
+/// `org_id`: one non-empty URL path segment.
+fn org_id(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<String> {
+    let v = ctx.text(raw, "org_id")?;
+    if v.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '%'))
+    {
+        ctx.error(
+            raw.span(),
+            format!("`org_id` {v:?} is not an organisation id (no spaces, `/`, `?`, `#` or `%`)"),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+/// `base_url`: an absolute `https://` URL (plain `http://` only to a
+/// loopback host, such as `keyrot sandbox`), without query or fragment;
+/// kept without a trailing `/`.
+fn base_url(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<String> {
+    let text = ctx.text(raw, "base_url")?;
+    let url = match reqwest::Url::parse(text.trim()) {
+        Ok(u) => u,
+        Err(e) => {
+            ctx.error(
+                raw.span(),
+                format!("`base_url` {text:?} is not a URL: {e}"),
+            );
+            return None;
+        }
+    };
+    let loopback = url.host_str().is_some_and(|h| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+    });
+    let problem = match url.scheme() {
+        _ if url.host().is_none() => Some("it has no host"),
+        "https" => None,
+        "http" if loopback => None,
+        "http" => Some("plain http would send the admin key unencrypted: use https (http is allowed only to a loopback host, e.g. `keyrot sandbox`)"),
+        _ => Some("use an https:// URL"),
+    }
+    .or_else(|| (url.query().is_some() || url.fragment().is_some()).then_some("it must not have a query or fragment"))
+    .or_else(|| (!url.username().is_empty() || url.password().is_some()).then_some("it must not hold credentials"));
+    if let Some(p) = problem {
+        ctx.error(raw.span(), format!("`base_url` {text:?}: {p}"));
+        return None;
+    }
+    Some(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// `rotate_api` with the `psk_id`/`psk` pair it needs (`proposed`) or
+/// refuses (`none`).
+fn rotate_api(ctx: &mut Ctx<'_>, raw: &RawAtlassianProvider) -> Option<AtlassianRotateApi> {
+    let proposed = match &raw.rotate_api {
+        None => false,
+        Some(r) => match r.get_ref().as_str() {
+            "none" => false,
+            "proposed" => true,
+            other => {
+                let hint = did_you_mean(other, ROTATE_APIS);
+                ctx.error(
+                    r.span(),
+                    format!("unknown rotate_api {other:?}{hint}: use \"none\" or \"proposed\""),
+                );
+                return None;
+            }
+        },
+    };
+    if !proposed {
+        let mut ok = true;
+        for (span, field) in [
+            (raw.psk_id.as_ref().map(Spanned::span), "psk_id"),
+            (raw.psk.as_ref().map(Spanned::span), "psk"),
+        ] {
+            if let Some(span) = span {
+                ctx.error(
+                    span,
+                    format!("`{field}` is only used with rotate_api = \"proposed\""),
+                );
+                ok = false;
+            }
+        }
+        return ok.then_some(AtlassianRotateApi::None);
+    }
+    let missing: Vec<&str> = [("psk_id", raw.psk_id.is_none()), ("psk", raw.psk.is_none())]
+        .into_iter()
+        .filter_map(|(f, absent)| absent.then_some(f))
+        .collect();
+    if !missing.is_empty() {
+        let at = raw.rotate_api.as_ref().map(Spanned::span).unwrap_or_default();
+        ctx.error(
+            at,
+            format!(
+                "rotate_api = \"proposed\" needs `psk_id` and `psk` (the pre-shared key the new secret is sealed under); missing: {}",
+                missing.join(", ")
+            ),
+        );
+        return None;
+    }
+    let psk_id = raw.psk_id.as_ref().and_then(|p| psk_id(ctx, p));
+    let psk = raw.psk.as_ref().and_then(|p| secret_ref(ctx, p));
+    Some(AtlassianRotateApi::Proposed {
+        psk_id: psk_id?,
+        psk: psk?,
+    })
+}
+
+/// `psk_id`: letters, digits, `.`, `_`, `-`.
+fn psk_id(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<String> {
+    let v = ctx.text(raw, "psk_id")?;
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        ctx.error(
+            raw.span(),
+            format!("`psk_id` {v:?} may hold only letters, digits, `.`, `_` and `-`"),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+/// The secret references of one Atlassian provider, for `keyrot check`.
+pub(crate) fn secret_uses<'a>(name: &str, cfg: &'a AtlassianProviderConfig) -> Vec<SecretUse<'a>> {
+    let owner = format!("provider {name:?}");
+    let mut out = vec![SecretUse {
+        owner: owner.clone(),
+        field: "admin_key",
+        secret: &cfg.admin_key,
+    }];
+    if let AtlassianRotateApi::Proposed { psk, .. } = &cfg.rotate_api {
+        out.push(SecretUse {
+            owner,
+            field: "psk",
+            secret: psk,
+        });
+    }
+    out
+}
+
+/// The provider's line in the `keyrot check` summary (without indent).
+pub(crate) fn summary_line(p: &super::ProviderConfig, cfg: &AtlassianProviderConfig) -> String {
+    let rotate = match &cfg.rotate_api {
+        AtlassianRotateApi::None => "rotate api none (assisted rotation)".to_string(),
+        AtlassianRotateApi::Proposed { psk_id, .. } => {
+            format!("rotate api proposed, psk {psk_id}")
+        }
+    };
+    format!(
+        "{} (atlassian, {} at once, org {}, {}, {rotate}, page size {}, timeout {})",
+        p.name,
+        p.max_concurrent,
+        cfg.org_id,
+        cfg.base_url,
+        cfg.page_size,
+        crate::policy::format_duration(cfg.timeout)
+    )
+}
