@@ -83,8 +83,8 @@ struct DaemonBackend {
     engine: Arc<Engine>,
     /// The config file, for reloads.
     config_path: PathBuf,
-    /// One reload at a time.
-    reload_lock: Mutex<()>,
+    /// One reload at a time (shared with the SIGHUP handler).
+    reload_lock: Arc<Mutex<()>>,
     /// Wakes scheduler and sender.
     wake: Wake,
 }
@@ -110,6 +110,14 @@ impl Backend for DaemonBackend {
             return Err(ApiError::bad_field(
                 "new_expires_at",
                 format!("{t} is in the past"),
+            ));
+        }
+        if let Some(id) = req.reveal_psk.as_deref()
+            && !self.engine.runtime().psks.contains_key(id)
+        {
+            return Err(ApiError::bad_field(
+                "reveal_psk",
+                format!("no [[psk]] with id {id:?} is configured"),
             ));
         }
         let reason = req
@@ -140,7 +148,11 @@ impl Backend for DaemonBackend {
         self.engine.abort(id).await
     }
 
-    async fn enroll(&self, id: &str, req: control::EnrollRequest) -> Result<RotationRecord, ApiError> {
+    async fn enroll(
+        &self,
+        id: &str,
+        req: control::EnrollRequest,
+    ) -> Result<RotationRecord, ApiError> {
         self.engine.enroll(id, req.key_id, req.secret).await
     }
 
@@ -153,6 +165,13 @@ impl Backend for DaemonBackend {
         )
         .await
         .map_err(|e| ApiError::new(400, e))
+    }
+
+    async fn take_envelope(
+        &self,
+        rotation_id: &str,
+    ) -> Result<Option<secrecy::SecretString>, ApiError> {
+        Ok(self.engine.take_envelope(rotation_id).await?)
     }
 }
 
@@ -232,10 +251,11 @@ async fn serve(
     let socket = cfg.daemon.control_socket.clone();
     let listener = control::server::bind(&socket, cfg.daemon.control_socket_mode)
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    let reload_lock = Arc::new(Mutex::new(()));
     let backend: Arc<dyn Backend> = Arc::new(DaemonBackend {
         engine: Arc::clone(&engine),
         config_path: config_path.clone(),
-        reload_lock: Mutex::new(()),
+        reload_lock: Arc::clone(&reload_lock),
         wake: wake.clone(),
     });
     let mut server_stop = controller.subscribe();
@@ -284,7 +304,7 @@ async fn serve(
     while let Some(sig) = signals.next().await {
         match sig {
             SIGHUP => {
-                let _ = reload(&engine, &config_path, &Mutex::new(()), &wake).await;
+                let _ = reload(&engine, &config_path, &reload_lock, &wake).await;
             }
             _ => break,
         }

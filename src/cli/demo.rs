@@ -129,21 +129,32 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    std::thread::Builder::new().name("sandbox".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => return tracing::error!(error = %e, "sandbox runtime"),
-        };
-        rt.block_on(async move {
-            let served = async {
-                let l = tokio::net::TcpListener::from_std(listener)?;
-                crate::sandbox::serve_listener(l, opts, std::sync::Arc::new(crate::clock::SystemClock), std::future::pending()).await
+    std::thread::Builder::new()
+        .name("sandbox".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "sandbox runtime"),
             };
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "sandbox stopped");
-            }
-        });
-    })?;
+            rt.block_on(async move {
+                let served = async {
+                    let l = tokio::net::TcpListener::from_std(listener)?;
+                    crate::sandbox::serve_listener(
+                        l,
+                        opts,
+                        std::sync::Arc::new(crate::clock::SystemClock),
+                        std::future::pending(),
+                    )
+                    .await
+                };
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "sandbox stopped");
+                }
+            });
+        })?;
     let admin = wait_admin_key(&secrets)?;
     write_private(&dir.join("admin.key"), admin.as_bytes())?;
     let cfg_path: PathBuf = dir.join("keyrot.toml");
@@ -159,7 +170,8 @@ fn wait_admin_key(secrets: &Path) -> anyhow::Result<Zeroizing<String>> {
     for _ in 0..100 {
         if let Ok(text) = fs::read_to_string(secrets) {
             let text = Zeroizing::new(text);
-            let v: serde_json::Value = serde_json::from_str(&text).context("reading the seeded secrets")?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).context("reading the seeded secrets")?;
             let key = v["keys"]
                 .as_array()
                 .and_then(|ks| ks.iter().find(|k| k["name"] == "keyrot"))

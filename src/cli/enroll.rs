@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use crate::control::client::Client;
 use crate::control::EnrollBody;
+use crate::control::client::Client;
 use crate::model::RotationRecord;
 
 /// Reads the secret from stdin (one trailing newline trimmed).

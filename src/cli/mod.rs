@@ -195,9 +195,23 @@ pub fn main() -> anyhow::Result<ExitCode> {
             init_logging(LogFormat::Text);
             demo::run(dir)
         }
-        Command::Sandbox { listen, state, psks, seed, seed_secrets, rate_limit } => {
+        Command::Sandbox {
+            listen,
+            state,
+            psks,
+            seed,
+            seed_secrets,
+            rate_limit,
+        } => {
             init_logging(LogFormat::Text);
-            sandbox(*listen, state, psks, *seed, seed_secrets.clone(), *rate_limit)
+            sandbox(
+                *listen,
+                state,
+                psks,
+                *seed,
+                seed_secrets.clone(),
+                *rate_limit,
+            )
         }
         _ => client_command(cli),
     }
@@ -292,8 +306,15 @@ async fn dispatch(
             RotationAction::Resume { id } => rotation::resume(&id, socket).await,
             RotationAction::Abort { id } => rotation::abort(&id, socket).await,
         },
-        Command::Enroll { rotation_id, key_id } => enroll::run(&rotation_id, key_id.as_deref(), socket).await,
-        Command::Run { .. } | Command::Check | Command::Init { .. } | Command::Sandbox { .. } | Command::Demo { .. } => {
+        Command::Enroll {
+            rotation_id,
+            key_id,
+        } => enroll::run(&rotation_id, key_id.as_deref(), socket).await,
+        Command::Run { .. }
+        | Command::Check
+        | Command::Init { .. }
+        | Command::Sandbox { .. }
+        | Command::Demo { .. } => {
             anyhow::bail!("internal: {command:?} is not a client command")
         }
     }
@@ -324,7 +345,10 @@ fn sandbox(
         seed_secrets,
         rate_limit,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let stop = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -81,10 +81,7 @@ fn base_url(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<String> {
     let url = match reqwest::Url::parse(text.trim()) {
         Ok(u) => u,
         Err(e) => {
-            ctx.error(
-                raw.span(),
-                format!("`base_url` {text:?} is not a URL: {e}"),
-            );
+            ctx.error(raw.span(), format!("`base_url` {text:?} is not a URL: {e}"));
             return None;
         }
     };
@@ -147,7 +144,11 @@ fn rotate_api(ctx: &mut Ctx<'_>, raw: &RawAtlassianProvider) -> Option<Atlassian
         .filter_map(|(f, absent)| absent.then_some(f))
         .collect();
     if !missing.is_empty() {
-        let at = raw.rotate_api.as_ref().map(Spanned::span).unwrap_or_default();
+        let at = raw
+            .rotate_api
+            .as_ref()
+            .map(Spanned::span)
+            .unwrap_or_default();
         ctx.error(
             at,
             format!(

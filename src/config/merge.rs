@@ -1,6 +1,6 @@
 //! Parsing each file into a spanned TOML tree and merging the main file
-//! with its drop-ins: `[[provider]]`, `[[sink]]`, `[[policy]]` and
-//! `[[key]]` entries are appended; `[daemon]`, `[store]` and `[notify]`
+//! with its drop-ins: `[[provider]]`, `[[sink]]`, `[[policy]]`, `[[key]]`,
+//! `[[psk]]` and `[[api_token]]` entries are appended; `[daemon]`, `[store]` and `[notify]`
 //! are merged key by key, a later file winning.
 //!
 //! Spans are moved into the global offset space of `Sources` before the
@@ -17,7 +17,7 @@ use super::diag::SourceFile;
 /// Sections that are single tables, merged key by key.
 const TABLE_SECTIONS: [&str; 3] = ["daemon", "store", "notify"];
 /// Sections that are arrays of tables, appended.
-const ARRAY_SECTIONS: [&str; 4] = ["provider", "sink", "policy", "key"];
+const ARRAY_SECTIONS: [&str; 6] = ["provider", "sink", "policy", "key", "psk", "api_token"];
 
 /// All files' sections, merged.
 #[derive(Default)]
@@ -36,6 +36,10 @@ pub(crate) struct Document<'i> {
     pub policies: Vec<Spanned<DeValue<'i>>>,
     /// Every `[[key]]` entry.
     pub keys: Vec<Spanned<DeValue<'i>>>,
+    /// Every `[[psk]]` entry.
+    pub psks: Vec<Spanned<DeValue<'i>>>,
+    /// Every `[[api_token]]` entry.
+    pub api_tokens: Vec<Spanned<DeValue<'i>>>,
 }
 
 /// Parses one file into a table with global spans. On a syntax error,
@@ -66,6 +70,8 @@ pub(crate) fn merge<'i>(doc: &mut Document<'i>, root: DeTable<'i>, ctx: &mut Ctx
             "sink" => append_entries(&mut doc.sinks, &name, value, ctx),
             "policy" => append_entries(&mut doc.policies, &name, value, ctx),
             "key" => append_entries(&mut doc.keys, &name, value, ctx),
+            "psk" => append_entries(&mut doc.psks, &name, value, ctx),
+            "api_token" => append_entries(&mut doc.api_tokens, &name, value, ctx),
             _ => {
                 let all = TABLE_SECTIONS.iter().chain(ARRAY_SECTIONS.iter()).copied();
                 let hint = did_you_mean(&name, all);
@@ -73,7 +79,7 @@ pub(crate) fn merge<'i>(doc: &mut Document<'i>, root: DeTable<'i>, ctx: &mut Ctx
                     key.span(),
                     format!(
                         "unknown section `{name}`{hint}: expected [daemon], [store], [notify], \
-                         [[provider]], [[sink]], [[policy]] or [[key]]"
+                         [[provider]], [[sink]], [[policy]], [[key]], [[psk]] or [[api_token]]"
                     ),
                 );
             }

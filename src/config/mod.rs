@@ -9,7 +9,8 @@
 //! TOML trees, drop-in merge), `validate`/`typed`/`policies`/`keys` (raw →
 //! validated, collecting every problem), `diag` (`file:line:column`
 //! diagnostics), `secret` (secret references), `summary` (`keyrot check`
-//! output), `defaults` (documented defaults).
+//! output), `defaults` (documented defaults), `access` (`[[psk]]` and
+//! `[[api_token]]` of the rotate API).
 
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ use jiff::SignedDuration;
 
 use crate::policy::Policy;
 
+pub mod access;
 mod atlassian;
 mod ctx;
 mod defaults;
@@ -33,6 +35,7 @@ mod tests;
 mod typed;
 mod validate;
 
+pub use access::{ApiTokenConfig, PskConfig};
 pub use defaults::{DEFAULT_MAX_CONCURRENT, DEFAULT_OVERLAP};
 pub use diag::{ConfigErrors, Diagnostic};
 pub use load::{DEFAULT_PATH, drop_ins, load, load_str};
@@ -70,6 +73,10 @@ pub struct Config {
     pub keys: Vec<KeySpec>,
     /// `[notify]`.
     pub notify: NotifyConfig,
+    /// `[[psk]]`: keys new secrets are sealed under for API callers.
+    pub psks: Vec<PskConfig>,
+    /// `[[api_token]]`: bearer tokens of the rotate API.
+    pub api_tokens: Vec<ApiTokenConfig>,
 }
 
 /// `[daemon]`.

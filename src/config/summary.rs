@@ -34,6 +34,7 @@ pub fn secret_refs(cfg: &Config) -> Vec<SecretUse<'_>> {
             out.extend(super::atlassian::secret_uses(&p.name, a));
         }
     }
+    out.extend(super::access::secret_uses(&cfg.psks, &cfg.api_tokens));
     out
 }
 
@@ -146,6 +147,9 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
     };
     let dry = if cfg.notify.dry_run { ", dry run" } else { "" };
     let _ = writeln!(out, "notify: {transport}, from {}{dry}", cfg.notify.from);
+    if let Some(line) = super::access::summary_line(&cfg.psks, &cfg.api_tokens) {
+        let _ = writeln!(out, "{line}");
+    }
     out
 }
 

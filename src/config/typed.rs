@@ -11,8 +11,8 @@ use toml::de::{DeTable, DeValue};
 use super::ctx::{Ctx, did_you_mean};
 use super::defaults::DEFAULT_MAX_CONCURRENT;
 use super::raw::{
-    PROVIDER_HEAD_FIELDS, RawAtlassianProvider, RawFileSink, RawLocalProvider, RawProviderHead, RawSinkHead,
-    SINK_HEAD_FIELDS,
+    PROVIDER_HEAD_FIELDS, RawAtlassianProvider, RawFileSink, RawLocalProvider, RawProviderHead,
+    RawSinkHead, SINK_HEAD_FIELDS,
 };
 use super::{
     FileFormat, FileSinkConfig, LocalProviderConfig, ProviderConfig, ProviderKind, SinkConfig,

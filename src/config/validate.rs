@@ -51,6 +51,8 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
         policies.extend(cfg);
     }
     let keys = keys(ctx, doc.keys, &known);
+    let psks = super::access::psks(ctx, doc.psks);
+    let api_tokens = super::access::api_tokens(ctx, doc.api_tokens, &providers);
 
     if ctx.has_errors() {
         return None;
@@ -64,6 +66,8 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
         policies,
         keys,
         notify: notify?,
+        psks,
+        api_tokens,
     })
 }
 

@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod client;
+pub mod envelope;
+pub mod rotate_api;
 pub mod server;
 pub mod views;
 
@@ -69,4 +71,17 @@ pub trait Backend: Send + Sync + 'static {
     async fn enroll(&self, id: &str, req: EnrollRequest) -> Result<RotationRecord, ApiError>;
     /// Reloads the configuration; a bad one is rejected with its errors.
     async fn reload(&self) -> Result<(), ApiError>;
+    /// Hands out, once, the new secret of rotation `rotation_id` sealed
+    /// under the caller's pre-shared key (and wipes it from the store).
+    /// None when there is none (not issued yet, taken, or wiped).
+    async fn take_envelope(
+        &self,
+        rotation_id: &str,
+    ) -> Result<Option<secrecy::SecretString>, ApiError> {
+        let _ = rotation_id;
+        Err(ApiError::new(
+            501,
+            "this keyrot cannot hand out sealed secrets",
+        ))
+    }
 }

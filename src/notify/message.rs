@@ -183,13 +183,25 @@ pub fn assisted_request(
             }
         }
     }
-    let name = rec.slot.split_once('/').map(|(_, n)| n).unwrap_or(&rec.slot);
+    let name = rec
+        .slot
+        .split_once('/')
+        .map(|(_, n)| n)
+        .unwrap_or(&rec.slot);
     let scopes = if rec.scopes.is_empty() {
         "  (none: the old key is unscoped; consider a policy with `scopes`)".to_string()
     } else {
-        rec.scopes.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n")
+        rec.scopes
+            .iter()
+            .map(|s| format!("  - {s}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
-    let prefix = if reminder == 0 { "ACTION NEEDED" } else { "REMINDER" };
+    let prefix = if reminder == 0 {
+        "ACTION NEEDED"
+    } else {
+        "REMINDER"
+    };
     let subject = format!(
         "[keyrot] {prefix}: create a new key for {} (old expires {})",
         rec.slot,

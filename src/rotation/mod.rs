@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod plan;
+pub mod reveal;
 mod runtime;
 mod steps;
 
@@ -192,7 +193,8 @@ impl Engine {
             .map(ShutdownHandle::subscribe)
     }
 
-    /// Resumes every unfinished rotation (daemon start).
+    /// Resumes every unfinished rotation (daemon start) and wipes sealed
+    /// secrets no API caller took ([`reveal`]).
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize, EngineError> {
         let open = self.db(|s| s.unfinished_rotations()).await?;
         let mut n = 0;
@@ -201,6 +203,7 @@ impl Engine {
             self.spawn(&rec.id);
             n += 1;
         }
+        self.sweep_envelopes().await?;
         Ok(n)
     }
 
@@ -300,7 +303,10 @@ impl Engine {
         secret: secrecy::SecretString,
     ) -> Result<RotationRecord, ApiError> {
         if !self.claim(id) {
-            return Err(ApiError::new(409, format!("rotation {id} is running a step; try again")));
+            return Err(ApiError::new(
+                409,
+                format!("rotation {id} is running a step; try again"),
+            ));
         }
         let out = self.enroll_claimed(id, key_id, secret).await;
         self.release(id);

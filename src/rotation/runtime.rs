@@ -1,5 +1,6 @@
 //! The configuration in force with the providers and sinks built from it,
-//! and a concurrency limit per provider. Swapped whole on reload.
+//! a concurrency limit per provider, and the pre-shared keys new secrets
+//! are sealed under for API callers. Swapped whole on reload.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
+use crate::control::envelope::PskBytes;
 use crate::provider::{self, Provider};
 use crate::sink::{self, Sink};
 use crate::store::Store;
@@ -21,11 +23,17 @@ pub struct Runtime {
     pub sinks: HashMap<String, Arc<dyn Sink>>,
     /// At most `max_concurrent` runners per provider.
     pub limits: HashMap<String, Arc<Semaphore>>,
+    /// `[[psk]]` keys by id, resolved (zeroed on drop).
+    pub psks: HashMap<String, PskBytes>,
 }
 
 impl Runtime {
-    /// Builds every provider and sink; the first that fails is the error.
+    /// Builds every provider and sink and resolves the pre-shared keys
+    /// (and checks the API tokens); the first that fails is the error.
     pub fn build(config: Arc<Config>, store: &Arc<Store>) -> Result<Runtime, String> {
+        let creds = crate::config::credentials_dir_from_env();
+        let psks = super::reveal::resolve_psks(&config, creds.as_deref())?;
+        super::reveal::check_tokens(&config, creds.as_deref())?;
         let mut providers = HashMap::new();
         let mut limits = HashMap::new();
         for p in &config.providers {
@@ -47,6 +55,7 @@ impl Runtime {
             providers,
             sinks,
             limits,
+            psks,
         })
     }
 

@@ -166,6 +166,7 @@ impl Engine {
         let _enter = span.enter();
         match rec.state {
             RotationState::Pending => {
+                super::reveal::check_psk(rt, &rec)?;
                 let provider = Self::provider(rt, &rec)?;
                 if !provider.capabilities().issue {
                     return self.ask_for_key(rt, rec, now).await;
@@ -216,7 +217,11 @@ impl Engine {
             // No rung left (or resumed at start-up): nothing to send.
             return Ok(Next::Stop);
         }
-        let reminder = rec.history.iter().filter(|t| t.to == RotationState::AwaitingSecret).count() as u32;
+        let reminder = rec
+            .history
+            .iter()
+            .filter(|t| t.to == RotationState::AwaitingSecret)
+            .count() as u32;
         rec.retry_at = next_reminder(rt, &rec, now);
         rec.updated_at = now;
         rec.history.push(crate::model::Transition {
@@ -227,32 +232,54 @@ impl Engine {
         tracing::warn!(next = ?rec.retry_at, "assisted rotation still waits for `keyrot enroll`; reminder sent");
         let cfg = Arc::clone(&rt.config);
         let expiry = assisted_expiry(rt, &rec, now);
-        self.save(rec, Some(Box::new(move |tx, r| {
-            let key = tx.key(&r.slot)?;
-            for m in notify::assisted_request(&cfg, r, key.as_ref(), expiry, reminder, now) {
-                tx.put_message(&m)?;
-            }
-            Ok(())
-        })))
+        self.save(
+            rec,
+            Some(Box::new(move |tx, r| {
+                let key = tx.key(&r.slot)?;
+                for m in notify::assisted_request(&cfg, r, key.as_ref(), expiry, reminder, now) {
+                    tx.put_message(&m)?;
+                }
+                Ok(())
+            })),
+        )
         .await?;
         Ok(Next::Stop)
     }
 
     /// Pending, for a provider that cannot create keys: ask people to
     /// create one, and wait in AwaitingSecret with a reminder timer.
-    async fn ask_for_key(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
-        rec.transition(RotationState::AwaitingSecret, now, "provider cannot create keys: asked for one by email; waiting for `keyrot enroll`");
+    async fn ask_for_key(
+        &self,
+        rt: &Runtime,
+        mut rec: RotationRecord,
+        now: Timestamp,
+    ) -> StepResult {
+        rec.transition(
+            RotationState::AwaitingSecret,
+            now,
+            "provider cannot create keys: asked for one by email; waiting for `keyrot enroll`",
+        );
         rec.retry_at = next_reminder(rt, &rec, now);
         tracing::warn!(next_reminder = ?rec.retry_at, "assisted rotation: waiting for a person to create the key and run `keyrot enroll {}`", rec.id);
         let cfg = Arc::clone(&rt.config);
         let expiry = assisted_expiry(rt, &rec, now);
-        self.save(rec, Some(Box::new(move |tx, r| {
-            let key = tx.key(&r.slot)?;
-            for m in notify::assisted_request(&cfg, r, key.as_ref(), expiry, 0, now) {
-                tx.put_message(&m)?;
-            }
-            tx.audit(now, "rotation.assisted", Some(&r.slot), Some(&r.id), None, "asked for a key to be created by hand")
-        })))
+        self.save(
+            rec,
+            Some(Box::new(move |tx, r| {
+                let key = tx.key(&r.slot)?;
+                for m in notify::assisted_request(&cfg, r, key.as_ref(), expiry, 0, now) {
+                    tx.put_message(&m)?;
+                }
+                tx.audit(
+                    now,
+                    "rotation.assisted",
+                    Some(&r.slot),
+                    Some(&r.id),
+                    None,
+                    "asked for a key to be created by hand",
+                )
+            })),
+        )
         .await?;
         Ok(Next::Stop)
     }
@@ -267,15 +294,28 @@ impl Engine {
         secret: SecretString,
     ) -> Result<RotationRecord, ApiError> {
         let rt = self.runtime();
-        let mut rec = self.load(id).await?.ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
+        let mut rec = self
+            .load(id)
+            .await?
+            .ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
         if rec.state != RotationState::AwaitingSecret {
-            return Err(ApiError::new(409, format!("rotation {id} is {}, not awaiting a secret", rec.state)));
+            return Err(ApiError::new(
+                409,
+                format!("rotation {id} is {}, not awaiting a secret", rec.state),
+            ));
         }
         let now = self.now();
         let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
         let caps = provider.capabilities();
         let name = key_name(&rec.slot).to_string();
-        let listed = if caps.list { provider.list(now).await.map_err(|e| ApiError::new(502, e.message))? } else { Vec::new() };
+        let listed = if caps.list {
+            provider
+                .list(now)
+                .await
+                .map_err(|e| ApiError::new(502, e.message))?
+        } else {
+            Vec::new()
+        };
         let found = match &key_id {
             Some(k) => listed.iter().find(|i| &i.id == k).cloned(),
             None => listed
@@ -288,31 +328,62 @@ impl Engine {
             (Some(k), _) => k.clone(),
             (None, Some(f)) => f.id.clone(),
             (None, None) => {
-                return Err(ApiError::bad_field("key_id", format!(
-                    "no new key named {name:?} is listed by {}; pass --key-id with the new key's id", rec.provider)));
+                return Err(ApiError::bad_field(
+                    "key_id",
+                    format!(
+                        "no new key named {name:?} is listed by {}; pass --key-id with the new key's id",
+                        rec.provider
+                    ),
+                ));
             }
         };
         if Some(&new_id) == rec.old_key_id.as_ref() {
-            return Err(ApiError::bad_field("key_id", format!("{new_id} is the old key: create a new one")));
+            return Err(ApiError::bad_field(
+                "key_id",
+                format!("{new_id} is the old key: create a new one"),
+            ));
         }
         if caps.verify {
             provider.verify(&new_id, &secret, now).await.map_err(|e| {
-                ApiError::new(400, format!("the secret does not work as key {new_id}: {}", e.message))
+                ApiError::new(
+                    400,
+                    format!("the secret does not work as key {new_id}: {}", e.message),
+                )
             })?;
         }
-        let hash = crate::crypto::sha256_hex(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
+        let hash =
+            crate::crypto::sha256_hex(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
         rec.new_key = Some(NewKey {
             id: new_id.clone(),
             expires_at: found.as_ref().and_then(|f| f.expires_at),
             secret_sha256: hash,
-            scopes: found.as_ref().map(|f| f.scopes.clone()).unwrap_or_else(|| rec.scopes.clone()),
+            scopes: found
+                .as_ref()
+                .map(|f| f.scopes.clone())
+                .unwrap_or_else(|| rec.scopes.clone()),
         });
-        rec.transition(RotationState::Issued, now, format!("secret of key {new_id} enrolled by an operator"));
+        rec.transition(
+            RotationState::Issued,
+            now,
+            format!("secret of key {new_id} enrolled by an operator"),
+        );
+        let sealed = super::reveal::seal_for_caller(&rt, &rec, &new_id, &secret);
         let saved = self
-            .save(rec, Some(Box::new(move |tx, r| {
-                tx.put_secret(&r.id, &secret)?;
-                tx.audit(now, "key.enrolled", Some(&r.slot), Some(&r.id), None, &format!("new key {new_id}"))
-            })))
+            .save(
+                rec,
+                Some(Box::new(move |tx, r| {
+                    tx.put_secret(&r.id, &secret)?;
+                    super::reveal::keep(tx, &r.id, sealed.as_ref())?;
+                    tx.audit(
+                        now,
+                        "key.enrolled",
+                        Some(&r.slot),
+                        Some(&r.id),
+                        None,
+                        &format!("new key {new_id}"),
+                    )
+                })),
+            )
             .await?;
         Ok(saved)
     }
@@ -330,7 +401,9 @@ impl Engine {
         let provider = Self::provider(rt, &rec)?;
         let caps = provider.capabilities();
         let mut notes = Vec::new();
-        if !*fresh {
+        // A provider whose issue is idempotent on the tag simply answers a
+        // repeated request with the same key: nothing to clean up.
+        if !*fresh && !caps.idempotent_issue {
             if !caps.tag {
                 return Err(CallError::permanent(format!(
                     "interrupted while issuing, and provider {} cannot tag keys: look for a key named {:?} created after {} and revoke it before resuming",
@@ -366,6 +439,7 @@ impl Engine {
             created_by: "keyrot".into(),
             now,
         };
+        super::reveal::check_psk(rt, &rec)?;
         crate::failpoint::hit("before:issue")?;
         let issued = provider.issue(&req).await?;
         crate::failpoint::hit("after:issue")?;
@@ -388,12 +462,14 @@ impl Engine {
         }
         tracing::info!(new_key = %issued.info.id, "new key issued; secret sealed into the store");
         rec.transition(RotationState::Issued, now, note);
+        let sealed = super::reveal::seal_for_caller(rt, &rec, &issued.info.id, &issued.secret);
         let secret = issued.secret;
         let key_id = issued.info.id.clone();
         self.save(
             rec,
             Some(Box::new(move |tx, r| {
                 tx.put_secret(&r.id, &secret)?;
+                super::reveal::keep(tx, &r.id, sealed.as_ref())?;
                 tx.audit(
                     now,
                     "key.issued",
@@ -558,6 +634,7 @@ impl Engine {
                 s.write(move |tx| {
                     tx.put_rotation(&rec)?;
                     tx.wipe_secret(&rec.id)?;
+                    super::reveal::wipe_if_stale(tx, &rec, now)?;
                     let mut key = tx.key(&slot)?;
                     if let Some(k) = key.as_mut() {
                         point_at_new_key(k, &rec, now);
@@ -593,6 +670,9 @@ impl Engine {
             new_key = %saved.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-"),
             expires = %saved.new_key.as_ref().and_then(|k| k.expires_at).map(|t| t.to_string()).unwrap_or_default(),
             "rotation completed");
+        if let Err(e) = self.sweep_envelopes().await {
+            tracing::warn!(error = %e, "cannot sweep sealed secrets no API caller took");
+        }
         Ok(Next::Stop)
     }
 
@@ -723,6 +803,7 @@ impl Engine {
                 rec,
                 Some(Box::new(move |tx, r| {
                     tx.wipe_secret(&r.id)?;
+                    tx.wipe_secret(&crate::control::envelope::store_key(&r.id))?;
                     if let Some(mut k) = tx.key(&r.slot)? {
                         if k.active_rotation.as_deref() == Some(r.id.as_str()) {
                             k.active_rotation = None;
@@ -761,7 +842,9 @@ fn next_reminder(rt: &Runtime, rec: &RotationRecord, now: Timestamp) -> Option<T
 /// The expiry people should give a key they create by hand.
 fn assisted_expiry(rt: &Runtime, rec: &RotationRecord, now: Timestamp) -> Option<Timestamp> {
     match rt.config.policy(&rec.policy) {
-        Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now).ok().flatten(),
+        Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now)
+            .ok()
+            .flatten(),
         None => rec.requested_new_expiry,
     }
 }

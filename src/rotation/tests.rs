@@ -76,6 +76,8 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
             },
             dry_run: false,
         },
+        psks: vec![],
+        api_tokens: vec![],
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod admin;
 mod error;
+mod idempotency;
 mod limit;
 mod persist;
 mod psk;
@@ -17,6 +18,8 @@ mod seed;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_idempotency;
 #[cfg(test)]
 mod tests_more;
 

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use super::App;
 use super::error::ApiError;
-use super::rotate;
 use super::state::{Access, page};
+use super::{idempotency, rotate};
 use crate::crypto;
 
 /// `?cursor=` and `?limit=` of the list endpoints (kept raw so a bad value
@@ -136,7 +136,8 @@ pub async fn revoke(
 
 /// `PATCH /orgs/{orgId}/api-keys/rotate/{apiKeyId}` (the customer's
 /// proposal): a new key with the old one's scopes, its secret sealed under
-/// the chosen PSK with the new key id as AAD.
+/// the chosen PSK with the new key id as AAD. With an `Idempotency-Key`
+/// header, a repeat within 24 hours replays the first response.
 pub async fn rotate(
     AxumState(app): AxumState<Arc<App>>,
     Path((org_id, key_id)): Path<(String, String)>,
@@ -145,28 +146,36 @@ pub async fn rotate(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let token = bearer_hash(&headers)?;
-    let (rotated, psk) = app
-        .mutate(|st, now| {
-            let actor = st.authenticate(&org_id, &token, Access::Write, now)?;
-            let psk = app.psk(q.psk_id.as_deref())?;
-            let req = rotate::parse(&body, now)?;
-            let rotated = st.rotate(&org_id, &key_id, &req, &actor, &psk.id, now)?;
-            Ok((rotated, psk))
-        })
-        .await?;
-    let sealed = psk.seal(rotated.id.as_bytes(), rotated.secret.as_bytes());
-    Ok(Json(json!({
-        "data": {
-            "id": rotated.id,
-            "encryptedSecret": STANDARD.encode(sealed),
-            "encryption": {
-                "algorithm": "AES-256-GCM",
-                "pskId": psk.id,
-                "keyWrap": false,
-            },
-            "keyExpiresAt": rotated.expires_at,
+    let idem = idempotency::key_of(&headers)?;
+    app.mutate(|st, now| {
+        let actor = st.authenticate(&org_id, &token, Access::Write, now)?;
+        if let Some(k) = &idem
+            && let Some(done) = st.replay(&org_id, &key_id, k, now)
+        {
+            return Ok(done.response());
         }
-    })))
+        let psk = app.psk(q.psk_id.as_deref())?;
+        let req = rotate::parse(&body, now)?;
+        let rotated = st.rotate(&org_id, &key_id, &req, &actor, &psk.id, now)?;
+        let sealed = psk.seal(rotated.id.as_bytes(), rotated.secret.as_bytes());
+        let done = idempotency::Remembered {
+            key: idem.clone().unwrap_or_default(),
+            org_id: org_id.clone(),
+            api_key_id: key_id.clone(),
+            at: now,
+            new_api_key_id: rotated.id.clone(),
+            encrypted_secret: STANDARD.encode(sealed),
+            psk_id: psk.id.clone(),
+            key_expires_at: rotated.expires_at,
+        };
+        let response = done.response();
+        if idem.is_some() {
+            st.remember(done);
+        }
+        Ok(response)
+    })
+    .await
+    .map(Json)
 }
 
 /// Any other path: a JSON 404.

@@ -39,6 +39,9 @@ pub struct State {
     /// Every create, rotate and revoke, oldest first.
     #[serde(default)]
     pub audit: Vec<AuditEntry>,
+    /// Rotate responses kept for `Idempotency-Key` replay (sealed secrets only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub idempotent_rotations: Vec<super::idempotency::Remembered>,
 }
 
 /// One organisation.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -255,4 +256,172 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         }
     }
     out
+}
+
+/// A `keyrot sandbox` process (the proposed Admin API), seeded with the
+/// demo organisation, with one PSK `demo`.
+pub struct Sandbox {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Directory with its state, PSK and seeded secrets.
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    /// Starts a sandbox whose files live in `dir`.
+    pub fn start(dir: &Path) -> Sandbox {
+        use std::io::BufRead as _;
+        fs::create_dir_all(dir).unwrap();
+        let psk = dir.join("psk.hex");
+        if !psk.exists() {
+            fs::write(&psk, format!("{}\n", "5a".repeat(32))).unwrap();
+            fs::set_permissions(&psk, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let mut child = Command::new(bin())
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--seed"])
+            .arg("--state")
+            .arg(dir.join("sandbox-state.json"))
+            .arg("--seed-secrets")
+            .arg(dir.join("seed-secrets.json"))
+            .arg("--psk")
+            .arg(format!("demo={}", psk.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("sandbox.log"))
+                    .unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("sandbox listening on ")
+            .unwrap_or_else(|| panic!("sandbox said {line:?}"))
+            .to_string();
+        Sandbox {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The seeded secret of key `name`.
+    pub fn seeded_secret(&self, name: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(self.dir.join("seed-secrets.json")).unwrap())
+                .unwrap();
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The org's keys as the sandbox's state file holds them.
+    pub fn keys(&self) -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(self.dir.join("sandbox-state.json")).unwrap())
+                .unwrap();
+        v["orgs"]["demo-org"]["apiKeys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The key with id `id`.
+    pub fn key(&self, id: &str) -> serde_json::Value {
+        self.keys()
+            .into_iter()
+            .find(|k| k["id"] == id)
+            .unwrap_or_else(|| panic!("no key {id}"))
+    }
+
+    /// `curl` to the sandbox.
+    pub fn curl(&self, args: &[&str]) -> Output {
+        Command::new("curl").arg("-sS").args(args).output().unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with the atlassian provider against `sandbox`.
+pub fn atlassian_config(sb: &Sandbox, rotate_api: &str, policy: &str, keys: &[&str]) -> String {
+    let d = sb.dir.display();
+    fs::write(sb.dir.join("admin.key"), sb.seeded_secret("keyrot")).unwrap();
+    fs::set_permissions(sb.dir.join("admin.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    let psk_lines = if rotate_api == "proposed" {
+        format!("psk_id = \"demo\"\npsk = {{ file = \"{d}/psk.hex\" }}\n")
+    } else {
+        String::new()
+    };
+    let mut s = format!(
+        r#"[daemon]
+control_socket = "control.sock"
+sync_schedule = "0 0 0 * * *"
+shutdown_timeout = "10s"
+
+[daemon.retry]
+attempts = 4
+initial = "1s"
+max = "3s"
+
+[store]
+path = "state/state.redb"
+master_key_file = "master.key"
+create_master_key = true
+
+[[provider]]
+name = "atlassian"
+type = "atlassian"
+org_id = "demo-org"
+base_url = "{url}/admin/api-access/v1"
+admin_key = {{ file = "{d}/admin.key" }}
+rotate_api = "{rotate_api}"
+page_size = 2
+{psk_lines}
+[[sink]]
+name = "out"
+type = "file"
+path = "out/{{name}}.json"
+format = "json"
+
+[[psk]]
+id = "caller"
+key = {{ file = "{d}/psk.hex" }}
+
+[notify]
+from = "keyrot@example.com"
+transport = "file"
+dir = "mail"
+
+[[policy]]
+name = "fast"
+notify = ["ops@example.com"]
+security_contacts = ["security@example.com"]
+{policy}
+"#,
+        url = sb.url
+    );
+    for k in keys {
+        s.push_str(&format!("\n[[key]]\nname = \"{k}\"\nprovider = \"atlassian\"\npolicy = \"fast\"\nsinks = [\"out\"]\n"));
+    }
+    s
 }

@@ -11,9 +11,7 @@ use crate::config::{
 
 /// A provider entry; `extra` lines are appended (line 5 onwards).
 fn provider(extra: &str) -> String {
-    format!(
-        "[[provider]]\nname = \"atl\"\ntype = \"atlassian\"\norg_id = \"org-1\"\n{extra}"
-    )
+    format!("[[provider]]\nname = \"atl\"\ntype = \"atlassian\"\norg_id = \"org-1\"\n{extra}")
 }
 
 /// The Atlassian settings of the only provider of `text`.
@@ -36,10 +34,7 @@ fn every_field_is_read() {
     assert_eq!(a.org_id, "org-1");
     // The trailing slash is dropped, so paths can be appended.
     assert_eq!(a.base_url, "http://127.0.0.1:8089/admin/api-access/v1");
-    assert_eq!(
-        a.admin_key,
-        SecretRef::Credential("atlassian-admin".into())
-    );
+    assert_eq!(a.admin_key, SecretRef::Credential("atlassian-admin".into()));
     assert_eq!(
         a.rotate_api,
         AtlassianRotateApi::Proposed {
@@ -172,7 +167,9 @@ fn check_resolves_the_admin_key_and_psk() {
     assert_eq!(diags.len(), 1, "{diags:?}");
     let msg = diags[0].to_string();
     assert!(
-        msg.starts_with(&format!("{NAME}:1:1: provider \"atl\" `psk` (credential \"atl-psk\"): ")),
+        msg.starts_with(&format!(
+            "{NAME}:1:1: provider \"atl\" `psk` (credential \"atl-psk\"): "
+        )),
         "{msg}"
     );
     std::fs::write(dir.path().join("atl-psk"), "ab".repeat(32)).unwrap();

@@ -1,0 +1,233 @@
+//! Who may use keyrot's rotate API and how its answers are sealed:
+//! `[[psk]]` (pre-shared keys the new secret is sealed under for the
+//! caller) and `[[api_token]]` (bearer tokens, each limited to the key
+//! slots its `keys` globs match). Raw input, validation with
+//! `file:line:column` errors, the validated types and their secret
+//! references for `keyrot check`. Resolving the secrets is the runtime's
+//! job (`rotation/reveal.rs`); checking a caller is the control server's.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::ctx::{Ctx, did_you_mean};
+use super::secret::{SecretRefRaw, secret_ref};
+use super::summary::SecretUse;
+use super::{ProviderConfig, SecretRef};
+
+/// `[[psk]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPsk {
+    /// The id callers name with `?pskId=`.
+    pub id: Spanned<String>,
+    /// The key: a secret reference to 64 hex characters.
+    pub key: Spanned<SecretRefRaw>,
+}
+
+/// `[[api_token]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiToken {
+    /// Unique name, logged with each call the token makes.
+    pub name: Spanned<String>,
+    /// The bearer token: a secret reference.
+    pub token: Spanned<SecretRefRaw>,
+    /// Slot ids or globs (`provider/name`, `atlassian/*`) it may rotate.
+    pub keys: Vec<Spanned<String>>,
+}
+
+/// `[[psk]]`: a pre-shared key new secrets are sealed under for API callers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PskConfig {
+    /// Unique id (`?pskId=`, and `pskId` in the response).
+    pub id: String,
+    /// Where its 64 hex characters (32 bytes) come from.
+    pub key: SecretRef,
+}
+
+/// `[[api_token]]`: a bearer token for the rotate API, limited to some keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTokenConfig {
+    /// Unique name (never the token).
+    pub name: String,
+    /// Where the token comes from.
+    pub token: SecretRef,
+    /// Slot-id globs (`*` any run of characters, `?` one) it may rotate.
+    pub keys: Vec<String>,
+}
+
+/// Every `[[psk]]`: ids unique and URL-safe, keys valid references.
+pub(crate) fn psks(ctx: &mut Ctx<'_>, entries: Vec<Spanned<DeValue<'_>>>) -> Vec<PskConfig> {
+    let mut seen: Vec<Spanned<String>> = Vec::new();
+    let mut out = Vec::new();
+    for entry in entries {
+        let Some(raw) = ctx.deser_in::<RawPsk>(entry, "in [[psk]]") else {
+            continue;
+        };
+        let id = psk_id(ctx, &raw.id);
+        let key = secret_ref(ctx, &raw.key);
+        if id.is_some() && unique(ctx, "psk id", &raw.id, &seen) {
+            seen.push(raw.id.clone());
+        }
+        if let (Some(id), Some(key)) = (id, key) {
+            out.push(PskConfig { id, key });
+        }
+    }
+    out
+}
+
+/// A PSK id: letters, digits, `.`, `_`, `-` (it travels in a query string).
+fn psk_id(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<String> {
+    let v = ctx.text(raw, "id")?;
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        ctx.error(
+            raw.span(),
+            format!("psk `id` {v:?} may hold only letters, digits, `.`, `_` and `-`"),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+/// Every `[[api_token]]`: names unique, tokens valid references, `keys`
+/// non-empty globs over slot ids whose provider part names a provider.
+pub(crate) fn api_tokens(
+    ctx: &mut Ctx<'_>,
+    entries: Vec<Spanned<DeValue<'_>>>,
+    providers: &[ProviderConfig],
+) -> Vec<ApiTokenConfig> {
+    let mut seen: Vec<Spanned<String>> = Vec::new();
+    let mut out = Vec::new();
+    for entry in entries {
+        let span = entry.span();
+        let Some(raw) = ctx.deser_in::<RawApiToken>(entry, "in [[api_token]]") else {
+            continue;
+        };
+        let before = ctx.error_count();
+        let name = ctx.text(&raw.name, "name");
+        if name.is_some() && unique(ctx, "api_token name", &raw.name, &seen) {
+            seen.push(raw.name.clone());
+        }
+        let token = secret_ref(ctx, &raw.token);
+        let keys = globs(ctx, &raw.keys, span, providers);
+        if ctx.error_count() > before {
+            continue;
+        }
+        if let (Some(name), Some(token)) = (name, token) {
+            out.push(ApiTokenConfig { name, token, keys });
+        }
+    }
+    out
+}
+
+/// The `keys` of one token.
+fn globs(
+    ctx: &mut Ctx<'_>,
+    raw: &[Spanned<String>],
+    entry: Range<usize>,
+    providers: &[ProviderConfig],
+) -> Vec<String> {
+    if raw.is_empty() {
+        ctx.error(
+            entry,
+            "an [[api_token]] needs at least one entry in `keys` (slot ids or globs such as \"atlassian/*\")",
+        );
+        return Vec::new();
+    }
+    raw.iter().filter_map(|g| glob(ctx, g, providers)).collect()
+}
+
+/// One `keys` entry: `provider/name`, globs allowed, or `*` for every key.
+fn glob(ctx: &mut Ctx<'_>, raw: &Spanned<String>, providers: &[ProviderConfig]) -> Option<String> {
+    let v = ctx.text(raw, "keys")?.trim().to_string();
+    if v.chars().all(|c| c == '*') {
+        return Some(v);
+    }
+    let Some((provider, _)) = v.split_once('/') else {
+        ctx.error(
+            raw.span(),
+            format!(
+                "`keys` entry {v:?} never matches: entries match slot ids `provider/name`; \
+                 write e.g. \"local/{v}\", \"local/*\" or \"*\""
+            ),
+        );
+        return None;
+    };
+    let literal = !provider.contains(['*', '?']);
+    if literal && !providers.iter().any(|p| p.name == provider) {
+        let names = providers.iter().map(|p| p.name.as_str());
+        let hint = did_you_mean(provider, names);
+        ctx.error(
+            raw.span(),
+            format!("`keys` entry {v:?} names provider {provider:?}, which is not defined{hint}"),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+/// False (and an error at `name`) when `name` was seen before.
+fn unique(ctx: &mut Ctx<'_>, what: &str, name: &Spanned<String>, seen: &[Spanned<String>]) -> bool {
+    let Some(first) = seen.iter().find(|n| n.get_ref() == name.get_ref()) else {
+        return true;
+    };
+    let at = ctx.position(&first.span());
+    ctx.error(
+        name.span(),
+        format!(
+            "duplicate {what} {:?} (first defined at {at})",
+            name.get_ref()
+        ),
+    );
+    false
+}
+
+/// The secret references of `[[psk]]` and `[[api_token]]`, for `keyrot check`.
+pub(crate) fn secret_uses<'a>(
+    psks: &'a [PskConfig],
+    tokens: &'a [ApiTokenConfig],
+) -> Vec<SecretUse<'a>> {
+    let psks = psks.iter().map(|p| SecretUse {
+        owner: format!("psk {:?}", p.id),
+        field: "key",
+        secret: &p.key,
+    });
+    let tokens = tokens.iter().map(|t| SecretUse {
+        owner: format!("api_token {:?}", t.name),
+        field: "token",
+        secret: &t.token,
+    });
+    psks.chain(tokens).collect()
+}
+
+/// The rotate API's line in the `keyrot check` summary; None when neither
+/// `[[psk]]` nor `[[api_token]]` is configured.
+pub(crate) fn summary_line(psks: &[PskConfig], tokens: &[ApiTokenConfig]) -> Option<String> {
+    if psks.is_empty() && tokens.is_empty() {
+        return None;
+    }
+    let psk_list = if psks.is_empty() {
+        "none (the rotate API is off)".to_string()
+    } else {
+        let ids: Vec<&str> = psks.iter().map(|p| p.id.as_str()).collect();
+        format!("{} (default {})", ids.join(", "), ids[0])
+    };
+    let token_list = if tokens.is_empty() {
+        "none (the control socket's permissions decide)".to_string()
+    } else {
+        let each: Vec<String> = tokens
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.keys.join(", ")))
+            .collect();
+        each.join(", ")
+    };
+    Some(format!(
+        "rotate API: psks {psk_list}; api tokens {token_list}"
+    ))
+}
