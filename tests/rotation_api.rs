@@ -390,3 +390,43 @@ fn a_429_with_retry_after_is_honoured() {
     );
     assert!(d.log().contains("will retry"));
 }
+
+#[test]
+fn keyrot_demo_rotates_against_the_sandbox() {
+    let tmp = tempfile::Builder::new().prefix("krdemo").tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let mut child = Command::new(common::bin())
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cfg = dir.join("keyrot.toml");
+    let history = || {
+        Command::new(common::bin())
+            .args(["history", "--json", "--config"])
+            .arg(&cfg)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+    };
+    let done = wait_until(Duration::from_secs(60), || {
+        history().is_some_and(|h| {
+            h["rotations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["state"] == "Completed")
+                .count()
+                >= 2
+        })
+    });
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    assert!(done, "no completed rotations within 60 s: {:?}", history());
+}

@@ -3,6 +3,7 @@
 //! read the store directly when no daemon runs.
 
 pub mod check;
+pub mod decrypt;
 pub mod demo;
 pub mod enroll;
 pub mod history;
@@ -141,6 +142,18 @@ pub enum Command {
         #[arg(long)]
         rate_limit: Option<u32>,
     },
+    /// Print the secret sealed in a rotate API response (read from stdin).
+    ///
+    /// Reads the JSON answer of `PATCH /orgs/{orgId}/api-keys/rotate/{apiKeyId}`
+    /// on stdin, opens `data.encryptedSecret` (AES-256-GCM, AAD = `data.id`)
+    /// with the pre-shared key in --psk-file, and prints the plain secret and a
+    /// newline on stdout. This prints a secret on purpose, for pipelines: send
+    /// stdout to the program that stores it, not to a terminal or a log.
+    Decrypt {
+        /// File holding the PSK as 64 hex characters (mode 0600 or stricter).
+        #[arg(long)]
+        psk_file: PathBuf,
+    },
     /// Show, resume or abort one rotation.
     Rotation {
         /// What to do.
@@ -190,6 +203,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             crate::daemon::run(&cli.config)
         }
         Command::Check => check::run(&cli.config),
+        Command::Decrypt { psk_file } => decrypt::run(psk_file),
         Command::Init { master_key_file } => init::run(&cli.config, master_key_file.as_deref()),
         Command::Demo { dir } => {
             init_logging(LogFormat::Text);
@@ -312,6 +326,7 @@ async fn dispatch(
         } => enroll::run(&rotation_id, key_id.as_deref(), socket).await,
         Command::Run { .. }
         | Command::Check
+        | Command::Decrypt { .. }
         | Command::Init { .. }
         | Command::Sandbox { .. }
         | Command::Demo { .. } => {

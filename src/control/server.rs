@@ -2,10 +2,12 @@
 //! answered from [`super::views`] on the blocking pool; changes go to the
 //! daemon's [`Backend`]. Every error, the framework's own rejections
 //! included, is an [`ErrorBody`] with the matching status. Responses never
-//! carry secret material.
+//! carry secret material, except the rotate API's ([`orgs`]) new secret
+//! sealed under the caller's pre-shared key.
 //!
-//! Who may call is decided by the socket file's mode and owner ([`bind`]);
-//! the caller's uid (`SO_PEERCRED`) is logged with every change it asks for.
+//! Who may call is decided by the socket file's mode and owner ([`bind`]),
+//! and for the rotate API also by `[[api_token]]`s when configured; the
+//! caller's uid (`SO_PEERCRED`) is logged with every change it asks for.
 
 use std::future::Future;
 use std::io;
@@ -19,7 +21,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -178,6 +180,14 @@ pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
         .route("/v1/rotations/{id}/resume", post(resume))
         .route("/v1/rotations/{id}/abort", post(abort))
         .route("/v1/rotations/{id}/enroll", post(enroll))
+        .route(
+            "/v1/rotations/{id}/encrypted-secret",
+            get(orgs::encrypted_secret),
+        )
+        .route(
+            "/orgs/{org_id}/api-keys/rotate/{api_key_id}",
+            patch(orgs::rotate_api_key),
+        )
         .route("/v1/history", get(history))
         .route("/v1/plan", get(plan))
         .route("/v1/audit", get(audit))
@@ -482,6 +492,9 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(405, format!("{method} is not allowed on {}", uri.path()))
 }
+
+#[path = "orgs.rs"]
+pub mod orgs;
 
 #[cfg(test)]
 #[path = "server_tests.rs"]

@@ -2,6 +2,7 @@
 //! submodules) every class of error, drop-ins, relative paths, the
 //! shipped example configs and the `keyrot check` summary.
 
+mod access;
 mod atlassian;
 mod dropins;
 mod errors;

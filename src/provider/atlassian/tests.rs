@@ -344,10 +344,23 @@ async fn verify_and_revoke() {
     let sb = Sandbox::start().await;
     let p = sb.provider(50);
     let mut errors = Vec::new();
-    // A seeded read-only key authenticates (200); a write-only key would
-    // get 403, which still proves it authenticates.
+    // A seeded read-only key authenticates (200).
     let ro = SecretString::from(sb.keys["read only demo"].1.clone());
     p.verify(&sb.id("read only demo"), &ro, t0()).await.unwrap();
+    // A write-only key gets 403 on the count, which still proves it works.
+    let created: Value = sb
+        .admin_post(
+            "keys",
+            json!({"orgId": "demo-org", "name": "w", "scopes": ["write:x"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let w = SecretString::from(created["secret"].as_str().unwrap());
+    p.verify(created["id"].as_str().unwrap(), &w, t0())
+        .await
+        .unwrap();
     let garbage = "ATSBX-not-a-key-0123456789";
     let err = p
         .verify("k", &SecretString::from(garbage), t0())
