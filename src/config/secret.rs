@@ -113,8 +113,6 @@ impl<'de> Visitor<'de> for RefVisitor {
 /// Turns a raw reference into a `SecretRef`: a credential name must be a
 /// plain file name, an env name non-empty, a relative file path is
 /// resolved against the directory of the config file it is written in.
-// No core type takes a secret yet; provider/sink/notify types that do call this.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn secret_ref(ctx: &mut Ctx<'_>, raw: &Spanned<SecretRefRaw>) -> Option<SecretRef> {
     match raw.get_ref() {
         SecretRefRaw::Credential(name) => {

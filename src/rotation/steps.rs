@@ -367,25 +367,33 @@ impl Engine {
             now,
             format!("secret of key {new_id} enrolled by an operator"),
         );
-        let sealed = super::reveal::seal_for_caller(&rt, &rec, &new_id, &secret);
-        let saved = self
-            .save(
-                rec,
-                Some(Box::new(move |tx, r| {
-                    tx.put_secret(&r.id, &secret)?;
-                    super::reveal::keep(tx, &r.id, sealed.as_ref())?;
-                    tx.audit(
-                        now,
-                        "key.enrolled",
-                        Some(&r.slot),
-                        Some(&r.id),
-                        None,
-                        &format!("new key {new_id}"),
-                    )
-                })),
-            )
-            .await?;
-        Ok(saved)
+        Ok(self
+            .commit_issued(&rt, rec, &new_id, secret, "key.enrolled", now)
+            .await?)
+    }
+
+    /// Commits Issued with the new key's secret sealed into the store (and,
+    /// when the caller asked, its PSK envelope) in one transaction.
+    async fn commit_issued(
+        &self,
+        rt: &Runtime,
+        rec: RotationRecord,
+        key_id: &str,
+        secret: SecretString,
+        event: &'static str,
+        now: Timestamp,
+    ) -> Result<RotationRecord, EngineError> {
+        let sealed = super::reveal::seal_for_caller(rt, &rec, key_id, &secret);
+        let detail = format!("new key {key_id}");
+        self.save(
+            rec,
+            Some(Box::new(move |tx, r| {
+                tx.put_secret(&r.id, &secret)?;
+                super::reveal::keep(tx, &r.id, sealed.as_ref())?;
+                tx.audit(now, event, Some(&r.slot), Some(&r.id), None, &detail)
+            })),
+        )
+        .await
     }
 
     /// Issuing: clean up a key a previous attempt may have created (found by
@@ -462,25 +470,9 @@ impl Engine {
         }
         tracing::info!(new_key = %issued.info.id, "new key issued; secret sealed into the store");
         rec.transition(RotationState::Issued, now, note);
-        let sealed = super::reveal::seal_for_caller(rt, &rec, &issued.info.id, &issued.secret);
-        let secret = issued.secret;
         let key_id = issued.info.id.clone();
-        self.save(
-            rec,
-            Some(Box::new(move |tx, r| {
-                tx.put_secret(&r.id, &secret)?;
-                super::reveal::keep(tx, &r.id, sealed.as_ref())?;
-                tx.audit(
-                    now,
-                    "key.issued",
-                    Some(&r.slot),
-                    Some(&r.id),
-                    None,
-                    &format!("new key {key_id}"),
-                )
-            })),
-        )
-        .await?;
+        self.commit_issued(rt, rec, &key_id, issued.secret, "key.issued", now)
+            .await?;
         Ok(Next::Continue)
     }
 
