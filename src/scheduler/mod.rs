@@ -132,6 +132,16 @@ async fn tick(
         .await
         .map_err(|e| e.to_string())?;
     let running = engine.running();
+    // Forget entries that left the index, so the map stays as small as the
+    // set of currently due entries over a year of uptime.
+    let live: std::collections::HashSet<String> = due
+        .iter()
+        .map(|(_, t)| match t {
+            DueTarget::Rotation(id) => format!("r:{id}"),
+            DueTarget::Key(slot) => format!("k:{slot}"),
+        })
+        .collect();
+    dispatched.0.retain(|k, _| live.contains(k));
     for (at, target) in due {
         match target {
             DueTarget::Rotation(id) => {
