@@ -146,6 +146,34 @@ impl Engine {
         Ok(saved)
     }
 
+    /// Commits `rec` with the messages `build` makes for it (given its key
+    /// record) queued in the same transaction, and an audit entry if given.
+    async fn save_notifying(
+        &self,
+        rec: RotationRecord,
+        build: impl FnOnce(&RotationRecord, Option<&KeyRecord>) -> Vec<crate::model::OutboxMessage>
+        + Send
+        + 'static,
+        audit: Option<(Timestamp, &'static str, String)>,
+    ) -> Result<RotationRecord, EngineError> {
+        self.save(
+            rec,
+            Some(Box::new(move |tx, r| {
+                let key = tx.key(&r.slot)?;
+                for m in build(r, key.as_ref()) {
+                    tx.put_message(&m)?;
+                }
+                match audit {
+                    Some((at, event, detail)) => {
+                        tx.audit(at, event, Some(&r.slot), Some(&r.id), None, &detail)
+                    }
+                    None => Ok(()),
+                }
+            })),
+        )
+        .await
+    }
+
     fn provider(rt: &Runtime, rec: &RotationRecord) -> Result<Arc<dyn Provider>, CallError> {
         rt.providers.get(&rec.provider).cloned().ok_or_else(|| {
             CallError::permanent(format!(
@@ -232,15 +260,10 @@ impl Engine {
         tracing::warn!(next = ?rec.retry_at, "assisted rotation still waits for `keyrot enroll`; reminder sent");
         let cfg = Arc::clone(&rt.config);
         let expiry = assisted_expiry(rt, &rec, now);
-        self.save(
+        self.save_notifying(
             rec,
-            Some(Box::new(move |tx, r| {
-                let key = tx.key(&r.slot)?;
-                for m in notify::assisted_request(&cfg, r, key.as_ref(), expiry, reminder, now) {
-                    tx.put_message(&m)?;
-                }
-                Ok(())
-            })),
+            move |r, key| notify::assisted_request(&cfg, r, key, expiry, reminder, now),
+            None,
         )
         .await?;
         Ok(Next::Stop)
@@ -263,22 +286,14 @@ impl Engine {
         tracing::warn!(next_reminder = ?rec.retry_at, "assisted rotation: waiting for a person to create the key and run `keyrot enroll {}`", rec.id);
         let cfg = Arc::clone(&rt.config);
         let expiry = assisted_expiry(rt, &rec, now);
-        self.save(
+        self.save_notifying(
             rec,
-            Some(Box::new(move |tx, r| {
-                let key = tx.key(&r.slot)?;
-                for m in notify::assisted_request(&cfg, r, key.as_ref(), expiry, 0, now) {
-                    tx.put_message(&m)?;
-                }
-                tx.audit(
-                    now,
-                    "rotation.assisted",
-                    Some(&r.slot),
-                    Some(&r.id),
-                    None,
-                    "asked for a key to be created by hand",
-                )
-            })),
+            move |r, key| notify::assisted_request(&cfg, r, key, expiry, 0, now),
+            Some((
+                now,
+                "rotation.assisted",
+                "asked for a key to be created by hand".into(),
+            )),
         )
         .await?;
         Ok(Next::Stop)
@@ -705,22 +720,11 @@ impl Engine {
         rec.failed_in = Some(state);
         rec.last_error = Some(err.message.clone());
         let cfg = Arc::clone(&rt.config);
-        self.save(
+        let detail = format!("in {state}: {}", err.message);
+        self.save_notifying(
             rec,
-            Some(Box::new(move |tx, r| {
-                let key = tx.key(&r.slot)?;
-                for m in notify::failed(&cfg, r, key.as_ref(), now) {
-                    tx.put_message(&m)?;
-                }
-                tx.audit(
-                    now,
-                    "rotation.failed",
-                    Some(&r.slot),
-                    Some(&r.id),
-                    None,
-                    &format!("in {state}: {}", err.message),
-                )
-            })),
+            move |r, key| notify::failed(&cfg, r, key, now),
+            Some((now, "rotation.failed", detail)),
         )
         .await?;
         Ok(())
