@@ -6,7 +6,7 @@
 //! (the call fails with a transient error) or `delay(MS)`. Names are
 //! `after:<state>` (just after the commit entering a state), and
 //! `before:<call>` / `after:<call>` around external calls (`issue`,
-//! `verify`, `revoke`, `sink-put`, `sink-read`).
+//! `verify`, `revoke`, `sink-put`, `sink-read`, `sink-finish`).
 
 use crate::error::CallError;
 

@@ -23,6 +23,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod aws;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod error;
 pub mod failpoint;
+pub mod http;
 pub mod model;
 pub mod notify;
 pub mod policy;
@@ -41,4 +43,5 @@ pub mod scheduler;
 pub mod shutdown;
 pub mod sink;
 pub mod store;
+pub mod vault;
 pub mod wake;

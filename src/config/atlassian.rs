@@ -73,36 +73,9 @@ fn org_id(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<String> {
     Some(v)
 }
 
-/// `base_url`: an absolute `https://` URL (plain `http://` only to a
-/// loopback host, such as `keyrot sandbox`), without query or fragment;
-/// kept without a trailing `/`.
+/// `base_url`: see [`Ctx::http_url`].
 fn base_url(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<String> {
-    let text = ctx.text(raw, "base_url")?;
-    let url = match reqwest::Url::parse(text.trim()) {
-        Ok(u) => u,
-        Err(e) => {
-            ctx.error(raw.span(), format!("`base_url` {text:?} is not a URL: {e}"));
-            return None;
-        }
-    };
-    let loopback = url.host_str().is_some_and(|h| {
-        let h = h.trim_start_matches('[').trim_end_matches(']');
-        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
-    });
-    let problem = match url.scheme() {
-        _ if url.host().is_none() => Some("it has no host"),
-        "https" => None,
-        "http" if loopback => None,
-        "http" => Some("plain http would send the admin key unencrypted: use https (http is allowed only to a loopback host, e.g. `keyrot sandbox`)"),
-        _ => Some("use an https:// URL"),
-    }
-    .or_else(|| (url.query().is_some() || url.fragment().is_some()).then_some("it must not have a query or fragment"))
-    .or_else(|| (!url.username().is_empty() || url.password().is_some()).then_some("it must not hold credentials"));
-    if let Some(p) = problem {
-        ctx.error(raw.span(), format!("`base_url` {text:?}: {p}"));
-        return None;
-    }
-    Some(url.as_str().trim_end_matches('/').to_string())
+    ctx.http_url(raw, "base_url", "the admin key")
 }
 
 /// `rotate_api` with the `psk_id`/`psk` pair it needs (`proposed`) or

@@ -180,6 +180,48 @@ impl<'s> Ctx<'s> {
         Some(v.clone())
     }
 
+    /// An absolute `https://` URL (plain `http://` only to a loopback
+    /// host, such as `keyrot sandbox` or a test server), without query,
+    /// fragment or credentials; returned without a trailing `/`. `sends`
+    /// names what would travel unencrypted over plain http.
+    pub fn http_url(&mut self, raw: &Spanned<String>, field: &str, sends: &str) -> Option<String> {
+        let text = self.text(raw, field)?;
+        let url = match reqwest::Url::parse(text.trim()) {
+            Ok(u) => u,
+            Err(e) => {
+                self.error(raw.span(), format!("`{field}` {text:?} is not a URL: {e}"));
+                return None;
+            }
+        };
+        let loopback = url.host_str().is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        });
+        let plain = format!(
+            "plain http would send {sends} unencrypted: use https (http is allowed only to a loopback host)"
+        );
+        let problem = match url.scheme() {
+            _ if url.host().is_none() => Some("it has no host".to_string()),
+            "https" => None,
+            "http" if loopback => None,
+            "http" => Some(plain),
+            _ => Some("use an https:// URL".to_string()),
+        }
+        .or_else(|| {
+            (url.query().is_some() || url.fragment().is_some())
+                .then(|| "it must not have a query or fragment".to_string())
+        })
+        .or_else(|| {
+            (!url.username().is_empty() || url.password().is_some())
+                .then(|| "it must not hold credentials".to_string())
+        });
+        if let Some(p) = problem {
+            self.error(raw.span(), format!("`{field}` {text:?}: {p}"));
+            return None;
+        }
+        Some(url.as_str().trim_end_matches('/').to_string())
+    }
+
     /// A path; a relative one is resolved against the directory of the
     /// file it is written in.
     pub fn path(&mut self, s: &Spanned<String>, field: &str) -> Option<PathBuf> {

@@ -29,6 +29,7 @@ mod merge;
 mod policies;
 pub mod raw;
 pub mod secret;
+mod sinks;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,10 @@ pub use defaults::{DEFAULT_MAX_CONCURRENT, DEFAULT_OVERLAP};
 pub use diag::{ConfigErrors, Diagnostic};
 pub use load::{DEFAULT_PATH, drop_ins, load, load_str};
 pub use secret::{SecretRefError, credentials_dir_from_env};
+pub use sinks::{
+    AZURE_API_VERSION, AwsCredentialsConfig, AwsSecretsManagerSinkConfig, AzureKeyVaultSinkConfig,
+    ExecSinkConfig, OpenBaoSinkConfig, SecretFormat, VaultAuth, azure_name_ok,
+};
 pub use summary::{SecretUse, check_secrets, check_secrets_in, secret_refs, summary};
 pub use typed::{PROVIDER_TYPES, SINK_TYPES};
 
@@ -195,6 +200,14 @@ pub struct SinkConfig {
 pub enum SinkKind {
     /// `type = "file"`.
     File(FileSinkConfig),
+    /// `type = "openbao"` or `"vault"`: KV v2.
+    OpenBao(OpenBaoSinkConfig),
+    /// `type = "aws-secretsmanager"`.
+    AwsSecretsManager(AwsSecretsManagerSinkConfig),
+    /// `type = "azure-keyvault"`.
+    AzureKeyVault(AzureKeyVaultSinkConfig),
+    /// `type = "exec"`.
+    Exec(ExecSinkConfig),
 }
 
 /// `type = "file"` settings.

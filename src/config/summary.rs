@@ -34,6 +34,9 @@ pub fn secret_refs(cfg: &Config) -> Vec<SecretUse<'_>> {
             out.extend(super::atlassian::secret_uses(&p.name, a));
         }
     }
+    for s in &cfg.sinks {
+        out.extend(super::sinks::secret_uses(&s.name, &s.kind));
+    }
     out.extend(super::access::secret_uses(&cfg.psks, &cfg.api_tokens));
     out
 }
@@ -115,7 +118,12 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
     }
     heading(&mut out, cfg.sinks.len(), "sink", "sinks");
     for sink in &cfg.sinks {
-        let SinkKind::File(f) = &sink.kind;
+        let SinkKind::File(f) = &sink.kind else {
+            if let Some(line) = super::sinks::summary_line(&sink.name, &sink.kind) {
+                let _ = writeln!(out, "  {line}");
+            }
+            continue;
+        };
         let format = match f.format {
             FileFormat::Raw => "raw".to_string(),
             FileFormat::Json => "json".to_string(),

@@ -14,6 +14,7 @@ use super::raw::{
     PROVIDER_HEAD_FIELDS, RawAtlassianProvider, RawFileSink, RawLocalProvider, RawProviderHead,
     RawSinkHead, SINK_HEAD_FIELDS,
 };
+use super::sinks;
 use super::{
     FileFormat, FileSinkConfig, LocalProviderConfig, ProviderConfig, ProviderKind, SinkConfig,
     SinkKind,
@@ -22,9 +23,14 @@ use super::{
 /// Provider types keyrot knows.
 pub const PROVIDER_TYPES: &[&str] = &["local", "atlassian"];
 /// Sink types keyrot knows.
-pub const SINK_TYPES: &[&str] = &["file"];
-/// Placeholders a file sink path may use.
-const PLACEHOLDERS: [&str; 3] = ["provider", "name", "slot"];
+pub const SINK_TYPES: &[&str] = &[
+    "file",
+    "openbao",
+    "vault",
+    "aws-secretsmanager",
+    "azure-keyvault",
+    "exec",
+];
 
 /// One `[[provider]]`: its name (when readable, even if the rest is
 /// wrong, so references to it do not cascade) and its validated config.
@@ -114,6 +120,28 @@ pub(crate) fn sink(
             .deser_in::<RawFileSink>(body, &context)
             .and_then(|raw| file_sink(ctx, &raw))
             .map(SinkKind::File),
+        Some(flavor @ ("openbao" | "vault")) => {
+            let flavor = if flavor == "vault" {
+                "vault"
+            } else {
+                "openbao"
+            };
+            ctx.deser_in::<sinks::RawOpenBaoSink>(body, &context)
+                .and_then(|raw| sinks::openbao_sink(ctx, &raw, flavor))
+                .map(SinkKind::OpenBao)
+        }
+        Some("aws-secretsmanager") => ctx
+            .deser_in::<sinks::RawAwsSecretsManagerSink>(body, &context)
+            .and_then(|raw| sinks::aws_secretsmanager_sink(ctx, &raw))
+            .map(SinkKind::AwsSecretsManager),
+        Some("azure-keyvault") => ctx
+            .deser_in::<sinks::RawAzureKeyVaultSink>(body, &context)
+            .and_then(|raw| sinks::azure_keyvault_sink(ctx, &raw))
+            .map(SinkKind::AzureKeyVault),
+        Some("exec") => ctx
+            .deser_in::<sinks::RawExecSink>(body, &context)
+            .and_then(|raw| sinks::exec_sink(ctx, &raw))
+            .map(SinkKind::Exec),
         _ => None,
     };
     let Some(head) = head else {
@@ -127,7 +155,7 @@ pub(crate) fn sink(
 /// `type = "file"`.
 fn file_sink(ctx: &mut Ctx<'_>, raw: &RawFileSink) -> Option<FileSinkConfig> {
     let path = ctx.path(&raw.path, "path").and_then(|p| {
-        check_placeholders(ctx, &raw.path)?;
+        sinks::check_placeholders(ctx, &raw.path, "path")?;
         match p.to_str() {
             Some(s) => Some(s.to_string()),
             None => {
@@ -195,27 +223,6 @@ fn env_name(ctx: &mut Ctx<'_>, e: &Spanned<String>, format: FileFormat) -> Optio
         return None;
     }
     Some(v.clone())
-}
-
-/// Checks `{...}` placeholders in a sink path.
-fn check_placeholders(ctx: &mut Ctx<'_>, path: &Spanned<String>) -> Option<()> {
-    let mut rest = path.get_ref().as_str();
-    while let Some(open) = rest.find(['{', '}']) {
-        let after = &rest[open + 1..];
-        let close = after.find('}').filter(|_| rest[open..].starts_with('{'));
-        let Some(close) = close else {
-            ctx.error(path.span(), "unbalanced `{` or `}` in sink path");
-            return None;
-        };
-        let name = &after[..close];
-        if !PLACEHOLDERS.contains(&name) {
-            let hint = did_you_mean(name, PLACEHOLDERS);
-            ctx.error(path.span(), format!("unknown placeholder {{{name}}}{hint} in sink path: use {{provider}}, {{name}} or {{slot}}"));
-            return None;
-        }
-        rest = &after[close + 1..];
-    }
-    Some(())
 }
 
 /// Records an unknown `type`, with a suggestion.

@@ -108,20 +108,8 @@ impl AtlassianProvider {
         };
         let base = Url::parse(&cfg.base_url)
             .map_err(|e| fail("base_url", format!("{:?} is not a URL: {e}", cfg.base_url)))?;
-        let timeout = std::time::Duration::try_from(cfg.timeout)
-            .map_err(|_| fail("timeout", "must be positive".into()))?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("keyrot/", env!("CARGO_PKG_VERSION")))
-            // Never carry the admin key through a redirect.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| {
-                CallError::permanent(format!(
-                    "provider {name:?}: cannot build an HTTP client: {e}"
-                ))
-            })?;
+        // Never carry the admin key through a redirect (the shared client follows none).
+        let http = crate::http::client(&format!("provider {name:?}"), cfg.timeout, None)?;
         Ok(AtlassianProvider {
             name: name.to_string(),
             org_id: cfg.org_id.clone(),

@@ -150,6 +150,7 @@ fn target(f: &Fixture, rec: &RotationRecord) -> SinkTarget {
         key_id: String::new(),
         rotation_id: rec.id.clone(),
         expires_at: None,
+        probe: false,
     }
 }
 

@@ -43,13 +43,7 @@ impl FileSink {
 
     /// The file path for a target: `{provider}`, `{name}`, `{slot}` filled in.
     pub fn path_for(&self, target: &SinkTarget) -> PathBuf {
-        PathBuf::from(
-            self.cfg
-                .path
-                .replace("{provider}", &target.provider)
-                .replace("{name}", &target.key_name)
-                .replace("{slot}", &target.slot.replace('/', "_")),
-        )
+        PathBuf::from(target.location(&self.cfg.path))
     }
 
     fn render(&self, target: &SinkTarget, secret: &SecretString) -> Zeroizing<Vec<u8>> {
@@ -203,6 +197,7 @@ mod tests {
             key_id: "lk_1".into(),
             rotation_id: "r1".into(),
             expires_at: None,
+            probe: false,
         }
     }
 

@@ -2,6 +2,8 @@
 //! its own config, store, socket and sinks, and talks to it through the CLI.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

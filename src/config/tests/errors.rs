@@ -262,7 +262,7 @@ fn sink_paths_and_env_names_are_checked() {
     );
     assert_one(
         &sink("path = \"/x/{name\"\n"),
-        "4:8: unbalanced `{` or `}` in sink path",
+        "4:8: unbalanced `{` or `}` in `path`",
     );
     assert_one(
         &sink("path = \"/x/{name}\"\nformat = \"jsn\"\n"),

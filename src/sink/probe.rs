@@ -1,0 +1,1 @@
+//! Placeholder: `keyrot sink test` probe.
