@@ -2,6 +2,7 @@
 //! its own config, store, socket and sinks, and talks to it through the CLI.
 #![allow(dead_code)]
 
+pub mod azure;
 pub mod peers;
 
 use std::fs;
