@@ -250,7 +250,9 @@ async fn a_sink_that_keeps_failing_fails_the_rotation_and_abort_revokes_the_new_
     // Point the sink under a regular file: every write fails.
     std::fs::write(f.out.join("blocker"), b"x").unwrap();
     let mut cfg = (*f.engine.runtime().config).clone();
-    let SinkKind::File(s) = &mut cfg.sinks[0].kind;
+    let SinkKind::File(s) = &mut cfg.sinks[0].kind else {
+        panic!("not a file sink")
+    };
     s.path = f.out.join("blocker/{name}.json").display().to_string();
     f.engine
         .set_runtime(Runtime::build(Arc::new(cfg), &f.engine.store()).unwrap());

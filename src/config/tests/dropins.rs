@@ -127,7 +127,9 @@ path = "out/{name}.env"
     assert_eq!(cfg.store.path, etc.join("../state/state.redb"));
     assert_eq!(cfg.store.master_key_file, PathBuf::from("/abs/master.key"));
     assert_eq!(cfg.daemon.control_socket, etc.join("run/control.sock"));
-    let SinkKind::File(f) = &cfg.sinks[0].kind;
+    let SinkKind::File(f) = &cfg.sinks[0].kind else {
+        panic!("not a file sink")
+    };
     assert_eq!(Path::new(&f.path), etc.join("out/{name}.env"));
     // The drop-in's relative path is relative to conf.d, where it is written.
     let NotifyTransport::File { dir: mail } = &cfg.notify.transport else {
@@ -184,7 +186,9 @@ fn the_demo_config_validates_and_rotates_fast() {
     assert!(p.windows.is_empty() && !p.jitter);
     assert_eq!(cfg.keys.len(), 3);
     assert!(cfg.keys.iter().all(|k| !k.scopes.is_empty()));
-    let SinkKind::File(out) = &cfg.sink("out").unwrap().kind;
+    let SinkKind::File(out) = &cfg.sink("out").unwrap().kind else {
+        panic!("not a file sink")
+    };
     assert_eq!(Path::new(&out.path), target.join("out/{name}.env"));
     let NotifyTransport::File { dir } = &cfg.notify.transport else {
         panic!("expected the file transport");

@@ -175,7 +175,9 @@ fn full_config_is_read_field_by_field() {
     };
     assert_eq!((l.default_lifetime, l.secret_bytes), (dur("90d"), 48));
 
-    let SinkKind::File(f) = &cfg.sink("ci-file").unwrap().kind;
+    let SinkKind::File(f) = &cfg.sink("ci-file").unwrap().kind else {
+        panic!("not a file sink")
+    };
     assert_eq!(f.path, "/var/lib/keyrot/out/{name}.json");
     assert_eq!(
         (f.format, f.mode, f.env_name.as_str()),
@@ -185,7 +187,9 @@ fn full_config_is_read_field_by_field() {
         (f.owner.as_deref(), f.group.as_deref()),
         (Some("svc"), Some("svc"))
     );
-    let SinkKind::File(e) = &cfg.sink("ci-env").unwrap().kind;
+    let SinkKind::File(e) = &cfg.sink("ci-env").unwrap().kind else {
+        panic!("not a file sink")
+    };
     assert_eq!(
         (e.format, e.env_name.as_str(), e.mode),
         (FileFormat::Env, "CI_TOKEN", 0o600)
@@ -275,7 +279,9 @@ fn entries_get_their_documented_defaults() {
         (p.max_concurrent, l.default_lifetime, l.secret_bytes),
         (4, dur("90d"), 32)
     );
-    let SinkKind::File(f) = &cfg.sinks[0].kind;
+    let SinkKind::File(f) = &cfg.sinks[0].kind else {
+        panic!("not a file sink")
+    };
     assert_eq!(
         (f.format, f.env_name.as_str(), f.mode),
         (FileFormat::Raw, "API_KEY", 0o600)
