@@ -140,6 +140,19 @@ impl Backend for DaemonBackend {
         self.engine.start(&slot, start).await
     }
 
+    async fn test_sink(&self, name: &str) -> Result<crate::sink::probe::ProbeReport, ApiError> {
+        let sink = self
+            .engine
+            .runtime()
+            .sinks
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::new(404, format!("no sink named {name:?} is configured")))?;
+        crate::sink::probe::run(sink.as_ref(), self.engine.now())
+            .await
+            .map_err(|e| ApiError::new(502, e.message))
+    }
+
     async fn resume(&self, id: &str) -> Result<RotationRecord, ApiError> {
         self.engine.resume(id).await
     }

@@ -1,6 +1,7 @@
 //! `keyrot check`: validates the configuration like `nginx -t`. Problems
 //! print as `file:line:column: message` and the exit code is non-zero;
-//! nothing is written.
+//! nothing is written. Secret references are resolved and every sink is
+//! built (no network call); `keyrot sink test NAME` proves access.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,6 +23,19 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         for d in &secret_problems {
             eprintln!("{d}");
         }
+        eprintln!("keyrot: configuration {} is invalid", path.display());
+        return Ok(ExitCode::from(1));
+    }
+    // Build every sink as the daemon would (CA files, owners, credentials
+    // read; no network call): what fails here would fail at start.
+    let mut sink_problems = 0;
+    for sc in &cfg.sinks {
+        if let Err(e) = crate::sink::build(sc) {
+            eprintln!("{}: {e}", path.display());
+            sink_problems += 1;
+        }
+    }
+    if sink_problems > 0 {
         eprintln!("keyrot: configuration {} is invalid", path.display());
         return Ok(ExitCode::from(1));
     }

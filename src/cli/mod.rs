@@ -13,6 +13,7 @@ pub mod output;
 pub mod plan;
 pub mod rotate;
 pub mod rotation;
+pub mod sink;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -160,11 +161,32 @@ pub enum Command {
         #[command(subcommand)]
         action: RotationAction,
     },
+    /// Work with sinks.
+    Sink {
+        /// What to do.
+        #[command(subcommand)]
+        action: SinkAction,
+    },
     /// Dry run: when each key's next rotation would start, and why.
     Plan {
         /// Horizon in days.
         #[arg(long, default_value_t = 30)]
         days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `keyrot sink ...`.
+#[derive(Debug, Subcommand)]
+pub enum SinkAction {
+    /// Prove access: write a probe value to `keyrot-probe` beside the
+    /// sink's configured location, read it back and compare. Runs in the
+    /// daemon (with its credentials) when it runs, else here.
+    Test {
+        /// Sink name.
+        name: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -320,6 +342,9 @@ async fn dispatch(
             RotationAction::Resume { id } => rotation::resume(&id, socket).await,
             RotationAction::Abort { id } => rotation::abort(&id, socket).await,
         },
+        Command::Sink {
+            action: SinkAction::Test { name, json },
+        } => sink::test(&name, socket, cfg, json).await,
         Command::Enroll {
             rotation_id,
             key_id,

@@ -71,6 +71,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn enroll(&self, id: &str, req: EnrollRequest) -> Result<RotationRecord, ApiError>;
     /// Reloads the configuration; a bad one is rejected with its errors.
     async fn reload(&self) -> Result<(), ApiError>;
+    /// Writes, reads back and finishes a probe value in sink `name`
+    /// (`keyrot sink test`), with the credentials the daemon holds.
+    async fn test_sink(&self, name: &str) -> Result<crate::sink::probe::ProbeReport, ApiError> {
+        let _ = name;
+        Err(ApiError::new(501, "this keyrot cannot test sinks"))
+    }
     /// Hands out, once, the new secret of rotation `rotation_id` sealed
     /// under the caller's pre-shared key (and wipes it from the store).
     /// None when there is none (not issued yet, taken, or wiped).

@@ -192,6 +192,7 @@ pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
         .route("/v1/plan", get(plan))
         .route("/v1/audit", get(audit))
         .route("/v1/reload", post(reload))
+        .route("/v1/sinks/{name}/test", post(test_sink))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -483,6 +484,16 @@ async fn reload(
     tracing::info!(uid = ?peer.uid, pid = ?peer.pid, "reload requested over the control socket");
     st.backend.reload().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn test_sink(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    tracing::info!(sink = %name, uid = ?peer.uid, pid = ?peer.pid, "sink test requested over the control socket");
+    let report = st.backend.test_sink(&name).await?;
+    Ok(Json(report).into_response())
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -1,0 +1,81 @@
+//! `keyrot sink test NAME`: writes a probe value to the sink's
+//! `keyrot-probe` location, reads it back and compares (see
+//! [`crate::sink::probe`]). It runs inside the daemon when one answers, so
+//! it uses exactly the credentials a rotation would (systemd credentials
+//! included); with no daemon it builds the sink from the config here.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::output;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::control::client::{Client, ClientError, query_escape};
+use crate::sink::probe::{self, ProbeReport};
+
+/// Longest a probe may take through the daemon (several calls, each with
+/// the sink's own timeout).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `keyrot sink test NAME`.
+pub async fn test(
+    name: &str,
+    socket: &Path,
+    cfg: Option<&Config>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/sinks/{}/test", query_escape(name));
+    let answer = Client::new(socket)
+        .with_timeout(PROBE_TIMEOUT)
+        .post_empty::<ProbeReport>(&path)
+        .await;
+    let (report, where_) = match answer {
+        Ok(r) => (r, "in the daemon"),
+        Err(ClientError::NotRunning { .. }) => {
+            let Some(cfg) = cfg else {
+                anyhow::bail!(
+                    "keyrot daemon is not running and the configuration cannot be read: fix it (keyrot check) or start the daemon"
+                );
+            };
+            (local(name, cfg).await?, "here (no daemon answers)")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        output::print_json(&report)?;
+    } else {
+        println!(
+            "sink {} ({}): probe written{}, read back: {}, {} ms, run {where_}",
+            report.sink,
+            report.kind,
+            report
+                .version
+                .as_deref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default(),
+            report.read_back,
+            report.elapsed_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds sink `name` from `cfg` and probes it in this process.
+async fn local(name: &str, cfg: &Config) -> anyhow::Result<ProbeReport> {
+    let Some(sc) = cfg.sink(name) else {
+        let known: Vec<&str> = cfg.sinks.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(
+            "no sink named {name:?} in the configuration (sinks: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let sink = crate::sink::build(sc).map_err(|e| anyhow::anyhow!("sink {name:?}: {e}"))?;
+    probe::run(sink.as_ref(), SystemClock.now())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
