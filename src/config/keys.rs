@@ -56,10 +56,15 @@ impl Known {
         }
     }
 
-    /// True when a sink writes one fixed file (no placeholder in its path).
+    /// True when a sink writes one fixed location (no `{name}` or
+    /// `{slot}` in its path or secret name).
     fn fixed_file_sink(&self, name: &str) -> bool {
         self.sinks.iter().any(|(n, kind)| {
-            n.get_ref() == name && matches!(kind, Some(SinkKind::File(f)) if !f.path.contains('{'))
+            n.get_ref() == name
+                && kind
+                    .as_ref()
+                    .and_then(SinkKind::location_template)
+                    .is_some_and(|t| !t.contains("{name}") && !t.contains("{slot}"))
         })
     }
 }
@@ -297,7 +302,7 @@ fn sinks(
     out
 }
 
-/// A fixed-path file sink may hold one key's secret only.
+/// A sink with a fixed location may hold one key's secret only.
 fn shared_file(
     ctx: &mut Ctx<'_>,
     s: &Spanned<String>,
@@ -305,7 +310,7 @@ fn shared_file(
     m: Option<&KeyMatch>,
     seen: &mut Seen,
 ) {
-    let fixed = "writes one fixed file (no {name} or {slot} in its path)";
+    let fixed = "writes one fixed location (no {name} or {slot} in its path or secret name)";
     if matches!(m, Some(KeyMatch::Select { .. })) {
         ctx.error(
             s.span(),

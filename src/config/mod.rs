@@ -210,6 +210,20 @@ pub enum SinkKind {
     Exec(ExecSinkConfig),
 }
 
+impl SinkKind {
+    /// The template naming where a key's secret goes (file path, KV path,
+    /// secret name); None for `exec`, whose program decides.
+    pub fn location_template(&self) -> Option<&str> {
+        match self {
+            SinkKind::File(f) => Some(&f.path),
+            SinkKind::OpenBao(c) => Some(&c.path),
+            SinkKind::AwsSecretsManager(c) => Some(&c.secret_name),
+            SinkKind::AzureKeyVault(c) => Some(&c.secret_name),
+            SinkKind::Exec(_) => None,
+        }
+    }
+}
+
 /// `type = "file"` settings.
 #[derive(Clone, Debug)]
 pub struct FileSinkConfig {

@@ -270,11 +270,13 @@ pub struct ExecSinkConfig {
 // ---------------------------------------------------------------------
 // Validation.
 
-/// `type = "openbao"` or `"vault"`.
+/// `type = "openbao"` or `"vault"`. `dropped`: a field was already
+/// reported and dropped, so a missing counterpart is not reported again.
 pub(crate) fn openbao_sink(
     ctx: &mut Ctx<'_>,
     raw: &RawOpenBaoSink,
     flavor: &'static str,
+    dropped: bool,
 ) -> Option<OpenBaoSinkConfig> {
     let address = ctx.http_url(&raw.address, "address", "the token");
     let mount = match &raw.mount {
@@ -290,7 +292,7 @@ pub(crate) fn openbao_sink(
         None => Some(None),
         Some(n) => vault_path(ctx, n, "namespace", false).map(Some),
     };
-    let auth = vault_auth(ctx, raw);
+    let auth = vault_auth(ctx, raw, dropped);
     let ca_file = match &raw.ca_file {
         None => Some(None),
         Some(f) => ctx.path(f, "ca_file").map(Some),
@@ -310,7 +312,7 @@ pub(crate) fn openbao_sink(
 }
 
 /// Token xor AppRole.
-fn vault_auth(ctx: &mut Ctx<'_>, raw: &RawOpenBaoSink) -> Option<VaultAuth> {
+fn vault_auth(ctx: &mut Ctx<'_>, raw: &RawOpenBaoSink, dropped: bool) -> Option<VaultAuth> {
     let approle = raw.role_id.is_some() || raw.secret_id.is_some() || raw.approle_mount.is_some();
     match (&raw.token, approle) {
         (Some(t), false) => secret_ref(ctx, t).map(VaultAuth::Token),
@@ -321,6 +323,7 @@ fn vault_auth(ctx: &mut Ctx<'_>, raw: &RawOpenBaoSink) -> Option<VaultAuth> {
             );
             None
         }
+        (None, false) if dropped => None,
         (None, false) => {
             ctx.error(
                 raw.address.span(),
@@ -330,6 +333,9 @@ fn vault_auth(ctx: &mut Ctx<'_>, raw: &RawOpenBaoSink) -> Option<VaultAuth> {
         }
         (None, true) => {
             let (Some(role), Some(sid)) = (&raw.role_id, &raw.secret_id) else {
+                if dropped {
+                    return None;
+                }
                 let at = raw
                     .role_id
                     .as_ref()
@@ -395,6 +401,7 @@ fn vault_path(
 pub(crate) fn aws_secretsmanager_sink(
     ctx: &mut Ctx<'_>,
     raw: &RawAwsSecretsManagerSink,
+    dropped: bool,
 ) -> Option<AwsSecretsManagerSinkConfig> {
     let region = aws_region(ctx, &raw.region);
     let endpoint = match &raw.endpoint {
@@ -415,6 +422,7 @@ pub(crate) fn aws_secretsmanager_sink(
             session_token: raw.session_token.clone(),
         },
         &raw.region,
+        dropped,
     );
     let timeout = timeout(ctx, &raw.timeout);
     Some(AwsSecretsManagerSinkConfig {
@@ -448,11 +456,13 @@ pub(crate) fn aws_region(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<Str
 
 /// Credentials: both of `access_key_id` and `secret_access_key` (and
 /// optionally `session_token`), or none (the environment). `at` places the
-/// error when a half is missing.
+/// error when a half is missing; `dropped`: a field was already reported
+/// and dropped (then a missing half is not reported again).
 pub(crate) fn aws_credentials(
     ctx: &mut Ctx<'_>,
     raw: &RawAwsCredentials,
     at: &Spanned<String>,
+    dropped: bool,
 ) -> Option<AwsCredentialsConfig> {
     match (&raw.access_key_id, &raw.secret_access_key) {
         (None, None) => {
@@ -478,6 +488,7 @@ pub(crate) fn aws_credentials(
                 session_token: session_token?,
             })
         }
+        _ if dropped => None,
         (a, s) => {
             let span = a
                 .as_ref()

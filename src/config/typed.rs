@@ -126,14 +126,23 @@ pub(crate) fn sink(
             } else {
                 "openbao"
             };
+            let before = ctx.error_count();
             ctx.deser_in::<sinks::RawOpenBaoSink>(body, &context)
-                .and_then(|raw| sinks::openbao_sink(ctx, &raw, flavor))
+                .and_then(|raw| {
+                    let dropped = ctx.error_count() > before;
+                    sinks::openbao_sink(ctx, &raw, flavor, dropped)
+                })
                 .map(SinkKind::OpenBao)
         }
-        Some("aws-secretsmanager") => ctx
-            .deser_in::<sinks::RawAwsSecretsManagerSink>(body, &context)
-            .and_then(|raw| sinks::aws_secretsmanager_sink(ctx, &raw))
-            .map(SinkKind::AwsSecretsManager),
+        Some("aws-secretsmanager") => {
+            let before = ctx.error_count();
+            ctx.deser_in::<sinks::RawAwsSecretsManagerSink>(body, &context)
+                .and_then(|raw| {
+                    let dropped = ctx.error_count() > before;
+                    sinks::aws_secretsmanager_sink(ctx, &raw, dropped)
+                })
+                .map(SinkKind::AwsSecretsManager)
+        }
         Some("azure-keyvault") => ctx
             .deser_in::<sinks::RawAzureKeyVaultSink>(body, &context)
             .and_then(|raw| sinks::azure_keyvault_sink(ctx, &raw))

@@ -54,10 +54,10 @@ fn unknown_type_suggests_a_near_match() {
         text,
         "3:8: unknown provider type \"locl\" (did you mean \"local\"?)",
     );
-    let text = "[[sink]]\nname = \"s\"\ntype = \"vault\"\n";
+    let text = "[[sink]]\nname = \"s\"\ntype = \"vaultt\"\n";
     assert_one(
         text,
-        "3:8: unknown sink type \"vault\": known types are \"file\"",
+        "3:8: unknown sink type \"vaultt\" (did you mean \"vault\"?)",
     );
 }
 
@@ -286,7 +286,7 @@ fn a_fixed_file_sink_cannot_serve_two_keys() {
     let text = format!("{BASE}{fixed}{a}{b}");
     assert_one(
         &text,
-        "25:10: sink \"one\" writes one fixed file (no {name} or {slot} in its path) and another [[key]] already writes to it (at /etc/keyrot/keyrot.toml:20:10)",
+        "25:10: sink \"one\" writes one fixed location (no {name} or {slot} in its path or secret name) and another [[key]] already writes to it (at /etc/keyrot/keyrot.toml:20:10)",
     );
 }
 

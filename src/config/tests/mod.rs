@@ -6,6 +6,7 @@ mod access;
 mod atlassian;
 mod dropins;
 mod errors;
+mod sinks;
 mod summary;
 
 use std::path::{Path, PathBuf};
