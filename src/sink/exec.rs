@@ -102,7 +102,11 @@ impl ExecSink {
         op: &str,
         input: Option<&[u8]>,
     ) -> Result<Run, CallError> {
-        let what = if op == "put" { "command" } else { "read_command" };
+        let what = if op == "put" {
+            "command"
+        } else {
+            "read_command"
+        };
         let mut child = self.command(argv, target, op).spawn().map_err(|e| {
             CallError::permanent(format!(
                 "sink {:?}: cannot start `{what}` {}: {e}",
@@ -315,7 +319,11 @@ mod tests {
                 a = argv_file.display()
             ),
         );
-        let read = script(dir.path(), "read", &format!("cat {}; echo", store.display()));
+        let read = script(
+            dir.path(),
+            "read",
+            &format!("cat {}; echo", store.display()),
+        );
         let s = sink(vec![put, "--flag".into()], Some(vec![read]), "10s");
         let secret = SecretString::from("s3cr3t-marker");
         assert_eq!(s.put(&target(), &secret).await.unwrap(), None);
@@ -323,7 +331,10 @@ mod tests {
         let env = std::fs::read_to_string(&env).unwrap();
         assert!(env.contains("KEYROT_KEY_ID=lk_1\n"), "{env}");
         assert!(env.contains("KEYROT_ROTATION_ID=r-1\n"), "{env}");
-        assert!(env.contains("KEYROT_EXPIRES_AT=2027-01-01T00:00:00Z\n"), "{env}");
+        assert!(
+            env.contains("KEYROT_EXPIRES_AT=2027-01-01T00:00:00Z\n"),
+            "{env}"
+        );
         assert!(env.contains("KEYROT_SLOT=local/ci\n"), "{env}");
         assert!(env.contains("KEYROT_PROBE=0\n"), "{env}");
         assert!(env.contains("TARGET=prod\n"), "{env}");
@@ -341,14 +352,23 @@ mod tests {
     #[tokio::test]
     async fn failures_carry_stderr_without_the_secret_and_classify_exit_codes() {
         let dir = tempfile::tempdir().unwrap();
-        let echo = script(dir.path(), "fail", "v=$(cat); echo \"cannot store $v: vault down\" >&2; exit 1");
+        let echo = script(
+            dir.path(),
+            "fail",
+            "v=$(cat); echo \"cannot store $v: vault down\" >&2; exit 1",
+        );
         let s = sink(vec![echo], None, "10s");
         let e = s
             .put(&target(), &SecretString::from("s3cr3t-marker"))
             .await
             .unwrap_err();
         assert!(e.transient, "{e:?}");
-        assert!(e.message.contains("exited with 1: cannot store [redacted]: vault down"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("exited with 1: cannot store [redacted]: vault down"),
+            "{}",
+            e.message
+        );
         assert!(!e.message.contains("s3cr3t"), "{}", e.message);
         let cfg_err = script(dir.path(), "cfg", "echo 'bad config' >&2; exit 78");
         let e = sink(vec![cfg_err], None, "10s")
@@ -361,10 +381,21 @@ mod tests {
             .put(&target(), &SecretString::from("x"))
             .await
             .unwrap_err();
-        assert!(e.transient && e.message.ends_with("exited with 75 (no stderr)"), "{}", e.message);
+        assert!(
+            e.transient && e.message.ends_with("exited with 75 (no stderr)"),
+            "{}",
+            e.message
+        );
         let missing = sink(vec!["/nonexistent/keyrot-hook".into()], None, "10s");
-        let e = missing.put(&target(), &SecretString::from("x")).await.unwrap_err();
-        assert!(!e.transient && e.message.contains("cannot start `command`"), "{}", e.message);
+        let e = missing
+            .put(&target(), &SecretString::from("x"))
+            .await
+            .unwrap_err();
+        assert!(
+            !e.transient && e.message.contains("cannot start `command`"),
+            "{}",
+            e.message
+        );
         assert!(!missing.can_read_back());
         assert_eq!(missing.read_back(&target()).await.unwrap(), None);
     }
@@ -379,10 +410,21 @@ mod tests {
             &format!("sleep 600 & echo $! > {}; wait", pidfile.display()),
         );
         let s = sink(vec![hang], None, "1s");
-        let e = s.put(&target(), &SecretString::from("x")).await.unwrap_err();
-        assert!(e.transient && e.message.contains("did not finish within 1s; killed"), "{}", e.message);
+        let e = s
+            .put(&target(), &SecretString::from("x"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.transient && e.message.contains("did not finish within 1s; killed"),
+            "{}",
+            e.message
+        );
         // The grandchild `sleep` was in the group and is gone too.
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let gone = (0..50).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(20));
             // Gone, or a zombie waiting for init to reap it.

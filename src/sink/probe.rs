@@ -91,7 +91,12 @@ mod tests {
     #[tokio::test]
     async fn a_probe_lands_beside_the_real_secret_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = FileSinkConfig::new(dir.path().join("keys/{name}.json").to_string_lossy().into_owned());
+        let mut cfg = FileSinkConfig::new(
+            dir.path()
+                .join("keys/{name}.json")
+                .to_string_lossy()
+                .into_owned(),
+        );
         cfg.format = FileFormat::Json;
         let sink = FileSink::new("out", cfg).unwrap();
         let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
@@ -101,14 +106,20 @@ mod tests {
         let written = std::fs::read_to_string(dir.path().join("keys/keyrot-probe")).unwrap();
         assert!(written.contains("keyrot-probe-"), "{written}");
         // Nothing else was written.
-        assert_eq!(std::fs::read_dir(dir.path().join("keys")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("keys")).unwrap().count(),
+            1
+        );
     }
 
     #[test]
     fn probe_locations_replace_the_last_segment_only() {
         let t = probe_target("2026-11-23T12:00:00Z".parse().unwrap());
         assert_eq!(t.location("/etc/app/{name}.env"), "/etc/app/keyrot-probe");
-        assert_eq!(t.location("keyrot/{provider}/{name}"), "keyrot/keyrot/keyrot-probe");
+        assert_eq!(
+            t.location("keyrot/{provider}/{name}"),
+            "keyrot/keyrot/keyrot-probe"
+        );
         assert_eq!(t.location("{provider}-{name}"), "keyrot-probe");
         // A fixed location (no placeholder) is never overwritten by a probe.
         assert_eq!(t.location("/run/app/token"), "/run/app/keyrot-probe");
