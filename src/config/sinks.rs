@@ -573,7 +573,7 @@ pub(crate) fn azure_keyvault_sink(
     let client_id = ctx.text(&raw.client_id, "client_id");
     let client_secret = secret_ref(ctx, &raw.client_secret);
     let authority_host = match &raw.authority_host {
-        None => Some(DEFAULT_AZURE_AUTHORITY.to_string()),
+        None => Some(default_authority(vault_url.as_deref().unwrap_or_default()).to_string()),
         Some(a) => ctx.http_url(a, "authority_host", "the client secret"),
     };
     let content_type = match &raw.content_type {
@@ -591,6 +591,22 @@ pub(crate) fn azure_keyvault_sink(
         content_type: content_type?,
         timeout: timeout?,
     })
+}
+
+/// The Entra ID authority of the cloud a vault URL belongs to: Azure China
+/// and US Government have their own; everything else the public cloud's.
+fn default_authority(vault_url: &str) -> &'static str {
+    let host = reqwest::Url::parse(vault_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if host.ends_with(".vault.azure.cn") {
+        "https://login.chinacloudapi.cn"
+    } else if host.ends_with(".vault.usgovcloudapi.net") {
+        "https://login.microsoftonline.us"
+    } else {
+        DEFAULT_AZURE_AUTHORITY
+    }
 }
 
 /// True when `name` is a valid Key Vault secret name: 1–127 of ASCII

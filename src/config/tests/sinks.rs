@@ -113,6 +113,11 @@ fn every_vault_sink_type_reads_with_its_defaults() {
     };
     assert_eq!(z.authority_host, "https://login.microsoftonline.com");
     assert_eq!(z.content_type, "text/plain");
+    let cn = ok(&sink("type = \"azure-keyvault\"\nvault_url = \"https://v.vault.azure.cn\"\nsecret_name = \"{name}\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = { env = \"S\" }"));
+    let SinkKind::AzureKeyVault(c) = &cn.sinks[0].kind else {
+        panic!("not azure")
+    };
+    assert_eq!(c.authority_host, "https://login.chinacloudapi.cn");
     let SinkKind::Exec(e) = &cfg.sink("hook").unwrap().kind else {
         panic!("not exec")
     };
