@@ -148,7 +148,8 @@ impl Backend for DaemonBackend {
             .get(name)
             .cloned()
             .ok_or_else(|| ApiError::new(404, format!("no sink named {name:?} is configured")))?;
-        crate::sink::probe::run(sink.as_ref(), self.engine.now())
+        let provider = crate::sink::probe::probe_provider(&self.engine.runtime().config, name);
+        crate::sink::probe::run(sink.as_ref(), &provider, self.engine.now())
             .await
             .map_err(|e| ApiError::new(502, e.message))
     }

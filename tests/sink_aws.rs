@@ -279,13 +279,13 @@ fn create_true_creates_the_secret_current_at_once_and_a_probe_passes() {
             vec![(t.rotation_id.clone(), strings(&["AWSCURRENT"]))]
         );
         // `keyrot sink test` lands beside the secret and passes.
-        let report = keyrot::sink::probe::run(&sink, Timestamp::now())
+        let report = keyrot::sink::probe::run(&sink, "local", Timestamp::now())
             .await
             .unwrap();
         assert_eq!(report.read_back, "matched");
-        let probe_name = keyrot::sink::probe::probe_target(Timestamp::now())
+        let probe_name = keyrot::sink::probe::probe_target("local", Timestamp::now())
             .location("keyrot/{provider}/{name}");
-        assert_eq!(probe_name, "keyrot/keyrot/keyrot-probe");
+        assert_eq!(probe_name, "keyrot/local/keyrot-probe");
         let probe = current_value(&admin, &probe_name).await;
         assert!(probe.starts_with("keyrot-probe-"), "{probe}");
         assert_eq!(current_value(&admin, NAME).await, "first-secret-value");

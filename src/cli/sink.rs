@@ -75,7 +75,11 @@ async fn local(name: &str, cfg: &Config) -> anyhow::Result<ProbeReport> {
         );
     };
     let sink = crate::sink::build(sc).map_err(|e| anyhow::anyhow!("sink {name:?}: {e}"))?;
-    probe::run(sink.as_ref(), SystemClock.now())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    probe::run(
+        sink.as_ref(),
+        &probe::probe_provider(cfg, name),
+        SystemClock.now(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }

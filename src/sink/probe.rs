@@ -32,11 +32,22 @@ pub struct ProbeReport {
     pub elapsed_ms: u64,
 }
 
+/// The provider a probe of sink `sink` stands for: that of the first
+/// `[[key]]` writing to it, so `{provider}` in its template fills in as for
+/// a real key (and the probe needs exactly the access a rotation needs);
+/// `keyrot` when no key uses the sink yet.
+pub fn probe_provider(cfg: &crate::config::Config, sink: &str) -> String {
+    cfg.keys
+        .iter()
+        .find(|k| k.sinks.iter().any(|s| s == sink))
+        .map_or_else(|| "keyrot".to_string(), |k| k.provider.clone())
+}
+
 /// The target a probe writes to (see [`SinkTarget::location`]).
-pub fn probe_target(now: Timestamp) -> SinkTarget {
+pub fn probe_target(provider: &str, now: Timestamp) -> SinkTarget {
     SinkTarget {
-        slot: format!("keyrot/{PROBE_NAME}"),
-        provider: "keyrot".into(),
+        slot: format!("{provider}/{PROBE_NAME}"),
+        provider: provider.into(),
         key_name: PROBE_NAME.into(),
         key_id: PROBE_NAME.into(),
         rotation_id: uuid::Uuid::now_v7().to_string(),
@@ -45,13 +56,18 @@ pub fn probe_target(now: Timestamp) -> SinkTarget {
     }
 }
 
-/// Writes, reads back and finishes a random probe value.
-pub async fn run(sink: &dyn Sink, now: Timestamp) -> Result<ProbeReport, CallError> {
+/// Writes, reads back and finishes a random probe value, as a key of
+/// `provider` would be written (see [`probe_provider`]).
+pub async fn run(
+    sink: &dyn Sink,
+    provider: &str,
+    now: Timestamp,
+) -> Result<ProbeReport, CallError> {
     let started = Instant::now();
     let bytes = Zeroizing::new(rand::random::<[u8; 24]>());
     let secret = SecretString::from(format!("keyrot-probe-{}", hex_encode(&bytes[..])));
     let hash = sha256_hex(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
-    let target = probe_target(now);
+    let target = probe_target(provider, now);
     let version = sink.put(&target, &secret).await?;
     let read_back = if sink.can_read_back() {
         match sink.read_back(&target).await? {
@@ -100,7 +116,7 @@ mod tests {
         cfg.format = FileFormat::Json;
         let sink = FileSink::new("out", cfg).unwrap();
         let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
-        let report = run(&sink, now).await.unwrap();
+        let report = run(&sink, "local", now).await.unwrap();
         assert_eq!(report.read_back, "matched");
         assert_eq!(report.kind, "file");
         let written = std::fs::read_to_string(dir.path().join("keys/keyrot-probe")).unwrap();
