@@ -13,6 +13,8 @@ use jiff::{SignedDuration, Timestamp};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{RequestBuilder, StatusCode};
 
+use zeroize::Zeroizing;
+
 use crate::error::CallError;
 
 /// Longest server error detail kept in a message, in characters.
@@ -24,8 +26,8 @@ pub struct Answer {
     pub status: StatusCode,
     /// Response headers.
     pub headers: HeaderMap,
-    /// Response body.
-    pub body: Vec<u8>,
+    /// Response body, wiped on drop (it may hold a secret or a token).
+    pub body: Zeroizing<Vec<u8>>,
 }
 
 impl Answer {
@@ -111,20 +113,27 @@ pub async fn send(
     timeout: SignedDuration,
     req: RequestBuilder,
 ) -> Result<Answer, CallError> {
-    let resp = req
+    let mut resp = req
         .send()
         .await
         .map_err(|e| transport_error(who, what, timeout, &e))?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp
-        .bytes()
+    // Sized up front so the buffer does not move (and leave copies behind)
+    // while it grows, for answers that say their length.
+    let expected = resp.content_length().unwrap_or(0).min(1 << 20);
+    let mut body = Zeroizing::new(Vec::with_capacity(usize::try_from(expected).unwrap_or(0)));
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| transport_error(who, what, timeout, &e))?;
+        .map_err(|e| transport_error(who, what, timeout, &e))?
+    {
+        body.extend_from_slice(&chunk);
+    }
     Ok(Answer {
         status,
         headers,
-        body: body.to_vec(),
+        body,
     })
 }
 
@@ -288,7 +297,7 @@ mod tests {
         Answer {
             status: StatusCode::from_u16(status).unwrap(),
             headers,
-            body: body.as_bytes().to_vec(),
+            body: Zeroizing::new(body.as_bytes().to_vec()),
         }
     }
 

@@ -255,8 +255,13 @@ pub fn main() -> anyhow::Result<ExitCode> {
 
 /// Sets up tracing to stderr. `RUST_LOG` overrides the default filter.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The AWS signer logs canonical requests (signed headers, a session
+    // token among them) at debug and trace: never, whatever RUST_LOG says.
+    if let Ok(d) = "aws_sigv4=info".parse() {
+        filter = filter.add_directive(d);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -29,7 +29,7 @@ use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use self::http::{Answer, redact, status_error, transport_error};
+use self::http::{Answer, redact, status_error};
 use super::{Capabilities, IssueRequest, IssuedKey, Provider};
 use crate::config::{AtlassianProviderConfig, AtlassianRotateApi, SecretRef};
 use crate::crypto::{self, KEY_LEN};
@@ -136,21 +136,13 @@ impl AtlassianProvider {
 
     /// Sends a request and reads the whole answer.
     async fn send(&self, what: &str, req: RequestBuilder) -> Result<Answer, CallError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(&self.name, what, self.timeout, &e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&self.name, what, self.timeout, &e))?;
-        Ok(Answer {
-            status,
-            headers,
-            body: body.to_vec(),
-        })
+        crate::http::send(
+            &format!("provider {:?}", self.name),
+            what,
+            self.timeout,
+            req,
+        )
+        .await
     }
 
     /// The admin key in use.

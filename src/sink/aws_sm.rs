@@ -384,7 +384,7 @@ impl Sink for AwsSecretsManagerSink {
     }
 
     fn kind(&self) -> &'static str {
-        "aws_sm"
+        "aws-secretsmanager"
     }
 
     async fn put(
@@ -442,9 +442,9 @@ impl Sink for AwsSecretsManagerSink {
             .json_call("secretsmanager.GetSecretValue", body)
             .await?;
         // The answer holds the secret: wipe it once parsed.
-        let raw = Zeroizing::new(std::mem::take(&mut ans.body));
+        let raw = std::mem::take(&mut ans.body);
         if !ans.status.is_success() {
-            ans.body = raw.to_vec();
+            ans.body = raw;
             if error_code(&ans).as_deref() == Some(NOT_FOUND) {
                 return Ok(None);
             }

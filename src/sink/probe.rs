@@ -130,11 +130,11 @@ mod tests {
 
     #[test]
     fn probe_locations_replace_the_last_segment_only() {
-        let t = probe_target("2026-11-23T12:00:00Z".parse().unwrap());
+        let t = probe_target("local", "2026-11-23T12:00:00Z".parse().unwrap());
         assert_eq!(t.location("/etc/app/{name}.env"), "/etc/app/keyrot-probe");
         assert_eq!(
             t.location("keyrot/{provider}/{name}"),
-            "keyrot/keyrot/keyrot-probe"
+            "keyrot/local/keyrot-probe"
         );
         assert_eq!(t.location("{provider}-{name}"), "keyrot-probe");
         // A fixed location (no placeholder) is never overwritten by a probe.

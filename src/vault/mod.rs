@@ -179,7 +179,7 @@ impl VaultClient {
                 let tidy = Answer {
                     status: ans.status,
                     headers: ans.headers.clone(),
-                    body,
+                    body: body.into(),
                 };
                 crate::http::status_error(&self.who, what, self.peer, &tidy, now, hint)
             }

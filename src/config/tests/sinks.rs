@@ -113,7 +113,9 @@ fn every_vault_sink_type_reads_with_its_defaults() {
     };
     assert_eq!(z.authority_host, "https://login.microsoftonline.com");
     assert_eq!(z.content_type, "text/plain");
-    let cn = ok(&sink("type = \"azure-keyvault\"\nvault_url = \"https://v.vault.azure.cn\"\nsecret_name = \"{name}\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = { env = \"S\" }"));
+    let cn = ok(&sink(
+        "type = \"azure-keyvault\"\nvault_url = \"https://v.vault.azure.cn\"\nsecret_name = \"{name}\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = { env = \"S\" }",
+    ));
     let SinkKind::AzureKeyVault(c) = &cn.sinks[0].kind else {
         panic!("not azure")
     };

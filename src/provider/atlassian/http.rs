@@ -3,21 +3,11 @@
 //! failures, 408, 429, 5xx with `Retry-After`; permanent: the rest), with
 //! hints about the admin key's scopes.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use reqwest::StatusCode;
 
 use crate::error::CallError;
 pub(super) use crate::http::{Answer, error_detail, redact};
-
-/// A request that got no answer: a timeout or a connection failure.
-pub(super) fn transport_error(
-    provider: &str,
-    what: &str,
-    timeout: SignedDuration,
-    e: &reqwest::Error,
-) -> CallError {
-    crate::http::transport_error(&format!("provider {provider:?}"), what, timeout, e)
-}
 
 /// The error for an answer whose status the caller does not accept.
 pub(super) fn status_error(provider: &str, what: &str, ans: &Answer, now: Timestamp) -> CallError {
@@ -47,6 +37,7 @@ fn hint(status: StatusCode) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiff::SignedDuration;
     use reqwest::header::{self, HeaderMap};
 
     fn answer(status: u16, body: &str, retry: Option<&str>) -> Answer {
@@ -57,7 +48,7 @@ mod tests {
         Answer {
             status: StatusCode::from_u16(status).unwrap(),
             headers,
-            body: body.as_bytes().to_vec(),
+            body: body.as_bytes().to_vec().into(),
         }
     }
 
