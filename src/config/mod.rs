@@ -19,10 +19,14 @@ use jiff::SignedDuration;
 use crate::policy::Policy;
 
 pub mod access;
+mod approle;
 mod atlassian;
+mod aws_iam;
 mod ctx;
 mod defaults;
 pub mod diag;
+mod exec_provider;
+mod http_provider;
 mod keys;
 mod load;
 mod merge;
@@ -37,8 +41,12 @@ mod typed;
 mod validate;
 
 pub use access::{ApiTokenConfig, PskConfig};
+pub use approle::OpenBaoAppRoleProviderConfig;
+pub use aws_iam::AwsIamProviderConfig;
 pub use defaults::{DEFAULT_MAX_CONCURRENT, DEFAULT_OVERLAP};
 pub use diag::{ConfigErrors, Diagnostic};
+pub use exec_provider::ExecProviderConfig;
+pub use http_provider::HttpProviderConfig;
 pub use load::{DEFAULT_PATH, drop_ins, load, load_str};
 pub use secret::{SecretRefError, credentials_dir_from_env};
 pub use sinks::{
@@ -141,6 +149,14 @@ pub enum ProviderKind {
     Local(LocalProviderConfig),
     /// `type = "atlassian"`: an Atlassian organisation's admin API keys.
     Atlassian(AtlassianProviderConfig),
+    /// `type = "openbao-approle"`: AppRole secret-ids.
+    OpenBaoAppRole(OpenBaoAppRoleProviderConfig),
+    /// `type = "aws-iam"`: IAM users' access keys.
+    AwsIam(AwsIamProviderConfig),
+    /// `type = "http"`: any HTTP API, driven by config.
+    Http(HttpProviderConfig),
+    /// `type = "exec"`: a program speaking keyrot's JSON protocol.
+    Exec(ExecProviderConfig),
 }
 
 /// `type = "atlassian"` settings: the Admin API's org API-key endpoints.

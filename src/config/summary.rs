@@ -30,8 +30,13 @@ pub struct SecretUse<'a> {
 pub fn secret_refs(cfg: &Config) -> Vec<SecretUse<'_>> {
     let mut out = Vec::new();
     for p in &cfg.providers {
-        if let ProviderKind::Atlassian(a) = &p.kind {
-            out.extend(super::atlassian::secret_uses(&p.name, a));
+        match &p.kind {
+            ProviderKind::Local(_) => {}
+            ProviderKind::Atlassian(a) => out.extend(super::atlassian::secret_uses(&p.name, a)),
+            ProviderKind::OpenBaoAppRole(c) => out.extend(super::approle::secret_uses(&p.name, c)),
+            ProviderKind::AwsIam(c) => out.extend(super::aws_iam::secret_uses(&p.name, c)),
+            ProviderKind::Http(c) => out.extend(super::http_provider::secret_uses(&p.name, c)),
+            ProviderKind::Exec(c) => out.extend(super::exec_provider::secret_uses(&p.name, c)),
         }
     }
     for s in &cfg.sinks {
@@ -104,6 +109,22 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
             ProviderKind::Local(l) => l,
             ProviderKind::Atlassian(a) => {
                 let _ = writeln!(out, "  {}", super::atlassian::summary_line(p, a));
+                continue;
+            }
+            ProviderKind::OpenBaoAppRole(c) => {
+                let _ = writeln!(out, "  {}", super::approle::summary_line(p, c));
+                continue;
+            }
+            ProviderKind::AwsIam(c) => {
+                let _ = writeln!(out, "  {}", super::aws_iam::summary_line(p, c));
+                continue;
+            }
+            ProviderKind::Http(c) => {
+                let _ = writeln!(out, "  {}", super::http_provider::summary_line(p, c));
+                continue;
+            }
+            ProviderKind::Exec(c) => {
+                let _ = writeln!(out, "  {}", super::exec_provider::summary_line(p, c));
                 continue;
             }
         };

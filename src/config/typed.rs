@@ -21,7 +21,14 @@ use super::{
 };
 
 /// Provider types keyrot knows.
-pub const PROVIDER_TYPES: &[&str] = &["local", "atlassian"];
+pub const PROVIDER_TYPES: &[&str] = &[
+    "local",
+    "atlassian",
+    "openbao-approle",
+    "aws-iam",
+    "http",
+    "exec",
+];
 /// Sink types keyrot knows.
 pub const SINK_TYPES: &[&str] = &[
     "file",
@@ -54,6 +61,22 @@ pub(crate) fn provider(
             .deser_in::<RawAtlassianProvider>(body, &context)
             .and_then(|raw| super::atlassian::atlassian_provider(ctx, &raw))
             .map(ProviderKind::Atlassian),
+        Some("openbao-approle") => ctx
+            .deser_in::<super::approle::RawOpenBaoAppRoleProvider>(body, &context)
+            .and_then(|raw| super::approle::validate(ctx, &raw))
+            .map(ProviderKind::OpenBaoAppRole),
+        Some("aws-iam") => ctx
+            .deser_in::<super::aws_iam::RawAwsIamProvider>(body, &context)
+            .and_then(|raw| super::aws_iam::validate(ctx, &raw))
+            .map(ProviderKind::AwsIam),
+        Some("http") => ctx
+            .deser_in::<super::http_provider::RawHttpProvider>(body, &context)
+            .and_then(|raw| super::http_provider::validate(ctx, &raw))
+            .map(ProviderKind::Http),
+        Some("exec") => ctx
+            .deser_in::<super::exec_provider::RawExecProvider>(body, &context)
+            .and_then(|raw| super::exec_provider::validate(ctx, &raw))
+            .map(ProviderKind::Exec),
         _ => None,
     };
     let Some(head) = head else {

@@ -263,7 +263,7 @@ fn org_of(cfg: &Config, rec: &KeyRecord) -> Option<String> {
     let p = cfg.provider(&rec.provider)?;
     Some(match &p.kind {
         ProviderKind::Atlassian(a) => a.org_id.clone(),
-        ProviderKind::Local(_) => p.name.clone(),
+        _ => p.name.clone(),
     })
 }
 

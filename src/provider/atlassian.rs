@@ -358,6 +358,8 @@ impl Provider for AtlassianProvider {
             tag: false,
             set_expiry: false,
             idempotent_issue: proposed,
+            no_overlap: false,
+            deactivate: false,
         }
     }
 

@@ -100,6 +100,8 @@ impl Provider for LocalProvider {
             tag: true,
             set_expiry: false,
             idempotent_issue: false,
+            no_overlap: false,
+            deactivate: false,
         }
     }
 

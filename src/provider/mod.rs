@@ -3,7 +3,11 @@
 //! state: it answers calls, and the state machine decides what to call.
 
 pub mod atlassian;
+pub mod aws_iam;
+pub mod exec;
+pub mod http;
 pub mod local;
+pub mod openbao_approle;
 
 use std::sync::Arc;
 
@@ -37,6 +41,12 @@ pub struct Capabilities {
     /// Issuing again with the same tag returns the same key (an idempotency
     /// key), so an interrupted issue is simply repeated.
     pub idempotent_issue: bool,
+    /// Issuing a replacement ends the old key at once (a native rotate
+    /// such as GitLab's): there is no overlap, and nothing to revoke later.
+    pub no_overlap: bool,
+    /// Can set a key inactive without deleting it ([`Provider::deactivate`]);
+    /// used at the start of the overlap when the provider is configured so.
+    pub deactivate: bool,
 }
 
 /// What the state machine asks a provider to create.
@@ -52,6 +62,10 @@ pub struct IssueRequest {
     pub tag: String,
     /// The key being replaced, if any.
     pub replaces: Option<String>,
+    /// An earlier attempt of this same issue may have reached the provider
+    /// (a resume after a crash or a failed call). Providers whose issue is
+    /// a native rotate use it to recover: the old key may already be gone.
+    pub resumed: bool,
     /// Who is creating it (recorded where the provider keeps it).
     pub created_by: String,
     /// The current time.
@@ -99,10 +113,17 @@ pub trait Provider: Send + Sync {
     ) -> Result<(), CallError>;
     /// Revokes key `id`; a key already revoked or gone counts as done.
     async fn revoke(&self, id: &str, now: Timestamp) -> Result<(), CallError>;
+    /// Sets key `id` inactive without deleting it (restorable until it is
+    /// revoked); only called when [`Capabilities::deactivate`]. Idempotent.
+    async fn deactivate(&self, id: &str, now: Timestamp) -> Result<(), CallError> {
+        let _ = (id, now);
+        Ok(())
+    }
 }
 
 /// Builds a provider from its config.
 pub fn build(cfg: &ProviderConfig, store: &Arc<Store>) -> Result<Arc<dyn Provider>, CallError> {
+    let creds = crate::config::credentials_dir_from_env();
     match &cfg.kind {
         ProviderKind::Local(local) => Ok(Arc::new(local::LocalProvider::new(
             &cfg.name,
@@ -113,6 +134,24 @@ pub fn build(cfg: &ProviderConfig, store: &Arc<Store>) -> Result<Arc<dyn Provide
             &cfg.name,
             a,
             crate::config::credentials_dir_from_env().as_deref(),
+        )?)),
+        ProviderKind::OpenBaoAppRole(c) => Ok(Arc::new(
+            openbao_approle::OpenBaoAppRoleProvider::new(&cfg.name, c, creds.as_deref())?,
+        )),
+        ProviderKind::AwsIam(c) => Ok(Arc::new(aws_iam::AwsIamProvider::new(
+            &cfg.name,
+            c,
+            creds.as_deref(),
+        )?)),
+        ProviderKind::Http(c) => Ok(Arc::new(http::HttpProvider::new(
+            &cfg.name,
+            c,
+            creds.as_deref(),
+        )?)),
+        ProviderKind::Exec(c) => Ok(Arc::new(exec::ExecProvider::new(
+            &cfg.name,
+            c,
+            creds.as_deref(),
         )?)),
     }
 }

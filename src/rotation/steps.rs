@@ -424,6 +424,7 @@ impl Engine {
         let provider = Self::provider(rt, &rec)?;
         let caps = provider.capabilities();
         let mut notes = Vec::new();
+        let resumed = !*fresh;
         // A provider whose issue is idempotent on the tag simply answers a
         // repeated request with the same key: nothing to clean up.
         if !*fresh && !caps.idempotent_issue {
@@ -459,6 +460,7 @@ impl Engine {
             expires_at,
             tag: rec.id.clone(),
             replaces: rec.old_key_id.clone(),
+            resumed,
             created_by: "keyrot".into(),
             now,
         };
@@ -609,6 +611,24 @@ impl Engine {
                 "verified; first key of this slot",
             );
             return self.complete(rt, rec, now).await;
+        }
+        let caps = provider.capabilities();
+        if caps.no_overlap {
+            // The native rotate that issued the new key ended the old one.
+            let old = rec.old_key_id.clone().unwrap_or_default();
+            rec.old_revoked_at = rec.entered(RotationState::Issued).or(Some(now));
+            rec.transition(
+                RotationState::Completed,
+                now,
+                format!("verified; provider {} rotates natively, so old key {old} ended when the new one was issued (no overlap)", rec.provider),
+            );
+            return self.complete(rt, rec, now).await;
+        }
+        if caps.deactivate {
+            let old = rec.old_key_id.clone().unwrap_or_default();
+            crate::failpoint::hit("before:deactivate")?;
+            provider.deactivate(&old, now).await?;
+            tracing::info!(old_key = %old, "old key set inactive for the overlap; it is deleted when the overlap ends");
         }
         let overlap = rt
             .config
@@ -782,6 +802,18 @@ impl Engine {
         }
         let now = self.now();
         let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
+        if provider.capabilities().no_overlap
+            && rec.old_key_id.is_some()
+            && (rec.new_key.is_some() || at == RotationState::Issuing)
+        {
+            return Err(ApiError::new(
+                409,
+                format!(
+                    "rotation {id}: provider {} rotates natively, so the old key ended when the new one was issued; the new key is the only live one and aborting would revoke it. Resume instead (`keyrot rotation resume {id}`)",
+                    rec.provider
+                ),
+            ));
+        }
         let mut revoked = Vec::new();
         if let Some(new) = &rec.new_key {
             provider

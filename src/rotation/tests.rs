@@ -336,6 +336,7 @@ async fn resuming_from_issuing_revokes_the_key_an_interrupted_attempt_made() {
             expires_at: None,
             tag: rec.id.clone(),
             replaces: None,
+            resumed: false,
             created_by: "keyrot".into(),
             now: f.engine.now(),
         })

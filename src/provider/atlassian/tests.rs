@@ -172,6 +172,7 @@ fn request(old: Option<&str>, tag: &str) -> IssueRequest {
         expires_at: Some(days(90)),
         tag: tag.into(),
         replaces: old.map(str::to_string),
+        resumed: false,
         created_by: "keyrot".into(),
         now: t0(),
     }
