@@ -333,6 +333,23 @@ fn one_rotation_reaches_every_sink_with_the_same_secret() {
     let stages = rt.block_on(aws_stages(&w.moto, "keyrot/local/ci"));
     let old = stages.get(first["id"].as_str().unwrap()).unwrap();
     assert!(old.iter().any(|s| s == "AWSPREVIOUS"), "{stages:?}");
+    // No secret anywhere keyrot writes for itself: log, mail, store, audit
+    // (only the sinks hold it).
+    for (path, bytes) in common::all_files(&w.d.dir) {
+        let rel = path.strip_prefix(&w.d.dir).unwrap();
+        if rel.starts_with("out") || rel.starts_with("hook") {
+            continue;
+        }
+        for secret in [&s1, &s2] {
+            assert!(
+                !bytes
+                    .windows(secret.len())
+                    .any(|win| win == secret.as_bytes()),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
     let latest = w.azure.latest("local-ci").unwrap();
     let exp: jiff::Timestamp = second["new_key"]["expires_at"]
         .as_str()
