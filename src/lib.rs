@@ -14,6 +14,10 @@
 //! - [`model`]: the records the store keeps and the API returns.
 //! - [`provider`]: the `Provider` trait and one file per provider.
 //! - [`sink`]: the `Sink` trait and one file per sink.
+//! - [`http`]: the HTTP client and error mapping every HTTP peer shares.
+//! - [`vault`]: the OpenBao/Vault client (token and AppRole auth).
+//! - [`aws`]: SigV4 signing, credentials and AWS error codes.
+//! - [`exec`]: running an operator's program (exec sink and provider).
 //! - [`rotation`]: the state machine, one step function per state.
 //! - [`scheduler`]: sleeps until the next due instant; inventory sync.
 //! - [`notify`]: the outbox sender and email rendering.
@@ -31,6 +35,7 @@ pub mod control;
 pub mod crypto;
 pub mod daemon;
 pub mod error;
+pub mod exec;
 pub mod failpoint;
 pub mod http;
 pub mod model;

@@ -2,39 +2,23 @@
 //!
 //! The program gets the secret's bytes on stdin (no trailing newline) and
 //! the metadata in `KEYROT_*` environment variables; the secret is never in
-//! its argv or environment, and the environment is otherwise cleared (only
-//! `PATH`, `LANG` and the sink's own `env` pass), so no credential of
-//! keyrot's leaks into the child. The program runs in its own process
-//! group, which is killed at the timeout. Exit 0 is success; exit 75
-//! (`EX_TEMPFAIL`) or any code outside 64–78 is a transient failure (retried
-//! with backoff); 64–78 other than 75 (sysexits' usage, data, config and
-//! permission errors) is permanent. The error carries the first part of
-//! stderr, with any echo of the secret cut out.
+//! its argv or environment. How the program is run (cleared environment,
+//! process group killed at the timeout, exit codes, stderr in errors) is
+//! [`crate::exec`].
 //!
 //! `read_command`, when set, prints the stored secret on stdout for the
 //! Verifying step (compared by hash); without it the sink cannot be read
 //! back and Verifying relies on the write's exit status.
 
-use std::process::Stdio;
-
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
-use zeroize::Zeroizing;
 
 use super::{Sink, SinkTarget};
 use crate::config::ExecSinkConfig;
 use crate::crypto::sha256_hex;
 use crate::error::CallError;
-use crate::policy::format_duration;
+use crate::exec::Program;
 
-/// `PATH` given to the program.
-const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Most stderr kept for an error message, in bytes.
-const MAX_STDERR: usize = 4096;
-/// Most stderr shown in an error message, in characters.
-const SHOWN_STDERR: usize = 500;
 /// Most stdout `read_command` may print, in bytes.
 const MAX_STDOUT: usize = 64 * 1024;
 
@@ -42,18 +26,10 @@ const MAX_STDOUT: usize = 64 * 1024;
 pub struct ExecSink {
     /// Config name.
     name: String,
+    /// `sink "NAME"`, for messages.
+    who: String,
     /// Settings.
     cfg: ExecSinkConfig,
-}
-
-/// What one run of a program produced.
-struct Run {
-    /// Exit code, None when killed by a signal.
-    code: Option<i32>,
-    /// Stdout (only kept for `read_command`).
-    stdout: Zeroizing<Vec<u8>>,
-    /// The start of stderr.
-    stderr: Vec<u8>,
 }
 
 impl ExecSink {
@@ -61,147 +37,43 @@ impl ExecSink {
     pub fn new(name: &str, cfg: &ExecSinkConfig) -> Result<ExecSink, CallError> {
         Ok(ExecSink {
             name: name.to_string(),
+            who: format!("sink {name:?}"),
             cfg: cfg.clone(),
         })
     }
 
-    /// The program for `argv` with a cleared environment, `PATH`, `LANG`,
-    /// the sink's `env` and the `KEYROT_*` metadata.
-    fn command(&self, argv: &[String], target: &SinkTarget, op: &str) -> Command {
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .env("PATH", CHILD_PATH)
-            .env("LANG", "C.UTF-8")
-            .envs(&self.cfg.env)
-            .env("KEYROT_OP", op)
-            .env("KEYROT_SINK", &self.name)
-            .env("KEYROT_SLOT", &target.slot)
-            .env("KEYROT_PROVIDER", &target.provider)
-            .env("KEYROT_KEY_NAME", &target.key_name)
-            .env("KEYROT_KEY_ID", &target.key_id)
-            .env("KEYROT_ROTATION_ID", &target.rotation_id)
-            .env(
-                "KEYROT_EXPIRES_AT",
-                target.expires_at.map(|t| t.to_string()).unwrap_or_default(),
-            )
-            .env("KEYROT_PROBE", if target.probe { "1" } else { "0" })
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Runs `argv`, writing `input` to its stdin, within the timeout.
-    async fn run(
-        &self,
-        argv: &[String],
+    /// The program `argv` for `target`, with the `KEYROT_*` metadata.
+    fn program<'a>(
+        &'a self,
+        what: &'a str,
+        argv: &'a [String],
         target: &SinkTarget,
         op: &str,
-        input: Option<&[u8]>,
-    ) -> Result<Run, CallError> {
-        let what = if op == "put" {
-            "command"
-        } else {
-            "read_command"
-        };
-        let mut child = self.command(argv, target, op).spawn().map_err(|e| {
-            CallError::permanent(format!(
-                "sink {:?}: cannot start `{what}` {}: {e}",
-                self.name, argv[0]
-            ))
-        })?;
-        let pid = child.id();
-        let mut stdin = child.stdin.take();
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        let io = async {
-            if let (Some(mut w), Some(bytes)) = (stdin.take(), input) {
-                // A program that exits without reading is not an error here;
-                // its exit status says what happened.
-                let _ = w.write_all(bytes).await;
-                let _ = w.shutdown().await;
-            }
-            drop(stdin.take());
-            let out = async {
-                let mut buf = Zeroizing::new(Vec::new());
-                if let Some(r) = stdout.as_mut() {
-                    let _ = r.take(MAX_STDOUT as u64 + 1).read_to_end(&mut buf).await;
-                }
-                buf
-            };
-            let err = async {
-                let mut buf = Vec::new();
-                if let Some(r) = stderr.as_mut() {
-                    let _ = r.take(MAX_STDERR as u64).read_to_end(&mut buf).await;
-                }
-                buf
-            };
-            let (out, err) = tokio::join!(out, err);
-            let status = child.wait().await;
-            (out, err, status)
-        };
-        let limit = std::time::Duration::try_from(self.cfg.timeout)
-            .unwrap_or(std::time::Duration::from_secs(30));
-        match tokio::time::timeout(limit, io).await {
-            Ok((stdout, stderr, Ok(status))) => Ok(Run {
-                code: status.code(),
-                stdout,
-                stderr,
-            }),
-            Ok((_, _, Err(e))) => Err(CallError::transient(format!(
-                "sink {:?}: `{what}`: waiting for it failed: {e}",
-                self.name
-            ))),
-            Err(_) => {
-                kill_group(pid);
-                Err(CallError::transient(format!(
-                    "sink {:?}: `{what}` {} did not finish within {}; killed",
-                    self.name,
-                    argv[0],
-                    format_duration(self.cfg.timeout)
-                )))
-            }
-        }
-    }
-
-    /// The error for a run that did not exit 0.
-    fn failure(&self, what: &str, run: &Run, secret: Option<&str>) -> CallError {
-        let mut text = String::from_utf8_lossy(&run.stderr).into_owned();
-        if let Some(s) = secret.filter(|s| !s.is_empty()) {
-            text = text.replace(s, "[redacted]");
-        }
-        let text = text.trim();
-        let mut shown: String = text.chars().take(SHOWN_STDERR).collect();
-        if shown.len() < text.len() {
-            shown.push('…');
-        }
-        let status = match run.code {
-            Some(c) => format!("exited with {c}"),
-            None => "was killed by a signal".to_string(),
-        };
-        let stderr = if shown.is_empty() {
-            " (no stderr)".to_string()
-        } else {
-            format!(": {shown}")
-        };
-        let message = format!("sink {:?}: `{what}` {status}{stderr}", self.name);
-        match run.code {
-            Some(c) if (64..=78).contains(&c) && c != 75 => CallError::permanent(message),
-            _ => CallError::transient(message),
-        }
-    }
-}
-
-/// Kills process group `pid` (the program and anything it started).
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) with a negative pid signals that process group;
-        // it touches no memory of ours.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
+    ) -> Program<'a> {
+        Program {
+            who: &self.who,
+            what,
+            argv,
+            env: &self.cfg.env,
+            vars: vec![
+                ("KEYROT_OP", op.to_string()),
+                ("KEYROT_SINK", self.name.clone()),
+                ("KEYROT_SLOT", target.slot.clone()),
+                ("KEYROT_PROVIDER", target.provider.clone()),
+                ("KEYROT_KEY_NAME", target.key_name.clone()),
+                ("KEYROT_KEY_ID", target.key_id.clone()),
+                ("KEYROT_ROTATION_ID", target.rotation_id.clone()),
+                (
+                    "KEYROT_EXPIRES_AT",
+                    target.expires_at.map(|t| t.to_string()).unwrap_or_default(),
+                ),
+                (
+                    "KEYROT_PROBE",
+                    if target.probe { "1" } else { "0" }.to_string(),
+                ),
+            ],
+            timeout: self.cfg.timeout,
+            max_stdout: MAX_STDOUT,
         }
     }
 }
@@ -223,10 +95,11 @@ impl Sink for ExecSink {
     ) -> Result<Option<String>, CallError> {
         let value = secret.expose_secret();
         let run = self
-            .run(&self.cfg.command, target, "put", Some(value.as_bytes()))
+            .program("command", &self.cfg.command, target, "put")
+            .run(Some(value.as_bytes()))
             .await?;
         if run.code != Some(0) {
-            return Err(self.failure("command", &run, Some(value)));
+            return Err(run.failure(&self.who, "command", Some(value)));
         }
         Ok(None)
     }
@@ -235,15 +108,12 @@ impl Sink for ExecSink {
         let Some(argv) = &self.cfg.read_command else {
             return Ok(None);
         };
-        let run = self.run(argv, target, "read", None).await?;
+        let run = self
+            .program("read_command", argv, target, "read")
+            .run(None)
+            .await?;
         if run.code != Some(0) {
-            return Err(self.failure("read_command", &run, None));
-        }
-        if run.stdout.len() > MAX_STDOUT {
-            return Err(CallError::permanent(format!(
-                "sink {:?}: `read_command` printed more than {MAX_STDOUT} bytes",
-                self.name
-            )));
+            return Err(run.failure(&self.who, "read_command", None));
         }
         let mut end = run.stdout.len();
         if run.stdout[..end].ends_with(b"\n") {
