@@ -292,7 +292,17 @@ pub(crate) fn openbao_sink(
         None => Some(None),
         Some(n) => vault_path(ctx, n, "namespace", false).map(Some),
     };
-    let auth = vault_auth(ctx, raw, dropped);
+    let auth = vault_auth(
+        ctx,
+        VaultAuthFields {
+            token: raw.token.as_ref(),
+            role_id: raw.role_id.as_ref(),
+            secret_id: raw.secret_id.as_ref(),
+            approle_mount: raw.approle_mount.as_ref(),
+        },
+        &raw.address,
+        dropped,
+    );
     let ca_file = match &raw.ca_file {
         None => Some(None),
         Some(f) => ctx.path(f, "ca_file").map(Some),
@@ -311,10 +321,31 @@ pub(crate) fn openbao_sink(
     })
 }
 
-/// Token xor AppRole.
-fn vault_auth(ctx: &mut Ctx<'_>, raw: &RawOpenBaoSink, dropped: bool) -> Option<VaultAuth> {
+/// keyrot's own OpenBao/Vault auth fields as written; shared by the
+/// `openbao` sink and the `openbao-approle` provider.
+#[derive(Clone, Copy)]
+pub(crate) struct VaultAuthFields<'a> {
+    /// `token`.
+    pub token: Option<&'a Spanned<SecretRefRaw>>,
+    /// `role_id`.
+    pub role_id: Option<&'a Spanned<String>>,
+    /// `secret_id`.
+    pub secret_id: Option<&'a Spanned<SecretRefRaw>>,
+    /// `approle_mount`.
+    pub approle_mount: Option<&'a Spanned<String>>,
+}
+
+/// Token xor AppRole. `anchor` (the entry's `address`) places the error
+/// when no auth is given at all; `dropped`: a field was already reported
+/// and dropped, so a missing counterpart is not reported again.
+pub(crate) fn vault_auth(
+    ctx: &mut Ctx<'_>,
+    raw: VaultAuthFields<'_>,
+    anchor: &Spanned<String>,
+    dropped: bool,
+) -> Option<VaultAuth> {
     let approle = raw.role_id.is_some() || raw.secret_id.is_some() || raw.approle_mount.is_some();
-    match (&raw.token, approle) {
+    match (raw.token, approle) {
         (Some(t), false) => secret_ref(ctx, t).map(VaultAuth::Token),
         (Some(t), true) => {
             ctx.error(
@@ -326,27 +357,26 @@ fn vault_auth(ctx: &mut Ctx<'_>, raw: &RawOpenBaoSink, dropped: bool) -> Option<
         (None, false) if dropped => None,
         (None, false) => {
             ctx.error(
-                raw.address.span(),
+                anchor.span(),
                 "no auth: give `token = { credential = \"...\" }` or `role_id` with `secret_id` (AppRole)",
             );
             None
         }
         (None, true) => {
-            let (Some(role), Some(sid)) = (&raw.role_id, &raw.secret_id) else {
+            let (Some(role), Some(sid)) = (raw.role_id, raw.secret_id) else {
                 if dropped {
                     return None;
                 }
                 let at = raw
                     .role_id
-                    .as_ref()
                     .map(Spanned::span)
-                    .or_else(|| raw.secret_id.as_ref().map(Spanned::span))
-                    .or_else(|| raw.approle_mount.as_ref().map(Spanned::span))
-                    .unwrap_or_else(|| raw.address.span());
+                    .or_else(|| raw.secret_id.map(Spanned::span))
+                    .or_else(|| raw.approle_mount.map(Spanned::span))
+                    .unwrap_or_else(|| anchor.span());
                 ctx.error(at, "AppRole auth needs both `role_id` and `secret_id`");
                 return None;
             };
-            let mount = match &raw.approle_mount {
+            let mount = match raw.approle_mount {
                 None => Some(DEFAULT_APPROLE_MOUNT.to_string()),
                 Some(m) => vault_path(ctx, m, "approle_mount", false),
             };
@@ -364,7 +394,7 @@ fn vault_auth(ctx: &mut Ctx<'_>, raw: &RawOpenBaoSink, dropped: bool) -> Option<
 /// A Vault path (mount, path, namespace): segments of printable
 /// characters without `..`, kept without surrounding `/`; placeholders
 /// allowed only where `template` is true.
-fn vault_path(
+pub(crate) fn vault_path(
     ctx: &mut Ctx<'_>,
     raw: &Spanned<String>,
     field: &str,
@@ -640,27 +670,7 @@ pub(crate) fn exec_sink(ctx: &mut Ctx<'_>, raw: &RawExecSink) -> Option<ExecSink
         None => Some(None),
         Some(r) => argv(ctx, r, "read_command").map(Some),
     };
-    let env = match &raw.env {
-        None => Some(BTreeMap::new()),
-        Some(e) => {
-            let bad: Vec<&String> = e
-                .get_ref()
-                .keys()
-                .filter(|k| k.is_empty() || k.contains(['=', '\0']) || k.starts_with("KEYROT_"))
-                .collect();
-            if bad.is_empty() {
-                Some(e.get_ref().clone())
-            } else {
-                ctx.error(
-                    e.span(),
-                    format!(
-                        "`env` names {bad:?}: a name must be non-empty, without `=`, and not start with KEYROT_ (keyrot sets those)"
-                    ),
-                );
-                None
-            }
-        }
-    };
+    let env = exec_env(ctx, &raw.env);
     let timeout = timeout(ctx, &raw.timeout);
     Some(ExecSinkConfig {
         command: command?,
@@ -670,9 +680,39 @@ pub(crate) fn exec_sink(ctx: &mut Ctx<'_>, raw: &RawExecSink) -> Option<ExecSink
     })
 }
 
+/// `env` of an exec sink or provider: names non-empty, without `=`, and
+/// not `KEYROT_*` (keyrot sets those).
+pub(crate) fn exec_env(
+    ctx: &mut Ctx<'_>,
+    raw: &Option<Spanned<BTreeMap<String, String>>>,
+) -> Option<BTreeMap<String, String>> {
+    let Some(e) = raw else {
+        return Some(BTreeMap::new());
+    };
+    let bad: Vec<&String> = e
+        .get_ref()
+        .keys()
+        .filter(|k| k.is_empty() || k.contains(['=', '\0']) || k.starts_with("KEYROT_"))
+        .collect();
+    if bad.is_empty() {
+        return Some(e.get_ref().clone());
+    }
+    ctx.error(
+        e.span(),
+        format!(
+            "`env` names {bad:?}: a name must be non-empty, without `=`, and not start with KEYROT_ (keyrot sets those)"
+        ),
+    );
+    None
+}
+
 /// A program and its arguments: non-empty, the program an absolute path
 /// (a service's PATH is not the operator's).
-fn argv(ctx: &mut Ctx<'_>, raw: &Spanned<Vec<String>>, field: &str) -> Option<Vec<String>> {
+pub(crate) fn argv(
+    ctx: &mut Ctx<'_>,
+    raw: &Spanned<Vec<String>>,
+    field: &str,
+) -> Option<Vec<String>> {
     let v = raw.get_ref();
     match v.first() {
         None => {
@@ -695,7 +735,10 @@ fn argv(ctx: &mut Ctx<'_>, raw: &Spanned<Vec<String>>, field: &str) -> Option<Ve
 }
 
 /// `timeout`, default [`DEFAULT_SINK_TIMEOUT`].
-fn timeout(ctx: &mut Ctx<'_>, raw: &Option<Spanned<DurationText>>) -> Option<SignedDuration> {
+pub(crate) fn timeout(
+    ctx: &mut Ctx<'_>,
+    raw: &Option<Spanned<DurationText>>,
+) -> Option<SignedDuration> {
     match raw {
         None => Some(DEFAULT_SINK_TIMEOUT),
         Some(t) => ctx.positive(t, "timeout"),
