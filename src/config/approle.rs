@@ -70,9 +70,12 @@ pub struct OpenBaoAppRoleProviderConfig {
 
 /// Validates `type = "openbao-approle"`: every field checked, every
 /// problem recorded.
+/// `dropped`: a field was already reported and dropped (then a missing
+/// auth counterpart is not reported again).
 pub(crate) fn validate(
     ctx: &mut Ctx<'_>,
     raw: &RawOpenBaoAppRoleProvider,
+    dropped: bool,
 ) -> Option<OpenBaoAppRoleProviderConfig> {
     let address = ctx.http_url(&raw.address, "address", "the token");
     let mount = match &raw.mount {
@@ -96,7 +99,7 @@ pub(crate) fn validate(
             approle_mount: raw.approle_mount.as_ref(),
         },
         &raw.address,
-        false,
+        dropped,
     );
     let ca_file = match &raw.ca_file {
         None => Some(None),

@@ -61,10 +61,15 @@ pub(crate) fn provider(
             .deser_in::<RawAtlassianProvider>(body, &context)
             .and_then(|raw| super::atlassian::atlassian_provider(ctx, &raw))
             .map(ProviderKind::Atlassian),
-        Some("openbao-approle") => ctx
-            .deser_in::<super::approle::RawOpenBaoAppRoleProvider>(body, &context)
-            .and_then(|raw| super::approle::validate(ctx, &raw))
-            .map(ProviderKind::OpenBaoAppRole),
+        Some("openbao-approle") => {
+            let before = ctx.error_count();
+            ctx.deser_in::<super::approle::RawOpenBaoAppRoleProvider>(body, &context)
+                .and_then(|raw| {
+                    let dropped = ctx.error_count() > before;
+                    super::approle::validate(ctx, &raw, dropped)
+                })
+                .map(ProviderKind::OpenBaoAppRole)
+        }
         Some("aws-iam") => ctx
             .deser_in::<super::aws_iam::RawAwsIamProvider>(body, &context)
             .and_then(|raw| super::aws_iam::validate(ctx, &raw))
