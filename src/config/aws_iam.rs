@@ -89,7 +89,13 @@ pub struct AwsIamProviderConfig {
 }
 
 /// Validates `type = "aws-iam"`.
-pub(crate) fn validate(ctx: &mut Ctx<'_>, raw: &RawAwsIamProvider) -> Option<AwsIamProviderConfig> {
+/// `dropped`: a field was already reported and dropped (then a missing
+/// credential half is not reported again).
+pub(crate) fn validate(
+    ctx: &mut Ctx<'_>,
+    raw: &RawAwsIamProvider,
+    dropped: bool,
+) -> Option<AwsIamProviderConfig> {
     let region = match &raw.region {
         None => Some(DEFAULT_REGION.to_string()),
         Some(r) => aws_region(ctx, r),
@@ -110,7 +116,7 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, raw: &RawAwsIamProvider) -> Option<Aws
             session_token: raw.session_token.clone(),
         },
         &at,
-        false,
+        dropped,
     );
     let (users, path_prefix) = match scope(ctx, raw) {
         Some(IamUserScope::All) => (Some(Vec::new()), Some(None)),

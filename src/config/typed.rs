@@ -70,10 +70,15 @@ pub(crate) fn provider(
                 })
                 .map(ProviderKind::OpenBaoAppRole)
         }
-        Some("aws-iam") => ctx
-            .deser_in::<super::aws_iam::RawAwsIamProvider>(body, &context)
-            .and_then(|raw| super::aws_iam::validate(ctx, &raw))
-            .map(ProviderKind::AwsIam),
+        Some("aws-iam") => {
+            let before = ctx.error_count();
+            ctx.deser_in::<super::aws_iam::RawAwsIamProvider>(body, &context)
+                .and_then(|raw| {
+                    let dropped = ctx.error_count() > before;
+                    super::aws_iam::validate(ctx, &raw, dropped)
+                })
+                .map(ProviderKind::AwsIam)
+        }
         Some("http") => ctx
             .deser_in::<super::http_provider::RawHttpProvider>(body, &context)
             .and_then(|raw| super::http_provider::validate(ctx, &raw))
