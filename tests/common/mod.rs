@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod http_apis;
 pub mod peers;
 
 use std::fs;
