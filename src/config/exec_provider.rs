@@ -145,7 +145,9 @@ mod tests {
 
     #[test]
     fn options_defaults_and_summary() {
-        let cfg = ok(&provider("command = [\"/usr/local/lib/keyrot/legacy\", \"--prod\"]"));
+        let cfg = ok(&provider(
+            "command = [\"/usr/local/lib/keyrot/legacy\", \"--prod\"]",
+        ));
         let ProviderKind::Exec(e) = &cfg.providers[0].kind else {
             panic!("not exec")
         };
