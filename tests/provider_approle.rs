@@ -513,22 +513,9 @@ fn daemon(bao: &Peer) -> Daemon {
     let (secret_id, _) = root_secret_id(bao, "keyrot");
     let d = Daemon::new("");
     secret_file(&d.dir, "keyrot-secret-id", &secret_id);
+    let base = common::base_config(5);
     let config = format!(
-        r#"[daemon]
-control_socket = "control.sock"
-sync_schedule = "0 0 0 * * *"
-shutdown_timeout = "10s"
-
-[daemon.retry]
-attempts = 5
-initial = "1s"
-max = "2s"
-
-[store]
-path = "state/state.redb"
-master_key_file = "master.key"
-create_master_key = true
-
+        r#"{base}
 [[provider]]
 name = "bao"
 type = "openbao-approle"
@@ -537,17 +524,6 @@ roles = ["ci"]
 role_id = "{role_id}"
 secret_id = {{ file = "keyrot-secret-id" }}
 timeout = "5s"
-
-[[sink]]
-name = "out"
-type = "file"
-path = "out/{{name}}.json"
-format = "json"
-
-[notify]
-from = "keyrot@example.com"
-transport = "file"
-dir = "mail"
 
 [[policy]]
 name = "slow"

@@ -445,22 +445,9 @@ fn users_and_path_prefix_bound_what_is_listed_and_changed() {
 /// (adopting key `adopt`), a JSON file sink and one policy.
 fn daemon_config(m: &Moto, provider_extra: &str, policy: &str, user: &str, adopt: &str) -> String {
     let d = m.dir.path().display();
+    let base = common::base_config(5);
     format!(
-        r#"[daemon]
-control_socket = "control.sock"
-sync_schedule = "0 0 0 * * *"
-shutdown_timeout = "10s"
-
-[daemon.retry]
-attempts = 5
-initial = "1s"
-max = "2s"
-
-[store]
-path = "state/state.redb"
-master_key_file = "master.key"
-create_master_key = true
-
+        r#"{base}
 [[provider]]
 name = "iam"
 type = "aws-iam"
@@ -471,17 +458,6 @@ access_key_id = {{ file = "{d}/aws-id" }}
 secret_access_key = {{ file = "{d}/aws-secret" }}
 users = ["{user}"]
 {provider_extra}
-
-[[sink]]
-name = "out"
-type = "file"
-path = "out/{{name}}.json"
-format = "json"
-
-[notify]
-from = "keyrot@example.com"
-transport = "file"
-dir = "mail"
 
 [[policy]]
 name = "iam"

@@ -17,38 +17,14 @@ fn config() -> String {
         env!("CARGO_MANIFEST_DIR"),
         "/config/examples/exec-provider.py"
     );
+    let base = common::base_config(5);
     format!(
-        r#"[daemon]
-control_socket = "control.sock"
-sync_schedule = "0 0 0 * * *"
-shutdown_timeout = "10s"
-
-[daemon.retry]
-attempts = 5
-initial = "1s"
-max = "2s"
-
-[store]
-path = "state/state.redb"
-master_key_file = "master.key"
-create_master_key = true
-
+        r#"{base}
 [[provider]]
 name = "legacy"
 type = "exec"
 command = ["{example}", "legacy-keys"]
 operations = ["list", "issue", "verify", "revoke", "find_tagged"]
-
-[[sink]]
-name = "out"
-type = "file"
-path = "out/{{name}}.json"
-format = "json"
-
-[notify]
-from = "keyrot@example.com"
-transport = "file"
-dir = "mail"
 
 [[policy]]
 name = "slow"

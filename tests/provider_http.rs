@@ -811,33 +811,9 @@ async fn the_generic_provider_drives_the_real_sandbox() {
 
 /// Policy and key for a daemon test; the provider comes from a drop-in.
 fn daemon_config(provider: &str, key: &str, policy: &str) -> String {
+    let base = common::base_config(3);
     format!(
-        r#"[daemon]
-control_socket = "control.sock"
-sync_schedule = "0 0 0 * * *"
-shutdown_timeout = "10s"
-
-[daemon.retry]
-attempts = 3
-initial = "1s"
-max = "2s"
-
-[store]
-path = "state/state.redb"
-master_key_file = "master.key"
-create_master_key = true
-
-[[sink]]
-name = "out"
-type = "file"
-path = "out/{{name}}.json"
-format = "json"
-
-[notify]
-from = "keyrot@example.com"
-transport = "file"
-dir = "mail"
-
+        r#"{base}
 [[policy]]
 name = "fast"
 jitter = false

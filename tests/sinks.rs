@@ -55,31 +55,12 @@ fn world(tmp: &Path) -> World {
         .to_string_lossy()
         .into_owned();
     let hook_dir = dir.join("hook").to_string_lossy().into_owned();
+    let base = common::base_config(1000);
     let config = format!(
-        r#"[daemon]
-control_socket = "control.sock"
-sync_schedule = "0 0 0 * * *"
-shutdown_timeout = "10s"
-
-[daemon.retry]
-attempts = 1000
-initial = "1s"
-max = "2s"
-
-[store]
-path = "state/state.redb"
-master_key_file = "master.key"
-create_master_key = true
-
+        r#"{base}
 [[provider]]
 name = "local"
 type = "local"
-
-[[sink]]
-name = "out"
-type = "file"
-path = "out/{{name}}.json"
-format = "json"
 
 [[sink]]
 name = "bao"
@@ -114,11 +95,6 @@ name = "hook"
 type = "exec"
 command = ["{put}", "{hook_dir}"]
 read_command = ["{read}", "{hook_dir}"]
-
-[notify]
-from = "keyrot@example.com"
-transport = "file"
-dir = "mail"
 
 [[policy]]
 name = "slow"

@@ -17,17 +17,20 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keyrot")
 }
 
-/// A config for the local provider and a JSON file sink; `policy` is the
-/// body of one `[[policy]]` table named "fast", `keys` the `[[key]]` names.
-pub fn config(policy: &str, keys: &[&str]) -> String {
-    let mut s = String::from(
+/// What every test daemon's config shares: `[daemon]` (the control socket
+/// in its directory, one inventory sync a day, a retry budget of
+/// `attempts` with 1-2 s backoff), `[store]` (master key created),
+/// `[notify]` (`.eml` files in `mail/`) and a JSON file sink `out` writing
+/// `out/{name}.json`. Providers, more sinks, policies and keys follow.
+pub fn base_config(attempts: u32) -> String {
+    format!(
         r#"[daemon]
 control_socket = "control.sock"
 sync_schedule = "0 0 0 * * *"
 shutdown_timeout = "10s"
 
 [daemon.retry]
-attempts = 3
+attempts = {attempts}
 initial = "1s"
 max = "2s"
 
@@ -36,21 +39,41 @@ path = "state/state.redb"
 master_key_file = "master.key"
 create_master_key = true
 
-[[provider]]
-name = "local"
-type = "local"
-default_lifetime = "1h"
-
-[[sink]]
-name = "out"
-type = "file"
-path = "out/{name}.json"
-format = "json"
-
 [notify]
 from = "keyrot@example.com"
 transport = "file"
 dir = "mail"
+
+[[sink]]
+name = "out"
+type = "file"
+path = "out/{{name}}.json"
+format = "json"
+"#
+    )
+}
+
+/// A policy `slow` whose keys live an hour: only the first issue and the
+/// rotations a test asks for happen while it runs.
+pub const SLOW_POLICY: &str = r#"
+[[policy]]
+name = "slow"
+new_key_lifetime = "1h"
+rotate_before_expiry = "10m"
+overlap = "1s"
+jitter = false
+"#;
+
+/// A config for the local provider and a JSON file sink; `policy` is the
+/// body of one `[[policy]]` table named "fast", `keys` the `[[key]]` names.
+pub fn config(policy: &str, keys: &[&str]) -> String {
+    let mut s = base_config(3);
+    s.push_str(
+        r#"
+[[provider]]
+name = "local"
+type = "local"
+default_lifetime = "1h"
 
 [[policy]]
 name = "fast"
