@@ -155,24 +155,14 @@ fn xml_detail(body: &[u8]) -> Option<String> {
     Some(short)
 }
 
-/// The text of the first `<tag>...</tag>` of an XML document, unescaped.
+/// The text of the first `<tag>...</tag>` of an XML document, unescaped;
+/// None for a body that is not XML or an empty element.
 fn xml_text(body: &[u8], tag: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     if !text.trim_start().starts_with('<') {
         return None;
     }
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = text.find(&open)? + open.len();
-    let len = text[start..].find(&close)?;
-    let raw = text[start..start + len].trim();
-    let unescaped = raw
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&");
-    (!unescaped.is_empty()).then_some(unescaped)
+    super::xml::element(text, tag).filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

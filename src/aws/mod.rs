@@ -13,6 +13,7 @@
 
 pub mod credentials;
 pub mod errors;
+pub mod xml;
 
 use std::fmt;
 use std::sync::Arc;
