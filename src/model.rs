@@ -363,6 +363,9 @@ pub struct OutboxMessage {
     pub subject: String,
     /// Plain-text body.
     pub body: String,
+    /// HTML alternative of the body, if rendered.
+    #[serde(default)]
+    pub html: Option<String>,
     /// Delivery state.
     pub state: DeliveryState,
     /// Delivery attempts so far.

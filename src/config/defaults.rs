@@ -78,6 +78,8 @@ impl Default for NotifyConfig {
             from: "keyrot@localhost".to_string(),
             transport: NotifyTransport::None,
             dry_run: false,
+            template_dir: None,
+            digest_schedule: None,
         }
     }
 }

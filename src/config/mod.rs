@@ -30,6 +30,7 @@ mod http_provider;
 mod keys;
 mod load;
 mod merge;
+mod notify;
 mod policies;
 pub mod raw;
 pub mod secret;
@@ -319,6 +320,10 @@ pub struct NotifyConfig {
     pub transport: NotifyTransport,
     /// Log instead of sending.
     pub dry_run: bool,
+    /// Directory whose templates override the built-in ones, if set.
+    pub template_dir: Option<PathBuf>,
+    /// Daily digest schedule (6-field cron, UTC), if set.
+    pub digest_schedule: Option<String>,
 }
 
 /// Email transports.

@@ -253,16 +253,4 @@ pub struct RawSelect {
     pub tag: Option<Spanned<String>>,
 }
 
-/// `[notify]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNotify {
-    /// From address.
-    pub from: Option<Spanned<String>>,
-    /// `none` or `file`.
-    pub transport: Option<Spanned<String>>,
-    /// Directory for `transport = "file"`.
-    pub dir: Option<Spanned<String>>,
-    /// Log instead of sending.
-    pub dry_run: Option<bool>,
-}
+pub use super::notify::RawNotify;

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::ctx::{Ctx, did_you_mean};
+use super::ctx::Ctx;
 use super::keys::{Known, keys};
 use super::merge::Document;
-use super::raw::{RawDaemon, RawNotify, RawRetry, RawStore};
+use super::raw::{RawDaemon, RawRetry, RawStore};
 use super::typed::{provider, sink};
-use super::{Config, DaemonConfig, NotifyConfig, NotifyTransport, RetryConfig, StoreConfig};
+use super::{Config, DaemonConfig, RetryConfig, StoreConfig};
 use crate::policy::Policy;
 
 /// Checks the whole document; None when any problem was recorded.
@@ -23,7 +23,7 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
     let raw_store = section(ctx, doc.store);
     let store = store(ctx, raw_store);
     let raw_notify = section(ctx, doc.notify);
-    let notify = notify(ctx, raw_notify);
+    let notify = super::notify::notify(ctx, raw_notify);
 
     let mut known = Known::default();
     let mut providers = Vec::new();
@@ -107,7 +107,10 @@ fn daemon(ctx: &mut Ctx<'_>, raw: RawDaemon) -> Option<DaemonConfig> {
         );
     }
     if let Some(s) = &raw.sync_schedule {
-        ok &= set(&mut out.sync_schedule, check_schedule(ctx, s));
+        ok &= set(
+            &mut out.sync_schedule,
+            check_schedule(ctx, s, "sync_schedule"),
+        );
     }
     if let Some(r) = &raw.retry {
         ok &= set(&mut out.retry, retry(ctx, r));
@@ -116,7 +119,7 @@ fn daemon(ctx: &mut Ctx<'_>, raw: RawDaemon) -> Option<DaemonConfig> {
 }
 
 /// Stores `value` in `slot` when present; false when it is None.
-fn set<T>(slot: &mut T, value: Option<T>) -> bool {
+pub(crate) fn set<T>(slot: &mut T, value: Option<T>) -> bool {
     match value {
         Some(v) => {
             *slot = v;
@@ -157,14 +160,18 @@ fn retry(ctx: &mut Ctx<'_>, raw: &RawRetry) -> Option<RetryConfig> {
     ok.then_some(out)
 }
 
-/// A light check of the inventory sync cron: 6 or 7 fields (seconds
+/// A light check of a cron (`field` names it): 6 or 7 fields (seconds
 /// first), each made of plausible characters, seconds/minutes/hours in range.
-fn check_schedule(ctx: &mut Ctx<'_>, s: &Spanned<String>) -> Option<String> {
+pub(crate) fn check_schedule(
+    ctx: &mut Ctx<'_>,
+    s: &Spanned<String>,
+    field: &str,
+) -> Option<String> {
     let text = s.get_ref().trim();
     let fields: Vec<&str> = text.split_whitespace().collect();
     let problem = if !(6..=7).contains(&fields.len()) {
         Some(format!(
-            "sync_schedule {text:?} has {} fields; it needs 6 or 7 (sec min hour day-of-month \
+            "{field} {text:?} has {} fields; it needs 6 or 7 (sec min hour day-of-month \
              month day-of-week [year]), e.g. \"0 */15 * * * *\"",
             fields.len()
         ))
@@ -172,7 +179,7 @@ fn check_schedule(ctx: &mut Ctx<'_>, s: &Spanned<String>) -> Option<String> {
         fields
             .iter()
             .enumerate()
-            .find_map(|(i, f)| field_problem(i, f))
+            .find_map(|(i, f)| field_problem(field, i, f))
     };
     match problem {
         Some(p) => {
@@ -184,7 +191,7 @@ fn check_schedule(ctx: &mut Ctx<'_>, s: &Spanned<String>) -> Option<String> {
 }
 
 /// Why one field of a 6/7-field cron looks wrong, if it does.
-fn field_problem(index: usize, field: &str) -> Option<String> {
+fn field_problem(what: &str, index: usize, field: &str) -> Option<String> {
     const NAMES: [&str; 7] = [
         "seconds",
         "minutes",
@@ -203,15 +210,13 @@ fn field_problem(index: usize, field: &str) -> Option<String> {
             || (index >= 3 && (c.is_ascii_alphabetic() || c == '#'))
     };
     if let Some(c) = field.chars().find(|c| !allowed(*c)) {
-        return Some(format!(
-            "sync_schedule {name} field {field:?}: unexpected {c:?}"
-        ));
+        return Some(format!("{what} {name} field {field:?}: unexpected {c:?}"));
     }
     let max = *MAX.get(index)?;
     let too_big = field
         .split([',', '-', '/'])
         .any(|part| part.parse::<u32>().is_ok_and(|n| n > max));
-    too_big.then(|| format!("sync_schedule {name} field {field:?} must be within 0-{max}"))
+    too_big.then(|| format!("{what} {name} field {field:?} must be within 0-{max}"))
 }
 
 /// `[store]`.
@@ -238,55 +243,6 @@ fn store(ctx: &mut Ctx<'_>, raw: RawStore) -> Option<StoreConfig> {
             "`master_key_file` must not be the database file (`path`)",
         );
         ok = false;
-    }
-    ok.then_some(out)
-}
-
-/// Transports that exist in the design but are not built yet.
-const LATER_TRANSPORTS: [&str; 2] = ["smtp", "sendmail"];
-
-/// `[notify]`.
-fn notify(ctx: &mut Ctx<'_>, raw: RawNotify) -> Option<NotifyConfig> {
-    let mut out = NotifyConfig::default();
-    let mut ok = true;
-    if let Some(f) = &raw.from {
-        ok &= set(&mut out.from, ctx.email(f, "from"));
-    }
-    out.dry_run = raw.dry_run.unwrap_or(false);
-    let transport = raw.transport.as_ref();
-    let name = transport.map_or("none", |t| t.get_ref().as_str());
-    let at = |t: Option<&Spanned<String>>| t.map_or(0..0, Spanned::span);
-    match name {
-        "none" => {
-            if let Some(d) = &raw.dir {
-                ctx.error(d.span(), "`dir` is only used with transport = \"file\"");
-                ok = false;
-            }
-        }
-        "file" => match &raw.dir {
-            Some(d) => match ctx.path(d, "dir") {
-                Some(dir) => out.transport = NotifyTransport::File { dir },
-                None => ok = false,
-            },
-            None => {
-                ctx.error(
-                    at(transport),
-                    "transport = \"file\" needs `dir` (where .eml files go)",
-                );
-                ok = false;
-            }
-        },
-        other if LATER_TRANSPORTS.contains(&other) => {
-            let msg = format!("transport {other:?} is not supported yet: use \"none\" or \"file\"");
-            ctx.error(at(transport), msg);
-            ok = false;
-        }
-        other => {
-            let hint = did_you_mean(other, ["none", "file"]);
-            let msg = format!("unknown transport {other:?}{hint}: use \"none\" or \"file\"");
-            ctx.error(at(transport), msg);
-            ok = false;
-        }
     }
     ok.then_some(out)
 }

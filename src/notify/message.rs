@@ -47,6 +47,7 @@ fn message(
         to,
         subject,
         body,
+        html: None,
         state: DeliveryState::Queued,
         attempts: 0,
         next_attempt_at: now,

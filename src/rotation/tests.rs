@@ -75,6 +75,8 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
                 dir: out.join("mail"),
             },
             dry_run: false,
+            template_dir: None,
+            digest_schedule: None,
         },
         psks: vec![],
         api_tokens: vec![],

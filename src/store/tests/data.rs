@@ -344,6 +344,7 @@ fn message(id: &str, state: DeliveryState) -> OutboxMessage {
         to: vec!["ops@example.com".into()],
         subject: "s".into(),
         body: "b".into(),
+        html: None,
         state,
         attempts: 0,
         next_attempt_at: t(0),
