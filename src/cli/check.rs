@@ -28,14 +28,22 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     // Build every sink as the daemon would (CA files, owners, credentials
     // read; no network call): what fails here would fail at start.
-    let mut sink_problems = 0;
+    let mut problems = 0;
     for sc in &cfg.sinks {
         if let Err(e) = crate::sink::build(sc) {
             eprintln!("{}: {e}", path.display());
-            sink_problems += 1;
+            problems += 1;
         }
     }
-    if sink_problems > 0 {
+    // Template overrides render against the documented examples now, so
+    // a broken one is found before a message needs it.
+    if let Some(dir) = &cfg.notify.template_dir {
+        for problem in crate::notify::templates::check_dir(dir) {
+            eprintln!("{}: notify.template_dir: {problem}", path.display());
+            problems += 1;
+        }
+    }
+    if problems > 0 {
         eprintln!("keyrot: configuration {} is invalid", path.display());
         return Ok(ExitCode::from(1));
     }

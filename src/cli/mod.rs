@@ -9,6 +9,7 @@ pub mod enroll;
 pub mod history;
 pub mod init;
 pub mod keys;
+pub mod notify;
 pub mod output;
 pub mod plan;
 pub mod rotate;
@@ -167,6 +168,12 @@ pub enum Command {
         #[command(subcommand)]
         action: SinkAction,
     },
+    /// Email notifications.
+    Notify {
+        /// What to do.
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
     /// Dry run: when each key's next rotation would start, and why.
     Plan {
         /// Horizon in days.
@@ -190,6 +197,18 @@ pub enum SinkAction {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `keyrot notify ...`.
+#[derive(Debug, Subcommand)]
+pub enum NotifyAction {
+    /// Send a test message through the configured transport, from here
+    /// (not through the daemon); prints its Message-ID and where it went.
+    Test {
+        /// Recipient address (repeatable).
+        #[arg(long, required = true)]
+        to: Vec<String>,
     },
 }
 
@@ -225,6 +244,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
             crate::daemon::run(&cli.config)
         }
         Command::Check => check::run(&cli.config),
+        Command::Notify {
+            action: NotifyAction::Test { to },
+        } => notify::test(&cli.config, to),
         Command::Decrypt { psk_file } => decrypt::run(psk_file),
         Command::Init { master_key_file } => init::run(&cli.config, master_key_file.as_deref()),
         Command::Demo { dir } => {
@@ -358,6 +380,7 @@ async fn dispatch(
         | Command::Check
         | Command::Decrypt { .. }
         | Command::Init { .. }
+        | Command::Notify { .. }
         | Command::Sandbox { .. }
         | Command::Demo { .. } => {
             anyhow::bail!("internal: {command:?} is not a client command")

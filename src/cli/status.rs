@@ -83,10 +83,25 @@ fn footer(st: &StatusResponse) -> String {
         1 => "1 key".to_string(),
         n => format!("{n} keys"),
     };
-    format!(
+    let mut out = format!(
         "{keys}; rotations: {} active, {} failed; outbox: {} queued, {} dead",
         st.active_rotations, st.failed_rotations, st.outbox_queued, st.outbox_dead
-    )
+    );
+    if st.outbox_queued > 0
+        && let Some(at) = st.outbox_next_attempt_at
+    {
+        out.push_str(&format!(
+            "\noutbox: next delivery attempt {}",
+            time_or(Some(at), "-")
+        ));
+    }
+    if !st.outbox_dead_ids.is_empty() {
+        out.push_str(&format!(
+            "\noutbox: gave up on {} (their errors are in the log: journalctl -u keyrot)",
+            st.outbox_dead_ids.join(", ")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -135,6 +150,8 @@ mod tests {
             failed_rotations: 1,
             outbox_queued: 2,
             outbox_dead: 0,
+            outbox_next_attempt_at: None,
+            outbox_dead_ids: Vec::new(),
         };
         let text = render(&st);
         let lines: Vec<&str> = text.lines().collect();
@@ -150,6 +167,32 @@ mod tests {
         assert_eq!(
             lines[3],
             "2 keys; rotations: 1 active, 1 failed; outbox: 2 queued, 0 dead"
+        );
+    }
+
+    #[test]
+    fn renders_the_outbox_backlog_and_dead_messages() {
+        let st = StatusResponse {
+            version: "0.1.0".into(),
+            live: true,
+            keys: vec![row()],
+            active_rotations: 0,
+            failed_rotations: 0,
+            outbox_queued: 1,
+            outbox_dead: 2,
+            outbox_next_attempt_at: Some("2026-11-25T02:17Z".parse().unwrap()),
+            outbox_dead_ids: vec!["r1.completed".into(), "r2.failed.9".into()],
+        };
+        let text = render(&st);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2..],
+            [
+                "1 key; rotations: 0 active, 0 failed; outbox: 1 queued, 2 dead",
+                "outbox: next delivery attempt 2026-11-25 02:17Z",
+                "outbox: gave up on r1.completed, r2.failed.9 (their errors are in the log: journalctl -u keyrot)",
+            ],
+            "{text}"
         );
     }
 }

@@ -49,6 +49,7 @@ pub use diag::{ConfigErrors, Diagnostic};
 pub use exec_provider::ExecProviderConfig;
 pub use http_provider::HttpProviderConfig;
 pub use load::{DEFAULT_PATH, drop_ins, load, load_str};
+pub use notify::{SendmailConfig, SmtpAuth, SmtpConfig, SmtpSecurity};
 pub use secret::{SecretRefError, credentials_dir_from_env};
 pub use sinks::{
     AZURE_API_VERSION, AwsCredentialsConfig, AwsSecretsManagerSinkConfig, AzureKeyVaultSinkConfig,
@@ -312,7 +313,7 @@ pub struct KeySpec {
 }
 
 /// `[notify]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NotifyConfig {
     /// From address (default `keyrot@localhost`).
     pub from: String,
@@ -327,7 +328,7 @@ pub struct NotifyConfig {
 }
 
 /// Email transports.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum NotifyTransport {
     /// No email at all (default).
     None,
@@ -336,6 +337,10 @@ pub enum NotifyTransport {
         /// Directory for `.eml` files.
         dir: PathBuf,
     },
+    /// `transport = "smtp"`: an SMTP server (submission, SMTPS or a local relay).
+    Smtp(SmtpConfig),
+    /// `transport = "sendmail"`: the local MTA's `sendmail` program.
+    Sendmail(SendmailConfig),
 }
 
 impl Config {

@@ -9,9 +9,7 @@ use jiff::Timestamp;
 
 use super::diag::Diagnostic;
 use super::secret::credentials_dir_from_env;
-use super::{
-    Config, FileFormat, KeyMatch, KeySpec, NotifyTransport, ProviderKind, SecretRef, SinkKind,
-};
+use super::{Config, FileFormat, KeyMatch, KeySpec, ProviderKind, SecretRef, SinkKind};
 use crate::policy::{Policy, format_duration};
 
 /// One secret reference in a config, and who uses it.
@@ -43,6 +41,7 @@ pub fn secret_refs(cfg: &Config) -> Vec<SecretUse<'_>> {
         out.extend(super::sinks::secret_uses(&s.name, &s.kind));
     }
     out.extend(super::access::secret_uses(&cfg.psks, &cfg.api_tokens));
+    out.extend(super::notify::secret_uses(&cfg.notify));
     out
 }
 
@@ -170,10 +169,7 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
     for k in &cfg.keys {
         let _ = writeln!(out, "  {}", key_line(k));
     }
-    let transport = match &cfg.notify.transport {
-        NotifyTransport::None => "none (no email)".to_string(),
-        NotifyTransport::File { dir } => format!("file, .eml files in {}", dir.display()),
-    };
+    let transport = super::notify::transport_summary(&cfg.notify.transport);
     let dry = if cfg.notify.dry_run { ", dry run" } else { "" };
     let _ = writeln!(out, "notify: {transport}, from {}{dry}", cfg.notify.from);
     if let Some(line) = super::access::summary_line(&cfg.psks, &cfg.api_tokens) {

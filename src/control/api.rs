@@ -148,6 +148,12 @@ pub struct StatusResponse {
     pub outbox_queued: usize,
     /// Outbox messages that exhausted their budget.
     pub outbox_dead: usize,
+    /// When the next queued message is tried (the backlog's next attempt).
+    #[serde(default)]
+    pub outbox_next_attempt_at: Option<Timestamp>,
+    /// Ids of the dead messages, oldest first (the log has their errors).
+    #[serde(default)]
+    pub outbox_dead_ids: Vec<String>,
 }
 
 /// One row of `keyrot plan`.

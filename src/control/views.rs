@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{ApiError, HistoryResponse, KeyRow, PlanResponse, PlanRow, StatusResponse};
 use crate::config::Config;
-use crate::model::{KeyRecord, RotationRecord, RotationState};
+use crate::model::{DeliveryState, KeyRecord, RotationRecord, RotationState};
 use crate::policy::{self, KeyTimes};
 use crate::rotation::plan::group_last_start;
 use crate::store::{Store, StoreError};
@@ -43,6 +43,7 @@ impl From<StoreError> for ApiError {
 pub fn status(store: &Store, now: Timestamp, live: bool) -> Result<StatusResponse, ApiError> {
     let keys = key_rows(store, now)?;
     let stats = store.stats()?;
+    let (outbox_next_attempt_at, outbox_dead_ids) = outbox_summary(store)?;
     let active = store.unfinished_rotations()?.len();
     let failed = keys
         .iter()
@@ -56,7 +57,26 @@ pub fn status(store: &Store, now: Timestamp, live: bool) -> Result<StatusRespons
         failed_rotations: failed,
         outbox_queued: usize::try_from(stats.outbox_queued).unwrap_or(usize::MAX),
         outbox_dead: usize::try_from(stats.outbox_dead).unwrap_or(usize::MAX),
+        outbox_next_attempt_at,
+        outbox_dead_ids,
     })
+}
+
+/// The outbox's next attempt (earliest queued message) and its dead
+/// messages' ids, oldest first.
+fn outbox_summary(store: &Store) -> Result<(Option<Timestamp>, Vec<String>), StoreError> {
+    let messages = store.outbox()?;
+    let next = messages
+        .iter()
+        .filter(|m| m.state == DeliveryState::Queued)
+        .map(|m| m.next_attempt_at)
+        .min();
+    let mut dead: Vec<_> = messages
+        .into_iter()
+        .filter(|m| m.state == DeliveryState::Dead)
+        .collect();
+    dead.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok((next, dead.into_iter().map(|m| m.id).collect()))
 }
 
 /// `GET /v1/keys`: the rows of [`status`] alone.

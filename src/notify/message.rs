@@ -1,9 +1,170 @@
-//! Building outbox messages from rotation events.
+//! Building outbox messages from rotation events: who gets them, their
+//! stable ids, and the variables their templates see.
+//!
+//! A message never carries a secret, a hash of one (`secret_sha256` is
+//! never a variable) or a pre-shared key: templates can only name the
+//! variables built here. Expiry notices are in `notice.rs`, the digest in
+//! `digest.rs`.
+
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use super::render::{Row, Vars};
+use super::templates::{Rendered, Templates};
 use crate::config::{Config, NotifyTransport};
-use crate::model::{DeliveryState, KeyRecord, MessageKind, OutboxMessage, RotationRecord};
+use crate::model::{
+    DeliveryState, KeyRecord, MessageKind, OutboxMessage, RotationRecord, RotationState, Trigger,
+};
+
+/// Renders messages with the config and templates in force.
+#[derive(Clone, Debug)]
+pub struct Composer {
+    /// The config in force (policies for recipients, the transport).
+    cfg: Arc<Config>,
+    /// Built-in templates and the overrides of `notify.template_dir`.
+    templates: Templates,
+}
+
+impl Composer {
+    /// A composer for `cfg`, reading the overrides in `notify.template_dir`
+    /// now (problems are logged; the built-ins stand in).
+    pub fn new(cfg: Arc<Config>) -> Composer {
+        let templates = Templates::load(cfg.notify.template_dir.as_deref());
+        Composer { cfg, templates }
+    }
+
+    /// A composer with the given templates.
+    pub fn with_templates(cfg: Arc<Config>, templates: Templates) -> Composer {
+        Composer { cfg, templates }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Renders `kind` and wraps it as a queued message, or nothing when
+    /// the transport is `none` or nobody is to be told.
+    pub(super) fn make(
+        &self,
+        kind: MessageKind,
+        template: &str,
+        id: String,
+        to: Vec<String>,
+        vars: &Vars,
+        now: Timestamp,
+    ) -> Vec<OutboxMessage> {
+        if matches!(self.cfg.notify.transport, NotifyTransport::None) || to.is_empty() {
+            return Vec::new();
+        }
+        let Rendered {
+            subject,
+            text,
+            html,
+        } = self.templates.render(template, vars);
+        vec![OutboxMessage {
+            id,
+            kind,
+            to,
+            subject,
+            body: text,
+            html: Some(html),
+            state: DeliveryState::Queued,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+            created_at: now,
+        }]
+    }
+
+    /// A rotation completed. Id `ROTATION.completed`.
+    pub fn completed(
+        &self,
+        rec: &RotationRecord,
+        key: Option<&KeyRecord>,
+        now: Timestamp,
+    ) -> Vec<OutboxMessage> {
+        self.make(
+            MessageKind::RotationCompleted,
+            "completed",
+            format!("{}.completed", rec.id),
+            recipients(&self.cfg, rec, key),
+            &completed_vars(rec),
+            now,
+        )
+    }
+
+    /// The old key of a rotation was revoked (or ended by a native
+    /// rotate); nothing when it was not. Id `ROTATION.revoked`.
+    pub fn revoked(
+        &self,
+        rec: &RotationRecord,
+        key: Option<&KeyRecord>,
+        now: Timestamp,
+    ) -> Vec<OutboxMessage> {
+        if rec.old_key_id.is_none() || rec.old_revoked_at.is_none() {
+            return Vec::new();
+        }
+        self.make(
+            MessageKind::OldKeyRevoked,
+            "revoked",
+            format!("{}.revoked", rec.id),
+            recipients(&self.cfg, rec, key),
+            &revoked_vars(rec),
+            now,
+        )
+    }
+
+    /// A rotation failed after its retry budget. `old_key_ended`: the
+    /// provider rotates natively and already ended the old key. Id
+    /// `ROTATION.failed.N` (N counts the record's transitions, so a
+    /// rotation resumed and failed again is told about again).
+    pub fn failed(
+        &self,
+        rec: &RotationRecord,
+        key: Option<&KeyRecord>,
+        old_key_ended: bool,
+        now: Timestamp,
+    ) -> Vec<OutboxMessage> {
+        self.make(
+            MessageKind::RotationFailed,
+            "failed",
+            format!("{}.failed.{}", rec.id, rec.history.len()),
+            recipients(&self.cfg, rec, key),
+            &failed_vars(rec, old_key_ended),
+            now,
+        )
+    }
+
+    /// Asks people to create a key by hand (assisted rotation), or reminds
+    /// them (`reminder` > 0). Names the scopes to recreate exactly and the
+    /// command that finishes the rotation; the secret goes to `keyrot
+    /// enroll` on stdin, never into an email. The policy's security
+    /// contacts are always asked. Id `ROTATION.assisted.N`.
+    pub fn assisted_request(
+        &self,
+        rec: &RotationRecord,
+        key: Option<&KeyRecord>,
+        new_key_expires: Option<Timestamp>,
+        next_reminder: Option<Timestamp>,
+        reminder: u32,
+        now: Timestamp,
+    ) -> Vec<OutboxMessage> {
+        let mut to = recipients(&self.cfg, rec, key);
+        if let Some(p) = self.cfg.policy(&rec.policy) {
+            to = dedup(to.iter().chain(&p.security_contacts));
+        }
+        self.make(
+            MessageKind::AssistedRequest,
+            "assisted",
+            format!("{}.assisted.{reminder}", rec.id),
+            to,
+            &assisted_vars(rec, new_key_expires, next_reminder, reminder),
+            now,
+        )
+    }
+}
 
 /// Recipients: the policy's `notify`, the key's contacts and, when the
 /// request asked for it, the policy's security contacts; de-duplicated,
@@ -20,6 +181,30 @@ pub fn recipients(cfg: &Config, rec: &RotationRecord, key: Option<&KeyRecord>) -
     if let Some(k) = key {
         all.extend(&k.contacts);
     }
+    dedup(all)
+}
+
+/// Recipients of a notice about a key: its policy's `notify` and its
+/// contacts, plus the policy's security contacts when `rotation` (the
+/// key's stuck rotation) was asked to notify them.
+pub fn key_recipients(
+    cfg: &Config,
+    key: &KeyRecord,
+    rotation: Option<&RotationRecord>,
+) -> Vec<String> {
+    let mut all: Vec<&String> = Vec::new();
+    if let Some(p) = cfg.policy(&key.policy) {
+        all.extend(&p.notify);
+        if rotation.is_some_and(|r| r.notify_contacts) {
+            all.extend(&p.security_contacts);
+        }
+    }
+    all.extend(&key.contacts);
+    dedup(all)
+}
+
+/// Addresses without case-insensitive duplicates, first spelling kept.
+pub(super) fn dedup<'a>(all: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for a in all {
         if !out.iter().any(|o| o.eq_ignore_ascii_case(a)) {
@@ -29,206 +214,148 @@ pub fn recipients(cfg: &Config, rec: &RotationRecord, key: Option<&KeyRecord>) -
     out
 }
 
-fn message(
-    cfg: &Config,
-    kind: MessageKind,
-    id: String,
-    to: Vec<String>,
-    subject: String,
-    body: String,
-    now: Timestamp,
-) -> Vec<OutboxMessage> {
-    if matches!(cfg.notify.transport, NotifyTransport::None) || to.is_empty() {
-        return Vec::new();
-    }
-    vec![OutboxMessage {
-        id,
-        kind,
-        to,
-        subject,
-        body,
-        html: None,
-        state: DeliveryState::Queued,
-        attempts: 0,
-        next_attempt_at: now,
-        last_error: None,
-        created_at: now,
-    }]
+/// An instant as mail shows it: `2027-11-01 00:00 UTC`; empty for none.
+pub(super) fn when(t: Option<Timestamp>) -> String {
+    t.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
 }
 
-fn details(rec: &RotationRecord) -> String {
-    let new = rec.new_key.as_ref();
-    let mut lines = vec![
-        format!("Key:           {}", rec.slot),
-        format!("Provider:      {}", rec.provider),
-        format!("Policy:        {}", rec.policy),
-        format!("Rotation:      {}", rec.id),
-        format!("Trigger:       {:?}", rec.trigger),
-        format!("Reason:        {}", rec.reason),
-        format!(
-            "Old key:       {}",
-            rec.old_key_id.as_deref().unwrap_or("(none)")
-        ),
-        format!("Old expiry:    {}", opt(rec.old_expires_at)),
-        format!(
-            "New key:       {}",
-            new.map(|k| k.id.as_str()).unwrap_or("(none)")
-        ),
-        format!("New expiry:    {}", opt(new.and_then(|k| k.expires_at))),
-        format!("Scopes:        {}", rec.scopes.len()),
-    ];
-    if let Some(by) = &rec.initiator.rotated_by {
-        lines.push(format!("Rotated by:    {by}"));
-    }
-    if let Some(from) = &rec.initiator.initiated_from {
-        lines.push(format!("Initiated from: {from}"));
-    }
-    if let Some(p) = &rec.initiator.rotation_policy_id {
-        lines.push(format!("Policy id:     {p}"));
-    }
-    for (sink, r) in &rec.sink_results {
-        lines.push(format!(
-            "Sink {sink}: written {}{}",
-            r.written_at,
-            r.verified_at
-                .map(|v| format!(", verified {v}"))
-                .unwrap_or_default()
-        ));
-    }
-    lines.join("\n")
-}
-
-fn opt(t: Option<Timestamp>) -> String {
-    t.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
-}
-
-fn date(t: Option<Timestamp>) -> String {
+/// A date as subjects show it: `2027-11-01`; empty for none.
+pub(super) fn day(t: Option<Timestamp>) -> String {
     t.map(|t| t.strftime("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| "no expiry".into())
+        .unwrap_or_default()
 }
 
-/// Messages for a completed rotation.
-pub fn completed(
-    cfg: &Config,
-    rec: &RotationRecord,
-    key: Option<&KeyRecord>,
-    now: Timestamp,
-) -> Vec<OutboxMessage> {
-    let expiry = date(rec.new_key.as_ref().and_then(|k| k.expires_at));
-    let subject = format!("[keyrot] rotated {} (expires {expiry})", rec.slot);
-    let body = format!(
-        "keyrot rotated {}.\n\n{}\n\nConsumers read the new secret from the sinks above. No action is needed.\n",
-        rec.slot,
-        details(rec)
-    );
-    message(
-        cfg,
-        MessageKind::RotationCompleted,
-        format!("{}.completed", rec.id),
-        recipients(cfg, rec, key),
-        subject,
-        body,
-        now,
-    )
-}
-
-/// Messages for a failed rotation.
-pub fn failed(
-    cfg: &Config,
-    rec: &RotationRecord,
-    key: Option<&KeyRecord>,
-    now: Timestamp,
-) -> Vec<OutboxMessage> {
-    let step = rec.failed_in.map(|s| s.as_str()).unwrap_or("unknown");
-    let subject = format!("[keyrot] FAILED rotation of {} in {step}", rec.slot);
-    let body = format!(
-        "keyrot could not rotate {} and stopped after {} attempt(s).\n\nStep:   {step}\nError:  {}\n\n{}\n\n\
-         The old key is untouched and still valid until {}.\nkeyrot will not retry by itself. Fix the cause, then run one of:\n  \
-         keyrot rotation resume {}\n  keyrot rotation abort {}\n",
-        rec.slot,
-        rec.attempts,
-        rec.last_error.as_deref().unwrap_or("-"),
-        details(rec),
-        opt(rec.old_expires_at),
-        rec.id,
-        rec.id
-    );
-    message(
-        cfg,
-        MessageKind::RotationFailed,
-        format!("{}.failed.{}", rec.id, rec.history.len()),
-        recipients(cfg, rec, key),
-        subject,
-        body,
-        now,
-    )
-}
-
-/// Asks people to create a key by hand (assisted rotation), or reminds
-/// them. Names the scopes to recreate exactly and the command that
-/// finishes the rotation; the secret goes to `keyrot enroll` on stdin,
-/// never into an email.
-pub fn assisted_request(
-    cfg: &Config,
-    rec: &RotationRecord,
-    key: Option<&KeyRecord>,
-    expires_at: Option<Timestamp>,
-    reminder: u32,
-    now: Timestamp,
-) -> Vec<OutboxMessage> {
-    let mut to = recipients(cfg, rec, key);
-    if let Some(p) = cfg.policy(&rec.policy) {
-        for c in &p.security_contacts {
-            if !to.iter().any(|t| t.eq_ignore_ascii_case(c)) {
-                to.push(c.clone());
-            }
-        }
+/// A trigger as mail shows it.
+fn trigger(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Schedule => "schedule",
+        Trigger::Emergency => "emergency (outside a window: the key would expire first)",
+        Trigger::Initial => "initial (the slot had no key)",
+        Trigger::Manual => "manual",
     }
-    let name = rec
-        .slot
-        .split_once('/')
-        .map(|(_, n)| n)
-        .unwrap_or(&rec.slot);
-    let scopes = if rec.scopes.is_empty() {
-        "  (none: the old key is unscoped; consider a policy with `scopes`)".to_string()
-    } else {
-        rec.scopes
-            .iter()
-            .map(|s| format!("  - {s}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let prefix = if reminder == 0 {
-        "ACTION NEEDED"
-    } else {
-        "REMINDER"
-    };
-    let subject = format!(
-        "[keyrot] {prefix}: create a new key for {} (old expires {})",
-        rec.slot,
-        date(rec.old_expires_at)
-    );
-    let body = format!(
-        "The provider of {slot} cannot create keys through its API, so keyrot needs a person to create one.\n\n\
-         1. In the provider's console, create a new key named \"{name}\" with exactly these scopes\n   (least privilege: no more, no fewer):\n{scopes}\n\
-         2. Set its expiry to {expiry}.\n\
-         3. Copy the one-time secret and hand it to keyrot on standard input (never as an argument):\n\n     \
-         keyrot enroll {id} --key-id NEW_KEY_ID < secret.txt\n\n   \
-         or run `keyrot enroll {id}` and paste it. keyrot verifies it, writes it to every sink,\n   \
-         waits for the overlap and revokes the old key {old}.\n\n{details}\n",
-        slot = rec.slot,
-        expiry = date(expires_at),
-        id = rec.id,
-        old = rec.old_key_id.as_deref().unwrap_or("(none)"),
-        details = details(rec),
-    );
-    message(
-        cfg,
-        MessageKind::AssistedRequest,
-        format!("{}.assisted.{reminder}", rec.id),
-        to,
-        subject,
-        body,
-        now,
-    )
 }
+
+/// The key name part of a slot id.
+pub(super) fn key_name(slot: &str) -> &str {
+    slot.split_once('/').map(|(_, n)| n).unwrap_or(slot)
+}
+
+/// Variables every rotation message has. No secret, no hash, no PSK.
+fn rotation_vars(rec: &RotationRecord) -> Vars {
+    let mut v = Vars::new();
+    let new = rec.new_key.as_ref();
+    let init = &rec.initiator;
+    v.set("slot", rec.slot.as_str())
+        .set("key_name", key_name(&rec.slot))
+        .set("provider", rec.provider.as_str())
+        .set("policy", rec.policy.as_str())
+        .set("rotation_id", rec.id.as_str())
+        .set("state", rec.state.as_str())
+        .set("trigger", trigger(rec.trigger))
+        .set("reason", rec.reason.as_str())
+        .set("rotated_by", init.rotated_by.clone().unwrap_or_default())
+        .set(
+            "initiated_from",
+            init.initiated_from.clone().unwrap_or_default(),
+        )
+        .set(
+            "rotation_policy_id",
+            init.rotation_policy_id.clone().unwrap_or_default(),
+        )
+        .set("started_at", when(Some(rec.created_at)))
+        .set("old_key_id", rec.old_key_id.clone().unwrap_or_default())
+        .set("old_expires", when(rec.old_expires_at))
+        .set("old_expires_date", day(rec.old_expires_at))
+        .set("new_key_id", new.map(|k| k.id.clone()).unwrap_or_default())
+        .set("new_expires", when(new.and_then(|k| k.expires_at)))
+        .set("new_expires_date", day(new.and_then(|k| k.expires_at)))
+        .set("scopes_count", rec.scopes.len().to_string())
+        .set("revoke_old_at", when(rec.revoke_old_at))
+        .set("old_revoked_at", when(rec.old_revoked_at));
+    let scopes = rec
+        .scopes
+        .iter()
+        .map(|s| Row::from([("scope", s.clone())]))
+        .collect();
+    v.list("scopes", &["scope"], scopes);
+    let sinks = rec
+        .sinks
+        .iter()
+        .map(|name| {
+            let r = rec.sink_results.get(name);
+            Row::from([
+                ("sink", name.clone()),
+                ("written", when(r.map(|r| r.written_at))),
+                ("verified", when(r.and_then(|r| r.verified_at))),
+            ])
+        })
+        .collect();
+    v.list("sinks", &["sink", "written", "verified"], sinks);
+    v
+}
+
+/// Variables of `completed`.
+pub(super) fn completed_vars(rec: &RotationRecord) -> Vars {
+    let mut v = rotation_vars(rec);
+    v.flag("first_key", rec.old_key_id.is_none());
+    v
+}
+
+/// Variables of `revoked`.
+pub(super) fn revoked_vars(rec: &RotationRecord) -> Vars {
+    let mut v = rotation_vars(rec);
+    // A native rotate ends the old key when it issues the new one: such a
+    // rotation never passes through Revoking.
+    let native = !rec.history.iter().any(|t| t.to == RotationState::Revoking);
+    v.flag("native", native);
+    v
+}
+
+/// Variables of `failed`.
+pub(super) fn failed_vars(rec: &RotationRecord, old_key_ended: bool) -> Vars {
+    let mut v = rotation_vars(rec);
+    let step = rec.failed_in.map_or("unknown", RotationState::as_str);
+    let written: Vec<&str> = rec.sink_results.keys().map(String::as_str).collect();
+    // Mirrors what abort refuses (rotation::steps): nothing may be revoked
+    // once a sink holds the new key or the new key is verified.
+    let past_distribution = matches!(
+        rec.failed_in,
+        Some(RotationState::Verifying | RotationState::Overlap | RotationState::Revoking)
+    );
+    v.set("step", step)
+        .set("error", rec.last_error.clone().unwrap_or_default())
+        .set("attempts", rec.attempts.to_string())
+        .set("sinks_written", written.join(", "))
+        .flag("old_key_ended", old_key_ended && rec.old_key_id.is_some())
+        .flag(
+            "can_abort",
+            written.is_empty() && !past_distribution && !old_key_ended,
+        );
+    v
+}
+
+/// Variables of `assisted`.
+pub(super) fn assisted_vars(
+    rec: &RotationRecord,
+    new_key_expires: Option<Timestamp>,
+    next_reminder: Option<Timestamp>,
+    reminder: u32,
+) -> Vars {
+    let mut v = rotation_vars(rec);
+    v.set(
+        "reminder",
+        if reminder == 0 {
+            String::new()
+        } else {
+            reminder.to_string()
+        },
+    )
+    .set("new_key_expires", when(new_key_expires))
+    .set("next_reminder", when(next_reminder));
+    v
+}
+
+#[cfg(test)]
+#[path = "message_tests.rs"]
+mod tests;

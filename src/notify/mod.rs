@@ -2,8 +2,19 @@
 //! transaction as the state change that causes them, and a sender task
 //! delivers them at least once with a stable Message-ID. Messages never
 //! carry a secret, a hash of one, or a pre-shared key.
+//!
+//! Content: `message` (rotation events, recipients, ids), `notice` (expiry
+//! notices), `digest` (the daily digest), `render` (the template language),
+//! `templates` (built-in templates and `notify.template_dir` overrides),
+//! `examples` (the examples `docs/notifications.md` shows).
 
+pub mod digest;
+pub mod examples;
 pub mod message;
+pub mod notice;
+pub mod render;
 pub mod sender;
+pub mod templates;
+pub mod transport;
 
-pub use message::{assisted_request, completed, failed};
+pub use message::Composer;

@@ -1,66 +1,116 @@
-//! The outbox sender: delivers queued messages at least once, with retries
-//! and backoff, and a stable Message-ID (`<message-id@keyrot>`) so that a
-//! message delivered twice is recognisable as one. A message that keeps
-//! failing is marked dead after its budget and reported.
+//! The outbox sender: delivers queued messages at least once through the
+//! configured transport ([`Mailer`]), with retries and backoff, and a
+//! stable Message-ID (`<message-id@from-domain>`) so that a message
+//! delivered twice is recognisable as one. A message that keeps failing is
+//! marked dead after its budget, logged at error and reported by
+//! `keyrot status`.
+//!
+//! Delivery rules (docs/notifications.md repeats them for operators):
+//! - Every failure is retried, with a backoff of 15 s doubling up to 1 h,
+//!   until [`MAX_ATTEMPTS`] attempts (about 8 hours); then the message is
+//!   dead. A permanent refusal (5xx) is retried too: it is often a
+//!   configuration problem (relay denied, AUTH required) that an operator
+//!   fixes, and a message must not be lost to it.
+//! - A permanent refusal of a message to several recipients is followed
+//!   at once by one delivery per recipient: the recipients accepted get
+//!   it, and only the refused ones are kept for the retries.
+//! - The transport is built once per configuration (one pooled SMTP
+//!   connection); at start and after a reload that changes `[notify]`,
+//!   every queued message is due at once. After the server refused the
+//!   credentials, the password is read again before the next attempt.
+//! - Crash between the server's acceptance and the commit that marks the
+//!   message sent: it is sent again after the restart, with the same
+//!   Message-ID (at least once).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use lettre::message::{Mailbox, header::ContentType};
-use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::transport::{Failure, Mailer};
 use crate::clock::Clock;
-use crate::config::{NotifyConfig, NotifyTransport};
+use crate::config::{NotifyConfig, credentials_dir_from_env};
+use crate::error::CallError;
 use crate::model::{DeliveryState, OutboxMessage};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::wake::Wake;
 
-/// Delivery attempts before a message is dead.
-pub const MAX_ATTEMPTS: u32 = 10;
+/// Delivery attempts before a message is dead (about 8 hours of retries).
+pub const MAX_ATTEMPTS: u32 = 16;
 
-/// Builds the email for an outbox message.
-pub fn build_email(cfg: &NotifyConfig, m: &OutboxMessage) -> Result<Message, String> {
-    let from: Mailbox = cfg
-        .from
-        .parse()
-        .map_err(|e| format!("notify.from {:?}: {e}", cfg.from))?;
-    let mut b = Message::builder()
-        .from(from)
-        .subject(m.subject.clone())
-        .message_id(Some(format!("<{}@keyrot>", m.id)))
-        .header(ContentType::TEXT_PLAIN);
-    for to in &m.to {
-        let mb: Mailbox = to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?;
-        b = b.to(mb);
-    }
-    b.body(m.body.clone()).map_err(|e| e.to_string())
+/// First retry delay.
+const FIRST_BACKOFF: SignedDuration = SignedDuration::from_secs(15);
+
+/// Longest retry delay.
+const MAX_BACKOFF: SignedDuration = SignedDuration::from_secs(3600);
+
+/// The delay after the `attempts`-th failed attempt: 15 s, 30 s, 1 min,
+/// ... up to 1 h.
+pub fn backoff(attempts: u32) -> SignedDuration {
+    let factor = 1i32 << attempts.saturating_sub(1).min(12);
+    FIRST_BACKOFF
+        .checked_mul(factor)
+        .unwrap_or(MAX_BACKOFF)
+        .min(MAX_BACKOFF)
 }
 
-/// Sends one message through the configured transport.
-async fn deliver(cfg: &NotifyConfig, m: &OutboxMessage) -> Result<(), String> {
-    let email = build_email(cfg, m)?;
-    if cfg.dry_run {
-        tracing::info!(message = %m.id, subject = %m.subject, to = ?m.to, "notify.dry_run: not sending");
-        return Ok(());
-    }
-    match &cfg.transport {
-        NotifyTransport::None => Ok(()),
-        NotifyTransport::File { dir } => {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            AsyncFileTransport::<Tokio1Executor>::new(dir)
-                .send(email)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("writing mail to {}: {e}", dir.display()))
+/// The transport in use and why it may need building again.
+#[derive(Default)]
+struct Current {
+    /// The configuration of the last build attempt.
+    built_for: Option<NotifyConfig>,
+    /// The transport, when the last build worked.
+    mailer: Option<Mailer>,
+    /// The server refused the credentials: build again (password re-read).
+    stale: bool,
+    /// The last build error logged (logged again only when it changes).
+    logged: Option<String>,
+}
+
+impl Current {
+    /// The transport for `want`, built again when the configuration changed,
+    /// the last build failed or the credentials were refused. Returns it and
+    /// whether the configuration is new (start or reload): then every queued
+    /// message is due at once.
+    async fn get(
+        &mut self,
+        want: &NotifyConfig,
+        creds: Option<PathBuf>,
+    ) -> (Result<&Mailer, CallError>, bool) {
+        let new_config = self.built_for.as_ref() != Some(want);
+        if new_config || self.mailer.is_none() || self.stale {
+            if let Some(old) = self.mailer.take() {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), old.shutdown()).await;
+            }
+            self.built_for = Some(want.clone());
+            self.stale = false;
+            match Mailer::build(want, creds).await {
+                Ok(m) => {
+                    if new_config {
+                        tracing::info!(transport = %m.describe(), "notifications go through this transport");
+                    }
+                    self.mailer = Some(m);
+                    self.logged = None;
+                }
+                Err(e) => {
+                    if self.logged.as_deref() != Some(e.message.as_str()) {
+                        tracing::error!(error = %e, "notify: cannot build the transport; queued messages are retried");
+                        self.logged = Some(e.message.clone());
+                    }
+                    return (Err(e), new_config);
+                }
+            }
+        }
+        match &self.mailer {
+            Some(m) => (Ok(m), new_config),
+            None => (
+                Err(CallError::permanent("notify: no transport")),
+                new_config,
+            ),
         }
     }
-}
-
-fn backoff(attempts: u32) -> SignedDuration {
-    SignedDuration::from_secs(30i64.saturating_mul(1i64 << attempts.min(10)).min(3600))
 }
 
 /// Runs until shutdown: sends what is due, then sleeps until the next
@@ -73,9 +123,22 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) {
     let mut changed = wake.subscribe();
+    let mut current = Current::default();
     loop {
-        let next = match send_due(&store, &cfg(), clock.now()).await {
-            Ok(next) => next,
+        let want = cfg();
+        let (mailer, fresh) = current.get(&want, credentials_dir_from_env()).await;
+        // A pass may wait on a slow server (up to `timeout` per message):
+        // shutdown does not wait for it. A message the server accepted but
+        // that was not marked sent yet is sent again after the restart.
+        let pass = tokio::select! {
+            r = send_due(&store, mailer, clock.now(), fresh) => r,
+            _ = shutdown.recv() => break,
+        };
+        let next = match pass {
+            Ok(pass) => {
+                current.stale |= pass.auth_refused;
+                pass.next
+            }
             Err(e) => {
                 tracing::error!(error = %e, "outbox: store error");
                 Some(clock.now() + SignedDuration::from_secs(60))
@@ -87,56 +150,267 @@ pub async fn run(
             .unwrap_or(std::time::Duration::from_secs(86_400 * 365));
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            r = changed.changed() => if r.is_err() { return },
-            _ = shutdown.recv() => return,
+            r = changed.changed() => if r.is_err() { break },
+            _ = shutdown.recv() => break,
         }
+    }
+    if let Some(m) = current.mailer.take() {
+        // QUIT on pooled connections, but never hold the daemon's stop up.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), m.shutdown()).await;
     }
 }
 
-/// Sends every queued message that is due; returns when the next one is.
+/// What one pass over the outbox found.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// When the next queued message is due, if any is queued.
+    pub next: Option<Timestamp>,
+    /// Messages delivered in this pass.
+    pub sent: usize,
+    /// A server refused the credentials in this pass.
+    pub auth_refused: bool,
+}
+
+/// Sends every queued message that is due (all of them when `all_due`),
+/// oldest first, through `mailer` (or fails each with its build error).
+/// With `transport = "none"` queued messages are left alone.
 pub async fn send_due(
     store: &Arc<Store>,
-    cfg: &NotifyConfig,
+    mailer: Result<&Mailer, CallError>,
     now: Timestamp,
-) -> Result<Option<Timestamp>, String> {
+    all_due: bool,
+) -> Result<Pass, String> {
+    let mut pass = Pass::default();
+    if mailer.as_ref().is_ok_and(|m| m.is_none()) {
+        return Ok(pass);
+    }
     let s = Arc::clone(store);
-    let queued: Vec<OutboxMessage> = tokio::task::spawn_blocking(move || s.outbox())
+    let mut queued: Vec<OutboxMessage> = tokio::task::spawn_blocking(move || s.outbox())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|m| m.state == DeliveryState::Queued)
         .collect();
-    let mut next: Option<Timestamp> = None;
+    queued.sort_by_key(|m| (m.next_attempt_at, m.created_at));
     for mut m in queued {
-        if m.next_attempt_at > now {
-            next = Some(next.map_or(m.next_attempt_at, |n| n.min(m.next_attempt_at)));
+        if !all_due && m.next_attempt_at > now {
+            due_next(m.next_attempt_at, &mut pass.next);
             continue;
         }
-        match deliver(cfg, &m).await {
+        let message_id = mailer
+            .as_ref()
+            .map(|x| x.message_id(&m.id))
+            .unwrap_or_default();
+        let result = match &mailer {
+            Ok(mailer) => attempt(mailer, &m).await,
+            Err(e) => Err(Failure {
+                error: e.clone(),
+                remaining: None,
+                auth: false,
+            }),
+        };
+        m.attempts += 1;
+        match result {
             Ok(()) => {
                 m.state = DeliveryState::Sent;
                 m.last_error = None;
-                tracing::info!(message = %m.id, subject = %m.subject, "notification sent");
+                pass.sent += 1;
+                tracing::info!(notification = %m.id, message_id = %message_id, kind = ?m.kind, recipients = m.to.len(), attempt = m.attempts, "notification sent");
             }
-            Err(e) => {
-                m.attempts += 1;
-                m.last_error = Some(e.clone());
+            Err(f) => {
+                pass.auth_refused |= f.auth;
+                if let Some(rest) = f.remaining {
+                    tracing::warn!(notification = %m.id, message_id = %message_id, error = %f.error, "notification delivered to some recipients only; the others are retried");
+                    m.to = rest;
+                }
+                m.last_error = Some(f.error.message.clone());
                 if m.attempts >= MAX_ATTEMPTS {
                     m.state = DeliveryState::Dead;
-                    tracing::error!(message = %m.id, attempts = m.attempts, error = %e, "notification is dead after its retry budget");
+                    tracing::error!(notification = %m.id, message_id = %message_id, kind = ?m.kind, to = ?m.to, attempts = m.attempts, error = %f.error, "notification is dead after its retry budget; see `keyrot status`");
                 } else {
                     m.next_attempt_at = now + backoff(m.attempts);
-                    next = Some(next.map_or(m.next_attempt_at, |n| n.min(m.next_attempt_at)));
-                    tracing::warn!(message = %m.id, attempts = m.attempts, error = %e, "notification failed; will retry");
+                    due_next(m.next_attempt_at, &mut pass.next);
+                    tracing::warn!(notification = %m.id, message_id = %message_id, attempts = m.attempts, transient = f.error.transient, next_attempt_at = %m.next_attempt_at, error = %f.error, "notification not delivered; will retry");
                 }
             }
         }
         let s = Arc::clone(store);
-        tokio::task::spawn_blocking(move || s.write(|tx| tx.put_message(&m)))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || {
+            s.write(|tx| match tx.message(&m.id)? {
+                // Written back only while it is still the queued message
+                // read above (never resurrect a pruned one).
+                Some(cur) if cur.state == DeliveryState::Queued => tx.put_message(&m),
+                _ => Ok(()),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     }
-    Ok(next)
+    Ok(pass)
+}
+
+/// Keeps the earliest of `next` and `at`.
+fn due_next(at: Timestamp, next: &mut Option<Timestamp>) {
+    *next = Some(next.map_or(at, |n| n.min(at)));
+}
+
+/// One attempt, with the failpoints of the crash suite around it:
+/// `before:mail-send` (fails it) and `after:mail-send` (after the
+/// transport accepted it, before the commit).
+async fn attempt(mailer: &Mailer, m: &OutboxMessage) -> Result<(), Failure> {
+    let fail = |error| Failure {
+        error,
+        remaining: None,
+        auth: false,
+    };
+    crate::failpoint::hit("before:mail-send").map_err(fail)?;
+    if mailer.config.dry_run {
+        tracing::info!(notification = %m.id, subject = %m.subject, to = ?m.to, "notify.dry_run: not sending");
+        return Ok(());
+    }
+    mailer.send(m).await?;
+    crate::failpoint::hit("after:mail-send").map_err(fail)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NotifyTransport, SendmailConfig};
+    use crate::crypto::MasterKey;
+    use crate::model::MessageKind;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_767_225_600 + s).unwrap()
+    }
+
+    fn queued(id: &str, attempts: u32, at: Timestamp) -> OutboxMessage {
+        OutboxMessage {
+            id: id.into(),
+            kind: MessageKind::RotationCompleted,
+            to: vec!["ops@example.com".into()],
+            subject: "[keyrot] rotated p/k".into(),
+            body: "body".into(),
+            html: None,
+            state: DeliveryState::Queued,
+            attempts,
+            next_attempt_at: at,
+            last_error: None,
+            created_at: t(0),
+        }
+    }
+
+    fn store(dir: &std::path::Path) -> Arc<Store> {
+        Arc::new(Store::open(&dir.join("state.redb"), MasterKey::generate()).unwrap())
+    }
+
+    fn cfg(transport: NotifyTransport) -> NotifyConfig {
+        NotifyConfig {
+            from: "keyrot@example.com".into(),
+            transport,
+            ..NotifyConfig::default()
+        }
+    }
+
+    fn by_id(store: &Store, id: &str) -> OutboxMessage {
+        store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.id == id)
+            .unwrap()
+    }
+
+    #[test]
+    fn backoff_doubles_to_an_hour_and_the_budget_spans_hours() {
+        assert_eq!(backoff(1), SignedDuration::from_secs(15));
+        assert_eq!(backoff(2), SignedDuration::from_secs(30));
+        assert_eq!(backoff(5), SignedDuration::from_secs(240));
+        assert_eq!(backoff(9), SignedDuration::from_secs(3600));
+        assert_eq!(backoff(40), SignedDuration::from_secs(3600));
+        let total: i64 = (1..MAX_ATTEMPTS).map(|a| backoff(a).as_secs()).sum();
+        assert!((6 * 3600..10 * 3600).contains(&total), "{total}");
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_then_die_and_status_reports_the_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // A "sendmail" that always fails with EX_TEMPFAIL.
+        let failing = cfg(NotifyTransport::Sendmail(SendmailConfig {
+            command: PathBuf::from("/bin/false"),
+            timeout: SignedDuration::from_secs(10),
+        }));
+        store
+            .write(|tx| {
+                tx.put_message(&queued("m.first", 0, t(0)))?;
+                tx.put_message(&queued("m.last", MAX_ATTEMPTS - 1, t(0)))?;
+                tx.put_message(&queued("m.later", 0, t(100)))
+            })
+            .unwrap();
+        let mailer = Mailer::build(&failing, None).await.unwrap();
+        let pass = send_due(&store, Ok(&mailer), t(10), false).await.unwrap();
+        let first = by_id(&store, "m.first");
+        assert_eq!((first.state, first.attempts), (DeliveryState::Queued, 1));
+        assert_eq!(first.next_attempt_at, t(10) + backoff(1));
+        assert!(
+            first
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("exited with 1")
+        );
+        assert_eq!(by_id(&store, "m.last").state, DeliveryState::Dead);
+        assert_eq!(by_id(&store, "m.later").attempts, 0, "not due yet");
+        assert_eq!(pass.next, Some(t(25)));
+
+        // `keyrot status` (daemon or read-only) names the dead message.
+        let st = crate::control::views::status(&store, t(10), false).unwrap();
+        assert_eq!((st.outbox_queued, st.outbox_dead), (2, 1));
+        assert_eq!(st.outbox_dead_ids, vec!["m.last".to_string()]);
+        assert_eq!(st.outbox_next_attempt_at, Some(t(25)));
+
+        // A new configuration (start, reload) makes everything due at once.
+        let dir_ok = dir.path().join("mail");
+        let working = Mailer::build(
+            &cfg(NotifyTransport::File {
+                dir: dir_ok.clone(),
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+        let pass = send_due(&store, Ok(&working), t(11), true).await.unwrap();
+        assert_eq!((pass.sent, pass.next), (2, None));
+        assert_eq!(by_id(&store, "m.first").state, DeliveryState::Sent);
+        assert_eq!(by_id(&store, "m.later").state, DeliveryState::Sent);
+        assert_eq!(by_id(&store, "m.last").state, DeliveryState::Dead);
+        assert_eq!(std::fs::read_dir(&dir_ok).unwrap().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_transport_that_cannot_be_built_fails_each_due_message_and_none_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store
+            .write(|tx| tx.put_message(&queued("m1", 0, t(0))))
+            .unwrap();
+        let none = Mailer::build(&cfg(NotifyTransport::None), None)
+            .await
+            .unwrap();
+        let pass = send_due(&store, Ok(&none), t(1), true).await.unwrap();
+        assert_eq!((pass.sent, pass.next), (0, None));
+        assert_eq!(
+            by_id(&store, "m1").attempts,
+            0,
+            "transport none leaves it queued"
+        );
+        let e = CallError::permanent("[notify] `password` (file /x): cannot read");
+        send_due(&store, Err(e), t(1), false).await.unwrap();
+        let m = by_id(&store, "m1");
+        assert_eq!((m.state, m.attempts), (DeliveryState::Queued, 1));
+        assert!(m.last_error.unwrap().contains("`password`"));
+    }
 }

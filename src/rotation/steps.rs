@@ -258,11 +258,12 @@ impl Engine {
             note: format!("reminder {reminder} sent"),
         });
         tracing::warn!(next = ?rec.retry_at, "assisted rotation still waits for `keyrot enroll`; reminder sent");
-        let cfg = Arc::clone(&rt.config);
+        let mail = notify::Composer::new(Arc::clone(&rt.config));
         let expiry = assisted_expiry(rt, &rec, now);
+        let next = rec.retry_at;
         self.save_notifying(
             rec,
-            move |r, key| notify::assisted_request(&cfg, r, key, expiry, reminder, now),
+            move |r, key| mail.assisted_request(r, key, expiry, next, reminder, now),
             None,
         )
         .await?;
@@ -284,11 +285,12 @@ impl Engine {
         );
         rec.retry_at = next_reminder(rt, &rec, now);
         tracing::warn!(next_reminder = ?rec.retry_at, "assisted rotation: waiting for a person to create the key and run `keyrot enroll {}`", rec.id);
-        let cfg = Arc::clone(&rt.config);
+        let mail = notify::Composer::new(Arc::clone(&rt.config));
         let expiry = assisted_expiry(rt, &rec, now);
+        let next = rec.retry_at;
         self.save_notifying(
             rec,
-            move |r, key| notify::assisted_request(&cfg, r, key, expiry, 0, now),
+            move |r, key| mail.assisted_request(r, key, expiry, next, 0, now),
             Some((
                 now,
                 "rotation.assisted",
@@ -673,6 +675,7 @@ impl Engine {
     /// queue notifications and audit, all in one transaction.
     async fn complete(&self, rt: &Runtime, rec: RotationRecord, now: Timestamp) -> StepResult {
         let cfg = Arc::clone(&rt.config);
+        let mail = notify::Composer::new(Arc::clone(&cfg));
         let slot = rec.slot.clone();
         let saved = self
             .db(move |s| {
@@ -692,7 +695,11 @@ impl Engine {
                         plan::schedule(&cfg, k, last, now);
                         tx.put_key(k)?;
                     }
-                    for m in notify::completed(&cfg, &rec, key.as_ref(), now) {
+                    // The revocation (if any) commits here too: its
+                    // message is queued with it.
+                    let mut msgs = mail.completed(&rec, key.as_ref(), now);
+                    msgs.extend(mail.revoked(&rec, key.as_ref(), now));
+                    for m in msgs {
                         tx.put_message(&m)?;
                     }
                     tx.audit(
@@ -757,11 +764,14 @@ impl Engine {
         rec.attempts = attempts;
         rec.failed_in = Some(state);
         rec.last_error = Some(err.message.clone());
-        let cfg = Arc::clone(&rt.config);
+        // A native rotate ended the old key when it issued the new one.
+        let old_key_ended = rec.new_key.is_some()
+            && Self::provider(rt, &rec).is_ok_and(|p| p.capabilities().no_overlap);
+        let mail = notify::Composer::new(Arc::clone(&rt.config));
         let detail = format!("in {state}: {}", err.message);
         self.save_notifying(
             rec,
-            move |r, key| notify::failed(&cfg, r, key, now),
+            move |r, key| mail.failed(r, key, old_key_ended, now),
             Some((now, "rotation.failed", detail)),
         )
         .await?;

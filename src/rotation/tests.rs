@@ -208,9 +208,19 @@ async fn first_issue_then_rotation_with_overlap_and_revoke() {
     );
     let key = f.engine.store().key("local/ci").unwrap().unwrap();
     assert_eq!(key.current.unwrap().id, done.new_key.unwrap().id);
-    // Completion messages are queued for policy notify + key contacts.
+    // Completion messages (two) and the old key's revocation (one, in
+    // the same commit) are queued for policy notify + key contacts.
     let msgs = f.engine.store().outbox().unwrap();
-    assert_eq!(msgs.len(), 2);
+    let mut kinds: Vec<_> = msgs.iter().map(|m| format!("{:?}", m.kind)).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["OldKeyRevoked", "RotationCompleted", "RotationCompleted"]
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.id == format!("{}.revoked", second.id))
+    );
     assert!(msgs.iter().all(|m| m.to
         == vec![
             "ops@example.com".to_string(),

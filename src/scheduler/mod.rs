@@ -2,10 +2,14 @@
 //! (a key's rotation start, a rotation's overlap end or retry) and is woken
 //! early when the state machine changes a timer. No polling interval: an
 //! idle daemon wakes only when something is due. Inventory sync from each
-//! provider runs on its own cron (tokio-cron-scheduler, UTC).
+//! provider runs on its own cron (tokio-cron-scheduler, UTC). Beside the
+//! due loop run the expiry-notice ladder (`notices`) and the daily digest
+//! (`digest`), each sleeping until its own next instant.
 
 pub mod bind;
 pub mod cron;
+pub mod digest;
+pub mod notices;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,8 +98,37 @@ impl Dispatched {
     }
 }
 
-/// Runs the due loop until shutdown.
+/// The scheduler's loops' view of shutdown: set once, seen by all.
+#[derive(Clone, Debug)]
+pub(crate) struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    /// Returns once keyrot stops.
+    pub(crate) async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// Runs the due loop, the expiry-notice ladder and the daily digest until
+/// shutdown; returns when all three have stopped.
 pub async fn run(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = async {
+        shutdown.recv().await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(
+        due_loop(Arc::clone(&engine), wake.clone(), Stop(stop_rx.clone())),
+        notices::run(Arc::clone(&engine), wake.clone(), Stop(stop_rx.clone())),
+        digest::run(engine, wake, Stop(stop_rx)),
+        signal,
+    );
+    // `shutdown` lives until here: the daemon waits for every loop.
+    drop(shutdown);
+}
+
+/// Dispatches what the due index says is due, until `stop`.
+async fn due_loop(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
     let mut changed = wake.subscribe();
     let mut dispatched = Dispatched::default();
     loop {
@@ -116,7 +149,7 @@ pub async fn run(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
         tokio::select! {
             _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
             r = changed.changed() => if r.is_err() { return },
-            _ = shutdown.recv() => return,
+            _ = stop.wait() => return,
         }
     }
 }

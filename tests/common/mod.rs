@@ -5,6 +5,7 @@
 pub mod azure;
 pub mod http_apis;
 pub mod peers;
+pub mod smtp;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -237,7 +237,7 @@ fn sync_schedule_needs_six_or_seven_fields() {
 fn notify_transport_is_checked() {
     assert_one(
         "[notify]\ntransport = \"smtp\"\n",
-        "2:13: transport \"smtp\" is not supported yet",
+        "2:13: transport = \"smtp\" needs `host`",
     );
     assert_one(
         "[notify]\ntransport = \"fiel\"\n",

@@ -1,0 +1,677 @@
+//! Mail transports: turns an outbox message into an email (stable
+//! `Message-ID <{id}@{from's domain}>`, plain text with an optional HTML
+//! alternative) and hands it to the configured transport: `.eml` files, an
+//! SMTP server (STARTTLS, implicit TLS or plain to a loopback host; AUTH
+//! with a password read from its secret reference when the transport is
+//! built; one pooled connection reused between messages), or the local
+//! `sendmail` program (run with a cleared environment; nothing secret is in
+//! its arguments: `-i -f FROM -- RECIPIENT...`).
+//!
+//! What it does not own: when to send and what to do with a failure (the
+//! sender in `sender.rs`), and what a message says (`message.rs`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use lettre::address::{Address, Envelope};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{NotifyConfig, NotifyTransport, SendmailConfig, SmtpConfig, SmtpSecurity};
+use crate::error::CallError;
+use crate::model::OutboxMessage;
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): no vacation replies.
+const AUTO_SUBMITTED: HeaderName = HeaderName::new_from_ascii_str("Auto-Submitted");
+
+/// SMTP reply codes that mean "your credentials": the password is read
+/// again before the next attempt.
+const AUTH_CODES: [&str; 5] = ["454", "530", "534", "535", "538"];
+
+/// Most of a sendmail program's stdout kept (it should print nothing).
+const SENDMAIL_MAX_STDOUT: usize = 64 * 1024;
+
+/// A built transport for one `[notify]` configuration.
+pub struct Mailer {
+    /// The configuration it was built from.
+    pub config: NotifyConfig,
+    /// The From mailbox.
+    from: Mailbox,
+    /// How messages leave.
+    kind: Kind,
+}
+
+/// The transports.
+enum Kind {
+    /// `transport = "none"`: nothing is sent.
+    None,
+    /// `.eml` files in a directory.
+    File(PathBuf),
+    /// An SMTP server, through a connection pool.
+    Smtp {
+        /// The pooled transport.
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        /// Settings, for messages.
+        settings: SmtpConfig,
+        /// The AUTH password, to cut out of any server answer.
+        password: Option<SecretString>,
+    },
+    /// The local MTA's sendmail program.
+    Sendmail(SendmailConfig),
+}
+
+/// A delivery that did not (fully) happen.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong (never a secret or a body).
+    pub error: CallError,
+    /// Set when some recipients got the message and these did not: a
+    /// retry goes to them only.
+    pub remaining: Option<Vec<String>>,
+    /// The server refused the credentials: read the password again.
+    pub auth: bool,
+}
+
+impl Failure {
+    /// A failure for every recipient.
+    fn all(error: CallError) -> Failure {
+        Failure {
+            error,
+            remaining: None,
+            auth: false,
+        }
+    }
+}
+
+impl Mailer {
+    /// Builds the transport of `cfg`: reads the SMTP password (credentials
+    /// from `credentials_dir`) and the CA file. Call it inside the tokio
+    /// runtime (the SMTP pool starts a task).
+    pub async fn build(
+        cfg: &NotifyConfig,
+        credentials_dir: Option<PathBuf>,
+    ) -> Result<Mailer, CallError> {
+        let from: Mailbox = cfg
+            .from
+            .parse()
+            .map_err(|e| CallError::permanent(format!("[notify] from {:?}: {e}", cfg.from)))?;
+        let kind = match &cfg.transport {
+            NotifyTransport::None => Kind::None,
+            NotifyTransport::File { dir } => Kind::File(dir.clone()),
+            NotifyTransport::Sendmail(s) => Kind::Sendmail(s.clone()),
+            NotifyTransport::Smtp(s) => {
+                let settings = s.clone();
+                let (password, ca) = tokio::task::spawn_blocking(move || {
+                    read_smtp_inputs(&settings, credentials_dir)
+                })
+                .await
+                .map_err(|e| CallError::transient(format!("[notify]: {e}")))??;
+                let transport = smtp_transport(s, password.as_ref(), ca.as_deref())?;
+                Kind::Smtp {
+                    transport,
+                    settings: s.clone(),
+                    password,
+                }
+            }
+        };
+        Ok(Mailer {
+            config: cfg.clone(),
+            from,
+            kind,
+        })
+    }
+
+    /// True for `transport = "none"`.
+    pub fn is_none(&self) -> bool {
+        matches!(self.kind, Kind::None)
+    }
+
+    /// Where messages go, for logs and `keyrot notify test`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::None => "no transport (transport = \"none\")".to_string(),
+            Kind::File(dir) => format!("file: .eml files in {}", dir.display()),
+            Kind::Smtp { settings: s, .. } => {
+                let mut out = format!("smtp {} ({}", server(s), s.security.as_str());
+                if let Some(a) = &s.auth {
+                    let _ = write!(out, ", AUTH as {}", a.username);
+                }
+                out.push(')');
+                out
+            }
+            Kind::Sendmail(s) => format!("sendmail: {}", s.command.display()),
+        }
+    }
+
+    /// The Message-ID of outbox message `id`: `<id@domain>`, the domain
+    /// being the From address's, so it is the same on every attempt and
+    /// after a restart. Characters a Message-ID cannot hold are written
+    /// `=XX`.
+    pub fn message_id(&self, id: &str) -> String {
+        let mut left = String::with_capacity(id.len());
+        for c in id.chars() {
+            if c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) {
+                left.push(c);
+            } else {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(left, "={b:02X}");
+                }
+            }
+        }
+        format!("<{left}@{}>", self.from.email.domain())
+    }
+
+    /// The email for outbox message `m`, addressed to all of `m.to`.
+    pub fn email(&self, m: &OutboxMessage) -> Result<Message, CallError> {
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(m.subject.clone())
+            .message_id(Some(self.message_id(&m.id)))
+            .raw_header(HeaderValue::new(AUTO_SUBMITTED, "auto-generated".into()));
+        for to in &m.to {
+            b = b.to(mailbox(to)?);
+        }
+        let built = match &m.html {
+            Some(html) => b.multipart(MultiPart::alternative_plain_html(
+                m.body.clone(),
+                html.clone(),
+            )),
+            None => b.singlepart(SinglePart::plain(m.body.clone())),
+        };
+        built.map_err(|e| CallError::permanent(format!("message {}: {e}", m.id)))
+    }
+
+    /// Delivers `m` to every recipient in `m.to`. When the transport
+    /// refuses it permanently (5xx, or a sendmail usage/data error) and it
+    /// has several recipients, it is tried once per recipient, so that one
+    /// refused address does not hold the others back; the failure then
+    /// lists the recipients that did not get it.
+    pub async fn send(&self, m: &OutboxMessage) -> Result<(), Failure> {
+        let email = self.email(m).map_err(Failure::all)?;
+        let raw = email.formatted();
+        let rcpts =
+            m.to.iter()
+                .map(|t| mailbox(t).map(|mb| mb.email))
+                .collect::<Result<Vec<Address>, _>>()
+                .map_err(Failure::all)?;
+        let first = match self.deliver(&raw, &rcpts).await {
+            Ok(()) => return Ok(()),
+            Err(f) => f,
+        };
+        if first.error.transient || first.auth || rcpts.len() < 2 {
+            return Err(first);
+        }
+        let mut refused = Vec::new();
+        let mut errors = Vec::new();
+        for r in &rcpts {
+            if let Err(f) = self.deliver(&raw, std::slice::from_ref(r)).await {
+                errors.push(format!("{r}: {}", f.error.message));
+                refused.push((r.to_string(), f));
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let delivered = rcpts.len() - refused.len();
+        let transient = refused.iter().any(|(_, f)| f.error.transient);
+        let auth = refused.iter().any(|(_, f)| f.auth);
+        let message = format!(
+            "delivered to {delivered} of {} recipient(s); not to {}",
+            rcpts.len(),
+            errors.join("; ")
+        );
+        Err(Failure {
+            error: CallError {
+                message,
+                transient,
+                retry_after: None,
+            },
+            remaining: (delivered > 0).then(|| refused.into_iter().map(|(r, _)| r).collect()),
+            auth,
+        })
+    }
+
+    /// One delivery of the formatted message `raw` to `rcpts`.
+    async fn deliver(&self, raw: &[u8], rcpts: &[Address]) -> Result<(), Failure> {
+        let envelope = Envelope::new(Some(self.from.email.clone()), rcpts.to_vec())
+            .map_err(|e| Failure::all(CallError::permanent(format!("envelope: {e}"))))?;
+        match &self.kind {
+            Kind::None => Ok(()),
+            Kind::File(dir) => {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                    Failure::all(CallError::transient(format!(
+                        "creating {}: {e}",
+                        dir.display()
+                    )))
+                })?;
+                AsyncFileTransport::<Tokio1Executor>::new(dir)
+                    .send_raw(&envelope, raw)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        Failure::all(CallError::transient(format!(
+                            "writing mail to {}: {e}",
+                            dir.display()
+                        )))
+                    })
+            }
+            Kind::Smtp {
+                transport,
+                settings,
+                password,
+            } => match transport.send_raw(&envelope, raw).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(smtp_failure(settings, &e, password.as_ref())),
+            },
+            Kind::Sendmail(s) => sendmail(s, &envelope, raw).await.map_err(Failure::all),
+        }
+    }
+
+    /// Closes pooled connections (QUIT).
+    pub async fn shutdown(&self) {
+        if let Kind::Smtp { transport, .. } = &self.kind {
+            transport.shutdown().await;
+        }
+    }
+}
+
+/// Reads what building the transport of `cfg` reads (the SMTP password,
+/// the CA file) and checks the TLS settings, without connecting and
+/// without a runtime: for `keyrot check` and a fail-fast start.
+pub fn preflight(cfg: &NotifyConfig, credentials_dir: Option<PathBuf>) -> Result<(), CallError> {
+    let _: Mailbox = cfg
+        .from
+        .parse()
+        .map_err(|e| CallError::permanent(format!("[notify] from {:?}: {e}", cfg.from)))?;
+    if let NotifyTransport::Smtp(s) = &cfg.transport {
+        let (_password, ca) = read_smtp_inputs(s, credentials_dir)?;
+        tls_parameters(s, ca.as_deref())?;
+    }
+    Ok(())
+}
+
+/// `host:port` (IPv6 in brackets).
+fn server(s: &SmtpConfig) -> String {
+    if s.host.contains(':') {
+        format!("[{}]:{}", s.host, s.port)
+    } else {
+        format!("{}:{}", s.host, s.port)
+    }
+}
+
+/// A recipient or sender address.
+fn mailbox(text: &str) -> Result<Mailbox, CallError> {
+    text.parse()
+        .map_err(|e| CallError::permanent(format!("address {text:?}: {e}")))
+}
+
+/// Reads the SMTP password and the CA file (blocking file reads).
+fn read_smtp_inputs(
+    s: &SmtpConfig,
+    credentials_dir: Option<PathBuf>,
+) -> Result<(Option<SecretString>, Option<Vec<u8>>), CallError> {
+    let password = match &s.auth {
+        None => None,
+        Some(a) => Some(
+            a.password
+                .resolve(credentials_dir.as_deref())
+                .map_err(|e| {
+                    CallError::permanent(format!("[notify] `password` ({}): {e}", a.password))
+                })?,
+        ),
+    };
+    let ca = match &s.ca_file {
+        None => None,
+        Some(path) => Some(read_ca(path)?),
+    };
+    Ok((password, ca))
+}
+
+/// Reads a PEM file that must hold at least one certificate.
+fn read_ca(path: &Path) -> Result<Vec<u8>, CallError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| CallError::permanent(format!("[notify] `ca_file` {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(CallError::permanent(format!(
+            "[notify] `ca_file` {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
+/// The pooled SMTP transport of `s`.
+fn smtp_transport(
+    s: &SmtpConfig,
+    password: Option<&SecretString>,
+    ca: Option<&[u8]>,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, CallError> {
+    let who = format!("[notify] smtp {}", server(s));
+    let timeout = std::time::Duration::try_from(s.timeout)
+        .map_err(|_| CallError::permanent(format!("{who}: `timeout` must be positive")))?;
+    let tls = match (s.security, tls_parameters(s, ca)?) {
+        (SmtpSecurity::Tls, Some(params)) => Tls::Wrapper(params),
+        (SmtpSecurity::StartTls, Some(params)) => Tls::Required(params),
+        _ => Tls::None,
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.as_str())
+        .port(s.port)
+        .timeout(Some(timeout))
+        .tls(tls)
+        .pool_config(
+            PoolConfig::new()
+                .max_size(2)
+                .idle_timeout(std::time::Duration::from_secs(60)),
+        );
+    if let (Some(a), Some(p)) = (&s.auth, password) {
+        // lettre keeps the password as a String for as long as the
+        // transport lives: every new pooled connection authenticates.
+        b = b.credentials(Credentials::new(
+            a.username.clone(),
+            p.expose_secret().to_string(),
+        ));
+    }
+    Ok(b.build())
+}
+
+/// The TLS parameters of `s` (none for `security = "none"`): the system's
+/// roots plus the certificates of `ca` (the `ca_file`'s PEM).
+fn tls_parameters(s: &SmtpConfig, ca: Option<&[u8]>) -> Result<Option<TlsParameters>, CallError> {
+    if s.security == SmtpSecurity::None {
+        return Ok(None);
+    }
+    let who = format!("[notify] smtp {}", server(s));
+    let mut params = TlsParameters::builder(s.host.clone());
+    if let Some(pem) = ca {
+        let cert = Certificate::from_pem(pem)
+            .map_err(|e| CallError::permanent(format!("{who}: `ca_file`: {e}")))?;
+        params = params.add_root_certificate(cert);
+    }
+    params
+        .build()
+        .map(Some)
+        .map_err(|e| CallError::permanent(format!("{who}: TLS settings: {e}")))
+}
+
+/// Maps a lettre SMTP error: a 5xx reply, a client-side refusal (no
+/// common AUTH mechanism, 8-bit text to a 7-bit server) and a certificate
+/// that is not trusted are permanent; 4xx, timeouts and connection errors
+/// transient.
+fn smtp_failure(
+    s: &SmtpConfig,
+    e: &lettre::transport::smtp::Error,
+    password: Option<&SecretString>,
+) -> Failure {
+    let code = e.status().map(|c| c.to_string());
+    let auth = code.as_deref().is_some_and(|c| AUTH_CODES.contains(&c))
+        || (e.is_client() && e.to_string().contains("authentication"));
+    let text = e.to_string();
+    // lettre reports a failed handshake as a connection error.
+    let untrusted = text.contains("certificate");
+    let mut message = format!("smtp {}: {text}", server(s));
+    if untrusted {
+        message.push_str(
+            " (the server's certificate is not trusted for this `host`: check `host`, or set `ca_file` to the CA that signed it)",
+        );
+    }
+    let mut error = if e.is_permanent() || e.is_client() || e.is_tls() || untrusted {
+        CallError::permanent(message)
+    } else {
+        CallError::transient(message)
+    };
+    if let Some(p) = password {
+        error = crate::http::redact(error, p.expose_secret());
+    }
+    Failure {
+        error,
+        remaining: None,
+        auth,
+    }
+}
+
+/// Runs `sendmail -i -f FROM -- RECIPIENT...` with the message on stdin.
+/// Exit 0 is delivered; the sysexits codes decide transient or permanent
+/// (see [`crate::exec`]).
+async fn sendmail(s: &SendmailConfig, envelope: &Envelope, raw: &[u8]) -> Result<(), CallError> {
+    let mut argv = vec![s.command.display().to_string(), "-i".to_string()];
+    if let Some(from) = envelope.from() {
+        argv.extend(["-f".to_string(), from.to_string()]);
+    }
+    argv.push("--".to_string());
+    argv.extend(envelope.to().iter().map(ToString::to_string));
+    let env = std::collections::BTreeMap::new();
+    let program = crate::exec::Program {
+        who: "[notify] sendmail",
+        what: "command",
+        argv: &argv,
+        env: &env,
+        vars: Vec::new(),
+        timeout: s.timeout,
+        max_stdout: SENDMAIL_MAX_STDOUT,
+    };
+    let run = program.run(Some(raw)).await?;
+    if run.code == Some(0) {
+        Ok(())
+    } else {
+        Err(run.failure("[notify] sendmail", "command", None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeliveryState, MessageKind};
+
+    fn cfg(transport: NotifyTransport) -> NotifyConfig {
+        NotifyConfig {
+            from: "keyrot@example.com".into(),
+            transport,
+            ..NotifyConfig::default()
+        }
+    }
+
+    fn msg(id: &str, to: &[&str], html: Option<&str>) -> OutboxMessage {
+        OutboxMessage {
+            id: id.into(),
+            kind: MessageKind::Test,
+            to: to.iter().map(|t| t.to_string()).collect(),
+            subject: "[keyrot] test".into(),
+            body: "plain body\n".into(),
+            html: html.map(str::to_string),
+            state: DeliveryState::Queued,
+            attempts: 0,
+            next_attempt_at: jiff::Timestamp::UNIX_EPOCH,
+            last_error: None,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[tokio::test]
+    async fn message_id_uses_the_from_domain_and_stays_valid() {
+        let m = Mailer::build(&cfg(NotifyTransport::None), None)
+            .await
+            .unwrap();
+        assert_eq!(m.message_id("r1.completed"), "<r1.completed@example.com>");
+        assert_eq!(m.message_id("a b@c"), "<a=20b=40c@example.com>");
+        assert_eq!(m.message_id("p/k.expiry.7d"), "<p/k.expiry.7d@example.com>");
+    }
+
+    #[tokio::test]
+    async fn emails_have_headers_and_parts() {
+        let m = Mailer::build(&cfg(NotifyTransport::None), None)
+            .await
+            .unwrap();
+        let plain = String::from_utf8(
+            m.email(&msg(
+                "r1.completed",
+                &["a@example.com", "b@example.com"],
+                None,
+            ))
+            .unwrap()
+            .formatted(),
+        )
+        .unwrap();
+        assert!(
+            plain.contains("Message-ID: <r1.completed@example.com>\r\n"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("Auto-Submitted: auto-generated\r\n"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("To: a@example.com, b@example.com\r\n"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("Content-Type: text/plain; charset=utf-8"),
+            "{plain}"
+        );
+        let both = String::from_utf8(
+            m.email(&msg(
+                "r1.completed",
+                &["a@example.com"],
+                Some("<p>html body</p>"),
+            ))
+            .unwrap()
+            .formatted(),
+        )
+        .unwrap();
+        assert!(both.contains("multipart/alternative"), "{both}");
+        assert!(both.contains("text/html"), "{both}");
+        assert!(both.contains("<p>html body</p>"), "{both}");
+        let bad = m.email(&msg("x", &["not an address"], None)).unwrap_err();
+        assert!(!bad.transient && bad.message.contains("not an address"));
+    }
+
+    #[tokio::test]
+    async fn file_transport_writes_one_eml_per_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("mail");
+        let m = Mailer::build(&cfg(NotifyTransport::File { dir: out.clone() }), None)
+            .await
+            .unwrap();
+        assert!(m.describe().contains("mail"));
+        m.send(&msg("r1.completed", &["a@example.com"], None))
+            .await
+            .unwrap();
+        let files: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+        assert_eq!(files.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_password_or_ca_file_fails_the_build_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let smtp = |ca: Option<PathBuf>, pw: Option<crate::config::SecretRef>| {
+            cfg(NotifyTransport::Smtp(SmtpConfig {
+                host: "127.0.0.1".into(),
+                port: 2525,
+                security: SmtpSecurity::StartTls,
+                auth: pw.map(|password| crate::config::SmtpAuth {
+                    username: "u".into(),
+                    password,
+                }),
+                timeout: jiff::SignedDuration::from_secs(5),
+                ca_file: ca,
+            }))
+        };
+        let missing = dir.path().join("missing");
+        let e = Mailer::build(
+            &smtp(None, Some(crate::config::SecretRef::File(missing.clone()))),
+            None,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(e.message.contains("`password`"), "{}", e.message);
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "nothing here").unwrap();
+        let e = Mailer::build(&smtp(Some(not_pem), None), None)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.message.contains("holds no PEM certificate"),
+            "{}",
+            e.message
+        );
+        let ok = Mailer::build(&smtp(None, None), None).await.unwrap();
+        assert_eq!(ok.describe(), "smtp 127.0.0.1:2525 (starttls)");
+        // `preflight` finds the same problems without a runtime or a network.
+        let e = preflight(
+            &smtp(None, Some(crate::config::SecretRef::File(missing))),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("`password`"), "{}", e.message);
+        preflight(&smtp(None, None), None).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sendmail_gets_the_envelope_in_argv_and_the_message_on_stdin() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("sendmail");
+        let log = dir.path().join("argv");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\ncat > {}.msg\nenv > {}.env\n[ \"$2\" = -f ] || exit 64\nexit 0\n",
+                log.display(),
+                log.display(),
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let m = Mailer::build(
+            &cfg(NotifyTransport::Sendmail(SendmailConfig {
+                command: script.clone(),
+                timeout: jiff::SignedDuration::from_secs(10),
+            })),
+            None,
+        )
+        .await
+        .unwrap();
+        m.send(&msg(
+            "r1.completed",
+            &["a@example.com", "b@example.com"],
+            None,
+        ))
+        .await
+        .unwrap();
+        let argv = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            argv,
+            "-i\n-f\nkeyrot@example.com\n--\na@example.com\nb@example.com\n"
+        );
+        let body = std::fs::read_to_string(format!("{}.msg", log.display())).unwrap();
+        assert!(body.contains("Message-ID: <r1.completed@example.com>"));
+        let env = std::fs::read_to_string(format!("{}.env", log.display())).unwrap();
+        assert!(!env.contains("HOME="), "{env}");
+        // A failing program is an error with its exit code.
+        std::fs::write(&script, "#!/bin/sh\necho 'no such user' >&2\nexit 67\n").unwrap();
+        let f = m
+            .send(&msg("r2", &["a@example.com"], None))
+            .await
+            .unwrap_err();
+        assert!(!f.error.transient);
+        assert!(
+            f.error.message.contains("exited with 67: no such user"),
+            "{}",
+            f.error.message
+        );
+        std::fs::write(&script, "#!/bin/sh\nexit 75\n").unwrap();
+        let f = m
+            .send(&msg("r3", &["a@example.com"], None))
+            .await
+            .unwrap_err();
+        assert!(f.error.transient, "{}", f.error.message);
+    }
+}
