@@ -35,6 +35,12 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             problems += 1;
         }
     }
+    if let Err(e) =
+        crate::notify::transport::preflight(&cfg.notify, crate::config::credentials_dir_from_env())
+    {
+        eprintln!("{}: {}", path.display(), e.message);
+        problems += 1;
+    }
     // Template overrides render against the documented examples now, so
     // a broken one is found before a message needs it.
     if let Some(dir) = &cfg.notify.template_dir {

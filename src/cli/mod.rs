@@ -284,8 +284,10 @@ pub fn init_logging(format: LogFormat) {
     if let Ok(d) = "aws_sigv4=info".parse() {
         filter = filter.add_directive(d);
     }
+    // Colours only on a terminal: never escape codes in journald or a file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),

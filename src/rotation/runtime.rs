@@ -34,6 +34,10 @@ impl Runtime {
         let creds = crate::config::credentials_dir_from_env();
         let psks = super::reveal::resolve_psks(&config, creds.as_deref())?;
         super::reveal::check_tokens(&config, creds.as_deref())?;
+        // The mail transport's password and CA file, checked now so a bad
+        // one stops the start (or the reload) instead of every delivery.
+        crate::notify::transport::preflight(&config.notify, creds.clone())
+            .map_err(|e| e.message)?;
         let mut providers = HashMap::new();
         let mut limits = HashMap::new();
         for p in &config.providers {
