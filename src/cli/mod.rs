@@ -16,6 +16,7 @@ pub mod rotate;
 pub mod rotation;
 pub mod sink;
 pub mod status;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -174,6 +175,12 @@ pub enum Command {
         #[command(subcommand)]
         action: NotifyAction,
     },
+    /// Back up or verify the store.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Dry run: when each key's next rotation would start, and why.
     Plan {
         /// Horizon in days.
@@ -209,6 +216,29 @@ pub enum NotifyAction {
         /// Recipient address (repeatable).
         #[arg(long, required = true)]
         to: Vec<String>,
+    },
+}
+
+/// `keyrot store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Write a consistent copy of the store to FILE (mode 0600), taken by
+    /// the daemon while it runs. Secrets stay sealed; the master key is
+    /// not in the backup.
+    Backup {
+        /// The backup file to create.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the store: database integrity, schema, every record, the
+    /// audit hash chain, sealed secrets and cross-references. Exits 1 on
+    /// any problem; never modifies the store.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -348,6 +378,10 @@ async fn dispatch(
             history::run(key.as_deref(), limit, socket, cfg, json).await
         }
         Command::Plan { days, json } => plan::run(days, socket, cfg, json).await,
+        Command::Store { action } => match action {
+            StoreAction::Backup { file, force } => store::backup(&file, force, socket, cfg).await,
+            StoreAction::Verify { json } => store::verify(socket, cfg, json).await,
+        },
         Command::Rotate {
             key,
             reason,

@@ -179,6 +179,14 @@ impl Client {
         self.call(Method::POST, path, None).await
     }
 
+    /// `POST path` without a body, for endpoints that answer with bytes
+    /// (`application/octet-stream`) rather than JSON.
+    pub async fn post_for_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+        self.exchange(Method::POST, path, None)
+            .await
+            .map(|(_, bytes)| bytes)
+    }
+
     /// `POST path` without a body, for endpoints that answer 204.
     pub async fn post_no_content(&self, path: &str) -> Result<(), ClientError> {
         self.exchange(Method::POST, path, None).await.map(drop)

@@ -193,6 +193,8 @@ pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/reload", post(reload))
         .route("/v1/sinks/{name}/test", post(test_sink))
+        .route("/v1/store/backup", post(store_api::backup))
+        .route("/v1/store/verify", post(store_api::verify))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -506,6 +508,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 #[path = "orgs.rs"]
 pub mod orgs;
+
+#[path = "store_api.rs"]
+pub mod store_api;
 
 #[cfg(test)]
 #[path = "server_tests.rs"]

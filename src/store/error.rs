@@ -25,7 +25,8 @@ pub enum StoreError {
     /// The file is not a readable keyrot store. keyrot never repairs or
     /// replaces such a file on its own.
     #[error(
-        "store {} is damaged or not a keyrot store: {detail}; keyrot will not repair or replace it: move it aside and restore a backup",
+        "store {} is damaged or not a keyrot store: {detail}. keyrot will not repair, rewrite or replace it: run `keyrot store verify` for a report, then move the file aside and restore a backup (stop keyrot, copy the backup to {}, start keyrot)",
+        path.display(),
         path.display()
     )]
     Corrupt {
@@ -147,6 +148,14 @@ pub enum StoreError {
     SecretNotUtf8 {
         /// Rotation id.
         rotation: String,
+    },
+    /// A backup is not written to `path`.
+    #[error("will not write the backup to {}: {reason}", path.display())]
+    BackupTarget {
+        /// The file asked for.
+        path: PathBuf,
+        /// Why not.
+        reason: &'static str,
     },
     /// The audit chain does not verify at entry `seq`.
     #[error(

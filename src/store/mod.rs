@@ -20,11 +20,16 @@
 //! non-zero and systemd restarts it; resume does the rest.
 
 mod audit;
+mod backup;
+mod checks;
 mod error;
+mod files;
+mod image;
 mod open;
 mod read;
 mod tables;
 mod tx;
+mod verify;
 
 #[cfg(test)]
 mod tests;
@@ -36,9 +41,11 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use redb::{Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase};
 
+pub use backup::{BackupSummary, write_backup};
 pub use error::StoreError;
 pub use tables::SCHEMA_VERSION;
 pub use tx::Tx;
+pub use verify::{TableCount, VerifyReport, verify_file};
 
 use crate::crypto::MasterKey;
 use error::backend;
@@ -102,6 +109,9 @@ enum Db {
     ReadWrite(Database),
     /// Opened read-only, shared with other read-only opens.
     ReadOnly(ReadOnlyDatabase),
+    /// A store left by a crash, recovered in a private copy in memory
+    /// (read-only use; the file keeps its shared locks until dropped).
+    Image(Database),
 }
 
 /// The store handle. `Send + Sync`; share it in an `Arc`.
@@ -129,11 +139,13 @@ impl Store {
 
     /// Opens an existing store read-only, without the master key: every
     /// read works except [`Store::secret`]; [`Store::write`] fails. Fails
-    /// with [`StoreError::Locked`] while the daemon holds the store.
+    /// with [`StoreError::Locked`] while the daemon holds the store. A
+    /// store left by a crash is read from a copy recovered in memory; the
+    /// file itself is never written.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let db = open::open_read_only(path)?;
         Ok(Store {
-            db: Db::ReadOnly(db),
+            db,
             master: None,
             path: path.to_path_buf(),
         })
@@ -146,7 +158,7 @@ impl Store {
 
     /// Whether the store was opened read-only.
     pub fn is_read_only(&self) -> bool {
-        matches!(self.db, Db::ReadOnly(_))
+        !matches!(self.db, Db::ReadWrite(_))
     }
 
     /// Runs `f` in one write transaction and commits it with immediate
@@ -174,9 +186,11 @@ impl Store {
         };
         // On Err, dropping `tx` aborts the transaction.
         let out = f(&mut tx)?;
+        crate::failpoint::hit("before:commit").map_err(|e| StoreError::Other(e.message))?;
         tx.txn
             .commit()
             .map_err(|e| error::commit_failed(&self.path, e))?;
+        crate::failpoint::hit("after:commit").map_err(|e| StoreError::Other(e.message))?;
         Ok(out)
     }
 
@@ -188,7 +202,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let run = || {
             let txn = match &self.db {
-                Db::ReadWrite(db) => db.begin_read(),
+                Db::ReadWrite(db) | Db::Image(db) => db.begin_read(),
                 Db::ReadOnly(db) => db.begin_read(),
             }
             .map_err(backend("starting a read transaction"))?;

@@ -2,24 +2,33 @@
 //! errors mapped to what an operator must do, the schema version and the
 //! master-key check. A file redb cannot read is reported, never repaired or
 //! replaced by keyrot.
+//!
+//! Every read-write open is preceded by a trial open of a private copy of
+//! the file ([`super::image::trial`]): redb's integrity check and, after a
+//! crash, its recovery run on the copy, and the schema version and master
+//! key are checked there. Only a file that passes is opened for writing, so
+//! a truncated, damaged or foreign file, or one this keyrot must refuse, is
+//! left byte for byte as it was. A new store is built under a temporary
+//! name and linked into place, so an empty file is never a store: an
+//! existing empty file is refused rather than initialised.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::DirBuilder;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadOnlyDatabase, ReadTransaction,
-    ReadableDatabase, StorageError, TableError, WriteTransaction,
+    Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, StorageError,
+    TableError, WriteTransaction,
 };
 
-use super::StoreError;
 use super::error::{backend, commit_failed};
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META,
     META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS, SCHEMA_VERSION, SECRETS,
 };
+use super::{Db, StoreError, files, image};
 use crate::crypto::MasterKey;
 
 /// Page cache size: the store is small, redb's default (1 GiB) is not.
@@ -35,76 +44,94 @@ struct MetaState {
 
 /// Opens (creating if needed) the store for writing and checks it.
 pub(super) fn open_read_write(path: &Path, master: &MasterKey) -> Result<Database, StoreError> {
-    prepare_file(path)?;
-    let db = guarded(path, || builder().create(path))?;
-    restrict_mode(path);
-    let txn = db
-        .begin_read()
-        .map_err(backend("starting a read transaction"))?;
-    let state = read_meta(path, &txn)?;
-    drop(txn);
-    check_version(path, state.version)?;
-    match (&state.version, &state.key_check) {
-        (Some(_), Some(sealed)) => {
-            if master.open(KEY_CHECK_AAD, sealed).is_err() {
-                return Err(StoreError::WrongMasterKey {
-                    path: path.to_path_buf(),
-                });
-            }
-        }
-        (Some(_), None) => return Err(corrupt(path, "the meta table has no master-key check")),
-        (None, _) => {}
+    if !exists(path)? {
+        create_fresh(path, master)?;
     }
-    init_tables(path, &db, master, state.version.is_none())?;
+    let (trial, clean) = image::trial(path)?;
+    if trial.recovered {
+        tracing::warn!(store = %path.display(), "the store was not shut down cleanly (keyrot was killed, or the machine stopped); the database engine recovers it to its last commit");
+    }
+    if !clean {
+        tracing::warn!(store = %path.display(), "the database engine's integrity check found an inconsistency it can repair; run `keyrot store verify` and keep a backup");
+    }
+    let fresh = no_panic(path, || check_meta(path, &trial.db, Some(master)))?;
+    // Releases the trial's locks; the open below takes the file for itself.
+    drop(trial);
+    let db = guarded(path, || builder().open(path))?;
+    restrict_mode(path);
+    init_tables(path, &db, master, fresh)?;
     Ok(db)
 }
 
-/// Opens an existing store read-only and checks its schema version.
-pub(super) fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, StoreError> {
-    if !path.exists() {
+/// Opens an existing store read-only and checks its schema version. A
+/// store left by a crash, which only a writer may recover, is recovered in
+/// a private copy in memory instead (the file stays as it is until the
+/// daemon opens it).
+pub(super) fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+    if !exists(path)? {
         return Err(StoreError::NotFound {
             path: path.to_path_buf(),
         });
     }
-    let db = guarded(path, || builder().open_read_only(path))?;
-    let txn = db
-        .begin_read()
-        .map_err(backend("starting a read transaction"))?;
-    let state = read_meta(path, &txn)?;
-    match state.version {
-        None => Err(corrupt(path, "no schema version: not a keyrot store")),
-        v => check_version(path, v).map(|()| db),
+    match guarded(path, || builder().open_read_only(path)) {
+        Ok(db) => {
+            no_panic(path, || check_meta(path, &db, None))?;
+            Ok(Db::ReadOnly(db))
+        }
+        Err(StoreError::NeedsRecovery { .. }) => {
+            let (trial, _) = image::trial(path)?;
+            no_panic(path, || check_meta(path, &trial.db, None))?;
+            Ok(Db::Image(trial.db))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `path` exists (a dangling symlink counts: it is not ours to replace).
+fn exists(path: &Path) -> Result<bool, StoreError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("look at the store file", path, e)),
+    }
+}
+
+/// Builds a new store under a temporary name (0600, in a 0700 directory),
+/// with its tables, schema version and master-key check, closes it cleanly
+/// and links it into place. Another process that created the store
+/// meanwhile wins; its store is then opened (and found locked or not).
+fn create_fresh(path: &Path, master: &MasterKey) -> Result<(), StoreError> {
+    let dir = files::dir_of(path);
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_err("create the store directory", dir, e))?;
+    let tmp = files::temp_sibling(path, "new");
+    files::create_private(&tmp).map_err(|e| io_err("create the store file", &tmp, e))?;
+    let built = guarded(&tmp, || builder().create(&tmp))
+        .and_then(|db| init_tables(&tmp, &db, master, true));
+    let synced = built.and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_err("sync the new store file", &tmp, e))
+    });
+    if let Err(e) = synced {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    match files::place(&tmp, path, false) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("create the store file", path, e)),
     }
 }
 
 /// The builder every open uses.
-fn builder() -> Builder {
+pub(super) fn builder() -> Builder {
     let mut b = Builder::new();
     b.set_cache_size(CACHE_BYTES);
     b
-}
-
-/// Creates the parent directory (0700) and, when missing, the file (0600)
-/// so that it never exists with a looser mode.
-fn prepare_file(path: &Path) -> Result<(), StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| io_err("create the store directory", dir, e))?;
-    }
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err("create the store file", path, e)),
-    }
 }
 
 /// Sets the file's mode to 0600; a failure is logged, not fatal (the
@@ -121,7 +148,7 @@ fn restrict_mode(path: &Path) {
 
 /// Runs a redb open, turning its errors, and a panic (redb may panic on a
 /// file altered behind its back), into store errors.
-fn guarded<T>(
+pub(super) fn guarded<T>(
     path: &Path,
     open: impl FnOnce() -> Result<T, DatabaseError>,
 ) -> Result<T, StoreError> {
@@ -154,6 +181,15 @@ fn map_open_error(path: &Path, e: DatabaseError) -> StoreError {
         {
             corrupt(path, &source.to_string())
         }
+        // A read past the end: the file is shorter than its own layout.
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == io::ErrorKind::UnexpectedEof =>
+        {
+            corrupt(
+                path,
+                &format!("it ends before the data it should hold (truncated?): {source}"),
+            )
+        }
         DatabaseError::Storage(StorageError::Io(source))
             if source.kind() == io::ErrorKind::NotFound =>
         {
@@ -165,6 +201,58 @@ fn map_open_error(path: &Path, e: DatabaseError) -> StoreError {
             detail: other.to_string(),
         },
     }
+}
+
+/// Checks the schema version and, given the master key, the key check.
+/// Returns whether the store is blank and must be initialised: a redb file
+/// without a single table, which an older keyrot could leave when stopped
+/// while creating it. A file with tables but no schema version is not a
+/// keyrot store and is refused.
+fn check_meta(
+    path: &Path,
+    db: &impl ReadableDatabase,
+    master: Option<&MasterKey>,
+) -> Result<bool, StoreError> {
+    let txn = db
+        .begin_read()
+        .map_err(backend("starting a read transaction"))?;
+    let state = read_meta(path, &txn)?;
+    check_version(path, state.version)?;
+    match (state.version, &state.key_check, master) {
+        (None, _, Some(_)) if !has_tables(&txn)? => Ok(true),
+        (None, _, _) => Err(corrupt(path, "no schema version: not a keyrot store")),
+        (Some(_), None, _) => Err(corrupt(path, "the meta table has no master-key check")),
+        (Some(_), Some(sealed), Some(master)) => match master.open(KEY_CHECK_AAD, sealed) {
+            Ok(_) => Ok(false),
+            Err(_) => Err(StoreError::WrongMasterKey {
+                path: path.to_path_buf(),
+            }),
+        },
+        (Some(_), Some(_), None) => Ok(false),
+    }
+}
+
+/// Whether the database holds any table.
+fn has_tables(txn: &ReadTransaction) -> Result<bool, StoreError> {
+    Ok(txn
+        .list_tables()
+        .map_err(backend("listing tables"))?
+        .next()
+        .is_some())
+}
+
+/// Runs `f`, turning a panic of the database engine (on a page altered
+/// behind its back) into [`StoreError::Corrupt`].
+pub(super) fn no_panic<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(corrupt(
+            path,
+            "the database engine failed while reading the file",
+        ))
+    })
 }
 
 /// Reads the schema version and key check, if the meta table exists.
@@ -257,7 +345,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 /// A [`StoreError::Corrupt`] for `path`.
-fn corrupt(path: &Path, detail: &str) -> StoreError {
+pub(super) fn corrupt(path: &Path, detail: &str) -> StoreError {
     StoreError::Corrupt {
         path: path.to_path_buf(),
         detail: detail.to_owned(),
@@ -265,7 +353,7 @@ fn corrupt(path: &Path, detail: &str) -> StoreError {
 }
 
 /// A [`StoreError::Io`].
-fn io_err(action: &'static str, path: &Path, source: io::Error) -> StoreError {
+pub(super) fn io_err(action: &'static str, path: &Path, source: io::Error) -> StoreError {
     StoreError::Io {
         action,
         path: PathBuf::from(path),

@@ -35,6 +35,20 @@ pub(super) const LOCAL_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new
 /// Slot → id of its unfinished rotation.
 pub(super) const ACTIVE: TableDefinition<&str, &str> = TableDefinition::new("active");
 
+/// Every table of this schema, by name, in the order reports list them.
+pub(super) const TABLE_NAMES: [&str; 10] = [
+    "keys",
+    "rotations",
+    "key_rotations",
+    "secrets",
+    "outbox",
+    "audit",
+    "meta",
+    "due",
+    "local_keys",
+    "active",
+];
+
 /// Meta key of the schema version (u64, big-endian).
 pub(super) const META_SCHEMA: &str = "schema_version";
 /// Meta key of the master-key check envelope.

@@ -3,8 +3,11 @@
 //! tested). Helpers here build records and reach under the typed API to
 //! simulate tampering.
 
+mod backup;
+mod damage;
 mod data;
 mod open;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -89,6 +92,72 @@ fn raw_write(store: &Store, f: impl FnOnce(&WriteTransaction)) {
     let txn = db.begin_write().unwrap();
     f(&txn);
     txn.commit().unwrap();
+}
+
+/// A secret used by [`populate`].
+const SECRET: &str = "MARKER-SECRET-populated-0b1c";
+
+/// Fills a store with one of everything: two slots (one due, one with an
+/// unfinished rotation in Overlap, so with a timer and an `active` entry),
+/// a finished rotation, a sealed secret and a sealed envelope, an outbox
+/// message, audit entries and a local-provider key.
+fn populate(store: &Store) {
+    use secrecy::SecretString;
+    store
+        .write(|tx| {
+            tx.put_key(&key_rec("p/a", Some(t(3600))))?;
+            let mut b = key_rec("p/b", None);
+            b.active_rotation = Some("r2".into());
+            tx.put_key(&b)?;
+            tx.put_rotation(&rot_rec("r1", "p/a", RotationState::Completed))?;
+            let mut r2 = rot_rec("r2", "p/b", RotationState::Overlap);
+            r2.revoke_old_at = Some(t(60));
+            tx.put_rotation(&r2)?;
+            tx.put_secret("r2", &SecretString::from(SECRET))?;
+            tx.put_secret("r2#psk", &SecretString::from("sealed envelope"))?;
+            tx.put_message(
+                &serde_json::from_value(serde_json::json!({
+                    "id": "r1.completed",
+                    "kind": "test",
+                    "to": ["ops@example.com"],
+                    "subject": "s",
+                    "body": "b",
+                    "state": "queued",
+                    "attempts": 0,
+                    "next_attempt_at": t(0),
+                    "last_error": null,
+                    "created_at": t(0),
+                }))
+                .unwrap(),
+            )?;
+            tx.local_put(
+                &serde_json::from_value(serde_json::json!({
+                    "id": "lk1",
+                    "name": "a",
+                    "scopes": [],
+                    "created_by": "keyrot",
+                    "created_at": t(0),
+                    "expires_at": null,
+                    "secret_sha256": "00",
+                    "tag": "r1",
+                    "revoked_at": null,
+                    "last_used_at": null,
+                }))
+                .unwrap(),
+            )?;
+            for i in 0..3 {
+                tx.audit(t(i), "test.event", Some("p/a"), None, None, "entry")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Copies the file of an open store: what a `kill -9` right after the last
+/// commit leaves on disk (the file is marked as open by a writer).
+fn crash_image(store: &Store, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(store.path(), to).unwrap();
 }
 
 #[test]
