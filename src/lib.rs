@@ -37,6 +37,8 @@ pub mod daemon;
 pub mod error;
 pub mod exec;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod model;
 pub mod notify;

@@ -1,106 +1,396 @@
-//! Crash safety with failpoints (cargo feature `failpoints`): the daemon
-//! dies like `kill -9` right after a state commit or around an external
-//! call; a restart without failpoints must finish the rotation, with the
-//! sink holding the live key's secret and the old key revoked only after.
+//! The deterministic crash suite (cargo feature `failpoints`): the real
+//! binary against real peers (`keyrot sandbox` with the proposed rotate
+//! API, keyrot's local provider, AWS IAM on moto; OpenBao KV and a file as
+//! sinks; aiosmtpd for the mail) dies like `kill -9` at every failpoint in
+//! `keyrot::failpoint::ALL`, restarts without failpoints, and once every
+//! rotation has settled the invariants I1-I6 (tests/common/crash.rs) must
+//! hold. Each test function shares one set of peers between its cases;
+//! each case gets a fresh daemon directory.
 
 mod common;
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{Daemon, config, wait_until};
+use common::crash::checks::Report;
+use common::crash::scenario::Scenario;
+use common::crash::world::{Kind, World};
+use common::crash::{ASSISTED, Case, IAM, LOCAL, SANDBOX};
+use keyrot::failpoint::ALL;
 
-const SLOW: &str = r#"new_key_lifetime = "1h"
-rotate_before_expiry = "10m"
-overlap = "1s"
-jitter = false"#;
-
-fn ts(v: &serde_json::Value) -> jiff::Timestamp {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a timestamp: {v}"))
-        .parse()
-        .unwrap()
-}
-
-/// Starts a daemon whose key has its first key, then asks for a rotation
-/// with `failpoint` armed; the daemon must die there. Restarts without
-/// failpoints and checks the rotation completes safely.
-fn crash_at(failpoint: &str) {
-    let mut d = Daemon::new(&config(SLOW, &["alpha"]));
-    d.start();
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["keys"][0]["key_id"]
-        .is_string()));
-    let old = d.json(&["status", "--json"])["keys"][0]["key_id"].clone();
-    d.signal(libc::SIGTERM);
-    assert!(d.wait_exit(Duration::from_secs(15)).unwrap().success());
-
-    d.env = vec![("KEYROT_FAILPOINTS".into(), format!("{failpoint}=abort"))];
-    d.start();
-    let out = d.cli(&["rotate", "alpha", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let st = d
-        .wait_exit(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("failpoint {failpoint} never hit; log:\n{}", d.log()));
-    assert!(!st.success(), "{failpoint}: exited cleanly");
-
-    d.env.clear();
-    d.start();
-    let done = wait_until(Duration::from_secs(40), || {
-        d.json(&["rotation", "show", &id, "--json"])["state"] == "Completed"
-    });
-    assert!(
-        done,
-        "{failpoint}: rotation did not complete: {}\nlog:\n{}",
-        d.json(&["rotation", "show", &id, "--json"]),
-        d.log()
-    );
-    let r = d.json(&["rotation", "show", &id, "--json"]);
-    assert_eq!(r["old_key_id"], old, "{failpoint}");
-    let revoked = ts(&r["old_revoked_at"]);
-    for (_, res) in r["sink_results"].as_object().unwrap() {
-        assert!(
-            ts(&res["verified_at"]) <= revoked,
-            "{failpoint}: revoked before verification: {r}"
-        );
-    }
-    let live = d.json(&["status", "--json"])["keys"][0]["key_id"].clone();
-    assert_eq!(live, r["new_key"]["id"], "{failpoint}");
-    assert_eq!(
-        d.sink("alpha").unwrap()["key_id"],
-        live,
-        "{failpoint}: sink does not hold the live key"
-    );
-    // No orphan: the only rotation is this one (plus the first issue), and
-    // every key issued under its tag except the new one was revoked (the
-    // history notes an orphan revoked when the crash came after issue).
-    let rotations = d.rotations();
-    assert!(
-        rotations.iter().all(|r| r["state"] == "Completed"),
-        "{failpoint}: {rotations:#?}"
-    );
-}
-
-#[test]
-fn crash_after_each_commit_and_around_each_call() {
-    for fp in [
+/// The rotation path, crashed at each step (the sandbox covers it all).
+fn rotation_path() -> Vec<Scenario> {
+    let mut v: Vec<Scenario> = [
+        "after:pending",
         "after:issuing",
+        "before:issue",
         "after:issue",
         "after:issued",
         "after:distributing",
+        "before:sink-put",
         "after:sink-put",
         "after:verifying",
+        "before:verify",
+        "after:verify",
+        "before:sink-read",
+        "after:sink-read",
+        "before:sink-finish",
+        "after:sink-finish",
         "after:overlap",
         "after:revoking",
+        "before:revoke",
         "after:revoke",
-    ] {
-        crash_at(fp);
+        "after:completed",
+        "before:mail-send",
+        "after:mail-send",
+    ]
+    .into_iter()
+    .map(Scenario::abort)
+    .collect();
+    // The second sink (the first one's success is already committed).
+    for fp in ["before:sink-put", "after:sink-put", "after:sink-read"] {
+        v.push(Scenario::abort_at(fp, Some(2)));
     }
+    // Store commits at several depths of the rotation.
+    for n in [1, 4, 8] {
+        v.push(Scenario::abort_at("before:commit", Some(n)));
+    }
+    for n in [2, 6, 10] {
+        v.push(Scenario::abort_at("after:commit", Some(n)));
+    }
+    v.push(Scenario::sync("before:list"));
+    v.push(Scenario::sync("after:list"));
+    v
+}
+
+/// The local provider tags keys: a crash after the issue leaves a key
+/// whose secret was never seen, found by its tag and revoked on restart.
+fn local_scenarios() -> Vec<Scenario> {
+    let mut v: Vec<Scenario> = [
+        "before:find-tagged",
+        "after:find-tagged",
+        "before:revoke-orphan",
+        "after:revoke-orphan",
+    ]
+    .into_iter()
+    .map(Scenario::orphan)
+    .collect();
+    v.extend(
+        [
+            "after:issuing",
+            "after:sink-put",
+            "after:overlap",
+            "before:revoke",
+        ]
+        .into_iter()
+        .map(Scenario::abort),
+    );
+    v.push(Scenario::abort_at("before:commit", Some(3)));
+    v.push(Scenario::abort_at("after:commit", Some(5)));
+    v.push(Scenario::sync("before:list"));
+    v
+}
+
+/// IAM with `deactivate_first`: the old key is set Inactive for the overlap.
+fn iam_scenarios() -> Vec<Scenario> {
+    let mut v: Vec<Scenario> = [
+        "before:deactivate",
+        "after:deactivate",
+        "after:issue",
+        "after:overlap",
+        "after:revoke",
+    ]
+    .into_iter()
+    .map(Scenario::abort)
+    .collect();
+    v.push(Scenario::orphan("before:revoke-orphan"));
+    v
+}
+
+/// Failpoints the special cases below kill the daemon at.
+const SPECIAL: [&str; 3] = ["after:failed", "after:aborted", "after:awaiting-secret"];
+
+/// Runs `scenarios` against `world` on slots of `provider`; returns the
+/// figures and the failpoints that killed the daemon.
+fn run_all(world: &World, provider: &str, scenarios: &[Scenario]) -> (Report, BTreeSet<String>) {
+    let mut total = Report::default();
+    let mut covered = BTreeSet::new();
+    for s in scenarios {
+        let t = Instant::now();
+        let mut case = world.case(&format!("{provider}: {}", s.label()), &[(provider, 1)]);
+        total.add(&s.run(&mut case));
+        covered.extend(s.names());
+        eprintln!(
+            "crash [{provider}] {}: ok in {:.1}s",
+            s.label(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    (total, covered)
+}
+
+fn summary(what: &str, start: Instant, report: &Report, covered: &BTreeSet<String>) {
+    eprintln!(
+        "crash suite [{what}]: {} failpoints, {} rotations ({} completed, {} resumed), {} provider keys, {} sink values, {} messages ({} duplicates under the same Message-ID) checked in {:.1}s; invariant violations: 0",
+        covered.len(),
+        report.rotations,
+        report.completed,
+        report.resumed,
+        report.provider_keys,
+        report.sink_values,
+        report.messages,
+        report.duplicates,
+        start.elapsed().as_secs_f64()
+    );
+    for f in &report.findings {
+        eprintln!("crash suite [{what}]: finding: {f}");
+    }
+}
+
+#[test]
+fn sandbox_provider_crashes_at_every_step_of_a_rotation() {
+    let start = Instant::now();
+    let world = World::new(Kind::Sandbox);
+    let (mut report, mut covered) = run_all(&world, SANDBOX, &rotation_path());
+
+    // Assisted rotation: crash right after people were asked for a key;
+    // after the restart a person creates it and enrolls its secret.
+    let mut case = world.case("assisted: after:awaiting-secret=abort", &[(ASSISTED, 1)]);
+    case.arm("after:awaiting-secret=abort");
+    let _ = case.rotate(0);
+    case.expect_death("after:awaiting-secret");
+    case.disarm();
+    case.start();
+    let id = wait_rotation(&case, "AwaitingSecret");
+    let (new_id, secret) = world.sandbox_key_with_secret(&case.slots[0].name);
+    enroll(&case, &id, &new_id, &secret);
+    report.add(&case.recover());
+    report.add(&case.check(true).unwrap_or_else(|e| panic!("{e}")));
+    covered.insert("after:awaiting-secret".into());
+
+    // The rotate call keeps failing after the sandbox created the key (its
+    // answer lost): Failed in Issuing, the key unknown to keyrot. Aborting
+    // must find it (the idempotent rotate answers with the same key) and
+    // revoke it; the daemon dies right after the Aborted commit.
+    let mut case = world.case("sandbox: abort after a lost issue", &[(SANDBOX, 1)]);
+    case.arm("after:issue=error");
+    let _ = case.rotate(0);
+    let id = wait_rotation(&case, "Failed");
+    case.arm("after:aborted=abort");
+    let _ = case.d.cli(&["rotation", "abort", &id]);
+    case.expect_death("after:aborted");
+    case.disarm();
+    case.start();
+    report.add(&case.recover());
+    report.add(&case.check(true).unwrap_or_else(|e| panic!("{e}")));
+    covered.insert("after:aborted".into());
+
+    // The checks have teeth: a sink holding a wrong secret, and a live key
+    // keyrot does not know, are both reported.
+    let mut case = world.case("sandbox: tampered on purpose", &[(SANDBOX, 1)]);
+    let _ = case.rotate(0);
+    case.settle(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let name = case.slots[0].name.clone();
+    let file = case.d.dir.join("out").join(format!("{name}.json"));
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    doc["secret"] = "not-the-secret".into();
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let stray = world.sandbox_key(&name);
+    let err = case
+        .check(true)
+        .expect_err("the checker accepted a wrong sink and a stray key");
+    assert!(
+        err.contains("I2: slot")
+            && err.contains(&format!("I4: slot atl/{name}: orphan key {stray}")),
+        "{err}"
+    );
+    summary("sandbox", start, &report, &covered);
+}
+
+#[test]
+fn local_provider_crashes_while_cleaning_up_and_when_failing_or_aborting() {
+    let start = Instant::now();
+    let world = World::new(Kind::Local);
+    let (mut report, mut covered) = run_all(&world, LOCAL, &local_scenarios());
+
+    // A sink that keeps failing exhausts the retry budget: crash right
+    // after Failed is committed. After the restart the rotation is Failed
+    // (its secret kept), the old key untouched; an operator resumes it.
+    let mut case = world.case(
+        "local: before:sink-put=error,after:failed=abort",
+        &[(LOCAL, 1)],
+    );
+    case.arm("before:sink-put=error,after:failed=abort");
+    let _ = case.rotate(0);
+    case.expect_death("after:failed");
+    case.disarm();
+    case.start();
+    case.settle(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    report.add(&case.check(false).unwrap_or_else(|e| panic!("{e}")));
+    case.start();
+    let recovered = case.recover();
+    assert_eq!(recovered.resumed, 1, "{}", case.fail("nothing to resume"));
+    report.add(&recovered);
+    report.add(&case.check(true).unwrap_or_else(|e| panic!("{e}")));
+    covered.insert("after:failed".into());
+
+    // An operator aborts a Failed rotation (nothing distributed yet): the
+    // new key is revoked, then the daemon dies right after the commit.
+    let mut case = world.case("local: after:aborted=abort", &[(LOCAL, 1)]);
+    case.arm("before:sink-put=error");
+    let _ = case.rotate(0);
+    let id = wait_rotation(&case, "Failed");
+    case.arm("after:aborted=abort");
+    let _ = case.d.cli(&["rotation", "abort", &id]);
+    case.expect_death("after:aborted");
+    case.disarm();
+    case.start();
+    report.add(&case.recover());
+    report.add(&case.check(true).unwrap_or_else(|e| panic!("{e}")));
+    covered.insert("after:aborted".into());
+    summary("local", start, &report, &covered);
+}
+
+#[test]
+fn iam_provider_crashes_around_deactivate_and_revoke() {
+    let start = Instant::now();
+    let world = World::new(Kind::Iam);
+    let (report, covered) = run_all(&world, IAM, &iam_scenarios());
+    summary("iam", start, &report, &covered);
+}
+
+/// Every name in `failpoint::ALL` kills the daemon in some scenario above.
+#[test]
+fn every_failpoint_has_a_crash_scenario() {
+    let mut covered: BTreeSet<String> = BTreeSet::new();
+    for s in rotation_path()
+        .iter()
+        .chain(&local_scenarios())
+        .chain(&iam_scenarios())
+    {
+        covered.extend(s.names());
+    }
+    covered.extend(SPECIAL.iter().map(|s| s.to_string()));
+    let missing: Vec<&&str> = ALL.iter().filter(|n| !covered.contains(**n)).collect();
+    assert!(
+        missing.is_empty(),
+        "failpoints without a scenario: {missing:?}"
+    );
+    let unknown: Vec<&String> = covered
+        .iter()
+        .filter(|n| !ALL.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "scenarios name unknown failpoints: {unknown:?}"
+    );
+}
+
+/// Every `failpoint::hit("...")` in `src/` is listed in `ALL` (so the
+/// suite above covers it), and every rotation state has its `after:`.
+#[test]
+fn every_failpoint_in_the_sources_is_listed() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push((p.clone(), std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let needle = "failpoint::hit(\"";
+    let mut found = BTreeSet::new();
+    for (path, text) in &files {
+        for (at, _) in text.match_indices(needle) {
+            let rest = &text[at + needle.len()..];
+            let name = &rest[..rest.find('"').unwrap()];
+            assert!(
+                ALL.contains(&name),
+                "{}: failpoint {name:?} is not in keyrot::failpoint::ALL",
+                path.display()
+            );
+            found.insert(name.to_string());
+        }
+    }
+    // The state commits go through one `hit(&format!("after:{}", state))`.
+    assert!(
+        files
+            .iter()
+            .any(|(_, t)| t.contains("failpoint::hit(&format!(\"after:{}\", saved.state))")),
+        "the after:<state> failpoint moved"
+    );
+    use keyrot::model::RotationState as S;
+    for s in [
+        S::Pending,
+        S::AwaitingSecret,
+        S::Issuing,
+        S::Issued,
+        S::Distributing,
+        S::Verifying,
+        S::Overlap,
+        S::Revoking,
+        S::Completed,
+        S::Failed,
+        S::Aborted,
+    ] {
+        let name = format!("after:{s}");
+        assert!(ALL.contains(&name.as_str()), "{name} is not in ALL");
+        found.insert(name);
+    }
+    let unused: Vec<&&str> = ALL.iter().filter(|n| !found.contains(**n)).collect();
+    assert!(
+        unused.is_empty(),
+        "listed in ALL but hit nowhere: {unused:?}"
+    );
+}
+
+/// Waits until the case's only rotation is in `state`; its id.
+fn wait_rotation(case: &Case<'_>, state: &str) -> String {
+    let mut id = None;
+    let ok = common::wait_until(Duration::from_secs(40), || {
+        id = case
+            .rotations()
+            .into_iter()
+            .find(|r| r["state"] == state)
+            .and_then(|r| r["id"].as_str().map(str::to_string));
+        id.is_some()
+    });
+    assert!(ok, "{}", case.fail(&format!("no rotation reached {state}")));
+    id.unwrap()
+}
+
+/// `keyrot enroll ID --key-id NEW` with the secret on stdin.
+fn enroll(case: &Case<'_>, id: &str, new_id: &str, secret: &str) {
+    let mut child = Command::new(common::bin())
+        .args(["enroll", id, "--key-id", new_id, "--config"])
+        .arg(case.d.config_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{secret}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        case.fail(&format!("enroll: {}", String::from_utf8_lossy(&out.stderr)))
+    );
 }

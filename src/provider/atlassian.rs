@@ -181,15 +181,18 @@ impl AtlassianProvider {
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Answer, CallError> {
         let key = self.admin_key();
-        let ans = self
+        let mut ans = self
             .send(what, build().bearer_auth(key.expose_secret()))
             .await?;
         if ans.status == StatusCode::UNAUTHORIZED && self.reload_admin_key(&key).await {
             let key = self.admin_key();
-            return self
+            ans = self
                 .send(what, build().bearer_auth(key.expose_secret()))
-                .await;
+                .await?;
+            scrub(&mut ans.body, key.expose_secret());
+            return Ok(ans);
         }
+        scrub(&mut ans.body, key.expose_secret());
         Ok(ans)
     }
 
@@ -257,15 +260,18 @@ impl AtlassianProvider {
         if !ans.status.is_success() {
             return Err(status_error(&self.name, &what, &ans, req.now));
         }
-        let resp: wire::RotateResponse = serde_json::from_slice(&ans.body).map_err(|e| {
-            // serde's message may quote response values: keep only where.
-            CallError::permanent(format!(
-                "provider {:?}: {what}: unexpected response (line {}, column {}): expected data.id, data.encryptedSecret, data.encryption",
-                self.name,
-                e.line(),
-                e.column()
-            ))
-        })?;
+        // A cut or garbled answer is transient: the key may have been made,
+        // and the retry repeats the Idempotency-Key, so the API answers
+        // with that key again instead of making a second one.
+        let resp: wire::RotateResponse = ans
+            .json(&format!("provider {:?}", self.name), &what)
+            .map_err(|e| CallError {
+                message: format!(
+                    "{}; expected data.id, data.encryptedSecret, data.encryption",
+                    e.message
+                ),
+                ..e
+            })?;
         let key = resp.data;
         let secret = self.open(psk, &key)?;
         Ok(IssuedKey {
@@ -335,6 +341,29 @@ fn parse_psk(text: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
         *dst = u8::try_from(hi * 16 + lo).ok()?;
     }
     Some(key)
+}
+
+/// Replaces every copy of `secret` in an answer's body with `[redacted]`:
+/// a server (or a proxy before it) that echoes the `Authorization` header
+/// in an error must not put the admin key into keyrot's errors, logs and
+/// mails. The old body is wiped.
+fn scrub(body: &mut Zeroizing<Vec<u8>>, secret: &str) {
+    let secret = secret.as_bytes();
+    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
+        return;
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len()));
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        if rest.starts_with(secret) {
+            out.extend_from_slice(b"[redacted]");
+            rest = &rest[secret.len()..];
+        } else {
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    *body = out;
 }
 
 #[async_trait]

@@ -249,6 +249,7 @@ impl Engine {
                 })
             })
             .await??;
+        crate::failpoint::hit("after:pending").map_err(|e| ApiError::new(500, e.message))?;
         tracing::info!(rotation = %created.id, key = %created.slot, provider = %created.provider,
             step = "pending", trigger = ?created.trigger, reason = %created.reason, "rotation started");
         self.spawn(&created.id);

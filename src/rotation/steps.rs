@@ -437,35 +437,26 @@ impl Engine {
                 ))
                 .into());
             }
-            for orphan in provider.find_tagged(&rec.id, now).await? {
+            crate::failpoint::hit("before:find-tagged")?;
+            let orphans = provider.find_tagged(&rec.id, now).await?;
+            crate::failpoint::hit("after:find-tagged")?;
+            for orphan in orphans {
+                crate::failpoint::hit("before:revoke-orphan")?;
                 provider.revoke(&orphan.id, now).await?;
+                crate::failpoint::hit("after:revoke-orphan")?;
                 tracing::warn!(orphan = %orphan.id, "revoked a key an interrupted attempt had issued (its secret was never seen)");
                 notes.push(orphan.id);
             }
         }
         *fresh = false;
         let policy = rt.config.policy(&rec.policy);
-        let expires_at = match policy {
-            Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now)
-                .map_err(CallError::permanent)?,
-            None => rec.requested_new_expiry,
-        };
         if policy.is_some_and(|p| p.require_scopes) && rec.scopes.is_empty() {
             return Err(CallError::permanent(
                 "policy requires scopes but the new key would have none",
             )
             .into());
         }
-        let req = IssueRequest {
-            name: key_name(&rec.slot).to_string(),
-            scopes: rec.scopes.clone(),
-            expires_at,
-            tag: rec.id.clone(),
-            replaces: rec.old_key_id.clone(),
-            resumed,
-            created_by: "keyrot".into(),
-            now,
-        };
+        let req = issue_request(rt, &rec, resumed, now)?;
         super::reveal::check_psk(rt, &rec)?;
         crate::failpoint::hit("before:issue")?;
         let issued = provider.issue(&req).await?;
@@ -562,6 +553,7 @@ impl Engine {
             let secret = self.secret(&rec).await?;
             crate::failpoint::hit("before:verify")?;
             provider.verify(&new.id, &secret, now).await?;
+            crate::failpoint::hit("after:verify")?;
         }
         let target = target(&rec)?;
         for name in rec.sinks.clone() {
@@ -576,7 +568,9 @@ impl Engine {
                 continue;
             }
             crate::failpoint::hit("before:sink-read")?;
-            match sink.read_back(&target).await? {
+            let read = sink.read_back(&target).await?;
+            crate::failpoint::hit("after:sink-read")?;
+            match read {
                 Some(h) if h == new.secret_sha256 => {
                     if let Some(r) = rec.sink_results.get_mut(&name) {
                         r.verified_at = Some(now);
@@ -604,6 +598,7 @@ impl Engine {
                     message: format!("sink {name}: {}", e.message),
                     ..e
                 })?;
+                crate::failpoint::hit("after:sink-finish")?;
             }
         }
         if rec.old_key_id.is_none() {
@@ -630,6 +625,7 @@ impl Engine {
             let old = rec.old_key_id.clone().unwrap_or_default();
             crate::failpoint::hit("before:deactivate")?;
             provider.deactivate(&old, now).await?;
+            crate::failpoint::hit("after:deactivate")?;
             tracing::info!(old_key = %old, "old key set inactive for the overlap; it is deleted when the overlap ends");
         }
         let overlap = rt
@@ -718,6 +714,7 @@ impl Engine {
             })
             .await?;
         self.wake.notify();
+        crate::failpoint::hit("after:completed").map_err(|e| EngineError::Join(e.message))?;
         tracing::info!(rotation = %saved.id, key = %saved.slot, step = "completed",
             new_key = %saved.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-"),
             expires = %saved.new_key.as_ref().and_then(|k| k.expires_at).map(|t| t.to_string()).unwrap_or_default(),
@@ -843,6 +840,27 @@ impl Engine {
                     .map_err(|e| ApiError::new(502, e.message))?;
                 revoked.push(k.id);
             }
+        } else if at == RotationState::Issuing && provider.capabilities().idempotent_issue {
+            // The interrupted issue may have created a key that carries no
+            // tag. The provider answers the same request (same idempotency
+            // key) with that key rather than a new one: ask again, and
+            // revoke what comes back, so that no key is left behind.
+            let req =
+                issue_request(&rt, &rec, true, now).map_err(|e| ApiError::new(409, e.message))?;
+            let again = provider.issue(&req).await.map_err(|e| {
+                ApiError::new(
+                    502,
+                    format!(
+                        "finding the key the interrupted issue created: {}",
+                        e.message
+                    ),
+                )
+            })?;
+            provider
+                .revoke(&again.info.id, now)
+                .await
+                .map_err(|e| ApiError::new(502, e.message))?;
+            revoked.push(again.info.id.clone());
         }
         let note = if revoked.is_empty() {
             "aborted by operator".to_string()
@@ -912,6 +930,32 @@ fn key_name(slot: &str) -> &str {
 
 fn fmt_opt(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
+}
+
+/// The issue request of `rec`; every attempt sends the same tag (the
+/// rotation id), which idempotent providers use to answer a repeat with
+/// the key the first attempt created.
+fn issue_request(
+    rt: &Runtime,
+    rec: &RotationRecord,
+    resumed: bool,
+    now: Timestamp,
+) -> Result<IssueRequest, CallError> {
+    let expires_at = match rt.config.policy(&rec.policy) {
+        Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now)
+            .map_err(CallError::permanent)?,
+        None => rec.requested_new_expiry,
+    };
+    Ok(IssueRequest {
+        name: key_name(&rec.slot).to_string(),
+        scopes: rec.scopes.clone(),
+        expires_at,
+        tag: rec.id.clone(),
+        replaces: rec.old_key_id.clone(),
+        resumed,
+        created_by: "keyrot".into(),
+        now,
+    })
 }
 
 fn target(rec: &RotationRecord) -> Result<SinkTarget, CallError> {

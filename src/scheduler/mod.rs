@@ -33,12 +33,14 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
         .ok_or_else(|| format!("provider {provider:?} is not configured"))?;
     let now = engine.now();
     let listed = if p.capabilities().list {
+        crate::failpoint::hit("before:list").map_err(|e| e.message)?;
         p.list(now)
             .await
             .map_err(|e| format!("listing keys: {e}"))?
     } else {
         Vec::new()
     };
+    crate::failpoint::hit("after:list").map_err(|e| e.message)?;
     let cfg = Arc::clone(&rt.config);
     let name = provider.to_string();
     let (n, removed) = engine

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod crash;
+pub mod fault_proxy;
 pub mod http_apis;
 pub mod peers;
 pub mod smtp;
