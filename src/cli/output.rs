@@ -145,7 +145,19 @@ where
     T: DeserializeOwned + Send + 'static,
     F: FnOnce(&Store, &Config, Timestamp) -> Result<T, ApiError> + Send + 'static,
 {
-    match Client::new(socket).get::<T>(path).await {
+    let mut answer = Client::new(socket).get::<T>(path).await;
+    // A daemon that is starting owns the store before its socket answers
+    // (it checks the store first): wait for the socket rather than fail.
+    if matches!(answer, Err(ClientError::NotRunning { .. })) && store_is_owned(cfg).await {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while matches!(answer, Err(ClientError::NotRunning { .. }))
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            answer = Client::new(socket).get::<T>(path).await;
+        }
+    }
+    match answer {
         Ok(v) => Ok(v),
         Err(ClientError::NotRunning { socket }) => {
             let Some(cfg) = cfg.cloned() else {
@@ -173,6 +185,24 @@ where
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// True when another process (a starting daemon) holds the store open.
+async fn store_is_owned(cfg: Option<&Config>) -> bool {
+    let Some(path) = cfg.map(|c| c.store.path.clone()) else {
+        return false;
+    };
+    if !path.exists() {
+        return false;
+    }
+    tokio::task::spawn_blocking(move || {
+        matches!(
+            Store::open_read_only(&path),
+            Err(crate::store::StoreError::Locked { .. })
+        )
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Turns "daemon not running" into an error saying `what` needs it.
