@@ -394,3 +394,73 @@ fn enroll(case: &Case<'_>, id: &str, new_id: &str, secret: &str) {
         case.fail(&format!("enroll: {}", String::from_utf8_lossy(&out.stderr)))
     );
 }
+
+/// An inventory sync that reads which keys are in flight just before a
+/// rotation's completion commit, and writes its binding just after it,
+/// must leave the slot on the new key: no stale key, no empty slot, no
+/// second rotation, no orphan. The completion commit is held open
+/// (`before:commit=delay`) while SIGHUP starts the sync.
+#[test]
+fn inventory_sync_racing_a_completion_keeps_the_new_key() {
+    let world = World::new(Kind::Local);
+    let mut case = world.case("local: sync races a completion", &[(LOCAL, 1)]);
+    case.arm("after:revoke=delay(1500)");
+    let _ = case.rotate(0);
+    let line = "keyrot: failpoint after:revoke: delay(1500)";
+    assert!(
+        common::wait_until(Duration::from_secs(30), || case.d.log().contains(line)),
+        "{}",
+        case.fail("the rotation never revoked")
+    );
+    // The runner sleeps 1.5 s, then opens its completion commit, which
+    // now waits 3 s before committing; the sync starts inside that wait.
+    case.arm("before:commit=delay(3000)");
+    std::thread::sleep(Duration::from_millis(2000));
+    case.reload();
+    std::thread::sleep(Duration::from_millis(6000));
+    case.disarm();
+    case.settle(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = case.check(true).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report.findings.is_empty(),
+        "the sync undid the completion: {:?}",
+        report.findings
+    );
+}
+
+/// A store error reported after the commit that created a rotation (the
+/// caller sees the error, the rotation is in the store) must not leave that
+/// rotation Pending until the next restart: the daemon drives it at once.
+#[test]
+fn an_error_after_the_start_commit_still_drives_the_rotation() {
+    let world = World::new(Kind::Local);
+    let mut case = world.case("local: error after the start commit", &[(LOCAL, 1)]);
+    let before = case.rotations().len();
+    case.arm("after:commit=error@1");
+    // The command fails (the error reached the caller) ...
+    assert!(
+        case.rotate(0).is_none(),
+        "{}",
+        case.fail("the rotate command succeeded")
+    );
+    case.disarm();
+    assert_eq!(case.fired(), vec!["after:commit: error".to_string()]);
+    // ... yet the rotation it created completes without a restart.
+    case.settle(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rotations = case.rotations();
+    assert_eq!(
+        rotations.len(),
+        before + 1,
+        "{}",
+        case.fail("one more rotation expected")
+    );
+    assert!(
+        rotations.iter().all(|r| r["state"] == "Completed"),
+        "{}",
+        case.fail("a rotation did not complete")
+    );
+    let report = case.check(true).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}

@@ -248,7 +248,33 @@ impl Engine {
                     Ok(Ok(rec))
                 })
             })
-            .await??;
+            .await;
+        let created = match created {
+            Ok(out) => out?,
+            Err(e) => {
+                // The commit may have landed before the error (an error
+                // after the commit): a Pending rotation nobody drives would
+                // wait for the next restart. Drive whatever runs on the slot.
+                let slot_s = slot.to_string();
+                let stranded = self
+                    .db(move |s| {
+                        let Some(id) = s.active_rotation(&slot_s)? else {
+                            return Ok(None);
+                        };
+                        let open = s.rotation(&id)?.is_some_and(|r| {
+                            !r.state.is_terminal() && r.state != RotationState::Failed
+                        });
+                        Ok(open.then_some(id))
+                    })
+                    .await;
+                if let Ok(Some(id)) = stranded {
+                    tracing::warn!(rotation = %id, key = %slot, error = %e,
+                        "starting the rotation reported an error; driving the rotation the store holds");
+                    self.spawn(&id);
+                }
+                return Err(e.into());
+            }
+        };
         crate::failpoint::hit("after:pending").map_err(|e| ApiError::new(500, e.message))?;
         tracing::info!(rotation = %created.id, key = %created.slot, provider = %created.provider,
             step = "pending", trigger = ?created.trigger, reason = %created.reason, "rotation started");

@@ -59,13 +59,17 @@ fn selects(m: &KeyMatch, k: &KeyInfo) -> bool {
 
 /// Binds `listed` (the provider's live keys) to the slots of `provider`.
 /// `in_flight` are new keys of unfinished rotations: they belong to their
-/// rotation until it completes, never to a slot.
+/// rotation until it completes, never to a slot. `changed` are slots whose
+/// binding moved (a rotation started or completed) after the listing was
+/// asked for: the listing cannot know their new key, so they keep the key
+/// the store holds and the next sync reconciles them.
 pub fn bind(
     cfg: &Config,
     provider: &str,
     listed: &[KeyInfo],
     existing: &[KeyRecord],
     in_flight: &HashSet<String>,
+    changed: &HashSet<String>,
     now: Timestamp,
 ) -> Bound {
     let listed: Vec<&KeyInfo> = listed
@@ -123,12 +127,8 @@ pub fn bind(
             KeyMatch::Named { id: Some(id), .. } => Some(id.as_str()),
             _ => None,
         };
-        rec.current = choose_current(
-            rec.current.take(),
-            &candidates,
-            adopt,
-            rec.active_rotation.is_some(),
-        );
+        let hold = rec.active_rotation.is_some() || changed.contains(&slot);
+        rec.current = choose_current(rec.current.take(), &candidates, adopt, hold);
         records.push(rec);
     }
     // Reschedule with the group view of the records as they now stand.
@@ -148,19 +148,21 @@ pub fn bind(
 }
 
 /// The slot's live key after a sync: the same key refreshed when it is
-/// still listed; else an explicitly adopted id; else (with no rotation
-/// running) the newest key of that name; else none.
+/// still listed; else, when `hold` (a rotation runs, or the binding moved
+/// while the listing was in flight), the key the store holds, which the
+/// listing may not know yet; else an explicitly adopted id; else the newest
+/// key of that name; else none.
 fn choose_current(
     current: Option<KeyInfo>,
     candidates: &[&KeyInfo],
     adopt: Option<&str>,
-    rotating: bool,
+    hold: bool,
 ) -> Option<KeyInfo> {
     if let Some(cur) = &current {
         if let Some(fresh) = candidates.iter().find(|k| k.id == cur.id) {
             return Some((*fresh).clone());
         }
-        if rotating {
+        if hold {
             return current;
         }
         tracing::warn!(key_id = %cur.id, name = %cur.name, "the slot's key is no longer listed by its provider");
@@ -222,7 +224,8 @@ mod tests {
                 .id,
             "b"
         );
-        // Gone while rotating: left alone for the rotation to settle.
+        // Gone while rotating, or bound anew while the listing was in
+        // flight: left alone (the listing cannot know the new key).
         assert_eq!(
             choose_current(Some(c), &[&a, &b], None, true).unwrap().id,
             "c"

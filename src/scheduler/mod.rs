@@ -11,7 +11,7 @@ pub mod cron;
 pub mod digest;
 pub mod notices;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
@@ -32,6 +32,17 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
         .cloned()
         .ok_or_else(|| format!("provider {provider:?} is not configured"))?;
     let now = engine.now();
+    // What the store says of this provider's slots before the listing is
+    // asked for: a slot whose binding moves while the listing is in flight
+    // (a rotation completing, or starting) keeps the store's binding.
+    let name = provider.to_string();
+    let before = engine
+        .db({
+            let name = name.clone();
+            move |s| Ok(bindings(&s.keys()?, &name))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     let listed = if p.capabilities().list {
         crate::failpoint::hit("before:list").map_err(|e| e.message)?;
         p.list(now)
@@ -42,17 +53,24 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     };
     crate::failpoint::hit("after:list").map_err(|e| e.message)?;
     let cfg = Arc::clone(&rt.config);
-    let name = provider.to_string();
     let (n, removed) = engine
         .db(move |s| {
-            let in_flight = s
-                .unfinished_rotations()?
-                .into_iter()
-                .filter_map(|r| r.new_key.map(|k| k.id))
-                .collect();
+            // Everything below is read in the write transaction itself, so
+            // no rotation can move between what is read and what is written.
             s.write(|tx| {
                 let existing = tx.keys()?;
-                let out = bind::bind(&cfg, &name, &listed, &existing, &in_flight, now);
+                let mut in_flight = HashSet::new();
+                for r in existing.iter().filter_map(|k| k.active_rotation.as_deref()) {
+                    if let Some(k) = tx.rotation(r)?.and_then(|r| r.new_key) {
+                        in_flight.insert(k.id);
+                    }
+                }
+                let changed: HashSet<String> = bindings(&existing, &name)
+                    .into_iter()
+                    .filter(|(slot, now_bound)| before.get(slot) != Some(now_bound))
+                    .map(|(slot, _)| slot)
+                    .collect();
+                let out = bind::bind(&cfg, &name, &listed, &existing, &in_flight, &changed, now);
                 for rec in &out.records {
                     tx.put_key(rec)?;
                 }
@@ -69,6 +87,21 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     }
     tracing::info!(provider = %provider, keys = n, "inventory synced");
     Ok(n)
+}
+
+/// Each slot of `provider` with its binding: the current key's id and the
+/// rotation running on it.
+fn bindings(
+    keys: &[KeyRecord],
+    provider: &str,
+) -> HashMap<String, (Option<String>, Option<String>)> {
+    keys.iter()
+        .filter(|k| k.provider == provider)
+        .map(|k| {
+            let cur = k.current.as_ref().map(|c| c.id.clone());
+            (k.slot.clone(), (cur, k.active_rotation.clone()))
+        })
+        .collect()
 }
 
 /// Syncs every provider; errors are logged, not fatal.

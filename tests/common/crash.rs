@@ -183,8 +183,13 @@ impl Case<'_> {
     /// starting, when armed); then waits until it answers or exits.
     pub fn spawn(&mut self) {
         self.d.spawn();
+        // `keyrot status` also answers from the store while no daemon
+        // runs: wait for the daemon's own answer.
         let _ = wait_until(Duration::from_secs(30), || {
-            !self.running() || self.d.cli(&["status", "--json"]).status.success()
+            !self.running()
+                || self
+                    .try_json(&["status", "--json"])
+                    .is_some_and(|s| s["live"] == true)
         });
     }
 
