@@ -198,19 +198,26 @@ async fn reload(
     wake: &Wake,
 ) -> Result<(), String> {
     let _guard = lock.lock().await;
-    let _ = sd_notify::notify(&[
+    // sd_notify(3): RELOADING=1 carries MONOTONIC_USEC= (Type=notify-reload
+    // needs it to tell this reload from an older one).
+    let mut reloading = vec![
         NotifyState::Reloading,
         NotifyState::Status("reloading configuration"),
-    ]);
+    ];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        reloading.push(now);
+    }
+    let _ = sd_notify::notify(&reloading);
     let result = load_runtime(engine, path);
     match result {
         Ok(new) => {
             let old = engine.runtime();
             if old.config.store.path != new.config.store.path
                 || old.config.daemon.control_socket != new.config.daemon.control_socket
+                || old.config.daemon.metrics_listen != new.config.daemon.metrics_listen
             {
                 tracing::warn!(
-                    "store path and control socket changes take effect at the next restart"
+                    "store path, control socket and metrics address changes take effect at the next restart"
                 );
             }
             engine.set_runtime(new);
@@ -278,6 +285,7 @@ async fn serve(
         Arc::clone(&backend),
         async move { server_stop.recv().await },
     ));
+    crate::metrics::start(cfg.daemon.metrics_listen, &engine, controller.subscribe()).await?;
 
     {
         let store = Arc::clone(&store);

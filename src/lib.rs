@@ -22,7 +22,9 @@
 //! - [`scheduler`]: sleeps until the next due instant; inventory sync.
 //! - [`notify`]: the outbox sender and email rendering.
 //! - [`control`]: the control API server (unix socket) and its client.
+//! - [`metrics`]: the Prometheus registry and the optional `/metrics` endpoint.
 //! - [`daemon`]: wiring: signals, sd_notify, reload, graceful shutdown.
+//! - [`logging`]: where log lines go: text or JSON on stderr, or native journald.
 //! - [`cli`]: one file per subcommand.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -40,6 +42,8 @@ pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod policy;

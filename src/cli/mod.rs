@@ -2,6 +2,7 @@
 //! `run`, `check` and `init` talk to the daemon over the control socket, or
 //! read the store directly when no daemon runs.
 
+pub mod assets;
 pub mod check;
 pub mod decrypt;
 pub mod demo;
@@ -44,10 +45,14 @@ pub struct Cli {
 /// Log output format.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum LogFormat {
+    /// journald when stderr is the journal (systemd's $JOURNAL_STREAM), else text.
+    Auto,
     /// Readable lines on stderr.
     Text,
     /// One JSON object per line on stderr.
     Json,
+    /// Native journald entries with KEYROT_* fields (stderr if journald fails).
+    Journald,
 }
 
 /// Subcommands.
@@ -55,8 +60,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon.
     Run {
-        /// Log format on stderr.
-        #[arg(long, value_enum, default_value = "text")]
+        /// Where and how to log.
+        #[arg(long, value_enum, default_value = "auto")]
         log_format: LogFormat,
     },
     /// Validate the configuration (like `nginx -t`).
@@ -190,6 +195,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// `keyrot sink ...`.
@@ -278,6 +289,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             action: NotifyAction::Test { to },
         } => notify::test(&cli.config, to),
         Command::Decrypt { psk_file } => decrypt::run(psk_file),
+        Command::GenerateAssets { dir } => assets::run(dir),
         Command::Init { master_key_file } => init::run(&cli.config, master_key_file.as_deref()),
         Command::Demo { dir } => {
             init_logging(LogFormat::Text);
@@ -305,24 +317,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Sets up tracing to stderr. `RUST_LOG` overrides the default filter.
+/// Sets up logging (see [`crate::logging`]). `RUST_LOG` overrides the
+/// default filter.
 pub fn init_logging(format: LogFormat) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The AWS signer logs canonical requests (signed headers, a session
-    // token among them) at debug and trace: never, whatever RUST_LOG says.
-    if let Ok(d) = "aws_sigv4=info".parse() {
-        filter = filter.add_directive(d);
-    }
-    // Colours only on a terminal: never escape codes in journald or a file.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    crate::logging::init(format);
 }
 
 /// The socket to use: `--socket`, else the config's.
@@ -415,6 +413,7 @@ async fn dispatch(
         Command::Run { .. }
         | Command::Check
         | Command::Decrypt { .. }
+        | Command::GenerateAssets { .. }
         | Command::Init { .. }
         | Command::Notify { .. }
         | Command::Sandbox { .. }

@@ -23,6 +23,7 @@ impl Default for DaemonConfig {
             control_socket_mode: 0o660,
             shutdown_timeout: SignedDuration::from_secs(30),
             sync_schedule: "0 */15 * * * *".to_string(),
+            metrics_listen: None,
             retry: RetryConfig::default(),
         }
     }
@@ -95,6 +96,7 @@ mod tests {
         assert_eq!(d.control_socket_mode, 0o660);
         assert_eq!(d.shutdown_timeout, SignedDuration::from_secs(30));
         assert_eq!(d.sync_schedule, "0 */15 * * * *");
+        assert_eq!(d.metrics_listen, None);
         assert_eq!(d.retry.attempts, 5);
         assert_eq!(d.retry.initial, SignedDuration::from_secs(10));
         assert_eq!(d.retry.max, SignedDuration::from_secs(900));

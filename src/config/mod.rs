@@ -105,6 +105,8 @@ pub struct DaemonConfig {
     pub shutdown_timeout: SignedDuration,
     /// Inventory sync cron, 6 fields with seconds, UTC (default `0 */15 * * * *`).
     pub sync_schedule: String,
+    /// Where the Prometheus `/metrics` endpoint listens (default: none).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Retry budget for a rotation step.
     pub retry: RetryConfig,
 }

@@ -63,6 +63,8 @@ pub struct RawDaemon {
     pub shutdown_timeout: Option<Spanned<DurationText>>,
     /// Inventory sync cron (6 or 7 fields, UTC).
     pub sync_schedule: Option<Spanned<String>>,
+    /// Prometheus endpoint address (`IP:port`); absent = no endpoint.
+    pub metrics_listen: Option<Spanned<String>>,
     /// `[daemon.retry]`.
     pub retry: Option<RawRetry>,
 }

@@ -112,10 +112,31 @@ fn daemon(ctx: &mut Ctx<'_>, raw: RawDaemon) -> Option<DaemonConfig> {
             check_schedule(ctx, s, "sync_schedule"),
         );
     }
+    if let Some(a) = &raw.metrics_listen {
+        ok &= set(&mut out.metrics_listen, metrics_listen(ctx, a).map(Some));
+    }
     if let Some(r) = &raw.retry {
         ok &= set(&mut out.retry, retry(ctx, r));
     }
     ok.then_some(out)
+}
+
+/// `metrics_listen`: an IP address and port. A host name is refused so that
+/// what keyrot binds never depends on a resolver; port 0 picks a free port.
+fn metrics_listen(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<std::net::SocketAddr> {
+    let text = ctx.text(raw, "metrics_listen")?;
+    match text.trim().parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            ctx.error(
+                raw.span(),
+                format!(
+                    "`metrics_listen` {text:?} is not an IP address and port, e.g. \"127.0.0.1:9464\" or \"[::1]:9464\""
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// Stores `value` in `slot` when present; false when it is None.

@@ -60,6 +60,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     /// Hands shutdown listeners to runners; taken away at shutdown.
     shutdown: Mutex<Option<ShutdownHandle>>,
+    /// Prometheus counters and histograms of this engine's work.
+    metrics: crate::metrics::Metrics,
 }
 
 /// Why a store call failed, as the engine sees it.
@@ -93,6 +95,7 @@ impl Engine {
             runtime: RwLock::new(Arc::new(runtime)),
             running: Mutex::new(HashSet::new()),
             wake,
+            metrics: crate::metrics::Metrics::new(clock.now()),
             clock,
             shutdown: Mutex::new(Some(shutdown)),
         })
@@ -122,6 +125,11 @@ impl Engine {
     /// The current time.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The Prometheus registry of this engine.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Stops handing out work: no new runners start after this.

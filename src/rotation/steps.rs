@@ -88,7 +88,10 @@ impl Engine {
             }
             let rt = self.runtime();
             let state = rec.state;
-            let result = self.step(&rt, rec, &mut fresh_issue).await;
+            let result = self
+                .metrics
+                .time_step(state, self.step(&rt, rec, &mut fresh_issue))
+                .await;
             match result {
                 Ok(Next::Continue) => {}
                 Ok(Next::Stop) => return,
@@ -183,15 +186,30 @@ impl Engine {
         })
     }
 
+    /// Runs one step inside the `step` span. The span is attached to the
+    /// future (`instrument`), not entered on the thread: a guard held across
+    /// an `.await` would lose the fields when the task moves to another
+    /// worker and lend them to whatever that thread runs next.
     async fn step(
+        self: &Arc<Self>,
+        rt: &Runtime,
+        rec: RotationRecord,
+        fresh_issue: &mut bool,
+    ) -> StepResult {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("step", rotation = %rec.id, key = %rec.slot, provider = %rec.provider, step = %rec.state);
+        self.step_in_span(rt, rec, fresh_issue)
+            .instrument(span)
+            .await
+    }
+
+    async fn step_in_span(
         self: &Arc<Self>,
         rt: &Runtime,
         mut rec: RotationRecord,
         fresh_issue: &mut bool,
     ) -> StepResult {
         let now = self.now();
-        let span = tracing::info_span!("step", rotation = %rec.id, key = %rec.slot, provider = %rec.provider, step = %rec.state);
-        let _enter = span.enter();
         match rec.state {
             RotationState::Pending => {
                 super::reveal::check_psk(rt, &rec)?;
@@ -438,11 +456,17 @@ impl Engine {
                 .into());
             }
             crate::failpoint::hit("before:find-tagged")?;
-            let orphans = provider.find_tagged(&rec.id, now).await?;
+            let orphans = provider
+                .find_tagged(&rec.id, now)
+                .await
+                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "find_tagged"))?;
             crate::failpoint::hit("after:find-tagged")?;
             for orphan in orphans {
                 crate::failpoint::hit("before:revoke-orphan")?;
-                provider.revoke(&orphan.id, now).await?;
+                provider
+                    .revoke(&orphan.id, now)
+                    .await
+                    .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
                 crate::failpoint::hit("after:revoke-orphan")?;
                 tracing::warn!(orphan = %orphan.id, "revoked a key an interrupted attempt had issued (its secret was never seen)");
                 notes.push(orphan.id);
@@ -459,7 +483,10 @@ impl Engine {
         let req = issue_request(rt, &rec, resumed, now)?;
         super::reveal::check_psk(rt, &rec)?;
         crate::failpoint::hit("before:issue")?;
-        let issued = provider.issue(&req).await?;
+        let issued = provider
+            .issue(&req)
+            .await
+            .inspect_err(|_| self.metrics.provider_error(&rec.provider, "issue"))?;
         crate::failpoint::hit("after:issue")?;
         let hash = crate::crypto::sha256_hex(
             secrecy::ExposeSecret::expose_secret(&issued.secret).as_bytes(),
@@ -518,10 +545,14 @@ impl Engine {
                     CallError::permanent(format!("sink {name:?} is no longer configured"))
                 })?;
                 crate::failpoint::hit("before:sink-put")?;
-                let version = sink.put(&target, &secret).await.map_err(|e| CallError {
-                    message: format!("sink {name}: {}", e.message),
-                    ..e
-                })?;
+                let version = sink
+                    .put(&target, &secret)
+                    .await
+                    .inspect_err(|_| self.metrics.sink_error(&name))
+                    .map_err(|e| CallError {
+                        message: format!("sink {name}: {}", e.message),
+                        ..e
+                    })?;
                 crate::failpoint::hit("after:sink-put")?;
                 tracing::info!(sink = %name, "secret written to sink");
                 rec.sink_results.insert(
@@ -552,7 +583,10 @@ impl Engine {
         if provider.capabilities().verify {
             let secret = self.secret(&rec).await?;
             crate::failpoint::hit("before:verify")?;
-            provider.verify(&new.id, &secret, now).await?;
+            provider
+                .verify(&new.id, &secret, now)
+                .await
+                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "verify"))?;
             crate::failpoint::hit("after:verify")?;
         }
         let target = target(&rec)?;
@@ -568,7 +602,10 @@ impl Engine {
                 continue;
             }
             crate::failpoint::hit("before:sink-read")?;
-            let read = sink.read_back(&target).await?;
+            let read = sink
+                .read_back(&target)
+                .await
+                .inspect_err(|_| self.metrics.sink_error(&name))?;
             crate::failpoint::hit("after:sink-read")?;
             match read {
                 Some(h) if h == new.secret_sha256 => {
@@ -594,10 +631,13 @@ impl Engine {
         for name in rec.sinks.clone() {
             if let Some(sink) = rt.sinks.get(&name) {
                 crate::failpoint::hit("before:sink-finish")?;
-                sink.finish(&target).await.map_err(|e| CallError {
-                    message: format!("sink {name}: {}", e.message),
-                    ..e
-                })?;
+                sink.finish(&target)
+                    .await
+                    .inspect_err(|_| self.metrics.sink_error(&name))
+                    .map_err(|e| CallError {
+                        message: format!("sink {name}: {}", e.message),
+                        ..e
+                    })?;
                 crate::failpoint::hit("after:sink-finish")?;
             }
         }
@@ -624,7 +664,10 @@ impl Engine {
         if caps.deactivate {
             let old = rec.old_key_id.clone().unwrap_or_default();
             crate::failpoint::hit("before:deactivate")?;
-            provider.deactivate(&old, now).await?;
+            provider
+                .deactivate(&old, now)
+                .await
+                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "deactivate"))?;
             crate::failpoint::hit("after:deactivate")?;
             tracing::info!(old_key = %old, "old key set inactive for the overlap; it is deleted when the overlap ends");
         }
@@ -655,7 +698,10 @@ impl Engine {
         let old = rec.old_key_id.clone().unwrap_or_default();
         let note = if provider.capabilities().revoke {
             crate::failpoint::hit("before:revoke")?;
-            provider.revoke(&old, now).await?;
+            provider
+                .revoke(&old, now)
+                .await
+                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
             crate::failpoint::hit("after:revoke")?;
             rec.old_revoked_at = Some(now);
             tracing::info!(old_key = %old, "old key revoked");
@@ -714,6 +760,7 @@ impl Engine {
             })
             .await?;
         self.wake.notify();
+        self.metrics.rotation_ended(&saved.provider, saved.state);
         crate::failpoint::hit("after:completed").map_err(|e| EngineError::Join(e.message))?;
         tracing::info!(rotation = %saved.id, key = %saved.slot, step = "completed",
             new_key = %saved.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-"),
@@ -766,12 +813,14 @@ impl Engine {
             && Self::provider(rt, &rec).is_ok_and(|p| p.capabilities().no_overlap);
         let mail = notify::Composer::new(Arc::clone(&rt.config));
         let detail = format!("in {state}: {}", err.message);
-        self.save_notifying(
-            rec,
-            move |r, key| mail.failed(r, key, old_key_ended, now),
-            Some((now, "rotation.failed", detail)),
-        )
-        .await?;
+        let saved = self
+            .save_notifying(
+                rec,
+                move |r, key| mail.failed(r, key, old_key_ended, now),
+                Some((now, "rotation.failed", detail)),
+            )
+            .await?;
+        self.metrics.rotation_ended(&saved.provider, saved.state);
         Ok(())
     }
 
@@ -902,6 +951,7 @@ impl Engine {
                 })),
             )
             .await?;
+        self.metrics.rotation_ended(&saved.provider, saved.state);
         Ok(saved)
     }
 }

@@ -37,6 +37,7 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
             control_socket_mode: 0o660,
             shutdown_timeout: dur("5s"),
             sync_schedule: "0 0 * * * *".into(),
+            metrics_listen: None,
             retry: RetryConfig {
                 attempts: 2,
                 initial: SignedDuration::from_millis(1),

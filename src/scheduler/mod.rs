@@ -82,6 +82,7 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
         })
         .await
         .map_err(|e| e.to_string())?;
+    engine.metrics().synced(provider, now);
     for slot in removed {
         tracing::warn!(key = %slot, "slot no longer matches any [[key]] entry; dropped from the inventory");
     }

@@ -471,7 +471,7 @@ impl Provider for HttpProvider {
             return Ok(());
         }
         if op.gone_status.contains(&ans.status.as_u16()) {
-            tracing::info!(provider = %self.name, key = %id, status = ans.status.as_u16(), "revoke: key not found or already revoked; counts as done");
+            tracing::info!(provider = %self.name, key_id = %id, status = ans.status.as_u16(), "revoke: key not found or already revoked; counts as done");
             return Ok(());
         }
         Err(self.status_error(&what, &ans, now))

@@ -1,0 +1,262 @@
+//! The registry and the text format: escaping, cumulative histogram
+//! buckets with `+Inf`, `_sum` and `_count`, HELP and TYPE before every
+//! family, the rotation counter's seed from history, and the
+//! `metrics_listen` field.
+
+use super::gauges::Gauges;
+use super::*;
+use crate::model::Transition;
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// The sample lines of `text` that start with `prefix`.
+fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+fn gauges() -> Gauges {
+    Gauges {
+        providers: vec!["local".into()],
+        sinks: vec!["out".into()],
+        ..Gauges::default()
+    }
+}
+
+#[test]
+fn label_values_and_help_are_escaped() {
+    assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
+    assert_eq!(escape_label("two\nlines"), r"two\nlines");
+    assert_eq!(escape_help("a\\b\nc \"q\""), "a\\\\b\\nc \"q\"");
+    let mut t = Text::default();
+    t.sample("m", &[("p", "x\"y\\z\n")], 3);
+    t.sample("n", &[], 1.5);
+    assert_eq!(t.0, "m{p=\"x\\\"y\\\\z\\n\"} 3\nn 1.5\n");
+    let m = Metrics::new(ts("2026-01-01T00:00Z"));
+    m.sink_error("we\"ird\nsink");
+    let text = m.render(&gauges());
+    assert!(
+        text.contains("keyrot_sink_errors_total{sink=\"we\\\"ird\\nsink\"} 1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn floats_use_the_format_names() {
+    assert_eq!(float(f64::INFINITY), "+Inf");
+    assert_eq!(float(f64::NEG_INFINITY), "-Inf");
+    assert_eq!(float(f64::NAN), "NaN");
+    assert_eq!(float(1.0), "1");
+    assert_eq!(float(0.005), "0.005");
+    assert_eq!(
+        unix_seconds(ts("2026-01-01T00:00:00.250Z")),
+        1_767_225_600.25
+    );
+}
+
+#[test]
+fn histogram_buckets_are_cumulative_with_inf_sum_and_count() {
+    let m = Metrics::new(ts("2026-01-01T00:00Z"));
+    m.step_took(RotationState::Issuing, Duration::from_millis(3));
+    m.step_took(RotationState::Issuing, Duration::from_millis(5));
+    m.step_took(RotationState::Issuing, Duration::from_millis(700));
+    m.step_took(RotationState::Issuing, Duration::from_secs(1000));
+    // Terminal states take no step: ignored.
+    m.step_took(RotationState::Completed, Duration::from_secs(1));
+    let text = m.render(&gauges());
+    let b = lines(
+        &text,
+        "keyrot_step_duration_seconds_bucket{step=\"issuing\"",
+    );
+    assert_eq!(b.len(), STEP_BUCKETS.len() + 1);
+    assert_eq!(
+        b[0],
+        "keyrot_step_duration_seconds_bucket{step=\"issuing\",le=\"0.005\"} 2"
+    );
+    assert_eq!(
+        b[6],
+        "keyrot_step_duration_seconds_bucket{step=\"issuing\",le=\"0.5\"} 2"
+    );
+    assert_eq!(
+        b[7],
+        "keyrot_step_duration_seconds_bucket{step=\"issuing\",le=\"1\"} 3"
+    );
+    assert_eq!(
+        b[13],
+        "keyrot_step_duration_seconds_bucket{step=\"issuing\",le=\"300\"} 3"
+    );
+    assert_eq!(
+        b[14],
+        "keyrot_step_duration_seconds_bucket{step=\"issuing\",le=\"+Inf\"} 4"
+    );
+    let counts: Vec<u64> = b
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    assert_eq!(
+        lines(&text, "keyrot_step_duration_seconds_sum{step=\"issuing\"}"),
+        ["keyrot_step_duration_seconds_sum{step=\"issuing\"} 1000.708"]
+    );
+    assert_eq!(
+        lines(
+            &text,
+            "keyrot_step_duration_seconds_count{step=\"issuing\"}"
+        ),
+        ["keyrot_step_duration_seconds_count{step=\"issuing\"} 4"]
+    );
+    // Every step is listed, observed or not.
+    assert_eq!(
+        lines(
+            &text,
+            "keyrot_step_duration_seconds_count{step=\"revoking\"}"
+        ),
+        ["keyrot_step_duration_seconds_count{step=\"revoking\"} 0"]
+    );
+    assert_eq!(lines(&text, "keyrot_step_duration_seconds_count").len(), 8);
+    assert!(!text.contains("step=\"completed\""));
+}
+
+#[test]
+fn every_family_has_help_and_type_before_its_samples() {
+    let m = Metrics::new(ts("2026-01-01T00:00Z"));
+    m.skip_seed();
+    m.provider_error("local", "issue");
+    m.synced("local", ts("2026-01-01T00:10Z"));
+    let text = m.render(&gauges());
+    let mut declared = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["gauge", "counter", "histogram"].contains(&kind), "{line}");
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            declared.push(name.to_string());
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = declared.last().unwrap();
+            assert!(
+                name == family
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name == format!("{family}{s}")),
+                "{line} is not in family {family}"
+            );
+        }
+    }
+    for name in [
+        "keyrot_up",
+        "keyrot_build_info",
+        "keyrot_keys",
+        "keyrot_keys_expiring",
+        "keyrot_rotations_in_progress",
+        "keyrot_outbox_messages",
+        "keyrot_rotations_total",
+        "keyrot_step_duration_seconds",
+        "keyrot_provider_errors_total",
+        "keyrot_sink_errors_total",
+        "keyrot_last_sync_success_timestamp_seconds",
+    ] {
+        assert!(declared.iter().any(|d| d == name), "{name} missing");
+    }
+    assert!(text.contains("keyrot_provider_errors_total{provider=\"local\",op=\"issue\"} 1\n"));
+    assert!(text.contains("keyrot_sink_errors_total{sink=\"out\"} 0\n"));
+    assert!(
+        text.contains(
+            "keyrot_last_sync_success_timestamp_seconds{provider=\"local\"} 1767226200\n"
+        )
+    );
+    assert!(text.contains(&format!(
+        "keyrot_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    )));
+}
+
+fn ended(provider: &str, at: &[(&str, RotationState)]) -> RotationRecord {
+    let mut rec = crate::notify::examples::completed_rotation();
+    rec.provider = provider.into();
+    rec.history = at
+        .iter()
+        .map(|(t, s)| Transition {
+            at: ts(t),
+            to: *s,
+            note: String::new(),
+        })
+        .collect();
+    rec
+}
+
+#[test]
+fn rotations_are_seeded_from_history_before_start_and_counted_after() {
+    let m = Metrics::new(ts("2026-01-10T00:00Z"));
+    m.rotation_ended("local", RotationState::Completed);
+    m.rotation_ended("local", RotationState::Overlap);
+    // Not shown until the store's history is counted.
+    assert!(!m.render(&gauges()).contains("keyrot_rotations_total"));
+    let history = [
+        // Failed, resumed and completed before the start: two endings.
+        ended(
+            "local",
+            &[
+                ("2026-01-01T00:00Z", RotationState::Pending),
+                ("2026-01-01T00:01Z", RotationState::Failed),
+                ("2026-01-02T00:00Z", RotationState::Issuing),
+                ("2026-01-02T00:01Z", RotationState::Completed),
+            ],
+        ),
+        // Ended after the start: already counted as it happened.
+        ended(
+            "local",
+            &[
+                ("2026-01-09T23:59Z", RotationState::Pending),
+                ("2026-01-10T00:01Z", RotationState::Completed),
+            ],
+        ),
+        ended(
+            "other",
+            &[
+                ("2026-01-03T00:00Z", RotationState::Pending),
+                ("2026-01-03T00:01Z", RotationState::Aborted),
+            ],
+        ),
+    ];
+    m.seed(&history);
+    let text = m.render(&gauges());
+    let got = lines(&text, "keyrot_rotations_total{");
+    assert_eq!(
+        got,
+        [
+            "keyrot_rotations_total{provider=\"local\",result=\"completed\"} 2",
+            "keyrot_rotations_total{provider=\"local\",result=\"failed\"} 1",
+            "keyrot_rotations_total{provider=\"local\",result=\"aborted\"} 0",
+            "keyrot_rotations_total{provider=\"other\",result=\"aborted\"} 1",
+        ]
+    );
+}
+
+#[test]
+fn metrics_listen_is_an_ip_address_and_port() {
+    let base = "[daemon]\nmetrics_listen = ";
+    let name = std::path::Path::new("/etc/keyrot/keyrot.toml");
+    let ok = |v: &str| {
+        crate::config::load_str(name, &format!("{base}{v}\n"))
+            .map(|c| c.daemon.metrics_listen)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        ok("\"127.0.0.1:9464\"").unwrap(),
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(ok("\"[::1]:0\"").unwrap(), Some("[::1]:0".parse().unwrap()));
+    let absent = crate::config::load_str(name, "[daemon]\n").unwrap();
+    assert_eq!(absent.daemon.metrics_listen, None);
+    let e = ok("\"localhost:9464\"").unwrap_err();
+    assert!(
+        e.contains(
+            "keyrot.toml:2:18: `metrics_listen` \"localhost:9464\" is not an IP address and port"
+        ),
+        "{e}"
+    );
+    let e = ok("9464").unwrap_err();
+    assert!(e.contains("keyrot.toml:2:18:"), "{e}");
+}

@@ -1,0 +1,396 @@
+//! Logging to journald, with the real binary: when `$JOURNAL_STREAM` names
+//! the daemon's stderr (as systemd sets it), each line is a native journald
+//! datagram with `PRIORITY`, `MESSAGE`, `SYSLOG_IDENTIFIER` and the
+//! rotation's `KEYROT_*` fields; otherwise, or with `--log-format text`,
+//! lines are text on stderr; `--log-format journald` forces journald, and
+//! a line journald cannot take goes to stderr.
+//!
+//! The journal is a unix datagram socket bound in the test's directory;
+//! the daemon is pointed at it with `KEYROT_JOURNAL_SOCKET`, which only
+//! builds with the `failpoints` feature honour (as the suite runs).
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::{Daemon, config, wait_until};
+
+const SLOW: &str = r#"new_key_lifetime = "1h"
+rotate_before_expiry = "10m"
+overlap = "1s"
+jitter = false"#;
+
+/// One journal entry: its fields in order.
+type Entry = Vec<(String, String)>;
+
+/// Decodes a native protocol datagram (`NAME=value` lines, or `NAME`, a
+/// little-endian u64 length, the bytes and a newline).
+fn decode(mut d: &[u8]) -> Entry {
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let nl = d
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or_else(|| panic!("field without newline: {d:?}"));
+        let line = &d[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            out.push((
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            ));
+            d = &d[nl + 1..];
+        } else {
+            let len = u64::from_le_bytes(d[nl + 1..nl + 9].try_into().unwrap()) as usize;
+            let start = nl + 9;
+            out.push((
+                String::from_utf8_lossy(line).into_owned(),
+                String::from_utf8_lossy(&d[start..start + len]).into_owned(),
+            ));
+            assert_eq!(d[start + len], b'\n', "binary field not closed");
+            d = &d[start + len + 1..];
+        }
+    }
+    out
+}
+
+/// The first value of `name` in `e`.
+fn field<'a>(e: &'a Entry, name: &str) -> Option<&'a str> {
+    e.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// Whether `e` has `name=value` (a field may appear more than once, as when
+/// an event and its span both say `step`; journalctl matches any).
+fn has(e: &Entry, name: &str, value: &str) -> bool {
+    e.iter().any(|(n, v)| n == name && v == value)
+}
+
+/// A stand-in journald: a bound datagram socket read by a thread (the
+/// sender blocks once a few datagrams wait, so it must be drained).
+struct Journal {
+    /// Socket path.
+    path: PathBuf,
+    /// Every datagram received, raw.
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Tells the reader to stop.
+    stop: Arc<AtomicBool>,
+    /// The reader.
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Journal {
+    fn bind(path: &Path) -> Journal {
+        let sock = UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let got = Arc::clone(&got);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 17];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = sock.recv(&mut buf) {
+                        got.lock().unwrap().push(buf[..n].to_vec());
+                    }
+                }
+            })
+        };
+        Journal {
+            path: path.to_path_buf(),
+            got,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        self.got.lock().unwrap().iter().map(|d| decode(d)).collect()
+    }
+
+    fn raw(&self) -> Vec<Vec<u8>> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// What `$JOURNAL_STREAM` the daemon gets.
+#[derive(Clone, Copy, Debug)]
+enum Stream {
+    /// Not set.
+    Unset,
+    /// The device and inode of its stderr (the log file), as systemd does.
+    Matching,
+    /// Another inode: stderr was redirected away from the journal.
+    Other,
+}
+
+/// Starts `keyrot run ARGS` in `d` with stderr on `d.log_path()`, the
+/// journal socket override at `socket`, and `stream`; waits until it
+/// answers.
+fn start(d: &mut Daemon, args: &[&str], stream: Stream, socket: &Path) {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.log_path())
+        .unwrap();
+    let meta = log.metadata().unwrap();
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("run")
+        .args(args)
+        .arg("--config")
+        .arg(d.config_path())
+        .current_dir(&d.dir)
+        .env("RUST_LOG", "info")
+        .env("KEYROT_JOURNAL_SOCKET", socket)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    match stream {
+        Stream::Unset => {}
+        Stream::Matching => {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        Stream::Other => {
+            cmd.env(
+                "JOURNAL_STREAM",
+                format!("{}:{}", meta.dev(), meta.ino() + 1),
+            );
+        }
+    }
+    d.child = Some(cmd.spawn().unwrap());
+    let ok = wait_until(Duration::from_secs(30), || {
+        d.cli(&["status", "--json"]).status.success()
+    });
+    assert!(ok, "daemon did not become ready; log:\n{}", d.log());
+}
+
+/// SIGTERM, and the daemon exits 0.
+fn stop(d: &mut Daemon) {
+    d.signal(libc::SIGTERM);
+    let st = d
+        .wait_exit(Duration::from_secs(20))
+        .expect("did not stop within the shutdown timeout");
+    assert!(st.success(), "exit status {st:?}; log:\n{}", d.log());
+}
+
+#[test]
+fn under_journal_stream_a_rotation_logs_native_entries_with_its_fields() {
+    let mut d = Daemon::new(&config(SLOW, &["alpha"]));
+    let journal = Journal::bind(&d.dir.join("journal.sock"));
+    start(&mut d, &[], Stream::Matching, &journal.path);
+    assert!(wait_until(Duration::from_secs(30), || d
+        .json(&["status", "--json"])["keys"][0]["key_id"]
+        .is_string()));
+
+    let out = d.cli(&["rotate", "alpha", "--reason", "journald test", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = rot["id"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(Duration::from_secs(30), || d
+            .json(&["rotation", "show", &id, "--json"])["state"]
+            == "Completed"),
+        "rotation did not complete; entries: {:#?}",
+        journal.entries()
+    );
+    // The completion is logged after the commit the CLI saw: wait for it.
+    let completed =
+        |e: &Entry| has(e, "KEYROT_ROTATION", &id) && has(e, "KEYROT_STEP", "completed");
+    assert!(
+        wait_until(Duration::from_secs(10), || journal
+            .entries()
+            .iter()
+            .any(completed)),
+        "no completion entry; entries: {:#?}",
+        journal.entries()
+    );
+    let entries = journal.entries();
+
+    // Every entry has the fields journalctl needs.
+    for e in &entries {
+        assert_eq!(field(e, "SYSLOG_IDENTIFIER"), Some("keyrot"), "{e:?}");
+        let p: u8 = field(e, "PRIORITY")
+            .unwrap_or_else(|| panic!("no PRIORITY: {e:?}"))
+            .parse()
+            .unwrap();
+        assert!((3..=7).contains(&p), "{e:?}");
+        assert!(field(e, "MESSAGE").is_some(), "{e:?}");
+    }
+    let started = entries
+        .iter()
+        .find(|e| field(e, "MESSAGE") == Some("keyrot started"))
+        .unwrap_or_else(|| panic!("no start entry: {entries:#?}"));
+    assert_eq!(field(started, "PRIORITY"), Some("6"));
+
+    // An event inside the step span carries the span's fields.
+    let issued = entries
+        .iter()
+        .find(|e| {
+            has(e, "KEYROT_ROTATION", &id)
+                && has(e, "MESSAGE", "new key issued; secret sealed into the store")
+        })
+        .unwrap_or_else(|| panic!("no issue entry for {id}: {entries:#?}"));
+    assert_eq!(field(issued, "PRIORITY"), Some("6"));
+    assert!(has(issued, "KEYROT_KEY", "local/alpha"), "{issued:?}");
+    assert!(has(issued, "KEYROT_PROVIDER", "local"), "{issued:?}");
+    assert!(has(issued, "KEYROT_STEP", "issuing"), "{issued:?}");
+    let done = d.json(&["rotation", "show", &id, "--json"]);
+    assert_eq!(
+        field(issued, "KEYROT_NEW_KEY"),
+        done["new_key"]["id"].as_str()
+    );
+    assert!(field(issued, "CODE_FILE").is_some_and(|f| f.ends_with("steps.rs")));
+
+    // The rotation's steps can be followed by its id.
+    let steps: BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| has(e, "KEYROT_ROTATION", &id))
+        .flat_map(|e| e.iter().filter(|(n, _)| n == "KEYROT_STEP"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    for s in ["issuing", "distributing", "completed"] {
+        assert!(steps.contains(s), "step {s} missing from {steps:?}");
+    }
+
+    // Nothing went to stderr as text, and no datagram holds the secret.
+    assert!(
+        !d.log().contains("keyrot started"),
+        "log lines on stderr too:\n{}",
+        d.log()
+    );
+    let secret = d.sink("alpha").unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(secret.len() >= 16);
+    for raw in journal.raw() {
+        assert!(
+            !String::from_utf8_lossy(&raw).contains(&secret),
+            "secret in a journal entry"
+        );
+    }
+    stop(&mut d);
+    assert!(
+        journal
+            .entries()
+            .iter()
+            .any(|e| field(e, "MESSAGE") == Some("stopped")),
+        "no stop entry"
+    );
+}
+
+#[test]
+fn text_on_stderr_unless_stderr_is_the_journal_or_journald_is_forced() {
+    let cases: [(&[&str], Stream, bool); 5] = [
+        (&[], Stream::Unset, false),
+        (&[], Stream::Other, false),
+        (&["--log-format", "text"], Stream::Matching, false),
+        (&["--log-format", "json"], Stream::Matching, false),
+        (&["--log-format", "journald"], Stream::Unset, true),
+    ];
+    for (args, stream, journald) in cases {
+        let what = format!("{args:?} with JOURNAL_STREAM {stream:?}");
+        let mut d = Daemon::new(&config(SLOW, &["alpha"]));
+        let journal = Journal::bind(&d.dir.join("journal.sock"));
+        start(&mut d, args, stream, &journal.path);
+        if journald {
+            assert!(
+                wait_until(Duration::from_secs(10), || journal
+                    .entries()
+                    .iter()
+                    .any(|e| field(e, "MESSAGE") == Some("keyrot started"))),
+                "{what}: no journal entry; log:\n{}",
+                d.log()
+            );
+            assert!(
+                !d.log().contains("keyrot started"),
+                "{what}: text on stderr:\n{}",
+                d.log()
+            );
+        } else {
+            // The sink is chosen once: the start line on stderr means no
+            // journald sink (whose fallback only serves a failed send).
+            assert!(
+                wait_until(Duration::from_secs(10), || d
+                    .log()
+                    .contains("keyrot started")),
+                "{what}: no start line on stderr:\n{}",
+                d.log()
+            );
+            let log = d.log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("keyrot started"))
+                .unwrap_or_else(|| panic!("{what}: no start line on stderr:\n{log}"));
+            if args.contains(&"json") {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["message"], "keyrot started", "{what}");
+            } else {
+                assert!(line.contains(" INFO "), "{what}: not text: {line}");
+                assert!(!line.starts_with('{'), "{what}: not text: {line}");
+            }
+            assert!(
+                journal.raw().is_empty(),
+                "{what}: datagrams sent: {:#?}",
+                journal.entries()
+            );
+        }
+        stop(&mut d);
+    }
+}
+
+#[test]
+fn a_line_journald_cannot_take_goes_to_stderr() {
+    let mut d = Daemon::new(&config(SLOW, &["alpha"]));
+    let absent = d.dir.join("no-journal.sock");
+    start(
+        &mut d,
+        &["--log-format", "journald"],
+        Stream::Unset,
+        &absent,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log()
+            .contains("keyrot started")),
+        "start line not on stderr:\n{}",
+        d.log()
+    );
+    let log = d.log();
+    assert!(
+        log.contains("cannot log to journald at") && log.contains("no-journal.sock"),
+        "no explanation:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO keyrot started") && l.contains("socket=")),
+        "start line not on stderr:\n{log}"
+    );
+    stop(&mut d);
+    assert!(d.log().contains(" INFO stopped"), "{}", d.log());
+}
