@@ -44,12 +44,16 @@ check() {
 die() { echo "deb-check: $*" >&2; exit 1; }
 installed() { [[ "$(dpkg-query -W -f='${db:Status-Status}' keyrot 2>/dev/null || true)" == installed ]]; }
 # The daemon, as the unit runs it: keyrot user and group, a clean
-# environment, the master key as a credential when $1 names a directory.
+# environment, UMask=0077, the master key as a credential when $1 names a
+# directory.
 as_unit() {
   local creds="$1"
   shift
-  setpriv --reuid=keyrot --regid=keyrot --init-groups -- \
-    env -i PATH=/usr/bin:/bin ${creds:+CREDENTIALS_DIRECTORY="$creds"} "$@"
+  (
+    umask 0077
+    exec setpriv --reuid=keyrot --regid=keyrot --init-groups -- \
+      env -i PATH=/usr/bin:/bin ${creds:+CREDENTIALS_DIRECTORY="$creds"} "$@"
+  )
 }
 
 [[ "$(id -u)" == 0 ]] || die "needs root (dpkg -i)"
@@ -254,9 +258,12 @@ install -d -m 0500 -o keyrot -g keyrot "$creds"
 install -m 0400 -o keyrot -g keyrot /etc/keyrot/master.key "$creds/master-key"
 check "ExecStartPre passes with the drop-in" as_unit "$creds" "${pre_argv[@]}"
 # A simple command, not the function: $! is then the daemon itself
-# (setpriv and env exec it), so SIGTERM reaches keyrot.
-setpriv --reuid=keyrot --regid=keyrot --init-groups -- \
-  env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY="$creds" "${start_argv[@]}" >"$tmp/daemon.log" 2>&1 &
+# (setpriv and env exec it), so SIGTERM reaches keyrot. UMask=0077 as the unit.
+(
+  umask 0077
+  exec setpriv --reuid=keyrot --regid=keyrot --init-groups -- \
+    env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY="$creds" "${start_argv[@]}"
+) >"$tmp/daemon.log" 2>&1 &
 daemon_pid=$!
 sink_file=/var/lib/keyrot/out/local-deb-check.json
 for _ in $(seq 1 120); do

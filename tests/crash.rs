@@ -464,3 +464,43 @@ fn an_error_after_the_start_commit_still_drives_the_rotation() {
     let report = case.check(true).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.findings.is_empty(), "{:?}", report.findings);
 }
+
+/// A store error in the middle of a rotation (here right after the Issued
+/// commit) stops its runner; the rotation must be driven again after the
+/// first backoff, not left in the middle until the next restart.
+#[test]
+fn a_store_error_mid_rotation_is_retried_without_a_restart() {
+    let world = World::new(Kind::Local);
+    let mut case = world.case("local: store error after Issued", &[(LOCAL, 1)]);
+    let before = case.rotations().len();
+    case.arm("after:issued=error@1");
+    assert!(
+        case.rotate(0).is_some(),
+        "{}",
+        case.fail("the rotate command failed")
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(30), || !case.fired().is_empty()),
+        "{}",
+        case.fail("the failpoint never acted")
+    );
+    case.disarm();
+    assert_eq!(case.fired(), vec!["after:issued: error".to_string()]);
+    case.settle(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(case.running(), "{}", case.fail("the daemon stopped"));
+    let rotations = case.rotations();
+    assert_eq!(
+        rotations.len(),
+        before + 1,
+        "{}",
+        case.fail("one more rotation expected")
+    );
+    assert!(
+        rotations.iter().all(|r| r["state"] == "Completed"),
+        "{}",
+        case.fail("a rotation did not complete")
+    );
+    let report = case.check(true).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}

@@ -193,6 +193,28 @@ impl Engine {
         });
     }
 
+    /// Drives rotation `id` again after `after` (a runner that stopped on a
+    /// store error): without it the rotation would wait for the next
+    /// restart. Nothing happens once keyrot stops.
+    pub(crate) fn respawn_later(self: &Arc<Self>, id: &str, after: jiff::SignedDuration) {
+        let Some(mut shutdown) = self.subscribe() else {
+            return;
+        };
+        let engine = Arc::clone(self);
+        let id = id.to_string();
+        let after =
+            std::time::Duration::try_from(after).unwrap_or(std::time::Duration::from_secs(15));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {
+                    drop(shutdown);
+                    engine.spawn(&id);
+                }
+                _ = shutdown.recv() => {}
+            }
+        });
+    }
+
     fn subscribe(&self) -> Option<Shutdown> {
         self.shutdown
             .lock()

@@ -76,7 +76,9 @@ impl Engine {
                 Ok(Some(rec)) => rec,
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::error!(rotation = %id, error = %e, "cannot read rotation");
+                    let after = rt.config.daemon.retry.initial;
+                    tracing::error!(rotation = %id, error = %e, retry_in = %after, "cannot read rotation; trying again");
+                    self.respawn_later(id, after);
                     return;
                 }
             };
@@ -96,7 +98,11 @@ impl Engine {
                 Ok(Next::Continue) => {}
                 Ok(Next::Stop) => return,
                 Err(StepError::Engine(e)) => {
-                    tracing::error!(rotation = %id, step = %state, error = %e, "store error; the rotation resumes later");
+                    // Not the step's fault: the step is driven again after
+                    // the first backoff (not counted against its attempts).
+                    let after = rt.config.daemon.retry.initial;
+                    tracing::error!(rotation = %id, step = %state, error = %e, retry_in = %after, "store error; the step runs again");
+                    self.respawn_later(id, after);
                     return;
                 }
                 Err(StepError::Call(err)) => {
