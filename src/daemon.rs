@@ -4,6 +4,16 @@
 //!
 //! Config and store are opened before the tokio runtime is built, so a bad
 //! config or a locked store fails fast with a clear message.
+//!
+//! READY=1 means keyrot serves: the store is open and checked, the control
+//! socket (and the metrics endpoint, if any) answers, the outbox sender runs
+//! and every unfinished rotation has been resumed. Nothing before it grows
+//! with the history or the inventory (the store open reads its header and
+//! meta, resume reads the rotations in progress through an index), so a
+//! store of 100k keys is READY in tens of milliseconds. The first inventory
+//! sync of every provider runs right after READY, then the due loop starts:
+//! until that sync ends, `keyrot status` shows the inventory as the store
+//! holds it from the last run.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -347,6 +357,19 @@ async fn serve(
         tracing::warn!(timeout = ?timeout, "stopped before every step finished; unfinished rotations resume at the next start");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hands the heap's free pages back to the system. A sync or a status list
+/// of 100k slots allocates and frees hundreds of MiB in a burst; glibc's
+/// allocator keeps those pages mapped otherwise, and the resident size an
+/// operator sees would stay at the burst's peak.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim(3) only walks the allocator's own free lists; it
+    // takes no pointer and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Sends WATCHDOG=1 at half of `$WATCHDOG_USEC` while the daemon runs.

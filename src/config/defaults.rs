@@ -13,6 +13,16 @@ use super::{
 
 /// Default `[[provider]] max_concurrent`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+/// Smallest `[[provider]] requests_per_second`: one request a day.
+pub const MIN_REQUESTS_PER_SECOND: f64 = 1.0 / 86_400.0;
+/// Largest `[[provider]] requests_per_second`.
+pub const MAX_REQUESTS_PER_SECOND: f64 = 1_000_000.0;
+/// Default `[store] history_retention`: 400 days, a year of history and a
+/// margin (an annual review still finds the whole previous year).
+pub const DEFAULT_HISTORY_RETENTION: SignedDuration = SignedDuration::from_hours(400 * 24);
+/// Shortest `[store] history_retention`: a day (a day's digests must stay
+/// in the outbox, or they would be sent again).
+pub const MIN_HISTORY_RETENTION: SignedDuration = SignedDuration::from_hours(24);
 /// Default `[[policy]] overlap`: one hour.
 pub const DEFAULT_OVERLAP: SignedDuration = SignedDuration::from_hours(1);
 
@@ -45,6 +55,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("/var/lib/keyrot/state.redb"),
             master_key_file: PathBuf::from("/var/lib/keyrot/master.key"),
             create_master_key: false,
+            history_retention: Some(DEFAULT_HISTORY_RETENTION),
         }
     }
 }

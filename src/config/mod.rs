@@ -133,6 +133,10 @@ pub struct StoreConfig {
     pub master_key_file: PathBuf,
     /// Create the master key file if missing (demo use; default false).
     pub create_master_key: bool,
+    /// How long finished rotations, revoked local keys and sent or dead
+    /// messages are kept before the daily prune deletes them (default
+    /// 400 days; `None`: `"forever"`, never pruned).
+    pub history_retention: Option<SignedDuration>,
 }
 
 /// `[[provider]]`.
@@ -142,6 +146,9 @@ pub struct ProviderConfig {
     pub name: String,
     /// Rotations of this provider's keys running at once (default 4).
     pub max_concurrent: usize,
+    /// Requests per second to the provider's API, shared by all its
+    /// rotations and syncs (`None`: unlimited).
+    pub requests_per_second: Option<f64>,
     /// Type-specific settings.
     pub kind: ProviderKind,
 }

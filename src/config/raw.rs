@@ -91,6 +91,8 @@ pub struct RawStore {
     pub master_key_file: Option<Spanned<String>>,
     /// Create the master key if missing.
     pub create_master_key: Option<bool>,
+    /// How long finished history is kept (a duration, or `"forever"`).
+    pub history_retention: Option<Spanned<DurationText>>,
 }
 
 /// The fields every `[[provider]]` has, whatever its type.
@@ -104,10 +106,13 @@ pub struct RawProviderHead {
     pub kind: Spanned<String>,
     /// Concurrent rotations.
     pub max_concurrent: Option<Spanned<i64>>,
+    /// Requests per second to the provider's API (unset: unlimited).
+    pub requests_per_second: Option<Spanned<f64>>,
 }
 
 /// Field names of [`RawProviderHead`], split off before the body.
-pub const PROVIDER_HEAD_FIELDS: &[&str] = &["name", "type", "max_concurrent"];
+pub const PROVIDER_HEAD_FIELDS: &[&str] =
+    &["name", "type", "max_concurrent", "requests_per_second"];
 
 /// `type = "local"` fields.
 #[derive(Debug, Default, Deserialize)]

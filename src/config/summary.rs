@@ -104,37 +104,25 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
     );
     heading(&mut out, cfg.providers.len(), "provider", "providers");
     for p in &cfg.providers {
-        let l = match &p.kind {
-            ProviderKind::Local(l) => l,
-            ProviderKind::Atlassian(a) => {
-                let _ = writeln!(out, "  {}", super::atlassian::summary_line(p, a));
-                continue;
-            }
-            ProviderKind::OpenBaoAppRole(c) => {
-                let _ = writeln!(out, "  {}", super::approle::summary_line(p, c));
-                continue;
-            }
-            ProviderKind::AwsIam(c) => {
-                let _ = writeln!(out, "  {}", super::aws_iam::summary_line(p, c));
-                continue;
-            }
-            ProviderKind::Http(c) => {
-                let _ = writeln!(out, "  {}", super::http_provider::summary_line(p, c));
-                continue;
-            }
-            ProviderKind::Exec(c) => {
-                let _ = writeln!(out, "  {}", super::exec_provider::summary_line(p, c));
-                continue;
-            }
+        let line = match &p.kind {
+            ProviderKind::Local(l) => format!(
+                "{} (local, {} at once, new keys live {}, {} bytes)",
+                p.name,
+                p.max_concurrent,
+                format_duration(l.default_lifetime),
+                l.secret_bytes
+            ),
+            ProviderKind::Atlassian(a) => super::atlassian::summary_line(p, a),
+            ProviderKind::OpenBaoAppRole(c) => super::approle::summary_line(p, c),
+            ProviderKind::AwsIam(c) => super::aws_iam::summary_line(p, c),
+            ProviderKind::Http(c) => super::http_provider::summary_line(p, c),
+            ProviderKind::Exec(c) => super::exec_provider::summary_line(p, c),
         };
-        let _ = writeln!(
-            out,
-            "  {} (local, {} at once, new keys live {}, {} bytes)",
-            p.name,
-            p.max_concurrent,
-            format_duration(l.default_lifetime),
-            l.secret_bytes
-        );
+        let rate = p
+            .requests_per_second
+            .map(|r| format!(", at most {r} requests/s"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {line}{rate}");
     }
     heading(&mut out, cfg.sinks.len(), "sink", "sinks");
     for sink in &cfg.sinks {

@@ -9,7 +9,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::ctx::{Ctx, did_you_mean};
-use super::defaults::DEFAULT_MAX_CONCURRENT;
+use super::defaults::{DEFAULT_MAX_CONCURRENT, MAX_REQUESTS_PER_SECOND, MIN_REQUESTS_PER_SECOND};
 use super::raw::{
     PROVIDER_HEAD_FIELDS, RawAtlassianProvider, RawFileSink, RawLocalProvider, RawProviderHead,
     RawSinkHead, SINK_HEAD_FIELDS,
@@ -103,15 +103,42 @@ pub(crate) fn provider(
             }
         },
     };
-    let cfg = ctx.text(&head.name, "name").zip(max_concurrent).zip(kind);
+    let requests_per_second = match &head.requests_per_second {
+        None => Some(None),
+        Some(r) => requests_per_second(ctx, r).map(Some),
+    };
+    let cfg = ctx
+        .text(&head.name, "name")
+        .zip(max_concurrent)
+        .zip(requests_per_second)
+        .zip(kind);
     (
         name,
-        cfg.map(|((name, max_concurrent), kind)| ProviderConfig {
-            name,
-            max_concurrent,
-            kind,
-        }),
+        cfg.map(
+            |(((name, max_concurrent), requests_per_second), kind)| ProviderConfig {
+                name,
+                max_concurrent,
+                requests_per_second,
+                kind,
+            },
+        ),
     )
+}
+
+/// `requests_per_second`: a finite number from one request a day up to
+/// [`MAX_REQUESTS_PER_SECOND`].
+fn requests_per_second(ctx: &mut Ctx<'_>, r: &Spanned<f64>) -> Option<f64> {
+    let v = *r.get_ref();
+    if v.is_finite() && (MIN_REQUESTS_PER_SECOND..=MAX_REQUESTS_PER_SECOND).contains(&v) {
+        return Some(v);
+    }
+    ctx.error(
+        r.span(),
+        format!(
+            "`requests_per_second` must be a number greater than 0 (at least one request a day) and at most {MAX_REQUESTS_PER_SECOND}"
+        ),
+    );
+    None
 }
 
 /// `type = "local"`.

@@ -253,6 +253,26 @@ fn store(ctx: &mut Ctx<'_>, raw: RawStore) -> Option<StoreConfig> {
     if let Some(c) = raw.create_master_key {
         out.create_master_key = c;
     }
+    if let Some(r) = &raw.history_retention {
+        if r.get_ref().0.trim() == "forever" {
+            out.history_retention = None;
+        } else {
+            match ctx.duration(r) {
+                Some(d) if d < super::defaults::MIN_HISTORY_RETENTION => {
+                    ctx.error(
+                        r.span(),
+                        format!(
+                            "`history_retention` must be at least 1d (or \"forever\"), not {:?}",
+                            r.get_ref().0
+                        ),
+                    );
+                    ok = false;
+                }
+                Some(d) => out.history_retention = Some(d),
+                None => ok = false,
+            }
+        }
+    }
     if ok && out.path == out.master_key_file {
         let span = raw
             .master_key_file
@@ -266,4 +286,46 @@ fn store(ctx: &mut Ctx<'_>, raw: RawStore) -> Option<StoreConfig> {
         ok = false;
     }
     ok.then_some(out)
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use std::path::Path;
+
+    use jiff::SignedDuration;
+
+    use crate::config::load_str;
+
+    fn retention(text: &str) -> Result<Option<SignedDuration>, String> {
+        load_str(Path::new("/etc/keyrot/keyrot.toml"), text)
+            .map(|c| c.store.history_retention)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn history_retention_defaults_parses_and_can_be_forever() {
+        assert_eq!(
+            retention(""),
+            Ok(Some(SignedDuration::from_hours(400 * 24)))
+        );
+        assert_eq!(
+            retention("[store]\nhistory_retention = \"90d\"\n"),
+            Ok(Some(SignedDuration::from_hours(90 * 24)))
+        );
+        assert_eq!(
+            retention("[store]\nhistory_retention = \"forever\"\n"),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn history_retention_below_a_day_or_malformed_is_refused() {
+        let err = retention("[store]\nhistory_retention = \"12h\"\n").unwrap_err();
+        assert!(
+            err.contains("2:21: `history_retention` must be at least 1d"),
+            "{err}"
+        );
+        let err = retention("[store]\nhistory_retention = \"P400D\"\n").unwrap_err();
+        assert!(err.contains("2:21:"), "{err}");
+    }
 }

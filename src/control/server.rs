@@ -334,14 +334,32 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn status(State(st): State<AppState>) -> Result<Response, ApiError> {
     let now = st.clock.now();
-    let body = blocking(&st, move |s, _| views::status(s, now, true)).await?;
-    Ok(Json(body).into_response())
+    let body = blocking(&st, move |s, _| {
+        let body = views::status_json(s, now, true);
+        crate::daemon::release_free_memory();
+        body
+    })
+    .await?;
+    Ok(json_bytes(body))
 }
 
 async fn keys(State(st): State<AppState>) -> Result<Response, ApiError> {
     let now = st.clock.now();
-    let rows = blocking(&st, move |s, _| views::key_rows(s, now)).await?;
-    Ok(Json(rows).into_response())
+    let rows = blocking(&st, move |s, _| views::key_rows_json(s, now)).await?;
+    Ok(json_bytes(rows))
+}
+
+/// A 200 answer whose body is JSON written by a view: what `Json(value)`
+/// would send, without building the value first.
+fn json_bytes(body: Vec<u8>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn key(

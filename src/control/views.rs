@@ -7,14 +7,17 @@
 //! Time is a parameter. Nothing returned carries secret material, and the
 //! SHA-256 of a new key's secret is blanked (see [`redact`]).
 
+use std::borrow::Cow;
+
 use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use super::{ApiError, HistoryResponse, KeyRow, PlanResponse, PlanRow, StatusResponse};
 use crate::config::Config;
 use crate::model::{DeliveryState, KeyRecord, RotationRecord, RotationState};
 use crate::policy::{self, KeyTimes};
-use crate::rotation::plan::group_last_start;
-use crate::store::{Store, StoreError};
+use crate::rotation::plan::GroupStarts;
+use crate::store::{RotationGlance, Store, StoreError};
 
 /// A key expiring within this many days is flagged `expiring-soon`.
 pub const EXPIRING_SOON_DAYS: i64 = 30;
@@ -39,82 +42,303 @@ impl From<StoreError> for ApiError {
 
 /// `GET /v1/status`: one row per key slot (sorted by slot) and counters.
 /// `live` says whether the daemon answers (true) or the store was opened
-/// read-only (false).
+/// read-only (false). The typed form of [`status_json`]'s document.
 pub fn status(store: &Store, now: Timestamp, live: bool) -> Result<StatusResponse, ApiError> {
-    let keys = key_rows(store, now)?;
-    let stats = store.stats()?;
-    let (outbox_next_attempt_at, outbox_dead_ids) = outbox_summary(store)?;
-    let active = store.unfinished_rotations()?.len();
-    let failed = keys
-        .iter()
-        .filter(|r| r.flags.iter().any(|f| f == "failed"))
-        .count();
-    Ok(StatusResponse {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        live,
-        keys,
-        active_rotations: active,
-        failed_rotations: failed,
-        outbox_queued: usize::try_from(stats.outbox_queued).unwrap_or(usize::MAX),
-        outbox_dead: usize::try_from(stats.outbox_dead).unwrap_or(usize::MAX),
-        outbox_next_attempt_at,
-        outbox_dead_ids,
-    })
+    let bytes = status_json(store, now, live)?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(500, format!("status: {e}")))
 }
 
-/// The outbox's next attempt (earliest queued message) and its dead
-/// messages' ids, oldest first.
-fn outbox_summary(store: &Store) -> Result<(Option<Timestamp>, Vec<String>), StoreError> {
-    let messages = store.outbox()?;
-    let next = messages
-        .iter()
-        .filter(|m| m.state == DeliveryState::Queued)
-        .map(|m| m.next_attempt_at)
-        .min();
-    let mut dead: Vec<_> = messages
-        .into_iter()
-        .filter(|m| m.state == DeliveryState::Dead)
-        .collect();
-    dead.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    Ok((next, dead.into_iter().map(|m| m.id).collect()))
+/// The `GET /v1/status` document as JSON, written row by row in one pass
+/// over the store ([`Store::each_key_json`]): no slot record is decoded
+/// whole or kept past its row, so 100k slots cost one scan and the bytes
+/// of the answer.
+pub fn status_json(store: &Store, now: Timestamp, live: bool) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    out.extend_from_slice(br#"{"version":"#);
+    json_into(&mut out, env!("CARGO_PKG_VERSION"))?;
+    out.extend_from_slice(br#","live":"#);
+    json_into(&mut out, &live)?;
+    out.extend_from_slice(br#","keys":"#);
+    let counts = write_rows(store, now, &mut out)?;
+    let outbox = outbox_summary(store)?;
+    // The counters follow the rows, as in [`StatusResponse`].
+    let tail = StatusTail {
+        active_rotations: counts.active,
+        failed_rotations: counts.failed,
+        outbox_queued: outbox.queued,
+        outbox_dead: outbox.dead_ids.len(),
+        outbox_next_attempt_at: outbox.next,
+        outbox_dead_ids: &outbox.dead_ids,
+    };
+    let tail = serde_json::to_vec(&tail).map_err(|e| ApiError::new(500, e.to_string()))?;
+    out.push(b',');
+    out.extend_from_slice(tail.get(1..).unwrap_or_default());
+    Ok(out)
+}
+
+/// The fields of [`StatusResponse`] after `keys`, in its order.
+#[derive(Serialize)]
+struct StatusTail<'a> {
+    /// Rotations not yet finished.
+    active_rotations: usize,
+    /// Rotations that failed and wait for an operator.
+    failed_rotations: usize,
+    /// Outbox messages waiting.
+    outbox_queued: usize,
+    /// Outbox messages that exhausted their budget.
+    outbox_dead: usize,
+    /// When the next queued message is tried.
+    outbox_next_attempt_at: Option<Timestamp>,
+    /// Ids of the dead messages, oldest first.
+    outbox_dead_ids: &'a [String],
+}
+
+/// Appends `value` as JSON.
+fn json_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ApiError> {
+    serde_json::to_writer(&mut *out, value).map_err(|e| ApiError::new(500, e.to_string()))
+}
+
+/// What the rows counted.
+#[derive(Default)]
+struct RowCounts {
+    /// Slots whose active rotation is not finished.
+    active: usize,
+    /// Rows flagged `failed`.
+    failed: usize,
+}
+
+/// Writes the status rows as a JSON array.
+fn write_rows(store: &Store, now: Timestamp, out: &mut Vec<u8>) -> Result<RowCounts, ApiError> {
+    let mut counts = RowCounts::default();
+    out.push(b'[');
+    let mut first = true;
+    store.each_key_json(|slot, json, rotation| {
+        let decode_error = |detail: String| StoreError::Decode {
+            table: "keys",
+            key: slot.to_owned(),
+            detail,
+        };
+        let view: KeyView<'_> =
+            serde_json::from_slice(json).map_err(|e| decode_error(e.to_string()))?;
+        let row = view_row(&view, rotation, now).map_err(decode_error)?;
+        // Every unfinished rotation is its slot's active rotation.
+        if view.active_rotation.is_some() && rotation.is_some_and(|r| !r.state.is_terminal()) {
+            counts.active += 1;
+        }
+        counts.failed += usize::from(row.flags.contains(&"failed"));
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, &row).map_err(|e| StoreError::Encode {
+            table: "keys",
+            key: slot.to_owned(),
+            detail: e.to_string(),
+        })
+    })?;
+    out.push(b']');
+    Ok(counts)
 }
 
 /// `GET /v1/keys`: the rows of [`status`] alone.
 pub fn key_rows(store: &Store, now: Timestamp) -> Result<Vec<KeyRow>, ApiError> {
-    store
-        .keys()?
-        .iter()
-        .map(|rec| {
-            let rotation = shown_rotation(store, rec)?;
-            Ok(key_row(rec, rotation.as_ref(), now))
-        })
-        .collect()
+    serde_json::from_slice(&key_rows_json(store, now)?)
+        .map_err(|e| ApiError::new(500, format!("keys: {e}")))
 }
 
-/// The rotation a status row shows: the slot's active rotation, else its
-/// latest one.
-fn shown_rotation(store: &Store, rec: &KeyRecord) -> Result<Option<RotationRecord>, StoreError> {
-    if let Some(id) = &rec.active_rotation
-        && let Some(r) = store.rotation(id)?
-    {
-        return Ok(Some(r));
+/// The rows of [`key_rows`] as a JSON array, written in one pass.
+pub fn key_rows_json(store: &Store, now: Timestamp) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    write_rows(store, now, &mut out)?;
+    Ok(out)
+}
+
+/// A string borrowed from the stored JSON when it holds no escape.
+#[derive(Debug)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Takes a borrowed string when the parser has one.
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
     }
-    Ok(store.rotations(Some(&rec.slot), 1)?.into_iter().next())
 }
 
-/// Builds one status row.
-pub fn key_row(rec: &KeyRecord, rotation: Option<&RotationRecord>, now: Timestamp) -> KeyRow {
-    let cur = rec.current.as_ref();
-    let expires_at = cur.and_then(|k| k.expires_at);
+impl Text<'_> {
+    /// The text.
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a status row needs of a stored [`KeyRecord`]; the rest of the
+/// record is skipped by the parser, not decoded.
+#[derive(Deserialize)]
+struct KeyView<'a> {
+    /// `provider/name`.
+    #[serde(borrow)]
+    slot: Text<'a>,
+    /// Provider.
+    #[serde(borrow)]
+    provider: Text<'a>,
+    /// Key name.
+    #[serde(borrow)]
+    name: Text<'a>,
+    /// The live key.
+    #[serde(borrow)]
+    current: Option<CurrentView<'a>>,
+    /// Policy.
+    #[serde(borrow)]
+    policy: Text<'a>,
+    /// Next start (RFC 3339, as stored).
+    #[serde(borrow)]
+    next_due: Option<Text<'a>>,
+    /// Why then.
+    #[serde(borrow, default)]
+    due_reason: Option<Text<'a>>,
+    /// The rotation in progress.
+    #[serde(borrow)]
+    active_rotation: Option<Text<'a>>,
+}
+
+/// What a status row needs of a slot's current [`crate::model::KeyInfo`].
+#[derive(Deserialize)]
+struct CurrentView<'a> {
+    /// Key id.
+    #[serde(borrow)]
+    id: Text<'a>,
+    /// Scopes, counted, not kept.
+    #[serde(default)]
+    scopes: Vec<serde::de::IgnoredAny>,
+    /// Creator.
+    #[serde(borrow, default)]
+    created_by: Option<Text<'a>>,
+    /// Creation (RFC 3339, as stored).
+    #[serde(borrow)]
+    created_at: Option<Text<'a>>,
+    /// Expiry (RFC 3339, as stored).
+    #[serde(borrow)]
+    expires_at: Option<Text<'a>>,
+    /// Last use (RFC 3339, as stored).
+    #[serde(borrow, default)]
+    last_used_at: Option<Text<'a>>,
+}
+
+/// A [`KeyRow`] borrowing its text: the same fields in the same order, so
+/// that it serialises to the same JSON. Instants are the stored RFC 3339
+/// text (what `Timestamp` serialises to).
+#[derive(Serialize)]
+struct RowOut<'a> {
+    /// See [`KeyRow`].
+    slot: &'a str,
+    /// See [`KeyRow`].
+    provider: &'a str,
+    /// See [`KeyRow`].
+    name: &'a str,
+    /// See [`KeyRow`].
+    key_id: Option<&'a str>,
+    /// See [`KeyRow`].
+    scopes: usize,
+    /// See [`KeyRow`].
+    created_by: Option<&'a str>,
+    /// See [`KeyRow`].
+    created_at: Option<&'a str>,
+    /// See [`KeyRow`].
+    last_used_at: Option<&'a str>,
+    /// See [`KeyRow`].
+    expires_at: Option<&'a str>,
+    /// See [`KeyRow`].
+    days_left: Option<i64>,
+    /// See [`KeyRow`].
+    policy: &'a str,
+    /// See [`KeyRow`].
+    rotation_state: Option<&'static str>,
+    /// See [`KeyRow`].
+    rotation_id: Option<&'a str>,
+    /// See [`KeyRow`].
+    next_rotation: Option<&'a str>,
+    /// See [`KeyRow`].
+    next_reason: Option<&'a str>,
+    /// See [`KeyRow`].
+    flags: Vec<&'static str>,
+}
+
+/// The row of `view` ([`key_row`] builds the same row from a decoded
+/// record).
+fn view_row<'a>(
+    view: &'a KeyView<'a>,
+    rotation: Option<&'a RotationGlance>,
+    now: Timestamp,
+) -> Result<RowOut<'a>, String> {
+    let cur = view.current.as_ref();
+    let text = |t: &'a Option<Text<'a>>| t.as_ref().map(Text::as_str);
+    let expires_at = match cur.and_then(|c| c.expires_at.as_ref()) {
+        Some(t) => Some(
+            t.as_str()
+                .parse::<Timestamp>()
+                .map_err(|e| format!("expires_at: {e}"))?,
+        ),
+        None => None,
+    };
+    let (days_left, flags) = row_facts(
+        cur.map(|c| (c.scopes.len(), c.last_used_at.is_none())),
+        expires_at,
+        rotation.is_some_and(|r| r.state == RotationState::Failed),
+        now,
+    );
+    Ok(RowOut {
+        slot: view.slot.as_str(),
+        provider: view.provider.as_str(),
+        name: view.name.as_str(),
+        key_id: cur.map(|c| c.id.as_str()),
+        scopes: cur.map_or(0, |c| c.scopes.len()),
+        created_by: cur.and_then(|c| text(&c.created_by)),
+        created_at: cur.and_then(|c| text(&c.created_at)),
+        last_used_at: cur.and_then(|c| text(&c.last_used_at)),
+        expires_at: cur.and_then(|c| text(&c.expires_at)),
+        days_left,
+        policy: view.policy.as_str(),
+        rotation_state: rotation.map(|r| r.state.as_str()),
+        rotation_id: rotation.map(|r| r.id.as_str()),
+        next_rotation: text(&view.next_due),
+        next_reason: text(&view.due_reason),
+        flags,
+    })
+}
+
+/// Days left and flags of a row: `key` is the current key's scope count
+/// and whether it was never used (`None`: the slot has no key).
+fn row_facts(
+    key: Option<(usize, bool)>,
+    expires_at: Option<Timestamp>,
+    failed: bool,
+    now: Timestamp,
+) -> (Option<i64>, Vec<&'static str>) {
     let days_left = expires_at.map(|e| whole_days(e.duration_since(now)));
     let mut flags = Vec::new();
-    match cur {
+    match key {
         None => flags.push("no-key"),
-        Some(k) => {
-            if k.scopes.is_empty() {
+        Some((scopes, never_used)) => {
+            if scopes == 0 {
                 flags.push("unscoped");
             }
-            if k.last_used_at.is_none() {
+            if never_used {
                 flags.push("never-used");
             }
         }
@@ -126,9 +350,23 @@ pub fn key_row(rec: &KeyRecord, rotation: Option<&RotationRecord>, now: Timestam
             flags.push("expiring-soon");
         }
     }
-    if rotation.is_some_and(|r| r.state == RotationState::Failed) {
+    if failed {
         flags.push("failed");
     }
+    (days_left, flags)
+}
+
+/// Builds one status row from a decoded record (metrics use it; the
+/// status list builds the same row from the stored JSON, [`view_row`]).
+pub fn key_row(rec: &KeyRecord, rotation: Option<&RotationGlance>, now: Timestamp) -> KeyRow {
+    let cur = rec.current.as_ref();
+    let expires_at = cur.and_then(|k| k.expires_at);
+    let (days_left, flags) = row_facts(
+        cur.map(|k| (k.scopes.len(), k.last_used_at.is_none())),
+        expires_at,
+        rotation.is_some_and(|r| r.state == RotationState::Failed),
+        now,
+    );
     KeyRow {
         slot: rec.slot.clone(),
         provider: rec.provider.clone(),
@@ -147,6 +385,35 @@ pub fn key_row(rec: &KeyRecord, rotation: Option<&RotationRecord>, now: Timestam
         next_reason: rec.due_reason.clone(),
         flags: flags.into_iter().map(String::from).collect(),
     }
+}
+
+/// What the status says of the outbox.
+struct OutboxSummary {
+    /// Messages waiting.
+    queued: usize,
+    /// The earliest queued message's next attempt.
+    next: Option<Timestamp>,
+    /// Dead messages' ids, oldest first.
+    dead_ids: Vec<String>,
+}
+
+/// The outbox's queued count and next attempt, and its dead messages'
+/// ids, oldest first, in one read of the outbox.
+fn outbox_summary(store: &Store) -> Result<OutboxSummary, StoreError> {
+    let messages = store.outbox()?;
+    let queued = || messages.iter().filter(|m| m.state == DeliveryState::Queued);
+    let next = queued().map(|m| m.next_attempt_at).min();
+    let n = queued().count();
+    let mut dead: Vec<_> = messages
+        .iter()
+        .filter(|m| m.state == DeliveryState::Dead)
+        .collect();
+    dead.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(OutboxSummary {
+        queued: n,
+        next,
+        dead_ids: dead.into_iter().map(|m| m.id.clone()).collect(),
+    })
 }
 
 /// Whole days in `d`, rounded towards negative infinity (so a key that
@@ -168,7 +435,11 @@ pub fn plan(
     let horizon = now
         .checked_add(SignedDuration::from_hours(24 * i64::from(days)))
         .unwrap_or(Timestamp::MAX);
-    let mut rows: Vec<PlanRow> = recs.iter().map(|r| plan_row(cfg, r, &recs, now)).collect();
+    let groups = GroupStarts::new(&recs);
+    let mut rows: Vec<PlanRow> = recs
+        .iter()
+        .map(|r| plan_row(cfg, r, &groups, now))
+        .collect();
     rows.sort_by_key(|r| {
         let within = r.start_at.is_some_and(|s| s <= horizon);
         (!within, r.start_at.is_none(), r.start_at, r.slot.clone())
@@ -177,7 +448,7 @@ pub fn plan(
 }
 
 /// One plan row: the policy's decision for `rec`.
-fn plan_row(cfg: &Config, rec: &KeyRecord, all: &[KeyRecord], now: Timestamp) -> PlanRow {
+fn plan_row(cfg: &Config, rec: &KeyRecord, groups: &GroupStarts<'_>, now: Timestamp) -> PlanRow {
     let mut row = PlanRow {
         slot: rec.slot.clone(),
         policy: rec.policy.clone(),
@@ -199,7 +470,7 @@ fn plan_row(cfg: &Config, rec: &KeyRecord, all: &[KeyRecord], now: Timestamp) ->
         created_at: k.created_at,
         expires_at: k.expires_at,
     });
-    let d = policy::decide(pol, &rec.slot, times, group_last_start(rec, all), now);
+    let d = policy::decide(pol, &rec.slot, times, groups.last_start(rec), now);
     row.due_at = d.due_at;
     if let Some(id) = &rec.active_rotation {
         row.explain = format!(

@@ -185,13 +185,20 @@ pub async fn send_due(
         return Ok(pass);
     }
     let s = Arc::clone(store);
-    let mut queued: Vec<OutboxMessage> = tokio::task::spawn_blocking(move || s.outbox())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|m| m.state == DeliveryState::Queued)
-        .collect();
+    // The messages read may have been queued by commits not durable yet
+    // (group commit): flush before sending, so that a crash cannot take
+    // back a transition whose message went out.
+    let mut queued: Vec<OutboxMessage> = tokio::task::spawn_blocking(move || {
+        let all = s.outbox()?;
+        s.flush()?;
+        Ok::<_, crate::store::StoreError>(all)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?
+    .into_iter()
+    .filter(|m| m.state == DeliveryState::Queued)
+    .collect();
     queued.sort_by_key(|m| (m.next_attempt_at, m.created_at));
     for mut m in queued {
         if !all_due && m.next_attempt_at > now {

@@ -6,6 +6,7 @@ pub mod atlassian;
 pub mod aws_iam;
 pub mod exec;
 pub mod http;
+pub mod limit;
 pub mod local;
 pub mod openbao_approle;
 

@@ -15,7 +15,10 @@
 //!   which proves it is secret-id `id` of the role without using it; then,
 //!   unless the secret-id has a limited number of uses, keyrot logs in with
 //!   the role's role-id and revokes the token that login returned at once,
-//!   so verification leaves nothing behind.
+//!   so verification leaves nothing behind. A role's role-id is read once
+//!   and kept; a login refused with a kept role-id reads it again (an
+//!   operator may have changed it, or re-created the role) and, if it
+//!   changed, tries once more.
 //! - `revoke`: `.../secret-id-accessor/destroy`; a secret-id or role that
 //!   is already gone counts as done.
 //!
@@ -23,9 +26,10 @@
 //! TLS) is [`crate::vault`]'s job. Secret-ids and login tokens live only in
 //! `SecretString`s and wiped buffers; errors carry accessors, never them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -60,6 +64,9 @@ pub struct OpenBaoAppRoleProvider {
     roles: Option<Vec<String>>,
     /// The authenticated client.
     client: VaultClient,
+    /// Role-ids already read, by role (not secret, never logged), so a
+    /// verification does not read its role's role-id at every login.
+    role_ids: Mutex<HashMap<String, String>>,
 }
 
 impl fmt::Debug for OpenBaoAppRoleProvider {
@@ -229,6 +236,7 @@ impl OpenBaoAppRoleProvider {
             mount: cfg.mount.clone(),
             roles: cfg.roles.clone(),
             client,
+            role_ids: Mutex::new(HashMap::new()),
         })
     }
 
@@ -394,27 +402,44 @@ impl OpenBaoAppRoleProvider {
         }
     }
 
-    /// Logs in as `role` with `secret` and revokes the token at once.
+    /// The role-id of `role`, and whether it was kept from an earlier
+    /// read: the kept one unless `fresh`, else read now and kept.
+    async fn known_role_id(&self, role: &str, fresh: bool) -> Result<(String, bool), CallError> {
+        let kept = self.role_ids().get(role).cloned();
+        match kept {
+            Some(id) if !fresh => Ok((id, true)),
+            _ => {
+                let id = self.role_id(role).await?;
+                self.role_ids().insert(role.to_string(), id.clone());
+                Ok((id, false))
+            }
+        }
+    }
+
+    /// The kept role-ids.
+    fn role_ids(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.role_ids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Logs in as `role` with `secret` and revokes the token at once. A
+    /// login refused with a kept role-id is tried once more if the role-id
+    /// read again differs.
     async fn login_and_revoke(
         &self,
         role: &str,
         accessor: &str,
         secret: &SecretString,
     ) -> Result<(), CallError> {
-        let role_id = self.role_id(role).await?;
-        let path = format!("auth/{}/login", self.mount);
+        let (role_id, kept) = self.known_role_id(role, false).await?;
+        let mut ans = self.login(role, accessor, &role_id, secret).await?;
+        if !ans.status.is_success() && kept {
+            let (again, _) = self.known_role_id(role, true).await?;
+            if again != role_id {
+                tracing::info!(who = %self.who, role, "the role's role-id changed; logging in with the new one");
+                ans = self.login(role, accessor, &again, secret).await?;
+            }
+        }
         let what = format!("log in with key {role}/{accessor}");
-        let body = JsonBody::json(&LoginBody {
-            role_id: &role_id,
-            secret_id: secret.expose_secret(),
-        })
-        .map_err(|e| self.body_error(&what, &e))?;
-        let ans = self
-            .client
-            .request(&what, Method::POST, &path, Some(&body))
-            .await
-            .map_err(|e| redact(e, secret.expose_secret()))?;
-        drop(body);
         if !ans.status.is_success() {
             let hint = "the secret-id does not log in (expired, used up, destroyed, or the role's CIDR bindings exclude keyrot's host?)";
             let err = self.client.status_error(&what, &ans, Some(hint));
@@ -429,6 +454,31 @@ impl OpenBaoAppRoleProvider {
             ))
         })?;
         self.revoke_token(&token.client_token, role, accessor).await
+    }
+
+    /// One AppRole login of `role` with `role_id` and `secret`: the answer,
+    /// whatever its status.
+    async fn login(
+        &self,
+        role: &str,
+        accessor: &str,
+        role_id: &str,
+        secret: &SecretString,
+    ) -> Result<Answer, CallError> {
+        let path = format!("auth/{}/login", self.mount);
+        let what = format!("log in with key {role}/{accessor}");
+        let body = JsonBody::json(&LoginBody {
+            role_id,
+            secret_id: secret.expose_secret(),
+        })
+        .map_err(|e| self.body_error(&what, &e))?;
+        let ans = self
+            .client
+            .request(&what, Method::POST, &path, Some(&body))
+            .await
+            .map_err(|e| redact(e, secret.expose_secret()))?;
+        drop(body);
+        Ok(ans)
     }
 
     /// Revokes the token a verification login got.

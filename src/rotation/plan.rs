@@ -2,6 +2,8 @@
 //! key record. Used by the scheduler after a sync or a completed rotation,
 //! and by `keyrot plan`.
 
+use std::collections::HashMap;
+
 use jiff::Timestamp;
 
 use crate::config::Config;
@@ -66,6 +68,80 @@ pub fn group_last_start<'a>(
         .max()
 }
 
+/// The latest rotation start of each stagger group, indexed once so that
+/// a slot's [`group_last_start`] is a lookup rather than a scan of every
+/// slot (which made a sync of n grouped slots O(n²)). Per group it keeps
+/// the latest start and the latest start of any *other* slot, which is
+/// what a slot that holds the group's latest start itself must see.
+#[derive(Debug, Default)]
+pub struct GroupStarts<'a> {
+    /// Group → its two latest starts, of two different slots.
+    by_group: HashMap<&'a str, Latest<'a>>,
+}
+
+/// The two latest starts of a group, of different slots, latest first.
+#[derive(Debug, Default)]
+struct Latest<'a> {
+    /// The latest start and its slot.
+    first: Option<(Timestamp, &'a str)>,
+    /// The latest start of a slot other than `first`'s.
+    second: Option<(Timestamp, &'a str)>,
+}
+
+impl<'a> Latest<'a> {
+    /// Takes `slot`'s start `at` into account (a slot may come twice).
+    fn add(&mut self, at: Timestamp, slot: &'a str) {
+        match self.first {
+            None => self.first = Some((at, slot)),
+            Some((t, s)) if s == slot => {
+                if at > t {
+                    self.first = Some((at, slot));
+                }
+            }
+            Some(first) if at > first.0 => {
+                self.second = Some(first);
+                self.first = Some((at, slot));
+            }
+            Some(_) => match self.second {
+                Some((t, s)) if s == slot || at <= t => {
+                    if s == slot && at > t {
+                        self.second = Some((at, slot));
+                    }
+                }
+                _ => self.second = Some((at, slot)),
+            },
+        }
+    }
+}
+
+impl<'a> GroupStarts<'a> {
+    /// Indexes the starts of `all` (slots may repeat: the latest counts).
+    pub fn new(all: impl IntoIterator<Item = &'a KeyRecord>) -> GroupStarts<'a> {
+        let mut index = GroupStarts::default();
+        for r in all {
+            if let (Some(group), Some(at)) = (r.group.as_deref(), r.last_started_at) {
+                index.add(group, &r.slot, at);
+            }
+        }
+        index
+    }
+
+    /// Takes into account that `slot`, of `group`, last started at `at`.
+    pub fn add(&mut self, group: &'a str, slot: &'a str, at: Timestamp) {
+        self.by_group.entry(group).or_default().add(at, slot);
+    }
+
+    /// The latest rotation start among the other slots of `rec`'s group:
+    /// what [`group_last_start`] returns over the same records.
+    pub fn last_start(&self, rec: &KeyRecord) -> Option<Timestamp> {
+        let latest = self.by_group.get(rec.group.as_deref()?)?;
+        match latest.first {
+            Some((at, slot)) if slot != rec.slot => Some(at),
+            _ => latest.second.map(|(at, _)| at),
+        }
+    }
+}
+
 /// What kind of start a decision is.
 pub fn trigger(rec: &KeyRecord, d: &Decision) -> Trigger {
     if rec.current.is_none() {
@@ -74,5 +150,83 @@ pub fn trigger(rec: &KeyRecord, d: &Decision) -> Trigger {
         Trigger::Emergency
     } else {
         Trigger::Schedule
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(slot: &str, group: Option<&str>, started: Option<i64>) -> KeyRecord {
+        KeyRecord {
+            slot: slot.into(),
+            provider: "p".into(),
+            name: slot.into(),
+            current: None,
+            policy: "std".into(),
+            next_due: None,
+            due_reason: None,
+            active_rotation: None,
+            last_rotated_at: None,
+            last_started_at: started.map(|s| Timestamp::from_second(s).unwrap()),
+            synced_at: None,
+            sinks: vec![],
+            scopes: vec![],
+            contacts: vec![],
+            group: group.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn group_index_agrees_with_the_scan() {
+        // Slots repeat (a sync's new records, then the store's), groups
+        // interleave, some slots never started, one group has one slot.
+        let all = vec![
+            rec("p/a", Some("g"), Some(30)),
+            rec("p/b", Some("g"), Some(10)),
+            rec("p/c", Some("g"), None),
+            rec("p/d", Some("h"), Some(5)),
+            rec("p/e", None, Some(50)),
+            rec("p/a", Some("g"), Some(30)),
+            rec("p/b", Some("g"), Some(20)),
+            rec("q/f", Some("g"), Some(25)),
+            rec("p/i", Some("i"), None),
+        ];
+        let index = GroupStarts::new(all.iter());
+        for r in &all {
+            assert_eq!(
+                index.last_start(r),
+                group_last_start(r, all.iter()),
+                "{}",
+                r.slot
+            );
+        }
+        // The slot holding the group's latest start sees the next one.
+        assert_eq!(
+            index.last_start(&all[0]),
+            Some(Timestamp::from_second(25).unwrap())
+        );
+        assert_eq!(index.last_start(&all[3]), None);
+    }
+
+    #[test]
+    fn group_index_keeps_two_distinct_slots() {
+        // The same slot arriving twice with later starts must not push
+        // the other slot out of second place.
+        let all = vec![
+            rec("p/b", Some("g"), Some(10)),
+            rec("p/a", Some("g"), Some(20)),
+            rec("p/a", Some("g"), Some(40)),
+            rec("p/c", Some("g"), Some(15)),
+        ];
+        let index = GroupStarts::new(all.iter());
+        for r in &all {
+            assert_eq!(
+                index.last_start(r),
+                group_last_start(r, all.iter()),
+                "{}",
+                r.slot
+            );
+        }
     }
 }

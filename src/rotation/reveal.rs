@@ -35,9 +35,6 @@ pub const ENVELOPE_GRACE: SignedDuration = SignedDuration::from_mins(10);
 /// Shortest bearer token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// Newest rotations a sweep looks at (older ones were swept before).
-const SWEEP_SCAN: usize = 500;
-
 /// Makes read-then-wipe of an envelope one step, so two callers never
 /// both get it.
 static TAKE: Mutex<()> = Mutex::new(());
@@ -168,15 +165,23 @@ pub(super) fn wipe_if_stale(
 }
 
 /// Ids of finished rotations (Completed or Aborted at least
-/// [`ENVELOPE_GRACE`] ago) that still hold an envelope.
+/// [`ENVELOPE_GRACE`] ago) that still hold an envelope. Reads the
+/// envelopes' keys (few: only those no caller took yet) and their
+/// rotations, not the rotation history: it runs after every completion.
+/// An envelope whose rotation is no longer in the store is stale too.
 fn stale_envelopes(store: &Store, now: Timestamp) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
-    for r in store.rotations(None, SWEEP_SCAN)? {
+    for key in store.secret_keys_ending(envelope::STORE_SUFFIX)? {
+        let Some(id) = key.strip_suffix(envelope::STORE_SUFFIX) else {
+            continue;
+        };
+        let Some(r) = store.rotation(id)? else {
+            // Its rotation was pruned from the history: nobody can take it.
+            out.push(id.to_string());
+            continue;
+        };
         let done = matches!(r.state, RotationState::Completed | RotationState::Aborted);
-        if done
-            && now.duration_since(r.updated_at) >= ENVELOPE_GRACE
-            && store.has_secret(&envelope::store_key(&r.id))?
-        {
+        if done && now.duration_since(r.updated_at) >= ENVELOPE_GRACE {
             out.push(r.id);
         }
     }

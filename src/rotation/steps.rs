@@ -72,7 +72,7 @@ impl Engine {
                 tracing::info!(rotation = %id, "shutting down: rotation will resume at next start");
                 return;
             }
-            let rec = match self.load(id).await {
+            let mut rec = match self.load(id).await {
                 Ok(Some(rec)) => rec,
                 Ok(None) => return,
                 Err(e) => {
@@ -89,6 +89,9 @@ impl Engine {
                 return;
             }
             let rt = self.runtime();
+            if rec.state == RotationState::Issued {
+                enter_distributing(&mut rec, self.now());
+            }
             let state = rec.state;
             let result = self
                 .metrics
@@ -233,14 +236,11 @@ impl Engine {
                 Ok(Next::Continue)
             }
             RotationState::Issuing => self.issue(rt, rec, fresh_issue, now).await,
+            // `drive` enters Distributing before the step (see
+            // `enter_distributing`); a step begun in Issued does the same.
             RotationState::Issued => {
-                rec.transition(
-                    RotationState::Distributing,
-                    now,
-                    format!("distributing to {} sink(s)", rec.sinks.len()),
-                );
-                self.save(rec, None).await?;
-                Ok(Next::Continue)
+                enter_distributing(&mut rec, now);
+                self.distribute(rt, rec, now).await
             }
             RotationState::Distributing => self.distribute(rt, rec, now).await,
             RotationState::Verifying => self.verify(rt, rec, now).await,
@@ -531,6 +531,9 @@ impl Engine {
 
     /// Distributing: each sink not yet recorded is written, and each success
     /// committed on its own, so a resume re-writes only what is missing.
+    /// The last one's success commits with the move to Verifying (nothing
+    /// external happens between them); the first one's carries the entry
+    /// into Distributing when the rotation came from Issued.
     async fn distribute(
         &self,
         rt: &Runtime,
@@ -546,7 +549,8 @@ impl Engine {
         if !pending.is_empty() {
             let secret = self.secret(&rec).await?;
             let target = target(&rec)?;
-            for name in pending {
+            let last = pending.len() - 1;
+            for (i, name) in pending.into_iter().enumerate() {
                 let sink = rt.sinks.get(&name).cloned().ok_or_else(|| {
                     CallError::permanent(format!("sink {name:?} is no longer configured"))
                 })?;
@@ -570,7 +574,9 @@ impl Engine {
                     },
                 );
                 rec.updated_at = self.now();
-                rec = self.save(rec, None).await?;
+                if i < last {
+                    rec = self.save(rec, None).await?;
+                }
             }
         }
         rec.transition(RotationState::Verifying, now, "all sinks written");
@@ -689,6 +695,12 @@ impl Engine {
             now,
             format!("verified; old key valid until {revoke_at}"),
         );
+        if revoke_at <= now {
+            // No overlap to wait for: Overlap would move to Revoking at
+            // once, with nothing external between them, so both commit
+            // together (as the Overlap step does it: `revoke_old_at` due).
+            rec.transition(RotationState::Revoking, now, "overlap over");
+        }
         self.save(rec, None).await?;
         Ok(Next::Continue)
     }
@@ -791,6 +803,11 @@ impl Engine {
             return Ok(());
         };
         let now = self.now();
+        if rec.state == RotationState::Issued && state == RotationState::Distributing {
+            // The step began in Issued; its entry into Distributing was not
+            // committed yet (`enter_distributing`): record the failure there.
+            enter_distributing(&mut rec, now);
+        }
         rec.attempts += 1;
         rec.last_error = Some(err.message.clone());
         rec.updated_at = now;
@@ -960,6 +977,20 @@ impl Engine {
         self.metrics.rotation_ended(&saved.provider, saved.state);
         Ok(saved)
     }
+}
+
+/// Moves a rotation from Issued to Distributing, in memory. Issued is
+/// durable (the secret is sealed in its commit) and nothing external
+/// happens before the first sink write, so the move has no commit of its
+/// own: it commits with the first sink's success, the move to Verifying or
+/// the failure. A crash before that resumes from Issued and comes here
+/// again: the same sink writes follow.
+fn enter_distributing(rec: &mut RotationRecord, now: Timestamp) {
+    rec.transition(
+        RotationState::Distributing,
+        now,
+        format!("distributing to {} sink(s)", rec.sinks.len()),
+    );
 }
 
 /// When to remind people about a key they were asked to create: the next

@@ -48,10 +48,12 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
             path: out.join("state.redb"),
             master_key_file: out.join("k"),
             create_master_key: false,
+            history_retention: None,
         },
         providers: vec![ProviderConfig {
             name: "local".into(),
             max_concurrent: 2,
+            requests_per_second: None,
             kind: ProviderKind::Local(LocalProviderConfig {
                 default_lifetime: dur("90d"),
                 secret_bytes: 32,

@@ -2,7 +2,7 @@
 //! provider key is the live key of which slot. Pure: the caller reads the
 //! inventory and the store, and writes what this returns.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 
@@ -13,8 +13,13 @@ use crate::rotation::plan;
 /// What a sync changes.
 #[derive(Debug, Default)]
 pub struct Bound {
-    /// Slot records to write (every slot of the provider, rescheduled).
+    /// Slot records to write: the provider's slots that are new or that
+    /// the listing, the config or the policy changed (rescheduled), with
+    /// `synced_at` set to this sync.
     pub records: Vec<KeyRecord>,
+    /// Slots of the provider left exactly as the store holds them (not
+    /// written; their `synced_at` is when a sync last changed them).
+    pub unchanged: usize,
     /// Slots of the provider no `[[key]]` matches any more.
     pub removed: Vec<String>,
 }
@@ -90,52 +95,76 @@ pub fn bind(
             }
         }
     }
-    let by_slot: BTreeMap<&str, &KeyRecord> =
+    let by_slot: HashMap<&str, &KeyRecord> =
         existing.iter().map(|r| (r.slot.as_str(), r)).collect();
+    // The listed keys by name: a slot's candidates in O(1), not a scan of
+    // the whole listing per slot (100k slots × 100k keys otherwise).
+    let mut by_name: HashMap<&str, Vec<&KeyInfo>> = HashMap::new();
+    for k in &listed {
+        by_name.entry(k.name.as_str()).or_default().push(k);
+    }
+    // The group view of the slots as this sync leaves them (each slot's
+    // spec group with the start the store holds), then of every slot the
+    // store holds, indexed once.
+    let slot_ids: Vec<String> = slots.keys().map(|n| slot_id(provider, n)).collect();
+    let mut groups = plan::GroupStarts::default();
+    for (spec, slot) in slots.values().zip(&slot_ids) {
+        let started = by_slot.get(slot.as_str()).and_then(|r| r.last_started_at);
+        if let (Some(group), Some(at)) = (spec.group.as_deref(), started) {
+            groups.add(group, slot, at);
+        }
+    }
+    for r in existing {
+        if let (Some(group), Some(at)) = (r.group.as_deref(), r.last_started_at) {
+            groups.add(group, &r.slot, at);
+        }
+    }
     let mut records = Vec::new();
-    for (name, spec) in &slots {
-        let slot = slot_id(provider, name);
-        let mut rec = by_slot
-            .get(slot.as_str())
-            .map(|r| (*r).clone())
-            .unwrap_or_else(|| KeyRecord {
-                slot: slot.clone(),
-                provider: provider.to_string(),
-                name: name.clone(),
-                current: None,
-                policy: spec.policy.clone(),
-                next_due: None,
-                due_reason: None,
-                active_rotation: None,
-                last_rotated_at: None,
-                last_started_at: None,
-                synced_at: None,
-                sinks: Vec::new(),
-                scopes: Vec::new(),
-                contacts: Vec::new(),
-                group: None,
-            });
+    let mut unchanged = 0;
+    for ((name, spec), slot) in slots.iter().zip(&slot_ids) {
+        let old = by_slot.get(slot.as_str()).copied();
+        let mut rec = old.cloned().unwrap_or_else(|| KeyRecord {
+            slot: slot.clone(),
+            provider: provider.to_string(),
+            name: name.clone(),
+            current: None,
+            policy: spec.policy.clone(),
+            next_due: None,
+            due_reason: None,
+            active_rotation: None,
+            last_rotated_at: None,
+            last_started_at: None,
+            synced_at: None,
+            sinks: Vec::new(),
+            scopes: Vec::new(),
+            contacts: Vec::new(),
+            group: None,
+        });
         rec.policy = spec.policy.clone();
         rec.sinks = spec.sinks.clone();
         rec.scopes = spec.scopes.clone();
         rec.contacts = spec.contacts.clone();
         rec.group = spec.group.clone();
-        rec.synced_at = Some(now);
-        let candidates: Vec<&KeyInfo> =
-            listed.iter().copied().filter(|k| &k.name == name).collect();
+        let candidates: &[&KeyInfo] = by_name.get(name.as_str()).map_or(&[], Vec::as_slice);
         let adopt = match &spec.matches {
             KeyMatch::Named { id: Some(id), .. } => Some(id.as_str()),
             _ => None,
         };
-        let hold = rec.active_rotation.is_some() || changed.contains(&slot);
-        rec.current = choose_current(rec.current.take(), &candidates, adopt, hold);
+        let hold = rec.active_rotation.is_some() || changed.contains(slot);
+        rec.current = choose_current(rec.current.take(), candidates, adopt, hold);
+        let last = groups.last_start(&rec);
+        plan::schedule(cfg, &mut rec, last, now);
+        // A slot the sync leaves as it was is not written again: a sync of
+        // 100k unchanged keys writes nothing but the provider's sync time.
+        if let Some(old) = old {
+            rec.synced_at = old.synced_at;
+            if *old == rec {
+                unchanged += 1;
+                continue;
+            }
+        }
+        rec.synced_at = Some(now);
         records.push(rec);
-    }
-    // Reschedule with the group view of the records as they now stand.
-    let snapshot = records.clone();
-    for rec in &mut records {
-        let last = plan::group_last_start(rec, snapshot.iter().chain(existing.iter()));
-        plan::schedule(cfg, rec, last, now);
     }
     let removed = existing
         .iter()
@@ -144,7 +173,11 @@ pub fn bind(
         })
         .map(|r| r.slot.clone())
         .collect();
-    Bound { records, removed }
+    Bound {
+        records,
+        unchanged,
+        removed,
+    }
 }
 
 /// The slot's live key after a sync: the same key refreshed when it is

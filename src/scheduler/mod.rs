@@ -2,14 +2,16 @@
 //! (a key's rotation start, a rotation's overlap end or retry) and is woken
 //! early when the state machine changes a timer. No polling interval: an
 //! idle daemon wakes only when something is due. Inventory sync from each
-//! provider runs on its own cron (tokio-cron-scheduler, UTC). Beside the
-//! due loop run the expiry-notice ladder (`notices`) and the daily digest
-//! (`digest`), each sleeping until its own next instant.
+//! provider runs on its own cron (UTC). Beside the due loop run the
+//! expiry-notice ladder (`notices`), the daily digest (`digest`) and the
+//! daily history prune (`prune`), each sleeping until its own next
+//! instant.
 
 pub mod bind;
 pub mod cron;
 pub mod digest;
 pub mod notices;
+pub mod prune;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +25,8 @@ use crate::store::DueTarget;
 use crate::wake::Wake;
 
 /// Pulls each provider's inventory and binds it to the configured slots,
-/// rescheduling every slot of that provider. Returns the slots bound.
+/// rescheduling every slot of that provider; writes only the slots that
+/// changed, and the provider's sync time. Returns the slots bound.
 pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize, String> {
     let rt = engine.runtime();
     let p = rt
@@ -53,7 +56,7 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     };
     crate::failpoint::hit("after:list").map_err(|e| e.message)?;
     let cfg = Arc::clone(&rt.config);
-    let (n, removed) = engine
+    let (written, unchanged, removed) = engine
         .db(move |s| {
             // Everything below is read in the write transaction itself, so
             // no rotation can move between what is read and what is written.
@@ -71,13 +74,15 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                     .map(|(slot, _)| slot)
                     .collect();
                 let out = bind::bind(&cfg, &name, &listed, &existing, &in_flight, &changed, now);
+                drop(existing);
                 for rec in &out.records {
                     tx.put_key(rec)?;
                 }
                 for slot in &out.removed {
                     tx.delete_key(slot)?;
                 }
-                Ok((out.records.len(), out.removed))
+                tx.set_last_sync(&name, now)?;
+                Ok((out.records.len(), out.unchanged, out.removed))
             })
         })
         .await
@@ -86,8 +91,8 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     for slot in removed {
         tracing::warn!(key = %slot, "slot no longer matches any [[key]] entry; dropped from the inventory");
     }
-    tracing::info!(provider = %provider, keys = n, "inventory synced");
-    Ok(n)
+    tracing::info!(provider = %provider, keys = written + unchanged, changed = written, "inventory synced");
+    Ok(written + unchanged)
 }
 
 /// Each slot of `provider` with its binding: the current key's id and the
@@ -119,6 +124,7 @@ pub async fn sync_all(engine: &Arc<Engine>, wake: &Wake) {
             tracing::error!(provider = %name, error = %e, "inventory sync failed");
         }
     }
+    crate::daemon::release_free_memory();
     wake.notify();
 }
 
@@ -145,8 +151,8 @@ impl Stop {
     }
 }
 
-/// Runs the due loop, the expiry-notice ladder and the daily digest until
-/// shutdown; returns when all three have stopped.
+/// Runs the due loop, the expiry-notice ladder, the daily history prune
+/// and the daily digest until shutdown; returns when all have stopped.
 pub async fn run(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal = async {
@@ -156,6 +162,7 @@ pub async fn run(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
     tokio::join!(
         due_loop(Arc::clone(&engine), wake.clone(), Stop(stop_rx.clone())),
         notices::run(Arc::clone(&engine), wake.clone(), Stop(stop_rx.clone())),
+        prune::run(Arc::clone(&engine), Stop(stop_rx.clone())),
         digest::run(engine, wake, Stop(stop_rx)),
         signal,
     );

@@ -48,7 +48,7 @@ impl Store {
     /// row as of one snapshot (see the module documentation). Works on a
     /// read-only open too; sealed secrets are copied sealed.
     pub fn backup_image(&self) -> Result<Vec<u8>, StoreError> {
-        self.read(|src| {
+        let image = self.read(|src| {
             refuse_unknown_tables(src)?;
             let (mem, bytes) = ImageBackend::memory(Vec::new());
             let copy = image::open(&self.path, mem)?.db;
@@ -70,7 +70,12 @@ impl Store {
             // then opens without recovery, read-only too.
             copy.close().map_err(backend("closing the backup"))?;
             Ok(bytes.take())
-        })
+        })?;
+        // The snapshot may hold a group commit that is not durable yet:
+        // make it durable before the backup is handed out, so a backup
+        // never holds a state the store itself could still lose.
+        self.flush()?;
+        Ok(image)
     }
 }
 

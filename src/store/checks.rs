@@ -12,9 +12,9 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle};
 use super::audit::ChainCheck;
 use super::error::backend;
 use super::tables::{
-    ACTIVE, AUDIT, DUE, KEY_CHECK_AAD, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META, META_AUDIT_HEAD,
-    META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS, SCHEMA_VERSION, SECRETS, TABLE_NAMES, decode,
-    due_micros, parse_target, rotation_timer, secret_aad,
+    ACTIVE, AUDIT, DERIVED_TABLES, DUE, KEY_CHECK_AAD, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS,
+    META, META_AUDIT_HEAD, META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS, SCHEMA_VERSION, SECRETS,
+    TABLE_NAMES, decode, due_micros, parse_target, rotation_timer, secret_aad, state_name,
 };
 use super::{DueTarget, LocalKey, StoreError, TableCount, VerifyReport};
 use crate::crypto::MasterKey;
@@ -36,6 +36,7 @@ impl Checker<'_> {
         let keys = self.keys(txn)?;
         let rotations = self.rotations(txn, &keys)?;
         self.key_rotations(txn, &rotations)?;
+        self.latest(txn, &rotations)?;
         self.active(txn, &keys, &rotations)?;
         self.due(txn, &keys, &rotations)?;
         self.secrets(txn, &rotations)?;
@@ -61,7 +62,15 @@ impl Checker<'_> {
         }
         for name in TABLE_NAMES {
             if !present.contains(name) {
-                self.report.problem(format!("table {name:?} is missing"));
+                // A derived index is rebuilt by the next read-write open.
+                if !DERIVED_TABLES.contains(&name) {
+                    self.report.problem(format!("table {name:?} is missing"));
+                }
+                continue;
+            }
+            // Derived indexes are checked against their tables below, not
+            // listed with the data.
+            if DERIVED_TABLES.contains(&name) {
                 continue;
             }
             let op = "counting rows";
@@ -214,6 +223,56 @@ impl Checker<'_> {
                 self.report.problem(format!(
                     "rotation {id} is not listed under its slot {} (key_rotations)",
                     r.slot
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `latest_rotation` names each slot's rotation with the greatest id,
+    /// in its state (a missing index is rebuilt at the next open).
+    fn latest(
+        &mut self,
+        txn: &ReadTransaction,
+        rotations: &BTreeMap<String, RotationRecord>,
+    ) -> Result<(), StoreError> {
+        let Ok(t) = txn.open_table(LATEST) else {
+            return Ok(());
+        };
+        // Rotations are in id order: the last one of a slot is its latest.
+        let mut wanted: BTreeMap<&str, &RotationRecord> = BTreeMap::new();
+        for r in rotations.values() {
+            wanted.insert(&r.slot, r);
+        }
+        let mut seen = BTreeSet::new();
+        for item in t.iter().map_err(backend("scanning latest_rotation"))? {
+            let (k, v) = item.map_err(backend("scanning latest_rotation"))?;
+            let (slot, (id, state)) = (k.value(), v.value());
+            seen.insert(slot.to_owned());
+            match wanted.get(slot) {
+                Some(r) if r.id == id && state_name(r.state) == state => {}
+                Some(r) => self.report.problem(format!(
+                    "the latest-rotation index says {slot}'s latest rotation is {id} ({state}), but it is {} ({:?})",
+                    r.id, r.state
+                )),
+                None => self.report.problem(format!(
+                    "the latest-rotation index names rotation {id} for {slot}, which has no rotation"
+                )),
+            }
+        }
+        for r in rotations.values() {
+            if !r.state.is_terminal() && wanted.get(r.slot.as_str()).is_some_and(|l| l.id != r.id) {
+                self.report.problem(format!(
+                    "rotation {} ({:?}) is unfinished but not its slot's latest: a restart would not resume it",
+                    r.id, r.state
+                ));
+            }
+        }
+        for (slot, r) in wanted {
+            if !seen.contains(slot) {
+                self.report.problem(format!(
+                    "slot {slot} has rotations (latest {}) but no entry in the latest-rotation index",
+                    r.id
                 ));
             }
         }

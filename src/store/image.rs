@@ -1,7 +1,8 @@
 //! Private in-memory images of a store file, for everything that must never
-//! write to the file: the trial open that precedes every read-write open (a
-//! file redb would have to repair is repaired in a copy first, and refused
-//! when that fails), reading a store left by a crash without the daemon,
+//! write to the file: the trial open that precedes the read-write open of a
+//! file left by a crash (a file redb would have to repair is repaired in a
+//! copy first, and refused when that fails; a cleanly closed file is only
+//! probed, see `open.rs`), reading a store left by a crash without the daemon,
 //! `keyrot store verify` (redb's integrity check repairs what it can, so it
 //! runs on a copy) and building a backup.
 //!

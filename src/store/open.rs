@@ -3,12 +3,13 @@
 //! master-key check. A file redb cannot read is reported, never repaired or
 //! replaced by keyrot.
 //!
-//! Every read-write open is preceded by a trial open of a private copy of
-//! the file ([`super::image::trial`]): redb's integrity check and, after a
-//! crash, its recovery run on the copy, and the schema version and master
-//! key are checked there. Only a file that passes is opened for writing, so
-//! a truncated, damaged or foreign file, or one this keyrot must refuse, is
-//! left byte for byte as it was. A new store is built under a temporary
+//! Every read-write open is preceded by a probe that never writes: a
+//! cleanly closed file is opened read-only and its schema version and
+//! master key are checked there (constant time, whatever the history);
+//! after a crash, redb's recovery and integrity check run on a private
+//! copy first ([`super::image::trial`]). Only a file that passes is opened
+//! for writing, so a truncated, foreign or garbage file, or one this keyrot
+//! must refuse, is left byte for byte as it was. A new store is built under a temporary
 //! name and linked into place, so an empty file is never a store: an
 //! existing empty file is refused rather than initialised.
 
@@ -19,20 +20,22 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, StorageError,
-    TableError, WriteTransaction,
+    Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    StorageError, TableError, TableHandle, WriteTransaction,
 };
 
 use super::error::{backend, commit_failed};
 use super::tables::{
-    ACTIVE, AUDIT, DUE, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META,
-    META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS, SCHEMA_VERSION, SECRETS,
+    ACTIVE, AUDIT, DUE, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT, KEY_ROTATIONS, KEYS, LATEST,
+    LOCAL_KEYS, META, META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS, SCHEMA_VERSION, SECRETS,
+    decode, state_name,
 };
 use super::{Db, StoreError, files, image};
 use crate::crypto::MasterKey;
+use crate::model::RotationState;
 
 /// Page cache size: the store is small, redb's default (1 GiB) is not.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// What `meta` says about a store.
 struct MetaState {
@@ -47,20 +50,70 @@ pub(super) fn open_read_write(path: &Path, master: &MasterKey) -> Result<Databas
     if !exists(path)? {
         create_fresh(path, master)?;
     }
-    let (trial, clean) = image::trial(path)?;
-    if trial.recovered {
-        tracing::warn!(store = %path.display(), "the store was not shut down cleanly (keyrot was killed, or the machine stopped); the database engine recovers it to its last commit");
-    }
-    if !clean {
-        tracing::warn!(store = %path.display(), "the database engine's integrity check found an inconsistency it can repair; run `keyrot store verify` and keep a backup");
-    }
-    let fresh = no_panic(path, || check_meta(path, &trial.db, Some(master)))?;
-    // Releases the trial's locks; the open below takes the file for itself.
-    drop(trial);
+    let fresh = probe(path, master)?;
     let db = guarded(path, || builder().open(path))?;
     restrict_mode(path);
     init_tables(path, &db, master, fresh)?;
     Ok(db)
+}
+
+/// Decides, without writing a byte, whether the file at `path` may be
+/// opened for writing; returns whether it is a blank store to initialise.
+///
+/// A file that was shut down cleanly (redb's header says so) is opened
+/// read-only (redb reads its header and allocator state; a truncated,
+/// foreign or garbage file fails here) and its schema version and
+/// master-key check are read: O(1), not O(file). A file that needs
+/// recovery (keyrot was killed) is recovered and integrity-checked in a
+/// private image first ([`image::trial`]), so a file that only looks like
+/// a crashed store is refused before redb repairs it in place. The check of every page of a clean file is
+/// `keyrot store verify`'s, not the start's: start-up must not wait on
+/// work that grows with the history.
+fn probe(path: &Path, master: &MasterKey) -> Result<bool, StoreError> {
+    if std::fs::metadata(path)
+        .map(|m| m.len() == 0)
+        .unwrap_or(false)
+    {
+        return Err(corrupt(path, "the file is empty (0 bytes)"));
+    }
+    let clean = shut_down_cleanly(path);
+    match guarded(path, || builder().open_read_only(path)) {
+        // Dropped at the end of the arm: the read-write open takes the
+        // file for itself.
+        Ok(db) if clean => no_panic(path, || check_meta(path, &db, Some(master))),
+        // A file left by a crash can still open read-only (its last commit
+        // recorded the allocator state), and a truncated one too: both go
+        // through the trial, whose integrity check reads every page.
+        Ok(_) | Err(StoreError::NeedsRecovery { .. }) => {
+            let (trial, clean) = image::trial(path)?;
+            tracing::warn!(store = %path.display(), "the store was not shut down cleanly (keyrot was killed, or the machine stopped); the database engine recovers it to its last commit");
+            if !clean {
+                tracing::warn!(store = %path.display(), "the database engine's integrity check found an inconsistency it can repair; run `keyrot store verify` and keep a backup");
+            }
+            no_panic(path, || check_meta(path, &trial.db, Some(master)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// redb's file header: its magic number, then the "god byte" whose bit
+/// `RECOVERY_REQUIRED` a writer sets while it has the file open and clears
+/// at a clean close (redb's `tree_store/page_store/header.rs`; the layout of
+/// file format 3, which redb 4 writes).
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+/// Offset of the god byte.
+const GOD_BYTE: usize = REDB_MAGIC.len();
+/// The god byte's "recovery required" bit.
+const RECOVERY_REQUIRED: u8 = 2;
+
+/// Whether `path` is a redb file its last writer closed cleanly: anything
+/// else (a crash image, a foreign or unreadable header) takes the slow,
+/// thorough path.
+fn shut_down_cleanly(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut header = [0u8; GOD_BYTE + 1];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header));
+    read.is_ok() && header[..GOD_BYTE] == REDB_MAGIC && header[GOD_BYTE] & RECOVERY_REQUIRED == 0
 }
 
 /// Opens an existing store read-only and checks its schema version. A
@@ -311,7 +364,11 @@ fn init_tables(
         .map_err(backend("starting a write transaction"))?;
     txn.set_durability(Durability::Immediate)
         .map_err(backend("setting durability"))?;
+    let indexed = fresh || has_table(&txn, "latest_rotation")?;
     create_tables(&txn)?;
+    if !indexed {
+        index_rotations(&txn)?;
+    }
     if fresh {
         let check = master
             .try_seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)
@@ -328,6 +385,50 @@ fn init_tables(
     txn.commit().map_err(|e| commit_failed(path, e))
 }
 
+/// Whether the write transaction sees a table named `name`.
+fn has_table(txn: &WriteTransaction, name: &str) -> Result<bool, StoreError> {
+    Ok(txn
+        .list_tables()
+        .map_err(backend("listing tables"))?
+        .any(|t| t.name() == name))
+}
+
+/// Builds the `latest_rotation` index of a store that has none (written
+/// by an older keyrot, or restored from a backup): one pass over the
+/// rotations, once.
+fn index_rotations(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let rots = txn
+        .open_table(ROTATIONS)
+        .map_err(backend("opening rotations"))?;
+    let mut latest = txn
+        .open_table(LATEST)
+        .map_err(backend("opening latest_rotation"))?;
+    let mut n = 0usize;
+    // Rotations come in id order: the last one seen of a slot is its latest.
+    for item in rots.iter().map_err(backend("scanning rotations"))? {
+        let (k, v) = item.map_err(backend("scanning rotations"))?;
+        let rec: Glance = decode("rotations", k.value(), v.value())?;
+        latest
+            .insert(
+                rec.slot.as_str(),
+                (k.value(), state_name(rec.state).as_str()),
+            )
+            .map_err(backend("indexing rotations"))?;
+        n += 1;
+    }
+    tracing::info!(rotations = n, "indexed the store's rotations");
+    Ok(())
+}
+
+/// What indexing needs of a rotation record.
+#[derive(serde::Deserialize)]
+struct Glance {
+    /// Its slot.
+    slot: String,
+    /// Its state.
+    state: RotationState,
+}
+
 /// Opens (so creates) every table.
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     let op = "creating tables";
@@ -341,6 +442,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DUE).map_err(backend(op))?;
     txn.open_table(LOCAL_KEYS).map_err(backend(op))?;
     txn.open_table(ACTIVE).map_err(backend(op))?;
+    txn.open_table(LATEST).map_err(backend(op))?;
     Ok(())
 }
 

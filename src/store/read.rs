@@ -2,17 +2,30 @@
 //! never waits for a writer.
 
 use jiff::Timestamp;
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableError};
 use secrecy::SecretString;
 
 use super::audit::ChainCheck;
 use super::error::backend;
 use super::tables::{
-    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META, META_AUDIT_HEAD, OUTBOX, ROTATIONS,
-    SECRETS, all_json, decode, due_micros, due_timestamp, get_json, parse_target, secret_aad,
+    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_AUDIT_HEAD,
+    META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros, due_timestamp,
+    get_json, parse_state, parse_target, rotation_state, secret_aad,
 };
 use super::{DueTarget, LocalKey, Store, StoreError, StoreStats};
-use crate::model::{AuditEntry, DeliveryState, KeyRecord, OutboxMessage, RotationRecord};
+use crate::model::{
+    AuditEntry, DeliveryState, KeyRecord, OutboxMessage, RotationRecord, RotationState,
+};
+
+/// What a status row shows of a rotation: decoded from its record without
+/// the rest (history, sinks, keys), which a list of every slot does not need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationGlance {
+    /// Rotation id.
+    pub id: String,
+    /// Its state.
+    pub state: RotationState,
+}
 
 impl Store {
     /// Reads one slot.
@@ -41,14 +54,56 @@ impl Store {
         })
     }
 
-    /// Rotations not in a terminal state, oldest first.
+    /// Rotations not in a terminal state, oldest first. Found through the
+    /// `latest_rotation` index (a slot runs one rotation at a time, so an
+    /// unfinished rotation is its slot's latest; `keyrot store verify`
+    /// checks it): O(slots) index entries and O(unfinished) records, never
+    /// the history. A store without the index (an older keyrot's, opened
+    /// read-only) is scanned.
     pub fn unfinished_rotations(&self) -> Result<Vec<RotationRecord>, StoreError> {
         self.read(|txn| {
             let t = txn
                 .open_table(ROTATIONS)
                 .map_err(backend("opening rotations"))?;
-            let all: Vec<RotationRecord> = all_json(&t, "rotations")?;
-            Ok(all.into_iter().filter(|r| !r.state.is_terminal()).collect())
+            let index = match txn.open_table(LATEST) {
+                Ok(index) => index,
+                Err(TableError::TableDoesNotExist(_)) => {
+                    let all: Vec<RotationRecord> = all_json(&t, "rotations")?;
+                    return Ok(all.into_iter().filter(|r| !r.state.is_terminal()).collect());
+                }
+                Err(e) => return Err(backend("opening latest_rotation")(e)),
+            };
+            let mut ids = Vec::new();
+            for item in index.iter().map_err(backend("scanning latest_rotation"))? {
+                let (_, v) = item.map_err(backend("scanning latest_rotation"))?;
+                let (id, state) = v.value();
+                if parse_state(state).is_none_or(|s| !s.is_terminal()) {
+                    ids.push(id.to_owned());
+                }
+            }
+            ids.sort_unstable();
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(rec) = get_json::<RotationRecord>(&t, "rotations", &id)?
+                    && !rec.state.is_terminal()
+                {
+                    out.push(rec);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// When `provider`'s inventory was last synced successfully (kept in
+    /// `meta` by every sync, whether or not it changed a slot).
+    pub fn last_sync(&self, provider: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|txn| {
+            let meta = txn.open_table(META).map_err(backend("opening meta"))?;
+            let name = format!("{META_LAST_SYNC}{provider}");
+            match meta.get(name.as_str()).map_err(backend("reading meta"))? {
+                Some(v) => decode("meta", &name, v.value()).map(Some),
+                None => Ok(None),
+            }
         })
     }
 
@@ -92,6 +147,93 @@ impl Store {
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// Every slot, sorted by slot id, each with the rotation `keyrot
+    /// status` shows for it (see [`Store::each_key_json`]).
+    pub fn keys_with_rotations(
+        &self,
+    ) -> Result<Vec<(KeyRecord, Option<RotationGlance>)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_key_json(|slot, json, shown| {
+            out.push((decode("keys", slot, json)?, shown.cloned()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every slot's id and stored JSON record, in slot
+    /// order, and the rotation `keyrot status` shows for it: its active
+    /// rotation, else its latest one. One read snapshot and one sequential
+    /// pass over `keys` alongside the `latest_rotation` and `active`
+    /// indexes (all in slot order): no rotation record is read, except an
+    /// active one that is not its slot's latest. A store without the index
+    /// (an older keyrot's, opened read-only) reads each slot's rotations.
+    pub fn each_key_json(
+        &self,
+        mut f: impl FnMut(&str, &[u8], Option<&RotationGlance>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.read(|txn| {
+            let keys = txn.open_table(KEYS).map_err(backend("opening keys"))?;
+            let rots = txn
+                .open_table(ROTATIONS)
+                .map_err(backend("opening rotations"))?;
+            let active = txn.open_table(ACTIVE).map_err(backend("opening active"))?;
+            let mut active = active
+                .iter()
+                .map_err(backend("scanning active"))?
+                .peekable();
+            let latest = match txn.open_table(LATEST) {
+                Ok(t) => Some(t),
+                Err(TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(backend("opening latest_rotation")(e)),
+            };
+            let mut latest_it = match &latest {
+                Some(t) => Some(
+                    t.iter()
+                        .map_err(backend("scanning latest_rotation"))?
+                        .peekable(),
+                ),
+                None => None,
+            };
+            let glance_of = |id: &str| -> Result<Option<RotationGlance>, StoreError> {
+                match rots.get(id).map_err(backend("reading a rotation"))? {
+                    Some(v) => Ok(Some(RotationGlance {
+                        id: id.to_owned(),
+                        state: rotation_state(id, v.value())?,
+                    })),
+                    None => Ok(None),
+                }
+            };
+            for item in keys.iter().map_err(backend("scanning keys"))? {
+                let (k, v) = item.map_err(backend("scanning keys"))?;
+                let slot = k.value();
+                let active_id = seek(&mut active, slot)?.map(|(_, v)| v.value().to_owned());
+                let latest: Option<RotationGlance> = match latest_it.as_mut() {
+                    Some(it) => match seek(it, slot)? {
+                        Some((_, v)) => {
+                            let (id, state) = v.value();
+                            match parse_state(state) {
+                                Some(state) => Some(RotationGlance {
+                                    id: id.to_owned(),
+                                    state,
+                                }),
+                                None => glance_of(id)?,
+                            }
+                        }
+                        None => None,
+                    },
+                    None => latest_by_scan(txn, slot, &glance_of)?,
+                };
+                let shown = match active_id {
+                    Some(id) if latest.as_ref().is_some_and(|l| l.id == id) => latest,
+                    Some(id) => glance_of(&id)?.or(latest),
+                    None => latest,
+                };
+                f(slot, v.value(), shown.as_ref())?;
+            }
+            Ok(())
         })
     }
 
@@ -186,6 +328,24 @@ impl Store {
         })
     }
 
+    /// Keys of the secrets table that end in `suffix` (the values are not
+    /// read): the table holds only what is in flight, so this is small.
+    pub fn secret_keys_ending(&self, suffix: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let t = txn
+                .open_table(SECRETS)
+                .map_err(backend("opening secrets"))?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(backend("scanning secrets"))? {
+                let (k, _) = item.map_err(backend("scanning secrets"))?;
+                if k.value().ends_with(suffix) {
+                    out.push(k.value().to_string());
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Whether a rotation has a sealed secret (works read-only).
     pub fn has_secret(&self, rotation: &str) -> Result<bool, StoreError> {
         self.read(|txn| {
@@ -271,6 +431,51 @@ impl Store {
         })
     }
 
+    /// Per table: its name, rows, and the bytes its rows take (keys and
+    /// values) and its tree's pages take beyond them (redb's figures), for
+    /// sizing a store (the scale benchmark reports them).
+    pub fn table_sizes(&self) -> Result<Vec<(String, u64, u64, u64)>, StoreError> {
+        self.read(|txn| {
+            let op = "measuring tables";
+            let mut out = Vec::new();
+            let mut push = |name: &str,
+                            rows: Result<u64, redb::StorageError>,
+                            stats: Result<redb::TableStats, redb::StorageError>|
+             -> Result<(), StoreError> {
+                let stats = stats.map_err(backend(op))?;
+                let overhead = stats.metadata_bytes() + stats.fragmented_bytes();
+                out.push((
+                    name.to_owned(),
+                    rows.map_err(backend(op))?,
+                    stats.stored_bytes(),
+                    overhead,
+                ));
+                Ok(())
+            };
+            macro_rules! measure {
+                ($name:expr, $def:expr) => {
+                    match txn.open_table($def) {
+                        Ok(t) => push($name, t.len(), t.stats())?,
+                        Err(TableError::TableDoesNotExist(_)) => {}
+                        Err(e) => return Err(backend(op)(e)),
+                    }
+                };
+            }
+            measure!("keys", KEYS);
+            measure!("rotations", ROTATIONS);
+            measure!("key_rotations", KEY_ROTATIONS);
+            measure!("secrets", SECRETS);
+            measure!("outbox", OUTBOX);
+            measure!("audit", AUDIT);
+            measure!("meta", META);
+            measure!("due", DUE);
+            measure!("local_keys", LOCAL_KEYS);
+            measure!("active", ACTIVE);
+            measure!("latest_rotation", LATEST);
+            Ok(out)
+        })
+    }
+
     /// Record counts.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         self.read(|txn| {
@@ -293,5 +498,60 @@ impl Store {
             }
             Ok(stats)
         })
+    }
+}
+
+/// An entry of a `&str`-keyed table.
+type Entry<'a, V> = (
+    redb::AccessGuard<'a, &'static str>,
+    redb::AccessGuard<'a, V>,
+);
+
+/// Advances `it` (a table in slot order) to `slot`; returns its entry.
+fn seek<'a, V: redb::Value + 'static>(
+    it: &mut std::iter::Peekable<redb::Range<'a, &'static str, V>>,
+    slot: &str,
+) -> Result<Option<Entry<'a, V>>, StoreError> {
+    loop {
+        let order = match it.peek() {
+            None => return Ok(None),
+            Some(Ok((k, _))) => k.value().cmp(slot),
+            Some(Err(_)) => std::cmp::Ordering::Less,
+        };
+        match order {
+            std::cmp::Ordering::Greater => return Ok(None),
+            std::cmp::Ordering::Equal => {
+                return it.next().transpose().map_err(backend("scanning an index"));
+            }
+            std::cmp::Ordering::Less => {
+                if let Some(Err(e)) = it.next() {
+                    return Err(backend("scanning an index")(e));
+                }
+            }
+        }
+    }
+}
+
+/// A slot's latest rotation from `key_rotations` (a store without the
+/// `latest_rotation` index).
+fn latest_by_scan(
+    txn: &ReadTransaction,
+    slot: &str,
+    glance_of: &dyn Fn(&str) -> Result<Option<RotationGlance>, StoreError>,
+) -> Result<Option<RotationGlance>, StoreError> {
+    let by_slot = txn
+        .open_table(KEY_ROTATIONS)
+        .map_err(backend("opening key_rotations"))?;
+    let end = format!("{slot}\0");
+    let last = by_slot
+        .range((slot, "")..(end.as_str(), ""))
+        .map_err(backend("scanning key_rotations"))?
+        .next_back();
+    match last {
+        Some(item) => {
+            let (k, _) = item.map_err(backend("scanning key_rotations"))?;
+            glance_of(k.value().1)
+        }
+        None => Ok(None),
     }
 }

@@ -34,9 +34,18 @@ pub(super) const DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("d
 pub(super) const LOCAL_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("local_keys");
 /// Slot → id of its unfinished rotation.
 pub(super) const ACTIVE: TableDefinition<&str, &str> = TableDefinition::new("active");
+/// Slot → (id, state) of the slot's latest rotation (the greatest id),
+/// whatever its state: what a status list shows, and where a start finds
+/// the unfinished rotations (a slot runs one rotation at a time, so an
+/// unfinished rotation is its slot's latest), without reading the
+/// history. Derived from `rotations` (kept in step by `put_rotation`); a
+/// store without it (older keyrot, or a backup) gets it rebuilt at its
+/// next read-write open.
+pub(super) const LATEST: TableDefinition<&str, (&str, &str)> =
+    TableDefinition::new("latest_rotation");
 
 /// Every table of this schema, by name, in the order reports list them.
-pub(super) const TABLE_NAMES: [&str; 10] = [
+pub(super) const TABLE_NAMES: [&str; 11] = [
     "keys",
     "rotations",
     "key_rotations",
@@ -47,7 +56,16 @@ pub(super) const TABLE_NAMES: [&str; 10] = [
     "due",
     "local_keys",
     "active",
+    "latest_rotation",
 ];
+
+/// Tables derived from others and rebuilt when missing: their absence is
+/// not damage.
+pub(super) const DERIVED_TABLES: [&str; 1] = ["latest_rotation"];
+
+/// Meta key prefix of a provider's last successful inventory sync (JSON
+/// timestamp), e.g. `last_sync:local`.
+pub(super) const META_LAST_SYNC: &str = "last_sync:";
 
 /// Meta key of the schema version (u64, big-endian).
 pub(super) const META_SCHEMA: &str = "schema_version";
@@ -168,9 +186,193 @@ pub(super) fn rotation_timer(rec: &RotationRecord) -> Option<Timestamp> {
     })
 }
 
+/// The raw value of the top-level string field `field` of a JSON object,
+/// found without decoding the rest: the fields before it are skipped
+/// (strings, nested objects and arrays, scalars) and the ones after it are
+/// never read. A status list reads a rotation's state this way in a few
+/// hundred bytes instead of decoding its whole record. `None` when the
+/// field is absent, is not a string, holds an escape, or the text is not
+/// well-formed JSON: the caller then decodes the record.
+pub(super) fn top_level_str<'a>(json: &'a [u8], field: &str) -> Option<&'a str> {
+    let mut i = ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(json, i + 1);
+    loop {
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, i)?;
+        let key = &json[i + 1..key_end - 1];
+        i = ws(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(json, i + 1);
+        let value_end = value_end(json, i)?;
+        if key == field.as_bytes() {
+            let raw = json.get(i..value_end)?;
+            let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+            if inner.contains(&b'\\') {
+                return None;
+            }
+            return std::str::from_utf8(inner).ok();
+        }
+        i = ws(json, value_end);
+        match json.get(i) {
+            Some(b',') => i = ws(json, i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// The first index at or after `i` that is not JSON whitespace.
+fn ws(json: &[u8], mut i: usize) -> usize {
+    while matches!(json.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the string starting with the quote at `i`.
+fn string_end(json: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        match json.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+}
+
+/// The index just past the JSON value starting at `i`.
+fn value_end(json: &[u8], i: usize) -> Option<usize> {
+    match json.get(i)? {
+        b'"' => string_end(json, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match json.get(j)? {
+                    b'"' => {
+                        j = string_end(json, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while let Some(c) = json.get(j) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                    break;
+                }
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
+/// A state's name as the records spell it (`"Completed"`).
+pub(super) fn state_name(state: RotationState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A state from its name as the records spell it.
+pub(super) fn parse_state(name: &str) -> Option<RotationState> {
+    use serde::Deserialize as _;
+    use serde::de::IntoDeserializer as _;
+    let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        name.into_deserializer();
+    RotationState::deserialize(de).ok()
+}
+
+/// A rotation record's state, read with [`top_level_str`] (falling back to
+/// decoding the record when the fast read cannot say).
+pub(super) fn rotation_state(id: &str, json: &[u8]) -> Result<RotationState, StoreError> {
+    if let Some(state) = top_level_str(json, "state").and_then(parse_state) {
+        return Ok(state);
+    }
+    #[derive(serde::Deserialize)]
+    struct State {
+        state: RotationState,
+    }
+    decode::<State>("rotations", id, json).map(|s| s.state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_level_fields_are_found_past_nested_values() {
+        let json = br#" { "a" : {"state":"x","b":[1,{"c":"}"}]}, "n": -1.5e3, "t": true,
+            "s\"": "no", "arr": [], "state" : "Completed", "after": {"state": "y"} } "#;
+        assert_eq!(top_level_str(json, "state"), Some("Completed"));
+        assert_eq!(top_level_str(json, "n"), None, "not a string");
+        assert_eq!(top_level_str(json, "missing"), None);
+        assert_eq!(top_level_str(br#"{"state":"a\"b"}"#, "state"), None);
+        for bad in [
+            &b""[..],
+            b"[]",
+            b"{",
+            b"{\"state\"",
+            b"{\"a\":1 \"state\":\"x\"}",
+        ] {
+            assert_eq!(top_level_str(bad, "state"), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_rotation_state_reads_like_its_decoded_record() {
+        for state in [
+            RotationState::Pending,
+            RotationState::Overlap,
+            RotationState::Completed,
+            RotationState::Failed,
+            RotationState::Aborted,
+        ] {
+            let rec = serde_json::json!({
+                "id": "r\"1", "slot": "p/{k}", "provider": "p", "policy": "x",
+                "state": state, "history": [{"to": "Pending", "note": "state"}],
+            });
+            let bytes = serde_json::to_vec(&rec).unwrap();
+            assert_eq!(rotation_state("r1", &bytes).unwrap(), state);
+        }
+        // Another order, or a form the fast read refuses: decoded.
+        let bytes = br#"{"history":[],"state":"Failed"}"#;
+        assert_eq!(rotation_state("r", bytes).unwrap(), RotationState::Failed);
+        assert!(rotation_state("r", b"{}").is_err());
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in [
+            RotationState::Pending,
+            RotationState::AwaitingSecret,
+            RotationState::Completed,
+            RotationState::Aborted,
+        ] {
+            assert_eq!(parse_state(&state_name(state)), Some(state));
+        }
+        assert_eq!(state_name(RotationState::AwaitingSecret), "AwaitingSecret");
+        assert_eq!(parse_state("completed"), None);
+    }
 
     #[test]
     fn due_micros_rounds_up_sub_microsecond_instants() {

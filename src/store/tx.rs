@@ -12,9 +12,9 @@ use secrecy::{ExposeSecret, SecretString};
 use super::audit::NewEntry;
 use super::error::backend;
 use super::tables::{
-    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META, META_AUDIT_HEAD, OUTBOX, ROTATIONS,
-    SECRETS, all_json, decode, due_micros, encode, get_json, rotation_timer, secret_aad,
-    target_key,
+    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_AUDIT_HEAD,
+    META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros, encode, get_json,
+    rotation_timer, secret_aad, state_name, target_key,
 };
 use super::{DueTarget, LocalKey, StoreError};
 use crate::crypto::MasterKey;
@@ -103,6 +103,35 @@ impl Tx {
         by_slot
             .insert((rec.slot.as_str(), rec.id.as_str()), ())
             .map_err(backend("indexing a rotation"))?;
+        let mut latest = self
+            .txn
+            .open_table(LATEST)
+            .map_err(backend("opening latest_rotation"))?;
+        let newest = match latest
+            .get(rec.slot.as_str())
+            .map_err(backend("reading latest_rotation"))?
+        {
+            Some(v) => rec.id.as_str() >= v.value().0,
+            None => true,
+        };
+        if newest {
+            latest
+                .insert(
+                    rec.slot.as_str(),
+                    (rec.id.as_str(), state_name(rec.state).as_str()),
+                )
+                .map_err(backend("indexing a rotation"))?;
+        }
+        Ok(())
+    }
+
+    /// Records `at` as `provider`'s last successful inventory sync.
+    pub fn set_last_sync(&mut self, provider: &str, at: Timestamp) -> Result<(), StoreError> {
+        let name = format!("{META_LAST_SYNC}{provider}");
+        let bytes = encode("meta", &name, &at)?;
+        let mut meta = self.txn.open_table(META).map_err(backend("opening meta"))?;
+        meta.insert(name.as_str(), bytes.as_slice())
+            .map_err(backend("writing meta"))?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! One test per class of configuration error, each asserting the exact
 //! `file:line:column` the error points at.
 
-use super::{BASE, NAME, assert_one, errors};
+use super::{BASE, NAME, assert_one, errors, ok};
 use crate::config::load;
 
 /// A `[[key]]` entry (5 lines) with the given provider, policy and sinks.
@@ -300,6 +300,39 @@ fn local_provider_limits() {
     assert_one(
         &p("max_concurrent = 0\n"),
         "4:18: `max_concurrent` must be between 1 and 1024",
+    );
+}
+
+#[test]
+fn provider_request_rates() {
+    let p = |extra: &str| format!("[[provider]]\nname = \"p\"\ntype = \"local\"\n{extra}");
+    // Unset: unlimited; an integer or a fraction is taken as it is.
+    assert_eq!(ok(&p("")).providers[0].requests_per_second, None);
+    let rate =
+        |v: &str| ok(&p(&format!("requests_per_second = {v}\n"))).providers[0].requests_per_second;
+    assert_eq!(rate("200"), Some(200.0));
+    assert_eq!(rate("0.5"), Some(0.5));
+    // `keyrot check` shows it after the provider's line.
+    let summary = crate::config::summary::summary(
+        &ok(&p("requests_per_second = 2.5\n")),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    assert!(
+        summary.contains(
+            "  p (local, 4 at once, new keys live 90d, 32 bytes), at most 2.5 requests/s\n"
+        ),
+        "{summary}"
+    );
+    let msg = "`requests_per_second` must be a number greater than 0 (at least one request a day) and at most 1000000";
+    for bad in ["0", "-1", "0.000001", "2e6", "inf", "nan"] {
+        assert_one(
+            &p(&format!("requests_per_second = {bad}\n")),
+            &format!("4:23: {msg}"),
+        );
+    }
+    assert_one(
+        &p("requests_per_second = \"fast\"\n"),
+        "4:23: invalid type: string \"fast\", expected f64",
     );
 }
 

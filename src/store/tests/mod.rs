@@ -6,6 +6,7 @@
 mod backup;
 mod damage;
 mod data;
+mod group;
 mod open;
 mod verify;
 

@@ -1,0 +1,222 @@
+//! The daily history prune: once a day, at [`PRUNE_AT`] (UTC), the history
+//! older than `[store] history_retention` is deleted from the store
+//! ([`Store::prune_history`]: finished rotations, revoked local keys, sent
+//! and dead messages; never the audit log, an unfinished rotation or a
+//! key's latest rotations), in transactions of [`PRUNE_BATCH`] rows
+//! between which the state machine's writes go on.
+//!
+//! The loop sleeps until the next occurrence; it never polls. An expiry
+//! notice that is still due, and the messages of a rotation still running,
+//! are kept whatever their age: deleting them would queue them again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::Stop;
+use super::cron::SyncSchedule;
+use super::notices::{due_rung, watch};
+use crate::config::Config;
+use crate::notify::notice::notice_id;
+use crate::rotation::Engine;
+use crate::store::{PRUNE_BATCH, PruneReport, Store, StoreError};
+
+/// When the prune runs: 04:05 UTC every day (6-field cron, seconds first).
+pub const PRUNE_AT: &str = "0 5 4 * * *";
+
+/// Runs the daily prune until `stop`.
+pub(super) async fn run(engine: Arc<Engine>, mut stop: Stop) {
+    let Ok(schedule) = PRUNE_AT.parse::<SyncSchedule>() else {
+        return;
+    };
+    loop {
+        let Some(next) = schedule.next_after(engine.now()) else {
+            return;
+        };
+        let wait = std::time::Duration::try_from(
+            next.duration_since(engine.now()).max(SignedDuration::ZERO),
+        )
+        .unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait() => return,
+        }
+        let halt = Arc::new(AtomicBool::new(false));
+        tokio::select! {
+            r = prune(&engine, Arc::clone(&halt)) => match r {
+                Ok(Some(r)) if !r.is_empty() => tracing::info!(
+                    rotations = r.rotations,
+                    local_keys = r.local_keys,
+                    messages = r.messages,
+                    transactions = r.transactions,
+                    "history older than the retention pruned"
+                ),
+                Ok(_) => tracing::debug!("history prune: nothing to delete"),
+                Err(e) => tracing::error!(error = %e, "history prune failed; it runs again tomorrow"),
+            },
+            _ = stop.wait() => {
+                // The batch in progress commits; no other starts.
+                halt.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// Prunes the history older than the configured retention, as of now;
+/// `None` when the retention is `"forever"`. `halt` ends it between
+/// batches.
+pub async fn prune(
+    engine: &Arc<Engine>,
+    halt: Arc<AtomicBool>,
+) -> Result<Option<PruneReport>, String> {
+    let cfg = Arc::clone(&engine.runtime().config);
+    let Some(retention) = cfg.store.history_retention else {
+        return Ok(None);
+    };
+    let now = engine.now();
+    let before = now - retention;
+    let report = engine
+        .db(move |s| {
+            let keep = messages_to_keep(s, &cfg, now)?;
+            s.prune_history(before, &keep, PRUNE_BATCH, &|| halt.load(Ordering::Relaxed))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::daemon::release_free_memory();
+    Ok(Some(report))
+}
+
+/// The outbox ids a prune must keep whatever their age: every expiry
+/// notice due now (the ladder would queue a deleted one again, see
+/// [`super::notices`]) and every message of a rotation still active
+/// (its ids start with the rotation's).
+fn messages_to_keep(
+    store: &Store,
+    cfg: &Config,
+    now: Timestamp,
+) -> Result<HashSet<String>, StoreError> {
+    let mut keep = HashSet::new();
+    let mut active = Vec::new();
+    for key in store.keys()? {
+        let rotation = match &key.active_rotation {
+            Some(id) => store.rotation(id)?,
+            None => None,
+        };
+        if let Some(r) = &rotation {
+            active.push(r.id.clone());
+        }
+        let Some(policy) = cfg.policy(&key.policy) else {
+            continue;
+        };
+        let Some((key_id, expires)) = key
+            .current
+            .as_ref()
+            .and_then(|c| Some((c.id.as_str(), c.expires_at?)))
+        else {
+            continue;
+        };
+        if let Some(rung) = due_rung(policy, expires, watch(policy, rotation.as_ref()), now) {
+            keep.insert(notice_id(&key.slot, key_id, rung));
+        }
+    }
+    if !active.is_empty() {
+        for m in store.outbox()? {
+            if active.iter().any(|id| m.id.starts_with(id.as_str())) {
+                keep.insert(m.id);
+            }
+        }
+    }
+    Ok(keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::crypto::MasterKey;
+    use crate::model::{KeyInfo, KeyRecord, OutboxMessage};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn sent(id: &str, queued: &str) -> OutboxMessage {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "kind": "expiry_warning", "to": ["o@example.com"], "subject": "s",
+            "body": "b", "state": "sent", "attempts": 1, "next_attempt_at": queued,
+            "last_error": null, "created_at": queued,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_expiry_notice_still_due_is_kept_however_old() {
+        let cfg = crate::config::load_str(
+            Path::new("/etc/keyrot/keyrot.toml"),
+            r#"
+[[provider]]
+name = "p"
+type = "local"
+
+[[sink]]
+name = "out"
+type = "file"
+path = "/tmp/{name}"
+
+[[policy]]
+name = "manual"
+auto_rotate = false
+notify_before_expiry = ["30d"]
+
+[[key]]
+name = "k"
+provider = "p"
+policy = "manual"
+sinks = ["out"]
+"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&dir.path().join("s.redb"), MasterKey::from_bytes([7; 32])).unwrap();
+        // A key that expired long ago and is still current: its last rung
+        // stays due, so its notice must never be queued again.
+        let key: KeyRecord = serde_json::from_value(serde_json::json!({
+            "slot": "p/k", "provider": "p", "name": "k", "policy": "manual",
+            "next_due": null, "active_rotation": null,
+            "current": KeyInfo {
+                id: "key-1".into(),
+                name: "k".into(),
+                scopes: vec![],
+                created_by: None,
+                created_at: Some(ts("2024-01-01T00:00:00Z")),
+                expires_at: Some(ts("2025-01-01T00:00:00Z")),
+                last_used_at: None,
+                tags: Default::default(),
+            },
+        }))
+        .unwrap();
+        let now = ts("2026-06-01T00:00:00Z");
+        let due = notice_id("p/k", "key-1", SignedDuration::from_hours(30 * 24));
+        store
+            .write(|tx| {
+                tx.put_key(&key)?;
+                tx.put_message(&sent(&due, "2024-12-02T00:00:00Z"))?;
+                tx.put_message(&sent("other", "2024-12-02T00:00:00Z"))
+            })
+            .unwrap();
+        let keep = messages_to_keep(&store, &cfg, now).unwrap();
+        assert_eq!(keep, HashSet::from([due.clone()]));
+        let before = now - SignedDuration::from_hours(24 * 30);
+        let report = store
+            .prune_history(before, &keep, PRUNE_BATCH, &|| false)
+            .unwrap();
+        assert_eq!(report.messages, 1);
+        let left: Vec<String> = store.outbox().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(left, [due]);
+    }
+}
