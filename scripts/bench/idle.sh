@@ -25,6 +25,9 @@ seconds="${KEYROT_IDLE_SECONDS:-600}"
 keys="${KEYROT_IDLE_KEYS:-50}"
 runs="${KEYROT_IDLE_RUNS:-1}"
 settle="${KEYROT_IDLE_SETTLE:-15}"
+# With KEYROT_IDLE_WATCHDOG=SECONDS the daemon runs as under systemd's
+# WatchdogSec=SECONDS: WATCHDOG_USEC set and NOTIFY_SOCKET bound here.
+watchdog="${KEYROT_IDLE_WATCHDOG:-}"
 
 cargo build --release --locked --bin keyrot >&2
 bin="$PWD/target/release/keyrot"
@@ -32,7 +35,11 @@ tick="$(getconf CLK_TCK)"
 
 dir="$(mktemp -d -t keyrot-idle-XXXXXX)"
 pid=""
+listener=""
 cleanup() {
+  if [[ -n "$listener" ]]; then
+    kill "$listener" 2>/dev/null || true
+  fi
   if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -106,7 +113,21 @@ median() {
 results=()
 for run in $(seq 1 "$runs"); do
   rm -rf "$dir/state" "$dir/out"/* "$dir/master.key" "$dir/control.sock"
-  (cd "$dir" && RUST_LOG=info exec "$bin" --config keyrot.toml run 2>"$dir/daemon.log") &
+  env=(RUST_LOG=info)
+  if [[ -n "$watchdog" ]]; then
+    if [[ -z "$listener" ]]; then
+      # The service manager's end of NOTIFY_SOCKET: reads and drops.
+      python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+while True:
+    s.recv(4096)' "$dir/notify.sock" &
+      listener=$!
+      sleep 0.5
+    fi
+    env+=(NOTIFY_SOCKET="$dir/notify.sock" WATCHDOG_USEC="$((watchdog * 1000000))")
+  fi
+  (cd "$dir" && exec env "${env[@]}" "$bin" --config keyrot.toml run 2>"$dir/daemon.log") &
   pid=$!
   # Start-up work: the first sync binds the slots and issues every key.
   deadline=$((SECONDS + 300))
@@ -164,6 +185,7 @@ slices="$(col 5)"
 printf '\n%-44s %14s  %s\n' "figure (median of $runs)" value target
 printf '%-44s %14s  %s\n' "window (s)" "$seconds" ""
 printf '%-44s %14s  %s\n' "keys" "$keys" ""
+printf '%-44s %14s  %s\n' "watchdog (WatchdogSec)" "${watchdog:-off}" ""
 printf '%-44s %14s  %s\n' "CPU in the window (s)" "$cpu" ""
 printf '%-44s %14s  %s\n' "CPU per 10 minutes (s)" "$cpu_10min" "< 0.1"
 printf '%-44s %14s  %s\n' "context switches in the window" "$wakeups" ""
@@ -171,7 +193,8 @@ printf '%-44s %14s  %s\n' "wake-ups per minute" "$per_min" "<= 1"
 printf '%-44s %14s  %s\n' "timeslices in the window" "$slices" ""
 runs_json="$(printf '%s\n' "${results[@]}" | jq -R -s -c 'split("\n") | map(select(length > 0) | split(" ") | {cpu_s: (.[0] | tonumber), wakeups: (.[2] | tonumber), timeslices: (.[4] | tonumber)})')"
 jq -n -c --argjson seconds "$seconds" --argjson keys "$keys" --argjson cpu "$cpu" \
+  --arg watchdog "${watchdog:-off}" \
   --argjson cpu10 "$cpu_10min" --argjson wakeups "$wakeups" --argjson per_min "$per_min" \
   --argjson slices "$slices" --argjson runs "$runs_json" \
-  '{bench: "idle", seconds: $seconds, keys: $keys, cpu_s: $cpu, cpu_per_10min_s: $cpu10,
+  '{bench: "idle", seconds: $seconds, keys: $keys, watchdog: $watchdog, cpu_s: $cpu, cpu_per_10min_s: $cpu10,
     wakeups: $wakeups, wakeups_per_min: $per_min, timeslices: $slices, runs: $runs}'
