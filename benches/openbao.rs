@@ -1,6 +1,6 @@
 //! keyrot against a real OpenBao: `bash scripts/bench/openbao.sh` starts
 //! `bao server -dev` on a free loopback port and runs this (`cargo bench
-//! --bench openbao`). See .notes/bench-openbao.md for what it shows.
+//! --bench openbao`). docs/benchmarks.md says what it shows.
 //!
 //! - keyrot: the real daemon (`keyrot run`, release build) manages N
 //!   AppRole roles (`r0000`…), one slot per role whose key is the role's

@@ -106,13 +106,16 @@ pub fn client(
 }
 
 /// Sends a request and reads the whole answer; `timeout` is only for the
-/// message (the client enforces it).
+/// message (the client enforces it). Inside a rate-limited provider call
+/// (`[[provider]] requests_per_second`) the request first waits for its
+/// token, so every provider that speaks HTTP is limited per request.
 pub async fn send(
     who: &str,
     what: &str,
     timeout: SignedDuration,
     req: RequestBuilder,
 ) -> Result<Answer, CallError> {
+    crate::provider::limit::before_request().await;
     let mut resp = req
         .send()
         .await

@@ -3,7 +3,7 @@
 # due. It starts `target/release/keyrot run` in a temporary directory with
 # KEYROT_IDLE_KEYS local-provider keys (their first keys are issued at
 # start; then nothing is due for about 11 months), the inventory sync and
-# the digest outside the window, no mail and no watchdog; waits until the
+# the digest outside the window, no mail, and the unit's watchdog; waits until the
 # start-up work is done, then measures over KEYROT_IDLE_SECONDS (default
 # 600, the real figure; a shorter value gives a quick look):
 #
@@ -14,10 +14,9 @@
 #     per thread, so a thread that wakes shows by name.
 #
 # Targets: < 0.1 s CPU per 10 minutes, <= 1 wake-up per minute on average.
-# Repeated KEYROT_IDLE_RUNS times (default 1: one 10-minute window; the
-# figures in .notes/bench-scale.md are medians of 3), figures are medians.
-# Prints a table and a final JSON line. Under systemd, the watchdog adds its own
-# pings (WATCHDOG=1 every WatchdogSec/2): see .notes/bench-scale.md.
+# Repeated KEYROT_IDLE_RUNS times (default 1: one 10-minute window;
+# docs/benchmarks.md gives medians of 3), figures are medians.
+# Prints a table and a final JSON line.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -25,9 +24,20 @@ seconds="${KEYROT_IDLE_SECONDS:-600}"
 keys="${KEYROT_IDLE_KEYS:-50}"
 runs="${KEYROT_IDLE_RUNS:-1}"
 settle="${KEYROT_IDLE_SETTLE:-15}"
-# With KEYROT_IDLE_WATCHDOG=SECONDS the daemon runs as under systemd's
-# WatchdogSec=SECONDS: WATCHDOG_USEC set and NOTIFY_SOCKET bound here.
-watchdog="${KEYROT_IDLE_WATCHDOG:-}"
+# The daemon runs as under the unit: WATCHDOG_USEC from the unit's
+# WatchdogSec (it pings at half of it) and NOTIFY_SOCKET bound here.
+# KEYROT_IDLE_WATCHDOG=SECONDS sets another interval, =off runs without.
+unit_watchdog() {
+  local v
+  v="$(sed -n 's/^WatchdogSec=//p' systemd/keyrot.service)"
+  case "$v" in
+    *min) echo $((${v%min} * 60)) ;;
+    *s) echo "${v%s}" ;;
+    *) echo "$v" ;;
+  esac
+}
+watchdog="${KEYROT_IDLE_WATCHDOG:-$(unit_watchdog)}"
+[[ "$watchdog" != off ]] || watchdog=""
 
 cargo build --release --locked --bin keyrot >&2
 bin="$PWD/target/release/keyrot"

@@ -49,6 +49,12 @@ impl Gauges {
             for (w, _) in WINDOWS {
                 g.expiring.insert((p.clone(), w), 0);
             }
+            // Every sync records its time in the store, whether or not it
+            // changed a slot (a sync rewrites only the slots it changes,
+            // so the keys' own `synced_at` can be older).
+            if let Some(at) = store.last_sync(p)? {
+                g.last_synced.insert(p.clone(), at);
+            }
         }
         for rec in store.keys()? {
             // The same row `keyrot status` shows (without its rotation).

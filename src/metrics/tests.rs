@@ -260,3 +260,50 @@ fn metrics_listen_is_an_ip_address_and_port() {
     let e = ok("9464").unwrap_err();
     assert!(e.contains("keyrot.toml:2:18:"), "{e}");
 }
+
+#[test]
+fn the_last_sync_gauge_reads_the_sync_time_the_store_keeps() {
+    use crate::crypto::MasterKey;
+    use crate::model::KeyRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        crate::store::Store::open(&dir.path().join("s.redb"), MasterKey::generate()).unwrap();
+    let cfg = crate::config::load_str(
+        std::path::Path::new("/etc/keyrot/keyrot.toml"),
+        "[[provider]]\nname = \"local\"\ntype = \"local\"\n",
+    )
+    .unwrap();
+    let now = ts("2026-01-02T00:00Z");
+    // No sync yet: no sample.
+    assert!(
+        !Gauges::read(&store, &cfg, now)
+            .unwrap()
+            .last_synced
+            .contains_key("local")
+    );
+    // A key written by the first sync, then a later sync that changed no
+    // slot (it records only its time).
+    let key: KeyRecord = serde_json::from_value(serde_json::json!({
+        "slot": "local/a", "provider": "local", "name": "a", "current": null,
+        "policy": "standard", "next_due": null, "due_reason": null,
+        "active_rotation": null, "last_rotated_at": null, "last_started_at": null,
+        "synced_at": "2026-01-01T00:00:00Z", "sinks": [], "scopes": [],
+        "contacts": [], "group": null
+    }))
+    .unwrap();
+    store
+        .write(|tx| {
+            tx.put_key(&key)?;
+            tx.set_last_sync("local", ts("2026-01-01T23:00Z"))
+        })
+        .unwrap();
+    let g = Gauges::read(&store, &cfg, now).unwrap();
+    assert_eq!(g.last_synced.get("local"), Some(&ts("2026-01-01T23:00Z")));
+    let text = Metrics::new(now).render(&g);
+    assert!(
+        text.contains(
+            "keyrot_last_sync_success_timestamp_seconds{provider=\"local\"} 1767308400\n"
+        ),
+        "{text}"
+    );
+}

@@ -8,12 +8,11 @@
 //! it delegates (so a call that sends nothing over HTTP, an `exec` program
 //! or the `local` store, still counts as one request) and runs the call
 //! inside a task-local scope; [`before_request`], called before each
-//! request by the OpenBao/Vault client ([`crate::vault`]), lets the first
-//! request of the call use that token and makes every further one wait
-//! for a token of its own. Outside a limited call (sinks, a provider
-//! without `requests_per_second`) it returns at once. Providers whose
-//! requests do not pass that hook (`http`, `aws-iam`, `atlassian` send
-//! through [`crate::http::send`]) count one request per call.
+//! request by [`crate::http::send`] (which every HTTP peer goes through:
+//! OpenBao/Vault, `http`, `aws-iam`, `atlassian`, the sandbox admin API),
+//! lets the first request of the call use that token and makes every
+//! further one wait for a token of its own. Outside a limited call (sinks,
+//! a provider without `requests_per_second`) it returns at once.
 //!
 //! The bucket holds one token (burst 1): requests are spaced `1/rate`
 //! apart, so the rate holds over every window, however short, as API
@@ -322,5 +321,93 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         assert_eq!(limit.taken(), 24);
+    }
+
+    /// A loopback server answering 200 to anything, and the number of
+    /// requests it has seen.
+    async fn counting_server() -> (String, Arc<AtomicU64>) {
+        let seen = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    /// A provider whose `issue` sends `requests` real HTTP requests through
+    /// [`crate::http::send`], as the `http`, `aws-iam` and `atlassian`
+    /// providers do.
+    struct OverHttp {
+        url: String,
+        requests: usize,
+    }
+
+    #[async_trait]
+    impl Provider for OverHttp {
+        fn name(&self) -> &str {
+            "over-http"
+        }
+        fn kind(&self) -> &'static str {
+            "http"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn list(&self, _now: Timestamp) -> Result<Vec<KeyInfo>, CallError> {
+            Ok(Vec::new())
+        }
+        async fn issue(&self, _req: &IssueRequest) -> Result<IssuedKey, CallError> {
+            let timeout = jiff::SignedDuration::from_secs(5);
+            let client = crate::http::client("over-http", timeout, None)?;
+            for _ in 0..self.requests {
+                let answer =
+                    crate::http::send("over-http", "get", timeout, client.get(&self.url)).await?;
+                assert!(answer.status.is_success());
+            }
+            Err(CallError::permanent("over-http: not a real issue"))
+        }
+        async fn find_tagged(&self, _t: &str, _n: Timestamp) -> Result<Vec<KeyInfo>, CallError> {
+            Ok(Vec::new())
+        }
+        async fn verify(
+            &self,
+            _i: &str,
+            _s: &SecretString,
+            _n: Timestamp,
+        ) -> Result<(), CallError> {
+            Ok(())
+        }
+        async fn revoke(&self, _id: &str, _now: Timestamp) -> Result<(), CallError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_request_through_the_shared_http_layer_takes_a_token() {
+        let (url, seen) = counting_server().await;
+        let limit = Arc::new(RateLimit::new(100_000.0));
+        let five = Limited::new(
+            Arc::new(OverHttp {
+                url: url.clone(),
+                requests: 5,
+            }),
+            Arc::clone(&limit),
+        );
+        let _ = five.issue(&request()).await;
+        // Five requests reached the server, five tokens were taken: the
+        // one the wrapper took before the call, then one per further request.
+        assert_eq!(seen.load(Ordering::SeqCst), 5);
+        assert_eq!(limit.taken(), 5);
+        // Unwrapped, the same requests take nothing.
+        let _ = OverHttp { url, requests: 5 }.issue(&request()).await;
+        assert_eq!(seen.load(Ordering::SeqCst), 10);
+        assert_eq!(limit.taken(), 5);
     }
 }

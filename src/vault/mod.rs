@@ -230,9 +230,6 @@ impl VaultClient {
         token: Option<&SecretString>,
         body: Option<&JsonBody>,
     ) -> Result<Answer, CallError> {
-        // Inside a rate-limited provider call, each request waits for its
-        // token (`[[provider]] requests_per_second`).
-        crate::provider::limit::before_request().await;
         let mut req = self.http.request(method, self.url(path)?);
         if let Some(ns) = &self.namespace {
             req = req.header(NAMESPACE_HEADER, ns.clone());
