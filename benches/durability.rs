@@ -48,9 +48,12 @@ use keyrot::crypto::MasterKey;
 use keyrot::model::{Initiator, KeyRecord, RotationState, Trigger};
 use keyrot::rotation::{Engine, Runtime, StartRequest};
 use keyrot::shutdown::ShutdownController;
-use keyrot::store::{CommitStats, LocalKey, Store};
+use keyrot::store::{CommitStats, Store};
 use keyrot::wake::Wake;
 use tokio::sync::oneshot;
+
+mod common;
+use common::{env_num, live_local_key, median};
 
 /// The bench's knobs, from the environment.
 struct Knobs {
@@ -62,15 +65,6 @@ struct Knobs {
     repeats: usize,
     /// Seconds per raw fsync loop.
     fsync_secs: f64,
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Knobs {
@@ -200,18 +194,7 @@ fn seed(store: &Store, n: usize, now: Timestamp) -> anyhow::Result<()> {
         for i in 0..n {
             let name = key_name(i);
             let id = format!("lk_seed{i:06}");
-            tx.local_put(&LocalKey {
-                id: id.clone(),
-                name: name.clone(),
-                scopes: vec!["read:all".into()],
-                created_by: "bench".into(),
-                created_at: created,
-                expires_at: Some(expires),
-                secret_sha256: "0".repeat(64),
-                tag: None,
-                revoked_at: None,
-                last_used_at: None,
-            })?;
+            tx.local_put(&live_local_key(id.clone(), name.clone(), created, expires))?;
             // Built from JSON, so that fields the model gains later (with
             // serde defaults) do not break the bench.
             let rec: KeyRecord = serde_json::from_value(serde_json::json!({
@@ -395,16 +378,6 @@ fn run_keyrot(base: &Path, n: usize, concurrency: usize, group: bool) -> anyhow:
     Ok(figures)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 /// The directory runs are made in: under `target/`, on the repository's disk.
 fn base_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -482,12 +455,13 @@ fn main() -> anyhow::Result<()> {
     }
 
     drop(probe);
-    let raw_data = median(fdatasync);
-    let raw_all = median(fsync);
+    let raw_data = median(&fdatasync);
+    let raw_all = median(&fsync);
     let mut rows = Vec::new();
     for (case, results) in cases.iter().zip(&runs) {
-        let med =
-            |f: &dyn Fn(&Run, f64) -> f64| median(results.iter().map(|(r, d)| f(r, *d)).collect());
+        let med = |f: &dyn Fn(&Run, f64) -> f64| {
+            median(&results.iter().map(|(r, d)| f(r, *d)).collect::<Vec<_>>())
+        };
         let per_sec = med(&|r, _| r.per_sec());
         let commits = med(&|r, _| r.commits_per_rotation());
         let durable = med(&|r, _| r.durable_per_rotation());

@@ -26,6 +26,7 @@
 
 #[path = "openbao/bao.rs"]
 mod bao;
+mod common;
 #[path = "openbao/daemon.rs"]
 mod daemon;
 #[path = "openbao/raw.rs"]
@@ -40,6 +41,7 @@ use anyhow::{Context, Result, anyhow};
 use serde_json::json;
 
 use bao::{Audited, Bao, KEYROT_MOUNT, OTHER_MOUNT, mix, names, read_audit};
+use common::{env_num, median};
 use daemon::{Daemon, Setup, config, step_delta, step_times};
 use raw::{Raw, cli_batch};
 
@@ -69,16 +71,6 @@ struct Settings {
     rate_keys: usize,
     /// Rotations audited to count requests (`KEYROT_BENCH_CALIBRATE`).
     calibrate: usize,
-}
-
-/// `name` as a number, `default` when unset.
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v
-            .parse()
-            .map_err(|_| anyhow!("{name}={v:?} is not a number")),
-        _ => Ok(default),
-    }
 }
 
 impl Settings {
@@ -148,17 +140,6 @@ impl Cpu {
     fn ms_per(&self, units: usize) -> f64 {
         let used = self.pid.map(cpu_secs).unwrap_or(0.0) - self.start;
         used / units.max(1) as f64 * 1000.0
-    }
-}
-
-/// The median of `v` (0 when empty).
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
 }
 

@@ -41,7 +41,10 @@ use keyrot::control::RotateRequest;
 use keyrot::control::client::Client;
 use keyrot::crypto::MasterKey;
 use keyrot::model::{RotationRecord, RotationState};
-use keyrot::store::{LocalKey, Store};
+use keyrot::store::Store;
+
+mod common;
+use common::{env_num, live_local_key};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyrot");
 
@@ -54,23 +57,14 @@ struct Knobs {
     keep: bool,
 }
 
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
 impl Knobs {
     fn from_env() -> anyhow::Result<Knobs> {
-        let keys = env_usize("KEYROT_SCALE_KEYS", 100_000)?;
+        let keys = env_num("KEYROT_SCALE_KEYS", 100_000)?;
         Ok(Knobs {
             keys,
-            runs: env_usize("KEYROT_SCALE_RUNS", 3)?.max(1),
-            rotations: env_usize("KEYROT_SCALE_ROTATIONS", 200)?.min(keys),
-            history: env_usize("KEYROT_SCALE_HISTORY", 2 * keys)?,
+            runs: env_num("KEYROT_SCALE_RUNS", 3)?.max(1),
+            rotations: env_num("KEYROT_SCALE_ROTATIONS", 200)?.min(keys),
+            history: env_num("KEYROT_SCALE_HISTORY", 2 * keys)?,
             keep: std::env::var_os("KEYROT_SCALE_KEEP").is_some(),
         })
     }
@@ -155,18 +149,12 @@ fn seed(site: &Site, n: usize, now: Timestamp) -> anyhow::Result<()> {
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
         store.write(|tx| {
             for &i in chunk {
-                tx.local_put(&LocalKey {
-                    id: format!("lk_seed{i:08}"),
-                    name: key_name(i),
-                    scopes: vec!["read:all".into()],
-                    created_by: "bench".into(),
-                    created_at: created,
-                    expires_at: Some(expires),
-                    secret_sha256: "0".repeat(64),
-                    tag: None,
-                    revoked_at: None,
-                    last_used_at: None,
-                })?;
+                tx.local_put(&live_local_key(
+                    format!("lk_seed{i:08}"),
+                    key_name(i),
+                    created,
+                    expires,
+                ))?;
             }
             Ok(())
         })?;

@@ -160,14 +160,11 @@ fn sandbox_provider_crashes_at_every_step_of_a_rotation() {
     let mut case = world.case("assisted: after:awaiting-secret=abort", &[(ASSISTED, 1)]);
     case.arm("after:awaiting-secret=abort");
     let _ = case.rotate(0);
-    case.expect_death("after:awaiting-secret");
-    case.disarm();
-    case.start();
+    case.restart_after_death("after:awaiting-secret");
     let id = wait_rotation(&case, "AwaitingSecret");
     let (new_id, secret) = world.sandbox_key_with_secret(&case.slots[0].name);
     enroll(&case, &id, &new_id, &secret);
-    report.add(&case.recover());
-    report.add(&case.check(true).unwrap_or_else(|e| panic!("{e}")));
+    case.recover_and_check(&mut report);
     covered.insert("after:awaiting-secret".into());
 
     // The rotate call keeps failing after the sandbox created the key (its
@@ -180,11 +177,8 @@ fn sandbox_provider_crashes_at_every_step_of_a_rotation() {
     let id = wait_rotation(&case, "Failed");
     case.arm("after:aborted=abort");
     let _ = case.d.cli(&["rotation", "abort", &id]);
-    case.expect_death("after:aborted");
-    case.disarm();
-    case.start();
-    report.add(&case.recover());
-    report.add(&case.check(true).unwrap_or_else(|e| panic!("{e}")));
+    case.restart_after_death("after:aborted");
+    case.recover_and_check(&mut report);
     covered.insert("after:aborted".into());
 
     // The checks have teeth: a sink holding a wrong secret, and a live key
@@ -226,9 +220,7 @@ fn local_provider_crashes_while_cleaning_up_and_when_failing_or_aborting() {
     );
     case.arm("before:sink-put=error,after:failed=abort");
     let _ = case.rotate(0);
-    case.expect_death("after:failed");
-    case.disarm();
-    case.start();
+    case.restart_after_death("after:failed");
     case.settle(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
     report.add(&case.check(false).unwrap_or_else(|e| panic!("{e}")));
@@ -247,11 +239,8 @@ fn local_provider_crashes_while_cleaning_up_and_when_failing_or_aborting() {
     let id = wait_rotation(&case, "Failed");
     case.arm("after:aborted=abort");
     let _ = case.d.cli(&["rotation", "abort", &id]);
-    case.expect_death("after:aborted");
-    case.disarm();
-    case.start();
-    report.add(&case.recover());
-    report.add(&case.check(true).unwrap_or_else(|e| panic!("{e}")));
+    case.restart_after_death("after:aborted");
+    case.recover_and_check(&mut report);
     covered.insert("after:aborted".into());
     summary("local", start, &report, &covered);
 }

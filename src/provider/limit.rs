@@ -222,10 +222,14 @@ mod tests {
         assert_eq!(day.reserve(start).duration_since(start).as_secs(), 86_400);
     }
 
-    /// A provider whose `issue` sends `requests` HTTP requests (it only
-    /// calls the HTTP layer's hook) and whose other calls send none.
+    /// A provider whose `issue` sends `requests` HTTP requests and whose
+    /// other calls send none. With a `url` they are real requests through
+    /// [`crate::http::send`] (as every HTTP provider sends them); without,
+    /// it only calls the hook that function calls.
+    #[derive(Default)]
     struct Fake {
         requests: usize,
+        url: Option<String>,
     }
 
     #[async_trait]
@@ -243,8 +247,17 @@ mod tests {
             Ok(Vec::new())
         }
         async fn issue(&self, _req: &IssueRequest) -> Result<IssuedKey, CallError> {
+            let timeout = jiff::SignedDuration::from_secs(5);
+            let client = crate::http::client("fake", timeout, None)?;
             for _ in 0..self.requests {
-                before_request().await;
+                match &self.url {
+                    Some(url) => {
+                        let get = client.get(url);
+                        let answer = crate::http::send("fake", "get", timeout, get).await?;
+                        assert!(answer.status.is_success());
+                    }
+                    None => before_request().await,
+                }
             }
             Err(CallError::permanent("fake: not a real issue"))
         }
@@ -281,7 +294,13 @@ mod tests {
     async fn every_request_of_a_limited_call_takes_a_token() {
         // Fast enough that the test does not wait; `taken` counts.
         let limit = Arc::new(RateLimit::new(100_000.0));
-        let three = Limited::new(Arc::new(Fake { requests: 3 }), Arc::clone(&limit));
+        let three = Limited::new(
+            Arc::new(Fake {
+                requests: 3,
+                ..Fake::default()
+            }),
+            Arc::clone(&limit),
+        );
         // Three requests: the token taken before the call, then two more.
         let _ = three.issue(&request()).await;
         assert_eq!(limit.taken(), 3);
@@ -291,7 +310,12 @@ mod tests {
         // Outside a limited call the hook takes nothing, and the same
         // provider unwrapped is not limited at all.
         before_request().await;
-        let _ = Fake { requests: 3 }.issue(&request()).await;
+        let _ = Fake {
+            requests: 3,
+            ..Fake::default()
+        }
+        .issue(&request())
+        .await;
         assert_eq!(limit.taken(), 4);
         // Capabilities and names are not requests.
         assert_eq!(three.name(), "fake");
@@ -304,7 +328,10 @@ mod tests {
     async fn runners_of_one_provider_share_its_bucket() {
         let limit = Arc::new(RateLimit::new(100_000.0));
         let one = Arc::new(Limited::new(
-            Arc::new(Fake { requests: 2 }),
+            Arc::new(Fake {
+                requests: 2,
+                ..Fake::default()
+            }),
             Arc::clone(&limit),
         ));
         // Eight concurrent runners, each an issue of two requests and a
@@ -341,72 +368,22 @@ mod tests {
         (url, seen)
     }
 
-    /// A provider whose `issue` sends `requests` real HTTP requests through
-    /// [`crate::http::send`], as the `http`, `aws-iam` and `atlassian`
-    /// providers do.
-    struct OverHttp {
-        url: String,
-        requests: usize,
-    }
-
-    #[async_trait]
-    impl Provider for OverHttp {
-        fn name(&self) -> &str {
-            "over-http"
-        }
-        fn kind(&self) -> &'static str {
-            "http"
-        }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities::default()
-        }
-        async fn list(&self, _now: Timestamp) -> Result<Vec<KeyInfo>, CallError> {
-            Ok(Vec::new())
-        }
-        async fn issue(&self, _req: &IssueRequest) -> Result<IssuedKey, CallError> {
-            let timeout = jiff::SignedDuration::from_secs(5);
-            let client = crate::http::client("over-http", timeout, None)?;
-            for _ in 0..self.requests {
-                let answer =
-                    crate::http::send("over-http", "get", timeout, client.get(&self.url)).await?;
-                assert!(answer.status.is_success());
-            }
-            Err(CallError::permanent("over-http: not a real issue"))
-        }
-        async fn find_tagged(&self, _t: &str, _n: Timestamp) -> Result<Vec<KeyInfo>, CallError> {
-            Ok(Vec::new())
-        }
-        async fn verify(
-            &self,
-            _i: &str,
-            _s: &SecretString,
-            _n: Timestamp,
-        ) -> Result<(), CallError> {
-            Ok(())
-        }
-        async fn revoke(&self, _id: &str, _now: Timestamp) -> Result<(), CallError> {
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn every_request_through_the_shared_http_layer_takes_a_token() {
         let (url, seen) = counting_server().await;
         let limit = Arc::new(RateLimit::new(100_000.0));
-        let five = Limited::new(
-            Arc::new(OverHttp {
-                url: url.clone(),
-                requests: 5,
-            }),
-            Arc::clone(&limit),
-        );
+        let fake = |url: &str| Fake {
+            requests: 5,
+            url: Some(url.to_string()),
+        };
+        let five = Limited::new(Arc::new(fake(&url)), Arc::clone(&limit));
         let _ = five.issue(&request()).await;
         // Five requests reached the server, five tokens were taken: the
         // one the wrapper took before the call, then one per further request.
         assert_eq!(seen.load(Ordering::SeqCst), 5);
         assert_eq!(limit.taken(), 5);
         // Unwrapped, the same requests take nothing.
-        let _ = OverHttp { url, requests: 5 }.issue(&request()).await;
+        let _ = fake(&url).issue(&request()).await;
         assert_eq!(seen.load(Ordering::SeqCst), 10);
         assert_eq!(limit.taken(), 5);
     }

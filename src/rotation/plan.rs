@@ -177,6 +177,21 @@ mod tests {
         }
     }
 
+    /// The index over `all`, after checking that it answers what a scan of
+    /// `all` answers for every record.
+    fn index_matching_the_scan(all: &[KeyRecord]) -> GroupStarts<'_> {
+        let index = GroupStarts::new(all.iter());
+        for r in all {
+            assert_eq!(
+                index.last_start(r),
+                group_last_start(r, all.iter()),
+                "{}",
+                r.slot
+            );
+        }
+        index
+    }
+
     #[test]
     fn group_index_agrees_with_the_scan() {
         // Slots repeat (a sync's new records, then the store's), groups
@@ -192,15 +207,7 @@ mod tests {
             rec("q/f", Some("g"), Some(25)),
             rec("p/i", Some("i"), None),
         ];
-        let index = GroupStarts::new(all.iter());
-        for r in &all {
-            assert_eq!(
-                index.last_start(r),
-                group_last_start(r, all.iter()),
-                "{}",
-                r.slot
-            );
-        }
+        let index = index_matching_the_scan(&all);
         // The slot holding the group's latest start sees the next one.
         assert_eq!(
             index.last_start(&all[0]),
@@ -219,14 +226,6 @@ mod tests {
             rec("p/a", Some("g"), Some(40)),
             rec("p/c", Some("g"), Some(15)),
         ];
-        let index = GroupStarts::new(all.iter());
-        for r in &all {
-            assert_eq!(
-                index.last_start(r),
-                group_last_start(r, all.iter()),
-                "{}",
-                r.slot
-            );
-        }
+        index_matching_the_scan(&all);
     }
 }

@@ -363,6 +363,21 @@ impl Case<'_> {
         );
     }
 
+    /// Waits for the daemon to die at failpoint `name`, then starts it
+    /// again with no failpoint armed.
+    pub fn restart_after_death(&mut self, name: &str) {
+        self.expect_death(name);
+        self.disarm();
+        self.start();
+    }
+
+    /// [`Case::recover`], then every invariant checked strictly; both go
+    /// into `report`. Panics when a check fails.
+    pub fn recover_and_check(&mut self, report: &mut Report) {
+        report.add(&self.recover());
+        report.add(&self.check(true).unwrap_or_else(|e| panic!("{e}")));
+    }
+
     /// After a crash and a clean start: settles (I1), resumes Failed
     /// rotations as an operator would, and settles again.
     pub fn recover(&mut self) -> Report {

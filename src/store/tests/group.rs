@@ -39,6 +39,36 @@ fn until_commits(store: &Store, n: u64) {
     }
 }
 
+/// Commits a key for `slot` while a second writer is queued, so without an
+/// fsync of its own (`Durability::None`); the second writer's closure
+/// fails, so it commits nothing and does not disturb the first. Flushes
+/// must be paused. Returns once the commit is made (readers see it), with
+/// the first writer's thread, which ends only once a flush makes the
+/// commit durable.
+fn deferred_write(store: &Arc<Store>, slot: &'static str) -> thread::JoinHandle<()> {
+    let commits = store.commit_stats().commits + 1;
+    let first = {
+        let store = Arc::clone(store);
+        thread::spawn(move || {
+            let inner = Arc::clone(&store);
+            store
+                .write(|tx| {
+                    until_writers(&inner, 2);
+                    tx.put_key(&key_rec(slot, None))
+                })
+                .unwrap();
+        })
+    };
+    until_writers(store, 1);
+    let failing = store.write(|tx| {
+        tx.put_key(&key_rec("p/failing", None))?;
+        Err::<(), _>(StoreError::Other("the closure fails".into()))
+    });
+    assert!(matches!(failing, Err(StoreError::Other(_))), "{failing:?}");
+    until_commits(store, commits);
+    first
+}
+
 #[test]
 fn concurrent_writes_are_all_durable_once_write_returns() {
     let (dir, path) = temp_path();
@@ -137,28 +167,7 @@ fn a_deferred_commit_is_lost_in_a_crash_until_a_flush_makes_it_durable() {
         .write(|tx| tx.put_key(&key_rec("p/before", None)))
         .unwrap();
     let paused = store.group.pause_flushes();
-    // The writer commits while another one is queued (so without an fsync
-    // of its own); the other one's closure fails: it commits nothing and
-    // does not disturb the first one.
-    let first = {
-        let store = Arc::clone(&store);
-        thread::spawn(move || {
-            let inner = Arc::clone(&store);
-            store
-                .write(|tx| {
-                    until_writers(&inner, 2);
-                    tx.put_key(&key_rec("p/deferred", None))
-                })
-                .unwrap();
-        })
-    };
-    until_writers(&store, 1);
-    let failing = store.write(|tx| {
-        tx.put_key(&key_rec("p/failing", None))?;
-        Err::<(), _>(StoreError::Other("the closure fails".into()))
-    });
-    assert!(matches!(failing, Err(StoreError::Other(_))), "{failing:?}");
-    until_commits(&store, 2);
+    let first = deferred_write(&store, "p/deferred");
     assert!(
         !first.is_finished(),
         "write returned before its commit was durable"
@@ -195,22 +204,7 @@ fn flush_makes_what_a_reader_saw_durable() {
     let (dir, path) = temp_path();
     let store = Arc::new(open(&path));
     let paused = store.group.pause_flushes();
-    let writer = {
-        let store = Arc::clone(&store);
-        thread::spawn(move || {
-            let inner = Arc::clone(&store);
-            store
-                .write(|tx| {
-                    until_writers(&inner, 2);
-                    tx.put_key(&key_rec("p/seen", None))
-                })
-                .unwrap();
-        })
-    };
-    until_writers(&store, 1);
-    // A second writer that gives up keeps the first one's commit deferred.
-    let _ = store.write(|_| Err::<(), _>(StoreError::Other("no".into())));
-    until_commits(&store, 1);
+    let writer = deferred_write(&store, "p/seen");
     // A reader sees the commit; before acting on it, it flushes.
     assert!(store.key("p/seen").unwrap().is_some());
     drop(paused);
