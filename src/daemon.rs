@@ -222,12 +222,12 @@ async fn reload(
     match result {
         Ok(new) => {
             let old = engine.runtime();
-            if old.config.store.path != new.config.store.path
-                || old.config.daemon.control_socket != new.config.daemon.control_socket
-                || old.config.daemon.metrics_listen != new.config.daemon.metrics_listen
-            {
+            let pending = restart_only_changes(&old.config, &new.config);
+            if !pending.is_empty() {
                 tracing::warn!(
-                    "store path, control socket and metrics address changes take effect at the next restart"
+                    settings = %pending.join(", "),
+                    "changed settings that take effect only at the next restart (everything else is applied now): {}",
+                    pending.join(", ")
                 );
             }
             engine.set_runtime(new);
@@ -250,6 +250,38 @@ async fn reload(
             Err(msg)
         }
     }
+}
+
+/// The settings read once at start that differ between `old` and `new`, by
+/// their names in the file: a reload applies everything else.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (old, new);
+    [
+        ("store.path", o.store.path != n.store.path),
+        (
+            "store.master_key_file",
+            o.store.master_key_file != n.store.master_key_file,
+        ),
+        (
+            "store.create_master_key",
+            o.store.create_master_key != n.store.create_master_key,
+        ),
+        (
+            "daemon.control_socket",
+            o.daemon.control_socket != n.daemon.control_socket,
+        ),
+        (
+            "daemon.control_socket_mode",
+            o.daemon.control_socket_mode != n.daemon.control_socket_mode,
+        ),
+        (
+            "daemon.metrics_listen",
+            o.daemon.metrics_listen != n.daemon.metrics_listen,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 fn load_runtime(engine: &Arc<Engine>, path: &Path) -> Result<Runtime, String> {
@@ -345,7 +377,8 @@ async fn serve(
     let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     engine.stop();
     drop(backend);
-    let timeout = std::time::Duration::try_from(cfg.daemon.shutdown_timeout)
+    // The configuration in force now: a reload may have changed it.
+    let timeout = std::time::Duration::try_from(engine.runtime().config.daemon.shutdown_timeout)
         .unwrap_or(std::time::Duration::from_secs(30));
     let clean = controller.shutdown(timeout).await;
     let _ = server.await;
@@ -384,4 +417,42 @@ fn spawn_watchdog(mut shutdown: crate::shutdown::Shutdown) -> Option<tokio::task
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::restart_only_changes;
+    use crate::config::{Config, load_str};
+
+    fn cfg(text: &str) -> Config {
+        load_str(Path::new("/etc/keyrot/keyrot.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn a_reload_names_every_setting_it_cannot_apply() {
+        let base = cfg("");
+        assert!(restart_only_changes(&base, &base).is_empty());
+        // Applied by a reload: not named.
+        let applied = cfg("[daemon]\nshutdown_timeout = \"5s\"\nsync_schedule = \"0 0 * * * *\"\n");
+        assert!(restart_only_changes(&base, &applied).is_empty());
+        let changed = cfg(concat!(
+            "[daemon]\ncontrol_socket = \"/run/other.sock\"\ncontrol_socket_mode = \"0600\"\n",
+            "metrics_listen = \"127.0.0.1:9000\"\n",
+            "[store]\npath = \"/var/lib/other.redb\"\nmaster_key_file = \"/etc/other.key\"\n",
+            "create_master_key = true\n",
+        ));
+        assert_eq!(
+            restart_only_changes(&base, &changed),
+            [
+                "store.path",
+                "store.master_key_file",
+                "store.create_master_key",
+                "daemon.control_socket",
+                "daemon.control_socket_mode",
+                "daemon.metrics_listen",
+            ]
+        );
+    }
 }

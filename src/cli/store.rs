@@ -249,10 +249,21 @@ fn problems(r: &VerifyReport) -> String {
         for p in &r.problems {
             out.push_str(&format!("  - {p}\n"));
         }
-        out.push_str(&format!(
-            "store verify FAILED. keyrot has not changed the store. Restore the last good backup (stop keyrot, copy the backup over {}, start keyrot), or keep the file aside for investigation.\n",
-            r.path.display()
-        ));
+        if r.wrong_master_key && n == 1 {
+            // Nothing else is wrong: the key is, not the file. A backup
+            // is sealed under the same key and would fail the same way.
+            out.push_str(
+                "store verify FAILED on the master key only. keyrot has not changed the store, and the file itself checks out: run again with the key this store was created with (`--master-key-file`, `store.master_key_file`, or the unit's `master-key` credential). Do not restore a backup: it needs the same key.\n",
+            );
+        } else {
+            out.push_str(&format!(
+                "store verify FAILED. keyrot has not changed the store. Restore the last good backup (stop keyrot, copy the backup over {}, start keyrot), or keep the file aside for investigation.\n",
+                r.path.display()
+            ));
+            if r.wrong_master_key {
+                out.push_str("The master key given is not this store's: check the others again with the right key before restoring anything.\n");
+            }
+        }
     }
     out
 }
@@ -283,6 +294,7 @@ mod tests {
             audit_chain_ok: true,
             secrets_checked: true,
             secrets_opened: 1,
+            wrong_master_key: false,
             problems: Vec::new(),
         }
     }
@@ -311,6 +323,27 @@ mod tests {
         assert!(text.contains("  audit log    7 entries, hash chain NOT verified\n"));
         assert!(text.contains("1 problem:\n  - audit chain broken at entry 4: x\n"));
         assert!(text.contains("store verify FAILED. keyrot has not changed the store."));
+        assert!(text.contains("Restore the last good backup"));
+    }
+
+    #[test]
+    fn a_wrong_master_key_alone_is_not_a_reason_to_restore() {
+        let mut r = report();
+        r.secrets_checked = false;
+        r.wrong_master_key = true;
+        r.problems = vec!["the master key given is not the one this store was created with: its secrets cannot be checked".into()];
+        let text = render_verify(&r);
+        assert!(text.contains("FAILED on the master key only"), "{text}");
+        assert!(text.contains("Do not restore a backup"), "{text}");
+        assert!(!text.contains("Restore the last good backup"), "{text}");
+        // With another problem, restoring is advised, with a warning.
+        r.problems.push("audit chain broken at entry 4: x".into());
+        let text = render_verify(&r);
+        assert!(text.contains("Restore the last good backup"), "{text}");
+        assert!(
+            text.contains("check the others again with the right key"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -149,7 +149,9 @@ pub enum SecretRefError {
     /// A credential was asked for but systemd gave none.
     #[error(
         "credential {name:?}: CREDENTIALS_DIRECTORY is not set (run under systemd with \
-         LoadCredential={name}:/path, or use {{ file = \"/path\" }})"
+         LoadCredential={name}:/path, or use {{ file = \"/path\" }}; from a shell, set \
+         CREDENTIALS_DIRECTORY to a directory holding the credential files, as the operations \
+         guide's Check section shows)"
     )]
     NoCredentialsDirectory {
         /// The credential name.

@@ -123,6 +123,7 @@ impl Checker<'_> {
                 .problem("the meta table has no master-key check"),
             (Some(sealed), Some(master)) if master.open(KEY_CHECK_AAD, &sealed).is_err() => {
                 self.report.problem("the master key given is not the one this store was created with: its secrets cannot be checked");
+                self.report.wrong_master_key = true;
                 self.master = None;
             }
             _ => {}

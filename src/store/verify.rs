@@ -67,6 +67,8 @@ pub struct VerifyReport {
     pub secrets_checked: bool,
     /// Sealed secrets that opened under the master key.
     pub secrets_opened: u64,
+    /// The master key given is not the store's (its check did not open).
+    pub wrong_master_key: bool,
     /// Everything found wrong; empty when the store is sound.
     pub problems: Vec<String>,
 }
