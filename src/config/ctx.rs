@@ -20,6 +20,9 @@ pub(crate) struct Ctx<'s> {
     pub sources: &'s Sources,
     /// Problems found, with the global offset they sort by.
     found: Vec<(usize, Diagnostic)>,
+    /// Where each secret reference is written, in the order they were read
+    /// (the diagnostics' messages are empty).
+    pub secret_sites: Vec<(super::SecretRef, Diagnostic)>,
 }
 
 impl<'s> Ctx<'s> {
@@ -28,6 +31,7 @@ impl<'s> Ctx<'s> {
         Ctx {
             sources,
             found: Vec::new(),
+            secret_sites: Vec::new(),
         }
     }
 

@@ -92,6 +92,10 @@ pub struct Config {
     pub psks: Vec<PskConfig>,
     /// `[[api_token]]`: bearer tokens of the rotate API.
     pub api_tokens: Vec<ApiTokenConfig>,
+    /// Where each secret reference is written (file, line, column; empty
+    /// message), in the order read: problems found when one is resolved
+    /// later point there.
+    pub secret_sites: Vec<(SecretRef, Diagnostic)>,
 }
 
 /// `[daemon]`.

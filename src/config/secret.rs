@@ -113,7 +113,16 @@ impl<'de> Visitor<'de> for RefVisitor {
 /// Turns a raw reference into a `SecretRef`: a credential name must be a
 /// plain file name, an env name non-empty, a relative file path is
 /// resolved against the directory of the config file it is written in.
+/// Records where the reference is written, so that a problem found when it
+/// is resolved later (`keyrot check`, start) points there.
 pub(crate) fn secret_ref(ctx: &mut Ctx<'_>, raw: &Spanned<SecretRefRaw>) -> Option<SecretRef> {
+    let r = checked_secret_ref(ctx, raw)?;
+    let site = ctx.sources.diag(&raw.span(), "");
+    ctx.secret_sites.push((r.clone(), site));
+    Some(r)
+}
+
+fn checked_secret_ref(ctx: &mut Ctx<'_>, raw: &Spanned<SecretRefRaw>) -> Option<SecretRef> {
     match raw.get_ref() {
         SecretRefRaw::Credential(name) => {
             let plain = !name.is_empty() && !name.contains('/') && name != "." && name != "..";

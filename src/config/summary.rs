@@ -52,8 +52,9 @@ pub fn check_secrets(cfg: &Config) -> Vec<Diagnostic> {
 }
 
 /// Like [`check_secrets`] with an explicit credentials directory. Each
-/// diagnostic is placed at the main file and names the owner and field
-/// (never the secret).
+/// diagnostic is placed where the reference is written (the first place,
+/// when the same reference is written twice; the main file when unknown)
+/// and names the owner and field (never the secret).
 pub fn check_secrets_in(cfg: &Config, credentials_dir: Option<&Path>) -> Vec<Diagnostic> {
     let main = cfg
         .files
@@ -63,10 +64,14 @@ pub fn check_secrets_in(cfg: &Config, credentials_dir: Option<&Path>) -> Vec<Dia
         .into_iter()
         .filter_map(|u| {
             u.secret.check_resolvable(credentials_dir).err().map(|e| {
-                Diagnostic::whole_file(
-                    main,
-                    format!("{} `{}` ({}): {e}", u.owner, u.field, u.secret),
-                )
+                let message = format!("{} `{}` ({}): {e}", u.owner, u.field, u.secret);
+                match cfg.secret_sites.iter().find(|(r, _)| r == u.secret) {
+                    Some((_, site)) => Diagnostic {
+                        message,
+                        ..site.clone()
+                    },
+                    None => Diagnostic::whole_file(main, message),
+                }
             })
         })
         .collect()

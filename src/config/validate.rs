@@ -68,6 +68,7 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
         notify: notify?,
         psks,
         api_tokens,
+        secret_sites: std::mem::take(&mut ctx.secret_sites),
     })
 }
 

@@ -83,6 +83,7 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
         },
         psks: vec![],
         api_tokens: vec![],
+        secret_sites: vec![],
     }
 }
 

@@ -168,7 +168,7 @@ fn check_resolves_the_admin_key_and_psk() {
     let msg = diags[0].to_string();
     assert!(
         msg.starts_with(&format!(
-            "{NAME}:1:1: provider \"atl\" `psk` (credential \"atl-psk\"): "
+            "{NAME}:8:7: provider \"atl\" `psk` (credential \"atl-psk\"): "
         )),
         "{msg}"
     );

@@ -95,6 +95,24 @@ fn errors_in_drop_ins_point_into_the_drop_in() {
 }
 
 #[test]
+fn an_unresolvable_secret_in_a_drop_in_points_into_the_drop_in() {
+    let psk = "\n[[psk]]\nid = \"p\"\nkey = { credential = \"psk-p\" }\n";
+    let dir = tree(&[("keyrot.toml", MAIN), ("conf.d/30-psk.toml", psk)]);
+    let cfg = load(&dir.path().join("keyrot.toml")).unwrap();
+    let creds = tempfile::tempdir().unwrap();
+    let diags = crate::config::check_secrets_in(&cfg, Some(creds.path()));
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    let want = format!(
+        "{}:4:7: psk \"p\" `key` (credential \"psk-p\"): ",
+        dir.path().join("conf.d/30-psk.toml").display()
+    );
+    assert!(diags[0].to_string().starts_with(&want), "{}", diags[0]);
+    // Once the credential exists, nothing is reported.
+    fs::write(creds.path().join("psk-p"), "00".repeat(32)).unwrap();
+    assert!(crate::config::check_secrets_in(&cfg, Some(creds.path())).is_empty());
+}
+
+#[test]
 fn a_syntax_error_in_a_drop_in_is_reported_with_its_own_lines() {
     let dir = tree(&[
         ("keyrot.toml", MAIN),
