@@ -495,6 +495,36 @@ async fn a_secret_id_with_few_uses_is_verified_without_using_one() {
     assert_eq!(login(&bao, "once", issued.secret.expose_secret()), 200);
 }
 
+#[tokio::test]
+async fn a_changed_role_id_is_read_again_when_a_login_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bao, token) = world(tmp.path());
+    let p = OpenBaoAppRoleProvider::new("bao", &settings(&bao, tmp.path(), &token), None).unwrap();
+    let now = Timestamp::now();
+    let tokens = token_count(&bao);
+    // The first verification reads the role-id and keeps it.
+    let first = p.issue(&request("ci", "r1", None)).await.unwrap();
+    p.verify(&first.info.id, &first.secret, now).await.unwrap();
+    // Someone sets a new role-id behind keyrot's back: a login with the
+    // kept one is refused, so keyrot reads it again and logs in.
+    root(
+        &bao,
+        "POST",
+        "auth/approle/role/ci/role-id",
+        Some(r#"{"role_id":"a-new-role-id"}"#),
+    );
+    let second = p.issue(&request("ci", "r2", None)).await.unwrap();
+    p.verify(&second.info.id, &second.secret, now)
+        .await
+        .unwrap_or_else(|e| panic!("verify after the role-id changed: {e}"));
+    // A wrong secret is still refused after the fresh read.
+    let wrong = SecretString::from("not-the-secret-id".to_string());
+    let err = p.verify(&second.info.id, &wrong, now).await.unwrap_err();
+    assert!(!err.message.contains("not-the-secret-id"), "{err}");
+    // Every login's token was revoked, the retried one's too.
+    assert_eq!(token_count(&bao), tokens);
+}
+
 // ---------------------------------------------------------------------
 // The real binary.
 
