@@ -575,33 +575,55 @@ fn table_sizes(site: &Site) -> anyhow::Result<Vec<(String, u64, u64, u64)>> {
 struct Pruned {
     first: keyrot::store::PruneReport,
     first_time: Duration,
+    audit_entries: usize,
+    audit_time: Duration,
     again_time: Duration,
     bytes_before: u64,
     bytes_after: u64,
 }
 
-/// The daily prune's store call with a cutoff 180 days back (about half of
-/// the year of history goes), then again (the steady daily cost: nothing
-/// left to delete).
+/// The daily prune's store calls: the history with a cutoff 180 days back
+/// (about half of the year of history goes); the audit log, whose bulk
+/// history here is appended after the real rotations' entries (so the
+/// chain is not in time order and a 180-day cutoff would stop at entry 1),
+/// with a cutoff of now: every entry but the last goes, for its cost per
+/// entry; then both again with the 180-day cutoff (the steady daily cost:
+/// nothing left to delete). The audit chain must verify from its anchor.
 fn prune(site: &Site) -> anyhow::Result<Pruned> {
     let key = MasterKey::load(&site.master, false)?;
     let store = Store::open(&site.store, key)?;
-    let before = Timestamp::now() - SignedDuration::from_hours(24 * 180);
+    let now = Timestamp::now();
+    let before = now - SignedDuration::from_hours(24 * 180);
     let keep = std::collections::HashSet::new();
+    let batch = keyrot::store::PRUNE_BATCH;
     let bytes_before = site.store_bytes();
     let t = Instant::now();
-    let first = store.prune_history(before, &keep, keyrot::store::PRUNE_BATCH, &|| false)?;
+    let first = store.prune_history(before, &keep, batch, &|| false)?;
     let first_time = t.elapsed();
     let t = Instant::now();
-    let again = store.prune_history(before, &keep, keyrot::store::PRUNE_BATCH, &|| false)?;
+    let audit_entries = store.prune_audit(now, now, batch, &|| false)?;
+    let audit_time = t.elapsed();
+    let t = Instant::now();
+    let mut again = store.prune_history(before, &keep, batch, &|| false)?;
+    again.audit_entries = store.prune_audit(before, now, batch, &|| false)?;
     let again_time = t.elapsed();
     if !again.is_empty() {
         bail!("a second prune still deleted {again:?}");
+    }
+    let left = store
+        .verify_audit_chain()
+        .context("the audit chain after the prune")?;
+    if left != 2 {
+        bail!(
+            "{left} audit entries left after pruning all but the last (expected it and audit.pruned)"
+        );
     }
     drop(store);
     Ok(Pruned {
         first,
         first_time,
+        audit_entries,
+        audit_time,
         again_time,
         bytes_before,
         bytes_after: site.store_bytes(),
@@ -922,12 +944,14 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nprune (cutoff 180 days back): {} rotations, {} local keys, {} messages in {} transactions, {} ms; again (nothing left): {} ms; file {} → {} bytes",
+        "\nprune (cutoff 180 days back): {} rotations, {} local keys, {} messages in {} transactions, {} ms; audit log (cutoff now): {} entries, {} ms; again (nothing left): {} ms; file {} → {} bytes",
         pruned.first.rotations,
         pruned.first.local_keys,
         pruned.first.messages,
         pruned.first.transactions,
         ms(pruned.first_time),
+        pruned.audit_entries,
+        ms(pruned.audit_time),
         ms(pruned.again_time),
         pruned.bytes_before,
         pruned.bytes_after
@@ -966,6 +990,8 @@ fn main() -> anyhow::Result<()> {
             "rotations": pruned.first.rotations,
             "local_keys": pruned.first.local_keys,
             "messages": pruned.first.messages,
+            "audit_entries": pruned.audit_entries,
+            "audit_ms": ms(pruned.audit_time),
             "transactions": pruned.first.transactions,
             "ms": ms(pruned.first_time),
             "again_ms": ms(pruned.again_time),

@@ -203,8 +203,16 @@ pub fn render_verify(r: &VerifyReport) -> String {
         "audit log",
         r.audit_chain_ok,
         format!(
-            "{} entries{}",
+            "{} entries{}{}",
             r.audit_entries,
+            if r.audit_first > 1 {
+                format!(
+                    " from entry {} (older ones deleted by [store] audit_retention)",
+                    r.audit_first
+                )
+            } else {
+                String::new()
+            },
             if r.audit_chain_ok {
                 ", hash chain and head verified"
             } else {
@@ -291,6 +299,7 @@ mod tests {
                 },
             ],
             audit_entries: 7,
+            audit_first: 1,
             audit_chain_ok: true,
             secrets_checked: true,
             secrets_opened: 1,

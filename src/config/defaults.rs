@@ -56,6 +56,7 @@ impl Default for StoreConfig {
             master_key_file: PathBuf::from("/var/lib/keyrot/master.key"),
             create_master_key: false,
             history_retention: Some(DEFAULT_HISTORY_RETENTION),
+            audit_retention: Some(DEFAULT_HISTORY_RETENTION),
         }
     }
 }

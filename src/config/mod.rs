@@ -141,6 +141,10 @@ pub struct StoreConfig {
     /// messages are kept before the daily prune deletes them (default
     /// 400 days; `None`: `"forever"`, never pruned).
     pub history_retention: Option<SignedDuration>,
+    /// How long audit entries are kept before the daily prune deletes
+    /// them from the start of the chain (default: `history_retention`;
+    /// `None`: `"forever"`).
+    pub audit_retention: Option<SignedDuration>,
 }
 
 /// `[[provider]]`.

@@ -93,6 +93,9 @@ pub struct RawStore {
     pub create_master_key: Option<bool>,
     /// How long finished history is kept (a duration, or `"forever"`).
     pub history_retention: Option<Spanned<DurationText>>,
+    /// How long audit entries are kept (a duration, or `"forever"`;
+    /// default: as `history_retention`).
+    pub audit_retention: Option<Spanned<DurationText>>,
 }
 
 /// The fields every `[[provider]]` has, whatever its type.

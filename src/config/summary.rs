@@ -101,11 +101,15 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
     } else {
         ""
     };
+    let kept =
+        |r: Option<jiff::SignedDuration>| r.map_or_else(|| "forever".into(), format_duration);
     let _ = writeln!(
         out,
-        "store: {} (master key: credential master-key, else {}{create})",
+        "store: {} (master key: credential master-key, else {}{create}); history kept {}, audit log kept {}",
         s.path.display(),
-        s.master_key_file.display()
+        s.master_key_file.display(),
+        kept(s.history_retention),
+        kept(s.audit_retention)
     );
     heading(&mut out, cfg.providers.len(), "provider", "providers");
     for p in &cfg.providers {

@@ -5,13 +5,14 @@
 
 use std::path::PathBuf;
 
+use jiff::SignedDuration;
 use toml::Spanned;
 use toml::de::DeValue;
 
 use super::ctx::Ctx;
 use super::keys::{Known, keys};
 use super::merge::Document;
-use super::raw::{RawDaemon, RawRetry, RawStore};
+use super::raw::{DurationText, RawDaemon, RawRetry, RawStore};
 use super::typed::{provider, sink};
 use super::{Config, DaemonConfig, RetryConfig, StoreConfig};
 use crate::policy::Policy;
@@ -78,6 +79,31 @@ fn section<T: Default + for<'i> serde::Deserialize<'i>>(
     value: Option<Spanned<DeValue<'_>>>,
 ) -> T {
     value.and_then(|v| ctx.deser(v)).unwrap_or_default()
+}
+
+/// A retention: a duration of at least a day, or `"forever"` (`None`).
+fn retention(
+    ctx: &mut Ctx<'_>,
+    r: &Spanned<DurationText>,
+    field: &str,
+) -> Option<Option<SignedDuration>> {
+    if r.get_ref().0.trim() == "forever" {
+        return Some(None);
+    }
+    match ctx.duration(r) {
+        Some(d) if d < super::defaults::MIN_HISTORY_RETENTION => {
+            ctx.error(
+                r.span(),
+                format!(
+                    "`{field}` must be at least 1d (or \"forever\"), not {:?}",
+                    r.get_ref().0
+                ),
+            );
+            None
+        }
+        Some(d) => Some(Some(d)),
+        None => None,
+    }
 }
 
 /// `[daemon]`.
@@ -255,24 +281,17 @@ fn store(ctx: &mut Ctx<'_>, raw: RawStore) -> Option<StoreConfig> {
         out.create_master_key = c;
     }
     if let Some(r) = &raw.history_retention {
-        if r.get_ref().0.trim() == "forever" {
-            out.history_retention = None;
-        } else {
-            match ctx.duration(r) {
-                Some(d) if d < super::defaults::MIN_HISTORY_RETENTION => {
-                    ctx.error(
-                        r.span(),
-                        format!(
-                            "`history_retention` must be at least 1d (or \"forever\"), not {:?}",
-                            r.get_ref().0
-                        ),
-                    );
-                    ok = false;
-                }
-                Some(d) => out.history_retention = Some(d),
-                None => ok = false,
-            }
-        }
+        ok &= set(
+            &mut out.history_retention,
+            retention(ctx, r, "history_retention"),
+        );
+    }
+    out.audit_retention = out.history_retention;
+    if let Some(r) = &raw.audit_retention {
+        ok &= set(
+            &mut out.audit_retention,
+            retention(ctx, r, "audit_retention"),
+        );
     }
     if ok && out.path == out.master_key_file {
         let span = raw
@@ -328,5 +347,32 @@ mod retention_tests {
         );
         let err = retention("[store]\nhistory_retention = \"P400D\"\n").unwrap_err();
         assert!(err.contains("2:21:"), "{err}");
+    }
+
+    #[test]
+    fn audit_retention_follows_history_retention_unless_set() {
+        let audit = |text: &str| {
+            load_str(Path::new("/etc/keyrot/keyrot.toml"), text)
+                .map(|c| c.store.audit_retention)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(audit(""), Ok(Some(SignedDuration::from_hours(400 * 24))));
+        assert_eq!(
+            audit("[store]\nhistory_retention = \"90d\"\n"),
+            Ok(Some(SignedDuration::from_hours(90 * 24)))
+        );
+        assert_eq!(
+            audit("[store]\nhistory_retention = \"90d\"\naudit_retention = \"forever\"\n"),
+            Ok(None)
+        );
+        assert_eq!(
+            audit("[store]\naudit_retention = \"2600d\"\n"),
+            Ok(Some(SignedDuration::from_hours(2600 * 24)))
+        );
+        let err = audit("[store]\naudit_retention = \"1h\"\n").unwrap_err();
+        assert!(
+            err.contains("2:19: `audit_retention` must be at least 1d"),
+            "{err}"
+        );
     }
 }

@@ -49,6 +49,7 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
             master_key_file: out.join("k"),
             create_master_key: false,
             history_retention: None,
+            audit_retention: None,
         },
         providers: vec![ProviderConfig {
             name: "local".into(),

@@ -196,7 +196,6 @@ pub(super) async fn run(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
     let mut changed = wake.subscribe();
     let mut known: HashSet<String> = HashSet::new();
     let mut shown: Option<(usize, Option<Timestamp>)> = None;
-    let mut settle = SETTLE;
     loop {
         let now = engine.now();
         let started = std::time::Instant::now();
@@ -227,7 +226,7 @@ pub(super) async fn run(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
                 }
             }
         };
-        settle = settle_after(started.elapsed());
+        let settle = settle_after(started.elapsed());
         let sleep = next
             .map(|at| at.duration_since(engine.now()).max(SignedDuration::ZERO))
             .and_then(|d| std::time::Duration::try_from(d).ok());

@@ -1,9 +1,10 @@
 //! The daily history prune: once a day, at [`PRUNE_AT`] (UTC), the history
 //! older than `[store] history_retention` is deleted from the store
 //! ([`Store::prune_history`]: finished rotations, revoked local keys, sent
-//! and dead messages; never the audit log, an unfinished rotation or a
-//! key's latest rotations), in transactions of [`PRUNE_BATCH`] rows
-//! between which the state machine's writes go on.
+//! and dead messages; never an unfinished rotation or a key's latest
+//! rotations), and the audit entries older than `[store] audit_retention`
+//! from the start of the chain ([`Store::prune_audit`]), in transactions
+//! of [`PRUNE_BATCH`] rows between which the state machine's writes go on.
 //!
 //! The loop sleeps until the next occurrence; it never polls. An expiry
 //! notice that is still due, and the messages of a rotation still running,
@@ -50,6 +51,7 @@ pub(super) async fn run(engine: Arc<Engine>, mut stop: Stop) {
                     rotations = r.rotations,
                     local_keys = r.local_keys,
                     messages = r.messages,
+                    audit_entries = r.audit_entries,
                     transactions = r.transactions,
                     "history older than the retention pruned"
                 ),
@@ -65,23 +67,33 @@ pub(super) async fn run(engine: Arc<Engine>, mut stop: Stop) {
     }
 }
 
-/// Prunes the history older than the configured retention, as of now;
-/// `None` when the retention is `"forever"`. `halt` ends it between
-/// batches.
+/// Prunes the history and the audit entries older than their configured
+/// retentions, as of now; `None` when both are `"forever"`. `halt` ends it
+/// between batches.
 pub async fn prune(
     engine: &Arc<Engine>,
     halt: Arc<AtomicBool>,
 ) -> Result<Option<PruneReport>, String> {
     let cfg = Arc::clone(&engine.runtime().config);
-    let Some(retention) = cfg.store.history_retention else {
+    let (history, audit) = (cfg.store.history_retention, cfg.store.audit_retention);
+    if history.is_none() && audit.is_none() {
         return Ok(None);
-    };
+    }
     let now = engine.now();
-    let before = now - retention;
     let report = engine
         .db(move |s| {
-            let keep = messages_to_keep(s, &cfg, now)?;
-            s.prune_history(before, &keep, PRUNE_BATCH, &|| halt.load(Ordering::Relaxed))
+            let stop = || halt.load(Ordering::Relaxed);
+            let mut report = match history {
+                Some(retention) => {
+                    let keep = messages_to_keep(s, &cfg, now)?;
+                    s.prune_history(now - retention, &keep, PRUNE_BATCH, &stop)?
+                }
+                None => PruneReport::default(),
+            };
+            if let Some(retention) = audit {
+                report.audit_entries = s.prune_audit(now - retention, now, PRUNE_BATCH, &stop)?;
+            }
+            Ok::<_, StoreError>(report)
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -218,5 +230,75 @@ sinks = ["out"]
         assert_eq!(report.messages, 1);
         let left: Vec<String> = store.outbox().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(left, [due]);
+    }
+
+    /// An engine over a fresh store with `store_section` as `[store]`, its
+    /// clock at `now`, and the shutdown controller it listens to.
+    fn engine(
+        dir: &Path,
+        store_section: &str,
+        now: &str,
+    ) -> (Arc<Engine>, crate::shutdown::ShutdownController) {
+        let text = format!("[store]\npath = \"s.redb\"\n{store_section}\n");
+        let cfg = Arc::new(crate::config::load_str(&dir.join("keyrot.toml"), &text).unwrap());
+        let store = Arc::new(Store::open(&cfg.store.path, MasterKey::generate()).unwrap());
+        let rt = crate::rotation::Runtime::build(Arc::clone(&cfg), &store).unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(ts(now)));
+        let controller = crate::shutdown::ShutdownController::new();
+        let engine = Engine::new(
+            store,
+            rt,
+            clock,
+            crate::wake::Wake::new(),
+            controller.handle(),
+        );
+        (engine, controller)
+    }
+
+    #[tokio::test]
+    async fn the_daily_prune_applies_each_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, _controller) = engine(
+            dir.path(),
+            "history_retention = \"forever\"\naudit_retention = \"30d\"",
+            "2026-06-01T00:00:00Z",
+        );
+        e.store()
+            .write(|tx| {
+                for day in ["2026-01-01", "2026-02-01", "2026-05-20"] {
+                    tx.audit(
+                        ts(&format!("{day}T00:00:00Z")),
+                        "test.event",
+                        None,
+                        None,
+                        None,
+                        day,
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let halt = Arc::new(AtomicBool::new(false));
+        let report = prune(&e, Arc::clone(&halt)).await.unwrap().unwrap();
+        // The two entries older than 30 days go; history is kept forever.
+        assert_eq!(report.audit_entries, 2);
+        assert_eq!(report.rotations + report.local_keys + report.messages, 0);
+        let events: Vec<String> = e
+            .store()
+            .audit(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.event)
+            .collect();
+        assert_eq!(events, ["test.event", "audit.pruned"]);
+        assert_eq!(e.store().verify_audit_chain().unwrap(), 2);
+        // Both forever: nothing to do at all.
+        let dir = tempfile::tempdir().unwrap();
+        let (e, _controller) = engine(
+            dir.path(),
+            "history_retention = \"forever\"\naudit_retention = \"forever\"",
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(prune(&e, halt).await.unwrap(), None);
     }
 }

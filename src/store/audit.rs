@@ -4,10 +4,22 @@
 //! event, slot, rotation, actor, detail and the previous entry's hash; the
 //! head (last sequence and hash) is also kept in `meta` so that removing
 //! entries from the end is detected too.
+//!
+//! Retention (`[store] audit_retention`) deletes entries from the start of
+//! the chain only, never the last one, and records the last deleted
+//! entry's sequence and hash as the chain's anchor in `meta`, in the same
+//! transaction: the chain then verifies from the anchor, and an entry
+//! removed anywhere after it (or at the end) is still detected. Each prune
+//! that deleted anything appends an `audit.pruned` entry saying so.
 
 use jiff::Timestamp;
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
-use super::StoreError;
+use super::error::backend;
+use super::tables::{
+    AUDIT, META, META_AUDIT_ANCHOR, META_AUDIT_HEAD, decode, encode, top_level_str,
+};
+use super::{Store, StoreError, Tx};
 use crate::crypto::sha256_hex;
 use crate::model::AuditEntry;
 
@@ -78,18 +90,26 @@ fn field(buf: &mut Vec<u8>, value: Option<&str>) {
 
 /// Walks the chain in sequence order, checking numbering, links and hashes.
 pub(super) struct ChainCheck {
-    /// Entries checked so far.
+    /// Sequence number of the anchor (0: the chain's start).
+    start: u64,
+    /// Sequence number of the last entry checked (the anchor's before the
+    /// first).
     count: u64,
-    /// Hash of the last entry checked (empty before the first).
+    /// Hash of the last entry checked (the anchor's, or empty, before the
+    /// first).
     last_hash: String,
 }
 
 impl ChainCheck {
-    /// A check before the first entry.
-    pub(super) fn new() -> ChainCheck {
+    /// A check before the first entry after `anchor`: the last entry a
+    /// retention prune deleted (sequence and hash), or the chain's start
+    /// when `None`.
+    pub(super) fn after(anchor: Option<(u64, String)>) -> ChainCheck {
+        let (count, last_hash) = anchor.unwrap_or((0, String::new()));
         ChainCheck {
-            count: 0,
-            last_hash: String::new(),
+            start: count,
+            count,
+            last_hash,
         }
     }
 
@@ -108,16 +128,155 @@ impl ChainCheck {
     }
 
     /// Compares the end of the chain with the head kept in `meta`; returns
-    /// the number of entries.
+    /// the number of entries checked (those after the anchor).
     pub(super) fn finish(self, head: Option<(u64, String)>) -> Result<u64, StoreError> {
         match head {
             None if self.count == 0 => Ok(0),
             None => Err(StoreError::AuditChainBroken { seq: 1 }),
-            Some((seq, hash)) if seq == self.count && hash == self.last_hash => Ok(self.count),
+            Some((seq, hash)) if seq == self.count && hash == self.last_hash => {
+                Ok(self.count - self.start)
+            }
             Some((seq, _)) => Err(StoreError::AuditChainBroken {
-                seq: seq.min(self.count + 1).max(1),
+                seq: seq.min(self.count + 1).max(self.start + 1),
             }),
         }
+    }
+}
+
+/// The audit log as a check found it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Chain {
+    /// Sequence number of the first entry kept (1 unless a retention
+    /// prune deleted older ones).
+    pub first: u64,
+    /// Entries in the log, all verified.
+    pub entries: u64,
+}
+
+/// A `[seq, hash]` pair kept in `meta` under `name`.
+fn meta_pair(txn: &ReadTransaction, name: &str) -> Result<Option<(u64, String)>, StoreError> {
+    let meta = txn.open_table(META).map_err(backend("opening meta"))?;
+    match meta.get(name).map_err(backend("reading meta"))? {
+        Some(v) => decode("meta", name, v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Verifies the whole audit log in `txn`: from the anchor a retention
+/// prune left (if any) through every entry's number, link and hash to the
+/// head in `meta`. [`StoreError::AuditChainBroken`] names the first entry
+/// that fails.
+pub(super) fn check_chain(txn: &ReadTransaction) -> Result<Chain, StoreError> {
+    let anchor = meta_pair(txn, META_AUDIT_ANCHOR)?;
+    let first = anchor.as_ref().map_or(1, |(seq, _)| seq + 1);
+    let mut check = ChainCheck::after(anchor);
+    let t = txn.open_table(AUDIT).map_err(backend("opening audit"))?;
+    for item in t.iter().map_err(backend("scanning audit"))? {
+        let (k, v) = item.map_err(backend("scanning audit"))?;
+        let seq = k.value();
+        let entry: AuditEntry = decode("audit", &seq.to_string(), v.value())
+            .map_err(|_| StoreError::AuditChainBroken { seq })?;
+        check.next(seq, &entry)?;
+    }
+    let head = meta_pair(txn, META_AUDIT_HEAD)?;
+    let entries = check.finish(head)?;
+    debug_assert_eq!(entries, t.len().unwrap_or(entries));
+    Ok(Chain { first, entries })
+}
+
+impl Store {
+    /// Deletes the audit entries recorded before `before` from the start of
+    /// the chain, oldest first, at most `batch` per write transaction,
+    /// never the last entry; stops at the first entry that is not old
+    /// enough. Each transaction moves the chain's anchor to the last entry
+    /// it deleted. When anything was deleted, an `audit.pruned` entry
+    /// (recorded at `now`) says how much. `stop` is asked between batches.
+    /// Returns the number of entries deleted.
+    pub fn prune_audit(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        batch: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<usize, StoreError> {
+        let batch = batch.max(1);
+        let mut deleted = 0;
+        let mut anchor = 0;
+        while !stop() {
+            let (n, last) = self.write(|tx| tx.prune_audit_batch(before, batch))?;
+            deleted += n;
+            anchor = last.unwrap_or(anchor);
+            if n < batch {
+                break;
+            }
+        }
+        if deleted > 0 {
+            let detail = format!(
+                "{deleted} entries recorded before {before} deleted ([store] audit_retention); \
+                 the chain now starts after entry {anchor}"
+            );
+            self.write(|tx| tx.audit(now, "audit.pruned", None, None, Some("keyrot"), &detail))?;
+        }
+        Ok(deleted)
+    }
+}
+
+impl Tx {
+    /// Deletes up to `batch` entries recorded before `before` from the
+    /// start of the chain (never the last entry) and anchors the chain at
+    /// the last one deleted: (entries deleted, that entry's sequence).
+    fn prune_audit_batch(
+        &mut self,
+        before: Timestamp,
+        batch: usize,
+    ) -> Result<(usize, Option<u64>), StoreError> {
+        let mut audit = self
+            .txn
+            .open_table(AUDIT)
+            .map_err(backend("opening audit"))?;
+        let Some(last) = audit
+            .last()
+            .map_err(backend("reading audit"))?
+            .map(|(k, _)| k.value())
+        else {
+            return Ok((0, None));
+        };
+        let mut doomed: Vec<(u64, String)> = Vec::new();
+        for item in audit.iter().map_err(backend("scanning audit"))?.take(batch) {
+            let (k, v) = item.map_err(backend("scanning audit"))?;
+            let seq = k.value();
+            if seq >= last {
+                break;
+            }
+            let json = v.value();
+            let (at, hash) = match (top_level_str(json, "at"), top_level_str(json, "hash")) {
+                (Some(at), Some(hash)) if at.parse::<Timestamp>().is_ok() => {
+                    (at.parse::<Timestamp>().ok(), hash.to_owned())
+                }
+                _ => {
+                    let e: AuditEntry = decode("audit", &seq.to_string(), json)?;
+                    (Some(e.at), e.hash)
+                }
+            };
+            if at.is_none_or(|at| at >= before) {
+                break;
+            }
+            doomed.push((seq, hash));
+        }
+        let Some(anchor) = doomed.last().cloned() else {
+            return Ok((0, None));
+        };
+        for (seq, _) in &doomed {
+            audit
+                .remove(*seq)
+                .map_err(backend("deleting an audit entry"))?;
+        }
+        drop(audit);
+        let bytes = encode("meta", META_AUDIT_ANCHOR, &anchor)?;
+        let mut meta = self.txn.open_table(META).map_err(backend("opening meta"))?;
+        meta.insert(META_AUDIT_ANCHOR, bytes.as_slice())
+            .map_err(backend("writing the audit anchor"))?;
+        Ok((doomed.len(), Some(anchor.0)))
     }
 }
 
@@ -186,12 +345,12 @@ mod tests {
     fn chain_check_detects_gaps_links_and_truncation() {
         let e1 = entry(1, "");
         let e2 = entry(2, &e1.hash);
-        let mut c = ChainCheck::new();
+        let mut c = ChainCheck::after(None);
         c.next(1, &e1).unwrap();
         c.next(2, &e2).unwrap();
         assert_eq!(c.finish(Some((2, e2.hash.clone()))).unwrap(), 2);
 
-        let mut c = ChainCheck::new();
+        let mut c = ChainCheck::after(None);
         c.next(1, &e1).unwrap();
         // Head says 2 entries, only one present: truncated.
         assert!(matches!(
@@ -200,7 +359,7 @@ mod tests {
         ));
 
         let bad = entry(2, "not the previous hash");
-        let mut c = ChainCheck::new();
+        let mut c = ChainCheck::after(None);
         c.next(1, &e1).unwrap();
         assert!(matches!(
             c.next(2, &bad),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle};
 
-use super::audit::ChainCheck;
+use super::audit::check_chain;
 use super::error::backend;
 use super::tables::{
     ACTIVE, AUDIT, DERIVED_TABLES, DUE, KEY_CHECK_AAD, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS,
@@ -18,7 +18,7 @@ use super::tables::{
 };
 use super::{DueTarget, LocalKey, StoreError, TableCount, VerifyReport};
 use crate::crypto::MasterKey;
-use crate::model::{AuditEntry, KeyRecord, OutboxMessage, RotationRecord, RotationState};
+use crate::model::{KeyRecord, OutboxMessage, RotationRecord, RotationState};
 
 /// The record checks, in one read transaction.
 pub(super) struct Checker<'a> {
@@ -469,31 +469,17 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// The audit hash chain, entry by entry, then its head.
+    /// The audit hash chain, entry by entry from its anchor, then its head.
     fn audit(&mut self, txn: &ReadTransaction) -> Result<(), StoreError> {
-        let Ok(t) = txn.open_table(AUDIT) else {
+        if txn.open_table(AUDIT).is_err() {
             return Ok(());
-        };
-        self.report.audit_entries = t.len().map_err(backend("counting audit"))?;
-        let mut check = ChainCheck::new();
-        for item in t.iter().map_err(backend("scanning audit"))? {
-            let (k, v) = item.map_err(backend("scanning audit"))?;
-            let seq = k.value();
-            let step = decode::<AuditEntry>("audit", &seq.to_string(), v.value())
-                .map_err(|_| StoreError::AuditChainBroken { seq })
-                .and_then(|e| check.next(seq, &e));
-            if let Err(e) = step {
-                self.report.problem(e.to_string());
-                return Ok(());
-            }
         }
-        let meta = txn.open_table(META).map_err(backend("opening meta"))?;
-        let head = match meta.get(META_AUDIT_HEAD).map_err(backend("reading meta"))? {
-            Some(v) => decode::<(u64, String)>("meta", META_AUDIT_HEAD, v.value()).ok(),
-            None => None,
-        };
-        match check.finish(head) {
-            Ok(_) => self.report.audit_chain_ok = true,
+        match check_chain(txn) {
+            Ok(chain) => {
+                self.report.audit_entries = chain.entries;
+                self.report.audit_first = chain.first;
+                self.report.audit_chain_ok = true;
+            }
             Err(e) => self.report.problem(e.to_string()),
         }
         Ok(())

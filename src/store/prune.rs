@@ -15,9 +15,10 @@
 //! active rotation (a Failed one waits for an operator), its slot's latest
 //! rotation, or its slot's latest Completed rotation (the last good
 //! rotation of every key remains to be shown); queued messages; live
-//! local keys and those an unfinished rotation names; and the audit log,
-//! whose hash chain is the record of everything that happened
-//! (`keyrot store verify` checks it from its first entry).
+//! local keys and those an unfinished rotation names. The audit log has its
+//! own retention (`[store] audit_retention`, [`Store::prune_audit`]): its
+//! hash chain is cut only at its start, at an anchor `keyrot store verify`
+//! checks from.
 //!
 //! Candidates are found in read snapshots (never blocking a writer) and
 //! deleted in write transactions of at most `batch` rows each, each one
@@ -53,6 +54,9 @@ pub struct PruneReport {
     pub local_keys: usize,
     /// Sent or dead outbox messages deleted.
     pub messages: usize,
+    /// Audit entries deleted from the start of the chain
+    /// ([`Store::prune_audit`]).
+    pub audit_entries: usize,
     /// Write transactions used.
     pub transactions: usize,
 }
@@ -60,7 +64,7 @@ pub struct PruneReport {
 impl PruneReport {
     /// Whether nothing was deleted.
     pub fn is_empty(&self) -> bool {
-        self.rotations + self.local_keys + self.messages == 0
+        self.rotations + self.local_keys + self.messages + self.audit_entries == 0
     }
 }
 

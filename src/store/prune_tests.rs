@@ -147,6 +147,7 @@ fn old_history_goes_and_what_a_slot_needs_stays() {
             rotations: 4,
             local_keys: 1,
             messages: 2,
+            audit_entries: 0,
             transactions: 3,
         }
     );
@@ -255,4 +256,80 @@ fn uuid_ids_past_the_cutoff_end_the_scan() {
         .unwrap();
     assert_eq!(report.rotations, 1);
     assert_eq!(ids(store.rotations(Some("p/x"), 10).unwrap()), [newer]);
+}
+
+/// Appends one audit entry per day `days` (in order).
+fn audit_days(store: &Store, days: &[i64]) {
+    for &d in days {
+        store
+            .write(|tx| {
+                tx.audit(
+                    day(d),
+                    "test.event",
+                    Some("p/a"),
+                    None,
+                    None,
+                    &format!("day {d}"),
+                )
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn audit_entries_go_from_the_start_of_the_chain_and_it_still_verifies() {
+    let (_dir, store) = open();
+    audit_days(&store, &[1, 2, 3, 4, 50, 6, 7]);
+    assert_eq!(store.verify_audit_chain().unwrap(), 7);
+    // Cutoff day 10, batches of 2: entries 1-4 go; entry 5 (day 50) stops
+    // the prune, so 6 and 7, older, stay (the chain is cut at its start
+    // only).
+    let deleted = store.prune_audit(day(10), day(60), 2, &|| false).unwrap();
+    assert_eq!(deleted, 4);
+    let left = store.audit(0, 100).unwrap();
+    let seqs: Vec<u64> = left.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [5, 6, 7, 8]);
+    let last = left.last().unwrap();
+    assert_eq!(last.event, "audit.pruned");
+    assert_eq!(last.at, day(60));
+    assert!(
+        last.detail.starts_with("4 entries recorded before"),
+        "{}",
+        last.detail
+    );
+    assert!(
+        last.detail.ends_with("starts after entry 4"),
+        "{}",
+        last.detail
+    );
+    assert_eq!(store.verify_audit_chain().unwrap(), 4);
+    // Appending goes on from the head; nothing more is old enough.
+    audit_days(&store, &[70]);
+    assert_eq!(
+        store.prune_audit(day(10), day(71), 2, &|| false).unwrap(),
+        0
+    );
+    assert_eq!(store.verify_audit_chain().unwrap(), 5);
+}
+
+#[test]
+fn the_last_audit_entry_is_never_pruned() {
+    let (_dir, store) = open();
+    audit_days(&store, &[1, 2, 3]);
+    let deleted = store
+        .prune_audit(day(100), day(100), PRUNE_BATCH, &|| false)
+        .unwrap();
+    assert_eq!(deleted, 2);
+    let seqs: Vec<u64> = store.audit(0, 10).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [3, 4]);
+    assert_eq!(store.verify_audit_chain().unwrap(), 2);
+    // An empty log has nothing to prune.
+    let (_dir, empty) = open();
+    assert_eq!(
+        empty
+            .prune_audit(day(100), day(100), 10, &|| false)
+            .unwrap(),
+        0
+    );
+    assert_eq!(empty.verify_audit_chain().unwrap(), 0);
 }

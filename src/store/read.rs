@@ -5,12 +5,11 @@ use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableError};
 use secrecy::SecretString;
 
-use super::audit::ChainCheck;
 use super::error::backend;
 use super::tables::{
-    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_AUDIT_HEAD,
-    META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros, due_timestamp,
-    get_json, parse_state, parse_target, rotation_state, secret_aad,
+    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_LAST_SYNC, OUTBOX,
+    ROTATIONS, SECRETS, all_json, decode, due_micros, due_timestamp, get_json, parse_state,
+    parse_target, rotation_state, secret_aad,
 };
 use super::{DueTarget, LocalKey, Store, StoreError, StoreStats};
 use crate::model::{
@@ -387,28 +386,12 @@ impl Store {
         })
     }
 
-    /// Recomputes every audit entry's hash and link and compares the end of
-    /// the chain with the recorded head. Returns the number of entries, or
+    /// Recomputes every audit entry's hash and link, from the anchor a
+    /// retention prune left (if any), and compares the end of the chain
+    /// with the recorded head. Returns the number of entries, or
     /// [`StoreError::AuditChainBroken`] at the first entry that fails.
     pub fn verify_audit_chain(&self) -> Result<u64, StoreError> {
-        self.read(|txn| {
-            let t = txn.open_table(AUDIT).map_err(backend("opening audit"))?;
-            let mut check = ChainCheck::new();
-            for item in t.iter().map_err(backend("scanning audit"))? {
-                let (k, v) = item.map_err(backend("scanning audit"))?;
-                let seq = k.value();
-                let entry: AuditEntry = decode("audit", &seq.to_string(), v.value())
-                    .map_err(|_| StoreError::AuditChainBroken { seq })?;
-                check.next(seq, &entry)?;
-            }
-            let meta = txn.open_table(META).map_err(backend("opening meta"))?;
-            let head: Option<(u64, String)> =
-                match meta.get(META_AUDIT_HEAD).map_err(backend("reading meta"))? {
-                    Some(v) => Some(decode("meta", META_AUDIT_HEAD, v.value())?),
-                    None => None,
-                };
-            check.finish(head)
-        })
+        self.read(|txn| super::audit::check_chain(txn).map(|c| c.entries))
     }
 
     /// Keys of the local provider's registry, by id.

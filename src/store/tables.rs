@@ -73,6 +73,9 @@ pub(super) const META_SCHEMA: &str = "schema_version";
 pub(super) const META_KEY_CHECK: &str = "key_check";
 /// Meta key of the audit chain head: JSON `[seq, hash]`.
 pub(super) const META_AUDIT_HEAD: &str = "audit_head";
+/// Meta key of the audit chain's anchor, the last entry a retention prune
+/// deleted: JSON `[seq, hash]` (absent: the chain starts at entry 1).
+pub(super) const META_AUDIT_ANCHOR: &str = "audit_anchor";
 /// AAD of the key check envelope.
 pub(super) const KEY_CHECK_AAD: &[u8] = b"keyrot-key-check";
 /// Plaintext of the key check envelope.

@@ -61,6 +61,9 @@ pub struct VerifyReport {
     pub tables: Vec<TableCount>,
     /// Audit entries in the log.
     pub audit_entries: u64,
+    /// Sequence number of the first audit entry kept: 1, or the one after
+    /// the entries `[store] audit_retention` deleted.
+    pub audit_first: u64,
     /// The audit hash chain and its head verified.
     pub audit_chain_ok: bool,
     /// Whether the secrets were checked (the master key was available).

@@ -404,3 +404,49 @@ fn outbox_local_keys_and_stats() {
     assert!(store.write(|tx| tx.delete_message("m3")).unwrap());
     assert_eq!(store.outbox().unwrap().len(), 2);
 }
+
+#[test]
+fn tampering_after_an_audit_prune_is_still_detected() {
+    let remove = |store: &crate::store::Store, seq: u64| {
+        raw_write(store, |txn| {
+            txn.open_table(AUDIT).unwrap().remove(seq).unwrap();
+        });
+    };
+    // Entries at t(0)..t(4); a prune before t(2) deletes 1 and 2 and
+    // anchors the chain at 2; 3, 4, 5 and 6 (audit.pruned) are left.
+    let fresh = || {
+        let (dir, path) = temp_path();
+        let store = open(&path);
+        append(&store, 5);
+        assert_eq!(store.prune_audit(t(2), t(9), 500, &|| false).unwrap(), 2);
+        assert_eq!(store.verify_audit_chain().unwrap(), 4);
+        (dir, store)
+    };
+    // The first kept entry removed: its successor no longer links to the
+    // anchor.
+    let (_dir, store) = fresh();
+    remove(&store, 3);
+    assert!(matches!(
+        store.verify_audit_chain(),
+        Err(StoreError::AuditChainBroken { seq: 3 })
+    ));
+    // The last one removed: the head says 6.
+    let (_dir, store) = fresh();
+    remove(&store, 6);
+    assert!(matches!(
+        store.verify_audit_chain(),
+        Err(StoreError::AuditChainBroken { seq: 6 })
+    ));
+    // The anchor moved forward to hide entries: 3 no longer links to it.
+    let (_dir, store) = fresh();
+    let e4 = store.audit(3, 1).unwrap().remove(0);
+    raw_write(&store, |txn| {
+        let mut meta = txn.open_table(crate::store::tables::META).unwrap();
+        let anchor = serde_json::to_vec(&(e4.seq, &e4.hash)).unwrap();
+        meta.insert("audit_anchor", anchor.as_slice()).unwrap();
+    });
+    assert!(matches!(
+        store.verify_audit_chain(),
+        Err(StoreError::AuditChainBroken { seq: 5 })
+    ));
+}

@@ -43,6 +43,7 @@ fn a_sound_store_passes_live_and_offline() {
         assert!(!r.recovered);
         assert_eq!(r.schema_version, Some(1));
         assert_eq!(r.audit_entries, 3);
+        assert_eq!(r.audit_first, 1);
         assert!(r.audit_chain_ok);
         assert!(r.secrets_checked);
         assert_eq!(r.secrets_opened, 2);
@@ -59,6 +60,24 @@ fn a_sound_store_passes_live_and_offline() {
     let before = std::fs::read(&path).unwrap();
     verify_file(&path, Some(&MasterKey::from_bytes(KEY_A))).unwrap();
     assert!(std::fs::read(&path).unwrap() == before);
+}
+
+#[test]
+fn a_pruned_audit_log_verifies_from_its_anchor_live_and_offline() {
+    let (_dir, path) = temp_path();
+    let store = open(&path);
+    populate(&store);
+    let last = store.audit(0, 10).unwrap().pop().unwrap();
+    // Every entry before the last goes (two), and audit.pruned is added.
+    let after = last.at + jiff::SignedDuration::from_secs(1);
+    assert_eq!(store.prune_audit(after, after, 500, &|| false).unwrap(), 2);
+    let (live, offline) = both(store);
+    for r in [&live, &offline] {
+        assert!(r.is_ok(), "{r:#?}");
+        assert!(r.audit_chain_ok);
+        assert_eq!(r.audit_first, 3);
+        assert_eq!(r.audit_entries, 2);
+    }
 }
 
 #[test]
