@@ -436,22 +436,7 @@ fn an_error_after_the_start_commit_still_drives_the_rotation() {
     case.disarm();
     assert_eq!(case.fired(), vec!["after:commit: error".to_string()]);
     // ... yet the rotation it created completes without a restart.
-    case.settle(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let rotations = case.rotations();
-    assert_eq!(
-        rotations.len(),
-        before + 1,
-        "{}",
-        case.fail("one more rotation expected")
-    );
-    assert!(
-        rotations.iter().all(|r| r["state"] == "Completed"),
-        "{}",
-        case.fail("a rotation did not complete")
-    );
-    let report = case.check(true).unwrap_or_else(|e| panic!("{e}"));
-    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    case.settle_with_one_more_completed(before);
 }
 
 /// A store error in the middle of a rotation (here right after the Issued
@@ -475,21 +460,5 @@ fn a_store_error_mid_rotation_is_retried_without_a_restart() {
     );
     case.disarm();
     assert_eq!(case.fired(), vec!["after:issued: error".to_string()]);
-    case.settle(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(case.running(), "{}", case.fail("the daemon stopped"));
-    let rotations = case.rotations();
-    assert_eq!(
-        rotations.len(),
-        before + 1,
-        "{}",
-        case.fail("one more rotation expected")
-    );
-    assert!(
-        rotations.iter().all(|r| r["state"] == "Completed"),
-        "{}",
-        case.fail("a rotation did not complete")
-    );
-    let report = case.check(true).unwrap_or_else(|e| panic!("{e}"));
-    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    case.settle_with_one_more_completed(before);
 }

@@ -141,18 +141,9 @@ fn rotates_keys_end_to_end_and_records_everything() {
 fn kill_9_during_overlap_then_restart_finishes_the_rotation() {
     let mut d = Daemon::new(&config(SLOW, &["alpha"]));
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["keys"][0]["key_id"]
-        .is_string()));
+    d.wait_first_key();
     let before = d.json(&["status", "--json"])["keys"][0]["key_id"].clone();
-    let out = d.cli(&["rotate", "alpha", "--reason", "test kill -9", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = rot["id"].as_str().unwrap().to_string();
+    let id = d.rotate("alpha", "test kill -9");
     assert!(wait_until(Duration::from_secs(30), || d
         .json(&["rotation", "show", &id, "--json"])["state"]
         == "Overlap"));
@@ -260,9 +251,7 @@ fn reload_with_a_bad_config_keeps_the_old_one() {
 fn control_socket_answers_and_refuses_clearly() {
     let mut d = Daemon::new(&config(SLOW, &["alpha"]));
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["keys"][0]["key_id"]
-        .is_string()));
+    d.wait_first_key();
     // Unknown key: error with a near match, non-zero exit.
     let out = d.cli(&["rotate", "alpah"]);
     assert!(!out.status.success());
@@ -309,9 +298,7 @@ fn a_second_daemon_on_the_same_store_refuses_to_start() {
 fn without_a_daemon_status_reads_the_store() {
     let mut d = Daemon::new(&config(SLOW, &["alpha"]));
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["keys"][0]["key_id"]
-        .is_string()));
+    d.wait_first_key();
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).unwrap().success());
     let status = d.json(&["status", "--json"]);

@@ -15,14 +15,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::datagram::Datagrams;
 use common::{Daemon, config, wait_until};
 
 const SLOW: &str = r#"new_key_lifetime = "1h"
@@ -74,61 +71,20 @@ fn has(e: &Entry, name: &str, value: &str) -> bool {
     e.iter().any(|(n, v)| n == name && v == value)
 }
 
-/// A stand-in journald: a bound datagram socket read by a thread (the
-/// sender blocks once a few datagrams wait, so it must be drained).
-struct Journal {
-    /// Socket path.
-    path: PathBuf,
-    /// Every datagram received, raw.
-    got: Arc<Mutex<Vec<Vec<u8>>>>,
-    /// Tells the reader to stop.
-    stop: Arc<AtomicBool>,
-    /// The reader.
-    reader: Option<JoinHandle<()>>,
-}
+/// A stand-in journald: every datagram on its socket.
+struct Journal(Datagrams);
 
 impl Journal {
     fn bind(path: &Path) -> Journal {
-        let sock = UnixDatagram::bind(path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let got = Arc::clone(&got);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 1 << 17];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(n) = sock.recv(&mut buf) {
-                        got.lock().unwrap().push(buf[..n].to_vec());
-                    }
-                }
-            })
-        };
-        Journal {
-            path: path.to_path_buf(),
-            got,
-            stop,
-            reader: Some(reader),
-        }
+        Journal(Datagrams::bind(path, 1 << 17))
     }
 
     fn entries(&self) -> Vec<Entry> {
-        self.got.lock().unwrap().iter().map(|d| decode(d)).collect()
+        self.raw().iter().map(|d| decode(d)).collect()
     }
 
     fn raw(&self) -> Vec<Vec<u8>> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Journal {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
+        self.0.received()
     }
 }
 
@@ -198,19 +154,10 @@ fn stop(d: &mut Daemon) {
 fn under_journal_stream_a_rotation_logs_native_entries_with_its_fields() {
     let mut d = Daemon::new(&config(SLOW, &["alpha"]));
     let journal = Journal::bind(&d.dir.join("journal.sock"));
-    start(&mut d, &[], Stream::Matching, &journal.path);
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["keys"][0]["key_id"]
-        .is_string()));
+    start(&mut d, &[], Stream::Matching, &journal.0.path);
+    d.wait_first_key();
 
-    let out = d.cli(&["rotate", "alpha", "--reason", "journald test", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = rot["id"].as_str().unwrap().to_string();
+    let id = d.rotate("alpha", "journald test");
     assert!(
         wait_until(Duration::from_secs(30), || d
             .json(&["rotation", "show", &id, "--json"])["state"]
@@ -317,7 +264,7 @@ fn text_on_stderr_unless_stderr_is_the_journal_or_journald_is_forced() {
         let what = format!("{args:?} with JOURNAL_STREAM {stream:?}");
         let mut d = Daemon::new(&config(SLOW, &["alpha"]));
         let journal = Journal::bind(&d.dir.join("journal.sock"));
-        start(&mut d, args, stream, &journal.path);
+        start(&mut d, args, stream, &journal.0.path);
         if journald {
             assert!(
                 wait_until(Duration::from_secs(10), || journal

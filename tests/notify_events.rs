@@ -367,9 +367,7 @@ notify_before_expiry = ["2h"]
 jitter = false"#;
     let mut d = Daemon::new(&config(1, policy, &["alpha"]));
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["keys"][0]["key_id"]
-        .is_string()));
+    d.wait_first_key();
     let old = d.json(&["status", "--json"])["keys"][0]["key_id"]
         .as_str()
         .unwrap()
@@ -441,9 +439,7 @@ overlap = "1s"
 jitter = false"#;
     let mut d = Daemon::new(&config(3, policy, &["alpha"]));
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["keys"][0]["key_id"]
-        .is_string()));
+    d.wait_first_key();
     let old = d.json(&["status", "--json"])["keys"][0]["key_id"]
         .as_str()
         .unwrap()

@@ -10,13 +10,10 @@
 mod common;
 
 use std::fs;
-use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::datagram::Datagrams;
 use common::{Daemon, config, wait_until};
 
 const SLOW: &str = r#"new_key_lifetime = "1h"
@@ -25,44 +22,19 @@ overlap = "1s"
 jitter = false"#;
 
 /// A stand-in service manager: every notification, one string per datagram.
-struct Manager {
-    /// Messages received, in order.
-    got: Arc<Mutex<Vec<String>>>,
-    /// Tells the reader to stop.
-    stop: Arc<AtomicBool>,
-    /// The reader.
-    reader: Option<JoinHandle<()>>,
-}
+struct Manager(Datagrams);
 
 impl Manager {
     fn bind(path: &std::path::Path) -> Manager {
-        let sock = UnixDatagram::bind(path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let got = Arc::clone(&got);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 4096];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(n) = sock.recv(&mut buf) {
-                        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        got.lock().unwrap().push(msg);
-                    }
-                }
-            })
-        };
-        Manager {
-            got,
-            stop,
-            reader: Some(reader),
-        }
+        Manager(Datagrams::bind(path, 4096))
     }
 
     fn messages(&self) -> Vec<String> {
-        self.got.lock().unwrap().clone()
+        self.0
+            .received()
+            .iter()
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect()
     }
 
     /// Index of the first message at or after `from` with line `line`.
@@ -84,15 +56,6 @@ impl Manager {
             d.log()
         );
         self.find(from, line).unwrap()
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
     }
 }
 

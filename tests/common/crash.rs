@@ -371,6 +371,29 @@ impl Case<'_> {
         self.start();
     }
 
+    /// Settles, then asserts that the daemon still runs, that exactly one
+    /// rotation was added to the `before` there were, that every rotation
+    /// completed, and that the strict checks find nothing.
+    pub fn settle_with_one_more_completed(&mut self, before: usize) {
+        self.settle(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(self.running(), "{}", self.fail("the daemon stopped"));
+        let rotations = self.rotations();
+        assert_eq!(
+            rotations.len(),
+            before + 1,
+            "{}",
+            self.fail("one more rotation expected")
+        );
+        assert!(
+            rotations.iter().all(|r| r["state"] == "Completed"),
+            "{}",
+            self.fail("a rotation did not complete")
+        );
+        let report = self.check(true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
     /// [`Case::recover`], then every invariant checked strictly; both go
     /// into `report`. Panics when a check fails.
     pub fn recover_and_check(&mut self, report: &mut Report) {

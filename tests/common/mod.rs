@@ -4,6 +4,7 @@
 
 pub mod azure;
 pub mod crash;
+pub mod datagram;
 pub mod fault_proxy;
 pub mod http_apis;
 pub mod peers;
@@ -226,6 +227,30 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits until the first key in `keyrot status` has a current key.
+    pub fn wait_first_key(&self) {
+        assert!(
+            wait_until(Duration::from_secs(30), || self.json(&["status", "--json"])
+                ["keys"][0]["key_id"]
+                .is_string()),
+            "no first key; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// `keyrot rotate KEY --reason REASON`, which must succeed: the new
+    /// rotation's id.
+    pub fn rotate(&self, key: &str, reason: &str) -> String {
+        let out = self.cli(&["rotate", key, "--reason", reason, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rot["id"].as_str().unwrap().to_string()
     }
 
     /// Rotations as `keyrot history --json` reports them.
