@@ -220,18 +220,6 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Starts a rotation of `slot` through the CLI and returns its id.
-fn rotate(d: &Daemon, slot: &str, reason: &str) -> String {
-    let out = d.cli(&["rotate", slot, "--reason", reason, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    rot["id"].as_str().unwrap().to_string()
-}
-
 fn wait_state(d: &Daemon, id: &str, state: &str) -> serde_json::Value {
     let ok = wait_until(Duration::from_secs(60), || {
         d.json(&["rotation", "show", id, "--json"])["state"] == state
@@ -278,7 +266,7 @@ jitter = false"#;
     let mut d = Daemon::new(&config(3, policy, &["legacy"]));
     d.start();
     // auto_rotate is off: nothing issues the first key but a person.
-    let id = rotate(&d, "local/legacy", "first key");
+    let id = d.rotate("local/legacy", "first key");
     wait_state(&d, &id, "Completed");
     let key_id = d.json(&["status", "--json"])["keys"][0]["key_id"]
         .as_str()
@@ -376,7 +364,7 @@ jitter = false"#;
     // Every sink write now fails; one attempt is the whole budget.
     d.env = vec![("KEYROT_FAILPOINTS".into(), "before:sink-put=error".into())];
     d.start();
-    let id = rotate(&d, "local/alpha", "test a failure");
+    let id = d.rotate("local/alpha", "test a failure");
     let rec = wait_state(&d, &id, "Failed");
     let new = rec["new_key"]["id"].as_str().unwrap().to_string();
     assert!(
@@ -445,7 +433,7 @@ jitter = false"#;
         .unwrap()
         .to_string();
     let reason = "<script>alert(1)</script> & rotate";
-    let id = rotate(&d, "local/alpha", reason);
+    let id = d.rotate("local/alpha", reason);
     let rec = wait_state(&d, &id, "Completed");
     let new = rec["new_key"]["id"].as_str().unwrap().to_string();
     assert!(
