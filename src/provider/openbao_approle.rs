@@ -265,6 +265,25 @@ impl OpenBaoAppRoleProvider {
 
     /// A request body that could not be serialised (cannot happen for
     /// these shapes).
+    /// POSTs `body`, which holds `secret`, to `path`: the encoded body is
+    /// wiped once sent, and `secret` is redacted from any error.
+    async fn post_secret<B: Serialize>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &B,
+        secret: &SecretString,
+    ) -> Result<Answer, CallError> {
+        let body = JsonBody::json(body).map_err(|e| self.body_error(what, &e))?;
+        let ans = self
+            .client
+            .request(what, Method::POST, path, Some(&body))
+            .await
+            .map_err(|e| redact(e, secret.expose_secret()));
+        drop(body);
+        ans
+    }
+
     fn body_error(&self, what: &str, e: &serde_json::Error) -> CallError {
         CallError::permanent(format!(
             "{}: {what}: cannot build the request: {e}",
@@ -370,16 +389,10 @@ impl OpenBaoAppRoleProvider {
     ) -> Result<SecretIdEntry, CallError> {
         let path = self.role_path(role, "secret-id/lookup");
         let what = format!("look up the secret of key {role}/{accessor}");
-        let body = JsonBody::json(&SecretIdBody {
+        let body = SecretIdBody {
             secret_id: secret.expose_secret(),
-        })
-        .map_err(|e| self.body_error(&what, &e))?;
-        let ans = self
-            .client
-            .request(&what, Method::POST, &path, Some(&body))
-            .await
-            .map_err(|e| redact(e, secret.expose_secret()))?;
-        drop(body);
+        };
+        let ans = self.post_secret(&what, &path, &body, secret).await?;
         let entry = match ans.status {
             StatusCode::OK => self.client.take_json::<LookupAnswer>(ans, &what)?.data,
             StatusCode::NO_CONTENT | StatusCode::NOT_FOUND => None,
@@ -467,18 +480,11 @@ impl OpenBaoAppRoleProvider {
     ) -> Result<Answer, CallError> {
         let path = format!("auth/{}/login", self.mount);
         let what = format!("log in with key {role}/{accessor}");
-        let body = JsonBody::json(&LoginBody {
+        let body = LoginBody {
             role_id,
             secret_id: secret.expose_secret(),
-        })
-        .map_err(|e| self.body_error(&what, &e))?;
-        let ans = self
-            .client
-            .request(&what, Method::POST, &path, Some(&body))
-            .await
-            .map_err(|e| redact(e, secret.expose_secret()))?;
-        drop(body);
-        Ok(ans)
+        };
+        self.post_secret(&what, &path, &body, secret).await
     }
 
     /// Revokes the token a verification login got.

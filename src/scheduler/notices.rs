@@ -86,6 +86,67 @@ pub fn due_rung(
     }
 }
 
+/// How the ladder sees one key: its active rotation, and, when keyrot
+/// itself tells people that this key expires, what decides its notices.
+pub(super) struct Standing<'c> {
+    /// The key's active rotation, if any.
+    pub rotation: Option<RotationRecord>,
+    /// `None` when keyrot sends no expiry notice for the key: its policy
+    /// is unknown or has no ladder, it has no current key with an expiry,
+    /// or it is being (or will be) replaced ([`Watch::No`]).
+    pub watched: Option<Watched<'c>>,
+}
+
+/// A key keyrot sends expiry notices for.
+pub(super) struct Watched<'c> {
+    /// Its policy (with a `notify_before_expiry` ladder).
+    pub policy: &'c Policy,
+    /// Its current key's id at the provider.
+    pub key_id: String,
+    /// When that key expires.
+    pub expires: Timestamp,
+    /// Which rungs are told.
+    pub watch: Watch,
+}
+
+impl Watched<'_> {
+    /// The rung to tell people about at `now` and the notice's id (the
+    /// same for every pass and across restarts), if any.
+    pub fn due(&self, slot: &str, now: Timestamp) -> Option<(SignedDuration, String)> {
+        let rung = due_rung(self.policy, self.expires, self.watch, now)?;
+        Some((rung, notice_id(slot, &self.key_id, rung)))
+    }
+}
+
+/// Reads `key`'s active rotation and decides its [`Standing`] under `cfg`.
+pub(super) fn standing<'c>(
+    store: &Store,
+    cfg: &'c Config,
+    key: &KeyRecord,
+) -> Result<Standing<'c>, StoreError> {
+    let rotation = match &key.active_rotation {
+        Some(id) => store.rotation(id)?,
+        None => None,
+    };
+    let watched = (|| {
+        let policy = cfg.policy(&key.policy)?;
+        if policy.notify_before_expiry.is_empty() {
+            return None;
+        }
+        let current = key.current.as_ref()?;
+        let w = watch(policy, rotation.as_ref());
+        (w != Watch::No).then(|| {
+            current.expires_at.map(|expires| Watched {
+                policy,
+                key_id: current.id.clone(),
+                expires,
+                watch: w,
+            })
+        })?
+    })();
+    Ok(Standing { rotation, watched })
+}
+
 /// One notice to queue.
 struct Due {
     key: KeyRecord,
@@ -117,33 +178,18 @@ fn pass(
     let mut out = Pass::default();
     let mut due = Vec::new();
     for key in store.keys()? {
-        let Some(policy) = cfg.policy(&key.policy) else {
-            continue;
-        };
-        let Some((key_id, expires)) = key
-            .current
-            .as_ref()
-            .and_then(|c| Some((c.id.clone(), c.expires_at?)))
+        let Standing {
+            rotation,
+            watched: Some(w),
+        } = standing(store, &cfg, &key)?
         else {
             continue;
         };
-        if policy.notify_before_expiry.is_empty() {
-            continue;
-        }
-        let rotation = match &key.active_rotation {
-            Some(id) => store.rotation(id)?,
-            None => None,
-        };
-        let w = watch(policy, rotation.as_ref());
-        if w == Watch::No {
-            continue;
-        }
         out.watched += 1;
-        if let Some(at) = policy::next_notice_at(policy, expires, now) {
+        if let Some(at) = policy::next_notice_at(w.policy, w.expires, now) {
             out.next = Some(out.next.map_or(at, |n| n.min(at)));
         }
-        if let Some(rung) = due_rung(policy, expires, w, now) {
-            let id = notice_id(&key.slot, &key_id, rung);
+        if let Some((rung, id)) = w.due(&key.slot, now) {
             due.push(Due {
                 key,
                 rotation,

@@ -18,9 +18,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::Stop;
 use super::cron::SyncSchedule;
-use super::notices::{due_rung, watch};
+use super::notices::standing;
 use crate::config::Config;
-use crate::notify::notice::notice_id;
 use crate::rotation::Engine;
 use crate::store::{PRUNE_BATCH, PruneReport, Store, StoreError};
 
@@ -113,25 +112,12 @@ fn messages_to_keep(
     let mut keep = HashSet::new();
     let mut active = Vec::new();
     for key in store.keys()? {
-        let rotation = match &key.active_rotation {
-            Some(id) => store.rotation(id)?,
-            None => None,
-        };
-        if let Some(r) = &rotation {
+        let st = standing(store, cfg, &key)?;
+        if let Some(r) = &st.rotation {
             active.push(r.id.clone());
         }
-        let Some(policy) = cfg.policy(&key.policy) else {
-            continue;
-        };
-        let Some((key_id, expires)) = key
-            .current
-            .as_ref()
-            .and_then(|c| Some((c.id.as_str(), c.expires_at?)))
-        else {
-            continue;
-        };
-        if let Some(rung) = due_rung(policy, expires, watch(policy, rotation.as_ref()), now) {
-            keep.insert(notice_id(&key.slot, key_id, rung));
+        if let Some((_, id)) = st.watched.and_then(|w| w.due(&key.slot, now)) {
+            keep.insert(id);
         }
     }
     if !active.is_empty() {
@@ -151,6 +137,7 @@ mod tests {
     use super::*;
     use crate::crypto::MasterKey;
     use crate::model::{KeyInfo, KeyRecord, OutboxMessage};
+    use crate::notify::notice::notice_id;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
