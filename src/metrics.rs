@@ -170,6 +170,8 @@ pub struct Metrics {
     provider_errors: Counters<(String, &'static str)>,
     /// Failed sink calls by sink.
     sink_errors: Counters<String>,
+    /// Old keys found gone at the provider before keyrot revoked them.
+    old_keys_lost: Counters<String>,
     /// When each provider's inventory sync last succeeded (its start time).
     last_sync: Mutex<BTreeMap<String, Timestamp>>,
 }
@@ -184,6 +186,7 @@ impl Metrics {
             steps: Default::default(),
             provider_errors: Counters::new(),
             sink_errors: Counters::new(),
+            old_keys_lost: Counters::new(),
             last_sync: Mutex::new(BTreeMap::new()),
         }
     }
@@ -213,6 +216,12 @@ impl Metrics {
     /// A call `op` (`issue`, `revoke`, ...) to `provider` failed.
     pub fn provider_error(&self, provider: &str, op: &'static str) {
         self.provider_errors.add((provider.to_string(), op), 1);
+    }
+
+    /// A rotation of `provider` found its old key gone at the provider
+    /// before keyrot revoked it (consumers still on it are locked out).
+    pub fn old_key_lost(&self, provider: &str) {
+        self.old_keys_lost.add(provider.to_string(), 1);
     }
 
     /// A write, read-back or finish of `sink` failed.
@@ -351,6 +360,14 @@ impl Metrics {
                 &[("provider", p), ("op", op)],
                 n,
             );
+        }
+        t.family(
+            "keyrot_old_keys_lost_total",
+            "counter",
+            "Old keys found gone at the provider before keyrot revoked them, by provider (consumers still on them were locked out).",
+        );
+        for (p, n) in &self.old_keys_lost.snapshot() {
+            t.sample("keyrot_old_keys_lost_total", &[("provider", p)], n);
         }
         let mut sinks = self.sink_errors.snapshot();
         for s in &gauges.sinks {

@@ -27,6 +27,21 @@ pub fn new_rotation_id() -> RotationId {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// The host's name (`/proc/sys/kernel/hostname`), or `localhost`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// How keyrot names itself as the initiator of what it starts on its own:
+/// `keyrot@HOST`.
+pub fn keyrot_identity() -> String {
+    format!("keyrot@{}", host_name())
+}
+
 /// One key as a provider describes it. Never carries the secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyInfo {
@@ -270,6 +285,11 @@ pub struct RotationRecord {
     /// When the old key was revoked.
     #[serde(default)]
     pub old_revoked_at: Option<Timestamp>,
+    /// When keyrot found the old key already gone at the provider, before
+    /// it revoked it (a provider that ended it early): consumers still on
+    /// it are locked out.
+    #[serde(default)]
+    pub old_lost_at: Option<Timestamp>,
     /// Failed attempts of the current step.
     pub attempts: u32,
     /// When the current step is retried (durable backoff timer).

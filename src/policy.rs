@@ -53,6 +53,11 @@ pub struct Policy {
     pub scopes: Vec<String>,
     /// Refuse to issue an unscoped key.
     pub require_scopes: bool,
+    /// The reason scheduled rotations give the provider (`rotateReason`).
+    pub reason: Option<String>,
+    /// An enrolled key whose scopes differ from `scopes` is refused (true,
+    /// the default) or accepted and flagged (false).
+    pub refuse_scope_mismatch: bool,
 }
 
 /// What a key's times are, as the policy sees them.
@@ -191,6 +196,8 @@ pub(crate) mod testutil {
             security_contacts: Vec::new(),
             scopes: Vec::new(),
             require_scopes: false,
+            reason: None,
+            refuse_scope_mismatch: true,
         }
     }
 

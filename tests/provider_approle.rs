@@ -199,6 +199,7 @@ fn request(role: &str, tag: &str, lifetime: Option<SignedDuration>) -> IssueRequ
         resumed: false,
         created_by: "keyrot".into(),
         now,
+        ..Default::default()
     }
 }
 

@@ -214,6 +214,7 @@ fn request(user: &str, tag: &str, replaces: Option<&str>) -> IssueRequest {
         resumed: false,
         created_by: "keyrot".into(),
         now: now(),
+        ..Default::default()
     }
 }
 

@@ -81,6 +81,7 @@ fn req(name: &str, replaces: Option<&str>, days: Option<i64>, scopes: &[&str]) -
         resumed: false,
         created_by: "keyrot".into(),
         now,
+        ..Default::default()
     }
 }
 

@@ -98,9 +98,15 @@ fn rotate_api(ctx: &mut Ctx<'_>, raw: &RawAtlassianProvider) -> Option<Atlassian
     };
     if !proposed {
         let mut ok = true;
+        let more = raw
+            .psks
+            .as_ref()
+            .and_then(|p| p.first())
+            .map(|p| p.id.span());
         for (span, field) in [
             (raw.psk_id.as_ref().map(Spanned::span), "psk_id"),
             (raw.psk.as_ref().map(Spanned::span), "psk"),
+            (more, "psks"),
         ] {
             if let Some(span) = span {
                 ctx.error(
@@ -131,11 +137,31 @@ fn rotate_api(ctx: &mut Ctx<'_>, raw: &RawAtlassianProvider) -> Option<Atlassian
         );
         return None;
     }
-    let psk_id = raw.psk_id.as_ref().and_then(|p| psk_id(ctx, p));
-    let psk = raw.psk.as_ref().and_then(|p| secret_ref(ctx, p));
-    Some(AtlassianRotateApi::Proposed {
-        psk_id: psk_id?,
-        psk: psk?,
+    let mut psks = Vec::new();
+    let mut ok = true;
+    let entries = raw
+        .psk_id
+        .iter()
+        .zip(raw.psk.iter())
+        .chain(raw.psks.iter().flatten().map(|p| (&p.id, &p.key)));
+    for (id, key) in entries {
+        let id_ok = psk_id(ctx, id);
+        let key_ok = secret_ref(ctx, key);
+        match (id_ok, key_ok) {
+            (Some(i), Some(k)) => {
+                if psks.iter().any(|(seen, _)| seen == &i) {
+                    ctx.error(id.span(), format!("PSK id {i:?} is given more than once"));
+                    ok = false;
+                } else {
+                    psks.push((i, k));
+                }
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(AtlassianRotateApi::Proposed {
+        psks,
+        send_psk_id: raw.send_psk_id.unwrap_or(false),
     })
 }
 
@@ -163,12 +189,14 @@ pub(crate) fn secret_uses<'a>(name: &str, cfg: &'a AtlassianProviderConfig) -> V
         field: "admin_key",
         secret: &cfg.admin_key,
     }];
-    if let AtlassianRotateApi::Proposed { psk, .. } = &cfg.rotate_api {
-        out.push(SecretUse {
-            owner,
-            field: "psk",
-            secret: psk,
-        });
+    if let AtlassianRotateApi::Proposed { psks, .. } = &cfg.rotate_api {
+        for (i, (_, psk)) in psks.iter().enumerate() {
+            out.push(SecretUse {
+                owner: owner.clone(),
+                field: if i == 0 { "psk" } else { "psks" },
+                secret: psk,
+            });
+        }
     }
     out
 }
@@ -177,8 +205,10 @@ pub(crate) fn secret_uses<'a>(name: &str, cfg: &'a AtlassianProviderConfig) -> V
 pub(crate) fn summary_line(p: &super::ProviderConfig, cfg: &AtlassianProviderConfig) -> String {
     let rotate = match &cfg.rotate_api {
         AtlassianRotateApi::None => "rotate api none (assisted rotation)".to_string(),
-        AtlassianRotateApi::Proposed { psk_id, .. } => {
-            format!("rotate api proposed, psk {psk_id}")
+        AtlassianRotateApi::Proposed { psks, send_psk_id } => {
+            let ids: Vec<&str> = psks.iter().map(|(id, _)| id.as_str()).collect();
+            let sent = if *send_psk_id { ", ?pskId= sent" } else { "" };
+            format!("rotate api proposed, psk {}{sent}", ids.join(" "))
         }
     };
     format!(

@@ -205,10 +205,12 @@ pub enum AtlassianRotateApi {
     /// `"proposed"`: the customer's proposed rotate endpoint, its new secret
     /// sealed under a pre-shared key.
     Proposed {
-        /// The PSK's id, sent as `?pskId=`.
-        psk_id: String,
-        /// The PSK itself: 64 hex characters (32 bytes).
-        psk: SecretRef,
+        /// The pre-shared keys by id, `psk_id`/`psk` first, then `psks`: a
+        /// response is opened with the one its `encryption.pskId` names.
+        psks: Vec<(String, SecretRef)>,
+        /// Send `?pskId=` with the first id (for servers that need a
+        /// selector; the seed's API names the PSK in its response only).
+        send_psk_id: bool,
     },
 }
 

@@ -86,6 +86,21 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawPolicy) -> Option<Policy> {
     let notify = ctx.emails(&raw.notify, "notify");
     let security_contacts = ctx.emails(&raw.security_contacts, "security_contacts");
     let scopes = ctx.texts(&raw.scopes, "scopes");
+    let reason = raw.reason.as_ref().and_then(|r| ctx.text(r, "reason"));
+    let refuse_scope_mismatch = match &raw.scope_mismatch {
+        None => true,
+        Some(v) => match v.get_ref().as_str() {
+            "refuse" => true,
+            "flag" => false,
+            other => {
+                ctx.error(
+                    v.span(),
+                    format!("unknown scope_mismatch {other:?}: use \"refuse\" or \"flag\""),
+                );
+                true
+            }
+        },
+    };
     if ctx.error_count() > before {
         return None;
     }
@@ -104,6 +119,8 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawPolicy) -> Option<Policy> {
         security_contacts,
         scopes,
         require_scopes: raw.require_scopes.unwrap_or(false),
+        reason,
+        refuse_scope_mismatch,
     })
 }
 

@@ -143,10 +143,24 @@ pub struct RawAtlassianProvider {
     pub psk_id: Option<Spanned<String>>,
     /// The PSK, a secret reference to 64 hex characters (ditto).
     pub psk: Option<Spanned<super::secret::SecretRefRaw>>,
+    /// More PSKs a response may name.
+    pub psks: Option<Vec<RawNamedPsk>>,
+    /// Send `?pskId=` on the rotate call.
+    pub send_psk_id: Option<bool>,
     /// Keys per list page.
     pub page_size: Option<Spanned<i64>>,
     /// HTTP request timeout.
     pub timeout: Option<Spanned<DurationText>>,
+}
+
+/// One entry of an Atlassian provider's `psks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamedPsk {
+    /// The id a response names in `encryption.pskId`.
+    pub id: Spanned<String>,
+    /// The key, a secret reference to 64 hex characters.
+    pub key: Spanned<super::secret::SecretRefRaw>,
 }
 
 /// The fields every `[[sink]]` has, whatever its type.
@@ -211,6 +225,10 @@ pub struct RawPolicy {
     pub scopes: Option<Vec<Spanned<String>>>,
     /// Refuse unscoped keys.
     pub require_scopes: Option<bool>,
+    /// The reason scheduled rotations give the provider.
+    pub reason: Option<Spanned<String>>,
+    /// What an enrolled key whose scopes differ from `scopes` gets.
+    pub scope_mismatch: Option<Spanned<String>>,
     /// `[[policy.window]]`.
     pub window: Option<Vec<RawWindow>>,
 }

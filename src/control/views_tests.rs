@@ -78,6 +78,7 @@ pub(crate) fn rotation_rec(id: &str, slot: &str, state: RotationState) -> Rotati
         sink_results: BTreeMap::new(),
         revoke_old_at: None,
         old_revoked_at: None,
+        old_lost_at: None,
         attempts: 0,
         retry_at: None,
         last_error: None,

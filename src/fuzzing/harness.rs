@@ -377,6 +377,7 @@ secret_id = {{ file = "{d}/secret-id" }}
                         resumed: false,
                         created_by: "keyrot".into(),
                         now: t,
+                        ..Default::default()
                     };
                     provider.issue(&req).await.map(|k| format!("{k:?}"))
                 }

@@ -132,6 +132,7 @@ fn rotation() -> RotationRecord {
         sink_results: BTreeMap::new(),
         revoke_old_at: None,
         old_revoked_at: None,
+        old_lost_at: None,
         attempts: 0,
         retry_at: None,
         last_error: None,

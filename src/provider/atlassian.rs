@@ -13,6 +13,7 @@
 //! never reach a message.
 
 mod http;
+mod prove;
 mod wire;
 
 #[cfg(test)]
@@ -30,7 +31,7 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use self::http::{Answer, redact, status_error};
-use super::{Capabilities, IssueRequest, IssuedKey, Provider};
+use super::{Capabilities, Identity, IssueRequest, IssuedKey, Provider};
 use crate::config::{AtlassianProviderConfig, AtlassianRotateApi, SecretRef};
 use crate::crypto::{self, KEY_LEN};
 use crate::error::CallError;
@@ -40,9 +41,9 @@ use crate::model::KeyInfo;
 /// never stops paging).
 const MAX_PAGES: usize = 10_000;
 
-/// The pre-shared key new secrets are sealed under (`rotate_api = "proposed"`).
+/// A pre-shared key new secrets may be sealed under (`rotate_api = "proposed"`).
 struct Psk {
-    /// Its id, sent as `?pskId=`.
+    /// Its id, as a response names it in `encryption.pskId`.
     id: String,
     /// Its bytes, zeroed on drop.
     key: Zeroizing<[u8; KEY_LEN]>,
@@ -63,8 +64,10 @@ pub struct AtlassianProvider {
     credentials_dir: Option<PathBuf>,
     /// The admin key in use.
     admin_key: RwLock<Arc<SecretString>>,
-    /// The PSK, when the proposed rotate API is on.
-    psk: Option<Psk>,
+    /// The PSKs (the first is `psk_id`'s), when the proposed rotate API is on.
+    psks: Vec<Psk>,
+    /// Send `?pskId=` with the first PSK's id on the rotate call.
+    send_psk_id: bool,
     /// Keys per list page.
     page_size: u32,
     /// Per-request timeout (for messages; the client enforces it).
@@ -88,24 +91,27 @@ impl AtlassianProvider {
             .admin_key
             .resolve(credentials_dir)
             .map_err(|e| fail("admin_key", e.to_string()))?;
-        let psk = match &cfg.rotate_api {
-            AtlassianRotateApi::None => None,
-            AtlassianRotateApi::Proposed { psk_id, psk } => {
-                let text = psk
-                    .resolve(credentials_dir)
-                    .map_err(|e| fail("psk", e.to_string()))?;
-                let key = parse_psk(text.expose_secret()).ok_or_else(|| {
-                    fail(
-                        "psk",
-                        format!("{psk} must hold 64 hex characters (32 bytes)"),
-                    )
-                })?;
-                Some(Psk {
-                    id: psk_id.clone(),
-                    key,
-                })
-            }
+        let (psk_refs, send_psk_id) = match &cfg.rotate_api {
+            AtlassianRotateApi::None => (&[][..], false),
+            AtlassianRotateApi::Proposed { psks, send_psk_id } => (&psks[..], *send_psk_id),
         };
+        let mut psks = Vec::with_capacity(psk_refs.len());
+        for (i, (id, psk)) in psk_refs.iter().enumerate() {
+            let field = if i == 0 { "psk" } else { "psks" };
+            let text = psk
+                .resolve(credentials_dir)
+                .map_err(|e| fail(field, e.to_string()))?;
+            let key = parse_psk(text.expose_secret()).ok_or_else(|| {
+                fail(
+                    field,
+                    format!("{psk} must hold 64 hex characters (32 bytes)"),
+                )
+            })?;
+            psks.push(Psk {
+                id: id.clone(),
+                key,
+            });
+        }
         let base = Url::parse(&cfg.base_url)
             .map_err(|e| fail("base_url", format!("{:?} is not a URL: {e}", cfg.base_url)))?;
         // Never carry the admin key through a redirect (the shared client follows none).
@@ -117,7 +123,8 @@ impl AtlassianProvider {
             admin_ref: cfg.admin_key.clone(),
             credentials_dir: credentials_dir.map(Path::to_path_buf),
             admin_key: RwLock::new(Arc::new(admin_key)),
-            psk,
+            psks,
+            send_psk_id,
             page_size: cfg.page_size,
             timeout: cfg.timeout,
             http,
@@ -239,16 +246,19 @@ impl AtlassianProvider {
     }
 
     /// The rotate call of the proposed API, and the new secret opened.
-    async fn rotate(
-        &self,
-        psk: &Psk,
-        old: &str,
-        req: &IssueRequest,
-    ) -> Result<IssuedKey, CallError> {
+    /// Every field of the request goes upstream, the old key's end
+    /// explicitly (a server may read an absent `oldKeyExpiresAt` as "now").
+    /// The call is not assumed idempotent: an `Idempotency-Key` is sent,
+    /// but a lost answer is recovered by the state machine (listing).
+    async fn rotate(&self, old: &str, req: &IssueRequest) -> Result<IssuedKey, CallError> {
         let what = format!("rotate API key {old}");
         let mut url = self.url(&["api-keys", "rotate", old]);
-        url.query_pairs_mut().append_pair("pskId", &psk.id);
-        let body = wire::rotate_body(&req.tag, req.expires_at);
+        if self.send_psk_id
+            && let Some(first) = self.psks.first()
+        {
+            url.query_pairs_mut().append_pair("pskId", &first.id);
+        }
+        let body = wire::rotate_body(req);
         let ans = self
             .admin(&what, || {
                 self.http
@@ -260,9 +270,9 @@ impl AtlassianProvider {
         if !ans.status.is_success() {
             return Err(status_error(&self.name, &what, &ans, req.now));
         }
-        // A cut or garbled answer is transient: the key may have been made,
-        // and the retry repeats the Idempotency-Key, so the API answers
-        // with that key again instead of making a second one.
+        // A cut or garbled answer is transient: the key may have been made;
+        // the state machine finds it by listing and revokes it before it
+        // rotates again.
         let resp: wire::RotateResponse = ans
             .json(&format!("provider {:?}", self.name), &what)
             .map_err(|e| CallError {
@@ -273,11 +283,16 @@ impl AtlassianProvider {
                 ..e
             })?;
         let key = resp.data;
-        let secret = self.open(psk, &key)?;
+        let secret = match self.open(&key) {
+            Ok(s) => s,
+            Err(why) => return Err(self.unusable(&key.id, old, &why, req.now).await),
+        };
         Ok(IssuedKey {
             info: KeyInfo {
                 id: key.id,
                 name: req.name.clone(),
+                // The rotate keeps the old key's scopes; the state machine
+                // reads them back from the list once the key is issued.
                 scopes: req.scopes.clone(),
                 created_by: Some(req.created_by.clone()),
                 created_at: Some(req.now),
@@ -289,41 +304,67 @@ impl AtlassianProvider {
         })
     }
 
-    /// Checks how the new secret is sealed and opens it under the PSK,
-    /// with the new key's id as associated data.
-    fn open(&self, psk: &Psk, key: &wire::RotatedKey) -> Result<SecretString, CallError> {
-        let fail = |why: String| {
-            CallError::permanent(format!(
-                "provider {:?}: rotate: {why}; new key {} was created at Atlassian: revoke it there if this cannot be fixed",
-                self.name, key.id
-            ))
+    /// A new key whose secret keyrot can never read (sealed under a PSK it
+    /// does not hold, or damaged): revoked at once, so that no key is left
+    /// that nobody holds; the old key is untouched.
+    async fn unusable(&self, new: &str, old: &str, why: &str, now: Timestamp) -> CallError {
+        let revoked = match self.revoke(new, now).await {
+            Ok(()) => format!("new key {new} revoked at once"),
+            Err(e) => format!(
+                "new key {new} could NOT be revoked ({}): revoke it at admin.atlassian.com",
+                e.message
+            ),
         };
+        tracing::error!(provider = %self.name, new_key = %new, old_key = %old, reason = %why, "the new key's secret cannot be opened; {revoked}");
+        CallError::permanent(format!(
+            "provider {:?}: rotate: {why}; {revoked}; old key {old} untouched",
+            self.name
+        ))
+    }
+
+    /// Checks how the new secret is sealed and opens it under the PSK the
+    /// response names (each configured PSK in turn when it names none),
+    /// with the new key's id as associated data. The error says why, in
+    /// words without secret material.
+    fn open(&self, key: &wire::RotatedKey) -> Result<SecretString, String> {
         let enc = &key.encryption;
         if enc.algorithm != "AES-256-GCM" || enc.key_wrap {
-            return Err(fail(format!(
+            return Err(format!(
                 "the new secret is sealed with {:?}{}, keyrot opens only AES-256-GCM without key wrap",
                 enc.algorithm,
                 if enc.key_wrap { " and key wrap" } else { "" }
-            )));
+            ));
         }
-        if let Some(id) = enc.psk_id.as_deref().filter(|id| *id != psk.id) {
-            return Err(fail(format!(
-                "the new secret is sealed under PSK {id:?}, not {:?}",
-                psk.id
-            )));
-        }
+        let candidates: Vec<&Psk> = match enc.psk_id.as_deref() {
+            Some(id) => {
+                let named: Vec<&Psk> = self.psks.iter().filter(|p| p.id == id).collect();
+                if named.is_empty() {
+                    let known: Vec<&str> = self.psks.iter().map(|p| p.id.as_str()).collect();
+                    return Err(format!(
+                        "the new secret is sealed under PSK {id:?}, which is not configured (known: {})",
+                        known.join(", ")
+                    ));
+                }
+                named
+            }
+            None => self.psks.iter().collect(),
+        };
         let sealed = STANDARD
             .decode(key.encrypted_secret.trim())
-            .map_err(|_| fail("encryptedSecret is not base64".into()))?;
-        let plain = crypto::open(&psk.key, key.id.as_bytes(), &sealed).map_err(|_| {
-            fail(format!(
-                "sealed secret does not open under PSK {} (wrong PSK or tampered response)",
-                psk.id
-            ))
-        })?;
+            .map_err(|_| "encryptedSecret is not base64".to_string())?;
+        let plain = candidates
+            .iter()
+            .find_map(|psk| crypto::open(&psk.key, key.id.as_bytes(), &sealed).ok())
+            .ok_or_else(|| {
+                let ids: Vec<&str> = candidates.iter().map(|p| p.id.as_str()).collect();
+                format!(
+                    "sealed secret does not open under PSK {} (wrong PSK or tampered response)",
+                    ids.join(", ")
+                )
+            })?;
         match std::str::from_utf8(&plain) {
             Ok(text) if !text.is_empty() => Ok(SecretString::from(text.to_owned())),
-            _ => Err(fail("the opened secret is empty or not UTF-8 text".into())),
+            _ => Err("the opened secret is empty or not UTF-8 text".into()),
         }
     }
 }
@@ -377,7 +418,7 @@ impl Provider for AtlassianProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let proposed = self.psk.is_some();
+        let proposed = !self.psks.is_empty();
         Capabilities {
             list: true,
             issue: proposed,
@@ -386,9 +427,13 @@ impl Provider for AtlassianProvider {
             verify: true,
             tag: false,
             set_expiry: false,
-            idempotent_issue: proposed,
+            // An Idempotency-Key is sent, but the seed's API names none:
+            // never relied on.
+            idempotent_issue: false,
             no_overlap: false,
             deactivate: false,
+            keeps_scopes: proposed,
+            prove_identity: true,
         }
     }
 
@@ -421,23 +466,24 @@ impl Provider for AtlassianProvider {
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<IssuedKey, CallError> {
-        let Some(psk) = &self.psk else {
+        if self.psks.is_empty() {
             return Err(CallError::permanent(format!(
                 "provider {:?}: Atlassian cannot create keys through its API (rotate_api = \"none\"): create the key at admin.atlassian.com and enroll it with `keyrot enroll`",
                 self.name
             )));
-        };
+        }
         let Some(old) = req.replaces.as_deref() else {
             return Err(CallError::permanent(format!(
                 "provider {:?}: Atlassian cannot create a first key through its API: create it at admin.atlassian.com and let keyrot adopt it",
                 self.name
             )));
         };
-        self.rotate(psk, old, req).await
+        self.rotate(old, req).await
     }
 
     async fn find_tagged(&self, _tag: &str, _now: Timestamp) -> Result<Vec<KeyInfo>, CallError> {
-        // Atlassian keys carry no tags; the rotate call is idempotent instead.
+        // Atlassian keys carry no tags: an interrupted rotate is found by
+        // listing (`Provider::find_interrupted`).
         Ok(Vec::new())
     }
 
@@ -475,6 +521,15 @@ impl Provider for AtlassianProvider {
                 secret.expose_secret(),
             )),
         }
+    }
+
+    async fn prove_identity(
+        &self,
+        id: &str,
+        secret: &SecretString,
+        now: Timestamp,
+    ) -> Result<Identity, CallError> {
+        self.prove(id, secret, now).await
     }
 
     async fn revoke(&self, id: &str, now: Timestamp) -> Result<(), CallError> {

@@ -486,6 +486,8 @@ impl Provider for AwsIamProvider {
             idempotent_issue: false,
             no_overlap: false,
             deactivate: self.deactivate_first,
+            keeps_scopes: false,
+            prove_identity: false,
         }
     }
 

@@ -240,6 +240,8 @@ impl Provider for ExecProvider {
             idempotent_issue: false,
             no_overlap: self.cfg.no_overlap,
             deactivate: self.cfg.has("deactivate"),
+            keeps_scopes: false,
+            prove_identity: false,
         }
     }
 
@@ -362,6 +364,7 @@ mod tests {
             resumed: false,
             created_by: "keyrot".into(),
             now: now(),
+            ..Default::default()
         }
     }
 

@@ -30,7 +30,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use tokio::time::Instant;
 
-use super::{Capabilities, IssueRequest, IssuedKey, Provider};
+use super::{Capabilities, Identity, Interrupted, IssueRequest, IssuedKey, Provider};
 use crate::error::CallError;
 use crate::model::KeyInfo;
 
@@ -185,6 +185,25 @@ impl Provider for Limited {
     async fn deactivate(&self, id: &str, now: Timestamp) -> Result<(), CallError> {
         self.run(self.inner.deactivate(id, now)).await
     }
+
+    async fn prove_identity(
+        &self,
+        id: &str,
+        secret: &SecretString,
+        now: Timestamp,
+    ) -> Result<Identity, CallError> {
+        self.run(self.inner.prove_identity(id, secret, now)).await
+    }
+
+    async fn find_interrupted(
+        &self,
+        req: &IssueRequest,
+        since: Timestamp,
+        known: &std::collections::HashSet<String>,
+    ) -> Result<Interrupted, CallError> {
+        self.run(self.inner.find_interrupted(req, since, known))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +306,7 @@ mod tests {
             resumed: false,
             created_by: "keyrot".into(),
             now: Timestamp::UNIX_EPOCH,
+            ..Default::default()
         }
     }
 

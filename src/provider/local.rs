@@ -102,6 +102,8 @@ impl Provider for LocalProvider {
             idempotent_issue: false,
             no_overlap: false,
             deactivate: false,
+            keeps_scopes: false,
+            prove_identity: false,
         }
     }
 

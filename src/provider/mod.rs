@@ -48,10 +48,36 @@ pub struct Capabilities {
     /// Can set a key inactive without deleting it ([`Provider::deactivate`]);
     /// used at the start of the overlap when the provider is configured so.
     pub deactivate: bool,
+    /// Issuing cannot choose scopes: the new key gets the old key's (the
+    /// proposed Atlassian rotate). A policy asking for other scopes goes to
+    /// assisted rotation instead.
+    pub keeps_scopes: bool,
+    /// Can prove which key a secret belongs to ([`Provider::prove_identity`]),
+    /// not only that it authenticates.
+    pub prove_identity: bool,
+}
+
+/// What [`Provider::prove_identity`] found out about a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The secret provably belongs to the key asked about.
+    Proven,
+    /// The secret authenticates, but the provider cannot tell as which key
+    /// (why, in words).
+    Unprovable(String),
+}
+
+/// What an interrupted issue may have left at the provider.
+#[derive(Clone, Debug, Default)]
+pub struct Interrupted {
+    /// Keys the interrupted call created (their secret was never seen).
+    pub orphans: Vec<KeyInfo>,
+    /// Whether the old key is still live at the provider (`None`: unknown).
+    pub old_alive: Option<bool>,
 }
 
 /// What the state machine asks a provider to create.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct IssueRequest {
     /// Name of the new key (the slot's name).
     pub name: String,
@@ -63,6 +89,22 @@ pub struct IssueRequest {
     pub tag: String,
     /// The key being replaced, if any.
     pub replaces: Option<String>,
+    /// When the replaced key must stop working, said explicitly to every
+    /// provider that can be told (never by omission): keyrot revokes the
+    /// old key itself when the overlap ends, so this is the old key's
+    /// current end, far enough for a lost answer to be recovered while it
+    /// lives.
+    pub old_key_expires_at: Option<Timestamp>,
+    /// Why (the policy's or the caller's reason), for the provider's audit.
+    pub reason: String,
+    /// Who triggered it (`keyrot@HOST`, the CLI user, the API caller).
+    pub rotated_by: String,
+    /// From where: `schedule`, `cli`, `control-api`, or the caller's words.
+    pub initiated_from: String,
+    /// The policy (or the caller's policy id) the rotation follows.
+    pub policy_id: String,
+    /// The caller asked the provider to notify its contacts.
+    pub notify_contacts: bool,
     /// An earlier attempt of this same issue may have reached the provider
     /// (a resume after a crash or a failed call). Providers whose issue is
     /// a native rotate use it to recover: the old key may already be gone.
@@ -114,6 +156,63 @@ pub trait Provider: Send + Sync {
     ) -> Result<(), CallError>;
     /// Revokes key `id`; a key already revoked or gone counts as done.
     async fn revoke(&self, id: &str, now: Timestamp) -> Result<(), CallError>;
+    /// Proves that `secret` belongs to key `id` (not merely that it
+    /// authenticates): `Err` (permanent) when it provably belongs to another
+    /// key or does not authenticate. Only called with
+    /// [`Capabilities::prove_identity`]; the default cannot prove anything.
+    async fn prove_identity(
+        &self,
+        id: &str,
+        secret: &SecretString,
+        now: Timestamp,
+    ) -> Result<Identity, CallError> {
+        self.verify(id, secret, now).await?;
+        Ok(Identity::Unprovable(format!(
+            "provider {} can check that a secret authenticates, not which key it belongs to",
+            self.name()
+        )))
+    }
+    /// What an interrupted issue of `req` (begun at `since`) may have left:
+    /// keys found by tag where the provider tags, else by listing keys with
+    /// the request's name created at or after `since` that are not in
+    /// `known`; and whether the old key still lives. Errors when the
+    /// provider can neither tag nor list.
+    async fn find_interrupted(
+        &self,
+        req: &IssueRequest,
+        since: Timestamp,
+        known: &std::collections::HashSet<String>,
+    ) -> Result<Interrupted, CallError> {
+        let caps = self.capabilities();
+        if caps.tag {
+            return Ok(Interrupted {
+                orphans: self.find_tagged(&req.tag, req.now).await?,
+                old_alive: None,
+            });
+        }
+        if !caps.list {
+            return Err(CallError::permanent(format!(
+                "interrupted while issuing, and provider {} can neither tag nor list keys: look for a key named {:?} created after {since} and revoke it before resuming",
+                self.name(),
+                req.name
+            )));
+        }
+        let listed = self.list(req.now).await?;
+        let old_alive = req
+            .replaces
+            .as_ref()
+            .map(|old| listed.iter().any(|k| &k.id == old));
+        let orphans = listed
+            .into_iter()
+            .filter(|k| {
+                k.name == req.name
+                    && Some(&k.id) != req.replaces.as_ref()
+                    && !known.contains(&k.id)
+                    && k.created_at.is_some_and(|t| t >= since)
+            })
+            .collect();
+        Ok(Interrupted { orphans, old_alive })
+    }
     /// Sets key `id` inactive without deleting it (restorable until it is
     /// revoked); only called when [`Capabilities::deactivate`]. Idempotent.
     async fn deactivate(&self, id: &str, now: Timestamp) -> Result<(), CallError> {

@@ -415,6 +415,7 @@ fn new_record(rt: &Runtime, key: &KeyRecord, req: StartRequest, now: Timestamp) 
         sink_results: Default::default(),
         revoke_old_at: None,
         old_revoked_at: None,
+        old_lost_at: None,
         attempts: 0,
         retry_at: None,
         last_error: None,

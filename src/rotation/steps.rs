@@ -2,6 +2,7 @@
 //! call and ends by committing the next state; the runner loops over steps
 //! until the rotation waits or ends.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -438,8 +439,8 @@ impl Engine {
     }
 
     /// Issuing: clean up a key a previous attempt may have created (found by
-    /// its tag), then issue, then seal the secret in the same commit as the
-    /// new key's id.
+    /// its tag, or by listing where the provider cannot tag), then issue,
+    /// then seal the secret in the same commit as the new key's id.
     async fn issue(
         &self,
         rt: &Runtime,
@@ -449,34 +450,17 @@ impl Engine {
     ) -> StepResult {
         let provider = Self::provider(rt, &rec)?;
         let caps = provider.capabilities();
-        let mut notes = Vec::new();
         let resumed = !*fresh;
+        let mut req = issue_request(rt, &rec, resumed, now)?;
+        let mut notes = Vec::new();
         // A provider whose issue is idempotent on the tag simply answers a
-        // repeated request with the same key: nothing to clean up.
-        if !*fresh && !caps.idempotent_issue {
-            if !caps.tag {
-                return Err(CallError::permanent(format!(
-                    "interrupted while issuing, and provider {} cannot tag keys: look for a key named {:?} created after {} and revoke it before resuming",
-                    rec.provider, key_name(&rec.slot), rec.updated_at
-                ))
-                .into());
-            }
-            crate::failpoint::hit("before:find-tagged")?;
-            let orphans = provider
-                .find_tagged(&rec.id, now)
-                .await
-                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "find_tagged"))?;
-            crate::failpoint::hit("after:find-tagged")?;
-            for orphan in orphans {
-                crate::failpoint::hit("before:revoke-orphan")?;
-                provider
-                    .revoke(&orphan.id, now)
-                    .await
-                    .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
-                crate::failpoint::hit("after:revoke-orphan")?;
-                tracing::warn!(orphan = %orphan.id, "revoked a key an interrupted attempt had issued (its secret was never seen)");
-                notes.push(orphan.id);
-            }
+        // repeated request with the same key: nothing to clean up. Any
+        // other may hold a key the interrupted attempt created, whose
+        // secret keyrot never saw.
+        if resumed && !caps.idempotent_issue {
+            notes = self
+                .recover_interrupted(&*provider, &mut rec, &mut req, now)
+                .await?;
         }
         *fresh = false;
         let policy = rt.config.policy(&rec.policy);
@@ -486,7 +470,6 @@ impl Engine {
             )
             .into());
         }
-        let req = issue_request(rt, &rec, resumed, now)?;
         super::reveal::check_psk(rt, &rec)?;
         crate::failpoint::hit("before:issue")?;
         let issued = provider
@@ -509,7 +492,7 @@ impl Engine {
             fmt_opt(issued.info.expires_at)
         );
         if !notes.is_empty() {
-            note.push_str(&format!("; revoked orphan(s) {}", notes.join(", ")));
+            note.push_str(&format!("; {}", notes.join("; ")));
         }
         tracing::info!(new_key = %issued.info.id, "new key issued; secret sealed into the store");
         rec.transition(RotationState::Issued, now, note);
@@ -517,6 +500,107 @@ impl Engine {
         self.commit_issued(rt, rec, &key_id, issued.secret, "key.issued", now)
             .await?;
         Ok(Next::Continue)
+    }
+
+    /// Resuming Issuing at a provider that is not idempotent: finds what
+    /// the interrupted call created (by tag, or listing: same name, created
+    /// after the recorded intent, not known to keyrot) and revokes it, so
+    /// that issuing again leaves no orphan. Where the old key is already
+    /// gone and the provider's issue is a rotate of it, the newest orphan
+    /// (which holds the old key's scopes) is rotated instead and ends at
+    /// once; with no orphan either, recovery is impossible and the error
+    /// says which key ids to act on. Returns notes for the history.
+    async fn recover_interrupted(
+        &self,
+        provider: &dyn Provider,
+        rec: &mut RotationRecord,
+        req: &mut IssueRequest,
+        now: Timestamp,
+    ) -> Result<Vec<String>, StepError> {
+        let caps = provider.capabilities();
+        let since = rec
+            .entered(RotationState::Issuing)
+            .unwrap_or(rec.updated_at)
+            .saturating_sub(CLOCK_SKEW)
+            .unwrap_or(Timestamp::MIN);
+        let known = self.known_key_ids(&rec.id).await?;
+        crate::failpoint::hit("before:find-tagged")?;
+        let found = provider
+            .find_interrupted(req, since, &known)
+            .await
+            .inspect_err(|_| {
+                self.metrics
+                    .provider_error(&rec.provider, "find_interrupted")
+            })?;
+        crate::failpoint::hit("after:find-tagged")?;
+        let mut orphans = found.orphans;
+        orphans.sort_by_key(|k| k.created_at);
+        let mut notes = Vec::new();
+        if found.old_alive == Some(false) {
+            let old = rec.old_key_id.clone().unwrap_or_default();
+            if rec.old_lost_at.is_none() {
+                rec.old_lost_at = Some(now);
+                self.metrics.old_key_lost(&rec.provider);
+            }
+            tracing::error!(old_key = %old, orphans = ?orphans.iter().map(|k| &k.id).collect::<Vec<_>>(),
+                "the old key is gone at the provider before keyrot revoked it");
+            notes.push(format!("old key {old} was gone at the provider"));
+            if caps.keeps_scopes {
+                // The issue rotates `replaces`: rotate the newest orphan
+                // (same name and scopes, secret never seen), ending it now.
+                let Some(from) = orphans.pop() else {
+                    return Err(CallError::permanent(format!(
+                        "recovery impossible: old key {old} is gone at provider {} and no key the interrupted issue created was found, so there is nothing to rotate from. Create a key named {:?} by hand with scopes [{}], then run `keyrot rotation abort {}` and `keyrot enroll` (or `keyrot rotate {}`)",
+                        rec.provider,
+                        req.name,
+                        req.scopes.join(", "),
+                        rec.id,
+                        rec.slot
+                    ))
+                    .into());
+                };
+                notes.push(format!(
+                    "rotated from key {} (created by the interrupted attempt; ends now)",
+                    from.id
+                ));
+                req.replaces = Some(from.id);
+                req.old_key_expires_at = Some(now);
+            }
+        }
+        for orphan in orphans {
+            crate::failpoint::hit("before:revoke-orphan")?;
+            provider
+                .revoke(&orphan.id, now)
+                .await
+                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
+            crate::failpoint::hit("after:revoke-orphan")?;
+            tracing::warn!(orphan = %orphan.id, "revoked a key an interrupted attempt had issued (its secret was never seen)");
+            notes.push(format!("revoked orphan {}", orphan.id));
+        }
+        Ok(notes)
+    }
+
+    /// Every key id keyrot knows besides what rotation `id` may have
+    /// created: the inventory's current keys and the new keys of other
+    /// rotations still in flight. A listed key outside this set, with the
+    /// right name and created after the intent, is the interrupted call's.
+    async fn known_key_ids(&self, id: &str) -> Result<HashSet<String>, EngineError> {
+        let id = id.to_string();
+        self.db(move |s| {
+            let mut known: HashSet<String> = s
+                .keys()?
+                .into_iter()
+                .filter_map(|k| k.current.map(|c| c.id))
+                .collect();
+            known.extend(
+                s.unfinished_rotations()?
+                    .into_iter()
+                    .filter(|r| r.id != id)
+                    .filter_map(|r| r.new_key.map(|k| k.id)),
+            );
+            Ok(known)
+        })
+        .await
     }
 
     async fn secret(&self, rec: &RotationRecord) -> Result<SecretString, StepError> {
@@ -1019,6 +1103,15 @@ fn fmt_opt(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
 }
 
+/// Clock difference allowed between keyrot and a provider when a listing
+/// looks for keys created after an interrupted issue's intent.
+const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+
+/// How long past its current end the old key is said to live when the
+/// provider reported no expiry for it: time enough to finish the overlap
+/// and recover a lost answer; keyrot revokes it itself when the overlap ends.
+const OLD_KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 7);
+
 /// The issue request of `rec`; every attempt sends the same tag (the
 /// rotation id), which idempotent providers use to answer a repeat with
 /// the key the first attempt created.
@@ -1028,21 +1121,58 @@ fn issue_request(
     resumed: bool,
     now: Timestamp,
 ) -> Result<IssueRequest, CallError> {
-    let expires_at = match rt.config.policy(&rec.policy) {
+    let policy = rt.config.policy(&rec.policy);
+    let expires_at = match policy {
         Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now)
             .map_err(CallError::permanent)?,
         None => rec.requested_new_expiry,
     };
+    let overlap = policy.map(|p| p.overlap).unwrap_or_default();
     Ok(IssueRequest {
         name: key_name(&rec.slot).to_string(),
         scopes: rec.scopes.clone(),
         expires_at,
         tag: rec.id.clone(),
         replaces: rec.old_key_id.clone(),
+        old_key_expires_at: rec
+            .old_key_id
+            .as_ref()
+            .map(|_| old_key_end(rec, overlap, now)),
+        reason: rec.reason.clone(),
+        rotated_by: rec
+            .initiator
+            .rotated_by
+            .clone()
+            .unwrap_or_else(crate::model::keyrot_identity),
+        initiated_from: rec
+            .initiator
+            .initiated_from
+            .clone()
+            .unwrap_or_else(|| "schedule".into()),
+        policy_id: rec
+            .initiator
+            .rotation_policy_id
+            .clone()
+            .unwrap_or_else(|| rec.policy.clone()),
+        notify_contacts: rec.notify_contacts,
         resumed,
         created_by: "keyrot".into(),
         now,
     })
+}
+
+/// The end the old key is given at the provider: its current expiry (it is
+/// never shortened by the issue: keyrot revokes it itself once the overlap
+/// ends, and until then a lost answer can be recovered from it); a key
+/// with no known expiry is given the overlap plus [`OLD_KEY_GRACE`]. Never
+/// before `now` (a provider refuses a time in the past).
+fn old_key_end(rec: &RotationRecord, overlap: jiff::SignedDuration, now: Timestamp) -> Timestamp {
+    let end = rec.old_expires_at.unwrap_or_else(|| {
+        now.saturating_add(overlap)
+            .and_then(|t| t.saturating_add(OLD_KEY_GRACE))
+            .unwrap_or(Timestamp::MAX)
+    });
+    end.max(now)
 }
 
 fn target(rec: &RotationRecord) -> Result<SinkTarget, CallError> {

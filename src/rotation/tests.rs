@@ -356,6 +356,7 @@ async fn resuming_from_issuing_revokes_the_key_an_interrupted_attempt_made() {
             resumed: false,
             created_by: "keyrot".into(),
             now: f.engine.now(),
+            ..Default::default()
         })
         .await
         .unwrap();

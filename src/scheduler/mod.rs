@@ -264,7 +264,12 @@ async fn dispatch_key(engine: &Arc<Engine>, slot: &str, now: Timestamp) -> Resul
                 };
                 match decision {
                     Some(d) if d.start_at.is_some_and(|t| t <= now) => {
-                        Ok(Some((plan::trigger(&rec, &d), d.explain)))
+                        let trigger = plan::trigger(&rec, &d);
+                        let reason = match cfg.policy(&rec.policy).and_then(|p| p.reason.as_ref()) {
+                            Some(r) => format!("{r} ({})", d.explain),
+                            None => d.explain,
+                        };
+                        Ok(Some((trigger, reason)))
                     }
                     _ => {
                         plan::schedule(&cfg, &mut rec, last, now);
@@ -284,8 +289,8 @@ async fn dispatch_key(engine: &Arc<Engine>, slot: &str, now: Timestamp) -> Resul
             trigger,
             reason,
             initiator: Initiator {
-                rotated_by: Some("keyrot".into()),
-                initiated_from: Some("scheduler".into()),
+                rotated_by: Some(crate::model::keyrot_identity()),
+                initiated_from: Some("schedule".into()),
                 rotation_policy_id: None,
             },
             new_expires_at: None,

@@ -327,6 +327,7 @@ mod tests {
             sink_results: Default::default(),
             revoke_old_at: None,
             old_revoked_at: None,
+            old_lost_at: None,
             attempts: 0,
             retry_at: None,
             last_error: None,

@@ -51,6 +51,8 @@ fn every_preset_loads_with_the_config_loader() {
             idempotent_issue: true,
             no_overlap: true,
             deactivate: false,
+            keeps_scopes: false,
+            prove_identity: false,
         };
         let created = Capabilities {
             rotate: false,

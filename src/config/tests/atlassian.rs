@@ -38,9 +38,12 @@ fn every_field_is_read() {
     assert_eq!(
         a.rotate_api,
         AtlassianRotateApi::Proposed {
-            psk_id: "demo-psk".into(),
             // Relative to the config file's directory.
-            psk: SecretRef::File(PathBuf::from("/etc/keyrot/psk.hex")),
+            psks: vec![(
+                "demo-psk".into(),
+                SecretRef::File(PathBuf::from("/etc/keyrot/psk.hex"))
+            )],
+            send_psk_id: false,
         }
     );
     assert_eq!((a.page_size, a.timeout), (100, dur("10s")));

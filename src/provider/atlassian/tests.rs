@@ -22,13 +22,16 @@ use crate::error::CallError;
 use crate::provider::{IssueRequest, Provider};
 use crate::sandbox::{SandboxOptions, serve_listener};
 
+#[path = "tests_strict.rs"]
+mod strict;
+
 /// The sandbox PSK's bytes.
-const PSK: [u8; 32] = [0x42; 32];
+pub(super) const PSK: [u8; 32] = [0x42; 32];
 /// The PSK's id.
-const PSK_ID: &str = "test-psk";
+pub(super) const PSK_ID: &str = "test-psk";
 
 /// The sandbox clock's start.
-fn t0() -> Timestamp {
+pub(super) fn t0() -> Timestamp {
     "2026-03-01T12:00:00Z".parse().unwrap()
 }
 
@@ -38,17 +41,17 @@ fn days(d: i64) -> Timestamp {
 }
 
 /// A seeded sandbox and the files a provider config points at.
-struct Sandbox {
+pub(super) struct Sandbox {
     /// `http://127.0.0.1:PORT`.
     base: String,
     /// Seeded keys by name: (id, secret).
-    keys: std::collections::HashMap<String, (String, String)>,
+    pub(super) keys: std::collections::HashMap<String, (String, String)>,
     /// Holds the admin key (the seeded `keyrot` key).
     admin_file: PathBuf,
     /// Holds the PSK as hex.
     psk_file: PathBuf,
     /// The temporary directory.
-    dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
     /// Stops the server.
     stop: Option<oneshot::Sender<()>>,
     /// The server task.
@@ -58,13 +61,29 @@ struct Sandbox {
 impl Sandbox {
     /// Starts a seeded sandbox on a free loopback port.
     async fn start() -> Sandbox {
+        Sandbox::start_with(Arc::new(ManualClock::new(t0())), Vec::new()).await
+    }
+
+    /// Starts a seeded sandbox with `clock`; `psks` (id, 32 bytes) come
+    /// first, before the test PSK.
+    pub(super) async fn start_with(
+        clock: Arc<dyn crate::clock::Clock>,
+        psks: Vec<(&str, [u8; 32])>,
+    ) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let psk_file = dir.path().join("psk.hex");
         std::fs::write(&psk_file, format!("{}\n", crypto::hex_encode(&PSK))).unwrap();
+        let mut all = Vec::new();
+        for (id, bytes) in psks {
+            let f = dir.path().join(format!("{id}.hex"));
+            std::fs::write(&f, crypto::hex_encode(&bytes)).unwrap();
+            all.push((id.to_string(), f));
+        }
+        all.push((PSK_ID.into(), psk_file.clone()));
         let opts = SandboxOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             state: dir.path().join("state.json"),
-            psks: vec![(PSK_ID.into(), psk_file.clone())],
+            psks: all,
             seed: true,
             seed_secrets: Some(dir.path().join("secrets.json")),
             rate_limit: None,
@@ -72,7 +91,6 @@ impl Sandbox {
         let listener = TcpListener::bind(opts.listen).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let clock = Arc::new(ManualClock::new(t0()));
         let task = tokio::spawn(serve_listener(listener, opts, clock, async move {
             let _ = rx.await;
         }));
@@ -114,19 +132,19 @@ impl Sandbox {
     }
 
     /// The seeded id of key `name`.
-    fn id(&self, name: &str) -> String {
+    pub(super) fn id(&self, name: &str) -> String {
         self.keys[name].0.clone()
     }
 
     /// A provider config with the proposed rotate API and `page_size`.
-    fn config(&self, page_size: u32) -> AtlassianProviderConfig {
+    pub(super) fn config(&self, page_size: u32) -> AtlassianProviderConfig {
         AtlassianProviderConfig {
             org_id: "demo-org".into(),
             base_url: format!("{}/admin/api-access/v1", self.base),
             admin_key: SecretRef::File(self.admin_file.clone()),
             rotate_api: AtlassianRotateApi::Proposed {
-                psk_id: PSK_ID.into(),
-                psk: SecretRef::File(self.psk_file.clone()),
+                psks: vec![(PSK_ID.into(), SecretRef::File(self.psk_file.clone()))],
+                send_psk_id: false,
             },
             page_size,
             timeout: SignedDuration::from_secs(5),
@@ -134,12 +152,12 @@ impl Sandbox {
     }
 
     /// A provider over this sandbox.
-    fn provider(&self, page_size: u32) -> AtlassianProvider {
+    pub(super) fn provider(&self, page_size: u32) -> AtlassianProvider {
         AtlassianProvider::from_config("atl", &self.config(page_size), None).unwrap()
     }
 
     /// POST to an admin endpoint.
-    async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {
+    pub(super) async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {
         reqwest::Client::new()
             .post(format!("{}/_sandbox/{path}", self.base))
             .json(&body)
@@ -149,14 +167,14 @@ impl Sandbox {
     }
 
     /// Every secret a message must never contain.
-    fn secrets(&self) -> Vec<String> {
+    pub(super) fn secrets(&self) -> Vec<String> {
         let mut out: Vec<String> = self.keys.values().map(|(_, s)| s.clone()).collect();
         out.push(crypto::hex_encode(&PSK));
         out
     }
 
     /// Stops the server.
-    async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -165,7 +183,7 @@ impl Sandbox {
 }
 
 /// An issue request replacing `old`.
-fn request(old: Option<&str>, tag: &str) -> IssueRequest {
+pub(super) fn request(old: Option<&str>, tag: &str) -> IssueRequest {
     IssueRequest {
         name: "ci-bot".into(),
         scopes: vec!["read:jira-work".into(), "write:jira-work".into()],
@@ -175,6 +193,7 @@ fn request(old: Option<&str>, tag: &str) -> IssueRequest {
         resumed: false,
         created_by: "keyrot".into(),
         now: t0(),
+        ..Default::default()
     }
 }
 
@@ -258,11 +277,14 @@ async fn a_forced_429_is_transient_with_its_retry_after() {
 }
 
 #[tokio::test]
-async fn issue_rotates_keeping_scopes_and_is_idempotent_by_tag() {
+async fn issue_rotates_keeping_scopes_and_sends_an_idempotency_key() {
     let sb = Sandbox::start().await;
     let p = sb.provider(50);
     let caps = p.capabilities();
-    assert!(caps.issue && caps.rotate && caps.idempotent_issue && caps.verify);
+    // The Idempotency-Key is sent but never relied on: a lost answer is
+    // recovered by listing.
+    assert!(caps.issue && caps.rotate && !caps.idempotent_issue && caps.verify);
+    assert!(caps.keeps_scopes && caps.prove_identity);
     assert!(!caps.tag && !caps.set_expiry);
     let old = sb.id("ci-bot");
     let issued = p.issue(&request(Some(&old), "rot-1")).await.unwrap();
@@ -279,7 +301,8 @@ async fn issue_rotates_keeping_scopes_and_is_idempotent_by_tag() {
     p.verify(&issued.info.id, &issued.secret, t0())
         .await
         .unwrap();
-    // The same tag again (a crash after sending): the same key and secret.
+    // The same tag again, at a server that honours the header (this
+    // sandbox by default): the same key and secret.
     let again = p.issue(&request(Some(&old), "rot-1")).await.unwrap();
     assert_eq!(again.info.id, issued.info.id);
     assert_eq!(again.secret.expose_secret(), issued.secret.expose_secret());
@@ -298,8 +321,11 @@ async fn issue_refusals_name_their_cause() {
     std::fs::write(sb.dir.path().join("wrong.hex"), "17".repeat(32)).unwrap();
     let mut cfg = sb.config(50);
     cfg.rotate_api = AtlassianRotateApi::Proposed {
-        psk_id: PSK_ID.into(),
-        psk: SecretRef::File(sb.dir.path().join("wrong.hex")),
+        psks: vec![(
+            PSK_ID.into(),
+            SecretRef::File(sb.dir.path().join("wrong.hex")),
+        )],
+        send_psk_id: false,
     };
     let wrong = AtlassianProvider::from_config("atl", &cfg, None).unwrap();
     let err = wrong
@@ -310,10 +336,18 @@ async fn issue_refusals_name_their_cause() {
     assert!(
         err.message.contains(
             "sealed secret does not open under PSK test-psk (wrong PSK or tampered response)"
-        ),
+        ) && err.message.contains("revoked at once")
+            && err
+                .message
+                .contains(&format!("old key {} untouched", sb.id("ci-bot"))),
         "{err}"
     );
     errors.push(err);
+    // The key it made, whose secret can never be read, is revoked; the old
+    // key lives.
+    let live = sb.provider(50).list(t0()).await.unwrap();
+    assert_eq!(live.len(), 5, "{live:?}");
+    assert!(live.iter().any(|k| k.id == sb.id("ci-bot")));
     // No old key: Atlassian cannot create a first key.
     let p = sb.provider(50);
     let err = p.issue(&request(None, "rot-x")).await.unwrap_err();
@@ -424,8 +458,8 @@ async fn build_and_transport_failures() {
     let bad = sb.dir.path().join("bad.hex");
     std::fs::write(&bad, "not-hex-and-secret-ish").unwrap();
     cfg.rotate_api = AtlassianRotateApi::Proposed {
-        psk_id: PSK_ID.into(),
-        psk: SecretRef::File(bad),
+        psks: vec![(PSK_ID.into(), SecretRef::File(bad))],
+        send_psk_id: false,
     };
     let err = AtlassianProvider::from_config("atl", &cfg, None)
         .err()

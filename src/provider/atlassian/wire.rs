@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::model::KeyInfo;
+use crate::provider::IssueRequest;
 
 /// One page of `GET /orgs/{orgId}/api-keys`.
 #[derive(Debug, Deserialize)]
@@ -133,22 +134,29 @@ pub(super) struct Encryption {
     pub key_wrap: bool,
 }
 
-/// The rotate request body: the new key's expiry (when the policy sets
-/// one), the reason naming the rotation, no contact notification (keyrot
-/// sends its own), and keyrot as initiator. The old key's expiry is left
-/// alone: keyrot revokes it itself after the overlap.
-pub(super) fn rotate_body(tag: &str, expires_at: Option<Timestamp>) -> Value {
+/// The rotate request body: every field of the seed's request, filled from
+/// the rotation: the new key's expiry (when the policy sets one), the old
+/// key's end said explicitly (never left out: a server may read an absent
+/// `oldKeyExpiresAt` as "the old key ends now"), the policy's or caller's
+/// reason, whether the caller asked for contacts to be told, and who, from
+/// where and under which policy.
+pub(super) fn rotate_body(req: &IssueRequest) -> Value {
     let mut body = json!({
-        "rotateReason": format!("keyrot rotation {tag}"),
-        "notifyContacts": false,
+        "rotateReason": req.reason,
+        "notifyContacts": req.notify_contacts,
         "metadata": {
-            "rotatedBy": "keyrot",
-            "initiatedFrom": "keyrot",
-            "rotationPolicyId": null,
+            "rotatedBy": req.rotated_by,
+            "initiatedFrom": req.initiated_from,
+            "rotationPolicyId": req.policy_id,
         },
     });
-    if let (Some(t), Some(obj)) = (expires_at, body.as_object_mut()) {
-        obj.insert("newKeyExpiresAt".into(), json!(t.to_string()));
+    if let Some(obj) = body.as_object_mut() {
+        if let Some(t) = req.expires_at {
+            obj.insert("newKeyExpiresAt".into(), json!(t.to_string()));
+        }
+        if let Some(t) = req.old_key_expires_at {
+            obj.insert("oldKeyExpiresAt".into(), json!(t.to_string()));
+        }
     }
     body
 }
@@ -192,16 +200,32 @@ mod tests {
     }
 
     #[test]
-    fn rotate_body_carries_reason_and_metadata() {
+    fn rotate_body_carries_every_field_and_the_old_keys_end() {
         let t: Timestamp = "2026-12-31T23:59:59Z".parse().unwrap();
-        let b = rotate_body("0195-rot", Some(t));
+        let old: Timestamp = "2026-08-31T00:00:00Z".parse().unwrap();
+        let req = IssueRequest {
+            tag: "0195-rot".into(),
+            expires_at: Some(t),
+            replaces: Some("old".into()),
+            old_key_expires_at: Some(old),
+            reason: "Scheduled key rotation".into(),
+            rotated_by: "alice".into(),
+            initiated_from: "cli".into(),
+            policy_id: "standard".into(),
+            notify_contacts: true,
+            ..Default::default()
+        };
+        let b = rotate_body(&req);
         assert_eq!(b["newKeyExpiresAt"], "2026-12-31T23:59:59Z");
-        assert_eq!(b["rotateReason"], "keyrot rotation 0195-rot");
-        assert_eq!(b["notifyContacts"], false);
+        assert_eq!(b["oldKeyExpiresAt"], "2026-08-31T00:00:00Z");
+        assert_eq!(b["rotateReason"], "Scheduled key rotation");
+        assert_eq!(b["notifyContacts"], true);
         assert_eq!(
             b["metadata"],
-            json!({"rotatedBy": "keyrot", "initiatedFrom": "keyrot", "rotationPolicyId": null})
+            json!({"rotatedBy": "alice", "initiatedFrom": "cli", "rotationPolicyId": "standard"})
         );
-        assert!(rotate_body("t", None).get("newKeyExpiresAt").is_none());
+        let bare = rotate_body(&IssueRequest::default());
+        assert!(bare.get("newKeyExpiresAt").is_none());
+        assert!(bare.get("oldKeyExpiresAt").is_none());
     }
 }

@@ -355,6 +355,8 @@ impl HttpProviderConfig {
             idempotent_issue,
             no_overlap,
             deactivate: false,
+            keeps_scopes: false,
+            prove_identity: false,
         }
     }
 }
