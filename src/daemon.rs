@@ -177,7 +177,9 @@ impl Backend for DaemonBackend {
         id: &str,
         req: control::EnrollRequest,
     ) -> Result<RotationRecord, ApiError> {
-        self.engine.enroll(id, req.key_id, req.secret).await
+        self.engine
+            .enroll(id, req.key_id, req.secret, req.accept_unverified)
+            .await
     }
 
     async fn reload(&self) -> Result<(), ApiError> {

@@ -247,6 +247,7 @@ pub fn control_json(data: &[u8]) -> Outcome {
         let other = EnrollRequest {
             secret: SecretString::from(format!("{}x", r.secret.expose_secret())),
             key_id: r.key_id.clone(),
+            accept_unverified: r.accept_unverified,
         };
         if format!("{r:?}") != format!("{other:?}") {
             return finding("EnrollRequest's Debug output depends on its secret");

@@ -29,12 +29,18 @@ fn read_secret() -> anyhow::Result<SecretString> {
 }
 
 /// Runs the command.
-pub async fn run(id: &str, key_id: Option<&str>, socket: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    id: &str,
+    key_id: Option<&str>,
+    accept_unverified: bool,
+    socket: &Path,
+) -> anyhow::Result<ExitCode> {
     let secret = read_secret()?;
     let client = Client::new(socket);
     let body = EnrollBody {
         secret: secret.expose_secret(),
         key_id,
+        accept_unverified,
     };
     let rec: RotationRecord = client
         .post(&format!("/v1/rotations/{id}/enroll"), &body)

@@ -122,6 +122,10 @@ pub enum Command {
         /// The new key's id at the provider (found by name when omitted).
         #[arg(long)]
         key_id: Option<String>,
+        /// Enroll even where the provider cannot prove that the secret
+        /// belongs to that key (it can only check that it authenticates).
+        #[arg(long)]
+        accept_unverified: bool,
     },
     /// Run the sandbox of the proposed Admin API and the daemon together, to watch rotations.
     Demo {
@@ -409,7 +413,8 @@ async fn dispatch(
         Command::Enroll {
             rotation_id,
             key_id,
-        } => enroll::run(&rotation_id, key_id.as_deref(), socket).await,
+            accept_unverified,
+        } => enroll::run(&rotation_id, key_id.as_deref(), accept_unverified, socket).await,
         Command::Run { .. }
         | Command::Check
         | Command::Decrypt { .. }

@@ -48,6 +48,9 @@ pub struct EnrollRequest {
     /// The new key's id at the provider (found by name when absent).
     #[serde(default)]
     pub key_id: Option<String>,
+    /// Enroll even where the provider cannot prove the secret is that key's.
+    #[serde(default)]
+    pub accept_unverified: bool,
 }
 
 impl std::fmt::Debug for EnrollRequest {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for EnrollRequest {
         f.debug_struct("EnrollRequest")
             .field("secret", &"[redacted]")
             .field("key_id", &self.key_id)
+            .field("accept_unverified", &self.accept_unverified)
             .finish()
     }
 }
@@ -67,6 +71,8 @@ pub struct EnrollBody<'a> {
     /// The new key's id, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<&'a str>,
+    /// Enroll even where the provider cannot prove the secret is that key's.
+    pub accept_unverified: bool,
 }
 
 /// A JSON error body: `{"error": {"code": .., "message": .., "field": ..}}`.

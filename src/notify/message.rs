@@ -327,7 +327,11 @@ pub(super) fn failed_vars(rec: &RotationRecord, old_key_ended: bool) -> Vars {
         .set("error", rec.last_error.clone().unwrap_or_default())
         .set("attempts", rec.attempts.to_string())
         .set("sinks_written", written.join(", "))
-        .flag("old_key_ended", old_key_ended && rec.old_key_id.is_some())
+        .flag(
+            "old_key_ended",
+            (old_key_ended || rec.old_lost_at.is_some()) && rec.old_key_id.is_some(),
+        )
+        .flag("old_key_lost", rec.old_lost_at.is_some())
         .flag(
             "can_abort",
             written.is_empty() && !past_distribution && !old_key_ended,

@@ -191,7 +191,16 @@ fn failed_after_a_sink_write_or_a_native_rotate_says_so() {
     );
     assert!(!m.body.contains("give up"), "{}", m.body);
     let m = one(c.failed(&examples::failed_rotation(), None, true, now()));
-    in_both(&m, "consumers that still use the old key fail now");
+    in_both(&m, "Consumers that still use the old key fail now");
+    in_both(&m, "when it issued the new key");
+    assert!(!m.body.contains("untouched"), "{}", m.body);
+    // The provider ended the old key early (keyrot found it gone): said so,
+    // never "untouched".
+    let mut lost = examples::failed_rotation();
+    lost.old_lost_at = Some(now());
+    let m = one(c.failed(&lost, None, false, now()));
+    in_both(&m, "the provider ended it before keyrot revoked it");
+    in_both(&m, "Consumers that still use the old key fail now");
     assert!(!m.body.contains("untouched"), "{}", m.body);
 }
 

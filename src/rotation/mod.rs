@@ -358,6 +358,7 @@ impl Engine {
         id: &str,
         key_id: Option<String>,
         secret: secrecy::SecretString,
+        accept_unverified: bool,
     ) -> Result<RotationRecord, ApiError> {
         if !self.claim(id) {
             return Err(ApiError::new(
@@ -365,7 +366,9 @@ impl Engine {
                 format!("rotation {id} is running a step; try again"),
             ));
         }
-        let out = self.enroll_claimed(id, key_id, secret).await;
+        let out = self
+            .enroll_claimed(id, key_id, secret, accept_unverified)
+            .await;
         self.release(id);
         if let Ok(rec) = &out {
             self.spawn(&rec.id);

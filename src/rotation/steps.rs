@@ -14,7 +14,7 @@ use crate::error::CallError;
 use crate::model::{KeyInfo, KeyRecord, NewKey, RotationRecord, RotationState, SinkResult};
 use crate::notify;
 use crate::policy;
-use crate::provider::{IssueRequest, Provider};
+use crate::provider::{Identity, IssueRequest, Provider};
 use crate::shutdown::Shutdown;
 use crate::sink::SinkTarget;
 use crate::store::Tx;
@@ -224,8 +224,16 @@ impl Engine {
             RotationState::Pending => {
                 super::reveal::check_psk(rt, &rec)?;
                 let provider = Self::provider(rt, &rec)?;
-                if !provider.capabilities().issue {
-                    return self.ask_for_key(rt, rec, now).await;
+                let caps = provider.capabilities();
+                if !caps.issue {
+                    let why = "provider cannot create keys".to_string();
+                    return self.ask_for_key(rt, rec, why, now).await;
+                }
+                if caps.keeps_scopes
+                    && let Some(why) = self.scopes_not_kept(rt, &rec).await?
+                {
+                    tracing::warn!(scopes = ?rec.scopes, "{why}: asking for a key with the policy's scopes instead");
+                    return self.ask_for_key(rt, rec, why, now).await;
                 }
                 rec.transition(
                     RotationState::Issuing,
@@ -295,18 +303,53 @@ impl Engine {
         Ok(Next::Stop)
     }
 
-    /// Pending, for a provider that cannot create keys: ask people to
-    /// create one, and wait in AwaitingSecret with a reminder timer.
+    /// Where the provider's issue keeps the old key's scopes (the proposed
+    /// Atlassian rotate) but the policy asks for others (seed 001: turn an
+    /// unscoped key into a scoped one): why the key must be made by hand.
+    async fn scopes_not_kept(
+        &self,
+        rt: &Runtime,
+        rec: &RotationRecord,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(policy) = rt.config.policy(&rec.policy) else {
+            return Ok(None);
+        };
+        if policy.scopes.is_empty() {
+            return Ok(None);
+        }
+        let slot = rec.slot.clone();
+        let old = self
+            .db(move |s| s.key(&slot))
+            .await?
+            .and_then(|k| k.current)
+            .map(|k| k.scopes)
+            .unwrap_or_default();
+        if same_scopes(&old, &policy.scopes) {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "provider {} keeps the old key's scopes [{}] when it rotates, but policy {:?} asks for [{}]",
+            rec.provider,
+            old.join(", "),
+            policy.name,
+            policy.scopes.join(", ")
+        )))
+    }
+
+    /// Pending, for a provider that cannot create the key the policy asks
+    /// for (`why`): ask people to create one, and wait in AwaitingSecret
+    /// with a reminder timer.
     async fn ask_for_key(
         &self,
         rt: &Runtime,
         mut rec: RotationRecord,
+        why: String,
         now: Timestamp,
     ) -> StepResult {
         rec.transition(
             RotationState::AwaitingSecret,
             now,
-            "provider cannot create keys: asked for one by email; waiting for `keyrot enroll`",
+            format!("{why}: asked for a key by email; waiting for `keyrot enroll`"),
         );
         rec.retry_at = next_reminder(rt, &rec, now);
         tracing::warn!(next_reminder = ?rec.retry_at, "assisted rotation: waiting for a person to create the key and run `keyrot enroll {}`", rec.id);
@@ -319,7 +362,7 @@ impl Engine {
             Some((
                 now,
                 "rotation.assisted",
-                "asked for a key to be created by hand".into(),
+                format!("asked for a key to be created by hand: {why}"),
             )),
         )
         .await?;
@@ -334,6 +377,7 @@ impl Engine {
         id: &str,
         key_id: Option<String>,
         secret: SecretString,
+        accept_unverified: bool,
     ) -> Result<RotationRecord, ApiError> {
         let rt = self.runtime();
         let mut rec = self
@@ -385,13 +429,75 @@ impl Engine {
                 format!("{new_id} is the old key: create a new one"),
             ));
         }
-        if caps.verify {
-            provider.verify(&new_id, &secret, now).await.map_err(|e| {
-                ApiError::new(
-                    400,
-                    format!("the secret does not work as key {new_id}: {}", e.message),
-                )
-            })?;
+        let mut notes = Vec::new();
+        if let Some(p) = rt.config.policy(&rec.policy)
+            && let Some(problem) = enrolled_scopes_problem(p, found.as_ref().map(|f| &f.scopes[..]))
+        {
+            if p.refuse_scope_mismatch {
+                return Err(ApiError::bad_field(
+                    "key_id",
+                    format!(
+                        "key {new_id}: {problem}. Nothing was changed: create a key with exactly the policy's scopes and enroll that one (or set scope_mismatch = \"flag\" in policy {:?})",
+                        p.name
+                    ),
+                ));
+            }
+            tracing::warn!(rotation = %rec.id, new_key = %new_id, "enrolled despite scopes: {problem}");
+            notes.push(format!("scopes flagged: {problem}"));
+        }
+        let unproven = |why: String| {
+            ApiError::bad_field(
+                "secret",
+                format!(
+                    "cannot prove that the secret belongs to key {new_id}: {why}. Nothing was changed; if you are sure it is that key's, enroll again with --accept-unverified"
+                ),
+            )
+        };
+        if caps.prove_identity {
+            match provider.prove_identity(&new_id, &secret, now).await {
+                Ok(Identity::Proven) => notes.push("identity proven".into()),
+                Ok(Identity::Unprovable(why)) if accept_unverified => {
+                    notes.push(format!(
+                        "identity not proven, accepted by the operator ({why})"
+                    ));
+                }
+                Ok(Identity::Unprovable(why)) => return Err(unproven(why)),
+                Err(e) if e.transient => {
+                    return Err(ApiError::new(
+                        502,
+                        format!("proving the secret belongs to key {new_id}: {}", e.message),
+                    ));
+                }
+                Err(e) => {
+                    return Err(ApiError::bad_field(
+                        "secret",
+                        format!(
+                            "the secret is refused for key {new_id}: {}. Nothing was changed",
+                            e.message
+                        ),
+                    ));
+                }
+            }
+        } else {
+            if caps.verify {
+                provider.verify(&new_id, &secret, now).await.map_err(|e| {
+                    ApiError::new(
+                        400,
+                        format!("the secret does not work as key {new_id}: {}", e.message),
+                    )
+                })?;
+            }
+            let why = format!(
+                "provider {} can {}check that a secret authenticates, not which key it belongs to",
+                rec.provider,
+                if caps.verify { "" } else { "not even " }
+            );
+            if !accept_unverified {
+                return Err(unproven(why));
+            }
+            notes.push(format!(
+                "identity not proven, accepted by the operator ({why})"
+            ));
         }
         let hash =
             crate::crypto::sha256_hex(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
@@ -407,7 +513,10 @@ impl Engine {
         rec.transition(
             RotationState::Issued,
             now,
-            format!("secret of key {new_id} enrolled by an operator"),
+            format!(
+                "secret of key {new_id} enrolled by an operator; {}",
+                notes.join("; ")
+            ),
         );
         Ok(self
             .commit_issued(&rt, rec, &new_id, secret, "key.enrolled", now)
@@ -1092,6 +1201,41 @@ fn assisted_expiry(rt: &Runtime, rec: &RotationRecord, now: Timestamp) -> Option
             .flatten(),
         None => rec.requested_new_expiry,
     }
+}
+
+/// What is wrong with an enrolled key's scopes (as the provider lists them;
+/// `None`: not listed) under `policy`, if anything.
+fn enrolled_scopes_problem(policy: &policy::Policy, listed: Option<&[String]>) -> Option<String> {
+    let Some(listed) = listed else {
+        return (!policy.scopes.is_empty() || policy.require_scopes).then(|| {
+            format!(
+                "the provider does not list it, so its scopes cannot be checked against policy {:?}",
+                policy.name
+            )
+        });
+    };
+    if !policy.scopes.is_empty() && !same_scopes(listed, &policy.scopes) {
+        return Some(format!(
+            "it has scopes [{}], policy {:?} asks for [{}]",
+            listed.join(", "),
+            policy.name,
+            policy.scopes.join(", ")
+        ));
+    }
+    if policy.require_scopes && listed.is_empty() {
+        return Some(format!(
+            "it is unscoped, and policy {:?} requires scopes",
+            policy.name
+        ));
+    }
+    None
+}
+
+/// Whether two scope lists hold the same scopes (order and repeats aside).
+fn same_scopes(a: &[String], b: &[String]) -> bool {
+    let a: std::collections::BTreeSet<&str> = a.iter().map(String::as_str).collect();
+    let b: std::collections::BTreeSet<&str> = b.iter().map(String::as_str).collect();
+    a == b
 }
 
 /// The key name part of a slot id.
