@@ -124,6 +124,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         seed: true,
         seed_secrets: Some(secrets.clone()),
         rate_limit: None,
+        ..Default::default()
     };
     // The sandbox runs on its own runtime in a thread; the daemon owns main.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -153,6 +153,18 @@ pub enum Command {
         /// Answer 429 beyond this many requests per second.
         #[arg(long)]
         rate_limit: Option<u32>,
+        /// Ignore the Idempotency-Key header: every rotate call makes a new key.
+        #[arg(long)]
+        no_idempotency: bool,
+        /// What a rotate without oldKeyExpiresAt does to the old key: keep its expiry, or revoke it at once.
+        #[arg(long, value_name = "WHAT", default_value = "keep", value_parser = ["keep", "revoke"])]
+        absent_old_expiry: String,
+        /// Seal every new secret under this PSK (one of --psk), ignoring ?pskId=.
+        #[arg(long, value_name = "ID")]
+        seal_psk: Option<String>,
+        /// The strictest server: --no-idempotency, --absent-old-expiry revoke, and sealing under --seal-psk (else the first --psk) whatever ?pskId= says.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the secret sealed in a rotate API response (read from stdin).
     ///
@@ -299,23 +311,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
             init_logging(LogFormat::Text);
             demo::run(dir)
         }
-        Command::Sandbox {
-            listen,
-            state,
-            psks,
-            seed,
-            seed_secrets,
-            rate_limit,
-        } => {
+        Command::Sandbox { .. } => {
             init_logging(LogFormat::Text);
-            sandbox(
-                *listen,
-                state,
-                psks,
-                *seed,
-                seed_secrets.clone(),
-                *rate_limit,
-            )
+            sandbox(&cli.command)
         }
         _ => client_command(cli),
     }
@@ -429,14 +427,22 @@ async fn dispatch(
 }
 
 /// `keyrot sandbox`: serves until SIGINT/SIGTERM.
-fn sandbox(
-    listen: std::net::SocketAddr,
-    state: &Path,
-    psks: &[String],
-    seed: bool,
-    seed_secrets: Option<PathBuf>,
-    rate_limit: Option<u32>,
-) -> anyhow::Result<ExitCode> {
+fn sandbox(command: &Command) -> anyhow::Result<ExitCode> {
+    let Command::Sandbox {
+        listen,
+        state,
+        psks,
+        seed,
+        seed_secrets,
+        rate_limit,
+        no_idempotency,
+        absent_old_expiry,
+        seal_psk,
+        strict,
+    } = command
+    else {
+        anyhow::bail!("internal: {command:?} is not the sandbox command");
+    };
     let psks = psks
         .iter()
         .map(|p| {
@@ -446,12 +452,18 @@ fn sandbox(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = crate::sandbox::SandboxOptions {
-        listen,
-        state: state.to_path_buf(),
+        listen: *listen,
+        state: state.clone(),
         psks,
-        seed,
-        seed_secrets,
-        rate_limit,
+        seed: *seed,
+        seed_secrets: seed_secrets.clone(),
+        rate_limit: *rate_limit,
+        no_idempotency: *no_idempotency,
+        absent_old_expiry: absent_old_expiry
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--absent-old-expiry {e}"))?,
+        seal_psk: seal_psk.clone(),
+        strict: *strict,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,7 +1,8 @@
 //! The sandbox's own endpoints under `/_sandbox/`: create a key (the one
-//! place besides rotate that reveals a secret, for seeding tests), read a
-//! key's secret hash, read the audit list, and force failures. No auth;
-//! only loopback peers are answered.
+//! place besides rotate that reveals a secret, for seeding tests), list
+//! every key of every org, read a key's secret hash, read the audit list,
+//! and force failures (lost answers are in `lose.rs`). No auth; only
+//! loopback peers are answered.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,6 +143,36 @@ pub async fn create_key(
         .await?;
     let body = json!({ "id": id, "secret": secret.as_str() });
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// `GET /_sandbox/keys`: every key of every org (orgs by id, keys in
+/// creation order), with its org, end times and lineage; never a secret or
+/// its hash.
+pub async fn list_keys(AxumState(app): AxumState<Arc<App>>) -> Json<Value> {
+    app.read(|st, now| {
+        let data: Vec<Value> = st
+            .orgs
+            .iter()
+            .flat_map(|(org_id, org)| org.api_keys.iter().map(move |k| (org_id, k)))
+            .map(|(org_id, k)| {
+                json!({
+                    "id": k.id,
+                    "orgId": org_id,
+                    "name": k.name,
+                    "scopes": k.scopes,
+                    "createdBy": k.created_by,
+                    "createdAt": k.created_at,
+                    "expiresAt": k.expires_at,
+                    "revokedAt": k.revoked_at,
+                    "lastActiveAt": k.last_active_at,
+                    "rotatedFrom": k.rotated_from,
+                    "status": k.status(now),
+                })
+            })
+            .collect();
+        Json(json!({ "data": data }))
+    })
+    .await
 }
 
 /// `GET /_sandbox/keys/{id}/secret-sha256`: the stored hash of a key's secret.

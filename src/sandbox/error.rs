@@ -160,6 +160,12 @@ pub enum SandboxError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// `--seal-psk` names no `--psk`.
+    #[error("--seal-psk {id:?} names no pre-shared key; give it with --psk {id}=FILE")]
+    SealPsk {
+        /// The id asked for.
+        id: String,
+    },
     /// The seed secrets file could not be written.
     #[error("cannot write seed secrets file {}: {source}", path.display())]
     SeedSecrets {

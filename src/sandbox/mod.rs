@@ -10,6 +10,7 @@ mod admin;
 mod error;
 mod idempotency;
 mod limit;
+mod lose;
 mod persist;
 mod psk;
 mod rotate;
@@ -21,7 +22,11 @@ mod tests;
 #[cfg(test)]
 mod tests_idempotency;
 #[cfg(test)]
+mod tests_lose;
+#[cfg(test)]
 mod tests_more;
+#[cfg(test)]
+mod tests_strict;
 
 use std::future::Future;
 use std::io::Write;
@@ -34,12 +39,14 @@ use axum::middleware;
 use axum::routing::{get, patch, post};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 pub use error::{ApiError, SandboxError};
+pub use rotate::AbsentOldExpiry;
 
 use crate::clock::{Clock, SystemClock};
 use limit::Gate;
+use lose::Losses;
 use psk::Psk;
 use state::State;
 
@@ -61,6 +68,72 @@ pub struct SandboxOptions {
     pub seed_secrets: Option<PathBuf>,
     /// Requests per second allowed on the Admin API; `None` is unlimited.
     pub rate_limit: Option<u32>,
+    /// Ignore the `Idempotency-Key` header: every rotate call makes a new key.
+    pub no_idempotency: bool,
+    /// What a rotate body without `oldKeyExpiresAt` does to the old key.
+    pub absent_old_expiry: AbsentOldExpiry,
+    /// Seal every new secret under this PSK (one of `psks`), ignoring `?pskId=`.
+    pub seal_psk: Option<String>,
+    /// Every strict behaviour at once: no idempotency, an absent
+    /// `oldKeyExpiresAt` revokes, and sealing under `seal_psk` or else the
+    /// first PSK whatever `?pskId=` says.
+    pub strict: bool,
+}
+
+impl Default for SandboxOptions {
+    /// Loopback on a free port, `sandbox-state.json`, no PSK, no seeding,
+    /// no limit, and today's lenient behaviour.
+    fn default() -> SandboxOptions {
+        SandboxOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state: PathBuf::from("sandbox-state.json"),
+            psks: Vec::new(),
+            seed: false,
+            seed_secrets: None,
+            rate_limit: None,
+            no_idempotency: false,
+            absent_old_expiry: AbsentOldExpiry::Keep,
+            seal_psk: None,
+            strict: false,
+        }
+    }
+}
+
+/// The behaviours the options resolve to (`--strict` folded in).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Modes {
+    /// Whether `Idempotency-Key` is honoured.
+    idempotency: bool,
+    /// What an absent `oldKeyExpiresAt` means.
+    absent_old_expiry: AbsentOldExpiry,
+    /// The PSK every secret is sealed under, whatever `?pskId=` says.
+    seal_psk: Option<String>,
+}
+
+impl Modes {
+    /// Resolves the options against the loaded PSKs; a `seal_psk` that is
+    /// not one of them stops the start.
+    fn of(opts: &SandboxOptions, psks: &[Psk]) -> Result<Modes, SandboxError> {
+        if let Some(id) = &opts.seal_psk
+            && !psks.iter().any(|p| &p.id == id)
+        {
+            return Err(SandboxError::SealPsk { id: id.clone() });
+        }
+        let seal_psk = match (&opts.seal_psk, opts.strict) {
+            (Some(id), _) => Some(id.clone()),
+            (None, true) => psks.first().map(|p| p.id.clone()),
+            (None, false) => None,
+        };
+        Ok(Modes {
+            idempotency: !(opts.no_idempotency || opts.strict),
+            absent_old_expiry: if opts.strict {
+                AbsentOldExpiry::Revoke
+            } else {
+                opts.absent_old_expiry
+            },
+            seal_psk,
+        })
+    }
 }
 
 /// The state and the bytes last written to the state file.
@@ -84,6 +157,12 @@ pub(crate) struct App {
     psks: Vec<Psk>,
     /// Rate limit and forced failures.
     gate: Gate,
+    /// Strict behaviours in force.
+    modes: Modes,
+    /// Rotate answers still to be lost (`POST /_sandbox/lose`).
+    losses: Losses,
+    /// Becomes `true` when the server shuts down (ends stalled answers).
+    closing: watch::Sender<bool>,
 }
 
 impl App {
@@ -118,9 +197,11 @@ impl App {
         f(&stored.state, self.clock.now())
     }
 
-    /// The PSK named by `?pskId=`, or the default (first) one.
+    /// The PSK to seal under: the server's choice when it has one
+    /// (`--seal-psk`, `--strict`), else the one `?pskId=` names, else the
+    /// default (first) one.
     fn psk(&self, id: Option<&str>) -> Result<&Psk, ApiError> {
-        match id {
+        match self.modes.seal_psk.as_deref().or(id) {
             None => self.psks.first().ok_or_else(|| {
                 ApiError::field(
                     "pskId",
@@ -163,6 +244,11 @@ pub async fn serve_listener(
         .await
         .map_err(|e| SandboxError::Serve(std::io::Error::other(e)))??;
     let app = Arc::new(app);
+    let closing = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.closing.send_replace(true);
+    };
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the sandbox is for local testing; it listens beyond loopback (admin endpoints still answer loopback only)");
     }
@@ -185,6 +271,13 @@ fn announce(addr: SocketAddr) -> std::io::Result<()> {
 /// Loads PSKs and the state file, seeds if asked, and saves the result.
 fn open(opts: &SandboxOptions, clock: Arc<dyn Clock>) -> Result<App, SandboxError> {
     let psks = psk::load_all(&opts.psks)?;
+    let modes = Modes::of(opts, &psks)?;
+    tracing::info!(
+        idempotency = modes.idempotency,
+        absent_old_expiry = %modes.absent_old_expiry,
+        seal_psk = modes.seal_psk.as_deref().unwrap_or("(the request's pskId)"),
+        "sandbox rotate behaviour"
+    );
     let mut state = persist::load(&opts.state)?;
     let saved = if opts.state.exists() {
         persist::encode(&state)
@@ -207,6 +300,9 @@ fn open(opts: &SandboxOptions, clock: Arc<dyn Clock>) -> Result<App, SandboxErro
         clock,
         psks,
         gate: Gate::new(opts.rate_limit),
+        modes,
+        losses: Losses::default(),
+        closing: watch::Sender::new(false),
     })
 }
 
@@ -228,10 +324,11 @@ fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), limit::gate));
     let admin = Router::new()
         .route("/health", get(admin::health))
-        .route("/keys", post(admin::create_key))
+        .route("/keys", post(admin::create_key).get(admin::list_keys))
         .route("/keys/{key_id}/secret-sha256", get(admin::secret_sha256))
         .route("/audit", get(admin::audit))
         .route("/fail", post(admin::fail))
+        .route("/lose", post(lose::lose))
         .layer(middleware::from_fn(admin::loopback_only));
     Router::new()
         .nest(API_BASE, api)

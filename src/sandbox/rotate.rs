@@ -1,8 +1,13 @@
 //! The customer's proposed rotate call: parsing its JSON body field by field
 //! (so a 400 names the field at fault) and applying it to the [`State`]: a
 //! new key with the old key's name and scopes, the old key's expiry
-//! shortened if asked, and an audit record of the reason and metadata.
-//! Sealing the new secret under a PSK is the route's job.
+//! shortened if asked (or, in the strict reading, ended at once when the
+//! body says nothing about it), and an audit record of what was sent and
+//! what became of the old key. Sealing the new secret under a PSK is the
+//! route's job.
+
+use std::fmt;
+use std::str::FromStr;
 
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
@@ -16,6 +21,50 @@ use super::state::{
 
 /// Longest `rotateReason` accepted, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
+
+/// What a rotate body without `oldKeyExpiresAt` does to the old key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AbsentOldExpiry {
+    /// The old key keeps its expiry (the lenient reading).
+    #[default]
+    Keep,
+    /// The old key ends at once: it is revoked at the rotation (the harsh
+    /// reading of "absent").
+    Revoke,
+}
+
+impl FromStr for AbsentOldExpiry {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AbsentOldExpiry, String> {
+        match s {
+            "keep" => Ok(AbsentOldExpiry::Keep),
+            "revoke" => Ok(AbsentOldExpiry::Revoke),
+            other => Err(format!("{other:?}: expected keep or revoke")),
+        }
+    }
+}
+
+impl fmt::Display for AbsentOldExpiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AbsentOldExpiry::Keep => "keep",
+            AbsentOldExpiry::Revoke => "revoke",
+        })
+    }
+}
+
+/// Who rotates, under which PSK, and by which reading of an absent
+/// `oldKeyExpiresAt`.
+#[derive(Clone, Debug)]
+pub struct RotateContext {
+    /// The id of the key that authenticated the call.
+    pub actor: String,
+    /// The PSK the new secret is sealed under.
+    pub psk_id: String,
+    /// What an absent `oldKeyExpiresAt` does.
+    pub absent_old_expiry: AbsentOldExpiry,
+}
 
 /// A parsed rotate body; every field optional.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -143,15 +192,15 @@ impl State {
     /// Rotates `key_id` of `org_id`: a new key with the same name and scopes
     /// expiring at the requested time capped at one year from `now` (default
     /// one year), the old key's expiry lowered to `oldKeyExpiresAt` (never
-    /// raised), and an audit record. Unknown or revoked keys are 404, expired
-    /// keys 409.
+    /// raised) — or, when that is absent and `ctx` says so, the old key
+    /// revoked at `now` — and an audit record. Unknown or revoked keys are
+    /// 404, expired keys 409.
     pub fn rotate(
         &mut self,
         org_id: &str,
         key_id: &str,
         req: &RotateRequest,
-        actor: &str,
-        psk_id: &str,
+        ctx: &RotateContext,
         now: Timestamp,
     ) -> Result<Rotated, ApiError> {
         let old = self
@@ -169,10 +218,15 @@ impl State {
         }
         let cap = after(now, MAX_LIFETIME);
         let expires_at = req.new_key_expires_at.map_or(cap, |t| t.min(cap));
-        if let Some(t) = req.old_key_expires_at {
-            old.expires_at = old.expires_at.min(t);
+        match req.old_key_expires_at {
+            Some(t) => old.expires_at = old.expires_at.min(t),
+            None if ctx.absent_old_expiry == AbsentOldExpiry::Revoke => {
+                old.revoked_at = Some(now);
+            }
+            None => {}
         }
         let old_expiry = old.expires_at;
+        let old_revoked = old.revoked_at;
         let (secret, secret_sha256) = mint_secret();
         let new = ApiKey {
             id: new_id(),
@@ -197,14 +251,18 @@ impl State {
             action: "api-key.rotated".into(),
             org_id: org_id.to_string(),
             api_key_id: key_id.to_string(),
-            actor_key_id: Some(actor.to_string()),
+            actor_key_id: Some(ctx.actor.clone()),
             new_api_key_id: Some(id.clone()),
             rotate_reason: req.rotate_reason.clone(),
             notify_contacts: req.notify_contacts,
             metadata: req.metadata.clone(),
+            old_key_expires_at_sent: req.old_key_expires_at,
+            old_key_expires_at_absent: Some(req.old_key_expires_at.is_none()),
             old_key_expires_at: Some(old_expiry),
+            old_key_revoked_at: old_revoked,
+            old_key_ends_at: Some(old_revoked.map_or(old_expiry, |r| r.min(old_expiry))),
             new_key_expires_at: Some(expires_at),
-            psk_id: Some(psk_id.to_string()),
+            psk_id: Some(ctx.psk_id.clone()),
             ..AuditEntry::default()
         });
         Ok(Rotated {
@@ -241,6 +299,14 @@ mod tests {
             Some("2026-02-01T00:00:00Z".parse().unwrap())
         );
         assert_eq!(parse(b"", now()).unwrap(), RotateRequest::default());
+    }
+
+    #[test]
+    fn absent_old_expiry_reads_keep_and_revoke_only() {
+        assert_eq!("keep".parse(), Ok(AbsentOldExpiry::Keep));
+        assert_eq!("revoke".parse(), Ok(AbsentOldExpiry::Revoke));
+        assert!("Revoke".parse::<AbsentOldExpiry>().is_err());
+        assert_eq!(AbsentOldExpiry::Revoke.to_string(), "revoke");
     }
 
     #[test]

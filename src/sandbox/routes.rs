@@ -9,6 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use super::App;
 use super::error::ApiError;
 use super::state::{Access, page};
-use super::{idempotency, rotate};
+use super::{idempotency, lose, rotate};
 use crate::crypto;
 
 /// `?cursor=` and `?limit=` of the list endpoints (kept raw so a bad value
@@ -137,31 +138,57 @@ pub async fn revoke(
 /// `PATCH /orgs/{orgId}/api-keys/rotate/{apiKeyId}` (the customer's
 /// proposal): a new key with the old one's scopes, its secret sealed under
 /// the chosen PSK with the new key id as AAD. With an `Idempotency-Key`
-/// header, a repeat within 24 hours replays the first response.
+/// header (unless `--no-idempotency`), a repeat within 24 hours replays the
+/// first response. A successful answer may then be lost (`/_sandbox/lose`):
+/// the rotation stands either way.
 pub async fn rotate(
     AxumState(app): AxumState<Arc<App>>,
     Path((org_id, key_id)): Path<(String, String)>,
     Query(q): Query<PskParam>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let token = bearer_hash(&headers)?;
-    let idem = idempotency::key_of(&headers)?;
+) -> Response {
+    match rotate_call(&app, &org_id, &key_id, q.psk_id.as_deref(), &headers, &body).await {
+        Ok(answer) => lose::deliver(&app, Json(answer).into_response()).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The rotate call up to its answer: authenticate, replay or rotate, seal.
+async fn rotate_call(
+    app: &App,
+    org_id: &str,
+    key_id: &str,
+    psk_id: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let token = bearer_hash(headers)?;
+    let idem = if app.modes.idempotency {
+        idempotency::key_of(headers)?
+    } else {
+        None
+    };
     app.mutate(|st, now| {
-        let actor = st.authenticate(&org_id, &token, Access::Write, now)?;
+        let actor = st.authenticate(org_id, &token, Access::Write, now)?;
         if let Some(k) = &idem
-            && let Some(done) = st.replay(&org_id, &key_id, k, now)
+            && let Some(done) = st.replay(org_id, key_id, k, now)
         {
             return Ok(done.response());
         }
-        let psk = app.psk(q.psk_id.as_deref())?;
-        let req = rotate::parse(&body, now)?;
-        let rotated = st.rotate(&org_id, &key_id, &req, &actor, &psk.id, now)?;
+        let psk = app.psk(psk_id)?;
+        let req = rotate::parse(body, now)?;
+        let ctx = rotate::RotateContext {
+            actor,
+            psk_id: psk.id.clone(),
+            absent_old_expiry: app.modes.absent_old_expiry,
+        };
+        let rotated = st.rotate(org_id, key_id, &req, &ctx, now)?;
         let sealed = psk.seal(rotated.id.as_bytes(), rotated.secret.as_bytes());
         let done = idempotency::Remembered {
             key: idem.clone().unwrap_or_default(),
-            org_id: org_id.clone(),
-            api_key_id: key_id.clone(),
+            org_id: org_id.to_string(),
+            api_key_id: key_id.to_string(),
             at: now,
             new_api_key_id: rotated.id.clone(),
             encrypted_secret: STANDARD.encode(sealed),
@@ -175,7 +202,6 @@ pub async fn rotate(
         Ok(response)
     })
     .await
-    .map(Json)
 }
 
 /// Any other path: a JSON 404.

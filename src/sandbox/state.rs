@@ -147,9 +147,23 @@ pub struct AuditEntry {
     /// `metadata` as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<RotateMetadata>,
+    /// `oldKeyExpiresAt` as sent (absent when the body had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_key_expires_at_sent: Option<Timestamp>,
+    /// Whether the rotate body lacked `oldKeyExpiresAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_key_expires_at_absent: Option<bool>,
     /// The old key's expiry after the rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_key_expires_at: Option<Timestamp>,
+    /// When the rotation revoked the old key (an absent `oldKeyExpiresAt`
+    /// under `--absent-old-expiry revoke`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_key_revoked_at: Option<Timestamp>,
+    /// When the old key stops working: its revocation or its expiry,
+    /// whichever is earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_key_ends_at: Option<Timestamp>,
     /// The new key's expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_key_expires_at: Option<Timestamp>,

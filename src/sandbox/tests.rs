@@ -52,12 +52,18 @@ pub(super) struct Running {
 
 /// Starts a seeded sandbox whose files live in `dir`.
 pub(super) async fn start(dir: &Path, rate_limit: Option<u32>) -> Running {
+    start_with(dir, |o| o.rate_limit = rate_limit).await
+}
+
+/// Like [`start`], with options changed by `tune` (two PSKs, `test-psk`
+/// first, are already set).
+pub(super) async fn start_with(dir: &Path, tune: impl FnOnce(&mut SandboxOptions)) -> Running {
     let psk_file = |name: &str, key: &[u8; 32]| -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, format!("{}\n", crypto::hex_encode(key))).unwrap();
         p
     };
-    let opts = SandboxOptions {
+    let mut opts = SandboxOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         state: dir.join("state.json"),
         psks: vec![
@@ -66,8 +72,9 @@ pub(super) async fn start(dir: &Path, rate_limit: Option<u32>) -> Running {
         ],
         seed: true,
         seed_secrets: Some(dir.join("secrets.json")),
-        rate_limit,
+        ..SandboxOptions::default()
     };
+    tune(&mut opts);
     let listener = TcpListener::bind(opts.listen).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let clock = Arc::new(ManualClock::new(t0()));

@@ -327,6 +327,12 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts a sandbox whose files live in `dir`.
     pub fn start(dir: &Path) -> Sandbox {
+        Sandbox::start_with(dir, &[])
+    }
+
+    /// Like [`Sandbox::start`], with `extra` flags after the usual ones
+    /// (e.g. `&["--strict"]`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Sandbox {
         use std::io::BufRead as _;
         fs::create_dir_all(dir).unwrap();
         let psk = dir.join("psk.hex");
@@ -342,6 +348,7 @@ impl Sandbox {
             .arg(dir.join("seed-secrets.json"))
             .arg("--psk")
             .arg(format!("demo={}", psk.display()))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(

@@ -87,6 +87,7 @@ impl Sandbox {
             seed: true,
             seed_secrets: Some(dir.path().join("secrets.json")),
             rate_limit: None,
+            ..Default::default()
         };
         let listener = TcpListener::bind(opts.listen).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
