@@ -22,6 +22,11 @@ pub fn slot_id(provider: &str, name: &str) -> SlotId {
     format!("{provider}/{name}")
 }
 
+/// How many "wait and retry" answers (429, Retry-After) a step may get
+/// without spending its retry budget; past it they count as failures, so
+/// a provider that throttles forever still ends in Failed.
+pub const MAX_THROTTLED: u32 = 100;
+
 /// A new, time-ordered rotation id.
 pub fn new_rotation_id() -> RotationId {
     uuid::Uuid::now_v7().to_string()
@@ -292,6 +297,11 @@ pub struct RotationRecord {
     pub old_lost_at: Option<Timestamp>,
     /// Failed attempts of the current step.
     pub attempts: u32,
+    /// Times the current step was told to wait (429, or a 5xx with
+    /// Retry-After); these do not spend the retry budget, up to
+    /// [`MAX_THROTTLED`].
+    #[serde(default)]
+    pub throttled: u32,
     /// When the current step is retried (durable backoff timer).
     pub retry_at: Option<Timestamp>,
     /// The last error (ids only, no secret material).
@@ -319,6 +329,7 @@ impl RotationRecord {
         self.state = to;
         self.updated_at = now;
         self.attempts = 0;
+        self.throttled = 0;
         self.retry_at = None;
         if to != RotationState::Failed {
             self.last_error = None;

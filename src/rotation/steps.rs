@@ -794,6 +794,9 @@ impl Engine {
                 .inspect_err(|_| self.metrics.provider_error(&rec.provider, "verify"))?;
             crate::failpoint::hit("after:verify")?;
         }
+        if provider.capabilities().keeps_scopes {
+            self.read_back_scopes(&*provider, &mut rec, now).await?;
+        }
         let target = target(&rec)?;
         for name in rec.sinks.clone() {
             let sink = rt.sinks.get(&name).cloned().ok_or_else(|| {
@@ -896,6 +899,37 @@ impl Engine {
         }
         self.save(rec, None).await?;
         Ok(Next::Continue)
+    }
+
+    /// Records the scopes the provider reports for the new key (its issue
+    /// answer names none): the record never claims scopes the key lacks.
+    /// A key not listed yet (a lagging list) is retried.
+    async fn read_back_scopes(
+        &self,
+        provider: &dyn Provider,
+        rec: &mut RotationRecord,
+        now: Timestamp,
+    ) -> Result<(), StepError> {
+        let Some(new) = rec.new_key.as_mut() else {
+            return Ok(());
+        };
+        let listed = provider
+            .list(now)
+            .await
+            .inspect_err(|_| self.metrics.provider_error(&rec.provider, "list"))?;
+        let Some(found) = listed.into_iter().find(|k| k.id == new.id) else {
+            return Err(CallError::transient(format!(
+                "new key {} is not listed by provider {} yet; its scopes are read back before it is used",
+                new.id, rec.provider
+            ))
+            .into());
+        };
+        if !same_scopes(&found.scopes, &new.scopes) {
+            tracing::warn!(new_key = %new.id, reported = ?found.scopes, expected = ?new.scopes,
+                "the provider reports other scopes for the new key than expected; recording what it reports");
+        }
+        new.scopes = found.scopes;
+        Ok(())
     }
 
     /// Revoking: the old key goes ("already revoked" counts as done).
@@ -1001,11 +1035,20 @@ impl Engine {
             // committed yet (`enter_distributing`): record the failure there.
             enter_distributing(&mut rec, now);
         }
-        rec.attempts += 1;
+        // A peer that says "wait" (429, or Retry-After) is not failing:
+        // such answers do not spend the retry budget, up to a bound.
+        let throttled = err.transient
+            && err.retry_after.is_some()
+            && rec.throttled < crate::model::MAX_THROTTLED;
+        if throttled {
+            rec.throttled += 1;
+        } else {
+            rec.attempts += 1;
+        }
         rec.last_error = Some(err.message.clone());
         rec.updated_at = now;
         let budget = rt.config.daemon.retry.attempts;
-        if err.transient && rec.attempts < budget {
+        if throttled || (err.transient && rec.attempts < budget) {
             let wait = backoff::delay(&rt.config.daemon.retry, rec.attempts, err.retry_after);
             rec.retry_at = Some(now + wait);
             tracing::warn!(rotation = %id, key = %rec.slot, step = %state, attempt = rec.attempts, budget,
@@ -1013,8 +1056,17 @@ impl Engine {
             self.save(rec, None).await?;
             return Ok(());
         }
-        tracing::error!(rotation = %id, key = %rec.slot, step = %state, attempts = rec.attempts, error = %err.message,
-            "rotation failed; the old key is untouched. Run `keyrot rotation resume {id}` or `keyrot rotation abort {id}`");
+        // A native rotate ended the old key when it issued the new one.
+        let native_ended = rec.new_key.is_some()
+            && Self::provider(rt, &rec).is_ok_and(|p| p.capabilities().no_overlap);
+        let old = rec.old_key_id.clone().unwrap_or_else(|| "-".into());
+        if rec.old_lost_at.is_some() || native_ended {
+            tracing::error!(rotation = %id, key = %rec.slot, step = %state, attempts = rec.attempts, error = %err.message, old_key = %old,
+                "rotation failed, and the old key {old} no longer works at the provider: consumers still on it fail. Fix the cause and run `keyrot rotation resume {id}`");
+        } else {
+            tracing::error!(rotation = %id, key = %rec.slot, step = %state, attempts = rec.attempts, error = %err.message, old_key = %old,
+                "rotation failed; the old key {old} is untouched. Run `keyrot rotation resume {id}` or `keyrot rotation abort {id}`");
+        }
         let attempts = rec.attempts;
         rec.transition(
             RotationState::Failed,
@@ -1024,9 +1076,7 @@ impl Engine {
         rec.attempts = attempts;
         rec.failed_in = Some(state);
         rec.last_error = Some(err.message.clone());
-        // A native rotate ended the old key when it issued the new one.
-        let old_key_ended = rec.new_key.is_some()
-            && Self::provider(rt, &rec).is_ok_and(|p| p.capabilities().no_overlap);
+        let old_key_ended = native_ended;
         let mail = notify::Composer::new(Arc::clone(&rt.config));
         let detail = format!("in {state}: {}", err.message);
         let saved = self
@@ -1093,12 +1143,31 @@ impl Engine {
                 .await
                 .map_err(|e| ApiError::new(502, format!("revoking the new key {}: {e}", new.id)))?;
             revoked.push(new.id.clone());
-        } else if at == RotationState::Issuing && provider.capabilities().tag {
+        } else if at == RotationState::Issuing && !provider.capabilities().idempotent_issue {
+            // The interrupted issue may have created a key: found by tag,
+            // or by listing (same name, created after the intent, unknown
+            // to keyrot), and revoked.
+            let req =
+                issue_request(&rt, &rec, true, now).map_err(|e| ApiError::new(409, e.message))?;
+            let since = rec
+                .entered(RotationState::Issuing)
+                .unwrap_or(rec.updated_at)
+                .saturating_sub(CLOCK_SKEW)
+                .unwrap_or(Timestamp::MIN);
+            let known = self.known_key_ids(&rec.id).await?;
             let found = provider
-                .find_tagged(&rec.id, now)
+                .find_interrupted(&req, since, &known)
                 .await
-                .map_err(|e| ApiError::new(502, e.message))?;
-            for k in found {
+                .map_err(|e| {
+                    ApiError::new(
+                        502,
+                        format!(
+                            "finding the key the interrupted issue created: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+            for k in found.orphans {
                 provider
                     .revoke(&k.id, now)
                     .await
