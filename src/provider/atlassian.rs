@@ -263,7 +263,14 @@ impl AtlassianProvider {
             .admin(&what, || {
                 self.http
                     .request(Method::PATCH, url.clone())
-                    .header("Idempotency-Key", req.tag.as_str())
+                    .header(
+                        "Idempotency-Key",
+                        if req.idempotency_key.is_empty() {
+                            req.tag.as_str()
+                        } else {
+                            req.idempotency_key.as_str()
+                        },
+                    )
                     .json(&body)
             })
             .await?;

@@ -87,6 +87,11 @@ pub struct IssueRequest {
     pub expires_at: Option<Timestamp>,
     /// The rotation id, sent as the key's tag / idempotency token.
     pub tag: String,
+    /// The `Idempotency-Key` to send where a provider takes one (empty:
+    /// the tag). A fresh one after a recovery revoked what an earlier
+    /// attempt made, so a server that honours the header does not answer
+    /// with that revoked key again.
+    pub idempotency_key: String,
     /// The key being replaced, if any.
     pub replaces: Option<String>,
     /// When the replaced key must stop working, said explicitly to every

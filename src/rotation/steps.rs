@@ -645,6 +645,9 @@ impl Engine {
         let mut orphans = found.orphans;
         orphans.sort_by_key(|k| k.created_at);
         let mut notes = Vec::new();
+        // What an earlier attempt made is revoked below: a server that
+        // honours the Idempotency-Key must not answer with it again.
+        req.idempotency_key = format!("{}.{}", rec.id, crate::model::new_rotation_id());
         if found.old_alive == Some(false) {
             let old = rec.old_key_id.clone().unwrap_or_default();
             if rec.old_lost_at.is_none() {
@@ -1346,6 +1349,7 @@ fn issue_request(
         scopes: rec.scopes.clone(),
         expires_at,
         tag: rec.id.clone(),
+        idempotency_key: rec.id.clone(),
         replaces: rec.old_key_id.clone(),
         old_key_expires_at: rec
             .old_key_id
