@@ -430,3 +430,59 @@ fn keyrot_demo_rotates_against_the_sandbox() {
     let _ = child.wait();
     assert!(done, "no completed rotations within 60 s: {:?}", history());
 }
+
+#[test]
+fn a_second_key_with_a_slots_name_is_shown_beside_the_one_it_tracks() {
+    let mut d = Daemon::new("");
+    let sb = Sandbox::start(&d.dir.join("sandbox"));
+    // Someone created a second "reporting" in the console and forgot it.
+    let out = sb.curl(&["-X", "POST", "-H", "Content-Type: application/json", &format!("{}/_sandbox/keys", sb.url),
+        "-d", r#"{"orgId":"demo-org","name":"reporting","scopes":["read:jira-work"],"createdBy":"bob@example.com"}"#]);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let copy = created["id"].as_str().unwrap().to_string();
+    let seeded: Vec<String> = sb
+        .keys()
+        .into_iter()
+        .filter(|k| k["name"] == "reporting" && k["id"] != copy.as_str())
+        .map(|k| k["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seeded.len(), 1, "{:?}", sb.keys());
+    let policy = "auto_rotate = false";
+    std::fs::write(
+        d.config_path(),
+        atlassian_config(&sb, "none", policy, &["reporting"]),
+    )
+    .unwrap();
+    d.start();
+    d.wait_first_key();
+    // The slot tracks the newest key (no key was bound before) and shows
+    // the other, in the table and in the JSON of `status` and `keys`.
+    let st = d.json(&["status", "--json"]);
+    let row = &st["keys"][0];
+    assert_eq!(row["key_id"], copy.as_str(), "{st}");
+    assert_eq!(row["duplicate_ids"], serde_json::json!(seeded), "{st}");
+    assert!(
+        row["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("duplicate-name")),
+        "{st}"
+    );
+    assert_eq!(
+        d.json(&["keys", "--json"])[0]["duplicate_ids"],
+        row["duplicate_ids"]
+    );
+    let text = String::from_utf8(d.cli(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "atlassian/reporting: \"reporting\" also names {} at the provider; keyrot tracks {copy} only",
+            seeded[0]
+        )),
+        "{text}"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("other live key(s) with this key's name") && log.contains(&seeded[0]),
+        "{log}"
+    );
+}

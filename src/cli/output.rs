@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::control::ApiError;
 use crate::control::client::{Client, ClientError};
+use crate::control::{ApiError, KeyRow};
 use crate::store::Store;
 
 /// Printed on stderr when a read command falls back to the store.
@@ -203,6 +203,22 @@ async fn store_is_owned(cfg: Option<&Config>) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// One line per row whose name its provider lists more than once (flag
+/// `duplicate-name`), for under the `keys` and `status` tables.
+pub fn duplicate_notes(rows: &[KeyRow]) -> String {
+    let mut out = String::new();
+    for r in rows.iter().filter(|r| !r.duplicate_ids.is_empty()) {
+        out.push_str(&format!(
+            "{}: {:?} also names {} at the provider; keyrot tracks {} only (revoke the others if nothing uses them)\n",
+            r.slot,
+            r.name,
+            r.duplicate_ids.join(", "),
+            r.key_id.as_deref().unwrap_or("none of them"),
+        ));
+    }
+    out
 }
 
 /// Turns "daemon not running" into an error saying `what` needs it.

@@ -56,7 +56,7 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     };
     crate::failpoint::hit("after:list").map_err(|e| e.message)?;
     let cfg = Arc::clone(&rt.config);
-    let (written, unchanged, removed) = engine
+    let (written, unchanged, removed, duplicates) = engine
         .db(move |s| {
             // Everything below is read in the write transaction itself, so
             // no rotation can move between what is read and what is written.
@@ -81,8 +81,16 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                 for slot in &out.removed {
                     tx.delete_key(slot)?;
                 }
+                tx.set_duplicates(&name, &out.duplicates)?;
                 tx.set_last_sync(&name, now)?;
-                Ok((out.records.len(), out.unchanged, out.removed))
+                // The key each such slot tracks, for the log (as written
+                // above, or left as it was).
+                let mut dups = Vec::new();
+                for (slot, others) in out.duplicates {
+                    let id = tx.key(&slot)?.and_then(|r| r.current).map(|k| k.id);
+                    dups.push((slot, id, others));
+                }
+                Ok((out.records.len(), out.unchanged, out.removed, dups))
             })
         })
         .await
@@ -90,6 +98,18 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     engine.metrics().synced(provider, now);
     for slot in removed {
         tracing::warn!(key = %slot, "slot no longer matches any [[key]] entry; dropped from the inventory");
+    }
+    for (slot, tracked, others) in duplicates {
+        let ids: Vec<&str> = others.iter().map(|k| k.id.as_str()).collect();
+        tracing::warn!(
+            key = %slot,
+            key_id = tracked.as_deref().unwrap_or("-"),
+            others = %ids.join(","),
+            "the provider lists {} other live key(s) with this key's name ({}); keyrot tracks {} and leaves the others alone: revoke them if nothing uses them",
+            ids.len(),
+            ids.join(", "),
+            tracked.as_deref().unwrap_or("none of them"),
+        );
     }
     tracing::info!(provider = %provider, keys = written + unchanged, changed = written, "inventory synced");
     Ok(written + unchanged)
