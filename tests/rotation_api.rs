@@ -486,3 +486,80 @@ fn a_second_key_with_a_slots_name_is_shown_beside_the_one_it_tracks() {
         "{log}"
     );
 }
+
+/// `keyrot enroll ID --key-id KEY --config CONFIG` with `secret` on stdin.
+fn enroll(config: &std::path::Path, id: &str, key_id: &str, secret: &str) -> std::process::Output {
+    let mut child = Command::new(common::bin())
+        .args(["enroll", id, "--key-id", key_id, "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{secret}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn enroll_reports_the_daemons_refusal_and_only_a_missing_daemon_as_missing() {
+    let mut d = Daemon::new("");
+    let sb = Sandbox::start(&d.dir.join("sandbox"));
+    std::fs::write(
+        d.config_path(),
+        atlassian_config(&sb, "none", PROPOSED, &["reporting"]),
+    )
+    .unwrap();
+    // No daemon yet: that, and only that, is "needs it".
+    let out = enroll(&d.config_path(), "0193-none", "k", "s");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("keyrot daemon is not running") && err.contains("keyrot enroll needs it"),
+        "{err}"
+    );
+    d.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            rotation_of(&d, "atlassian/reporting").is_some_and(|r| r["state"] == "AwaitingSecret")
+        }),
+        "log:\n{}",
+        d.log()
+    );
+    let id = rotation_of(&d, "atlassian/reporting").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = sb.curl(&["-X", "POST", "-H", "Content-Type: application/json", &format!("{}/_sandbox/keys", sb.url),
+        "-d", r#"{"orgId":"demo-org","name":"reporting","scopes":["read:jira-work"],"createdBy":"alice@example.com"}"#]);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new_id = created["id"].as_str().unwrap();
+    // A secret that is not that key's: the daemon's 400, in its words.
+    let out = enroll(&d.config_path(), &id, new_id, "ATATT-not-the-secret");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.starts_with(&format!("keyrot: the secret is refused for key {new_id}")),
+        "{err}"
+    );
+    assert!(!err.contains("needs"), "{err}");
+    assert!(!err.contains("ATATT-not-the-secret"), "{err}");
+    // So is a rotation the daemon does not know.
+    let out = enroll(&d.config_path(), "0193-unknown", new_id, "x");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("keyrot: unknown rotation 0193-unknown"),
+        "{err}"
+    );
+    // The rotation still waits for the right secret.
+    assert_eq!(
+        d.json(&["rotation", "show", &id, "--json"])["state"],
+        "AwaitingSecret"
+    );
+}

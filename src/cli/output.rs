@@ -260,6 +260,30 @@ mod tests {
     }
 
     #[test]
+    fn only_a_daemon_that_does_not_answer_is_said_to_be_needed() {
+        let gone = ClientError::NotRunning {
+            socket: "/run/keyrot/control.sock".into(),
+        };
+        let msg = format!("{:#}", needs_daemon(gone, "keyrot enroll"));
+        assert!(
+            msg.starts_with("keyrot daemon is not running (no answer on /run/keyrot/control.sock); keyrot enroll needs it"),
+            "{msg}"
+        );
+        // A refusal is the daemon's own message, nothing added.
+        let refused = ClientError::Api(crate::control::ErrorBody {
+            error: crate::control::ErrorDetail {
+                code: 400,
+                message: "the secret is refused for key k-2: 401 Unauthorized".into(),
+                field: None,
+                suggestions: Vec::new(),
+                rotation_id: None,
+            },
+        });
+        let msg = format!("{:#}", needs_daemon(refused, "keyrot enroll"));
+        assert_eq!(msg, "the secret is refused for key k-2: 401 Unauthorized");
+    }
+
+    #[test]
     fn table_aligns_columns() {
         let mut t = Table::new(&["KEY", "STATE", "WHY"]);
         t.row(vec!["p/a".into(), "failed ✓".into(), "because".into()]);
