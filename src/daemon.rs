@@ -32,7 +32,7 @@ use crate::control::{self, ApiError, Backend, RotateRequest};
 use crate::crypto::MasterKey;
 use crate::model::{Initiator, RotationRecord, Trigger};
 use crate::rotation::{Engine, Runtime, StartRequest};
-use crate::scheduler;
+use crate::scheduler::{self, SyncRetries};
 use crate::shutdown::ShutdownController;
 use crate::store::{Store, StoreError};
 use crate::wake::Wake;
@@ -97,6 +97,8 @@ struct DaemonBackend {
     reload_lock: Arc<Mutex<()>>,
     /// Wakes scheduler and sender.
     wake: Wake,
+    /// Failed inventory syncs, retried by the sync loop.
+    sync_retries: SyncRetries,
 }
 
 #[async_trait]
@@ -188,6 +190,7 @@ impl Backend for DaemonBackend {
             &self.config_path,
             &self.reload_lock,
             &self.wake,
+            &self.sync_retries,
         )
         .await
         .map_err(|e| ApiError::new(400, e))
@@ -208,6 +211,7 @@ async fn reload(
     path: &Path,
     lock: &Mutex<()>,
     wake: &Wake,
+    retries: &SyncRetries,
 ) -> Result<(), String> {
     let _guard = lock.lock().await;
     // sd_notify(3): RELOADING=1 carries MONOTONIC_USEC= (Type=notify-reload
@@ -234,7 +238,7 @@ async fn reload(
             }
             engine.set_runtime(new);
             tracing::info!(config = %path.display(), "configuration reloaded");
-            scheduler::sync_all(engine, wake).await;
+            scheduler::sync_all(engine, wake, retries).await;
             let _ = sd_notify::notify(&[
                 NotifyState::Ready,
                 NotifyState::Status("running (configuration reloaded)"),
@@ -317,11 +321,14 @@ async fn serve(
     let listener = control::server::bind(&socket, cfg.daemon.control_socket_mode)
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
     let reload_lock = Arc::new(Mutex::new(()));
+    // Providers whose inventory sync failed, retried by the sync loop.
+    let sync_retries = SyncRetries::default();
     let backend: Arc<dyn Backend> = Arc::new(DaemonBackend {
         engine: Arc::clone(&engine),
         config_path: config_path.clone(),
         reload_lock: Arc::clone(&reload_lock),
         wake: wake.clone(),
+        sync_retries: sync_retries.clone(),
     });
     let mut server_stop = controller.subscribe();
     let server = tokio::spawn(control::server::serve(
@@ -347,14 +354,16 @@ async fn serve(
         let engine = Arc::clone(&engine);
         let wake = wake.clone();
         let shutdown = controller.subscribe();
+        let retries = sync_retries.clone();
         tokio::spawn(async move {
-            scheduler::sync_all(&engine, &wake).await;
+            scheduler::sync_all(&engine, &wake, &retries).await;
             scheduler::run(engine, wake, shutdown).await;
         });
     }
     tokio::spawn(scheduler::sync_loop(
         Arc::clone(&engine),
         wake.clone(),
+        sync_retries.clone(),
         controller.subscribe(),
     ));
     let watchdog = spawn_watchdog(controller.subscribe());
@@ -370,7 +379,7 @@ async fn serve(
     while let Some(sig) = signals.next().await {
         match sig {
             SIGHUP => {
-                let _ = reload(&engine, &config_path, &reload_lock, &wake).await;
+                let _ = reload(&engine, &config_path, &reload_lock, &wake, &sync_retries).await;
             }
             _ => break,
         }

@@ -116,6 +116,11 @@ pub struct KeyRecord {
     pub group: Option<String>,
 }
 
+/// Per slot, the other live keys its provider lists under the slot's name:
+/// the slot tracks one of them (see `scheduler::bind`), these are the rest.
+/// Kept beside the slots, one map per provider, replaced by each sync.
+pub type Duplicates = BTreeMap<SlotId, Vec<KeyInfo>>;
+
 /// The rotation state machine's states (see DESIGN.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RotationState {

@@ -430,3 +430,136 @@ fn keyrot_demo_rotates_against_the_sandbox() {
     let _ = child.wait();
     assert!(done, "no completed rotations within 60 s: {:?}", history());
 }
+
+#[test]
+fn a_second_key_with_a_slots_name_is_shown_beside_the_one_it_tracks() {
+    let mut d = Daemon::new("");
+    let sb = Sandbox::start(&d.dir.join("sandbox"));
+    // Someone created a second "reporting" in the console and forgot it.
+    let out = sb.curl(&["-X", "POST", "-H", "Content-Type: application/json", &format!("{}/_sandbox/keys", sb.url),
+        "-d", r#"{"orgId":"demo-org","name":"reporting","scopes":["read:jira-work"],"createdBy":"bob@example.com"}"#]);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let copy = created["id"].as_str().unwrap().to_string();
+    let seeded: Vec<String> = sb
+        .keys()
+        .into_iter()
+        .filter(|k| k["name"] == "reporting" && k["id"] != copy.as_str())
+        .map(|k| k["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seeded.len(), 1, "{:?}", sb.keys());
+    let policy = "auto_rotate = false";
+    std::fs::write(
+        d.config_path(),
+        atlassian_config(&sb, "none", policy, &["reporting"]),
+    )
+    .unwrap();
+    d.start();
+    d.wait_first_key();
+    // The slot tracks the newest key (no key was bound before) and shows
+    // the other, in the table and in the JSON of `status` and `keys`.
+    let st = d.json(&["status", "--json"]);
+    let row = &st["keys"][0];
+    assert_eq!(row["key_id"], copy.as_str(), "{st}");
+    assert_eq!(row["duplicate_ids"], serde_json::json!(seeded), "{st}");
+    assert!(
+        row["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("duplicate-name")),
+        "{st}"
+    );
+    assert_eq!(
+        d.json(&["keys", "--json"])[0]["duplicate_ids"],
+        row["duplicate_ids"]
+    );
+    let text = String::from_utf8(d.cli(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "atlassian/reporting: \"reporting\" also names {} at the provider; keyrot tracks {copy} only",
+            seeded[0]
+        )),
+        "{text}"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("other live key(s) with this key's name") && log.contains(&seeded[0]),
+        "{log}"
+    );
+}
+
+/// `keyrot enroll ID --key-id KEY --config CONFIG` with `secret` on stdin.
+fn enroll(config: &std::path::Path, id: &str, key_id: &str, secret: &str) -> std::process::Output {
+    let mut child = Command::new(common::bin())
+        .args(["enroll", id, "--key-id", key_id, "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{secret}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn enroll_reports_the_daemons_refusal_and_only_a_missing_daemon_as_missing() {
+    let mut d = Daemon::new("");
+    let sb = Sandbox::start(&d.dir.join("sandbox"));
+    std::fs::write(
+        d.config_path(),
+        atlassian_config(&sb, "none", PROPOSED, &["reporting"]),
+    )
+    .unwrap();
+    // No daemon yet: that, and only that, is "needs it".
+    let out = enroll(&d.config_path(), "0193-none", "k", "s");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("keyrot daemon is not running") && err.contains("keyrot enroll needs it"),
+        "{err}"
+    );
+    d.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            rotation_of(&d, "atlassian/reporting").is_some_and(|r| r["state"] == "AwaitingSecret")
+        }),
+        "log:\n{}",
+        d.log()
+    );
+    let id = rotation_of(&d, "atlassian/reporting").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = sb.curl(&["-X", "POST", "-H", "Content-Type: application/json", &format!("{}/_sandbox/keys", sb.url),
+        "-d", r#"{"orgId":"demo-org","name":"reporting","scopes":["read:jira-work"],"createdBy":"alice@example.com"}"#]);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new_id = created["id"].as_str().unwrap();
+    // A secret that is not that key's: the daemon's 400, in its words.
+    let out = enroll(&d.config_path(), &id, new_id, "ATATT-not-the-secret");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.starts_with(&format!("keyrot: the secret is refused for key {new_id}")),
+        "{err}"
+    );
+    assert!(!err.contains("needs"), "{err}");
+    assert!(!err.contains("ATATT-not-the-secret"), "{err}");
+    // So is a rotation the daemon does not know.
+    let out = enroll(&d.config_path(), "0193-unknown", new_id, "x");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("keyrot: unknown rotation 0193-unknown"),
+        "{err}"
+    );
+    // The rotation still waits for the right secret.
+    assert_eq!(
+        d.json(&["rotation", "show", &id, "--json"])["state"],
+        "AwaitingSecret"
+    );
+}

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+use super::output::needs_daemon;
 use crate::control::EnrollBody;
 use crate::control::client::Client;
 use crate::model::RotationRecord;
@@ -28,7 +29,10 @@ fn read_secret() -> anyhow::Result<SecretString> {
     Ok(SecretString::from(trimmed.to_string()))
 }
 
-/// Runs the command.
+/// Runs the command. A refusal by the daemon (the secret does not work as
+/// the key, the rotation is not awaiting one, ...) is reported in the
+/// daemon's own words; only a daemon that does not answer is reported as
+/// such.
 pub async fn run(
     id: &str,
     key_id: Option<&str>,
@@ -45,7 +49,7 @@ pub async fn run(
     let rec: RotationRecord = client
         .post(&format!("/v1/rotations/{id}/enroll"), &body)
         .await
-        .map_err(|e| anyhow::anyhow!("keyrot enroll needs the daemon: {e}"))?;
+        .map_err(|e| needs_daemon(e, "keyrot enroll"))?;
     println!(
         "enrolled key {} for {}; rotation {} is {} and goes on (distribute, verify, overlap, revoke)",
         rec.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-"),

@@ -46,7 +46,7 @@ pub fn render(rows: &[KeyRow]) -> String {
             k.days_left.map_or_else(|| "-".into(), |d| d.to_string()),
         ]);
     }
-    t.render()
+    format!("{}{}", t.render(), output::duplicate_notes(rows))
 }
 
 #[cfg(test)]
@@ -72,10 +72,18 @@ mod tests {
             next_rotation: None,
             next_reason: None,
             flags: Vec::new(),
+            duplicate_ids: Vec::new(),
         };
         assert_eq!(
-            render(&[row]),
+            render(std::slice::from_ref(&row)),
             "KEY        KEY ID  SCOPES  EXPIRES  DAYS LEFT\ngh/ci-bot  k-1     3       never    -\n"
+        );
+        let mut dup = row;
+        dup.duplicate_ids = vec!["k-0".into(), "k-00".into()];
+        assert!(
+            render(&[dup]).ends_with(
+                "\ngh/ci-bot: \"ci-bot\" also names k-0, k-00 at the provider; keyrot tracks k-1 only (revoke the others if nothing uses them)\n"
+            )
         );
     }
 }

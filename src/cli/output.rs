@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::control::ApiError;
 use crate::control::client::{Client, ClientError};
+use crate::control::{ApiError, KeyRow};
 use crate::store::Store;
 
 /// Printed on stderr when a read command falls back to the store.
@@ -205,6 +205,22 @@ async fn store_is_owned(cfg: Option<&Config>) -> bool {
     .unwrap_or(false)
 }
 
+/// One line per row whose name its provider lists more than once (flag
+/// `duplicate-name`), for under the `keys` and `status` tables.
+pub fn duplicate_notes(rows: &[KeyRow]) -> String {
+    let mut out = String::new();
+    for r in rows.iter().filter(|r| !r.duplicate_ids.is_empty()) {
+        out.push_str(&format!(
+            "{}: {:?} also names {} at the provider; keyrot tracks {} only (revoke the others if nothing uses them)\n",
+            r.slot,
+            r.name,
+            r.duplicate_ids.join(", "),
+            r.key_id.as_deref().unwrap_or("none of them"),
+        ));
+    }
+    out
+}
+
 /// Turns "daemon not running" into an error saying `what` needs it.
 pub fn needs_daemon(e: ClientError, what: &str) -> anyhow::Error {
     match e {
@@ -241,6 +257,30 @@ mod tests {
         );
         assert_eq!(or_dash(Some("")), "-");
         assert_eq!(or_dash(Some("x")), "x");
+    }
+
+    #[test]
+    fn only_a_daemon_that_does_not_answer_is_said_to_be_needed() {
+        let gone = ClientError::NotRunning {
+            socket: "/run/keyrot/control.sock".into(),
+        };
+        let msg = format!("{:#}", needs_daemon(gone, "keyrot enroll"));
+        assert!(
+            msg.starts_with("keyrot daemon is not running (no answer on /run/keyrot/control.sock); keyrot enroll needs it"),
+            "{msg}"
+        );
+        // A refusal is the daemon's own message, nothing added.
+        let refused = ClientError::Api(crate::control::ErrorBody {
+            error: crate::control::ErrorDetail {
+                code: 400,
+                message: "the secret is refused for key k-2: 401 Unauthorized".into(),
+                field: None,
+                suggestions: Vec::new(),
+                rotation_id: None,
+            },
+        });
+        let msg = format!("{:#}", needs_daemon(refused, "keyrot enroll"));
+        assert_eq!(msg, "the secret is refused for key k-2: 401 Unauthorized");
     }
 
     #[test]

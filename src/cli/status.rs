@@ -74,7 +74,12 @@ pub fn render(st: &StatusResponse) -> String {
             k.flags.join(","),
         ]);
     }
-    format!("{}{}\n", t.render(), footer(st))
+    format!(
+        "{}{}{}\n",
+        t.render(),
+        output::duplicate_notes(&st.keys),
+        footer(st)
+    )
 }
 
 /// `3 keys; rotations: 1 active, 0 failed; outbox: 2 queued, 0 dead`.
@@ -127,6 +132,7 @@ mod tests {
             next_rotation: Some("2026-11-25T02:17Z".parse().unwrap()),
             next_reason: None,
             flags: vec!["never-used".into(), "expiring-soon".into(), "failed".into()],
+            duplicate_ids: Vec::new(),
         }
     }
 

@@ -19,6 +19,8 @@ pub const DEFAULT_BASE_URL: &str = "https://api.atlassian.com/admin/api-access/v
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Default `timeout`.
 pub const DEFAULT_TIMEOUT: SignedDuration = SignedDuration::from_secs(30);
+/// The longest life the proposed rotate endpoint gives a new key.
+pub const MAX_NEW_KEY_LIFETIME: SignedDuration = SignedDuration::from_hours(24 * 365);
 /// `rotate_api` values.
 const ROTATE_APIS: [&str; 2] = ["none", "proposed"];
 
@@ -163,6 +165,36 @@ fn rotate_api(ctx: &mut Ctx<'_>, raw: &RawAtlassianProvider) -> Option<Atlassian
         psks,
         send_psk_id: raw.send_psk_id.unwrap_or(false),
     })
+}
+
+/// Why `policy` cannot drive rotations at Atlassian provider `provider`, if
+/// it cannot: with `rotate_api = "proposed"` every new key's expiry is asked
+/// for explicitly (never left to the endpoint's default) and the endpoint
+/// refuses one more than 365 days ahead with a 400.
+pub(crate) fn lifetime_problem(
+    provider: &str,
+    cfg: &AtlassianProviderConfig,
+    policy: &str,
+    lifetime: &super::keys::Lifetime,
+) -> Option<String> {
+    if cfg.rotate_api == AtlassianRotateApi::None {
+        return None;
+    }
+    match lifetime {
+        None => Some(format!(
+            "policy {policy:?} sets no `new_key_lifetime`, but provider {provider:?} \
+             (atlassian, rotate_api = \"proposed\") needs one: its rotate endpoint gives new keys \
+             at most 365 days and keyrot does not leave a key's expiry to the \
+             provider's default; set new_key_lifetime = \"365d\" or shorter in the policy"
+        )),
+        Some((life, _)) if *life > MAX_NEW_KEY_LIFETIME => Some(format!(
+            "`new_key_lifetime` ({}) of policy {policy:?} is longer than the 365 days \
+             provider {provider:?} (atlassian, rotate_api = \"proposed\") allows a new key: \
+             its rotate endpoint refuses every such rotation with a 400",
+            crate::policy::format_duration(*life)
+        )),
+        Some(_) => None,
+    }
 }
 
 /// `psk_id`: letters, digits, `.`, `_`, `-`.

@@ -3,9 +3,10 @@
 //! policies and sinks (with a "did you mean"), one entry per key and
 //! provider, and file sinks that would be overwritten by several keys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
+use jiff::SignedDuration;
 use toml::Spanned;
 use toml::de::DeValue;
 
@@ -22,7 +23,13 @@ pub(crate) struct Known {
     sinks: Vec<(Spanned<String>, Option<SinkKind>)>,
     /// Policy names.
     policies: Vec<Spanned<String>>,
+    /// Policy name → its `new_key_lifetime`, for the policies that validated.
+    lifetimes: HashMap<String, Lifetime>,
 }
+
+/// A validated policy's `new_key_lifetime`: its value and where it is
+/// written, or None when the policy does not set one.
+pub(crate) type Lifetime = Option<(SignedDuration, Range<usize>)>;
 
 impl Known {
     /// Adds a provider name; a second one with the same name is an error.
@@ -50,8 +57,17 @@ impl Known {
     }
 
     /// Adds a policy name; a second one with the same name is an error.
-    pub fn add_policy(&mut self, ctx: &mut Ctx<'_>, name: Spanned<String>) {
+    /// `lifetime` is None when the policy did not validate.
+    pub fn add_policy(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        name: Spanned<String>,
+        lifetime: Option<Lifetime>,
+    ) {
         if unique(ctx, "policy", &name, self.policies.iter()) {
+            if let Some(l) = lifetime {
+                self.lifetimes.insert(name.get_ref().clone(), l);
+            }
             self.policies.push(name);
         }
     }
@@ -97,6 +113,8 @@ struct Seen {
     keys: HashMap<(String, String), Range<usize>>,
     /// Fixed-file sink name → where a key first used it.
     fixed_sinks: HashMap<String, Range<usize>>,
+    /// (policy, provider) pairs whose lifetime was already checked.
+    lifetimes: HashSet<(String, String)>,
 }
 
 /// Every `[[key]]`, checked against the defined names.
@@ -135,6 +153,9 @@ fn key(
     let matches = key_match(ctx, raw, span.clone());
     if let (Some(p), Some(m)) = (&provider, &matches) {
         check_duplicate(ctx, raw, p, m, seen);
+    }
+    if let (Some(p), Some(pol)) = (&provider, &policy) {
+        check_lifetime(ctx, raw, p, pol, known, seen);
     }
     let sinks = sinks(ctx, raw, span, known, matches.as_ref(), seen);
     let scopes = ctx.texts(&raw.scopes, "scopes");
@@ -268,6 +289,56 @@ fn check_duplicate(ctx: &mut Ctx<'_>, raw: &RawKey, provider: &str, m: &KeyMatch
     }
     if let (Some(id), Some(at)) = (id, &raw.id) {
         check("id", id, at.span());
+    }
+}
+
+/// A provider that caps the life of the keys it issues (today: Atlassian's
+/// proposed rotate endpoint) needs the key's policy to ask for a lifetime
+/// within the cap. Checked once per policy and provider.
+fn check_lifetime(
+    ctx: &mut Ctx<'_>,
+    raw: &RawKey,
+    provider: &str,
+    policy: &str,
+    known: &Known,
+    seen: &mut Seen,
+) {
+    let Some((_, Some(ProviderKind::Atlassian(cfg)))) = known
+        .providers
+        .iter()
+        .find(|(n, _)| n.get_ref() == provider)
+    else {
+        return;
+    };
+    let Some(lifetime) = known.lifetimes.get(policy) else {
+        return;
+    };
+    if !seen
+        .lifetimes
+        .insert((policy.to_string(), provider.to_string()))
+    {
+        return;
+    }
+    let Some(msg) = super::atlassian::lifetime_problem(provider, cfg, policy, lifetime) else {
+        return;
+    };
+    match lifetime {
+        Some((_, at)) => {
+            let key = ctx.position(&raw.policy.span());
+            ctx.error(at.clone(), format!("{msg} (used by the [[key]] at {key})"));
+        }
+        None => {
+            let defined = known
+                .policies
+                .iter()
+                .find(|n| n.get_ref() == policy)
+                .map(|n| ctx.position(&n.span()))
+                .unwrap_or_default();
+            ctx.error(
+                raw.policy.span(),
+                format!("{msg} (policy defined at {defined})"),
+            );
+        }
     }
 }
 

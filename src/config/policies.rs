@@ -2,6 +2,8 @@
 //! duration, IANA zone, checked by `policy::Window::parse`), contacts, and
 //! the checks between fields that would otherwise make a rotation loop.
 
+use std::ops::Range;
+
 use toml::Spanned;
 use toml::de::DeValue;
 
@@ -27,6 +29,11 @@ pub(crate) fn policy(
 pub(crate) fn name_of(entry: &Spanned<DeValue<'_>>) -> Option<Spanned<String>> {
     let v = entry.get_ref().get("name")?;
     Some(Spanned::new(v.span(), v.get_ref().as_str()?.to_string()))
+}
+
+/// Where `field` of an entry is written, read before the entry is deserialized.
+pub(crate) fn field_span(entry: &Spanned<DeValue<'_>>, field: &str) -> Option<Range<usize>> {
+    Some(entry.get_ref().get(field)?.span())
 }
 
 /// Checks every field of a raw policy.

@@ -45,9 +45,13 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
     }
     let mut policies: Vec<Policy> = Vec::new();
     for entry in doc.policies {
+        let lifetime_at = super::policies::field_span(&entry, "new_key_lifetime");
         let (name, cfg) = super::policies::policy(ctx, entry);
         if let Some(name) = name {
-            known.add_policy(ctx, name);
+            let lifetime = cfg
+                .as_ref()
+                .map(|p| p.new_key_lifetime.zip(lifetime_at.clone()));
+            known.add_policy(ctx, name, lifetime);
         }
         policies.extend(cfg);
     }

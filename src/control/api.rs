@@ -133,8 +133,13 @@ pub struct KeyRow {
     pub next_rotation: Option<Timestamp>,
     /// Why then.
     pub next_reason: Option<String>,
-    /// Flags: `unscoped`, `never-used`, `expiring-soon`, `expired`, `failed`.
+    /// Flags: `no-key`, `unscoped`, `never-used`, `expired`,
+    /// `expiring-soon`, `failed`, `duplicate-name`.
     pub flags: Vec<String>,
+    /// Other live keys the provider lists under this key's name, newest
+    /// first (flag `duplicate-name`); the slot tracks `key_id` alone.
+    #[serde(default)]
+    pub duplicate_ids: Vec<String>,
 }
 
 /// `GET /v1/status`.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, HistoryResponse, KeyRow, PlanResponse, PlanRow, StatusResponse};
 use crate::config::Config;
-use crate::model::{DeliveryState, KeyRecord, RotationRecord, RotationState};
+use crate::model::{DeliveryState, Duplicates, KeyInfo, KeyRecord, RotationRecord, RotationState};
 use crate::policy::{self, KeyTimes};
 use crate::rotation::plan::GroupStarts;
 use crate::store::{RotationGlance, Store, StoreError};
@@ -110,6 +110,7 @@ struct RowCounts {
 /// Writes the status rows as a JSON array.
 fn write_rows(store: &Store, now: Timestamp, out: &mut Vec<u8>) -> Result<RowCounts, ApiError> {
     let mut counts = RowCounts::default();
+    let duplicates: Duplicates = store.duplicates()?;
     out.push(b'[');
     let mut first = true;
     store.each_key_json(|slot, json, rotation| {
@@ -120,7 +121,8 @@ fn write_rows(store: &Store, now: Timestamp, out: &mut Vec<u8>) -> Result<RowCou
         };
         let view: KeyView<'_> =
             serde_json::from_slice(json).map_err(|e| decode_error(e.to_string()))?;
-        let row = view_row(&view, rotation, now).map_err(decode_error)?;
+        let others = duplicates.get(slot).map_or(&[][..], Vec::as_slice);
+        let row = view_row(&view, rotation, others, now).map_err(decode_error)?;
         // Every unfinished rotation is its slot's active rotation.
         if view.active_rotation.is_some() && rotation.is_some_and(|r| !r.state.is_terminal()) {
             counts.active += 1;
@@ -277,6 +279,8 @@ struct RowOut<'a> {
     next_reason: Option<&'a str>,
     /// See [`KeyRow`].
     flags: Vec<&'static str>,
+    /// See [`KeyRow`].
+    duplicate_ids: Vec<&'a str>,
 }
 
 /// The row of `view` ([`key_row`] builds the same row from a decoded
@@ -284,6 +288,7 @@ struct RowOut<'a> {
 fn view_row<'a>(
     view: &'a KeyView<'a>,
     rotation: Option<&'a RotationGlance>,
+    others: &'a [KeyInfo],
     now: Timestamp,
 ) -> Result<RowOut<'a>, String> {
     let cur = view.current.as_ref();
@@ -300,6 +305,7 @@ fn view_row<'a>(
         cur.map(|c| (c.scopes.len(), c.last_used_at.is_none())),
         expires_at,
         rotation.is_some_and(|r| r.state == RotationState::Failed),
+        !others.is_empty(),
         now,
     );
     Ok(RowOut {
@@ -319,15 +325,18 @@ fn view_row<'a>(
         next_rotation: text(&view.next_due),
         next_reason: text(&view.due_reason),
         flags,
+        duplicate_ids: others.iter().map(|k| k.id.as_str()).collect(),
     })
 }
 
 /// Days left and flags of a row: `key` is the current key's scope count
-/// and whether it was never used (`None`: the slot has no key).
+/// and whether it was never used (`None`: the slot has no key);
+/// `duplicated`, whether the provider lists other keys of its name.
 fn row_facts(
     key: Option<(usize, bool)>,
     expires_at: Option<Timestamp>,
     failed: bool,
+    duplicated: bool,
     now: Timestamp,
 ) -> (Option<i64>, Vec<&'static str>) {
     let days_left = expires_at.map(|e| whole_days(e.duration_since(now)));
@@ -353,18 +362,28 @@ fn row_facts(
     if failed {
         flags.push("failed");
     }
+    if duplicated {
+        flags.push("duplicate-name");
+    }
     (days_left, flags)
 }
 
-/// Builds one status row from a decoded record (metrics use it; the
-/// status list builds the same row from the stored JSON, [`view_row`]).
-pub fn key_row(rec: &KeyRecord, rotation: Option<&RotationGlance>, now: Timestamp) -> KeyRow {
+/// Builds one status row from a decoded record and the slot's
+/// [`Duplicates`] entry (metrics use it; the status list builds the same
+/// row from the stored JSON, [`view_row`]).
+pub fn key_row(
+    rec: &KeyRecord,
+    rotation: Option<&RotationGlance>,
+    others: &[KeyInfo],
+    now: Timestamp,
+) -> KeyRow {
     let cur = rec.current.as_ref();
     let expires_at = cur.and_then(|k| k.expires_at);
     let (days_left, flags) = row_facts(
         cur.map(|k| (k.scopes.len(), k.last_used_at.is_none())),
         expires_at,
         rotation.is_some_and(|r| r.state == RotationState::Failed),
+        !others.is_empty(),
         now,
     );
     KeyRow {
@@ -384,6 +403,7 @@ pub fn key_row(rec: &KeyRecord, rotation: Option<&RotationGlance>, now: Timestam
         next_rotation: rec.next_due,
         next_reason: rec.due_reason.clone(),
         flags: flags.into_iter().map(String::from).collect(),
+        duplicate_ids: others.iter().map(|k| k.id.clone()).collect(),
     }
 }
 
@@ -693,7 +713,7 @@ mod stream_tests {
             .keys_with_rotations()
             .unwrap()
             .iter()
-            .map(|(k, r)| key_row(k, r.as_ref(), now))
+            .map(|(k, r)| key_row(k, r.as_ref(), &[], now))
             .collect();
         let streamed = key_rows(&store, now).unwrap();
         assert_eq!(streamed, typed);

@@ -176,6 +176,44 @@ fn status_rows_have_flags_days_and_rotation_state() {
 }
 
 #[test]
+fn keys_sharing_a_name_at_the_provider_are_flagged_with_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let tracked = info("k-new", &["a"], "2026-10-01T00:00Z", "2027-10-01T00:00Z");
+    let a = key_rec("p", "a", Some(tracked));
+    let b = key_rec("p", "b", None);
+    put(&store, &[a.clone(), b], &[]);
+    let old = info("k-old", &["a"], "2025-10-01T00:00Z", "2026-12-01T00:00Z");
+    let older = info("k-older", &[], "2025-01-01T00:00Z", "2026-12-01T00:00Z");
+    let dups: crate::model::Duplicates =
+        [("p/a".to_string(), vec![old.clone(), older.clone()])].into();
+    store.write(|tx| tx.set_duplicates("p", &dups)).unwrap();
+
+    let rows = key_rows(&store, ts(NOW)).unwrap();
+    assert_eq!(rows[0].flags, ["duplicate-name"]);
+    assert_eq!(rows[0].duplicate_ids, ["k-old", "k-older"]);
+    assert_eq!(rows[0].key_id.as_deref(), Some("k-new"));
+    assert!(rows[1].duplicate_ids.is_empty());
+    // The streamed rows and the typed row agree, JSON included.
+    assert_eq!(rows[0], key_row(&a, None, &[old, older], ts(NOW)));
+    let json: serde_json::Value =
+        serde_json::from_slice(&key_rows_json(&store, ts(NOW)).unwrap()).unwrap();
+    assert_eq!(
+        json[0]["duplicate_ids"],
+        serde_json::json!(["k-old", "k-older"])
+    );
+    assert_eq!(status(&store, ts(NOW), true).unwrap().keys, rows);
+
+    // The next sync that finds none clears them.
+    store
+        .write(|tx| tx.set_duplicates("p", &Default::default()))
+        .unwrap();
+    let rows = key_rows(&store, ts(NOW)).unwrap();
+    assert!(rows[0].flags.is_empty() && rows[0].duplicate_ids.is_empty());
+    assert!(store.duplicates().unwrap().is_empty());
+}
+
+#[test]
 fn resolve_key_by_slot_unique_name_and_near_matches() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());

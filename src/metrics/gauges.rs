@@ -58,7 +58,7 @@ impl Gauges {
         }
         for rec in store.keys()? {
             // The same row `keyrot status` shows (without its rotation).
-            let row = key_row(&rec, None, now);
+            let row = key_row(&rec, None, &[], now);
             *g.keys.entry(row.provider.clone()).or_default() += 1;
             for (w, days) in WINDOWS {
                 let within = SignedDuration::from_hours(24 * days);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use jiff::Timestamp;
 
 use crate::config::{Config, KeyMatch, KeySpec};
-use crate::model::{KeyInfo, KeyRecord, slot_id};
+use crate::model::{Duplicates, KeyInfo, KeyRecord, slot_id};
 use crate::rotation::plan;
 
 /// What a sync changes.
@@ -22,6 +22,12 @@ pub struct Bound {
     pub unchanged: usize,
     /// Slots of the provider no `[[key]]` matches any more.
     pub removed: Vec<String>,
+    /// Slots whose name the provider lists more than once: the live keys
+    /// of that name other than the one the slot tracks (an abandoned
+    /// copy, say, which would otherwise never show). A slot whose binding
+    /// moved while the listing was in flight is left out until the next
+    /// sync, as the listing may still hold the key it just replaced.
+    pub duplicates: Duplicates,
 }
 
 /// `*` matches any run of characters, `?` one character.
@@ -121,6 +127,7 @@ pub fn bind(
     }
     let mut records = Vec::new();
     let mut unchanged = 0;
+    let mut duplicates = Duplicates::new();
     for ((name, spec), slot) in slots.iter().zip(&slot_ids) {
         let old = by_slot.get(slot.as_str()).copied();
         let mut rec = old.cloned().unwrap_or_else(|| KeyRecord {
@@ -152,6 +159,16 @@ pub fn bind(
         };
         let hold = rec.active_rotation.is_some() || changed.contains(slot);
         rec.current = choose_current(rec.current.take(), candidates, adopt, hold);
+        let tracked = rec.current.as_ref().map(|k| k.id.as_str());
+        let mut others: Vec<KeyInfo> = candidates
+            .iter()
+            .filter(|k| Some(k.id.as_str()) != tracked)
+            .map(|k| (*k).clone())
+            .collect();
+        if !others.is_empty() && !changed.contains(slot) {
+            others.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+            duplicates.insert(slot.clone(), others);
+        }
         let last = groups.last_start(&rec);
         plan::schedule(cfg, &mut rec, last, now);
         // A slot the sync leaves as it was is not written again: a sync of
@@ -177,6 +194,7 @@ pub fn bind(
         records,
         unchanged,
         removed,
+        duplicates,
     }
 }
 
@@ -184,7 +202,9 @@ pub fn bind(
 /// still listed; else, when `hold` (a rotation runs, or the binding moved
 /// while the listing was in flight), the key the store holds, which the
 /// listing may not know yet; else an explicitly adopted id; else the newest
-/// key of that name; else none.
+/// key of that name (by creation time, then by id, so that two listings in
+/// another order pick the same one); else none. Other keys of that name do
+/// not move a slot off the key it tracks.
 fn choose_current(
     current: Option<KeyInfo>,
     candidates: &[&KeyInfo],
@@ -207,7 +227,7 @@ fn choose_current(
     }
     candidates
         .iter()
-        .max_by_key(|k| k.created_at)
+        .max_by_key(|k| (k.created_at, &k.id))
         .map(|k| (*k).clone())
 }
 
@@ -271,5 +291,68 @@ mod tests {
             "a"
         );
         assert!(choose_current(None, &[], None, false).is_none());
+        // Two of one creation time: the larger id, whatever the order.
+        let (x, y) = (key("x", "n", 30), key("y", "n", 30));
+        assert_eq!(
+            choose_current(None, &[&x, &y], None, false).unwrap().id,
+            "y"
+        );
+        assert_eq!(
+            choose_current(None, &[&y, &x], None, false).unwrap().id,
+            "y"
+        );
+    }
+
+    fn config() -> Config {
+        crate::config::load_str(
+            std::path::Path::new("/etc/keyrot/keyrot.toml"),
+            "[[provider]]\nname = \"p\"\ntype = \"local\"\n\
+             [[sink]]\nname = \"out\"\ntype = \"file\"\npath = \"/tmp/keyrot/{name}\"\n\
+             [[policy]]\nname = \"std\"\n\
+             [[key]]\nname = \"n\"\nprovider = \"p\"\npolicy = \"std\"\nsinks = [\"out\"]\n",
+        )
+        .unwrap()
+    }
+
+    fn ids(keys: &[KeyInfo]) -> Vec<&str> {
+        keys.iter().map(|k| k.id.as_str()).collect()
+    }
+
+    #[test]
+    fn keys_sharing_the_slots_name_are_reported_beside_the_one_it_tracks() {
+        let cfg = config();
+        let now = Timestamp::from_second(1_000).unwrap();
+        let none = HashSet::new();
+        let (a, b, c) = (key("a", "n", 10), key("b", "n", 20), key("c", "n", 5));
+        let other = key("o", "other", 30);
+        let listed = [a.clone(), other, c.clone(), b.clone()];
+
+        // A new slot tracks the newest; the rest are its duplicates, newest
+        // first.
+        let out = bind(&cfg, "p", &listed, &[], &none, &none, now);
+        let rec = &out.records[0];
+        assert_eq!(rec.current.as_ref().unwrap().id, "b");
+        assert_eq!(ids(&out.duplicates["p/n"]), ["a", "c"]);
+        assert_eq!(out.duplicates.len(), 1);
+
+        // A slot already bound keeps its key, however new the others.
+        let mut bound = rec.clone();
+        bound.current = Some(a.clone());
+        let out = bind(&cfg, "p", &listed, &[bound.clone()], &none, &none, now);
+        assert_eq!(out.records.len() + out.unchanged, 1);
+        assert_eq!(ids(&out.duplicates["p/n"]), ["b", "c"]);
+
+        // The new key of a rotation in flight is not a duplicate.
+        let flying: HashSet<String> = ["b".to_string(), "c".to_string()].into();
+        let out = bind(&cfg, "p", &listed, &[bound.clone()], &flying, &none, now);
+        assert!(out.duplicates.is_empty(), "{:?}", out.duplicates);
+
+        // A slot whose binding moved during the listing waits for the next
+        // sync; one key of the name is no duplicate.
+        let moved: HashSet<String> = ["p/n".to_string()].into();
+        let out = bind(&cfg, "p", &listed, &[bound.clone()], &none, &moved, now);
+        assert!(out.duplicates.is_empty());
+        let out = bind(&cfg, "p", &[a], &[bound], &none, &none, now);
+        assert!(out.duplicates.is_empty());
     }
 }

@@ -12,6 +12,9 @@ pub mod cron;
 pub mod digest;
 pub mod notices;
 pub mod prune;
+pub mod sync_retry;
+#[cfg(test)]
+mod sync_tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,11 +26,36 @@ use crate::rotation::{Engine, StartRequest, plan};
 use crate::shutdown::Shutdown;
 use crate::store::DueTarget;
 use crate::wake::Wake;
+pub use sync_retry::SyncRetries;
+
+/// Why an inventory sync failed.
+#[derive(Debug)]
+pub struct SyncError {
+    /// What went wrong (ids and statuses, never secrets).
+    pub message: String,
+    /// How long the provider asked keyrot to wait (its Retry-After).
+    pub retry_after: Option<SignedDuration>,
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for SyncError {
+    fn from(message: String) -> SyncError {
+        SyncError {
+            message,
+            retry_after: None,
+        }
+    }
+}
 
 /// Pulls each provider's inventory and binds it to the configured slots,
 /// rescheduling every slot of that provider; writes only the slots that
 /// changed, and the provider's sync time. Returns the slots bound.
-pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize, String> {
+pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize, SyncError> {
     let rt = engine.runtime();
     let p = rt
         .providers
@@ -48,15 +76,16 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
         .map_err(|e| e.to_string())?;
     let listed = if p.capabilities().list {
         crate::failpoint::hit("before:list").map_err(|e| e.message)?;
-        p.list(now)
-            .await
-            .map_err(|e| format!("listing keys: {e}"))?
+        p.list(now).await.map_err(|e| SyncError {
+            message: format!("listing keys: {e}"),
+            retry_after: e.retry_after,
+        })?
     } else {
         Vec::new()
     };
     crate::failpoint::hit("after:list").map_err(|e| e.message)?;
     let cfg = Arc::clone(&rt.config);
-    let (written, unchanged, removed) = engine
+    let (written, unchanged, removed, duplicates) = engine
         .db(move |s| {
             // Everything below is read in the write transaction itself, so
             // no rotation can move between what is read and what is written.
@@ -81,8 +110,16 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                 for slot in &out.removed {
                     tx.delete_key(slot)?;
                 }
+                tx.set_duplicates(&name, &out.duplicates)?;
                 tx.set_last_sync(&name, now)?;
-                Ok((out.records.len(), out.unchanged, out.removed))
+                // The key each such slot tracks, for the log (as written
+                // above, or left as it was).
+                let mut dups = Vec::new();
+                for (slot, others) in out.duplicates {
+                    let id = tx.key(&slot)?.and_then(|r| r.current).map(|k| k.id);
+                    dups.push((slot, id, others));
+                }
+                Ok((out.records.len(), out.unchanged, out.removed, dups))
             })
         })
         .await
@@ -90,6 +127,18 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     engine.metrics().synced(provider, now);
     for slot in removed {
         tracing::warn!(key = %slot, "slot no longer matches any [[key]] entry; dropped from the inventory");
+    }
+    for (slot, tracked, others) in duplicates {
+        let ids: Vec<&str> = others.iter().map(|k| k.id.as_str()).collect();
+        tracing::warn!(
+            key = %slot,
+            key_id = tracked.as_deref().unwrap_or("-"),
+            others = %ids.join(","),
+            "the provider lists {} other live key(s) with this key's name ({}); keyrot tracks {} and leaves the others alone: revoke them if nothing uses them",
+            ids.len(),
+            ids.join(", "),
+            tracked.as_deref().unwrap_or("none of them"),
+        );
     }
     tracing::info!(provider = %provider, keys = written + unchanged, changed = written, "inventory synced");
     Ok(written + unchanged)
@@ -110,8 +159,9 @@ fn bindings(
         .collect()
 }
 
-/// Syncs every provider; errors are logged, not fatal.
-pub async fn sync_all(engine: &Arc<Engine>, wake: &Wake) {
+/// Syncs every provider; errors are logged, not fatal, and each failed
+/// provider is handed to `retries` (the sync loop tries it again).
+pub async fn sync_all(engine: &Arc<Engine>, wake: &Wake, retries: &SyncRetries) {
     let names: Vec<String> = engine
         .runtime()
         .config
@@ -119,9 +169,24 @@ pub async fn sync_all(engine: &Arc<Engine>, wake: &Wake) {
         .iter()
         .map(|p| p.name.clone())
         .collect();
+    retries.retain(&names);
+    sync_some(engine, wake, retries, &names).await;
+}
+
+/// Syncs `names`, recording each outcome in `retries`.
+async fn sync_some(engine: &Arc<Engine>, wake: &Wake, retries: &SyncRetries, names: &[String]) {
     for name in names {
-        if let Err(e) = sync_provider(engine, &name).await {
-            tracing::error!(provider = %name, error = %e, "inventory sync failed");
+        match sync_provider(engine, name).await {
+            Ok(_) => retries.succeeded(name),
+            // Removed by a reload while its retry was due: nothing to retry.
+            Err(_) if !engine.runtime().providers.contains_key(name) => retries.succeeded(name),
+            Err(e) => {
+                let cfg = engine.runtime().config.daemon.retry.clone();
+                let now = engine.now();
+                let (attempt, at) = retries.failed(name, e.retry_after, &cfg, now);
+                let after = crate::policy::format_duration(at.duration_since(now));
+                tracing::error!(provider = %name, error = %e, attempt, retry_at = %at, "inventory sync failed; trying again in {after}");
+            }
         }
     }
     crate::daemon::release_free_memory();
@@ -305,25 +370,53 @@ async fn dispatch_key(engine: &Arc<Engine>, slot: &str, now: Timestamp) -> Resul
 
 /// Runs the periodic inventory sync until shutdown, sleeping until each
 /// occurrence of `daemon.sync_schedule` (read afresh after every sync, so a
-/// reload's schedule applies from the next occurrence on).
-pub async fn sync_loop(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
+/// reload's schedule applies from the next occurrence on), or until the
+/// earliest retry of a provider whose sync failed (wherever it ran: at
+/// start, on reload or here), whichever comes first. A retry syncs the
+/// providers due for one; a scheduled occurrence syncs them all. Nothing
+/// wakes it in between but a newly recorded failure.
+pub async fn sync_loop(
+    engine: Arc<Engine>,
+    wake: Wake,
+    retries: SyncRetries,
+    mut shutdown: Shutdown,
+) {
+    let mut failed = retries.subscribe();
+    let mut warned = false;
     loop {
+        // Failures recorded from here on wake the loop.
+        failed.borrow_and_update();
         let expr = engine.runtime().config.daemon.sync_schedule.clone();
-        let next = expr
+        let scheduled = expr
             .parse::<cron::SyncSchedule>()
             .ok()
             .and_then(|s| s.next_after(engine.now()));
-        let Some(next) = next else {
+        if scheduled.is_none() && !warned {
             tracing::error!(schedule = %expr, "sync schedule never fires; periodic sync is off");
-            shutdown.recv().await;
-            return;
+            warned = true;
+        }
+        let retry = retries.next();
+        let (next, is_retry) = match (scheduled, retry) {
+            (Some(s), Some(r)) if r < s => (Some(r), true),
+            (Some(s), _) => (Some(s), false),
+            (None, r) => (r, true),
         };
-        let wait = std::time::Duration::try_from(
-            next.duration_since(engine.now()).max(SignedDuration::ZERO),
-        )
-        .unwrap_or_default();
+        let wait = next.map(|at| {
+            std::time::Duration::try_from(at.duration_since(engine.now()).max(SignedDuration::ZERO))
+                .unwrap_or_default()
+        });
         tokio::select! {
-            _ = tokio::time::sleep(wait) => sync_all(&engine, &wake).await,
+            _ = async { match wait { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
+                if is_retry {
+                    let due = retries.due(engine.now());
+                    if !due.is_empty() {
+                        sync_some(&engine, &wake, &retries, &due).await;
+                    }
+                } else {
+                    sync_all(&engine, &wake, &retries).await;
+                }
+            }
+            r = failed.changed() => if r.is_err() { return },
             _ = shutdown.recv() => return,
         }
     }

@@ -7,13 +7,13 @@ use secrecy::SecretString;
 
 use super::error::backend;
 use super::tables::{
-    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_LAST_SYNC, OUTBOX,
-    ROTATIONS, SECRETS, all_json, decode, due_micros, due_timestamp, get_json, parse_state,
-    parse_target, rotation_state, secret_aad,
+    ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_DUPLICATES,
+    META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros, due_timestamp,
+    get_json, parse_state, parse_target, rotation_state, secret_aad,
 };
 use super::{DueTarget, LocalKey, Store, StoreError, StoreStats};
 use crate::model::{
-    AuditEntry, DeliveryState, KeyRecord, OutboxMessage, RotationRecord, RotationState,
+    AuditEntry, DeliveryState, Duplicates, KeyRecord, OutboxMessage, RotationRecord, RotationState,
 };
 
 /// What a status row shows of a rotation: decoded from its record without
@@ -103,6 +103,27 @@ impl Store {
                 Some(v) => decode("meta", &name, v.value()).map(Some),
                 None => Ok(None),
             }
+        })
+    }
+
+    /// Every slot's [`Duplicates`], as the last sync of each provider found
+    /// them (one short scan of `meta`: most stores hold none).
+    pub fn duplicates(&self) -> Result<Duplicates, StoreError> {
+        self.read(|txn| {
+            let meta = txn.open_table(META).map_err(backend("opening meta"))?;
+            let mut out = Duplicates::new();
+            let range = meta
+                .range(META_DUPLICATES..)
+                .map_err(backend("scanning meta"))?;
+            for item in range {
+                let (k, v) = item.map_err(backend("scanning meta"))?;
+                let name = k.value();
+                if !name.starts_with(META_DUPLICATES) {
+                    break;
+                }
+                out.extend(decode::<Duplicates>("meta", name, v.value())?);
+            }
+            Ok(out)
         })
     }
 

@@ -67,6 +67,11 @@ pub(super) const DERIVED_TABLES: [&str; 1] = ["latest_rotation"];
 /// timestamp), e.g. `last_sync:local`.
 pub(super) const META_LAST_SYNC: &str = "last_sync:";
 
+/// Meta key prefix of a provider's [`crate::model::Duplicates`] as its last
+/// sync found them (JSON; absent when there were none), e.g.
+/// `duplicates:atlassian`.
+pub(super) const META_DUPLICATES: &str = "duplicates:";
+
 /// Meta key of the schema version (u64, big-endian).
 pub(super) const META_SCHEMA: &str = "schema_version";
 /// Meta key of the master-key check envelope.

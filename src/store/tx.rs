@@ -13,12 +13,12 @@ use super::audit::NewEntry;
 use super::error::backend;
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_AUDIT_HEAD,
-    META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros, encode, get_json,
-    rotation_timer, secret_aad, state_name, target_key,
+    META_DUPLICATES, META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros,
+    encode, get_json, rotation_timer, secret_aad, state_name, target_key,
 };
 use super::{DueTarget, LocalKey, StoreError};
 use crate::crypto::MasterKey;
-use crate::model::{AuditEntry, KeyRecord, OutboxMessage, RotationRecord};
+use crate::model::{AuditEntry, Duplicates, KeyRecord, OutboxMessage, RotationRecord};
 
 /// A write transaction. Everything written through it commits together,
 /// durably, when the closure given to [`super::Store::write`] returns `Ok`,
@@ -132,6 +132,22 @@ impl Tx {
         let mut meta = self.txn.open_table(META).map_err(backend("opening meta"))?;
         meta.insert(name.as_str(), bytes.as_slice())
             .map_err(backend("writing meta"))?;
+        Ok(())
+    }
+
+    /// Replaces what the last sync of `provider` found of keys sharing a
+    /// slot's name; none removes the entry.
+    pub fn set_duplicates(&mut self, provider: &str, dups: &Duplicates) -> Result<(), StoreError> {
+        let name = format!("{META_DUPLICATES}{provider}");
+        let mut meta = self.txn.open_table(META).map_err(backend("opening meta"))?;
+        if dups.is_empty() {
+            meta.remove(name.as_str())
+                .map_err(backend("writing meta"))?;
+        } else {
+            let bytes = encode("meta", &name, dups)?;
+            meta.insert(name.as_str(), bytes.as_slice())
+                .map_err(backend("writing meta"))?;
+        }
         Ok(())
     }
 

@@ -193,3 +193,59 @@ fn summary_describes_the_provider() {
         "{text}"
     );
 }
+
+/// Provider `atl` (`rotate_api` as given; lines 1-8), sink `out` (9-12) and
+/// policy `p` (13-14, `policy` lines from 15), then `keys` `[[key]]`s
+/// bound to `p` at `atl` (each 5 lines, the `policy` line 4th).
+fn bound(rotate_api: &str, policy: &str, keys: &[&str]) -> String {
+    let psk = if rotate_api == "proposed" {
+        "psk_id = \"p\"\npsk = { env = \"P\" }\n"
+    } else {
+        "\n\n"
+    };
+    let mut s = format!(
+        "[[provider]]\nname = \"atl\"\ntype = \"atlassian\"\norg_id = \"org-1\"\n\
+         admin_key = {{ env = \"K\" }}\nrotate_api = \"{rotate_api}\"\n{psk}\
+         [[sink]]\nname = \"out\"\ntype = \"file\"\npath = \"/tmp/keyrot/{{name}}\"\n\
+         [[policy]]\nname = \"p\"\n{policy}"
+    );
+    for k in keys {
+        s.push_str(&format!(
+            "[[key]]\nname = \"{k}\"\nprovider = \"atl\"\npolicy = \"p\"\nsinks = [\"out\"]\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn proposed_rotations_need_a_new_key_lifetime_of_at_most_365_days() {
+    // Over the endpoint's cap: pointed at the value, once for both keys.
+    let text = bound("proposed", "new_key_lifetime = \"400d\"\n", &["a", "b"]);
+    assert_one(
+        &text,
+        "15:20: `new_key_lifetime` (400d) of policy \"p\" is longer than the 365 days \
+         provider \"atl\" (atlassian, rotate_api = \"proposed\") allows a new key: \
+         its rotate endpoint refuses every such rotation with a 400 \
+         (used by the [[key]] at /etc/keyrot/keyrot.toml:19:10)",
+    );
+    // None at all: pointed at the first key's binding, naming the policy.
+    let text = bound("proposed", "", &["a", "b"]);
+    assert_one(
+        &text,
+        "18:10: policy \"p\" sets no `new_key_lifetime`, but provider \"atl\" \
+         (atlassian, rotate_api = \"proposed\") needs one: its rotate endpoint gives new keys \
+         at most 365 days",
+    );
+    let errs = errors(&text);
+    assert!(
+        errs[0].ends_with("(policy defined at /etc/keyrot/keyrot.toml:14:8)"),
+        "{errs:?}"
+    );
+    // 365 days (or 52w1d) is accepted; so is anything without the rotate
+    // endpoint, and a policy no proposed provider uses.
+    ok(&bound("proposed", "new_key_lifetime = \"365d\"\n", &["a"]));
+    ok(&bound("proposed", "new_key_lifetime = \"52w1d\"\n", &["a"]));
+    ok(&bound("none", "", &["a"]));
+    ok(&bound("none", "new_key_lifetime = \"400d\"\n", &["a"]));
+    ok(&bound("proposed", "new_key_lifetime = \"400d\"\n", &[]));
+}
