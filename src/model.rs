@@ -300,6 +300,10 @@ pub struct RotationRecord {
     /// it are locked out.
     #[serde(default)]
     pub old_lost_at: Option<Timestamp>,
+    /// Keys revoked with the old key: a key an interrupted attempt made
+    /// that the recovery rotated from (its secret was never seen).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoke_also: Vec<String>,
     /// Failed attempts of the current step.
     pub attempts: u32,
     /// Times the current step was told to wait (429, or a 5xx with

@@ -92,6 +92,16 @@ pub fn render(r: &RotationRecord) -> String {
     lines.push(("requested revoke", time_or(r.requested_old_expiry, "-")));
     lines.push(("revoke old at", time_or(r.revoke_old_at, "-")));
     lines.push(("old revoked at", time_or(r.old_revoked_at, "-")));
+    if let Some(at) = r.old_lost_at {
+        lines.push((
+            "old key lost",
+            format!(
+                "{} found gone at the provider at {} (before keyrot revoked it)",
+                or_dash(r.old_key_id.as_deref()),
+                time(at)
+            ),
+        ));
+    }
     lines.push(("attempts", attempts(r)));
     lines.push((
         "notify contacts",

@@ -79,6 +79,7 @@ pub(crate) fn rotation_rec(id: &str, slot: &str, state: RotationState) -> Rotati
         revoke_old_at: None,
         old_revoked_at: None,
         old_lost_at: None,
+        revoke_also: Vec::new(),
         throttled: 0,
         attempts: 0,
         retry_at: None,

@@ -133,6 +133,7 @@ fn rotation() -> RotationRecord {
         revoke_old_at: None,
         old_revoked_at: None,
         old_lost_at: None,
+        revoke_also: Vec::new(),
         throttled: 0,
         attempts: 0,
         retry_at: None,

@@ -419,6 +419,7 @@ fn new_record(rt: &Runtime, key: &KeyRecord, req: StartRequest, now: Timestamp) 
         revoke_old_at: None,
         old_revoked_at: None,
         old_lost_at: None,
+        revoke_also: Vec::new(),
         throttled: 0,
         attempts: 0,
         retry_at: None,

@@ -651,7 +651,11 @@ impl Engine {
         if found.old_alive == Some(false) {
             let old = rec.old_key_id.clone().unwrap_or_default();
             if rec.old_lost_at.is_none() {
+                // Durable before anything else: `rotation show`, the
+                // failure mail and the metrics say it even if recovery fails.
                 rec.old_lost_at = Some(now);
+                rec.updated_at = now;
+                *rec = self.save(rec.clone(), None).await?;
                 self.metrics.old_key_lost(&rec.provider);
             }
             tracing::error!(old_key = %old, orphans = ?orphans.iter().map(|k| &k.id).collect::<Vec<_>>(),
@@ -672,11 +676,14 @@ impl Engine {
                     .into());
                 };
                 notes.push(format!(
-                    "rotated from key {} (created by the interrupted attempt; ends now)",
+                    "rotated from key {} (created by the interrupted attempt; revoked with the old key)",
                     from.id
                 ));
+                rec.revoke_also.push(from.id.clone());
                 req.replaces = Some(from.id);
-                req.old_key_expires_at = Some(now);
+                // Not "now": a server refuses a time already past when it
+                // reads it; keyrot revokes the key itself at the end.
+                req.old_key_expires_at = now.checked_add(ORPHAN_GRACE).ok();
             }
         }
         for orphan in orphans {
@@ -951,9 +958,20 @@ impl Engine {
                 .await
                 .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
             crate::failpoint::hit("after:revoke")?;
+            for also in rec.revoke_also.clone() {
+                provider
+                    .revoke(&also, now)
+                    .await
+                    .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
+                tracing::info!(key = %also, "key of an interrupted attempt revoked");
+            }
             rec.old_revoked_at = Some(now);
             tracing::info!(old_key = %old, "old key revoked");
-            format!("old key {old} revoked")
+            if rec.revoke_also.is_empty() {
+                format!("old key {old} revoked")
+            } else {
+                format!("old key {old} and {} revoked", rec.revoke_also.join(", "))
+            }
         } else {
             format!("provider cannot revoke: old key {old} lives until it expires")
         };
@@ -1318,6 +1336,10 @@ fn key_name(slot: &str) -> &str {
 fn fmt_opt(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
 }
+
+/// How long a key keyrot rotated from during a recovery is given at the
+/// provider; keyrot revokes it itself when the rotation revokes the old key.
+const ORPHAN_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(600);
 
 /// Clock difference allowed between keyrot and a provider when a listing
 /// looks for keys created after an interrupted issue's intent.

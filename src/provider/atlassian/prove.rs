@@ -99,9 +99,10 @@ fn judge(id: &str, busy: &BTreeSet<String>, moved: &BTreeSet<String>) -> Verdict
     match (moved.contains(id), others.as_slice()) {
         (true, []) => Verdict::Proven,
         (false, [one]) => Verdict::Other((*one).clone()),
-        (false, []) => Verdict::Unclear(format!(
+        (false, []) => Verdict::Unclear(
             "no key's lastActiveAt moved (the server may update it lazily, or the secret is the admin key's)"
-        )),
+                .to_string(),
+        ),
         (_, many) => Verdict::Unclear(format!(
             "other keys were used at the same time: {}",
             many.iter()
