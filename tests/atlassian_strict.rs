@@ -546,3 +546,81 @@ fn scopes_the_rotate_cannot_give_go_to_an_assisted_request_and_enroll_checks_the
     let rec = wait_state(&d, &id, "Completed", 30);
     assert_eq!(rec["new_key"]["scopes"], json!(["read:keys:admin"]));
 }
+
+#[test]
+fn the_answer_opens_under_the_psk_the_server_chose_and_an_unknown_one_revokes_the_new_key() {
+    let mut d = Daemon::new("");
+    let dir = d.dir.join("sandbox");
+    std::fs::create_dir_all(&dir).unwrap();
+    let other = dir.join("other.hex");
+    std::fs::write(&other, "17".repeat(32)).unwrap();
+    let sb = Sandbox::start_with(
+        &dir,
+        &["--strict", "--psk", &format!("other={}", other.display()), "--seal-psk", "other"],
+    );
+    let policy = format!("{POLICY}\noverlap = \"1s\"");
+    let base = atlassian_config(&sb, "proposed", &policy, &["ci-bot", "read only demo"]);
+    // keyrot holds both PSKs: the answer names `other`, and opens.
+    let both = base.replace(
+        "psk = { file",
+        &format!(
+            "psks = [{{ id = \"other\", key = {{ file = \"{}\" }} }}]\npsk = {{ file",
+            other.display()
+        ),
+    );
+    std::fs::write(d.config_path(), &both).unwrap();
+    d.start();
+    d.wait_first_key();
+    let id = d.rotate("ci-bot", "server's PSK");
+    let rec = wait_state(&d, &id, "Completed", 30);
+    assert_eq!(check_completed(&d, &sb, "ci-bot", &rec), 0);
+    assert_eq!(audit_of(&sb, "api-key.rotated")[0]["pskId"], "other");
+
+    // keyrot holds only `demo`: the new key is revoked at once, the old
+    // key untouched, the rotation Failed naming both.
+    d.kill9();
+    std::fs::write(d.config_path(), &base).unwrap();
+    d.start();
+    let old = current_key(&d, "read only demo");
+    let id = d.rotate("read only demo", "unknown PSK");
+    let rec = wait_state(&d, &id, "Failed", 30);
+    let err = rec["last_error"].as_str().unwrap();
+    let made = audit_of(&sb, "api-key.rotated")
+        .into_iter()
+        .find(|e| e["apiKeyId"] == old.as_str())
+        .unwrap()["newApiKeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("\"other\", which is not configured")
+            && err.contains(&format!("new key {made} revoked at once"))
+            && err.contains(&format!("old key {old} untouched")),
+        "{err}"
+    );
+    assert_eq!(live_named(&sb, "read only demo"), vec![old]);
+}
+
+#[test]
+fn throttling_with_retry_after_does_not_spend_the_retry_budget() {
+    let policy = format!("{POLICY}\noverlap = \"1s\"");
+    let mut d = Daemon::new("");
+    let sb = Sandbox::start_with(&d.dir.join("sandbox"), &["--strict"]);
+    let config = atlassian_config(&sb, "proposed", &policy, &["ci-bot"])
+        .replace("attempts = 4", "attempts = 2");
+    std::fs::write(d.config_path(), config).unwrap();
+    d.start();
+    d.wait_first_key();
+    // Four 429s with Retry-After: 1 in a row, against a budget of two
+    // attempts: the rotation still completes.
+    admin_post(&sb, "fail", json!({"status": 429, "retry_after": 1, "count": 4}));
+    let id = d.rotate("ci-bot", "throttled");
+    let rec = wait_state(&d, &id, "Completed", 60);
+    assert_eq!(check_completed(&d, &sb, "ci-bot", &rec), 0);
+    let throttled = d
+        .log()
+        .lines()
+        .filter(|l| l.contains(&id) && l.contains("will retry") && l.contains("429"))
+        .count();
+    assert!(throttled >= 2, "{}", d.log());
+}

@@ -561,8 +561,10 @@ sinks = ["out", "bao"]
     let mut rec = Value::Null;
     let ok = wait_until(Duration::from_secs(30), || {
         rec = d.json(&["rotation", "show", &id, "--json"]);
+        // A 503 with Retry-After is throttling: it does not spend the
+        // retry budget (`attempts`) but is counted in `throttled`.
         rec["state"] == "Distributing"
-            && rec["attempts"].as_u64().unwrap_or(0) >= 1
+            && rec["attempts"].as_u64().unwrap_or(0) + rec["throttled"].as_u64().unwrap_or(0) >= 1
             && rec["sink_results"]["out"]["written_at"].is_string()
     });
     assert!(ok, "not held in Distributing: {rec:#}\nlog:\n{}", d.log());

@@ -686,6 +686,7 @@ impl Engine {
                 req.old_key_expires_at = now.checked_add(ORPHAN_GRACE).ok();
             }
         }
+        let mut revoked = Vec::new();
         for orphan in orphans {
             crate::failpoint::hit("before:revoke-orphan")?;
             provider
@@ -694,7 +695,10 @@ impl Engine {
                 .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
             crate::failpoint::hit("after:revoke-orphan")?;
             tracing::warn!(orphan = %orphan.id, "revoked a key an interrupted attempt had issued (its secret was never seen)");
-            notes.push(format!("revoked orphan {}", orphan.id));
+            revoked.push(orphan.id);
+        }
+        if !revoked.is_empty() {
+            notes.push(format!("revoked orphan(s) {}", revoked.join(", ")));
         }
         Ok(notes)
     }
