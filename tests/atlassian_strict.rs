@@ -556,7 +556,13 @@ fn the_answer_opens_under_the_psk_the_server_chose_and_an_unknown_one_revokes_th
     std::fs::write(&other, "17".repeat(32)).unwrap();
     let sb = Sandbox::start_with(
         &dir,
-        &["--strict", "--psk", &format!("other={}", other.display()), "--seal-psk", "other"],
+        &[
+            "--strict",
+            "--psk",
+            &format!("other={}", other.display()),
+            "--seal-psk",
+            "other",
+        ],
     );
     let policy = format!("{POLICY}\noverlap = \"1s\"");
     let base = atlassian_config(&sb, "proposed", &policy, &["ci-bot", "read only demo"]);
@@ -613,7 +619,11 @@ fn throttling_with_retry_after_does_not_spend_the_retry_budget() {
     d.wait_first_key();
     // Four 429s with Retry-After: 1 in a row, against a budget of two
     // attempts: the rotation still completes.
-    admin_post(&sb, "fail", json!({"status": 429, "retry_after": 1, "count": 4}));
+    admin_post(
+        &sb,
+        "fail",
+        json!({"status": 429, "retry_after": 1, "count": 4}),
+    );
     let id = d.rotate("ci-bot", "throttled");
     let rec = wait_state(&d, &id, "Completed", 60);
     assert_eq!(check_completed(&d, &sb, "ci-bot", &rec), 0);
