@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use common::{Daemon, Sandbox, atlassian_config, wait_until};
@@ -109,41 +108,6 @@ fn create_by_hand(sb: &Sandbox, name: &str, scopes: &[&str]) -> (String, String)
         v["id"].as_str().unwrap().to_string(),
         v["secret"].as_str().unwrap().to_string(),
     )
-}
-
-/// `keyrot rotation show ID --json`.
-fn show(d: &Daemon, id: &str) -> Value {
-    d.json(&["rotation", "show", id, "--json"])
-}
-
-/// Waits until rotation `id` is in `state`; the record.
-fn wait_state(d: &Daemon, id: &str, state: &str, secs: u64) -> Value {
-    let mut rec = Value::Null;
-    let ok = wait_until(Duration::from_secs(secs), || {
-        rec = show(d, id);
-        rec["state"] == state
-    });
-    assert!(ok, "rotation {id} not {state}: {rec:#}\nlog:\n{}", d.log());
-    rec
-}
-
-/// `keyrot enroll ID --key-id KEY` with `secret` on stdin.
-fn enroll(d: &Daemon, id: &str, key_id: &str, secret: &str) -> Output {
-    let mut child = Command::new(common::bin())
-        .args(["enroll", id, "--key-id", key_id, "--config"])
-        .arg(d.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{secret}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// A daemon against a strict sandbox; `policy` is the body of the `fast`
@@ -316,7 +280,7 @@ fn answers_lost_after_the_server_acted_leave_one_working_key_and_no_orphan() {
         let before = audit_of(&sb, "api-key.rotated").len();
         admin_post(&sb, "lose", json!({"count": 1, "mode": "drop"}));
         let id = d.rotate("ci-bot", "lost answer run");
-        let rec = wait_state(&d, &id, "Completed", 60);
+        let rec = d.wait_state(&id, "Completed", 60);
         orphans += check_completed(&d, &sb, "ci-bot", &rec);
         // The server acted twice: once for the lost answer, once again.
         assert_eq!(audit_of(&sb, "api-key.rotated").len(), before + 2);
@@ -354,7 +318,7 @@ fn kill_9_with_the_rotate_call_in_flight_leaves_one_working_key_and_no_orphan() 
             > before));
         d.kill9();
         d.start();
-        let rec = wait_state(&d, &id, "Completed", 60);
+        let rec = d.wait_state(&id, "Completed", 60);
         orphans += check_completed(&d, &sb, "ci-bot", &rec);
         assert!(
             rec["history"].to_string().contains("revoked orphan"),
@@ -385,7 +349,7 @@ fn an_old_key_ended_early_is_recovered_from_the_orphan_or_said_to_be_lost() {
     .len()
         > before));
     revoke_by_hand(&sb, &old);
-    let rec = wait_state(&d, &id, "Completed", 60);
+    let rec = d.wait_state(&id, "Completed", 60);
     assert!(rec["old_lost_at"].is_string(), "{rec:#}");
     let new = rec["new_key"]["id"].as_str().unwrap();
     assert_eq!(live_named(&sb, "ci-bot"), vec![new.to_string()]);
@@ -407,10 +371,10 @@ fn an_old_key_ended_early_is_recovered_from_the_orphan_or_said_to_be_lost() {
     admin_post(&sb, "fail", json!({"status": 503, "count": 1}));
     let id = d.rotate("read only demo", "nothing to recover from");
     assert!(wait_until(Duration::from_secs(20), || {
-        show(&d, &id)["last_error"].is_string()
+        d.show(&id)["last_error"].is_string()
     }));
     revoke_by_hand(&sb, &old);
-    let rec = wait_state(&d, &id, "Failed", 60);
+    let rec = d.wait_state(&id, "Failed", 60);
     let err = rec["last_error"].as_str().unwrap();
     assert!(
         err.contains("recovery impossible") && err.contains(&old),
@@ -457,12 +421,12 @@ fn enroll_refuses_a_secret_of_another_key_and_revokes_nothing() {
         ("the old key's", sb.seeded_secret("reporting")),
         ("another key's", sb.seeded_secret("ci-bot")),
     ] {
-        let out = enroll(&d, &id, &new, &wrong);
+        let out = d.enroll(&[&id, "--key-id", &new], &wrong);
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what} secret was enrolled: {said}");
         assert!(said.contains("belongs to key"), "{what}: {said}");
         assert!(!said.contains(&wrong), "the secret was echoed");
-        assert_eq!(show(&d, &id)["state"], "AwaitingSecret");
+        assert_eq!(d.show(&id)["state"], "AwaitingSecret");
         let now: Vec<Value> = all_keys(&sb)
             .into_iter()
             .map(|mut k| {
@@ -482,13 +446,13 @@ fn enroll_refuses_a_secret_of_another_key_and_revokes_nothing() {
     }
     assert!(d.sink("reporting").is_none());
     // The key's own secret is proven and enrolled.
-    let out = enroll(&d, &id, &new, &secret);
+    let out = d.enroll(&[&id, "--key-id", &new], &secret);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rec = wait_state(&d, &id, "Completed", 30);
+    let rec = d.wait_state(&id, "Completed", 30);
     assert!(rec["history"].to_string().contains("identity proven"));
     assert_eq!(rec["new_key"]["id"], new.as_str());
     assert_eq!(live_named(&sb, "reporting"), vec![new.clone()]);
@@ -512,7 +476,7 @@ fn scopes_the_rotate_cannot_give_go_to_an_assisted_request_and_enroll_checks_the
     d.start();
     d.wait_first_key();
     let id = d.rotate("legacy-admin", "unscoped to scoped");
-    let rec = wait_state(&d, &id, "AwaitingSecret", 30);
+    let rec = d.wait_state(&id, "AwaitingSecret", 30);
     assert!(
         rec["history"]
             .to_string()
@@ -530,20 +494,20 @@ fn scopes_the_rotate_cannot_give_go_to_an_assisted_request_and_enroll_checks_the
     )));
     // An unscoped key is refused; the key with exactly the scopes is taken.
     let (unscoped, s1) = create_by_hand(&sb, "legacy-admin", &[]);
-    let out = enroll(&d, &id, &unscoped, &s1);
+    let out = d.enroll(&[&id, "--key-id", &unscoped], &s1);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && said.contains("asks for [read:keys:admin]"),
         "{said}"
     );
     let (scoped, s2) = create_by_hand(&sb, "legacy-admin", &["read:keys:admin"]);
-    let out = enroll(&d, &id, &scoped, &s2);
+    let out = d.enroll(&[&id, "--key-id", &scoped], &s2);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rec = wait_state(&d, &id, "Completed", 30);
+    let rec = d.wait_state(&id, "Completed", 30);
     assert_eq!(rec["new_key"]["scopes"], json!(["read:keys:admin"]));
 }
 
@@ -578,7 +542,7 @@ fn the_answer_opens_under_the_psk_the_server_chose_and_an_unknown_one_revokes_th
     d.start();
     d.wait_first_key();
     let id = d.rotate("ci-bot", "server's PSK");
-    let rec = wait_state(&d, &id, "Completed", 30);
+    let rec = d.wait_state(&id, "Completed", 30);
     assert_eq!(check_completed(&d, &sb, "ci-bot", &rec), 0);
     assert_eq!(audit_of(&sb, "api-key.rotated")[0]["pskId"], "other");
 
@@ -589,7 +553,7 @@ fn the_answer_opens_under_the_psk_the_server_chose_and_an_unknown_one_revokes_th
     d.start();
     let old = current_key(&d, "read only demo");
     let id = d.rotate("read only demo", "unknown PSK");
-    let rec = wait_state(&d, &id, "Failed", 30);
+    let rec = d.wait_state(&id, "Failed", 30);
     let err = rec["last_error"].as_str().unwrap();
     let made = audit_of(&sb, "api-key.rotated")
         .into_iter()
@@ -625,7 +589,7 @@ fn throttling_with_retry_after_does_not_spend_the_retry_budget() {
         json!({"status": 429, "retry_after": 1, "count": 4}),
     );
     let id = d.rotate("ci-bot", "throttled");
-    let rec = wait_state(&d, &id, "Completed", 60);
+    let rec = d.wait_state(&id, "Completed", 60);
     assert_eq!(check_completed(&d, &sb, "ci-bot", &rec), 0);
     let throttled = d
         .log()

@@ -10,8 +10,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use common::crash::checks::Report;
@@ -362,21 +361,7 @@ fn wait_rotation(case: &Case<'_>, state: &str) -> String {
 
 /// `keyrot enroll ID --key-id NEW` with the secret on stdin.
 fn enroll(case: &Case<'_>, id: &str, new_id: &str, secret: &str) {
-    let mut child = Command::new(common::bin())
-        .args(["enroll", id, "--key-id", new_id, "--config"])
-        .arg(case.d.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{secret}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = case.d.enroll(&[id, "--key-id", new_id], secret);
     assert!(
         out.status.success(),
         "{}",

@@ -122,22 +122,6 @@ fn rotate(d: &Daemon, key: &str) -> String {
         .to_string()
 }
 
-/// `keyrot rotation show ID --json`.
-fn show(d: &Daemon, id: &str) -> Value {
-    d.json(&["rotation", "show", id, "--json"])
-}
-
-/// Waits until rotation `id` is in `state`; the record.
-fn wait_state(d: &Daemon, id: &str, state: &str, secs: u64) -> Value {
-    let mut rec = Value::Null;
-    let ok = wait_until(Duration::from_secs(secs), || {
-        rec = show(d, id);
-        rec["state"] == state
-    });
-    assert!(ok, "rotation {id} not {state}: {rec:#}\nlog:\n{}", d.log());
-    rec
-}
-
 /// keyrot did not panic and still answers `keyrot status`.
 fn assert_serving(d: &Daemon) {
     let log = d.log();
@@ -310,7 +294,7 @@ fn lost_answers_resets_and_timeouts_of_the_rotate_call_are_retried_without_a_sec
     // Still serving while the provider misbehaves.
     assert!(wait_until(Duration::from_secs(30), || w.api.pending(rule) <= 3));
     assert_serving(&w.d);
-    let rec = wait_state(&w.d, &id, "Completed", 90);
+    let rec = w.d.wait_state(&id, "Completed", 90);
     assert_retried(&w.api, rule, &faults);
     let lines = retries(&w.d, &id);
     assert_eq!(lines.len(), faults.len(), "{lines:#?}");
@@ -354,7 +338,7 @@ fn garbled_answers_and_throttling_are_retried_and_retry_after_is_honoured() {
     let r2 = w.api.script("GET", COUNT, verify_faults.clone());
     let r3 = w.api.script("PATCH", REVOKE, revoke_faults.clone());
     let id = rotate(&w.d, "ci-bot");
-    let rec = wait_state(&w.d, &id, "Completed", 90);
+    let rec = w.d.wait_state(&id, "Completed", 90);
     assert_retried(&w.api, r1, &rotate_faults);
     assert_retried(&w.api, r2, &verify_faults);
     assert_retried(&w.api, r3, &revoke_faults);
@@ -397,7 +381,7 @@ fn a_provider_failing_past_the_budget_fails_the_rotation_and_the_old_key_keeps_w
     ];
     let rule = w.api.script("PATCH", ROTATE, faults.clone());
     let id = rotate(&w.d, "ci-bot");
-    let rec = wait_state(&w.d, &id, "Failed", 60);
+    let rec = w.d.wait_state(&id, "Failed", 60);
     assert_eq!(rec["failed_in"], "Issuing", "{rec:#}");
     assert_eq!(rec["attempts"], 3, "{rec:#}");
     let err = rec["last_error"].as_str().unwrap();
@@ -444,7 +428,7 @@ fn a_provider_failing_past_the_budget_fails_the_rotation_and_the_old_key_keeps_w
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rec = wait_state(&w.d, &id, "Completed", 60);
+    let rec = w.d.wait_state(&id, "Completed", 60);
     assert_eq!(keys_named(&w.sb, "ci-bot").len(), 2);
     assert_eq!(rec["old_key_id"], old.as_str());
     figures("provider down past the budget", &w.api);
@@ -458,7 +442,7 @@ fn a_tampered_sealed_secret_fails_at_once_naming_the_key_it_could_not_read() {
     w.api
         .script("PATCH", ROTATE, vec![Fault::MangleSealed(Seal::Ciphertext)]);
     let id = rotate(&w.d, "ci-bot");
-    let rec = wait_state(&w.d, &id, "Failed", 30);
+    let rec = w.d.wait_state(&id, "Failed", 30);
     // Permanent: one attempt, no retry.
     assert_eq!(rec["attempts"], 1, "{rec:#}");
     assert_eq!(rec["failed_in"], "Issuing");
@@ -498,7 +482,7 @@ fn a_tampered_sealed_secret_fails_at_once_naming_the_key_it_could_not_read() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rec = wait_state(&w.d, &id, "Completed", 30);
+    let rec = w.d.wait_state(&id, "Completed", 30);
     let z = rec["new_key"]["id"].as_str().unwrap().to_string();
     assert_ne!(z, x.as_str());
     assert_eq!(live_named(&w.sb, "ci-bot"), vec![z.clone()]);
@@ -511,7 +495,7 @@ fn a_tampered_sealed_secret_fails_at_once_naming_the_key_it_could_not_read() {
         .api
         .always("PATCH", ROTATE, Fault::MangleSealed(Seal::Tag));
     let id2 = rotate(&w.d, "ci-bot");
-    let rec2 = wait_state(&w.d, &id2, "Failed", 30);
+    let rec2 = w.d.wait_state(&id2, "Failed", 30);
     assert_eq!(rec2["attempts"], 1);
     let y: Vec<String> = keys_named(&w.sb, "ci-bot")
         .into_iter()
@@ -532,7 +516,7 @@ fn a_tampered_sealed_secret_fails_at_once_naming_the_key_it_could_not_read() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(show(&w.d, &id2)["state"], "Aborted");
+    assert_eq!(w.d.show(&id2)["state"], "Aborted");
     assert_eq!(w.api.events_of(tamper).len(), 1, "abort made a rotate call");
     assert_eq!(current_key(&w.d).as_deref(), Some(z.as_str()));
     assert_eq!(live_named(&w.sb, "ci-bot"), vec![z.clone()]);
@@ -601,7 +585,7 @@ fn openbao_faults_are_retried_and_leave_exactly_one_version_per_rotation() {
     let r2 = p.script("POST", data, writes.clone());
     let r3 = p.script("PATCH", meta, tags.clone());
     let id = rotate(&d, "ci");
-    let rec = wait_state(&d, &id, "Completed", 90);
+    let rec = d.wait_state(&id, "Completed", 90);
     assert_retried(&p, r1, &reads);
     assert_eq!(
         p.events_of(r2).len(),
@@ -663,7 +647,7 @@ timeout = "2s"
     let w = world(3, &["bao-ok", "bao-tls"], &more);
     let old = current_key(&w.d).unwrap();
     let id = rotate(&w.d, "ci-bot");
-    let rec = wait_state(&w.d, &id, "Failed", 60);
+    let rec = w.d.wait_state(&id, "Failed", 60);
     assert_eq!(rec["failed_in"], "Distributing", "{rec:#}");
     let err = rec["last_error"].as_str().unwrap();
     assert!(
@@ -714,7 +698,7 @@ timeout = "2s"
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rec = wait_state(&w.d, &id, "Completed", 60);
+    let rec = w.d.wait_state(&id, "Completed", 60);
     assert_eq!(rec["new_key"]["id"], new.as_str());
     let (code, body) = bao_api(&bao, "GET", "secret/data/bao-tls/atlassian/ci-bot", None);
     assert_eq!(code, 200, "{body}");

@@ -767,24 +767,7 @@ sinks = ["out", "bao"]
         scanned_api.push((format!("error body of {method} {path} ({code})"), answer));
     }
     // The CLI refusing a secret on stdin says why, not what.
-    let mut child = Command::new(common::bin())
-        .args(["enroll", &done, "--config"])
-        .arg(d.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{mid}\n").as_bytes())
-            .unwrap();
-    }
-    let out: Output = child.wait_with_output().unwrap();
+    let out: Output = d.enroll(&[&done], &mid);
     assert!(!out.status.success());
     scanned_api.push((
         "keyrot enroll (refused) stdout+stderr".into(),

@@ -160,21 +160,7 @@ fn assisted_rotation_emails_the_request_and_enroll_finishes_it() {
     );
     assert!(!mail.contains(secret));
     // ...and hands the secret to keyrot on stdin.
-    let mut child = Command::new(common::bin())
-        .args(["enroll", &id, "--key-id", new_id, "--config"])
-        .arg(d.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{secret}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = d.enroll(&[&id, "--key-id", new_id], secret);
     assert!(
         out.status.success(),
         "{}",
@@ -487,25 +473,6 @@ fn a_second_key_with_a_slots_name_is_shown_beside_the_one_it_tracks() {
     );
 }
 
-/// `keyrot enroll ID --key-id KEY --config CONFIG` with `secret` on stdin.
-fn enroll(config: &std::path::Path, id: &str, key_id: &str, secret: &str) -> std::process::Output {
-    let mut child = Command::new(common::bin())
-        .args(["enroll", id, "--key-id", key_id, "--config"])
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{secret}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn enroll_reports_the_daemons_refusal_and_only_a_missing_daemon_as_missing() {
     let mut d = Daemon::new("");
@@ -516,7 +483,7 @@ fn enroll_reports_the_daemons_refusal_and_only_a_missing_daemon_as_missing() {
     )
     .unwrap();
     // No daemon yet: that, and only that, is "needs it".
-    let out = enroll(&d.config_path(), "0193-none", "k", "s");
+    let out = d.enroll(&["0193-none", "--key-id", "k"], "s");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -540,7 +507,7 @@ fn enroll_reports_the_daemons_refusal_and_only_a_missing_daemon_as_missing() {
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let new_id = created["id"].as_str().unwrap();
     // A secret that is not that key's: the daemon's 400, in its words.
-    let out = enroll(&d.config_path(), &id, new_id, "ATATT-not-the-secret");
+    let out = d.enroll(&[&id, "--key-id", new_id], "ATATT-not-the-secret");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -550,7 +517,7 @@ fn enroll_reports_the_daemons_refusal_and_only_a_missing_daemon_as_missing() {
     assert!(!err.contains("needs"), "{err}");
     assert!(!err.contains("ATATT-not-the-secret"), "{err}");
     // So is a rotation the daemon does not know.
-    let out = enroll(&d.config_path(), "0193-unknown", new_id, "x");
+    let out = d.enroll(&["0193-unknown", "--key-id", new_id], "x");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -253,6 +253,49 @@ impl Daemon {
         rot["id"].as_str().unwrap().to_string()
     }
 
+    /// `keyrot enroll ARGS --config CONFIG` with `secret` (and a newline)
+    /// on standard input, as a person pastes it.
+    pub fn enroll(&self, args: &[&str], secret: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(bin())
+            .arg("enroll")
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{secret}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `keyrot rotation show ID --json`.
+    pub fn show(&self, id: &str) -> serde_json::Value {
+        self.json(&["rotation", "show", id, "--json"])
+    }
+
+    /// Waits up to `secs` until rotation `id` is in `state`; the record.
+    pub fn wait_state(&self, id: &str, state: &str, secs: u64) -> serde_json::Value {
+        let mut rec = serde_json::Value::Null;
+        let ok = wait_until(Duration::from_secs(secs), || {
+            rec = self.show(id);
+            rec["state"] == state
+        });
+        assert!(
+            ok,
+            "rotation {id} not {state}: {rec:#}\nlog:\n{}",
+            self.log()
+        );
+        rec
+    }
+
     /// Rotations as `keyrot history --json` reports them.
     pub fn rotations(&self) -> Vec<serde_json::Value> {
         self.json(&["history", "--json", "--limit", "1000"])["rotations"]
