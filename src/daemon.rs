@@ -65,7 +65,7 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 /// `keyrot run`: runs until SIGTERM/SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = match config::load(config_path) {
+    let cfg = match config::load_checked(config_path) {
         Ok(cfg) => Arc::new(cfg),
         Err(errors) => {
             eprintln!("{errors}");
@@ -291,7 +291,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 fn load_runtime(engine: &Arc<Engine>, path: &Path) -> Result<Runtime, String> {
-    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    let cfg = config::load_checked(path).map_err(|e| e.to_string())?;
     let mut rt = Runtime::build(Arc::new(cfg), &engine.store())?;
     rt.inherit_limits(&engine.runtime());
     Ok(rt)
