@@ -1,7 +1,8 @@
 //! Who may change keyrot's config and read its secrets, through the real
 //! binary: `keyrot check` reports every file others could change or read
-//! and exits 1, the daemon refuses to start on one, and a reload that
-//! brings one keeps the old config.
+//! and exits 1, the daemon refuses to start on one, a reload that brings
+//! one keeps the old config, and `create_master_key` never writes a key
+//! beside a store that already exists.
 //!
 //! Tests run as root, which owns every file they make and is trusted:
 //! each refusal comes from a mode, or from a `chown` to uid 65534.
@@ -242,4 +243,46 @@ fn a_reload_that_opens_the_config_to_others_keeps_the_old_one() {
     chmod(&main, 0o644);
     d.signal(libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || keys() == 2));
+}
+
+#[test]
+fn create_master_key_never_writes_a_key_beside_an_existing_store() {
+    let mut d = Daemon::new(&config(SLOW, &["alpha"]));
+    d.start();
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(20)).unwrap().success());
+    let key = d.dir.join("master.key");
+    fs::remove_file(&key).unwrap();
+    let log = refused_start(&mut d);
+    assert!(
+        log.contains(&format!(
+            "master key file {} does not exist, but the store {} does",
+            key.display(),
+            d.dir.join("state/state.redb").display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("restore the key file from its backup"),
+        "{log}"
+    );
+    assert!(
+        !key.exists(),
+        "a new master key was written beside the store"
+    );
+    // A store that is not one is reported as such, still without a key.
+    let store = d.dir.join("state/state.redb");
+    fs::write(&store, vec![0x5a; 100_000]).unwrap();
+    let log = refused_start(&mut d);
+    assert!(
+        log.contains(&format!(
+            "store {} is damaged or not a keyrot store",
+            store.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        !key.exists(),
+        "a new master key was written beside a damaged store"
+    );
 }
