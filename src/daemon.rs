@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::control::{self, ApiError, Backend, RotateRequest};
-use crate::crypto::MasterKey;
+use crate::crypto::{CryptoError, MasterKey};
 use crate::model::{Initiator, RotationRecord, Trigger};
 use crate::rotation::{Engine, Runtime, StartRequest};
 use crate::scheduler::{self, SyncRetries};
@@ -44,11 +44,31 @@ fn credentials_dir() -> Option<PathBuf> {
 
 /// Opens the store named by `cfg` with its master key.
 pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    let key = MasterKey::resolve(
-        credentials_dir().as_deref(),
-        &cfg.store.master_key_file,
-        cfg.store.create_master_key,
-    )?;
+    let s = &cfg.store;
+    // A key is created only for a new store: beside an existing one it
+    // could never open the secrets sealed there, and the stray file would
+    // hide that the store's own key is missing.
+    let store_exists = match std::fs::symlink_metadata(&s.path) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => anyhow::bail!("cannot look at the store file {}: {e}", s.path.display()),
+    };
+    let create = s.create_master_key && !store_exists;
+    let key = match MasterKey::resolve(credentials_dir().as_deref(), &s.master_key_file, create) {
+        Err(CryptoError::KeyFileMissing { path }) if s.create_master_key => {
+            // A damaged or locked store is the bigger news: opening it
+            // without a key says so, and writes nothing.
+            drop(Store::open_read_only(&s.path)?);
+            anyhow::bail!(
+                "master key file {} does not exist, but the store {} does: \
+                 store.create_master_key makes a key only for a new store, and a new key cannot \
+                 open the secrets sealed in this one; restore the key file from its backup",
+                path.display(),
+                s.path.display()
+            )
+        }
+        other => other?,
+    };
     // A CLI command that found no daemon may hold a brief read-only open of
     // the store (e.g. `keyrot status` while keyrot starts): wait it out
     // rather than fail, but not for long: a second daemon must fail fast.
@@ -65,7 +85,7 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 /// `keyrot run`: runs until SIGTERM/SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = match config::load(config_path) {
+    let cfg = match config::load_checked(config_path) {
         Ok(cfg) => Arc::new(cfg),
         Err(errors) => {
             eprintln!("{errors}");
@@ -291,7 +311,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 fn load_runtime(engine: &Arc<Engine>, path: &Path) -> Result<Runtime, String> {
-    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    let cfg = config::load_checked(path).map_err(|e| e.to_string())?;
     let mut rt = Runtime::build(Arc::new(cfg), &engine.store())?;
     rt.inherit_limits(&engine.runtime());
     Ok(rt)

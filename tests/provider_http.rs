@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,6 +33,11 @@ fn creds() -> tempfile::TempDir {
         ("cloudflare-token", apis::CF_ADMIN),
     ] {
         std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join(name),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
     }
     dir
 }
@@ -918,6 +924,7 @@ fn the_daemon_rotates_a_sandbox_key_with_overlap_through_the_generic_provider() 
     let sb = Sandbox::start(&d.dir.join("sandbox"));
     let key = sb.dir.join("admin.key");
     std::fs::write(&key, sb.seeded_secret("keyrot")).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let provider = preset("keyrot-sandbox.toml", &sb.url).replace(
         "{ file = \"sandbox-admin.key\" }",
         &format!("{{ file = \"{}\" }}", key.display()),

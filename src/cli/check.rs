@@ -1,7 +1,9 @@
 //! `keyrot check`: validates the configuration like `nginx -t`. Problems
 //! print as `file:line:column: message` and the exit code is non-zero;
 //! nothing is written. Secret references are resolved and every sink is
-//! built (no network call); `keyrot sink test NAME` proves access.
+//! built (no network call); `keyrot sink test NAME` proves access. A
+//! config file others could change, or a secret file (master key
+//! included) others could read, is refused as the daemon refuses it.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,7 +12,7 @@ use crate::config;
 
 /// Runs the check.
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = match config::load(path) {
+    let cfg = match config::load_checked(path) {
         Ok(cfg) => cfg,
         Err(errors) => {
             eprintln!("{errors}");

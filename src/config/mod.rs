@@ -10,7 +10,8 @@
 //! validated, collecting every problem), `diag` (`file:line:column`
 //! diagnostics), `secret` (secret references), `summary` (`keyrot check`
 //! output), `defaults` (documented defaults), `access` (`[[psk]]` and
-//! `[[api_token]]` of the rotate API).
+//! `[[api_token]]` of the rotate API), `perms` (who may change the config
+//! files and read the secret files: refused like sshd's `StrictModes`).
 
 use std::path::PathBuf;
 
@@ -31,6 +32,7 @@ mod keys;
 mod load;
 mod merge;
 mod notify;
+mod perms;
 mod policies;
 pub mod raw;
 pub mod secret;
@@ -50,6 +52,7 @@ pub use exec_provider::ExecProviderConfig;
 pub use http_provider::HttpProviderConfig;
 pub use load::{DEFAULT_PATH, drop_ins, load, load_str};
 pub use notify::{SendmailConfig, SmtpAuth, SmtpConfig, SmtpSecurity};
+pub use perms::load_checked;
 pub use secret::{SecretRefError, credentials_dir_from_env};
 pub use sinks::{
     AZURE_API_VERSION, AwsCredentialsConfig, AwsSecretsManagerSinkConfig, AzureKeyVaultSinkConfig,
