@@ -518,6 +518,7 @@ fn the_answer_opens_under_the_psk_the_server_chose_and_an_unknown_one_revokes_th
     std::fs::create_dir_all(&dir).unwrap();
     let other = dir.join("other.hex");
     std::fs::write(&other, "17".repeat(32)).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let sb = Sandbox::start_with(
         &dir,
         &[
