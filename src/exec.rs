@@ -3,18 +3,21 @@
 //! `LANG`, the configured `env` and the caller's `KEYROT_*` variables pass,
 //! so no credential of keyrot's leaks into it), feed it stdin, collect
 //! stdout (into a wiped buffer: it may hold a secret) and the start of
-//! stderr, and kill its whole process group at the timeout; and one way to
-//! turn a non-zero exit into a [`CallError`]: exit 75 (`EX_TEMPFAIL`) or any
-//! code outside 64–78 is transient, 64–78 other than 75 (sysexits' usage,
-//! data, config and permission errors) permanent, with the first part of
-//! stderr (any echo of a secret cut out) in the message.
+//! stderr, and kill everything it started at the timeout ([`tree`]); and
+//! one way to turn a non-zero exit into a [`CallError`]: exit 75
+//! (`EX_TEMPFAIL`) or any code outside 64–78 is transient, 64–78 other than
+//! 75 (sysexits' usage, data, config and permission errors) permanent, with
+//! the first part of stderr (any echo of a secret cut out) in the message.
+
+mod tree;
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::process::Stdio;
 
 use jiff::SignedDuration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{ChildStderr, ChildStdout, Command};
 use zeroize::Zeroizing;
 
 use crate::error::CallError;
@@ -57,6 +60,14 @@ pub struct Run {
 
 impl Program<'_> {
     /// Runs the program, writing `input` to its stdin, within the timeout.
+    ///
+    /// stdin is written while stdout and stderr are read, so a program that
+    /// talks before it listens cannot block on a full pipe. The call ends
+    /// when the program exits, not when its pipes close: what it wrote
+    /// before exiting is taken from the pipes at once, and a process it left
+    /// behind that still holds them (a background job, a daemon it
+    /// started) neither stalls the call nor is killed by it. Only a timeout
+    /// kills, and then the whole tree (see [`tree`]).
     pub async fn run(&self, input: Option<&[u8]>) -> Result<Run, CallError> {
         let (who, what) = (self.who, self.what);
         let Some(program) = self.argv.first() else {
@@ -74,56 +85,84 @@ impl Program<'_> {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // SAFETY: the hook runs in the forked child before exec and makes
+        // one prctl(2) call, which is async-signal-safe and touches no
+        // memory shared with this process.
+        unsafe {
+            cmd.pre_exec(tree::become_subreaper);
+        }
         let mut child = cmd.spawn().map_err(|e| {
             CallError::permanent(format!("{who}: cannot start `{what}` {program}: {e}"))
         })?;
-        let pid = child.id();
+        let pid = child.id().and_then(|p| i32::try_from(p).ok());
         let mut stdin = child.stdin.take();
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         let max_stdout = self.max_stdout;
+        let mut out = Zeroizing::new(Vec::with_capacity(max_stdout.min(64 * 1024)));
+        let mut err = Vec::new();
+        let mut over = false;
         let io = async {
-            if let (Some(mut w), Some(bytes)) = (stdin.take(), input) {
-                // A program that exits without reading is not an error here;
-                // its exit status says what happened.
-                let _ = w.write_all(bytes).await;
-                let _ = w.shutdown().await;
+            let exited = {
+                let feed = async {
+                    if let (Some(w), Some(bytes)) = (stdin.as_mut(), input) {
+                        // A program that exits without reading is not an
+                        // error here; its exit status says what happened.
+                        let _ = w.write_all(bytes).await;
+                        let _ = w.shutdown().await;
+                    }
+                    drop(stdin.take());
+                };
+                let pipes = async {
+                    tokio::join!(
+                        feed,
+                        read_stdout(stdout.as_mut(), &mut out, max_stdout, &mut over),
+                        read_stderr(stderr.as_mut(), &mut err),
+                    )
+                };
+                tokio::select! {
+                    _ = pipes => None,
+                    status = child.wait() => Some(status),
+                }
+            };
+            match exited {
+                None => child.wait().await,
+                Some(status) => {
+                    // Everything the program wrote before it exited is in
+                    // the pipes now; whatever still holds them is not the
+                    // program.
+                    if let Some(r) = stdout.as_ref() {
+                        over |= drain_now(r, |b| keep_secret(&mut out, max_stdout, b));
+                    }
+                    if let Some(r) = stderr.as_ref() {
+                        drain_now(r, |b| {
+                            keep_stderr(&mut err, b);
+                            false
+                        });
+                    }
+                    status
+                }
             }
-            drop(stdin.take());
-            let out = async {
-                let mut buf = Zeroizing::new(Vec::with_capacity(max_stdout.min(64 * 1024) + 1));
-                if let Some(r) = stdout.as_mut() {
-                    let _ = r.take(max_stdout as u64 + 1).read_to_end(&mut buf).await;
-                }
-                buf
-            };
-            let err = async {
-                let mut buf = Vec::new();
-                if let Some(r) = stderr.as_mut() {
-                    let _ = r.take(MAX_STDERR as u64).read_to_end(&mut buf).await;
-                }
-                buf
-            };
-            let (out, err) = tokio::join!(out, err);
-            let status = child.wait().await;
-            (out, err, status)
         };
         let limit = std::time::Duration::try_from(self.timeout)
             .unwrap_or(std::time::Duration::from_secs(30));
-        match tokio::time::timeout(limit, io).await {
-            Ok((stdout, _, Ok(_))) if stdout.len() > max_stdout => Err(CallError::permanent(
-                format!("{who}: `{what}` printed more than {max_stdout} bytes on stdout"),
-            )),
-            Ok((stdout, stderr, Ok(status))) => Ok(Run {
+        let status = tokio::time::timeout(limit, io).await;
+        match status {
+            Ok(Ok(_)) if over => Err(CallError::permanent(format!(
+                "{who}: `{what}` printed more than {max_stdout} bytes on stdout"
+            ))),
+            Ok(Ok(status)) => Ok(Run {
                 code: status.code(),
-                stdout,
-                stderr,
+                stdout: out,
+                stderr: err,
             }),
-            Ok((_, _, Err(e))) => Err(CallError::transient(format!(
+            Ok(Err(e)) => Err(CallError::transient(format!(
                 "{who}: `{what}`: waiting for it failed: {e}"
             ))),
             Err(_) => {
-                kill_group(pid);
+                if let Some(pid) = pid {
+                    tree::kill(pid);
+                }
                 Err(CallError::transient(format!(
                     "{who}: `{what}` {program} did not finish within {}; killed",
                     format_duration(self.timeout)
@@ -131,6 +170,80 @@ impl Program<'_> {
             }
         }
     }
+}
+
+/// Size of one read from a pipe.
+const CHUNK: usize = 8 * 1024;
+/// Most bytes [`drain_now`] reads after the program exited: a process it
+/// left behind that keeps writing cannot keep the call busy.
+const MAX_DRAIN: usize = 16 * 1024 * 1024 + CHUNK;
+
+/// Reads stdout to its end into `out` (at most `max` bytes kept, the rest
+/// read and dropped so the program never blocks on a full pipe; `over` set
+/// when there was more).
+async fn read_stdout(
+    r: Option<&mut ChildStdout>,
+    out: &mut Zeroizing<Vec<u8>>,
+    max: usize,
+    over: &mut bool,
+) {
+    let Some(r) = r else { return };
+    let mut chunk = Zeroizing::new([0u8; CHUNK]);
+    while let Ok(n @ 1..) = r.read(&mut chunk[..]).await {
+        *over |= keep_secret(out, max, &chunk[..n]);
+    }
+}
+
+/// Reads stderr to its end, keeping its first [`MAX_STDERR`] bytes and
+/// dropping the rest (a chatty program must not block on a full pipe).
+async fn read_stderr(r: Option<&mut ChildStderr>, err: &mut Vec<u8>) {
+    let Some(r) = r else { return };
+    let mut chunk = [0u8; CHUNK];
+    while let Ok(n @ 1..) = r.read(&mut chunk).await {
+        keep_stderr(err, &chunk[..n]);
+    }
+}
+
+/// Appends `bytes` to `out` up to `max` bytes; true when some were dropped.
+/// The buffer never reallocates in place: it moves to a bigger wiped
+/// buffer, so no copy of a secret is left in freed memory.
+fn keep_secret(out: &mut Zeroizing<Vec<u8>>, max: usize, bytes: &[u8]) -> bool {
+    let room = max.saturating_sub(out.len());
+    let take = &bytes[..bytes.len().min(room)];
+    if out.capacity() - out.len() < take.len() {
+        let want = (out.len() + take.len()).max(out.capacity() * 2).min(max);
+        let mut bigger = Zeroizing::new(Vec::with_capacity(want));
+        bigger.extend_from_slice(out);
+        *out = bigger;
+    }
+    out.extend_from_slice(take);
+    take.len() < bytes.len()
+}
+
+/// Appends `bytes` to `err` up to [`MAX_STDERR`] bytes.
+fn keep_stderr(err: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_STDERR.saturating_sub(err.len());
+    err.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// Reads what `pipe` holds right now (it is non-blocking) and hands it to
+/// `keep`, until it is empty, at its end, or [`MAX_DRAIN`] bytes were read.
+/// Returns what `keep` returned, or-ed.
+fn drain_now(pipe: &impl AsFd, mut keep: impl FnMut(&[u8]) -> bool) -> bool {
+    let mut chunk = Zeroizing::new([0u8; CHUNK]);
+    let (mut read, mut any) = (0, false);
+    while read < MAX_DRAIN {
+        match rustix::io::read(pipe, &mut chunk[..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                read += n;
+                any |= keep(&chunk[..n]);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    any
 }
 
 impl Run {
@@ -163,13 +276,5 @@ impl Run {
     }
 }
 
-/// Kills process group `pid` (the program and anything it started).
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) with a negative pid signals that process group;
-        // it touches no memory of ours.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -172,6 +172,9 @@ pub struct Metrics {
     sink_errors: Counters<String>,
     /// Old keys found gone at the provider before keyrot revoked them.
     old_keys_lost: Counters<String>,
+    /// Listed keys refused at inventory sync (name or id not allowed), by
+    /// provider; once per sync that lists them.
+    keys_refused: Counters<String>,
     /// When each provider's inventory sync last succeeded (its start time).
     last_sync: Mutex<BTreeMap<String, Timestamp>>,
 }
@@ -187,6 +190,7 @@ impl Metrics {
             provider_errors: Counters::new(),
             sink_errors: Counters::new(),
             old_keys_lost: Counters::new(),
+            keys_refused: Counters::new(),
             last_sync: Mutex::new(BTreeMap::new()),
         }
     }
@@ -222,6 +226,12 @@ impl Metrics {
     /// before keyrot revoked it (consumers still on it are locked out).
     pub fn old_key_lost(&self, provider: &str) {
         self.old_keys_lost.add(provider.to_string(), 1);
+    }
+
+    /// An inventory sync of `provider` refused a listed key that a
+    /// `[[key]]` selects (its name or id is not allowed).
+    pub fn key_refused(&self, provider: &str) {
+        self.keys_refused.add(provider.to_string(), 1);
     }
 
     /// A write, read-back or finish of `sink` failed.
@@ -368,6 +378,18 @@ impl Metrics {
         );
         for (p, n) in &self.old_keys_lost.snapshot() {
             t.sample("keyrot_old_keys_lost_total", &[("provider", p)], n);
+        }
+        let mut refused = self.keys_refused.snapshot();
+        for p in &gauges.providers {
+            refused.entry(p.clone()).or_default();
+        }
+        t.family(
+            "keyrot_keys_refused_total",
+            "counter",
+            "Listed keys a [[key]] selects that inventory syncs refused (name or id not allowed), by provider; counted at each sync that lists them.",
+        );
+        for (p, n) in &refused {
+            t.sample("keyrot_keys_refused_total", &[("provider", p)], n);
         }
         let mut sinks = self.sink_errors.snapshot();
         for s in &gauges.sinks {

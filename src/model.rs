@@ -374,6 +374,8 @@ pub enum MessageKind {
     ExpiryWarning,
     /// An operator must create a key by hand (assisted rotation).
     AssistedRequest,
+    /// A provider listed a key whose name or id keyrot refuses.
+    KeyRefused,
     /// A test message (`keyrot notify test`).
     Test,
 }

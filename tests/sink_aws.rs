@@ -284,7 +284,8 @@ fn create_true_creates_the_secret_current_at_once_and_a_probe_passes() {
             .unwrap();
         assert_eq!(report.read_back, "matched");
         let probe_name = keyrot::sink::probe::probe_target("local", Timestamp::now())
-            .location("keyrot/{provider}/{name}");
+            .location("keyrot/{provider}/{name}")
+            .unwrap();
         assert_eq!(probe_name, "keyrot/local/keyrot-probe");
         let probe = current_value(&admin, &probe_name).await;
         assert!(probe.starts_with("keyrot-probe-"), "{probe}");

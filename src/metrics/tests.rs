@@ -123,6 +123,8 @@ fn every_family_has_help_and_type_before_its_samples() {
     let m = Metrics::new(ts("2026-01-01T00:00Z"));
     m.skip_seed();
     m.provider_error("local", "issue");
+    m.key_refused("local");
+    m.key_refused("local");
     m.synced("local", ts("2026-01-01T00:10Z"));
     let text = m.render(&gauges());
     let mut declared = Vec::new();
@@ -155,12 +157,14 @@ fn every_family_has_help_and_type_before_its_samples() {
         "keyrot_step_duration_seconds",
         "keyrot_provider_errors_total",
         "keyrot_sink_errors_total",
+        "keyrot_keys_refused_total",
         "keyrot_last_sync_success_timestamp_seconds",
     ] {
         assert!(declared.iter().any(|d| d == name), "{name} missing");
     }
     assert!(text.contains("keyrot_provider_errors_total{provider=\"local\",op=\"issue\"} 1\n"));
     assert!(text.contains("keyrot_sink_errors_total{sink=\"out\"} 0\n"));
+    assert!(text.contains("keyrot_keys_refused_total{provider=\"local\"} 2\n"));
     assert!(
         text.contains(
             "keyrot_last_sync_success_timestamp_seconds{provider=\"local\"} 1767226200\n"

@@ -316,6 +316,18 @@ pub fn rung() -> SignedDuration {
     SignedDuration::from_hours(14 * 24)
 }
 
+/// The refused key of the `refused` example: a name that tries to leave
+/// a sink's directory.
+pub fn refused_key() -> super::refused::RefusedKey<'static> {
+    super::refused::RefusedKey {
+        provider: "atlassian",
+        policy: "standard",
+        name: "ci-x/../../escaped/pwned",
+        id: "key-2026-12",
+        why: "the name holds '/', which a name may not (letters, digits and ` ._-@:+=,()` only)",
+    }
+}
+
 /// The example of each kind, rendered with `templates`, by kind.
 pub fn messages(templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
     let Some(cfg) = config() else {
@@ -356,6 +368,7 @@ pub fn messages(templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
     }
     let (keys, rotations) = digest_keys();
     add("digest", c.digests(&keys, &rotations, now));
+    add("refused", c.key_refused(&refused_key(), now));
     out
 }
 
@@ -379,6 +392,7 @@ pub fn vars(kind: &str) -> Vars {
             super::notice::expiry_vars(&k, p, Some(&failed_rotation()), rung(), exp, now)
         }
         "digest" => super::digest::digest_vars("2026-11-23", Vec::new()),
+        "refused" => super::refused::refused_vars(&refused_key(), now),
         _ => Vars::new(),
     }
 }

@@ -4,7 +4,8 @@
 //! carry a secret, a hash of one, or a pre-shared key.
 //!
 //! Content: `message` (rotation events, recipients, ids), `notice` (expiry
-//! notices), `digest` (the daily digest), `render` (the template language),
+//! notices), `refused` (a key refused at inventory sync), `digest` (the
+//! daily digest), `render` (the template language),
 //! `templates` (built-in templates and `notify.template_dir` overrides),
 //! `examples` (the examples `docs/notifications.md` shows).
 
@@ -12,6 +13,7 @@ pub mod digest;
 pub mod examples;
 pub mod message;
 pub mod notice;
+pub mod refused;
 pub mod render;
 pub mod sender;
 pub mod templates;

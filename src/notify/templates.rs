@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use super::render::{Escape, Template, Vars};
 
 /// The message kinds that have templates (file stems).
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     "assisted",
     "completed",
     "digest",
     "expiry",
     "failed",
+    "refused",
     "revoked",
 ];
 
@@ -29,7 +30,7 @@ pub const KINDS: [&str; 6] = [
 const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 
 /// The built-in templates, by file name.
-const BUILTIN: [(&str, &str); 12] = [
+const BUILTIN: [(&str, &str); 14] = [
     ("assisted.txt", include_str!("../../templates/assisted.txt")),
     (
         "assisted.html",
@@ -49,6 +50,8 @@ const BUILTIN: [(&str, &str); 12] = [
     ("expiry.html", include_str!("../../templates/expiry.html")),
     ("failed.txt", include_str!("../../templates/failed.txt")),
     ("failed.html", include_str!("../../templates/failed.html")),
+    ("refused.txt", include_str!("../../templates/refused.txt")),
+    ("refused.html", include_str!("../../templates/refused.html")),
     ("revoked.txt", include_str!("../../templates/revoked.txt")),
     ("revoked.html", include_str!("../../templates/revoked.html")),
 ];

@@ -2,8 +2,8 @@
 //! protocol, for any system no built-in provider covers.
 //!
 //! Each call runs the program once ([`crate::exec`]: cleared environment,
-//! `KEYROT_OP` and `KEYROT_PROVIDER` set, process group killed at the
-//! timeout, exit codes as documented there). The request is one JSON object
+//! `KEYROT_OP` and `KEYROT_PROVIDER` set, everything it started killed at
+//! the timeout, exit codes as documented there). The request is one JSON object
 //! on stdin — `{"version":1,"op":"issue","provider":..,"now":..,...}` — and
 //! the answer one JSON object on stdout:
 //!

@@ -30,7 +30,8 @@ pub struct Bound {
     pub duplicates: Duplicates,
 }
 
-/// `*` matches any run of characters, `?` one character.
+/// `*` matches any run of characters, `?` one character (`/` included:
+/// names with `/` never get this far, see [`super::names`]).
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
@@ -66,6 +67,15 @@ fn selects(m: &KeyMatch, k: &KeyInfo) -> bool {
                     .is_none_or(|(tk, tv)| k.tags.get(tk) == Some(tv))
         }
     }
+}
+
+/// The `[[key]]` of `provider` that selects `key` (the first one, as in
+/// [`bind`]), if any.
+pub fn claimant<'a>(cfg: &'a Config, provider: &str, key: &KeyInfo) -> Option<&'a KeySpec> {
+    cfg.keys
+        .iter()
+        .filter(|s| s.provider == provider)
+        .find(|s| selects(&s.matches, key))
 }
 
 /// Binds `listed` (the provider's live keys) to the slots of `provider`.

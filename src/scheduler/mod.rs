@@ -10,8 +10,10 @@
 pub mod bind;
 pub mod cron;
 pub mod digest;
+pub mod names;
 pub mod notices;
 pub mod prune;
+pub mod refusals;
 pub mod sync_retry;
 #[cfg(test)]
 mod sync_tests;
@@ -84,7 +86,12 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
         Vec::new()
     };
     crate::failpoint::hit("after:list").map_err(|e| e.message)?;
+    // Names and ids are the provider's: a key whose name could move a sink
+    // location (or fool a log reader) never enters the inventory.
+    let (listed, refused) = refusals::screen(&rt.config, provider, listed);
+    refusals::report(engine.metrics(), provider, &refused);
     let cfg = Arc::clone(&rt.config);
+    let mail = crate::notify::Composer::new(Arc::clone(&cfg));
     let (written, unchanged, removed, duplicates) = engine
         .db(move |s| {
             // Everything below is read in the write transaction itself, so
@@ -112,6 +119,7 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                 }
                 tx.set_duplicates(&name, &out.duplicates)?;
                 tx.set_last_sync(&name, now)?;
+                refusals::queue(tx, &mail, &name, &refused, now)?;
                 // The key each such slot tracks, for the log (as written
                 // above, or left as it was).
                 let mut dups = Vec::new();

@@ -392,7 +392,7 @@ impl Sink for AwsSecretsManagerSink {
         target: &SinkTarget,
         secret: &SecretString,
     ) -> Result<Option<String>, CallError> {
-        let name = target.location(&self.cfg.secret_name);
+        let name = target.location(&self.cfg.secret_name)?;
         let value = self.render(target, secret)?;
         let token = target.rotation_id.as_str();
         let redacted = |e: CallError| redact(redact(e, secret.expose_secret()), &value);
@@ -428,7 +428,7 @@ impl Sink for AwsSecretsManagerSink {
     }
 
     async fn read_back(&self, target: &SinkTarget) -> Result<Option<String>, CallError> {
-        let name = target.location(&self.cfg.secret_name);
+        let name = target.location(&self.cfg.secret_name)?;
         let version = target.rotation_id.as_str();
         let body = json_body(
             &SecretVersion {
@@ -468,7 +468,7 @@ impl Sink for AwsSecretsManagerSink {
     }
 
     async fn finish(&self, target: &SinkTarget) -> Result<(), CallError> {
-        let name = target.location(&self.cfg.secret_name);
+        let name = target.location(&self.cfg.secret_name)?;
         let ours = target.rotation_id.as_str();
         let stages = self.stages(&name).await?;
         let current = stages

@@ -140,7 +140,7 @@ impl AzureKeyVaultSink {
     /// The Key Vault secret name for `target`, checked against Key
     /// Vault's rule.
     fn secret_name(&self, target: &SinkTarget) -> Result<String, CallError> {
-        let name = target.location(&self.cfg.secret_name);
+        let name = target.location(&self.cfg.secret_name)?;
         if azure_name_ok(&name) {
             return Ok(name);
         }

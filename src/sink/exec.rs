@@ -3,8 +3,8 @@
 //! The program gets the secret's bytes on stdin (no trailing newline) and
 //! the metadata in `KEYROT_*` environment variables; the secret is never in
 //! its argv or environment. How the program is run (cleared environment,
-//! process group killed at the timeout, exit codes, stderr in errors) is
-//! [`crate::exec`].
+//! everything it started killed at the timeout, exit codes, stderr in
+//! errors) is [`crate::exec`].
 //!
 //! `read_command`, when set, prints the stored secret on stdout for the
 //! Verifying step (compared by hash); without it the sink cannot be read

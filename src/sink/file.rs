@@ -1,22 +1,25 @@
 //! The `file` sink: writes the secret atomically (temp file in the same
 //! directory, fsync, rename, fsync of the directory), mode 0600 by default,
-//! optional owner and group, as `raw`, `json` or `env`.
+//! optional owner and group, as `raw`, `json` or `env`. The file is reached
+//! below the sink's directory without following links ([`super::confined`]).
+//! What was written is read back at once: a file that does not hold the
+//! secret is removed (when it is still keyrot's own write) and the write
+//! fails, so a broken file is never left for consumers.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+use super::confined::Place;
 use super::{Sink, SinkTarget};
 use crate::config::{FileFormat, FileSinkConfig};
 use crate::crypto::sha256_hex;
 use crate::error::CallError;
 
 /// Writes secrets to files.
+#[derive(Clone)]
 pub struct FileSink {
     /// Config name.
     name: String,
@@ -41,16 +44,35 @@ impl FileSink {
         })
     }
 
-    /// The file path for a target: `{provider}`, `{name}`, `{slot}` filled in.
-    pub fn path_for(&self, target: &SinkTarget) -> PathBuf {
-        PathBuf::from(target.location(&self.cfg.path))
+    /// Where a target's file is: `{provider}`, `{name}`, `{slot}` filled
+    /// in, refused unless it stays below the sink's directory.
+    pub fn place_for(&self, target: &SinkTarget) -> Result<Place, CallError> {
+        let who = format!("sink {:?}", self.name);
+        let filled = target
+            .location(&self.cfg.path)
+            .map_err(|e| CallError::permanent(format!("{who}: {}", e.message)))?;
+        Place::new(&self.cfg.path, &filled).map_err(|e| CallError::permanent(format!("{who}: {e}")))
     }
 
-    fn render(&self, target: &SinkTarget, secret: &SecretString) -> Zeroizing<Vec<u8>> {
+    fn render(
+        &self,
+        target: &SinkTarget,
+        secret: &SecretString,
+    ) -> Result<Zeroizing<Vec<u8>>, CallError> {
         let value = secret.expose_secret();
         let text = match self.cfg.format {
             FileFormat::Raw => value.to_string(),
-            FileFormat::Env => format!("{}={}\n", self.cfg.env_name, value),
+            FileFormat::Env => {
+                // A line break would end the assignment and start a line
+                // of the secret's choosing.
+                if value.chars().any(char::is_control) {
+                    return Err(CallError::permanent(format!(
+                        "sink {:?}: the secret of key {} holds a control character (a line break, say), which `format = \"env\"` cannot carry; use `format = \"raw\"` or `\"json\"`",
+                        self.name, target.key_id
+                    )));
+                }
+                format!("{}={}\n", self.cfg.env_name, value)
+            }
             FileFormat::Json => {
                 let doc = serde_json::json!({
                     "secret": value,
@@ -63,7 +85,7 @@ impl FileSink {
                 format!("{doc}\n")
             }
         };
-        Zeroizing::new(text.into_bytes())
+        Ok(Zeroizing::new(text.into_bytes()))
     }
 
     /// Extracts the secret from a file's bytes, per format.
@@ -86,31 +108,39 @@ impl FileSink {
         }
     }
 
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "secret".into());
-        let tmp = dir.join(format!(".{file_name}.keyrot-tmp"));
-        let _ = fs::remove_file(&tmp);
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(self.cfg.mode)
-                .open(&tmp)?;
-            // The umask may have narrowed the mode; set exactly what was asked.
-            f.set_permissions(fs::Permissions::from_mode(self.cfg.mode))?;
-            if self.uid.is_some() || self.gid.is_some() {
-                std::os::unix::fs::fchown(&f, self.uid, self.gid)?;
-            }
-            f.write_all(bytes)?;
-            f.sync_all()?;
+    /// The SHA-256 of the secret in a file's bytes, None when there is none.
+    fn hash_of(&self, bytes: &[u8]) -> Option<String> {
+        self.extract(bytes).map(|s| sha256_hex(s.as_bytes()))
+    }
+
+    /// Writes `bytes` at `place` and reads them back: a file whose secret
+    /// does not hash to `want` is removed when it is still the file just
+    /// written, and the write fails.
+    fn write_verified(&self, place: &Place, bytes: &[u8], want: &str) -> Result<(), CallError> {
+        let shown = place.display();
+        let io = |what: &str, e: std::io::Error| {
+            CallError::transient(format!("sink {:?}: {what} {shown}: {e}", self.name))
+        };
+        let written = place
+            .write(bytes, self.cfg.mode, self.uid, self.gid)
+            .map_err(|e| io("writing", e))?;
+        let got = place.read().map_err(|e| io("reading back", e))?;
+        let matches = got
+            .as_ref()
+            .is_some_and(|(b, w)| *w == written && self.hash_of(b).as_deref() == Some(want));
+        if matches {
+            return Ok(());
         }
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        let removed = place.remove_if(written).map_err(|e| io("removing", e))?;
+        let what = if removed {
+            "does not read back as the secret written; removed it"
+        } else {
+            "was replaced before it could be read back; left as found"
+        };
+        Err(CallError::permanent(format!(
+            "sink {:?}: {shown} {what}",
+            self.name
+        )))
     }
 }
 
@@ -129,36 +159,30 @@ impl Sink for FileSink {
         target: &SinkTarget,
         secret: &SecretString,
     ) -> Result<Option<String>, CallError> {
-        let path = self.path_for(target);
-        let bytes = self.render(target, secret);
+        let place = self.place_for(target)?;
+        let bytes = self.render(target, secret)?;
+        let want = sha256_hex(secret.expose_secret().as_bytes());
         // File I/O with fsync blocks: keep it off the async threads.
-        let sink = FileSink {
-            name: self.name.clone(),
-            cfg: self.cfg.clone(),
-            uid: self.uid,
-            gid: self.gid,
-        };
-        let shown = path.display().to_string();
-        tokio::task::spawn_blocking(move || sink.write_atomic(&path, &bytes))
+        let sink = self.clone();
+        tokio::task::spawn_blocking(move || sink.write_verified(&place, &bytes, &want))
             .await
-            .map_err(|e| CallError::transient(format!("file sink task failed: {e}")))?
-            .map_err(|e| CallError::transient(format!("writing {shown}: {e}")))?;
+            .map_err(|e| CallError::transient(format!("file sink task failed: {e}")))??;
         Ok(None)
     }
 
     async fn read_back(&self, target: &SinkTarget) -> Result<Option<String>, CallError> {
-        let path = self.path_for(target);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => Zeroizing::new(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(CallError::transient(format!(
-                    "reading {}: {e}",
-                    path.display()
-                )));
-            }
-        };
-        Ok(self.extract(&bytes).map(|s| sha256_hex(s.as_bytes())))
+        let place = self.place_for(target)?;
+        let sink = self.clone();
+        tokio::task::spawn_blocking(move || match place.read() {
+            Ok(got) => Ok(got.and_then(|(bytes, _)| sink.hash_of(&bytes))),
+            Err(e) => Err(CallError::transient(format!(
+                "sink {:?}: reading {}: {e}",
+                sink.name,
+                place.display()
+            ))),
+        })
+        .await
+        .map_err(|e| CallError::transient(format!("file sink task failed: {e}")))?
     }
 }
 
@@ -187,6 +211,9 @@ fn lookup_id(db: &str, name: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
     use super::*;
 
     fn target() -> SinkTarget {
@@ -248,6 +275,72 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = sink(dir.path(), FileFormat::Raw);
         assert_eq!(s.read_back(&target()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_hostile_name_writes_nothing_outside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let s = FileSink::new(
+            "f",
+            FileSinkConfig {
+                path: out.join("{name}.env").display().to_string(),
+                format: FileFormat::Raw,
+                env_name: "API_KEY".into(),
+                mode: 0o600,
+                owner: None,
+                group: None,
+            },
+        )
+        .unwrap();
+        let mut t = target();
+        for name in ["ci-x/../../escaped/pwned", "..", ".hidden", "a\nb"] {
+            t.key_name = name.into();
+            let e = s.put(&t, &SecretString::from("v")).await.unwrap_err();
+            assert!(
+                !e.transient && e.message.contains("cannot fill {name}"),
+                "{e}"
+            );
+            assert!(s.read_back(&t).await.is_err());
+        }
+        assert!(!dir.path().join("escaped").exists());
+        assert!(!out.exists(), "nothing was written at all");
+    }
+
+    #[tokio::test]
+    async fn env_refuses_a_secret_with_a_line_break_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink(dir.path(), FileFormat::Env);
+        let e = s
+            .put(&target(), &SecretString::from("abc\nINJECTED=1"))
+            .await
+            .unwrap_err();
+        assert!(!e.transient, "{e:?}");
+        assert!(e.message.contains("control character"), "{}", e.message);
+        assert!(!e.message.contains("INJECTED"), "{}", e.message);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        // The other formats carry it exactly.
+        for format in [FileFormat::Raw, FileFormat::Json] {
+            let s = sink(dir.path(), format);
+            s.put(&target(), &SecretString::from("abc\nx"))
+                .await
+                .unwrap();
+            let got = s.read_back(&target()).await.unwrap();
+            assert_eq!(got.as_deref(), Some(sha256_hex(b"abc\nx").as_str()));
+        }
+    }
+
+    #[test]
+    fn a_write_that_does_not_read_back_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink(dir.path(), FileFormat::Env);
+        let place = s.place_for(&target()).unwrap();
+        // Bytes that do not hold the secret hashed as `want`.
+        let e = s
+            .write_verified(&place, b"OTHER=1\n", &sha256_hex(b"v"))
+            .unwrap_err();
+        assert!(e.message.contains("removed it"), "{}", e.message);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod aws_sm;
 pub mod azure_kv;
+pub mod confined;
 pub mod exec;
 pub mod file;
 pub mod openbao;
@@ -49,18 +50,60 @@ impl SinkTarget {
     /// segment of the result is replaced by `keyrot-probe`, so the probe
     /// lands beside the real secrets (same directory, mount, prefix) and
     /// never on one of them.
-    pub fn location(&self, template: &str) -> String {
-        let filled = template
-            .replace("{provider}", &self.provider)
-            .replace("{name}", &self.key_name)
-            .replace("{slot}", &self.slot.replace('/', "_"));
-        if !self.probe {
-            return filled;
+    ///
+    /// A value that could move the location elsewhere (see
+    /// [`unsafe_segment`]) is refused, whatever the sink: names come from
+    /// providers, and a name such as `ci/../../etc/x` must never pick the
+    /// place its secret is written to.
+    pub fn location(&self, template: &str) -> Result<String, CallError> {
+        let slot = self.slot.replace('/', "_");
+        let fills = [
+            ("{provider}", "provider", self.provider.as_str()),
+            ("{name}", "key name", self.key_name.as_str()),
+            ("{slot}", "slot", slot.as_str()),
+        ];
+        for (placeholder, what, value) in fills {
+            if let Some(why) = template
+                .contains(placeholder)
+                .then(|| unsafe_segment(value))
+                .flatten()
+            {
+                return Err(CallError::permanent(format!(
+                    "the {what} {value:?} cannot fill {placeholder} in {template:?}: {why}"
+                )));
+            }
         }
-        match filled.rfind('/') {
+        let filled = fills
+            .iter()
+            .fold(template.to_string(), |t, (p, _, v)| t.replace(p, v));
+        if !self.probe {
+            return Ok(filled);
+        }
+        Ok(match filled.rfind('/') {
             Some(i) => format!("{}{PROBE_NAME}", &filled[..=i]),
             None => PROBE_NAME.to_string(),
-        }
+        })
+    }
+}
+
+/// Why `value` may not fill a placeholder of a location, or None when it
+/// may: one non-empty path segment that does not start with `.` (so never
+/// `.` or `..`, nor one of keyrot's temporary files), with no `/` or `\`,
+/// no `%`, `?` or `#` (which change what a URL points at) and no control
+/// character.
+pub fn unsafe_segment(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        Some("it is empty")
+    } else if value.starts_with('.') {
+        Some("it starts with `.`")
+    } else if value.contains(['/', '\\']) {
+        Some("it holds a `/` or `\\`")
+    } else if value.contains(['%', '?', '#']) {
+        Some("it holds a `%`, `?` or `#`")
+    } else if value.chars().any(char::is_control) {
+        Some("it holds a control character")
+    } else {
+        None
     }
 }
 

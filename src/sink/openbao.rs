@@ -324,7 +324,7 @@ impl Sink for OpenBaoSink {
         target: &SinkTarget,
         secret: &SecretString,
     ) -> Result<Option<String>, CallError> {
-        let location = target.location(&self.cfg.path);
+        let location = target.location(&self.cfg.path)?;
         let current = self.read(&location).await?;
         let wanted = sha256_hex(secret.expose_secret().as_bytes());
         let holds = current
@@ -344,7 +344,7 @@ impl Sink for OpenBaoSink {
     }
 
     async fn read_back(&self, target: &SinkTarget) -> Result<Option<String>, CallError> {
-        let location = target.location(&self.cfg.path);
+        let location = target.location(&self.cfg.path)?;
         let current = self.read(&location).await?;
         Ok(current.fields.get(&self.cfg.field).map(hash_of))
     }

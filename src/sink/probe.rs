@@ -131,14 +131,20 @@ mod tests {
     #[test]
     fn probe_locations_replace_the_last_segment_only() {
         let t = probe_target("local", "2026-11-23T12:00:00Z".parse().unwrap());
-        assert_eq!(t.location("/etc/app/{name}.env"), "/etc/app/keyrot-probe");
         assert_eq!(
-            t.location("keyrot/{provider}/{name}"),
+            t.location("/etc/app/{name}.env").unwrap(),
+            "/etc/app/keyrot-probe"
+        );
+        assert_eq!(
+            t.location("keyrot/{provider}/{name}").unwrap(),
             "keyrot/local/keyrot-probe"
         );
-        assert_eq!(t.location("{provider}-{name}"), "keyrot-probe");
+        assert_eq!(t.location("{provider}-{name}").unwrap(), "keyrot-probe");
         // A fixed location (no placeholder) is never overwritten by a probe.
-        assert_eq!(t.location("/run/app/token"), "/run/app/keyrot-probe");
-        assert_eq!(t.location("prod-token"), "keyrot-probe");
+        assert_eq!(
+            t.location("/run/app/token").unwrap(),
+            "/run/app/keyrot-probe"
+        );
+        assert_eq!(t.location("prod-token").unwrap(), "keyrot-probe");
     }
 }
