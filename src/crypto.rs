@@ -20,6 +20,8 @@ use aes_gcm::{Aes256Gcm, Key, Nonce};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::hardening::LockedKey;
+
 /// Length of a key in bytes (AES-256).
 pub const KEY_LEN: usize = 32;
 /// Length of the random nonce that starts every envelope.
@@ -103,10 +105,11 @@ pub enum CryptoError {
     Decrypt,
 }
 
-/// The store's 256-bit master key. Its bytes are zeroed on drop and never
-/// shown by `Debug`.
+/// The store's 256-bit master key. Its bytes live in a page of their own,
+/// locked in RAM where the limit allows and left out of core dumps
+/// ([`LockedKey`]), are zeroed on drop and never shown by `Debug`.
 #[derive(Clone)]
-pub struct MasterKey(Zeroizing<[u8; KEY_LEN]>);
+pub struct MasterKey(LockedKey);
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,20 +120,23 @@ impl fmt::Debug for MasterKey {
 impl MasterKey {
     /// Wraps key bytes the caller already holds.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> MasterKey {
-        MasterKey(Zeroizing::new(bytes))
+        let mut bytes = Zeroizing::new(bytes);
+        MasterKey(LockedKey::new(&mut bytes))
     }
 
     /// A new random key from the operating system's generator. The RNG
     /// crate panics if that generator fails; use
     /// [`MasterKey::try_generate`] to get an error instead.
     pub fn generate() -> MasterKey {
-        MasterKey(Zeroizing::new(<[u8; KEY_LEN]>::generate()))
+        MasterKey(LockedKey::new(&mut Zeroizing::new(
+            <[u8; KEY_LEN]>::generate(),
+        )))
     }
 
     /// A new random key, or an error if the system generator fails.
     pub fn try_generate() -> Result<MasterKey, CryptoError> {
         <[u8; KEY_LEN]>::try_generate()
-            .map(|b| MasterKey(Zeroizing::new(b)))
+            .map(|b| MasterKey(LockedKey::new(&mut Zeroizing::new(b))))
             .map_err(|e| CryptoError::Random(e.to_string()))
     }
 
@@ -325,7 +331,7 @@ fn parse_key(content: &[u8]) -> Option<MasterKey> {
     if content.len() == KEY_LEN {
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
         bytes.copy_from_slice(content);
-        return Some(MasterKey(bytes));
+        return Some(MasterKey(LockedKey::new(&mut bytes)));
     }
     let text = content
         .strip_suffix(b"\n")
@@ -338,7 +344,7 @@ fn parse_key(content: &[u8]) -> Option<MasterKey> {
     for (dst, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
         *dst = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
     }
-    Some(MasterKey(bytes))
+    Some(MasterKey(LockedKey::new(&mut bytes)))
 }
 
 /// The value of one hex digit (either case).

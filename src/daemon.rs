@@ -85,6 +85,8 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 /// `keyrot run`: runs until SIGTERM/SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    // Before any secret is read: no core dump, no debugger of the same user.
+    let hardened = crate::hardening::harden_process();
     let cfg = match config::load_checked(config_path) {
         Ok(cfg) => Arc::new(cfg),
         Err(errors) => {
@@ -92,7 +94,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    crate::http::proxy::set(cfg.daemon.proxy.as_ref());
     let store = Arc::new(open_store(&cfg)?);
+    log_hardening(hardened);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -312,9 +316,35 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 
 fn load_runtime(engine: &Arc<Engine>, path: &Path) -> Result<Runtime, String> {
     let cfg = config::load_checked(path).map_err(|e| e.to_string())?;
-    let mut rt = Runtime::build(Arc::new(cfg), &engine.store())?;
+    // The clients of the new providers and sinks use the new proxy; a
+    // rejected reload puts the one in force back.
+    crate::http::proxy::set(cfg.daemon.proxy.as_ref());
+    let mut rt = Runtime::build(Arc::new(cfg), &engine.store()).inspect_err(|_| {
+        crate::http::proxy::set(engine.runtime().config.daemon.proxy.as_ref());
+    })?;
     rt.inherit_limits(&engine.runtime());
     Ok(rt)
+}
+
+/// Says what [`crate::hardening::harden_process`] achieved, and how much
+/// memory is locked (the master key's pages) once the store is open.
+fn log_hardening(h: crate::hardening::Hardening) {
+    let locked_kib = crate::hardening::locked_kib().unwrap_or(0);
+    if h.not_dumpable && h.no_core {
+        tracing::info!(
+            dumpable = 0,
+            core_limit = 0,
+            locked_kib,
+            "process hardened: no core dumps (RLIMIT_CORE 0), not dumpable, {locked_kib} KiB locked in memory"
+        );
+    } else {
+        tracing::warn!(
+            not_dumpable = h.not_dumpable,
+            no_core = h.no_core,
+            locked_kib,
+            "process hardening incomplete: a core dump could hold the master key (is prctl or prlimit64 filtered?)"
+        );
+    }
 }
 
 async fn serve(

@@ -4,8 +4,15 @@
 //! outcome into a [`CallError`]: timeouts, connection failures, 408, 429
 //! and 5xx are transient (with the server's `Retry-After`); everything else
 //! is permanent. Messages carry the caller (`sink "vault"`), the step, the
-//! status and the server's JSON error text, shortened — never a request
-//! body, never a non-JSON response body, never a secret.
+//! status and the server's JSON error text, shortened and with control
+//! characters escaped — never a request body, never a non-JSON response
+//! body, never a secret.
+//!
+//! Answers are read up to a cap per kind of peer ([`cap`]), and clients
+//! take no proxy from the environment ([`proxy`]).
+
+pub mod cap;
+pub mod proxy;
 
 use std::path::Path;
 
@@ -16,6 +23,8 @@ use reqwest::{RequestBuilder, StatusCode};
 use zeroize::Zeroizing;
 
 use crate::error::CallError;
+
+pub use cap::PeerKind;
 
 /// Longest server error detail kept in a message, in characters.
 const MAX_DETAIL_CHARS: usize = 300;
@@ -65,21 +74,35 @@ impl Classify for serde_json::Error {
 }
 
 /// An HTTP client: `timeout` for connect and whole request, no redirects
-/// (credentials never follow one), keyrot's user agent, and the PEM
-/// certificates of `ca_file` trusted besides the system's. `who` names the
-/// caller in errors.
+/// (credentials never follow one), keyrot's user agent, the PEM
+/// certificates of `ca_file` trusted besides the system's, and the proxy
+/// of `[daemon] proxy` or none (never one from the environment). `who`
+/// names the caller in errors.
 pub fn client(
     who: &str,
     timeout: SignedDuration,
     ca_file: Option<&Path>,
 ) -> Result<reqwest::Client, CallError> {
+    client_via(who, timeout, ca_file, proxy::configured().as_ref())
+}
+
+/// [`client`] with `proxy` given rather than read from the daemon's setting.
+pub fn client_via(
+    who: &str,
+    timeout: SignedDuration,
+    ca_file: Option<&Path>,
+    proxy: Option<&reqwest::Url>,
+) -> Result<reqwest::Client, CallError> {
     let t = std::time::Duration::try_from(timeout)
         .map_err(|_| CallError::permanent(format!("{who}: `timeout` must be positive")))?;
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(t)
         .connect_timeout(t)
         .user_agent(concat!("keyrot/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none());
+    let mut builder = proxy::apply(builder, proxy).map_err(|e| {
+        CallError::permanent(format!("{who}: `[daemon] proxy` cannot be used: {e}"))
+    })?;
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| {
             CallError::permanent(format!("{who}: `ca_file` {}: {e}", path.display()))
@@ -105,13 +128,16 @@ pub fn client(
         .map_err(|e| CallError::permanent(format!("{who}: cannot build an HTTP client: {e}")))
 }
 
-/// Sends a request and reads the whole answer; `timeout` is only for the
-/// message (the client enforces it). Inside a rate-limited provider call
-/// (`[[provider]] requests_per_second`) the request first waits for its
-/// token, so every provider that speaks HTTP is limited per request.
+/// Sends a request to a peer of kind `peer` and reads the whole answer, up
+/// to that kind's cap ([`PeerKind::max_answer`]; past it the call fails,
+/// see [`cap`]); `timeout` is only for the message (the client enforces
+/// it). Inside a rate-limited provider call (`[[provider]]
+/// requests_per_second`) the request first waits for its token, so every
+/// provider that speaks HTTP is limited per request.
 pub async fn send(
     who: &str,
     what: &str,
+    peer: PeerKind,
     timeout: SignedDuration,
     req: RequestBuilder,
 ) -> Result<Answer, CallError> {
@@ -122,15 +148,24 @@ pub async fn send(
         .map_err(|e| transport_error(who, what, timeout, &e))?;
     let status = resp.status();
     let headers = resp.headers().clone();
+    let max = peer.max_answer();
+    let said = resp.content_length();
+    if said.is_some_and(|n| n > max as u64) {
+        return Err(cap::too_large(who, what, peer, said));
+    }
     // Sized up front so the buffer does not move (and leave copies behind)
     // while it grows, for answers that say their length.
-    let expected = resp.content_length().unwrap_or(0).min(1 << 20);
-    let mut body = Zeroizing::new(Vec::with_capacity(usize::try_from(expected).unwrap_or(0)));
+    let expected = usize::try_from(said.unwrap_or(0)).unwrap_or(0).min(max);
+    let mut body = Zeroizing::new(Vec::with_capacity(expected));
     while let Some(chunk) = resp
         .chunk()
         .await
         .map_err(|e| transport_error(who, what, timeout, &e))?
     {
+        if body.len() + chunk.len() > max {
+            // Dropping `resp` closes the connection: the rest is never read.
+            return Err(cap::too_large(who, what, peer, None));
+        }
         body.extend_from_slice(&chunk);
     }
     Ok(Answer {
@@ -220,7 +255,8 @@ pub fn error_detail(body: &[u8]) -> Option<String> {
     if short.len() < joined.len() {
         short.push('…');
     }
-    Some(short)
+    // The peer's words reach logs, terminals and mail: no control characters.
+    Some(crate::escape::controls(&short).into_owned())
 }
 
 /// See [`error_detail`].
@@ -365,6 +401,11 @@ mod tests {
             "ResourceNotFoundException: no such secret"
         );
         assert_eq!(d(r#"{"message":"bad limit"}"#).unwrap(), "bad limit");
+        // A peer's words never carry a line break or a terminal sequence.
+        assert_eq!(
+            d(r#"{"message":"no\nERROR master key leaked \u001b[2J\u009b"}"#).unwrap(),
+            "no\\nERROR master key leaked \\x1b[2J\\u{9b}"
+        );
         assert_eq!(d("not json"), None);
     }
 

@@ -24,6 +24,8 @@
 //! - [`control`]: the control API server (unix socket) and its client.
 //! - [`metrics`]: the Prometheus registry and the optional `/metrics` endpoint.
 //! - [`daemon`]: wiring: signals, sd_notify, reload, graceful shutdown.
+//! - [`hardening`]: no core dumps, not dumpable, key pages locked in memory.
+//! - [`escape`]: control characters made visible in logs, terminals, mail.
 //! - [`logging`]: where log lines go: text or JSON on stderr, or native journald.
 //! - [`cli`]: one file per subcommand.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -37,10 +39,12 @@ pub mod control;
 pub mod crypto;
 pub mod daemon;
 pub mod error;
+pub mod escape;
 pub mod exec;
 pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hardening;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -403,6 +403,16 @@ impl Metrics {
         for (s, n) in &sinks {
             t.sample("keyrot_sink_errors_total", &[("sink", s)], n);
         }
+        // Process-wide, not per engine: see crate::http::cap.
+        let name = "keyrot_peer_answer_too_large_total";
+        t.family(
+            name,
+            "counter",
+            "Peer answers larger than keyrot's cap for that kind of peer (the call failed), by kind of peer.",
+        );
+        for (kind, n) in crate::http::cap::answers_too_large() {
+            t.sample(name, &[("peer", kind.label())], n);
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub use errors::{api_error, error_code, is_retryable_code};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::CallError;
-use crate::http::{Answer, send};
+use crate::http::{Answer, PeerKind, send};
 
 /// Content type of JSON 1.1 requests.
 pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -189,7 +189,7 @@ impl AwsClient {
         // The body may hold a secret: the buffer is wiped when reqwest
         // drops it.
         let req = req.body(Bytes::from_owner(body));
-        send(&self.who, what, self.timeout, req).await
+        send(&self.who, what, PeerKind::Aws, self.timeout, req).await
     }
 
     /// The SigV4 headers (`Authorization`, `X-Amz-Date`, and

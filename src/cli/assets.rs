@@ -60,7 +60,7 @@ Log filter of \fBkeyrot run\fR (default \fBinfo\fR).
 /// Writes every asset into `dir` and prints what it wrote.
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     for path in generate(dir)? {
-        println!("{}", path.display());
+        super::output::outln(&path.display().to_string())?;
     }
     Ok(ExitCode::SUCCESS)
 }

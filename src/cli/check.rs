@@ -55,7 +55,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("keyrot: configuration {} is invalid", path.display());
         return Ok(ExitCode::from(1));
     }
-    print!("{}", config::summary(&cfg, jiff::Timestamp::now()));
-    println!("configuration {} is valid", path.display());
+    super::output::out(&config::summary(&cfg, jiff::Timestamp::now()))?;
+    super::output::outln(&format!("configuration {} is valid", path.display()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@
 //! field, wrong PSK or altered bytes) and never contain secret bytes.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -190,11 +190,12 @@ pub fn run(psk_file: &Path) -> anyhow::Result<ExitCode> {
     }
     let mut secret = open_response(&input, &psk)?;
     secret.push('\n');
-    let mut out = io::stdout().lock();
-    out.write_all(secret.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(DecryptError::Stdout)?;
-    Ok(ExitCode::SUCCESS)
+    // The secret as it is (never escaped); a reader that went away early
+    // (`| head -c 8`) is a normal end.
+    match super::output::write_stdout(secret.as_bytes()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(DecryptError::Stdout(e).into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 #[cfg(test)]

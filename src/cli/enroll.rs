@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::output::needs_daemon;
+use super::output::{self, needs_daemon};
 use crate::control::EnrollBody;
 use crate::control::client::Client;
 use crate::model::RotationRecord;
@@ -50,12 +50,12 @@ pub async fn run(
         .post(&format!("/v1/rotations/{id}/enroll"), &body)
         .await
         .map_err(|e| needs_daemon(e, "keyrot enroll"))?;
-    println!(
+    output::outln(&format!(
         "enrolled key {} for {}; rotation {} is {} and goes on (distribute, verify, overlap, revoke)",
-        rec.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-"),
-        rec.slot,
+        output::clean(rec.new_key.as_ref().map(|k| k.id.as_str()).unwrap_or("-")),
+        output::clean(&rec.slot),
         rec.id,
         rec.state
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -36,9 +36,9 @@ pub async fn run(
     if json {
         output::print_json(&h)?;
     } else if h.rotations.is_empty() {
-        println!("no rotations yet");
+        output::outln("no rotations yet")?;
     } else {
-        print!("{}", render(&h.rotations));
+        output::out(&render(&h.rotations))?;
     }
     Ok(ExitCode::SUCCESS)
 }

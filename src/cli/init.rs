@@ -23,9 +23,9 @@ pub fn run(config_path: &Path, file: Option<&Path>) -> anyhow::Result<ExitCode> 
             .master_key_file,
     };
     MasterKey::write_new(&target)?;
-    println!(
+    super::output::outln(&format!(
         "created master key {} (mode 0600). Back it up apart from the store: without it the store's secrets cannot be read.",
         target.display()
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -18,9 +18,9 @@ pub async fn run(socket: &Path, cfg: Option<&Config>, json: bool) -> anyhow::Res
     if json {
         output::print_json(&rows)?;
     } else if rows.is_empty() {
-        println!("no keys in the inventory yet");
+        output::outln("no keys in the inventory yet")?;
     } else {
-        print!("{}", render(&rows));
+        output::out(&render(&rows))?;
     }
     Ok(ExitCode::SUCCESS)
 }

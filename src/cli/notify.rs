@@ -44,15 +44,15 @@ pub fn test(config_path: &Path, to: &[String]) -> anyhow::Result<ExitCode> {
         mailer.shutdown().await;
         match result {
             Ok(()) => {
-                println!(
+                super::output::outln(&format!(
                     "test message {message_id} sent to {} through {}",
                     to.join(", "),
                     mailer.describe()
-                );
+                ))?;
                 if cfg.notify.dry_run {
-                    println!(
-                        "note: notify.dry_run is on, so the daemon itself only logs its messages"
-                    );
+                    super::output::outln(
+                        "note: notify.dry_run is on, so the daemon itself only logs its messages",
+                    )?;
                 }
                 Ok(ExitCode::SUCCESS)
             }

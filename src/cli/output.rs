@@ -1,8 +1,17 @@
 //! Printing for the client commands: aligned tables, times and dates in
 //! one format, pretty JSON, and [`fetch`]: ask the daemon, or read the
 //! store directly when no daemon runs.
+//!
+//! Everything goes to stdout through [`out`] and [`print_json`]: values
+//! from outside (reasons, key names, peers' error texts) are escaped
+//! ([`clean`], and every table cell), so they can neither add lines nor
+//! drive the terminal; and a reader that goes away (`keyrot keys --json |
+//! head -1`) ends the command normally: the write fails with
+//! `BrokenPipe`, and `main` exits 0 on it ([`is_broken_pipe`]), as
+//! ripgrep does, instead of panicking as `println!` would.
 
-use std::io::Write;
+use std::borrow::Cow;
+use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::Context;
@@ -61,11 +70,46 @@ pub fn or_dash(value: Option<&str>) -> String {
     }
 }
 
-/// Prints `value` as pretty JSON on stdout.
+/// `value` with control characters shown escaped: for any value from
+/// outside that goes into a line of text.
+pub fn clean(value: &str) -> Cow<'_, str> {
+    crate::escape::controls(value)
+}
+
+/// Writes `bytes` to stdout and flushes: the one way output leaves.
+pub fn write_stdout(bytes: &[u8]) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()
+}
+
+/// Writes `text` to stdout. Its values were escaped where they were put
+/// in; any control character but a newline left in it is escaped here too.
+pub fn out(text: &str) -> anyhow::Result<()> {
+    let text = crate::escape::controls_but_newlines(text);
+    write_stdout(text.as_bytes()).context("writing to stdout")
+}
+
+/// [`out`] with a newline after `text`.
+pub fn outln(text: &str) -> anyhow::Result<()> {
+    out(&format!("{text}\n"))
+}
+
+/// Prints `value` as pretty JSON on stdout (DEL and C1 characters as
+/// `\u` escapes; serde escapes the rest).
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value).context("encoding JSON output")?;
-    println!("{text}");
-    Ok(())
+    let mut text = serde_json::to_string_pretty(value).context("encoding JSON output")?;
+    text.push('\n');
+    write_stdout(crate::escape::json_controls(&text).as_bytes()).context("writing to stdout")
+}
+
+/// True when `err` is a write to a reader that went away (`EPIPE`):
+/// the command ends normally, with exit status 0.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A table printed with aligned columns, two spaces apart; the last
@@ -97,17 +141,23 @@ impl Table {
         self.rows.is_empty()
     }
 
-    /// The table as text, one line per row, each ending in a newline.
+    /// The table as text, one line per row, each ending in a newline;
+    /// control characters in cells are shown escaped.
     pub fn render(&self) -> String {
         let cols = self.headers.len();
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|c| clean(c).into_owned()).collect())
+            .collect();
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
+        for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
             }
         }
         let mut out = String::new();
-        for line in std::iter::once(&self.headers).chain(&self.rows) {
+        for line in std::iter::once(&self.headers).chain(&rows) {
             let mut text = String::new();
             for (i, cell) in line.iter().enumerate().take(cols) {
                 if i + 1 == cols {
@@ -126,10 +176,7 @@ impl Table {
 
     /// Prints the table on stdout.
     pub fn print(&self) -> anyhow::Result<()> {
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(self.render().as_bytes())
-            .context("writing to stdout")
+        out(&self.render())
     }
 }
 
@@ -166,7 +213,8 @@ where
                     socket.display()
                 );
             };
-            eprintln!("{FALLBACK_NOTE}");
+            // A closed stderr is no reason to stop.
+            let _ = writeln!(io::stderr(), "{FALLBACK_NOTE}");
             let now = SystemClock.now();
             let store_path = cfg.store.path.clone();
             let answer = tokio::task::spawn_blocking(move || {
@@ -212,10 +260,10 @@ pub fn duplicate_notes(rows: &[KeyRow]) -> String {
     for r in rows.iter().filter(|r| !r.duplicate_ids.is_empty()) {
         out.push_str(&format!(
             "{}: {:?} also names {} at the provider; keyrot tracks {} only (revoke the others if nothing uses them)\n",
-            r.slot,
+            clean(&r.slot),
             r.name,
-            r.duplicate_ids.join(", "),
-            r.key_id.as_deref().unwrap_or("none of them"),
+            clean(&r.duplicate_ids.join(", ")),
+            clean(r.key_id.as_deref().unwrap_or("none of them")),
         ));
     }
     out
@@ -281,6 +329,31 @@ mod tests {
         });
         let msg = format!("{:#}", needs_daemon(refused, "keyrot enroll"));
         assert_eq!(msg, "the secret is refused for key k-2: 401 Unauthorized");
+    }
+
+    #[test]
+    fn table_cells_cannot_add_lines_or_terminal_sequences() {
+        let mut t = Table::new(&["KEY", "REASON"]);
+        t.row(vec![
+            "p/a\x1b[2J".into(),
+            "x\nERROR keyrot: master key leaked\r\u{9b}".into(),
+        ]);
+        assert_eq!(
+            t.render(),
+            "KEY         REASON\np/a\\x1b[2J  x\\nERROR keyrot: master key leaked\\r\\u{9b}\n"
+        );
+        assert_eq!(clean("ok ✓"), "ok ✓");
+    }
+
+    #[test]
+    fn only_a_write_to_a_closed_pipe_is_a_normal_end() {
+        let pipe = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe))
+            .context("writing to stdout");
+        assert!(is_broken_pipe(&pipe));
+        let full = anyhow::Error::new(io::Error::from(io::ErrorKind::StorageFull))
+            .context("writing to stdout");
+        assert!(!is_broken_pipe(&full));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("broken pipe")));
     }
 
     #[test]

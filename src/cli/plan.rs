@@ -24,9 +24,9 @@ pub async fn run(
     if json {
         output::print_json(&plan)?;
     } else if plan.rows.is_empty() {
-        println!("no keys in the inventory yet");
+        output::outln("no keys in the inventory yet")?;
     } else {
-        print!("{}", render(&plan));
+        output::out(&render(&plan))?;
     }
     Ok(ExitCode::SUCCESS)
 }

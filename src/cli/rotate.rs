@@ -55,7 +55,12 @@ pub async fn run(args: &RotateArgs, socket: &Path) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| needs_daemon(e, "keyrot rotate"))?;
     if !args.json {
-        println!("rotation {} of {} started: {}", rec.id, rec.slot, rec.state);
+        output::outln(&format!(
+            "rotation {} of {} started: {}",
+            rec.id,
+            output::clean(&rec.slot),
+            rec.state
+        ))?;
     }
     let rec = if args.wait {
         follow(&client, rec, !args.json).await?
@@ -81,7 +86,12 @@ async fn follow(
     loop {
         if print {
             for t in rec.history.iter().skip(shown) {
-                println!("{}  {:<12}  {}", time(t.at), t.to.as_str(), t.note);
+                output::outln(&format!(
+                    "{}  {:<12}  {}",
+                    time(t.at),
+                    t.to.as_str(),
+                    output::clean(&t.note)
+                ))?;
             }
         }
         shown = rec.history.len();
@@ -99,17 +109,17 @@ async fn follow(
     }
     if print {
         match rec.state {
-            RotationState::Overlap => println!(
+            RotationState::Overlap => output::outln(&format!(
                 "the new key is live; the old key is revoked at {}",
                 rec.revoke_old_at
                     .map_or_else(|| "the end of the overlap".into(), time)
-            ),
-            RotationState::Completed => println!("rotation completed"),
+            ))?,
+            RotationState::Completed => output::outln("rotation completed")?,
             _ => eprintln!(
                 "rotation {} {}: {}",
                 rec.id,
                 rec.state,
-                rec.last_error.as_deref().unwrap_or("no error recorded")
+                output::clean(rec.last_error.as_deref().unwrap_or("no error recorded"))
             ),
         }
     }

@@ -29,7 +29,7 @@ pub async fn show(
     if json {
         output::print_json(&rec)?;
     } else {
-        print!("{}", render(&rec));
+        output::out(&render(&rec))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -53,14 +53,20 @@ async fn act(id: &str, action: &str, socket: &Path) -> anyhow::Result<ExitCode> 
         .post_empty(&path)
         .await
         .map_err(|e| needs_daemon(e, &format!("keyrot rotation {action}")))?;
-    println!("rotation {} of {}: now {}", rec.id, rec.slot, rec.state);
+    output::outln(&format!(
+        "rotation {} of {}: now {}",
+        rec.id,
+        output::clean(&rec.slot),
+        rec.state
+    ))?;
     if let Some(err) = &rec.last_error {
-        println!("last error: {err}");
+        output::outln(&format!("last error: {}", output::clean(err)))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every field, then sinks and transitions.
+/// Every field, then sinks and transitions; values are escaped
+/// ([`output::clean`]): a reason or a peer's error is one line of text.
 pub fn render(r: &RotationRecord) -> String {
     let mut lines: Vec<(&str, String)> = vec![
         ("rotation", r.id.clone()),
@@ -113,11 +119,12 @@ pub fn render(r: &RotationRecord) -> String {
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in &lines {
-        let _ = writeln!(out, "{k:<width$}  {v}");
+        let _ = writeln!(out, "{k:<width$}  {}", output::clean(v));
     }
     let _ = writeln!(out, "\nsinks:");
     for name in &r.sinks {
-        let _ = match r.sink_results.get(name) {
+        let name = output::clean(name);
+        let _ = match r.sink_results.get(name.as_ref()) {
             None => writeln!(out, "  {name}: not written yet"),
             Some(res) => writeln!(
                 out,
@@ -126,14 +133,20 @@ pub fn render(r: &RotationRecord) -> String {
                 time_or(res.verified_at, "not yet"),
                 res.version
                     .as_ref()
-                    .map(|v| format!(", version {v}"))
+                    .map(|v| format!(", version {}", output::clean(v)))
                     .unwrap_or_default()
             ),
         };
     }
     let _ = writeln!(out, "\ntransitions:");
     for t in &r.history {
-        let _ = writeln!(out, "  {}  {:<12}  {}", time(t.at), t.to.as_str(), t.note);
+        let _ = writeln!(
+            out,
+            "  {}  {:<12}  {}",
+            time(t.at),
+            t.to.as_str(),
+            output::clean(&t.note)
+        );
     }
     out
 }
@@ -207,5 +220,41 @@ mod tests {
         assert!(text.contains("sinks:\n  out: not written yet\n"));
         assert!(text.contains("  2026-11-01 10:00Z  pending       requested"));
         assert!(!text.contains(&"ab".repeat(32)));
+    }
+
+    #[test]
+    fn a_reason_or_a_name_from_outside_cannot_forge_lines() {
+        let forged = "x\nlast error        none\r\x1b[2J\u{9b}1m";
+        let mut r = rotation_rec("r1", "p/a", RotationState::Failed);
+        r.reason = forged.into();
+        r.initiator.rotated_by = Some(forged.into());
+        r.last_error = Some(forged.into());
+        r.sinks = vec![forged.into()];
+        r.history.push(Transition {
+            at: "2026-11-01T10:00Z".parse().unwrap(),
+            to: RotationState::Pending,
+            note: forged.into(),
+        });
+        let text = render(&r);
+        assert!(!text.contains(['\r', '\x1b', '\u{9b}']), "{text:?}");
+        let esc = r"x\nlast error        none\r\x1b[2J\u{9b}1m";
+        assert!(
+            text.contains(&format!("reason            {esc}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("initiated by      {esc}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("  {esc}: not written yet\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("pending       {esc}\n")), "{text}");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("last error")).count(),
+            1,
+            "{text}"
+        );
     }
 }

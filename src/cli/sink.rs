@@ -45,18 +45,18 @@ pub async fn test(
     if json {
         output::print_json(&report)?;
     } else {
-        println!(
+        output::outln(&format!(
             "sink {} ({}): probe written{}, read back: {}, {} ms, run {where_}",
-            report.sink,
+            output::clean(&report.sink),
             report.kind,
             report
                 .version
                 .as_deref()
-                .map(|v| format!(" (version {v})"))
+                .map(|v| format!(" (version {})", output::clean(v)))
                 .unwrap_or_default(),
-            report.read_back,
+            output::clean(&report.read_back),
             report.elapsed_ms
-        );
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -74,6 +74,8 @@ async fn local(name: &str, cfg: &Config) -> anyhow::Result<ProbeReport> {
             }
         );
     };
+    // As the daemon would reach it: `[daemon] proxy` or direct.
+    crate::http::proxy::set(cfg.daemon.proxy.as_ref());
     let sink = crate::sink::build(sc).map_err(|e| anyhow::anyhow!("sink {name:?}: {e}"))?;
     probe::run(
         sink.as_ref(),

@@ -20,7 +20,7 @@ pub async fn run(socket: &Path, cfg: Option<&Config>, json: bool) -> anyhow::Res
     if json {
         output::print_json(&st)?;
     } else {
-        print!("{}", render(&st));
+        output::out(&render(&st))?;
     }
     Ok(ExitCode::SUCCESS)
 }

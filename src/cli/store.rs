@@ -66,7 +66,7 @@ pub async fn backup(
     })
     .await
     .context("writing the backup")??;
-    print!("{}", render_backup(&summary, by, cfg));
+    output::out(&render_backup(&summary, by, cfg))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -108,7 +108,7 @@ pub async fn verify(socket: &Path, cfg: Option<&Config>, json: bool) -> anyhow::
     if json {
         output::print_json(&report)?;
     } else {
-        print!("{}", render_verify(&report));
+        output::out(&render_verify(&report))?;
     }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS

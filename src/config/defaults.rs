@@ -34,6 +34,7 @@ impl Default for DaemonConfig {
             shutdown_timeout: SignedDuration::from_secs(30),
             sync_schedule: "0 */15 * * * *".to_string(),
             metrics_listen: None,
+            proxy: None,
             retry: RetryConfig::default(),
         }
     }

@@ -114,6 +114,10 @@ pub struct DaemonConfig {
     pub sync_schedule: String,
     /// Where the Prometheus `/metrics` endpoint listens (default: none).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The proxy HTTP peers are reached through (`https://`, or `http://`
+    /// to a loopback host); loopback peers never use it. `None`: direct,
+    /// whatever `HTTP_PROXY` and its kin say (default).
+    pub proxy: Option<reqwest::Url>,
     /// Retry budget for a rotation step.
     pub retry: RetryConfig,
 }

@@ -65,6 +65,8 @@ pub struct RawDaemon {
     pub sync_schedule: Option<Spanned<String>>,
     /// Prometheus endpoint address (`IP:port`); absent = no endpoint.
     pub metrics_listen: Option<Spanned<String>>,
+    /// HTTP(S) proxy for every peer but loopback ones; absent = direct.
+    pub proxy: Option<Spanned<String>>,
     /// `[daemon.retry]`.
     pub retry: Option<RawRetry>,
 }

@@ -146,6 +146,9 @@ fn daemon(ctx: &mut Ctx<'_>, raw: RawDaemon) -> Option<DaemonConfig> {
     if let Some(a) = &raw.metrics_listen {
         ok &= set(&mut out.metrics_listen, metrics_listen(ctx, a).map(Some));
     }
+    if let Some(p) = &raw.proxy {
+        ok &= set(&mut out.proxy, proxy(ctx, p).map(Some));
+    }
     if let Some(r) = &raw.retry {
         ok &= set(&mut out.retry, retry(ctx, r));
     }
@@ -165,6 +168,20 @@ fn metrics_listen(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<std::net::
                     "`metrics_listen` {text:?} is not an IP address and port, e.g. \"127.0.0.1:9464\" or \"[::1]:9464\""
                 ),
             );
+            None
+        }
+    }
+}
+
+/// `proxy`: an `https://` URL, or `http://` to a loopback host, without
+/// credentials (a proxy password would be a secret inline in the config).
+/// A plain-http proxy elsewhere would see every token keyrot sends.
+fn proxy(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<reqwest::Url> {
+    let text = ctx.http_url(raw, "proxy", "every request, tokens included,")?;
+    match reqwest::Url::parse(&text) {
+        Ok(url) => Some(url),
+        Err(e) => {
+            ctx.error(raw.span(), format!("`proxy` {text:?} is not a URL: {e}"));
             None
         }
     }
@@ -378,5 +395,42 @@ mod retention_tests {
             err.contains("2:19: `audit_retention` must be at least 1d"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use std::path::Path;
+
+    use crate::config::load_str;
+
+    fn proxy(value: &str) -> Result<Option<String>, String> {
+        let text = format!("[daemon]\nproxy = \"{value}\"\n");
+        load_str(Path::new("/etc/keyrot/keyrot.toml"), &text)
+            .map(|c| c.daemon.proxy.map(|u| u.to_string()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_proxy_is_https_or_loopback_http_without_credentials() {
+        let none = load_str(Path::new("/etc/keyrot/keyrot.toml"), "").unwrap();
+        assert_eq!(none.daemon.proxy, None);
+        assert_eq!(
+            proxy("https://proxy.corp:3128"),
+            Ok(Some("https://proxy.corp:3128/".into()))
+        );
+        assert_eq!(
+            proxy("http://127.0.0.1:3128"),
+            Ok(Some("http://127.0.0.1:3128/".into()))
+        );
+        let err = proxy("http://proxy.corp:3128").unwrap_err();
+        assert!(
+            err.contains("2:9: `proxy` \"http://proxy.corp:3128\": plain http would send every request, tokens included, unencrypted"),
+            "{err}"
+        );
+        let err = proxy("https://user:pw@proxy.corp").unwrap_err();
+        assert!(err.contains("it must not hold credentials"), "{err}");
+        let err = proxy("socks5://127.0.0.1:1080").unwrap_err();
+        assert!(err.contains("use an https:// URL"), "{err}");
     }
 }

@@ -158,6 +158,7 @@ fn every_family_has_help_and_type_before_its_samples() {
         "keyrot_provider_errors_total",
         "keyrot_sink_errors_total",
         "keyrot_keys_refused_total",
+        "keyrot_peer_answer_too_large_total",
         "keyrot_last_sync_success_timestamp_seconds",
     ] {
         assert!(declared.iter().any(|d| d == name), "{name} missing");
@@ -165,6 +166,11 @@ fn every_family_has_help_and_type_before_its_samples() {
     assert!(text.contains("keyrot_provider_errors_total{provider=\"local\",op=\"issue\"} 1\n"));
     assert!(text.contains("keyrot_sink_errors_total{sink=\"out\"} 0\n"));
     assert!(text.contains("keyrot_keys_refused_total{provider=\"local\"} 2\n"));
+    // Every kind of peer is listed, counted or not.
+    for peer in ["openbao", "aws", "azure", "atlassian", "http"] {
+        let sample = format!("keyrot_peer_answer_too_large_total{{peer=\"{peer}\"}} ");
+        assert!(text.contains(&sample), "{sample}");
+    }
     assert!(
         text.contains(
             "keyrot_last_sync_success_timestamp_seconds{provider=\"local\"} 1767226200\n"

@@ -80,10 +80,14 @@ impl Vars {
     }
 }
 
-/// How substituted values are written.
+/// How substituted values are written. In both, control characters
+/// (newline, CR, ESC, other C0, DEL, C1) are shown escaped (`\n`, `\x1b`,
+/// see [`crate::escape`]): every variable is one line, and a reason or a
+/// key name from outside must not add lines to a message (a forged
+/// paragraph, a second `Subject:`) or drive the reader's terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Escape {
-    /// As they are (plain text, subjects).
+    /// No markup escaping (plain text, subjects).
     None,
     /// `&`, `<`, `>`, `"` and `'` as HTML entities.
     Html,
@@ -460,8 +464,9 @@ fn emit(
 
 /// Appends `text`, escaped as `escape` says.
 pub fn push_escaped(out: &mut String, text: &str, escape: Escape) {
+    let text = crate::escape::controls(text);
     if escape == Escape::None {
-        out.push_str(text);
+        out.push_str(&text);
         return;
     }
     for c in text.chars() {
@@ -512,6 +517,22 @@ mod tests {
             t.render(&vars(), Escape::None).unwrap(),
             "<p><script>alert('x')</script> & more</p>"
         );
+    }
+
+    #[test]
+    fn control_characters_in_values_are_shown_not_obeyed() {
+        let mut v = vars();
+        v.set("reason", "x\nSubject: urgent\r\n\x1b[2J\u{9b}1m\x00\x7f");
+        let t = Template::parse("Subject: {{slot}}\nreason: {{reason}}\n").unwrap();
+        let want = r"reason: x\nSubject: urgent\r\n\x1b[2J\u{9b}1m\x00\x7f";
+        let plain = t.render(&v, Escape::None).unwrap();
+        assert_eq!(plain, format!("Subject: atlassian/ci-bot\n{want}\n"));
+        assert_eq!(plain.lines().count(), 2);
+        let html = t.render(&v, Escape::Html).unwrap();
+        assert!(html.contains(want), "{html}");
+        // The template's own line breaks stay.
+        let t = Template::parse("a\n{{#each sinks}}{{sink}}\n{{/each}}").unwrap();
+        assert_eq!(t.render(&v, Escape::None).unwrap(), "a\nvault\nfile<1>\n");
     }
 
     #[test]

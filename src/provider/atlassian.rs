@@ -146,6 +146,7 @@ impl AtlassianProvider {
         crate::http::send(
             &format!("provider {:?}", self.name),
             what,
+            crate::http::PeerKind::Atlassian,
             self.timeout,
             req,
         )

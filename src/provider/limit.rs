@@ -272,7 +272,14 @@ mod tests {
                 match &self.url {
                     Some(url) => {
                         let get = client.get(url);
-                        let answer = crate::http::send("fake", "get", timeout, get).await?;
+                        let answer = crate::http::send(
+                            "fake",
+                            "get",
+                            crate::http::PeerKind::HttpProvider,
+                            timeout,
+                            get,
+                        )
+                        .await?;
                         assert!(answer.status.is_success());
                     }
                     None => before_request().await,

@@ -38,6 +38,7 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
             shutdown_timeout: dur("5s"),
             sync_schedule: "0 0 * * * *".into(),
             metrics_listen: None,
+            proxy: None,
             retry: RetryConfig {
                 attempts: 2,
                 initial: SignedDuration::from_millis(1),

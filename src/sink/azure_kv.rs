@@ -27,7 +27,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{AZURE_API_VERSION, AzureKeyVaultSinkConfig, azure_name_ok};
 use crate::crypto::sha256_hex;
 use crate::error::CallError;
-use crate::http::{Answer, redact, send, status_error};
+use crate::http::{Answer, PeerKind, redact, send, status_error};
 
 /// Tag naming the key a version holds.
 pub const TAG_KEY_ID: &str = "keyrot-key-id";
@@ -215,7 +215,7 @@ impl AzureKeyVaultSink {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Bytes::from_owner(form));
         let secret = self.client_secret.expose_secret();
-        let mut ans = send(&self.who, what, self.cfg.timeout, req)
+        let mut ans = send(&self.who, what, PeerKind::Azure, self.cfg.timeout, req)
             .await
             .map_err(|e| redact(e, secret))?;
         if ans.status != StatusCode::OK {
@@ -257,6 +257,7 @@ impl AzureKeyVaultSink {
         let ans = send(
             &self.who,
             what,
+            PeerKind::Azure,
             self.cfg.timeout,
             build(token.expose_secret()),
         )
@@ -270,6 +271,7 @@ impl AzureKeyVaultSink {
         send(
             &self.who,
             what,
+            PeerKind::Azure,
             self.cfg.timeout,
             build(token.expose_secret()),
         )

@@ -29,7 +29,7 @@ use zeroize::Zeroize;
 use crate::clock::{Clock, SystemClock};
 use crate::config::VaultAuth;
 use crate::error::CallError;
-use crate::http::Answer;
+use crate::http::{Answer, PeerKind};
 
 pub use self::body::JsonBody;
 
@@ -249,7 +249,7 @@ impl VaultClient {
                 .header(CONTENT_TYPE, body.content_type())
                 .body(body.to_body());
         }
-        crate::http::send(&self.who, what, self.timeout, req)
+        crate::http::send(&self.who, what, PeerKind::Vault, self.timeout, req)
             .await
             .map_err(|mut e| {
                 if e.message.contains("certificate") {

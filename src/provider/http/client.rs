@@ -240,9 +240,15 @@ impl HttpProvider {
                 vals,
                 auth.as_deref().map(|a| &a[..]),
             )?;
-            crate::http::send(&self.who, what, self.spec.timeout, req)
-                .await
-                .map_err(|e| self.scrub(e, vals.secret))
+            crate::http::send(
+                &self.who,
+                what,
+                crate::http::PeerKind::HttpProvider,
+                self.spec.timeout,
+                req,
+            )
+            .await
+            .map_err(|e| self.scrub(e, vals.secret))
         };
         if !with_auth {
             return send(None).await;
