@@ -35,9 +35,54 @@ impl CallError {
         }
     }
 
+    /// A failure to start a program or reach a peer, from the OS error:
+    /// transient when the process or system is short of file descriptors,
+    /// processes or memory (it passes as load drops), else permanent.
+    pub fn from_io(message: impl Into<String>, e: &std::io::Error) -> CallError {
+        if resource_exhausted(e) {
+            CallError::transient(message)
+        } else {
+            CallError::permanent(message)
+        }
+    }
+
     /// Adds a Retry-After.
     pub fn with_retry_after(mut self, after: SignedDuration) -> CallError {
         self.retry_after = Some(after);
         self
+    }
+}
+
+/// Whether an OS error means a resource ran short for a while (file
+/// descriptors, processes, memory, a busy executable), not that the call
+/// can never succeed.
+pub fn resource_exhausted(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::EAGAIN
+                | libc::ENOMEM
+                | libc::ENOBUFS
+                | libc::ETXTBSY
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_transient() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(CallError::from_io("start", &e).transient, "{e}");
+        }
+        for errno in [libc::ENOENT, libc::EACCES, libc::ENOEXEC] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(!CallError::from_io("start", &e).transient, "{e}");
+        }
     }
 }

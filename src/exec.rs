@@ -91,8 +91,10 @@ impl Program<'_> {
         unsafe {
             cmd.pre_exec(tree::become_subreaper);
         }
+        // Out of descriptors or processes is transient: the retry budget
+        // waits for load to drop instead of failing the rotation.
         let mut child = cmd.spawn().map_err(|e| {
-            CallError::permanent(format!("{who}: cannot start `{what}` {program}: {e}"))
+            CallError::from_io(format!("{who}: cannot start `{what}` {program}: {e}"), &e)
         })?;
         let pid = child.id().and_then(|p| i32::try_from(p).ok());
         let mut stdin = child.stdin.take();

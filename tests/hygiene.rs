@@ -731,7 +731,7 @@ sinks = ["out", "bao"]
             "/orgs/local/api-keys/rotate/app".into(),
             vec![json, &good_bearer],
             Some(b"{}".to_vec()),
-            403,
+            404,
         ),
         (
             "PATCH",

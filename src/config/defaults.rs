@@ -23,6 +23,10 @@ pub const DEFAULT_HISTORY_RETENTION: SignedDuration = SignedDuration::from_hours
 /// Shortest `[store] history_retention`: a day (a day's digests must stay
 /// in the outbox, or they would be sent again).
 pub const MIN_HISTORY_RETENTION: SignedDuration = SignedDuration::from_hours(24);
+/// Default `[daemon] control_max_connections`: far more than the CLI and
+/// a few API callers use, and few enough to stay clear of a service's
+/// usual 1024 open files.
+pub const DEFAULT_CONTROL_MAX_CONNECTIONS: usize = 128;
 /// Default `[[policy]] overlap`: one hour.
 pub const DEFAULT_OVERLAP: SignedDuration = SignedDuration::from_hours(1);
 
@@ -31,6 +35,12 @@ impl Default for DaemonConfig {
         DaemonConfig {
             control_socket: PathBuf::from("/run/keyrot/control.sock"),
             control_socket_mode: 0o660,
+            control_allow_uids: None,
+            control_allow_gids: None,
+            control_max_connections: DEFAULT_CONTROL_MAX_CONNECTIONS,
+            control_header_timeout: SignedDuration::from_secs(10),
+            control_body_timeout: SignedDuration::from_secs(30),
+            control_idle_timeout: SignedDuration::from_secs(60),
             shutdown_timeout: SignedDuration::from_secs(30),
             sync_schedule: "0 */15 * * * *".to_string(),
             metrics_listen: None,

@@ -43,7 +43,7 @@ mod tests;
 mod typed;
 mod validate;
 
-pub use access::{ApiTokenConfig, PskConfig};
+pub use access::{ApiScope, ApiTokenConfig, PskConfig, PskGrant};
 pub use approle::OpenBaoAppRoleProviderConfig;
 pub use aws_iam::AwsIamProviderConfig;
 pub use defaults::{DEFAULT_MAX_CONCURRENT, DEFAULT_OVERLAP};
@@ -93,7 +93,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `[[psk]]`: keys new secrets are sealed under for API callers.
     pub psks: Vec<PskConfig>,
-    /// `[[api_token]]`: bearer tokens of the rotate API.
+    /// `[[api_token]]`: bearer tokens of the control API.
     pub api_tokens: Vec<ApiTokenConfig>,
     /// Where each secret reference is written (file, line, column; empty
     /// message), in the order read: problems found when one is resolved
@@ -108,6 +108,24 @@ pub struct DaemonConfig {
     pub control_socket: PathBuf,
     /// Control socket mode (default 0o660).
     pub control_socket_mode: u32,
+    /// Peer uids the control API serves without a token (default None:
+    /// root and keyrot's own uid).
+    pub control_allow_uids: Option<Vec<u32>>,
+    /// Peer gids, primary or supplementary, the control API serves without
+    /// a token (default None: keyrot's own gid when `control_socket_mode`
+    /// lets the group write, else none).
+    pub control_allow_gids: Option<Vec<u32>>,
+    /// Most control connections open at once (default 128); past it the
+    /// longest-idle one is closed, or the new one when none is idle.
+    pub control_max_connections: usize,
+    /// Time a control connection has to send a complete request head,
+    /// from connecting or from its previous answer (default 10s).
+    pub control_header_timeout: SignedDuration,
+    /// Time a request's body has to arrive after its head (default 30s).
+    pub control_body_timeout: SignedDuration,
+    /// Time a control connection may stay open with no request in flight,
+    /// whatever it does meanwhile (default 60s).
+    pub control_idle_timeout: SignedDuration,
     /// How long SIGTERM waits for in-flight steps (default 30s).
     pub shutdown_timeout: SignedDuration,
     /// Inventory sync cron, 6 fields with seconds, UTC (default `0 */15 * * * *`).

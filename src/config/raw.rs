@@ -59,6 +59,18 @@ pub struct RawDaemon {
     pub control_socket: Option<Spanned<String>>,
     /// Control socket mode (octal string).
     pub control_socket_mode: Option<Spanned<ModeText>>,
+    /// Peer uids allowed on the control socket without a token.
+    pub control_allow_uids: Option<Vec<Spanned<i64>>>,
+    /// Peer gids (primary or supplementary) allowed without a token.
+    pub control_allow_gids: Option<Vec<Spanned<i64>>>,
+    /// Most control connections open at once.
+    pub control_max_connections: Option<Spanned<i64>>,
+    /// Time for a control connection to send a request head.
+    pub control_header_timeout: Option<Spanned<DurationText>>,
+    /// Time for a control request's body after its head.
+    pub control_body_timeout: Option<Spanned<DurationText>>,
+    /// Time a control connection may stay open with no request in flight.
+    pub control_idle_timeout: Option<Spanned<DurationText>>,
     /// SIGTERM grace period.
     pub shutdown_timeout: Option<Spanned<DurationText>>,
     /// Inventory sync cron (6 or 7 fields, UTC).

@@ -57,7 +57,7 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
     }
     let keys = keys(ctx, doc.keys, &known);
     let psks = super::access::psks(ctx, doc.psks);
-    let api_tokens = super::access::api_tokens(ctx, doc.api_tokens, &providers);
+    let api_tokens = super::access::api_tokens(ctx, doc.api_tokens, &providers, &psks);
 
     if ctx.has_errors() {
         return None;
@@ -151,6 +151,83 @@ fn daemon(ctx: &mut Ctx<'_>, raw: RawDaemon) -> Option<DaemonConfig> {
     }
     if let Some(r) = &raw.retry {
         ok &= set(&mut out.retry, retry(ctx, r));
+    }
+    ok &= control_access(ctx, &raw, &mut out);
+    ok.then_some(out)
+}
+
+/// The control API's peer allow-lists, connection cap and timeouts.
+fn control_access(ctx: &mut Ctx<'_>, raw: &RawDaemon, out: &mut DaemonConfig) -> bool {
+    let mut ok = true;
+    if let Some(list) = &raw.control_allow_uids {
+        ok &= set(
+            &mut out.control_allow_uids,
+            ids(ctx, list, "control_allow_uids").map(Some),
+        );
+    }
+    if let Some(list) = &raw.control_allow_gids {
+        ok &= set(
+            &mut out.control_allow_gids,
+            ids(ctx, list, "control_allow_gids").map(Some),
+        );
+    }
+    if let Some(n) = &raw.control_max_connections {
+        let v = match usize::try_from(*n.get_ref()) {
+            Ok(v) if (1..=65_536).contains(&v) => Some(v),
+            _ => {
+                ctx.error(
+                    n.span(),
+                    "`control_max_connections` must be between 1 and 65536",
+                );
+                None
+            }
+        };
+        ok &= set(&mut out.control_max_connections, v);
+    }
+    let timeouts = [
+        (
+            &raw.control_header_timeout,
+            "control_header_timeout",
+            &mut out.control_header_timeout,
+        ),
+        (
+            &raw.control_body_timeout,
+            "control_body_timeout",
+            &mut out.control_body_timeout,
+        ),
+        (
+            &raw.control_idle_timeout,
+            "control_idle_timeout",
+            &mut out.control_idle_timeout,
+        ),
+    ];
+    for (raw, field, slot) in timeouts {
+        if let Some(d) = raw {
+            ok &= set(slot, ctx.positive(d, field));
+        }
+    }
+    ok
+}
+
+/// A list of numeric user or group ids.
+fn ids(ctx: &mut Ctx<'_>, list: &[Spanned<i64>], field: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for n in list {
+        // u32::MAX is (uid_t)-1, "no id", never a real user or group.
+        match u32::try_from(*n.get_ref()) {
+            Ok(v) if v != u32::MAX => out.push(v),
+            _ => {
+                ctx.error(
+                    n.span(),
+                    format!(
+                        "`{field}` entries are numeric ids from 0 to 4294967294 (`id -u NAME`, `getent group NAME`), not {}",
+                        n.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+        }
     }
     ok.then_some(out)
 }

@@ -4,9 +4,12 @@
 
 pub mod api;
 pub mod client;
+pub mod conn;
 pub mod envelope;
+pub mod peer;
 pub mod rotate_api;
 pub mod server;
+pub mod socket;
 pub mod views;
 
 use std::sync::Arc;

@@ -6,16 +6,15 @@
 //! secret of a rotation started with `?wait=false` (or still running when
 //! the wait ran out). Each sealed secret is handed out once.
 //!
-//! Callers are checked by [`auth`]. Nothing here logs or keeps the sealed
-//! secret; it goes from the store straight into the response body.
-
-#[path = "orgs_auth.rs"]
-mod auth;
+//! Callers are checked by [`super::authz`]: a token caller reaches only
+//! the keys its `keys` match (others are "unknown") and seals only under
+//! the `[[psk]]`s its `psk_ids` allow. Nothing here logs or keeps the
+//! sealed secret; it goes from the store straight into the response body.
 
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +22,7 @@ use jiff::Timestamp;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
+use super::authz::{self, Caller};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Peer, blocking};
 use crate::config::{Config, ProviderKind};
 use crate::control::envelope::ALGORITHM;
@@ -32,7 +32,6 @@ use crate::control::rotate_api::{
 use crate::control::{ApiError, RotateRequest, views};
 use crate::model::{KeyRecord, RotationRecord, RotationState};
 use crate::store::Store;
-use auth::{Auth, Caller};
 
 /// How long the rotate call waits for the new key before answering 504.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(120);
@@ -55,14 +54,14 @@ pub(super) struct RotateQuery {
 pub(super) async fn rotate_api_key(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    Auth(caller): Auth,
+    Extension(caller): Extension<Caller>,
     ApiPath((org_id, api_key_id)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<RotateQuery>,
     body: Result<ApiJson<RotateKeyBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let ApiJson(body) = body.map_err(nested_field)?;
     check_body(&body, st.clock.now())?;
-    let psk_id = choose_psk(&st.backend.config(), q.psk_id.as_deref())?;
+    let psk_id = choose_psk(&st.backend.config(), q.psk_id.as_deref(), &caller)?;
     let found = {
         let (id, org, caller) = (api_key_id.clone(), org_id.clone(), caller.clone());
         blocking(&st, move |s, cfg| find_key(s, cfg, &id, &org, &caller)).await?
@@ -100,12 +99,20 @@ pub(super) async fn rotate_api_key(
 pub(super) async fn encrypted_secret(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    Auth(caller): Auth,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let rec = load(&st, &id).await?;
-    if !caller.may(&rec.slot) {
-        return Err(caller.forbidden(&rec.slot));
+    let rec = {
+        let (caller, id) = (caller.clone(), id.clone());
+        blocking(&st, move |s, _| authz::rotation(s, &caller, &id)).await?
+    };
+    if let Some(psk) = rec.reveal_psk.as_deref()
+        && !caller.may_psk(psk)
+    {
+        return Err(ApiError::new(
+            403,
+            format!("rotation {id}'s secret is sealed under a [[psk]] this token may not use"),
+        ));
     }
     if rec.reveal_psk.is_none() {
         return Err(ApiError::new(
@@ -175,30 +182,42 @@ fn check_body(body: &RotateKeyBody, now: Timestamp) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The PSK `?pskId=` names, or the first configured one.
-fn choose_psk(cfg: &Config, asked: Option<&str>) -> Result<String, ApiError> {
-    let Some(first) = cfg.psks.first() else {
+/// The PSK `?pskId=` names, or the first configured one the caller may
+/// use. A token caller learns no PSK id beyond its `psk_ids`: an unknown
+/// id and one it may not use are refused alike.
+fn choose_psk(cfg: &Config, asked: Option<&str>, caller: &Caller) -> Result<String, ApiError> {
+    if cfg.psks.is_empty() {
         return Err(ApiError::bad_field(
             "pskId",
             "no pre-shared key is configured: add a [[psk]] (an id and a key of 64 hex characters) to keyrot's configuration and reload; the rotate API only ever returns a new secret sealed under one",
         ));
-    };
-    let Some(id) = asked else {
-        return Ok(first.id.clone());
-    };
-    if cfg.psks.iter().any(|p| p.id == id) {
-        return Ok(id.to_string());
     }
-    let ids: Vec<String> = cfg.psks.iter().map(|p| format!("{:?}", p.id)).collect();
-    Err(ApiError::bad_field(
-        "pskId",
-        format!("unknown pskId {id:?}; configured: {}", ids.join(", ")),
-    ))
+    let usable = caller.psks(cfg.psks.iter().map(|p| p.id.as_str()));
+    match (asked, caller.token_name()) {
+        (None, _) => usable.first().map(|id| id.to_string()).ok_or_else(|| {
+            ApiError::bad_field(
+                "pskId",
+                "this token may not have a secret sealed under any [[psk]] (its `psk_ids`)",
+            )
+        }),
+        (Some(id), _) if usable.contains(&id) => Ok(id.to_string()),
+        (Some(id), Some(_)) => Err(ApiError::bad_field(
+            "pskId",
+            format!("pskId {id:?} is unknown or not one this token may use"),
+        )),
+        (Some(id), None) => {
+            let ids: Vec<String> = cfg.psks.iter().map(|p| format!("{:?}", p.id)).collect();
+            Err(ApiError::bad_field(
+                "pskId",
+                format!("unknown pskId {id:?}; configured: {}", ids.join(", ")),
+            ))
+        }
+    }
 }
 
 /// The slot `{apiKeyId}` stands for: the slot whose current key has that
-/// id, else a slot id or unique key name. It must belong to `{orgId}` and
-/// be one the caller may rotate.
+/// id, else a slot id or unique key name. It must belong to `{orgId}`. A
+/// token caller sees only the slots it may rotate: any other is unknown.
 fn find_key(
     store: &Store,
     cfg: &Config,
@@ -206,7 +225,11 @@ fn find_key(
     org_id: &str,
     caller: &Caller,
 ) -> Result<KeyRecord, ApiError> {
-    let all = store.keys()?;
+    let all: Vec<KeyRecord> = store
+        .keys()?
+        .into_iter()
+        .filter(|k| caller.may_key(&k.slot))
+        .collect();
     let by_id: Vec<&KeyRecord> = all
         .iter()
         .filter(|k| k.current.as_ref().is_some_and(|c| c.id == api_key_id))
@@ -219,10 +242,14 @@ fn find_key(
     let rec = match (by_id.as_slice(), in_org.as_slice()) {
         ([one], _) | (_, [one]) => (*one).clone(),
         ([], _) => {
-            let slot = views::resolve_key(store, api_key_id).map_err(|e| hide(e, caller))?;
+            let slot =
+                authz::resolve_key(store, caller, api_key_id, "apiKeyId").map_err(|mut e| {
+                    e.field = Some("apiKeyId".into());
+                    e
+                })?;
             all.into_iter()
                 .find(|k| k.slot == slot)
-                .ok_or_else(|| ApiError::new(404, format!("unknown key {slot:?}")))?
+                .ok_or_else(|| Caller::hidden_key("apiKeyId"))?
         }
         (many, _) => {
             let slots: Vec<&str> = many.iter().map(|k| k.slot.as_str()).collect();
@@ -235,9 +262,6 @@ fn find_key(
             ));
         }
     };
-    if !caller.may(&rec.slot) {
-        return Err(caller.forbidden(&rec.slot));
-    }
     let org = org_of(cfg, &rec);
     if org.as_deref() != Some(org_id) {
         let mut e = ApiError::new(
@@ -265,21 +289,6 @@ fn org_of(cfg: &Config, rec: &KeyRecord) -> Option<String> {
         ProviderKind::Atlassian(a) => a.org_id.clone(),
         _ => p.name.clone(),
     })
-}
-
-/// A key-resolution error as this caller may see it: a token caller
-/// gets no list of other keys.
-fn hide(mut e: ApiError, caller: &Caller) -> ApiError {
-    e.field = Some("apiKeyId".into());
-    if caller.token_name().is_some() {
-        e.suggestions.clear();
-        e.message = if e.status == 404 {
-            "unknown key (or not one this token may rotate)".into()
-        } else {
-            "the key name is ambiguous: give its key id or provider/name".into()
-        };
-    }
-    e
 }
 
 /// Reads rotation `id` (404 when unknown).
@@ -386,4 +395,4 @@ fn accepted(id: &str) -> Response {
 
 #[cfg(test)]
 #[path = "orgs_tests.rs"]
-mod tests;
+pub(crate) mod tests;

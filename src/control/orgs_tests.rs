@@ -2,7 +2,8 @@
 //! [`Backend`] (it writes canned rotation records into a real store and
 //! seals canned secrets under a test PSK): the state machine's side is
 //! tested in `rotation/reveal_tests.rs`; what is under test here is the
-//! HTTP surface: body, query, key resolution, tokens, waiting, answers.
+//! HTTP surface: body, query, key resolution, waiting, answers. The
+//! harness here also serves `authz_tests.rs` (tokens on every route).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,21 +22,29 @@ use crate::control::server::{bind, serve_with_clock};
 use crate::control::views::tests::{info, key_rec, put, rotation_rec, store_in, ts};
 use crate::control::{ApiError, Backend, EnrollRequest, RotateRequest, envelope};
 use crate::model::{RotationRecord, RotationState};
+use crate::sink::probe::ProbeReport;
 use crate::store::Store;
 
 /// The PSK the fake seals under (whatever the psk id).
 const PSK: [u8; 32] = [0x42; 32];
-/// A valid API token.
-const TOKEN: &str = "tok-ci-0123456789abcdef";
+/// A valid API token (`TOKEN_FILE`).
+pub(crate) const TOKEN: &str = "tok-ci-0123456789abcdef";
+/// More tokens: `DIR/tok-NAME` holds the value.
+pub(crate) const MORE_TOKENS: [(&str, &str); 4] = [
+    ("read", "tok-read-0123456789abcdef"),
+    ("operate", "tok-operate-0123456789abcdef"),
+    ("admin", "tok-admin-0123456789abcdef"),
+    ("narrow", "tok-narrow-0123456789abcdef"),
+];
 
 /// Canned rotations over a real store.
-struct Fake {
+pub(crate) struct Fake {
     /// The store the handlers read.
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     /// The config (psks, tokens, providers).
     cfg: Arc<Config>,
     /// Requests `rotate` received.
-    seen: Mutex<Vec<RotateRequest>>,
+    pub(crate) seen: Mutex<Vec<RotateRequest>>,
     /// Envelopes not taken yet, by rotation id.
     envelopes: Mutex<HashMap<String, SecretString>>,
 }
@@ -85,41 +94,64 @@ impl Backend for Fake {
         Ok(rec)
     }
     async fn resume(&self, id: &str) -> Result<RotationRecord, ApiError> {
-        Err(ApiError::new(404, format!("unknown rotation {id}")))
+        self.known(id)
     }
     async fn abort(&self, id: &str) -> Result<RotationRecord, ApiError> {
-        Err(ApiError::new(404, format!("unknown rotation {id}")))
+        self.known(id)
     }
     async fn enroll(&self, id: &str, req: EnrollRequest) -> Result<RotationRecord, ApiError> {
         let _ = req;
-        Err(ApiError::new(404, format!("unknown rotation {id}")))
+        self.known(id)
     }
     async fn reload(&self) -> Result<(), ApiError> {
         Ok(())
+    }
+    async fn test_sink(&self, name: &str) -> Result<ProbeReport, ApiError> {
+        Ok(ProbeReport {
+            sink: name.to_string(),
+            kind: "file".into(),
+            version: None,
+            read_back: "matched".into(),
+            elapsed_ms: 1,
+        })
     }
     async fn take_envelope(&self, id: &str) -> Result<Option<SecretString>, ApiError> {
         Ok(self.envelopes.lock().unwrap().remove(id))
     }
 }
 
+impl Fake {
+    /// Rotation `id` as stored, or the backend's 404.
+    fn known(&self, id: &str) -> Result<RotationRecord, ApiError> {
+        self.store
+            .rotation(id)
+            .map_err(|e| ApiError::new(500, e.to_string()))?
+            .ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))
+    }
+}
+
 /// A running server.
-struct Running {
+pub(crate) struct Running {
     /// Keeps the directory.
     _dir: tempfile::TempDir,
     /// The socket.
     socket: PathBuf,
     /// The backend.
-    fake: Arc<Fake>,
+    pub(crate) fake: Arc<Fake>,
     /// Stops the server when dropped.
     _stop: oneshot::Sender<()>,
 }
 
 /// `extra` is appended to a config with providers `local` (a local one)
-/// and `atl` (Atlassian, org `org-1`).
-async fn start(extra: &str) -> Running {
+/// and `atl` (Atlassian, org `org-1`); `TOKEN_FILE` in it holds [`TOKEN`],
+/// `DIR` is the server's directory (with the files of [`MORE_TOKENS`]).
+pub(crate) async fn start(extra: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    for (name, value) in MORE_TOKENS {
+        std::fs::write(dir.path().join(format!("tok-{name}")), value).unwrap();
+    }
     let text = format!(
         r#"
 [[provider]]
@@ -141,7 +173,9 @@ path = "/tmp/keyrot-test/{{name}}"
 name = "standard"
 {}
 "#,
-        extra.replace("TOKEN_FILE", &token_file.display().to_string())
+        extra
+            .replace("TOKEN_FILE", &token_file.display().to_string())
+            .replace("DIR", &dir.path().display().to_string())
     );
     let cfg = crate::config::load_str(Path::new("/etc/keyrot/keyrot.toml"), &text).unwrap();
     let store = store_in(dir.path());
@@ -188,28 +222,28 @@ name = "standard"
 }
 
 /// Two PSKs, `p1` first.
-const PSKS: &str =
+pub(crate) const PSKS: &str =
     "[[psk]]\nid = \"p1\"\nkey = { env = \"P1\" }\n[[psk]]\nid = \"p2\"\nkey = { env = \"P2\" }\n";
 
 /// The answer: status, headers, JSON body.
-struct Answer {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: hyper::HeaderMap,
+    pub(crate) body: Value,
 }
 
 impl Answer {
     /// `error.field` of an error body.
-    fn field(&self) -> Option<&str> {
+    pub(crate) fn field(&self) -> Option<&str> {
         self.body["error"]["field"].as_str()
     }
     /// `error.message` of an error body.
-    fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         self.body["error"]["message"].as_str().unwrap_or_default()
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     srv: &Running,
     method: &str,
     path: &str,
@@ -250,7 +284,7 @@ async fn send(
     }
 }
 
-async fn patch(srv: &Running, path: &str, body: &Value) -> Answer {
+pub(crate) async fn patch(srv: &Running, path: &str, body: &Value) -> Answer {
     send(srv, "PATCH", path, None, body).await
 }
 
@@ -498,107 +532,4 @@ async fn running_failed_deferred_and_assisted_rotations() {
     )
     .await;
     assert_eq!(g.status, 404);
-}
-
-#[tokio::test]
-async fn tokens_authenticate_and_limit_keys() {
-    let tokens = format!(
-        "{PSKS}[[api_token]]\nname = \"ci\"\ntoken = {{ file = \"TOKEN_FILE\" }}\nkeys = [\"local/ci-*\", \"local/slow\"]\n"
-    );
-    let srv = start(&tokens).await;
-    let url = "/orgs/local/api-keys/rotate/k1";
-    let a = patch(&srv, url, &json!({})).await;
-    assert_eq!(a.status, 401, "{}", a.body);
-    assert_eq!(a.headers["www-authenticate"], "Bearer realm=\"keyrot\"");
-    let a = send(
-        &srv,
-        "PATCH",
-        url,
-        Some("wrong-token-0123456789"),
-        &json!({}),
-    )
-    .await;
-    assert_eq!(a.status, 401);
-    // Authentication comes before the body is looked at.
-    let a = send(&srv, "PATCH", url, None, &json!({"bogus": 1})).await;
-    assert_eq!(a.status, 401);
-
-    let a = send(&srv, "PATCH", url, Some(TOKEN), &json!({})).await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    let seen = srv.fake.seen.lock().unwrap()[0].clone();
-    assert_eq!(seen.rotated_by.as_deref(), Some("api_token:ci"));
-
-    let a = send(
-        &srv,
-        "PATCH",
-        "/orgs/org-1/api-keys/rotate/ak-1",
-        Some(TOKEN),
-        &json!({}),
-    )
-    .await;
-    assert_eq!(a.status, 403, "{}", a.body);
-    assert!(
-        a.message()
-            .contains("api_token \"ci\" may not rotate atl/admin"),
-        "{}",
-        a.message()
-    );
-    let a = send(
-        &srv,
-        "PATCH",
-        "/orgs/local/api-keys/rotate/ci-bto",
-        Some(TOKEN),
-        &json!({}),
-    )
-    .await;
-    assert_eq!(a.status, 404);
-    assert_eq!(
-        a.body["error"].get("suggestions"),
-        None,
-        "no key names for tokens"
-    );
-
-    let a = send(
-        &srv,
-        "PATCH",
-        "/orgs/local/api-keys/rotate/slow?wait=false",
-        Some(TOKEN),
-        &json!({}),
-    )
-    .await;
-    assert_eq!(a.status, 202);
-    let g = send(
-        &srv,
-        "GET",
-        "/v1/rotations/r2/encrypted-secret",
-        None,
-        &Value::Null,
-    )
-    .await;
-    assert_eq!(g.status, 401);
-    let g = send(
-        &srv,
-        "GET",
-        "/v1/rotations/r2/encrypted-secret",
-        Some(TOKEN),
-        &Value::Null,
-    )
-    .await;
-    assert_eq!(g.status, 202);
-    // Another slot's rotation is out of this token's reach.
-    put(
-        &srv.fake.store,
-        &[],
-        &[rotation_rec("r-atl", "atl/admin", RotationState::Issued)],
-    );
-    let g = send(
-        &srv,
-        "GET",
-        "/v1/rotations/r-atl/encrypted-secret",
-        Some(TOKEN),
-        &Value::Null,
-    )
-    .await;
-    assert_eq!(g.status, 403);
-    assert_eq!(srv.fake.seen.lock().unwrap().len(), 2);
 }

@@ -1,38 +1,43 @@
-//! The control server: HTTP/1.1 + JSON on a unix socket (axum). Reads are
-//! answered from [`super::views`] on the blocking pool; changes go to the
-//! daemon's [`Backend`]. Every error, the framework's own rejections
-//! included, is an [`ErrorBody`] with the matching status. Responses never
-//! carry secret material, except the rotate API's ([`orgs`]) new secret
-//! sealed under the caller's pre-shared key.
+//! The control server: HTTP/1.1 + JSON on a unix socket (axum on hyper,
+//! connections handled by [`super::conn`]). Reads are answered from
+//! [`super::views`] on the blocking pool; changes go to the daemon's
+//! [`Backend`]. Every error, the framework's own rejections included, is
+//! an [`ErrorBody`] with the matching status. Responses never carry secret
+//! material, except the rotate API's ([`orgs`]) new secret sealed under
+//! the caller's pre-shared key.
 //!
-//! Who may call is decided by the socket file's mode and owner ([`bind`]),
-//! and for the rotate API also by `[[api_token]]`s when configured; the
-//! caller's uid (`SO_PEERCRED`) is logged with every change it asks for.
+//! Who may connect is decided by the socket file's mode and owner
+//! ([`bind`]); who may call which route by [`authz`]: every route states
+//! what it needs in [`router`]. The caller's uid and pid (`SO_PEERCRED`),
+//! and its token's name, are logged with every change it asks for.
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::connect_info::Connected;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
-use axum::serve::IncomingStream;
-use axum::{Json, Router};
+use axum::routing::{MethodRouter, get, patch, post};
+use axum::{Json, Router, middleware};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
-use super::{ApiError, Backend, ErrorBody, ErrorDetail, RotateRequest, views};
+use super::conn::{BodyTimeout, Limits};
+use super::{ApiError, Backend, ErrorBody, ErrorDetail, views};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::model::slot_id;
 use crate::store::Store;
+use authz::{Caller, Need};
+
+pub use super::peer::Peer;
+pub use super::socket::bind;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -53,97 +58,6 @@ struct AppState {
     clock: Arc<dyn Clock>,
 }
 
-/// The connecting process, from `SO_PEERCRED`.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    /// Its user id, when the kernel reports it.
-    pub uid: Option<u32>,
-    /// Its process id, when the kernel reports it.
-    pub pid: Option<i32>,
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Peer {
-        let cred = stream.io().peer_cred().ok();
-        Peer {
-            uid: cred.map(|c| c.uid()),
-            pid: cred.and_then(|c| c.pid()),
-        }
-    }
-}
-
-/// Binds the control socket at `path` with file mode `mode` (e.g. 0o660).
-///
-/// An existing socket file is replaced only when nothing answers on it (a
-/// daemon that died without cleaning up); a live one is
-/// [`io::ErrorKind::AddrInUse`], and a file that is not a socket is left
-/// alone ([`io::ErrorKind::AlreadyExists`]). The socket is bound under a
-/// temporary name, given its mode, then renamed into place, so it is never
-/// reachable with the wrong permissions. Must run inside a tokio runtime.
-pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
-    check_existing(path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)?;
-    }
-    let tmp = temp_name(path);
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = UnixListener::bind(&tmp)?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(listener)
-}
-
-/// Refuses a live socket or a non-socket at `path`; removes a stale socket.
-fn check_existing(path: &Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "{} exists and is not a socket; keyrot will not replace it: move it away or set daemon.control_socket",
-                path.display()
-            ),
-        ));
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!(
-                "another process (a running keyrot?) answers on {}; stop it first",
-                path.display()
-            ),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(socket = %path.display(), "removing a stale control socket");
-            std::fs::remove_file(path)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// `dir/.NAME.PID.tmp` beside `path`.
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "control.sock".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
 /// Serves the control API on `listener` until `shutdown` completes, then
 /// stops accepting and waits for requests in flight. Time comes from the
 /// system clock.
@@ -156,49 +70,74 @@ pub async fn serve(
 }
 
 /// [`serve`] with a given clock (tests, or a daemon with its own clock).
+/// Connection limits come from the configuration in force at each accept.
 pub async fn serve_with_clock(
     listener: UnixListener,
     backend: Arc<dyn Backend>,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let app = router(backend, clock).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(Arc::clone(&backend), clock);
+    let limits = move || Limits::of(&backend.config().daemon);
+    super::conn::run(listener, app, limits, shutdown).await
 }
 
-/// The control API's routes.
+/// The control API's routes, each with what it needs of its caller.
 pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
+    let st = AppState { backend, clock };
+    let guard = |need: Need, route: MethodRouter<AppState>| {
+        route.route_layer(middleware::from_fn_with_state(
+            (st.clone(), need),
+            authz::authorize,
+        ))
+    };
     Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/status", get(status))
-        .route("/v1/keys", get(keys))
-        .route("/v1/keys/{provider}/{name}", get(key))
-        .route("/v1/rotate", post(rotate))
-        .route("/v1/rotations/{id}", get(rotation))
-        .route("/v1/rotations/{id}/resume", post(resume))
-        .route("/v1/rotations/{id}/abort", post(abort))
-        .route("/v1/rotations/{id}/enroll", post(enroll))
+        .route("/v1/health", guard(Need::PUBLIC, get(health)))
+        .route("/v1/status", guard(Need::READ_ALL, get(status)))
+        .route("/v1/keys", guard(Need::READ_ALL, get(keys)))
+        .route("/v1/keys/{provider}/{name}", guard(Need::READ, get(key)))
+        .route("/v1/rotate", guard(Need::ROTATE, post(rotate)))
+        .route("/v1/rotations/{id}", guard(Need::READ, get(rotation)))
+        .route(
+            "/v1/rotations/{id}/resume",
+            guard(Need::OPERATE, post(resume)),
+        )
+        .route(
+            "/v1/rotations/{id}/abort",
+            guard(Need::OPERATE, post(abort)),
+        )
+        .route(
+            "/v1/rotations/{id}/enroll",
+            guard(Need::OPERATE, post(enroll)),
+        )
         .route(
             "/v1/rotations/{id}/encrypted-secret",
-            get(orgs::encrypted_secret),
+            guard(Need::ROTATE, get(orgs::encrypted_secret)),
         )
         .route(
             "/orgs/{org_id}/api-keys/rotate/{api_key_id}",
-            patch(orgs::rotate_api_key),
+            guard(Need::ROTATE, patch(orgs::rotate_api_key)),
         )
-        .route("/v1/history", get(history))
-        .route("/v1/plan", get(plan))
-        .route("/v1/audit", get(audit))
-        .route("/v1/reload", post(reload))
-        .route("/v1/sinks/{name}/test", post(test_sink))
-        .route("/v1/store/backup", post(store_api::backup))
-        .route("/v1/store/verify", post(store_api::verify))
+        .route("/v1/history", guard(Need::READ, get(history)))
+        .route("/v1/plan", guard(Need::READ_ALL, get(plan)))
+        .route("/v1/audit", guard(Need::READ_ALL, get(audit)))
+        .route("/v1/reload", guard(Need::ADMIN, post(reload)))
+        .route(
+            "/v1/sinks/{name}/test",
+            guard(Need::OPERATE, post(test_sink)),
+        )
+        .route(
+            "/v1/store/backup",
+            guard(Need::ADMIN, post(store_api::backup)),
+        )
+        .route(
+            "/v1/store/verify",
+            guard(Need::ADMIN, post(store_api::verify)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(AppState { backend, clock })
+        .with_state(st)
 }
 
 impl IntoResponse for ApiError {
@@ -255,6 +194,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// Maps axum's JSON rejection to our error.
 fn json_rejection(e: &JsonRejection) -> ApiError {
+    if let Some(t) = body_timeout(e) {
+        return ApiError::new(408, t.to_string());
+    }
     match e {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             415,
@@ -274,6 +216,18 @@ fn json_rejection(e: &JsonRejection) -> ApiError {
         ),
         _ => ApiError::new(e.status().as_u16(), e.body_text()),
     }
+}
+
+/// The [`BodyTimeout`] behind a rejection, if that is what it is.
+fn body_timeout(e: &JsonRejection) -> Option<&BodyTimeout> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<BodyTimeout>() {
+            return Some(t);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The field a serde message names: `unknown field `x``, `missing field
@@ -364,72 +318,18 @@ fn json_bytes(body: Vec<u8>) -> Response {
 
 async fn key(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath((provider, name)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let slot = slot_id(&provider, &name);
-    let rec = blocking(&st, move |s, _| views::key(s, &slot)).await?;
+    let rec = blocking(&st, move |s, _| {
+        if !caller.may_key(&slot) {
+            return Err(Caller::hidden_key("key"));
+        }
+        views::key(s, &slot).map_err(|e| caller.hide(e, "key"))
+    })
+    .await?;
     Ok(Json(rec).into_response())
-}
-
-async fn rotate(
-    State(st): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    ApiJson(req): ApiJson<RotateRequest>,
-) -> Result<Response, ApiError> {
-    if req.key.trim().is_empty() {
-        return Err(ApiError::bad_field(
-            "key",
-            "key is empty: give provider/name or a key name",
-        ));
-    }
-    tracing::info!(
-        key = %req.key,
-        uid = ?peer.uid,
-        pid = ?peer.pid,
-        rotated_by = ?req.rotated_by,
-        "rotation requested over the control socket"
-    );
-    let rec = st.backend.rotate(req).await?;
-    Ok((StatusCode::CREATED, Json(views::redact(rec))).into_response())
-}
-
-async fn rotation(
-    State(st): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let rec = blocking(&st, move |s, _| views::rotation(s, &id)).await?;
-    Ok(Json(rec).into_response())
-}
-
-async fn resume(
-    State(st): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    tracing::info!(rotation = %id, uid = ?peer.uid, pid = ?peer.pid, "resume requested over the control socket");
-    let rec = st.backend.resume(&id).await?;
-    Ok(Json(views::redact(rec)).into_response())
-}
-
-async fn abort(
-    State(st): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    tracing::info!(rotation = %id, uid = ?peer.uid, pid = ?peer.pid, "abort requested over the control socket");
-    let rec = st.backend.abort(&id).await?;
-    Ok(Json(views::redact(rec)).into_response())
-}
-
-async fn enroll(
-    State(st): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    ApiPath(id): ApiPath<String>,
-    ApiJson(req): ApiJson<crate::control::EnrollRequest>,
-) -> Result<Response, ApiError> {
-    tracing::info!(rotation = %id, uid = ?peer.uid, pid = ?peer.pid, "secret enrolled over the control socket");
-    let rec = st.backend.enroll(&id, req).await?;
-    Ok(Json(views::redact(rec)).into_response())
 }
 
 /// `GET /v1/history` query.
@@ -444,15 +344,24 @@ struct HistoryQuery {
 
 async fn history(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let body = blocking(&st, move |s, _| {
-        let slot = q
-            .key
-            .as_deref()
-            .map(|k| views::resolve_key(s, k))
-            .transpose()?;
+        let slot = match q.key.as_deref() {
+            Some(k) => Some(authz::resolve_key(s, &caller, k, "key")?),
+            None if caller.every_key() => None,
+            None => {
+                return Err(ApiError::new(
+                    403,
+                    format!(
+                        "api_token {:?} may read the history of its own keys only: add ?key=",
+                        caller.token_name().unwrap_or_default()
+                    ),
+                ));
+            }
+        };
         views::history(s, slot.as_deref(), limit)
     })
     .await?;
@@ -500,8 +409,10 @@ async fn audit(
 async fn reload(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<StatusCode, ApiError> {
-    tracing::info!(uid = ?peer.uid, pid = ?peer.pid, "reload requested over the control socket");
+    tracing::info!(uid = ?peer.uid, pid = ?peer.pid, token = ?caller.token_name(),
+        "reload requested over the control socket");
     st.backend.reload().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -509,9 +420,11 @@ async fn reload(
 async fn test_sink(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    tracing::info!(sink = %name, uid = ?peer.uid, pid = ?peer.pid, "sink test requested over the control socket");
+    tracing::info!(sink = %name, uid = ?peer.uid, pid = ?peer.pid, token = ?caller.token_name(),
+        "sink test requested over the control socket");
     let report = st.backend.test_sink(&name).await?;
     Ok(Json(report).into_response())
 }
@@ -523,6 +436,13 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(405, format!("{method} is not allowed on {}", uri.path()))
 }
+
+#[path = "authz.rs"]
+pub(crate) mod authz;
+
+#[path = "rotations_api.rs"]
+mod rotations_api;
+use rotations_api::{abort, enroll, resume, rotate, rotation};
 
 #[path = "orgs.rs"]
 pub mod orgs;

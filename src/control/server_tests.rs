@@ -4,6 +4,7 @@
 //! what is under test here is the HTTP surface.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::control::client::{Client, ClientError};
 use crate::control::views::tests::{info, key_rec, plan_config, put, rotation_rec, store_in, ts};
-use crate::control::{HistoryResponse, KeyRow, PlanResponse, StatusResponse};
+use crate::control::{HistoryResponse, KeyRow, PlanResponse, RotateRequest, StatusResponse};
 use crate::model::{RotationRecord, RotationState};
 
 /// Canned answers over a real store.

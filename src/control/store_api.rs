@@ -5,10 +5,11 @@
 //! answers with a [`VerifyReport`]. Both run on the blocking pool.
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
+use super::authz::Caller;
 use super::{AppState, Peer, blocking};
 use crate::control::ApiError;
 use crate::store::VerifyReport;
@@ -17,8 +18,10 @@ use crate::store::VerifyReport;
 pub(super) async fn backup(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    tracing::info!(uid = ?peer.uid, pid = ?peer.pid, "store backup requested over the control socket");
+    tracing::info!(uid = ?peer.uid, pid = ?peer.pid, token = ?caller.token_name(),
+        "store backup requested over the control socket");
     let bytes = blocking(&st, |s, _| Ok(s.backup_image()?)).await?;
     tracing::info!(bytes = bytes.len(), "store backup taken");
     Ok(([(CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -29,8 +32,10 @@ pub(super) async fn backup(
 pub(super) async fn verify(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<VerifyReport>, ApiError> {
-    tracing::info!(uid = ?peer.uid, pid = ?peer.pid, "store verify requested over the control socket");
+    tracing::info!(uid = ?peer.uid, pid = ?peer.pid, token = ?caller.token_name(),
+        "store verify requested over the control socket");
     let report = blocking(&st, |s, _| Ok(s.verify()?)).await?;
     if report.is_ok() {
         tracing::info!("store verified: no problems found");

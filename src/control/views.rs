@@ -526,11 +526,17 @@ pub fn history(
 pub fn rotation(store: &Store, id: &str) -> Result<RotationRecord, ApiError> {
     match store.rotation(id)? {
         Some(r) => Ok(redact(r)),
-        None => Err(ApiError::new(
-            404,
-            format!("unknown rotation \"{id}\" (keyrot history lists rotations)"),
-        )),
+        None => Err(unknown_rotation(id)),
     }
+}
+
+/// The 404 for rotation `id`: unknown, or (to a token caller) another
+/// key's, answered alike.
+pub fn unknown_rotation(id: &str) -> ApiError {
+    ApiError::new(
+        404,
+        format!("unknown rotation \"{id}\" (keyrot history lists rotations)"),
+    )
 }
 
 /// `GET /v1/keys/{provider}/{name}`: one slot, 404 with near matches when

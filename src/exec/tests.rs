@@ -157,3 +157,67 @@ fn kept_stdout_moves_to_a_bigger_buffer_and_stops_at_the_limit() {
     assert_eq!(&out[..], b"abcdefgh");
     assert!(out.capacity() <= 8);
 }
+
+/// Set in the child process that runs [`start_with_no_descriptors_left`].
+const CHILD: &str = "KEYROT_TEST_EXEC_WITHOUT_FDS";
+
+/// A start that fails because the process is out of file descriptors
+/// is transient (the retry budget waits), not a permanent failure of
+/// the rotation. Runs in a child process: it uses up every descriptor.
+#[test]
+fn running_out_of_descriptors_is_transient() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "exec::tests::start_with_no_descriptors_left",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 passed"), "{text}");
+    assert!(
+        text.contains("transient: sink \"hook\": cannot start"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn start_with_no_descriptors_left() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let argv = ["/bin/true".to_string()];
+    let env = BTreeMap::new();
+    let program = Program {
+        who: "sink \"hook\"",
+        what: "command",
+        argv: &argv,
+        env: &env,
+        vars: Vec::new(),
+        timeout: SignedDuration::from_secs(10),
+        max_stdout: 1024,
+    };
+    let mut held = Vec::new();
+    let exhausted = loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) => break e,
+        }
+    };
+    let result = program.run(None).await;
+    drop(held);
+    assert_eq!(exhausted.raw_os_error(), Some(libc::EMFILE));
+    let Err(e) = result else {
+        panic!("started without a descriptor to spare");
+    };
+    assert!(e.transient, "{}", e.message);
+    println!("transient: {}", e.message);
+}

@@ -44,6 +44,7 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
                 initial: SignedDuration::from_millis(1),
                 max: SignedDuration::from_millis(2),
             },
+            ..DaemonConfig::default()
         },
         store: StoreConfig {
             path: out.join("state.redb"),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::{BASE, NAME, assert_one, errors, ok};
-use crate::config::{SecretRef, check_secrets_in, secret_refs, summary};
+use crate::config::{ApiScope, PskGrant, SecretRef, check_secrets_in, secret_refs, summary};
 
 #[test]
 fn psks_and_tokens_are_read() {
@@ -27,6 +27,9 @@ fn psks_and_tokens_are_read() {
     assert_eq!(t.name, "ci");
     assert_eq!(t.token, SecretRef::Env("CI_TOKEN".into()));
     assert_eq!(t.keys, ["local/ci-*", "local/deploy", "*/shared"]);
+    // Defaults: the rotate API alone, sealing under the first PSK alone.
+    assert_eq!(t.scopes, [ApiScope::Rotate]);
+    assert_eq!(t.psk_ids, PskGrant::Only(vec!["kms-default".into()]));
 
     let refs: Vec<String> = secret_refs(&cfg)
         .iter()
@@ -44,7 +47,7 @@ fn psks_and_tokens_are_read() {
     assert!(
         text.contains(
             "rotate API: psks kms-default, other (default kms-default); \
-             api tokens ci (local/ci-*, local/deploy, */shared)"
+             api tokens ci (local/ci-*, local/deploy, */shared; scopes rotate; psks kms-default)"
         ),
         "{text}"
     );
@@ -142,5 +145,80 @@ fn check_resolves_psk_and_token_references() {
             .starts_with("api_token \"ci\" `token` (credential \"missing\"): "),
         "{}",
         diags[0].message
+    );
+}
+
+#[test]
+fn token_scopes_and_psk_ids_are_read() {
+    let psks =
+        "[[psk]]\nid = \"a\"\nkey = { env = \"A\" }\n[[psk]]\nid = \"b\"\nkey = { env = \"B\" }\n";
+    let token = |more: &str| {
+        format!(
+            "{BASE}{psks}[[api_token]]\nname = \"ci\"\ntoken = {{ env = \"T\" }}\nkeys = [\"*\"]\n{more}"
+        )
+    };
+    let cfg = ok(&token(
+        "scopes = [\"admin\", \"read\", \"read\"]\npsk_ids = [\"b\"]\n",
+    ));
+    let t = &cfg.api_tokens[0];
+    assert_eq!(t.scopes, [ApiScope::Read, ApiScope::Admin]);
+    assert_eq!(t.psk_ids, PskGrant::Only(vec!["b".into()]));
+    assert!(!t.psk_ids.allows("a") && t.psk_ids.allows("b"));
+    let cfg = ok(&token("psk_ids = [\"*\"]\n"));
+    assert_eq!(cfg.api_tokens[0].psk_ids, PskGrant::All);
+    let cfg = ok(&token("psk_ids = []\n"));
+    assert_eq!(cfg.api_tokens[0].psk_ids, PskGrant::Only(vec![]));
+
+    // Lines: psks take 12-17, the token 18-21, `more` starts at 22.
+    assert_one(
+        &token("scopes = [\"raed\"]\n"),
+        "22:11: unknown scope \"raed\" (did you mean \"read\"?)",
+    );
+    assert_one(
+        &token("scopes = []\n"),
+        "18:1: an [[api_token]] with `scopes = []` could do nothing",
+    );
+    assert_one(
+        &token("psk_ids = [\"c\"]\n"),
+        "22:12: `psk_ids` entry \"c\" names no [[psk]]",
+    );
+}
+
+#[test]
+fn control_peers_cap_and_timeouts_are_read() {
+    let cfg = ok(&format!(
+        "[daemon]\ncontrol_allow_uids = [0, 990]\ncontrol_allow_gids = [990]\n\
+         control_max_connections = 32\ncontrol_header_timeout = \"5s\"\n\
+         control_body_timeout = \"20s\"\ncontrol_idle_timeout = \"2m\"\n{BASE}"
+    ));
+    let d = &cfg.daemon;
+    assert_eq!(d.control_allow_uids, Some(vec![0, 990]));
+    assert_eq!(d.control_allow_gids, Some(vec![990]));
+    assert_eq!(d.control_max_connections, 32);
+    assert_eq!(d.control_header_timeout, super::dur("5s"));
+    assert_eq!(d.control_body_timeout, super::dur("20s"));
+    assert_eq!(d.control_idle_timeout, super::dur("2m"));
+    let d = ok(BASE).daemon;
+    assert_eq!((d.control_allow_uids, d.control_allow_gids), (None, None));
+    assert_eq!(d.control_max_connections, 128);
+    assert_eq!(d.control_header_timeout, super::dur("10s"));
+    assert_eq!(d.control_body_timeout, super::dur("30s"));
+    assert_eq!(d.control_idle_timeout, super::dur("60s"));
+
+    assert_one(
+        "[daemon]\ncontrol_allow_uids = [-1]\n",
+        "2:23: `control_allow_uids` entries are numeric ids",
+    );
+    assert_one(
+        "[daemon]\ncontrol_allow_gids = [4294967295]\n",
+        "2:23: `control_allow_gids` entries are numeric ids",
+    );
+    assert_one(
+        "[daemon]\ncontrol_max_connections = 0\n",
+        "2:27: `control_max_connections` must be between 1 and 65536",
+    );
+    assert_one(
+        "[daemon]\ncontrol_idle_timeout = \"0s\"\n",
+        "2:24: `control_idle_timeout` must be greater than 0s",
     );
 }
