@@ -166,6 +166,13 @@ async fn a_failed_sync_is_retried_after_its_retry_after_not_at_the_next_tick() {
     assert!(bound(&engine).await, "the retry never bound the slot");
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+    // The slot is bound in the sync's commit; the retry is cleared just
+    // after it: wait for that rather than race it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while retries.next().is_some() && Instant::now() < deadline {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(retries.next(), None);
 
     // Synced: no more wake-ups until the schedule says so.
