@@ -140,7 +140,7 @@ fn scrape(d: &Daemon) -> String {
 fn a_2_gib_answer_fails_at_the_cap_and_the_daemon_stays_under_100_mib() {
     let (url, seen) = peer(two_gib);
     let mut d = Daemon::new(&with_bao(&url, "metrics_listen = \"127.0.0.1:0\"\n"));
-    std::fs::write(d.dir.join("bao-token"), "s.hostile-test\n").unwrap();
+    common::write_secret(&d.dir.join("bao-token"), "s.hostile-test\n");
     d.start();
     let pid = d.child.as_ref().unwrap().id();
     let before = rss_kib(pid).unwrap();
@@ -193,7 +193,7 @@ fn a_proxy_in_the_environment_never_sees_a_request() {
     let (bao, peer_seen) = peer(refuse);
     let (proxy, proxy_seen) = peer(refuse);
     let mut d = Daemon::new(&with_bao(&bao, ""));
-    std::fs::write(d.dir.join("bao-token"), "s.hostile-test\n").unwrap();
+    common::write_secret(&d.dir.join("bao-token"), "s.hostile-test\n");
     for var in [
         "HTTP_PROXY",
         "http_proxy",

@@ -327,6 +327,12 @@ impl Drop for Daemon {
     }
 }
 
+/// Writes a secret file as keyrot requires one: mode 0600.
+pub fn write_secret(path: &Path, content: &str) {
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// Polls `f` every 100 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
