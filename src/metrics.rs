@@ -175,6 +175,9 @@ pub struct Metrics {
     /// Listed keys refused at inventory sync (name or id not allowed), by
     /// provider; once per sync that lists them.
     keys_refused: Counters<String>,
+    /// Slots' keys found gone from the listing without keyrot replacing
+    /// them, by provider and `expired` or `vanished`.
+    keys_ended: Counters<(String, &'static str)>,
     /// When each provider's inventory sync last succeeded (its start time).
     last_sync: Mutex<BTreeMap<String, Timestamp>>,
 }
@@ -191,6 +194,7 @@ impl Metrics {
             sink_errors: Counters::new(),
             old_keys_lost: Counters::new(),
             keys_refused: Counters::new(),
+            keys_ended: Counters::new(),
             last_sync: Mutex::new(BTreeMap::new()),
         }
     }
@@ -232,6 +236,12 @@ impl Metrics {
     /// `[[key]]` selects (its name or id is not allowed).
     pub fn key_refused(&self, provider: &str) {
         self.keys_refused.add(provider.to_string(), 1);
+    }
+
+    /// An inventory sync of `provider` found a slot's key gone without
+    /// keyrot replacing it: `state` is `expired` or `vanished`.
+    pub fn key_ended(&self, provider: &str, state: &'static str) {
+        self.keys_ended.add((provider.to_string(), state), 1);
     }
 
     /// A write, read-back or finish of `sink` failed.
@@ -390,6 +400,24 @@ impl Metrics {
         );
         for (p, n) in &refused {
             t.sample("keyrot_keys_refused_total", &[("provider", p)], n);
+        }
+        let mut ended = self.keys_ended.snapshot();
+        for p in &gauges.providers {
+            for state in ["expired", "vanished"] {
+                ended.entry((p.clone(), state)).or_default();
+            }
+        }
+        t.family(
+            "keyrot_keys_ended_total",
+            "counter",
+            "Keys found gone from their provider's listing without keyrot replacing them, by provider and state (expired: its expiry passed; vanished: revoked or deleted before it). Each is also mailed and logged as an ERROR.",
+        );
+        for ((p, state), n) in &ended {
+            t.sample(
+                "keyrot_keys_ended_total",
+                &[("provider", p), ("state", state)],
+                n,
+            );
         }
         let mut sinks = self.sink_errors.snapshot();
         for s in &gauges.sinks {

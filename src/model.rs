@@ -114,6 +114,38 @@ pub struct KeyRecord {
     /// Stagger group (from its `[[key]]`).
     #[serde(default)]
     pub group: Option<String>,
+    /// The slot's last key, when it left the provider's listing without a
+    /// rotation replacing it (expired or revoked behind keyrot's back);
+    /// cleared once the slot has a key again.
+    #[serde(default)]
+    pub ended: Option<EndedKey>,
+}
+
+/// How a slot's key came to an end without keyrot replacing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndKind {
+    /// Its recorded expiry passed.
+    Expired,
+    /// It was no longer listed before its recorded expiry (revoked by
+    /// someone, or deleted).
+    Vanished,
+}
+
+/// A slot's key that ended without keyrot replacing it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedKey {
+    /// The key's id at the provider.
+    pub id: String,
+    /// Expired or vanished.
+    pub kind: EndKind,
+    /// Its recorded expiry, if it had one.
+    pub expires_at: Option<Timestamp>,
+    /// When it ended: its expiry when it expired, else the sync that found
+    /// it gone.
+    pub ended_at: Timestamp,
+    /// The sync that found it gone.
+    pub noticed_at: Timestamp,
 }
 
 /// Per slot, the other live keys its provider lists under the slot's name:
@@ -376,6 +408,8 @@ pub enum MessageKind {
     AssistedRequest,
     /// A provider listed a key whose name or id keyrot refuses.
     KeyRefused,
+    /// A slot's key expired or vanished without keyrot replacing it.
+    KeyEnded,
     /// A test message (`keyrot notify test`).
     Test,
 }

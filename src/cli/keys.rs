@@ -73,6 +73,7 @@ mod tests {
             next_reason: None,
             flags: Vec::new(),
             duplicate_ids: Vec::new(),
+            ended: None,
         };
         assert_eq!(
             render(std::slice::from_ref(&row)),

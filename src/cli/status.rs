@@ -62,10 +62,16 @@ pub fn render(st: &StatusResponse) -> String {
             } else {
                 "-".into()
             },
-            if has_key {
-                date_or(k.expires_at, "never")
-            } else {
-                "-".into()
+            match (&k.ended, has_key) {
+                (_, true) => date_or(k.expires_at, "never"),
+                // The key the slot lost, and when: the loudest row.
+                (Some(e), false) => format!(
+                    "{} {} ({})",
+                    e.state.to_uppercase(),
+                    time_or(Some(e.ended_at), "-"),
+                    e.key_id
+                ),
+                (None, false) => "-".into(),
             },
             k.days_left.map_or_else(|| "-".into(), |d| d.to_string()),
             k.policy.clone(),
@@ -133,6 +139,7 @@ mod tests {
             next_reason: None,
             flags: vec!["never-used".into(), "expiring-soon".into(), "failed".into()],
             duplicate_ids: Vec::new(),
+            ended: None,
         }
     }
 
@@ -151,7 +158,7 @@ mod tests {
         let st = StatusResponse {
             version: "0.1.0".into(),
             live: true,
-            keys: vec![row(), empty],
+            keys: vec![row(), empty.clone()],
             active_rotations: 1,
             failed_rotations: 1,
             outbox_queued: 2,
@@ -170,6 +177,21 @@ mod tests {
         assert!(lines[1].ends_with("never-used,expiring-soon,failed"));
         assert!(lines[2].starts_with("gh/new     -       -"));
         assert!(lines[2].ends_with("no-key"));
+        let mut lost = empty.clone();
+        lost.flags = vec!["no-key".into(), "expired".into()];
+        lost.ended = Some(crate::control::EndedRow {
+            state: "expired".into(),
+            key_id: "k-99".into(),
+            expires_at: Some("2026-11-20T02:00Z".parse().unwrap()),
+            ended_at: "2026-11-20T02:00Z".parse().unwrap(),
+        });
+        let text = render(&StatusResponse {
+            keys: vec![lost],
+            ..st.clone()
+        });
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.contains("EXPIRED 2026-11-20 02:00Z (k-99)"), "{text}");
+        assert!(line.ends_with("no-key,expired"), "{text}");
         assert_eq!(
             lines[3],
             "2 keys; rotations: 1 active, 1 failed; outbox: 2 queued, 0 dead"

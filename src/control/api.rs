@@ -134,12 +134,29 @@ pub struct KeyRow {
     /// Why then.
     pub next_reason: Option<String>,
     /// Flags: `no-key`, `unscoped`, `never-used`, `expired`,
-    /// `expiring-soon`, `failed`, `duplicate-name`.
+    /// `expiring-soon`, `failed`, `duplicate-name`, `vanished`.
     pub flags: Vec<String>,
     /// Other live keys the provider lists under this key's name, newest
     /// first (flag `duplicate-name`); the slot tracks `key_id` alone.
     #[serde(default)]
     pub duplicate_ids: Vec<String>,
+    /// The slot's last key, when it has no key because that one expired or
+    /// vanished without keyrot replacing it (flag `expired` or `vanished`).
+    #[serde(default)]
+    pub ended: Option<EndedRow>,
+}
+
+/// A key that ended without keyrot replacing it, as a status row shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EndedRow {
+    /// `expired` (its expiry passed) or `vanished` (gone before it).
+    pub state: String,
+    /// The key's id at the provider.
+    pub key_id: String,
+    /// Its recorded expiry.
+    pub expires_at: Option<Timestamp>,
+    /// When it ended: its expiry, or the sync that found it gone.
+    pub ended_at: Timestamp,
 }
 
 /// `GET /v1/status`.

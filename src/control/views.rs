@@ -12,9 +12,12 @@ use std::borrow::Cow;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, HistoryResponse, KeyRow, PlanResponse, PlanRow, StatusResponse};
+use super::{ApiError, EndedRow, HistoryResponse, KeyRow, PlanResponse, PlanRow, StatusResponse};
 use crate::config::Config;
-use crate::model::{DeliveryState, Duplicates, KeyInfo, KeyRecord, RotationRecord, RotationState};
+use crate::model::{
+    DeliveryState, Duplicates, EndKind, KeyInfo, KeyRecord, RotationRecord, RotationState,
+};
+use crate::notify::ended::kind_word;
 use crate::policy::{self, KeyTimes};
 use crate::rotation::plan::GroupStarts;
 use crate::store::{RotationGlance, Store, StoreError};
@@ -217,6 +220,38 @@ struct KeyView<'a> {
     /// The rotation in progress.
     #[serde(borrow)]
     active_rotation: Option<Text<'a>>,
+    /// The key that ended without keyrot replacing it.
+    #[serde(borrow, default)]
+    ended: Option<EndedView<'a>>,
+}
+
+/// What a status row needs of a slot's [`crate::model::EndedKey`].
+#[derive(Deserialize)]
+struct EndedView<'a> {
+    /// Key id.
+    #[serde(borrow)]
+    id: Text<'a>,
+    /// Expired or vanished.
+    kind: EndKind,
+    /// Expiry (RFC 3339, as stored).
+    #[serde(borrow, default)]
+    expires_at: Option<Text<'a>>,
+    /// End (RFC 3339, as stored).
+    #[serde(borrow)]
+    ended_at: Text<'a>,
+}
+
+/// [`EndedRow`], borrowing its text.
+#[derive(Serialize)]
+struct EndedOut<'a> {
+    /// See [`EndedRow`].
+    state: &'static str,
+    /// See [`EndedRow`].
+    key_id: &'a str,
+    /// See [`EndedRow`].
+    expires_at: Option<&'a str>,
+    /// See [`EndedRow`].
+    ended_at: &'a str,
 }
 
 /// What a status row needs of a slot's current [`crate::model::KeyInfo`].
@@ -281,6 +316,8 @@ struct RowOut<'a> {
     flags: Vec<&'static str>,
     /// See [`KeyRow`].
     duplicate_ids: Vec<&'a str>,
+    /// See [`KeyRow`].
+    ended: Option<EndedOut<'a>>,
 }
 
 /// The row of `view` ([`key_row`] builds the same row from a decoded
@@ -301,9 +338,15 @@ fn view_row<'a>(
         ),
         None => None,
     };
+    let ended = view
+        .ended
+        .as_ref()
+        // A slot with a key again no longer reports the one it lost.
+        .filter(|_| cur.is_none());
     let (days_left, flags) = row_facts(
         cur.map(|c| (c.scopes.len(), c.last_used_at.is_none())),
         expires_at,
+        ended.map(|e| e.kind),
         rotation.is_some_and(|r| r.state == RotationState::Failed),
         !others.is_empty(),
         now,
@@ -326,15 +369,23 @@ fn view_row<'a>(
         next_reason: text(&view.due_reason),
         flags,
         duplicate_ids: others.iter().map(|k| k.id.as_str()).collect(),
+        ended: ended.map(|e| EndedOut {
+            state: kind_word(e.kind),
+            key_id: e.id.as_str(),
+            expires_at: text(&e.expires_at),
+            ended_at: e.ended_at.as_str(),
+        }),
     })
 }
 
 /// Days left and flags of a row: `key` is the current key's scope count
-/// and whether it was never used (`None`: the slot has no key);
+/// and whether it was never used (`None`: the slot has no key); `ended`,
+/// how the key of a slot with none ended (flag `expired` or `vanished`);
 /// `duplicated`, whether the provider lists other keys of its name.
 fn row_facts(
     key: Option<(usize, bool)>,
     expires_at: Option<Timestamp>,
+    ended: Option<EndKind>,
     failed: bool,
     duplicated: bool,
     now: Timestamp,
@@ -351,6 +402,9 @@ fn row_facts(
                 flags.push("never-used");
             }
         }
+    }
+    if let Some(k) = ended {
+        flags.push(kind_word(k));
     }
     if let Some(e) = expires_at {
         if e <= now {
@@ -379,9 +433,15 @@ pub fn key_row(
 ) -> KeyRow {
     let cur = rec.current.as_ref();
     let expires_at = cur.and_then(|k| k.expires_at);
+    let ended = rec
+        .ended
+        .as_ref()
+        // A slot with a key again no longer reports the one it lost.
+        .filter(|_| cur.is_none());
     let (days_left, flags) = row_facts(
         cur.map(|k| (k.scopes.len(), k.last_used_at.is_none())),
         expires_at,
+        ended.map(|e| e.kind),
         rotation.is_some_and(|r| r.state == RotationState::Failed),
         !others.is_empty(),
         now,
@@ -404,6 +464,12 @@ pub fn key_row(
         next_reason: rec.due_reason.clone(),
         flags: flags.into_iter().map(String::from).collect(),
         duplicate_ids: others.iter().map(|k| k.id.clone()).collect(),
+        ended: ended.map(|e| EndedRow {
+            state: kind_word(e.kind).to_string(),
+            key_id: e.id.clone(),
+            expires_at: e.expires_at,
+            ended_at: e.ended_at,
+        }),
     }
 }
 

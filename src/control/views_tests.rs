@@ -34,6 +34,7 @@ pub(crate) fn key_rec(provider: &str, name: &str, key: Option<KeyInfo>) -> KeyRe
         scopes: Vec::new(),
         contacts: Vec::new(),
         group: None,
+        ended: None,
     }
 }
 

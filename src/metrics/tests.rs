@@ -125,6 +125,7 @@ fn every_family_has_help_and_type_before_its_samples() {
     m.provider_error("local", "issue");
     m.key_refused("local");
     m.key_refused("local");
+    m.key_ended("local", "expired");
     m.synced("local", ts("2026-01-01T00:10Z"));
     let text = m.render(&gauges());
     let mut declared = Vec::new();
@@ -158,6 +159,7 @@ fn every_family_has_help_and_type_before_its_samples() {
         "keyrot_provider_errors_total",
         "keyrot_sink_errors_total",
         "keyrot_keys_refused_total",
+        "keyrot_keys_ended_total",
         "keyrot_peer_answer_too_large_total",
         "keyrot_last_sync_success_timestamp_seconds",
     ] {
@@ -166,6 +168,8 @@ fn every_family_has_help_and_type_before_its_samples() {
     assert!(text.contains("keyrot_provider_errors_total{provider=\"local\",op=\"issue\"} 1\n"));
     assert!(text.contains("keyrot_sink_errors_total{sink=\"out\"} 0\n"));
     assert!(text.contains("keyrot_keys_refused_total{provider=\"local\"} 2\n"));
+    assert!(text.contains("keyrot_keys_ended_total{provider=\"local\",state=\"expired\"} 1\n"));
+    assert!(text.contains("keyrot_keys_ended_total{provider=\"local\",state=\"vanished\"} 0\n"));
     // Every kind of peer is listed, counted or not.
     for peer in ["openbao", "aws", "azure", "atlassian", "http"] {
         let sample = format!("keyrot_peer_answer_too_large_total{{peer=\"{peer}\"}} ");

@@ -82,6 +82,7 @@ fn key(name: &str, policy: &str, id: &str, scopes: &[&str], expires: &str) -> Ke
         scopes: Vec::new(),
         contacts: vec!["ci-owner@example.com".into()],
         group: None,
+        ended: None,
     }
 }
 
@@ -328,6 +329,29 @@ pub fn refused_key() -> super::refused::RefusedKey<'static> {
     }
 }
 
+/// The slot of the `ended` example and the key it lost: `ci-bot`'s key
+/// expired at 02:00 while keyrot was down; the sync at 09:00 found it gone.
+pub fn ended_key() -> (KeyRecord, crate::model::EndedKey) {
+    let mut k = key(
+        "ci-bot",
+        "standard",
+        "key-2025-11",
+        &["read:jira-work"],
+        "2026-11-23T02:00:00Z",
+    );
+    k.current = None;
+    k.next_due = Some(now());
+    let e = crate::model::EndedKey {
+        id: "key-2025-11".into(),
+        kind: crate::model::EndKind::Expired,
+        expires_at: Some(ts("2026-11-23T02:00:00Z")),
+        ended_at: ts("2026-11-23T02:00:00Z"),
+        noticed_at: now(),
+    };
+    k.ended = Some(e.clone());
+    (k, e)
+}
+
 /// The example of each kind, rendered with `templates`, by kind.
 pub fn messages(templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
     let Some(cfg) = config() else {
@@ -369,6 +393,8 @@ pub fn messages(templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
     let (keys, rotations) = digest_keys();
     add("digest", c.digests(&keys, &rotations, now));
     add("refused", c.key_refused(&refused_key(), now));
+    let (lost, ended) = ended_key();
+    add("ended", c.key_ended(&lost, &ended, now));
     out
 }
 
@@ -393,6 +419,10 @@ pub fn vars(kind: &str) -> Vars {
         }
         "digest" => super::digest::digest_vars("2026-11-23", Vec::new()),
         "refused" => super::refused::refused_vars(&refused_key(), now),
+        "ended" => {
+            let (k, e) = ended_key();
+            super::ended::ended_vars(&k, &e, now)
+        }
         _ => Vars::new(),
     }
 }

@@ -4,12 +4,14 @@
 //! carry a secret, a hash of one, or a pre-shared key.
 //!
 //! Content: `message` (rotation events, recipients, ids), `notice` (expiry
-//! notices), `refused` (a key refused at inventory sync), `digest` (the
+//! notices), `refused` (a key refused at inventory sync), `ended` (a key that
+//! expired or vanished without keyrot replacing it), `digest` (the
 //! daily digest), `render` (the template language),
 //! `templates` (built-in templates and `notify.template_dir` overrides),
 //! `examples` (the examples `docs/notifications.md` shows).
 
 pub mod digest;
+pub mod ended;
 pub mod examples;
 pub mod message;
 pub mod notice;

@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 use super::render::{Escape, Template, Vars};
 
 /// The message kinds that have templates (file stems).
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
     "assisted",
     "completed",
     "digest",
+    "ended",
     "expiry",
     "failed",
     "refused",
@@ -30,7 +31,7 @@ pub const KINDS: [&str; 7] = [
 const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 
 /// The built-in templates, by file name.
-const BUILTIN: [(&str, &str); 14] = [
+const BUILTIN: [(&str, &str); 16] = [
     ("assisted.txt", include_str!("../../templates/assisted.txt")),
     (
         "assisted.html",
@@ -46,6 +47,8 @@ const BUILTIN: [(&str, &str); 14] = [
     ),
     ("digest.txt", include_str!("../../templates/digest.txt")),
     ("digest.html", include_str!("../../templates/digest.html")),
+    ("ended.txt", include_str!("../../templates/ended.txt")),
+    ("ended.html", include_str!("../../templates/ended.html")),
     ("expiry.txt", include_str!("../../templates/expiry.txt")),
     ("expiry.html", include_str!("../../templates/expiry.html")),
     ("failed.txt", include_str!("../../templates/failed.txt")),

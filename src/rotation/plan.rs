@@ -174,6 +174,7 @@ mod tests {
             scopes: vec![],
             contacts: vec![],
             group: group.map(str::to_owned),
+            ended: None,
         }
     }
 

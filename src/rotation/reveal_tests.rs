@@ -96,6 +96,7 @@ fn fixture() -> Fixture {
         scopes: vec!["read:all".into()],
         contacts: vec![],
         group: None,
+        ended: None,
     };
     engine.store().write(|tx| tx.put_key(&slot)).unwrap();
     Fixture {

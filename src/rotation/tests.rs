@@ -116,6 +116,7 @@ fn fixture(sink_path: Option<&str>) -> Fixture {
         scopes: vec!["read:all".into()],
         contacts: vec!["owner@example.com".into()],
         group: None,
+        ended: None,
     };
     engine.store().write(|tx| tx.put_key(&slot)).unwrap();
     Fixture {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use jiff::Timestamp;
 
 use crate::config::{Config, KeyMatch, KeySpec};
-use crate::model::{Duplicates, KeyInfo, KeyRecord, slot_id};
+use crate::model::{Duplicates, EndKind, EndedKey, KeyInfo, KeyRecord, slot_id};
 use crate::rotation::plan;
 
 /// What a sync changes.
@@ -28,6 +28,10 @@ pub struct Bound {
     /// moved while the listing was in flight is left out until the next
     /// sync, as the listing may still hold the key it just replaced.
     pub duplicates: Duplicates,
+    /// Slots whose key this sync found gone from the listing with no
+    /// rotation replacing it (expired, or vanished before its expiry): the
+    /// slot and the key that ended (also in the slot's record as written).
+    pub ended: Vec<(String, EndedKey)>,
 }
 
 /// `*` matches any run of characters, `?` one character (`/` included:
@@ -138,6 +142,7 @@ pub fn bind(
     let mut records = Vec::new();
     let mut unchanged = 0;
     let mut duplicates = Duplicates::new();
+    let mut ended = Vec::new();
     for ((name, spec), slot) in slots.iter().zip(&slot_ids) {
         let old = by_slot.get(slot.as_str()).copied();
         let mut rec = old.cloned().unwrap_or_else(|| KeyRecord {
@@ -156,6 +161,7 @@ pub fn bind(
             scopes: Vec::new(),
             contacts: Vec::new(),
             group: None,
+            ended: None,
         });
         rec.policy = spec.policy.clone();
         rec.sinks = spec.sinks.clone();
@@ -168,7 +174,20 @@ pub fn bind(
             _ => None,
         };
         let hold = rec.active_rotation.is_some() || changed.contains(slot);
+        let gone = rec
+            .current
+            .as_ref()
+            .filter(|c| !hold && !candidates.iter().any(|k| k.id == c.id))
+            .map(|c| end_of(c, now));
         rec.current = choose_current(rec.current.take(), candidates, adopt, hold);
+        if let Some(e) = gone {
+            rec.ended = Some(e.clone());
+            ended.push((slot.clone(), e));
+        }
+        // A slot with a key again no longer reports the one that ended.
+        if rec.current.is_some() {
+            rec.ended = None;
+        }
         let tracked = rec.current.as_ref().map(|k| k.id.as_str());
         let mut others: Vec<KeyInfo> = candidates
             .iter()
@@ -205,6 +224,29 @@ pub fn bind(
         unchanged,
         removed,
         duplicates,
+        ended,
+    }
+}
+
+/// How `key`, no longer listed at `now`, ended: expired when its recorded
+/// expiry has passed, else vanished (revoked or deleted behind keyrot's
+/// back).
+fn end_of(key: &KeyInfo, now: Timestamp) -> EndedKey {
+    match key.expires_at {
+        Some(e) if e <= now => EndedKey {
+            id: key.id.clone(),
+            kind: EndKind::Expired,
+            expires_at: Some(e),
+            ended_at: e,
+            noticed_at: now,
+        },
+        e => EndedKey {
+            id: key.id.clone(),
+            kind: EndKind::Vanished,
+            expires_at: e,
+            ended_at: now,
+            noticed_at: now,
+        },
     }
 }
 
@@ -228,7 +270,6 @@ fn choose_current(
         if hold {
             return current;
         }
-        tracing::warn!(key_id = %cur.id, name = %cur.name, "the slot's key is no longer listed by its provider");
     }
     if let Some(id) = adopt
         && let Some(k) = candidates.iter().find(|k| k.id == id)
@@ -364,5 +405,73 @@ mod tests {
         assert!(out.duplicates.is_empty());
         let out = bind(&cfg, "p", &[a], &[bound], &none, &none, now);
         assert!(out.duplicates.is_empty());
+    }
+
+    #[test]
+    fn a_key_gone_from_the_listing_is_reported_once_as_expired_or_vanished() {
+        let cfg = config();
+        let none = HashSet::new();
+        let now = Timestamp::from_second(1_000).unwrap();
+        let mut gone = key("a", "n", 10);
+        gone.expires_at = Some(Timestamp::from_second(900).unwrap());
+        let out = bind(&cfg, "p", &[gone.clone()], &[], &none, &none, now);
+        let rec = out.records[0].clone();
+        assert!(out.ended.is_empty());
+
+        // Expired while keyrot looked away: told as expired, at its expiry.
+        let out = bind(
+            &cfg,
+            "p",
+            &[],
+            std::slice::from_ref(&rec),
+            &none,
+            &none,
+            now,
+        );
+        let (slot, e) = &out.ended[0];
+        assert_eq!((slot.as_str(), e.id.as_str()), ("p/n", "a"));
+        assert_eq!(e.kind, EndKind::Expired);
+        assert_eq!(e.ended_at, Timestamp::from_second(900).unwrap());
+        let after = out.records[0].clone();
+        assert!(after.current.is_none());
+        assert_eq!(after.ended.as_ref(), Some(e));
+        // The next sync finds nothing new to tell.
+        let out = bind(
+            &cfg,
+            "p",
+            &[],
+            std::slice::from_ref(&after),
+            &none,
+            &none,
+            now,
+        );
+        assert!(out.ended.is_empty());
+        assert_eq!(out.unchanged, 1);
+
+        // Gone before its expiry: vanished, at the sync that found it.
+        let early = Timestamp::from_second(800).unwrap();
+        let out = bind(
+            &cfg,
+            "p",
+            &[],
+            std::slice::from_ref(&rec),
+            &none,
+            &none,
+            early,
+        );
+        assert_eq!(out.ended[0].1.kind, EndKind::Vanished);
+        assert_eq!(out.ended[0].1.ended_at, early);
+
+        // A rotation holds the key: nothing ended.
+        let mut rotating = rec;
+        rotating.active_rotation = Some("r1".into());
+        let out = bind(&cfg, "p", &[], &[rotating], &none, &none, now);
+        assert!(out.ended.is_empty());
+
+        // A new key clears the report.
+        let fresh = key("b", "n", 950);
+        let out = bind(&cfg, "p", &[fresh], &[after], &none, &none, now);
+        assert!(out.ended.is_empty());
+        assert!(out.records[0].ended.is_none());
     }
 }

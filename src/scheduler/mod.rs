@@ -92,7 +92,7 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     refusals::report(engine.metrics(), provider, &refused);
     let cfg = Arc::clone(&rt.config);
     let mail = crate::notify::Composer::new(Arc::clone(&cfg));
-    let (written, unchanged, removed, duplicates) = engine
+    let (written, unchanged, removed, duplicates, ended) = engine
         .db(move |s| {
             // Everything below is read in the write transaction itself, so
             // no rotation can move between what is read and what is written.
@@ -120,6 +120,18 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                 tx.set_duplicates(&name, &out.duplicates)?;
                 tx.set_last_sync(&name, now)?;
                 refusals::queue(tx, &mail, &name, &refused, now)?;
+                // The alert for each key that ended, in the transaction
+                // that records it: told once, across restarts too.
+                for (slot, e) in &out.ended {
+                    let Some(rec) = out.records.iter().find(|r| &r.slot == slot) else {
+                        continue;
+                    };
+                    for m in mail.key_ended(rec, e, now) {
+                        if tx.message(&m.id)?.is_none() {
+                            tx.put_message(&m)?;
+                        }
+                    }
+                }
                 // The key each such slot tracks, for the log (as written
                 // above, or left as it was).
                 let mut dups = Vec::new();
@@ -127,12 +139,29 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                     let id = tx.key(&slot)?.and_then(|r| r.current).map(|k| k.id);
                     dups.push((slot, id, others));
                 }
-                Ok((out.records.len(), out.unchanged, out.removed, dups))
+                Ok((
+                    out.records.len(),
+                    out.unchanged,
+                    out.removed,
+                    dups,
+                    out.ended,
+                ))
             })
         })
         .await
         .map_err(|e| e.to_string())?;
     engine.metrics().synced(provider, now);
+    for (slot, e) in ended {
+        let state = crate::notify::ended::kind_word(e.kind);
+        engine.metrics().key_ended(provider, state);
+        let ago = crate::notify::notice::span_words(now.duration_since(e.ended_at));
+        let expires = e
+            .expires_at
+            .map_or_else(|| "none".into(), |t| t.to_string());
+        tracing::error!(key = %slot, key_id = %e.id, state, ended_at = %e.ended_at, expires_at = %expires,
+            "the slot's key is {} ({ago} ago) and keyrot did not replace it: consumers that use it fail; its next rotation issues a new key",
+            if e.kind == crate::model::EndKind::Expired { "EXPIRED" } else { "no longer listed by its provider, before its expiry" });
+    }
     for slot in removed {
         tracing::warn!(key = %slot, "slot no longer matches any [[key]] entry; dropped from the inventory");
     }
