@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use super::render::{Escape, Template, Vars};
 
 /// The message kinds that have templates (file stems).
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
     "assisted",
     "completed",
     "digest",
     "expiry",
     "failed",
+    "live",
     "refused",
     "revoked",
 ];
@@ -30,7 +31,7 @@ pub const KINDS: [&str; 7] = [
 const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 
 /// The built-in templates, by file name.
-const BUILTIN: [(&str, &str); 14] = [
+const BUILTIN: [(&str, &str); 16] = [
     ("assisted.txt", include_str!("../../templates/assisted.txt")),
     (
         "assisted.html",
@@ -50,6 +51,8 @@ const BUILTIN: [(&str, &str); 14] = [
     ("expiry.html", include_str!("../../templates/expiry.html")),
     ("failed.txt", include_str!("../../templates/failed.txt")),
     ("failed.html", include_str!("../../templates/failed.html")),
+    ("live.txt", include_str!("../../templates/live.txt")),
+    ("live.html", include_str!("../../templates/live.html")),
     ("refused.txt", include_str!("../../templates/refused.txt")),
     ("refused.html", include_str!("../../templates/refused.html")),
     ("revoked.txt", include_str!("../../templates/revoked.txt")),
