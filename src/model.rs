@@ -400,6 +400,9 @@ pub enum MessageKind {
     RotationCompleted,
     /// A rotation failed after its retry budget.
     RotationFailed,
+    /// The new key is live in every sink; the old key lives on until the
+    /// overlap ends.
+    NewKeyLive,
     /// The old key was revoked.
     OldKeyRevoked,
     /// A key is about to expire and is not rotated automatically.

@@ -1,7 +1,8 @@
 //! Notification events through the real daemon with the file transport
 //! (`.eml` files in `mail/`): expiry notices once per rung of the ladder,
 //! also across a restart; a failed rotation's mail with the operator's
-//! commands; the old key's revocation after a completed rotation; and the
+//! commands; "new key live" as an overlap begins and one "old key revoked"
+//! as it ends (no "completed" repeating it); and the
 //! daily digest, once per day however often its schedule fires. Every
 //! message is read back as a mail client would (MIME parts decoded) and
 //! holds neither the secret nor its hash.
@@ -291,13 +292,14 @@ jitter = false"#;
     assert!(rungs.contains(&"59m30s before expiry"), "{rungs:?}");
     assert_eq!(notices.len(), 2, "{rungs:?}");
     for m in &notices {
-        // "1 hour" or "59 minutes", depending on the moment it went.
+        // The instant it expires, never "in 59 minutes": the notice may be
+        // delivered later than it was written.
         assert!(
-            m.subject().starts_with("[keyrot] expires in "),
+            m.subject().starts_with("[keyrot] expires 20")
+                && m.subject().ends_with(" UTC: local/legacy"),
             "{}",
             m.subject()
         );
-        assert!(m.subject().contains(": local/legacy ("), "{}", m.subject());
         assert!(
             m.header("To").contains("ops@example.com"),
             "{:?}",
@@ -420,7 +422,7 @@ jitter = false"#;
 }
 
 #[test]
-fn a_completed_rotation_mails_rotated_and_revoked_with_the_reason_escaped() {
+fn a_rotation_with_an_overlap_mails_new_key_live_then_old_key_revoked_with_the_reason_escaped() {
     let policy = r#"new_key_lifetime = "1h"
 rotate_before_expiry = "10m"
 overlap = "1s"
@@ -476,21 +478,44 @@ jitter = false"#;
         "{html}"
     );
 
-    // The completed mail of the same rotation, queued in the same commit.
-    let done = with_id(&d, &format!("{id}.completed")).remove(0);
+    // The new key was told of when it went live, as the overlap began:
+    // its sinks and when the old key ends.
+    let live = with_id(&d, &format!("{id}.live")).remove(0);
     assert!(
-        done.subject()
-            .starts_with("[keyrot] rotated local/alpha (expires "),
+        live.subject()
+            .starts_with("[keyrot] new key live for local/alpha; old key ends "),
         "{}",
-        done.subject()
+        live.subject()
     );
     assert!(
-        done.text
-            .contains(&format!("The old key {old} was revoked at")),
+        live.text.contains(&format!(
+            "the new key {new} is live in\nsink(s) out and verified."
+        )),
         "{}",
-        done.text
+        live.text
     );
-    assert!(!done.html.as_deref().unwrap().contains("<script>"));
+    assert!(
+        live.text
+            .contains(&format!("The old key {old} stays valid until")),
+        "{}",
+        live.text
+    );
+    assert!(!live.html.as_deref().unwrap().contains("<script>"));
+    // Two mails for the rotation, each saying something new: no
+    // "completed" mail repeating the revocation.
+    wait_outbox_empty(&d);
+    let mut about: Vec<String> = with_id(&d, &id)
+        .iter()
+        .map(|m| m.message_id().to_string())
+        .collect();
+    about.sort();
+    assert_eq!(
+        about,
+        [
+            format!("<{id}.live@example.com>"),
+            format!("<{id}.revoked@example.com>")
+        ]
+    );
     // The first key's rotation completed too, but revoked nothing.
     let first: Vec<Mail> = with_id(&d, "")
         .into_iter()

@@ -39,7 +39,7 @@ default_lifetime = "1h"
 name = "mail"
 new_key_lifetime = "1h"
 rotate_before_expiry = "10m"
-overlap = "1s"
+overlap = "0s"
 jitter = false
 notify = ["ops@example.com", "Sec@Example.com"]
 

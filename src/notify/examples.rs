@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::message::{Composer, assisted_vars, completed_vars, failed_vars, revoked_vars};
+use super::message::{
+    Composer, assisted_vars, completed_vars, failed_vars, live_vars, revoked_vars,
+};
 use super::render::Vars;
 use super::templates::Templates;
 use crate::config::Config;
@@ -217,6 +219,35 @@ pub fn completed_rotation() -> RotationRecord {
     r
 }
 
+/// The rotation when it entered Overlap: the new key live in both sinks,
+/// the old key valid for a day more.
+pub fn live_rotation() -> RotationRecord {
+    let mut r = completed_rotation();
+    r.old_revoked_at = None;
+    r.state = RotationState::Overlap;
+    r.updated_at = ts("2026-11-22T09:00:04Z");
+    r.history
+        .retain(|t| !matches!(t.to, RotationState::Revoking | RotationState::Completed));
+    r
+}
+
+/// The rotation completed without an overlap (`overlap = "0s"`): the old
+/// key revoked in the same run that made the new one live.
+pub fn completed_at_once() -> RotationRecord {
+    let mut r = completed_rotation();
+    r.revoke_old_at = Some(ts("2026-11-22T09:00:04Z"));
+    r.old_revoked_at = Some(ts("2026-11-22T09:00:05Z"));
+    r.updated_at = ts("2026-11-22T09:00:05Z");
+    for t in &mut r.history {
+        match t.to {
+            RotationState::Revoking => t.at = ts("2026-11-22T09:00:04Z"),
+            RotationState::Completed => t.at = ts("2026-11-22T09:00:05Z"),
+            _ => {}
+        }
+    }
+    r
+}
+
 /// The rotation, failed while writing its first sink.
 pub fn failed_rotation() -> RotationRecord {
     let mut r = rotation();
@@ -225,7 +256,7 @@ pub fn failed_rotation() -> RotationRecord {
     r.attempts = 5;
     r.failed_in = Some(RotationState::Distributing);
     r.last_error =
-        Some("sink vault: 503 Service Unavailable from vault.example.com: sealed".into());
+        Some("sink \"vault\": 503 Service Unavailable from vault.example.com: sealed".into());
     r.updated_at = ts("2026-11-22T09:31:00Z");
     r.history.extend([
         step("2026-11-22T09:00:00Z", RotationState::Issuing, "issuing"),
@@ -367,12 +398,19 @@ pub fn messages(templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
     reporting.contacts = Vec::new();
     let mut out = Vec::new();
     let mut add = |kind, msgs: Vec<OutboxMessage>| out.extend(msgs.into_iter().map(|m| (kind, m)));
-    add("completed", c.completed(&done, Some(&key), now));
+    add(
+        "live",
+        c.live(&live_rotation(), Some(&key), true, false, now),
+    );
+    add(
+        "completed",
+        c.finished(&completed_at_once(), Some(&key), now),
+    );
     add(
         "failed",
         c.failed(&failed_rotation(), Some(&key), false, now),
     );
-    add("revoked", c.revoked(&done, Some(&key), now));
+    add("revoked", c.finished(&done, Some(&key), now));
     add(
         "assisted",
         c.assisted_request(
@@ -402,7 +440,8 @@ pub fn messages(templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
 pub fn vars(kind: &str) -> Vars {
     let now = now();
     match kind {
-        "completed" => completed_vars(&completed_rotation()),
+        "completed" => completed_vars(&completed_at_once()),
+        "live" => live_vars(&live_rotation(), true, false),
         "failed" => failed_vars(&failed_rotation(), false),
         "revoked" => revoked_vars(&completed_rotation()),
         "assisted" => assisted_vars(&assisted_rotation(), Some(now), Some(now), 1),

@@ -95,6 +95,51 @@ impl Composer {
         )
     }
 
+    /// The new key is live: verified in every sink, while the old key
+    /// stays valid until the overlap ends (`rec.revoke_old_at`). Queued in
+    /// the commit that enters Overlap, so key owners learn of the new key
+    /// when consumers can switch, not once the old key is dead.
+    /// `can_revoke`: the provider can revoke the old key at the overlap's
+    /// end (else it lives until it expires); `old_inactive`: the provider
+    /// set the old key inactive for the overlap. Id `ROTATION.live`.
+    pub fn live(
+        &self,
+        rec: &RotationRecord,
+        key: Option<&KeyRecord>,
+        can_revoke: bool,
+        old_inactive: bool,
+        now: Timestamp,
+    ) -> Vec<OutboxMessage> {
+        self.make(
+            MessageKind::NewKeyLive,
+            "live",
+            format!("{}.live", rec.id),
+            recipients(&self.cfg, rec, key),
+            &live_vars(rec, can_revoke, old_inactive),
+            now,
+        )
+    }
+
+    /// What the commit that completes a rotation queues: one message, each
+    /// saying something the reader was not told yet. After an overlap the
+    /// new key was announced when it went live ([`Composer::live`]), so
+    /// only the old key's revocation is told (nothing when the provider
+    /// cannot revoke: the live message said the old key lives until it
+    /// expires). Without an overlap (a first key, a native rotate, overlap
+    /// 0) one `completed` message says both.
+    pub fn finished(
+        &self,
+        rec: &RotationRecord,
+        key: Option<&KeyRecord>,
+        now: Timestamp,
+    ) -> Vec<OutboxMessage> {
+        if went_live_before_end(rec) {
+            self.revoked(rec, key, now)
+        } else {
+            self.completed(rec, key, now)
+        }
+    }
+
     /// The old key of a rotation was revoked (or ended by a native
     /// rotate); nothing when it was not. Id `ROTATION.revoked`.
     pub fn revoked(
@@ -164,6 +209,16 @@ impl Composer {
             now,
         )
     }
+}
+
+/// Whether the rotation waited in Overlap (and so announced its new key
+/// with [`Composer::live`] when it entered): it entered Overlap with a
+/// revoke time after that instant. An overlap of 0 commits Overlap and
+/// Revoking together and announces nothing until the end.
+pub fn went_live_before_end(rec: &RotationRecord) -> bool {
+    rec.entered(RotationState::Overlap)
+        .zip(rec.revoke_old_at)
+        .is_some_and(|(entered, revoke)| revoke > entered)
 }
 
 /// Recipients: the policy's `notify`, the key's contacts and, when the
@@ -241,6 +296,17 @@ pub(super) fn key_name(slot: &str) -> &str {
     slot.split_once('/').map(|(_, n)| n).unwrap_or(slot)
 }
 
+/// The rotation's reason as a message tells it. A scheduled start records
+/// the scheduler's explanation, written at the start ("…; starts now in
+/// open window …"): a message read later names that instant instead of
+/// "now", which would be false by then.
+pub(super) fn reason_as_told(rec: &RotationRecord) -> String {
+    let started = format!("; started {}", when(Some(rec.created_at)));
+    rec.reason
+        .replace("; starts now", &started)
+        .replace("; starting now", &started)
+}
+
 /// Variables every rotation message has. No secret, no hash, no PSK.
 fn rotation_vars(rec: &RotationRecord) -> Vars {
     let mut v = Vars::new();
@@ -253,7 +319,7 @@ fn rotation_vars(rec: &RotationRecord) -> Vars {
         .set("rotation_id", rec.id.as_str())
         .set("state", rec.state.as_str())
         .set("trigger", trigger(rec.trigger))
-        .set("reason", rec.reason.as_str())
+        .set("reason", reason_as_told(rec))
         .set("rotated_by", init.rotated_by.clone().unwrap_or_default())
         .set(
             "initiated_from",
@@ -295,20 +361,33 @@ fn rotation_vars(rec: &RotationRecord) -> Vars {
     v
 }
 
+/// A native rotate ends the old key when it issues the new one: such a
+/// rotation never passes through Revoking.
+fn native(rec: &RotationRecord) -> bool {
+    rec.old_key_id.is_some() && !rec.history.iter().any(|t| t.to == RotationState::Revoking)
+}
+
 /// Variables of `completed`.
 pub(super) fn completed_vars(rec: &RotationRecord) -> Vars {
     let mut v = rotation_vars(rec);
-    v.flag("first_key", rec.old_key_id.is_none());
+    v.flag("first_key", rec.old_key_id.is_none())
+        .flag("native", native(rec) && rec.old_revoked_at.is_some());
+    v
+}
+
+/// Variables of `live`.
+pub(super) fn live_vars(rec: &RotationRecord, can_revoke: bool, old_inactive: bool) -> Vars {
+    let mut v = rotation_vars(rec);
+    v.set("sink_names", rec.sinks.join(", "))
+        .flag("can_revoke", can_revoke)
+        .flag("old_inactive", old_inactive);
     v
 }
 
 /// Variables of `revoked`.
 pub(super) fn revoked_vars(rec: &RotationRecord) -> Vars {
     let mut v = rotation_vars(rec);
-    // A native rotate ends the old key when it issues the new one: such a
-    // rotation never passes through Revoking.
-    let native = !rec.history.iter().any(|t| t.to == RotationState::Revoking);
-    v.flag("native", native);
+    v.flag("native", native(rec));
     v
 }
 
@@ -324,6 +403,7 @@ pub(super) fn failed_vars(rec: &RotationRecord, old_key_ended: bool) -> Vars {
         Some(RotationState::Verifying | RotationState::Overlap | RotationState::Revoking)
     );
     v.set("step", step)
+        .set("failed_at", when(rec.entered(RotationState::Failed)))
         .set("error", rec.last_error.clone().unwrap_or_default())
         .set("attempts", rec.attempts.to_string())
         .set("sinks_written", written.join(", "))
@@ -363,3 +443,7 @@ pub(super) fn assisted_vars(
 #[cfg(test)]
 #[path = "message_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "live_tests.rs"]
+mod live_tests;

@@ -146,7 +146,7 @@ fn failed_says_what_broke_what_happens_next_and_the_commands() {
         "[keyrot] FAILED rotation of atlassian/ci-bot in distributing"
     );
     for needle in [
-        "sink vault: 503 Service Unavailable from vault.example.com: sealed",
+        "sink \"vault\": 503 Service Unavailable from vault.example.com: sealed",
         "What keyrot does next: nothing, until an operator acts.",
         &format!("keyrot rotation show {ID}"),
         &format!("keyrot rotation resume {ID}"),
@@ -282,7 +282,7 @@ fn expiry_notice_for_a_manual_key_and_for_a_failed_rotation() {
     );
     assert_eq!(
         m.subject,
-        "[keyrot] expires in 14 days: atlassian/legacy-admin (2026-12-07)"
+        "[keyrot] expires 2026-12-07 09:00 UTC: atlassian/legacy-admin"
     );
     assert_eq!(m.to, ["ops@example.com", "it-admin@example.com"]);
     in_both(&m, "auto_rotate = false");
@@ -318,7 +318,7 @@ fn expiry_notice_for_a_manual_key_and_for_a_failed_rotation() {
     );
     assert_eq!(
         m.subject,
-        "[keyrot] EXPIRED 12 days ago: atlassian/ci-bot (2026-12-01)"
+        "[keyrot] EXPIRED 2026-12-01 00:00 UTC: atlassian/ci-bot"
     );
     in_both(&m, &format!("keyrot rotation resume {}", failed.id));
     in_both(

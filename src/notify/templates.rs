@@ -23,6 +23,7 @@ pub const KINDS: [&str; 8] = [
     "ended",
     "expiry",
     "failed",
+    "live",
     "refused",
     "revoked",
 ];
@@ -53,6 +54,8 @@ const BUILTIN: [(&str, &str); 16] = [
     ("expiry.html", include_str!("../../templates/expiry.html")),
     ("failed.txt", include_str!("../../templates/failed.txt")),
     ("failed.html", include_str!("../../templates/failed.html")),
+    ("live.txt", include_str!("../../templates/live.txt")),
+    ("live.html", include_str!("../../templates/live.html")),
     ("refused.txt", include_str!("../../templates/refused.txt")),
     ("refused.html", include_str!("../../templates/refused.html")),
     ("revoked.txt", include_str!("../../templates/revoked.txt")),

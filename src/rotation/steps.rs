@@ -766,10 +766,7 @@ impl Engine {
                     .put(&target, &secret)
                     .await
                     .inspect_err(|_| self.metrics.sink_error(&name))
-                    .map_err(|e| CallError {
-                        message: format!("sink {name}: {}", e.message),
-                        ..e
-                    })?;
+                    .map_err(|e| naming_sink(&name, e))?;
                 crate::failpoint::hit("after:sink-put")?;
                 tracing::info!(sink = %name, "secret written to sink");
                 rec.sink_results.insert(
@@ -856,10 +853,7 @@ impl Engine {
                 sink.finish(&target)
                     .await
                     .inspect_err(|_| self.metrics.sink_error(&name))
-                    .map_err(|e| CallError {
-                        message: format!("sink {name}: {}", e.message),
-                        ..e
-                    })?;
+                    .map_err(|e| naming_sink(&name, e))?;
                 crate::failpoint::hit("after:sink-finish")?;
             }
         }
@@ -883,6 +877,8 @@ impl Engine {
             );
             return self.complete(rt, rec, now).await;
         }
+        let old_inactive = caps.deactivate;
+        let can_revoke = caps.revoke;
         if caps.deactivate {
             let old = rec.old_key_id.clone().unwrap_or_default();
             crate::failpoint::hit("before:deactivate")?;
@@ -909,9 +905,20 @@ impl Engine {
             // No overlap to wait for: Overlap would move to Revoking at
             // once, with nothing external between them, so both commit
             // together (as the Overlap step does it: `revoke_old_at` due).
+            // The completion message tells of both keys at once.
             rec.transition(RotationState::Revoking, now, "overlap over");
+            self.save(rec, None).await?;
+            return Ok(Next::Continue);
         }
-        self.save(rec, None).await?;
+        // Key owners learn of the new key when it goes live, in the commit
+        // that enters Overlap, not once the old key is dead.
+        let mail = notify::Composer::new(Arc::clone(&rt.config));
+        self.save_notifying(
+            rec,
+            move |r, key| mail.live(r, key, can_revoke, old_inactive, now),
+            None,
+        )
+        .await?;
         Ok(Next::Continue)
     }
 
@@ -1008,10 +1015,9 @@ impl Engine {
                         tx.put_key(k)?;
                     }
                     // The revocation (if any) commits here too: its
-                    // message is queued with it.
-                    let mut msgs = mail.completed(&rec, key.as_ref(), now);
-                    msgs.extend(mail.revoked(&rec, key.as_ref(), now));
-                    for m in msgs {
+                    // message is queued with it (one message: see
+                    // `Composer::finished`).
+                    for m in mail.finished(&rec, key.as_ref(), now) {
                         tx.put_message(&m)?;
                     }
                     tx.audit(
@@ -1416,6 +1422,19 @@ fn old_key_end(rec: &RotationRecord, overlap: jiff::SignedDuration, now: Timesta
             .unwrap_or(Timestamp::MAX)
     });
     end.max(now)
+}
+
+/// A sink's error, naming the sink once: sinks name themselves
+/// (`sink "vault": …`), so only an error that does not is prefixed.
+fn naming_sink(name: &str, e: CallError) -> CallError {
+    let prefix = format!("sink {name:?}");
+    if e.message.starts_with(&prefix) {
+        return e;
+    }
+    CallError {
+        message: format!("{prefix}: {}", e.message),
+        ..e
+    }
 }
 
 fn target(rec: &RotationRecord) -> Result<SinkTarget, CallError> {

@@ -216,15 +216,13 @@ async fn first_issue_then_rotation_with_overlap_and_revoke() {
     );
     let key = f.engine.store().key("local/ci").unwrap().unwrap();
     assert_eq!(key.current.unwrap().id, done.new_key.unwrap().id);
-    // Completion messages (two) and the old key's revocation (one, in
-    // the same commit) are queued for policy notify + key contacts.
+    // The first key's completion, the second rotation's "new key live"
+    // (as the overlap began) and its old key's revocation (as it ended)
+    // are queued for policy notify + key contacts.
     let msgs = f.engine.store().outbox().unwrap();
     let mut kinds: Vec<_> = msgs.iter().map(|m| format!("{:?}", m.kind)).collect();
     kinds.sort();
-    assert_eq!(
-        kinds,
-        ["OldKeyRevoked", "RotationCompleted", "RotationCompleted"]
-    );
+    assert_eq!(kinds, ["NewKeyLive", "OldKeyRevoked", "RotationCompleted"]);
     assert!(
         msgs.iter()
             .any(|m| m.id == format!("{}.revoked", second.id))
@@ -237,6 +235,77 @@ async fn first_issue_then_rotation_with_overlap_and_revoke() {
     assert!(msgs.iter().all(|m| m.state == DeliveryState::Queued));
     // The audit chain holds and names the events.
     assert!(f.engine.store().verify_audit_chain().unwrap() >= 6);
+}
+
+/// A 7-day overlap: key owners hear of the new key when it goes live, and
+/// once more, of the revocation only, when the overlap ends.
+#[tokio::test]
+async fn a_week_of_overlap_mails_new_key_live_at_its_start_and_revoked_at_its_end() {
+    let f = fixture(None);
+    let mut cfg = (*f.engine.runtime().config).clone();
+    cfg.policies[0].overlap = dur("7d");
+    f.engine
+        .set_runtime(Runtime::build(Arc::new(cfg), &f.engine.store()).unwrap());
+    let first = f.engine.start("local/ci", manual()).await.unwrap();
+    settle(&f, &first.id).await;
+    let start = f.clock.now();
+    let rot = f.engine.start("local/ci", manual()).await.unwrap();
+    let waiting = settle(&f, &rot.id).await;
+    assert_eq!(waiting.state, RotationState::Overlap);
+    let new_id = waiting.new_key.as_ref().unwrap().id.clone();
+    let about = |id: &str| -> Vec<crate::model::OutboxMessage> {
+        let mut m: Vec<_> = f
+            .engine
+            .store()
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.id.starts_with(id))
+            .collect();
+        m.sort_by_key(|m| m.created_at);
+        m
+    };
+    // As the overlap starts: "new key live", in the sink, old key until T.
+    let at_start = about(&rot.id);
+    assert_eq!(at_start.len(), 1, "{at_start:#?}");
+    let live = &at_start[0];
+    assert_eq!(live.kind, crate::model::MessageKind::NewKeyLive);
+    assert_eq!(live.created_at, start);
+    assert_eq!(
+        live.subject,
+        "[keyrot] new key live for local/ci; old key ends 2026-11-30 10:00 UTC"
+    );
+    assert!(
+        live.body.contains(&format!(
+            "the new key {new_id} is live in\nsink(s) out and verified."
+        )),
+        "{}",
+        live.body
+    );
+
+    // A moment before the end: nothing more.
+    f.clock.advance(dur("7d") - dur("1s"));
+    f.engine.spawn(&rot.id);
+    assert_eq!(settle(&f, &rot.id).await.state, RotationState::Overlap);
+    assert_eq!(about(&rot.id).len(), 1);
+
+    // As the overlap ends: one message, the revocation, nothing repeated.
+    f.clock.advance(dur("1s"));
+    f.engine.spawn(&rot.id);
+    let done = settle(&f, &rot.id).await;
+    assert_eq!(done.state, RotationState::Completed, "{done:?}");
+    let all = about(&rot.id);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let end = &all[1];
+    assert_eq!(end.kind, crate::model::MessageKind::OldKeyRevoked);
+    assert_eq!(end.created_at, start + dur("7d"));
+    assert!(
+        end.body
+            .contains("at\n2026-11-30 10:00 UTC, after the overlap."),
+        "{}",
+        end.body
+    );
+    assert_ne!(live.subject, end.subject);
 }
 
 #[tokio::test]
@@ -291,7 +360,12 @@ async fn a_sink_that_keeps_failing_fails_the_rotation_and_abort_revokes_the_new_
     }
     assert_eq!(rec.state, RotationState::Failed, "{rec:?}");
     assert_eq!(rec.failed_in, Some(RotationState::Distributing));
-    assert!(rec.last_error.as_deref().unwrap().contains("blocker"));
+    let error = rec.last_error.as_deref().unwrap();
+    assert!(error.contains("blocker"), "{error}");
+    // The sink is named once: the file sink names itself already.
+    assert!(error.starts_with("sink \"out\": "), "{error}");
+    assert_eq!(error.matches("\"out\"").count(), 1, "{error}");
+    assert!(!error.contains("sink out:"), "{error}");
     // Old key untouched, failure mail queued.
     assert!(
         f.engine

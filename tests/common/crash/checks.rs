@@ -482,6 +482,8 @@ fn event(m: &Received) -> Option<(String, String)> {
     let subject = m.header("Subject")?;
     let kind = if subject.starts_with("[keyrot] rotated ") {
         "completed"
+    } else if subject.starts_with("[keyrot] new key live for ") {
+        "live"
     } else if subject.starts_with("[keyrot] revoked old key") {
         "revoked"
     } else if subject.starts_with("[keyrot] FAILED rotation") {
@@ -559,9 +561,20 @@ fn check_mail(
     }
     for (rot, r) in &ours {
         let mut want = Vec::new();
+        // After a real overlap: "live" as it began, "revoked" as it
+        // ended; without one, a single "completed" says both.
+        let overlap_at = r["history"]
+            .as_array()
+            .and_then(|h| h.iter().rev().find(|t| t["to"] == "Overlap"))
+            .map(|t| t["at"].clone());
+        let waited = overlap_at.is_some_and(|at| r["revoke_old_at"] != at);
+        if waited {
+            want.push("live");
+        }
         if r["state"] == "Completed" {
-            want.push("completed");
-            if r["old_revoked_at"].is_string() {
+            if !waited {
+                want.push("completed");
+            } else if r["old_revoked_at"].is_string() {
                 want.push("revoked");
             }
         }
