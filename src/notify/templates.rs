@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use super::render::{Escape, Template, Vars};
 
 /// The message kinds that have templates (file stems).
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "assisted",
     "completed",
     "digest",
@@ -32,7 +32,7 @@ pub const KINDS: [&str; 8] = [
 const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 
 /// The built-in templates, by file name.
-const BUILTIN: [(&str, &str); 16] = [
+const BUILTIN: [(&str, &str); 18] = [
     ("assisted.txt", include_str!("../../templates/assisted.txt")),
     (
         "assisted.html",
