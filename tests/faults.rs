@@ -596,7 +596,7 @@ fn openbao_faults_are_retried_and_leave_exactly_one_version_per_rotation() {
     assert_eq!(p.injected().len(), 7);
     let text = retries(&d, &id).join("\n");
     for needle in [
-        "sink bao",
+        "sink \"bao\"",
         "503",
         "malformed JSON",
         "truncated JSON",
@@ -651,7 +651,7 @@ timeout = "2s"
     assert_eq!(rec["failed_in"], "Distributing", "{rec:#}");
     let err = rec["last_error"].as_str().unwrap();
     assert!(
-        err.contains("sink bao-tls")
+        err.contains("sink \"bao-tls\"")
             && err.contains("certificate")
             && (err.contains("NotValidForName") || err.contains("not valid for name")),
         "{err}"

@@ -353,7 +353,7 @@ fn a_sink_that_is_down_holds_the_rotation_in_distributing_until_it_returns() {
             && rec["attempts"].as_u64().unwrap_or(0) >= 2
             && rec["last_error"]
                 .as_str()
-                .is_some_and(|e| e.contains("sink bao"))
+                .is_some_and(|e| e.contains("sink \"bao\""))
     });
     assert!(
         retrying,
