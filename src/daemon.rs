@@ -198,6 +198,10 @@ impl Backend for DaemonBackend {
         self.engine.abort(id).await
     }
 
+    async fn restart(&self, id: &str) -> Result<RotationRecord, ApiError> {
+        self.engine.restart(id).await
+    }
+
     async fn enroll(
         &self,
         id: &str,

@@ -419,6 +419,32 @@ jitter = false"#;
     );
     wait_outbox_empty(&d);
     assert!(with_id(&d, "expiry.").is_empty());
+    // The mail's way out to start afresh is accepted by the daemon: the
+    // failed rotation ends Aborted and names the fresh one.
+    assert!(
+        m.text.contains(&format!("keyrot rotation restart {id}")),
+        "{}",
+        m.text
+    );
+    let out = d.cli(&["rotation", "restart", &id]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("rotation {id} aborted; restarted as ")),
+        "{said}"
+    );
+    let ended = d.show(&id);
+    assert_eq!(ended["state"], "Aborted", "{ended}");
+    let note = ended["history"].as_array().unwrap().last().unwrap()["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(note.contains("restarted as "), "{note}");
+    assert!(note.contains(&new), "the new key was not revoked: {note}");
 }
 
 #[test]

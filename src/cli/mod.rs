@@ -178,7 +178,7 @@ pub enum Command {
         #[arg(long)]
         psk_file: PathBuf,
     },
-    /// Show, resume or abort one rotation.
+    /// Show, resume, abort or restart one rotation.
     Rotation {
         /// What to do.
         #[command(subcommand)]
@@ -287,6 +287,14 @@ pub enum RotationAction {
     },
     /// Abort a rotation, revoking a new key not yet distributed.
     Abort {
+        /// Rotation id.
+        id: String,
+    },
+    /// Restart a failed rotation afresh: revokes its new key (even one
+    /// that sinks already hold: consumers reading them fail until the
+    /// fresh rotation writes its key), ends it aborted and starts a new
+    /// rotation of the same key with the same reason.
+    Restart {
         /// Rotation id.
         id: String,
     },
@@ -404,6 +412,7 @@ async fn dispatch(
             RotationAction::Show { id, json } => rotation::show(&id, socket, cfg, json).await,
             RotationAction::Resume { id } => rotation::resume(&id, socket).await,
             RotationAction::Abort { id } => rotation::abort(&id, socket).await,
+            RotationAction::Restart { id } => rotation::restart(&id, socket).await,
         },
         Command::Sink {
             action: SinkAction::Test { name, json },

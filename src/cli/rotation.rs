@@ -1,5 +1,5 @@
-//! `keyrot rotation show|resume|abort ID`: every detail of one rotation,
-//! and the two operator actions on a Failed (or stuck) one.
+//! `keyrot rotation show|resume|abort|restart ID`: every detail of one
+//! rotation, and the operator actions on a Failed (or stuck) one.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -44,6 +44,24 @@ pub async fn resume(id: &str, socket: &Path) -> anyhow::Result<ExitCode> {
 /// the rotation ended in.
 pub async fn abort(id: &str, socket: &Path) -> anyhow::Result<ExitCode> {
     act(id, "abort", socket).await
+}
+
+/// Runs `keyrot rotation restart ID` (needs the daemon): prints the
+/// fresh rotation that replaces the failed one.
+pub async fn restart(id: &str, socket: &Path) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/rotations/{}/restart", query_escape(id));
+    let rec: RotationRecord = Client::new(socket)
+        .post_empty(&path)
+        .await
+        .map_err(|e| needs_daemon(e, "keyrot rotation restart"))?;
+    output::outln(&format!(
+        "rotation {} aborted; restarted as {} of {}: now {}",
+        output::clean(id),
+        rec.id,
+        output::clean(&rec.slot),
+        rec.state
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `POST /v1/rotations/{id}/{action}` and one line about the result.
@@ -155,7 +173,7 @@ pub fn render(r: &RotationRecord) -> String {
 fn state(r: &RotationRecord) -> String {
     match r.failed_in {
         Some(at) if r.state == crate::model::RotationState::Failed => {
-            format!("{} (in {at}; resume or abort it)", r.state)
+            format!("{} (in {at}; resume, abort or restart it)", r.state)
         }
         _ => r.state.to_string(),
     }
@@ -211,7 +229,9 @@ mod tests {
         });
         let text = render(&r);
         assert!(
-            text.contains("state             failed (in distributing; resume or abort it)"),
+            text.contains(
+                "state             failed (in distributing; resume, abort or restart it)"
+            ),
             "{text}"
         );
         assert!(text.contains("initiated by      alice"));

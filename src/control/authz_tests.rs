@@ -79,6 +79,14 @@ const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
     ("POST /v1/rotations/r-ci/resume", "", "ci", "operate", 200),
     ("POST /v1/rotations/r-ci/abort", "", "read", "operate", 200),
     (
+        "POST /v1/rotations/r-ci/restart",
+        "",
+        "read",
+        "operate",
+        201,
+    ),
+    ("POST /v1/rotations/r-ci/restart", "", "ci", "operate", 201),
+    (
         "POST /v1/rotations/r-ci/enroll",
         r#"{"secret":"s"}"#,
         "ci",
@@ -201,7 +209,7 @@ async fn keys_and_rotations_out_of_reach_are_unknown() {
     for (method, hidden, unknown, body) in pairs {
         check_hidden(&srv, TOKEN, method, hidden, unknown, body).await;
     }
-    let steer = ["resume", "abort"].map(|a| {
+    let steer = ["resume", "abort", "restart"].map(|a| {
         (
             format!("/v1/rotations/r-atl/{a}"),
             format!("/v1/rotations/r-none/{a}"),

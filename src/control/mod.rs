@@ -70,6 +70,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn resume(&self, id: &str) -> Result<RotationRecord, ApiError>;
     /// Aborts a rotation (revoking its new key if one was issued).
     async fn abort(&self, id: &str) -> Result<RotationRecord, ApiError>;
+    /// Restarts a Failed rotation afresh (revoking its new key, even one
+    /// sinks hold); returns the fresh rotation (Pending).
+    async fn restart(&self, id: &str) -> Result<RotationRecord, ApiError> {
+        let _ = id;
+        Err(ApiError::new(501, "this keyrot cannot restart rotations"))
+    }
     /// Enrolls the secret of a key created by hand (assisted rotation).
     async fn enroll(&self, id: &str, req: EnrollRequest) -> Result<RotationRecord, ApiError>;
     /// Reloads the configuration; a bad one is rejected with its errors.

@@ -99,6 +99,9 @@ impl Backend for Fake {
     async fn abort(&self, id: &str) -> Result<RotationRecord, ApiError> {
         self.known(id)
     }
+    async fn restart(&self, id: &str) -> Result<RotationRecord, ApiError> {
+        self.known(id)
+    }
     async fn enroll(&self, id: &str, req: EnrollRequest) -> Result<RotationRecord, ApiError> {
         let _ = req;
         self.known(id)

@@ -1,6 +1,6 @@
 //! The operator routes that start, show and steer one rotation:
-//! `POST /v1/rotate`, `GET /v1/rotations/{id}` and its `resume`, `abort`
-//! and `enroll`. A token caller reaches only the rotations of the keys its
+//! `POST /v1/rotate`, `GET /v1/rotations/{id}` and its `resume`, `abort`,
+//! `restart` and `enroll`. A token caller reaches only the rotations of the keys its
 //! `keys` match (others are "unknown", as in [`super::authz`]), and names
 //! only the `[[psk]]`s its `psk_ids` allow.
 
@@ -96,6 +96,19 @@ pub(super) async fn abort(
         "abort requested over the control socket");
     let rec = st.backend.abort(&id).await?;
     Ok(Json(views::redact(rec)).into_response())
+}
+
+pub(super) async fn restart(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    reachable(&st, &caller, &id).await?;
+    tracing::info!(rotation = %id, uid = ?peer.uid, pid = ?peer.pid, token = ?caller.token_name(),
+        "restart requested over the control socket");
+    let rec = st.backend.restart(&id).await?;
+    Ok((StatusCode::CREATED, Json(views::redact(rec))).into_response())
 }
 
 pub(super) async fn enroll(

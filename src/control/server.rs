@@ -107,6 +107,10 @@ pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
             guard(Need::OPERATE, post(abort)),
         )
         .route(
+            "/v1/rotations/{id}/restart",
+            guard(Need::OPERATE, post(restart)),
+        )
+        .route(
             "/v1/rotations/{id}/enroll",
             guard(Need::OPERATE, post(enroll)),
         )
@@ -442,7 +446,7 @@ pub(crate) mod authz;
 
 #[path = "rotations_api.rs"]
 mod rotations_api;
-use rotations_api::{abort, enroll, resume, rotate, rotation};
+use rotations_api::{abort, enroll, restart, resume, rotate, rotation};
 
 #[path = "orgs.rs"]
 pub mod orgs;

@@ -442,7 +442,10 @@ pub fn vars(kind: &str) -> Vars {
     match kind {
         "completed" => completed_vars(&completed_at_once()),
         "live" => live_vars(&live_rotation(), true, false),
-        "failed" => failed_vars(&failed_rotation(), false),
+        "failed" => match config() {
+            Some(cfg) => failed_vars(&cfg, &failed_rotation(), false, now),
+            None => Vars::new(),
+        },
         "revoked" => revoked_vars(&completed_rotation()),
         "assisted" => assisted_vars(&assisted_rotation(), Some(now), Some(now), 1),
         "expiry" => {
@@ -454,7 +457,7 @@ pub fn vars(kind: &str) -> Vars {
             };
             let k = legacy_admin();
             let exp = k.current.as_ref().and_then(|c| c.expires_at).unwrap_or(now);
-            super::notice::expiry_vars(&k, p, Some(&failed_rotation()), rung(), exp, now)
+            super::notice::expiry_vars(&cfg, &k, p, Some(&failed_rotation()), rung(), exp, now)
         }
         "digest" => super::digest::digest_vars("2026-11-23", Vec::new()),
         "refused" => super::refused::refused_vars(&refused_key(), now),

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 
 use super::render::{Row, Vars};
 use super::templates::{Rendered, Templates};
-use crate::config::{Config, NotifyTransport};
+use crate::config::{Config, NotifyTransport, ProviderKind};
 use crate::model::{
     DeliveryState, KeyRecord, MessageKind, OutboxMessage, RotationRecord, RotationState, Trigger,
 };
@@ -177,7 +177,7 @@ impl Composer {
             "failed",
             format!("{}.failed.{}", rec.id, rec.history.len()),
             recipients(&self.cfg, rec, key),
-            &failed_vars(rec, old_key_ended),
+            &failed_vars(&self.cfg, rec, old_key_ended, now),
             now,
         )
     }
@@ -391,17 +391,63 @@ pub(super) fn revoked_vars(rec: &RotationRecord) -> Vars {
     v
 }
 
+/// The commands keyrot accepts for a Failed rotation besides `show` and
+/// `resume` (always accepted for Failed). Mirrors what
+/// `rotation::Engine::abort` and `restart` refuse, so that a message never
+/// offers a command keyrot then refuses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exits {
+    /// `keyrot rotation abort` is accepted: no sink holds the new key, it
+    /// was not verified, and no native rotate ended the old key.
+    pub abort: bool,
+    /// `keyrot rotation restart` is accepted: anything but a native rotate
+    /// that ended the old key (the new key is then the only live one).
+    pub restart: bool,
+}
+
+/// What [`Exits`] `rec` has under `cfg` (none unless it is Failed). A
+/// provider no longer configured counts as one that does not rotate
+/// natively: keyrot then refuses every command alike, naming the missing
+/// provider, until the config names it again.
+pub fn exits(cfg: &Config, rec: &RotationRecord) -> Exits {
+    if rec.state != RotationState::Failed {
+        return Exits::default();
+    }
+    let native = cfg.provider(&rec.provider).is_some_and(|p| match &p.kind {
+        ProviderKind::Http(h) => h.capabilities().no_overlap,
+        ProviderKind::Exec(e) => e.no_overlap,
+        _ => false,
+    });
+    let at = rec.failed_in.unwrap_or(RotationState::Pending);
+    let distributed = matches!(
+        at,
+        RotationState::Verifying | RotationState::Overlap | RotationState::Revoking
+    ) || !rec.sink_results.is_empty();
+    let native_ended = native
+        && rec.old_key_id.is_some()
+        && (rec.new_key.is_some() || at == RotationState::Issuing);
+    Exits {
+        abort: !distributed && !native_ended,
+        restart: !native_ended,
+    }
+}
+
+/// Sets the flags `can_abort` and `can_restart` from [`exits`].
+pub(super) fn offer_exits(v: &mut Vars, cfg: &Config, rec: Option<&RotationRecord>) {
+    let e = rec.map(|r| exits(cfg, r)).unwrap_or_default();
+    v.flag("can_abort", e.abort).flag("can_restart", e.restart);
+}
+
 /// Variables of `failed`.
-pub(super) fn failed_vars(rec: &RotationRecord, old_key_ended: bool) -> Vars {
+pub(super) fn failed_vars(
+    cfg: &Config,
+    rec: &RotationRecord,
+    old_key_ended: bool,
+    now: Timestamp,
+) -> Vars {
     let mut v = rotation_vars(rec);
     let step = rec.failed_in.map_or("unknown", RotationState::as_str);
     let written: Vec<&str> = rec.sink_results.keys().map(String::as_str).collect();
-    // Mirrors what abort refuses (rotation::steps): nothing may be revoked
-    // once a sink holds the new key or the new key is verified.
-    let past_distribution = matches!(
-        rec.failed_in,
-        Some(RotationState::Verifying | RotationState::Overlap | RotationState::Revoking)
-    );
     v.set("step", step)
         .set("failed_at", when(rec.entered(RotationState::Failed)))
         .set("error", rec.last_error.clone().unwrap_or_default())
@@ -412,10 +458,11 @@ pub(super) fn failed_vars(rec: &RotationRecord, old_key_ended: bool) -> Vars {
             (old_key_ended || rec.old_lost_at.is_some()) && rec.old_key_id.is_some(),
         )
         .flag("old_key_lost", rec.old_lost_at.is_some())
-        .flag(
-            "can_abort",
-            written.is_empty() && !past_distribution && !old_key_ended,
-        );
+        .flag("old_expired", rec.old_expires_at.is_some_and(|t| t <= now));
+    offer_exits(&mut v, cfg, Some(rec));
+    if old_key_ended {
+        v.flag("can_abort", false).flag("can_restart", false);
+    }
     v
 }
 

@@ -57,7 +57,7 @@ impl Composer {
             return Vec::new();
         };
         let to = key_recipients(self.config(), key, rotation);
-        let vars = expiry_vars(key, policy, rotation, rung, expires, now);
+        let vars = expiry_vars(self.config(), key, policy, rotation, rung, expires, now);
         self.make(
             MessageKind::ExpiryWarning,
             "expiry",
@@ -71,6 +71,7 @@ impl Composer {
 
 /// Variables of `expiry`.
 pub(super) fn expiry_vars(
+    cfg: &crate::config::Config,
     key: &KeyRecord,
     policy: &Policy,
     rotation: Option<&RotationRecord>,
@@ -121,6 +122,7 @@ pub(super) fn expiry_vars(
             "failed_at",
             when(failed.and_then(|r| r.entered(RotationState::Failed))),
         );
+    super::message::offer_exits(&mut v, cfg, failed);
     v
 }
 

@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod plan;
+mod restart;
 pub mod reveal;
 mod runtime;
 mod steps;
@@ -439,3 +440,6 @@ fn new_record(rt: &Runtime, key: &KeyRecord, req: StartRequest, now: Timestamp) 
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod restart_tests;

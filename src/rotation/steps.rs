@@ -130,7 +130,7 @@ impl Engine {
         }
     }
 
-    async fn load(&self, id: &str) -> Result<Option<RotationRecord>, EngineError> {
+    pub(super) async fn load(&self, id: &str) -> Result<Option<RotationRecord>, EngineError> {
         let id = id.to_string();
         self.db(move |s| s.rotation(&id)).await
     }
@@ -187,7 +187,10 @@ impl Engine {
         .await
     }
 
-    fn provider(rt: &Runtime, rec: &RotationRecord) -> Result<Arc<dyn Provider>, CallError> {
+    pub(super) fn provider(
+        rt: &Runtime,
+        rec: &RotationRecord,
+    ) -> Result<Arc<dyn Provider>, CallError> {
         rt.providers.get(&rec.provider).cloned().ok_or_else(|| {
             CallError::permanent(format!(
                 "provider {:?} is no longer configured",
@@ -1050,7 +1053,7 @@ impl Engine {
 
     /// A step failed: retry later within the budget, else Failed (the old
     /// key untouched) with a notification.
-    async fn record_failure(
+    pub(super) async fn record_failure(
         &self,
         rt: &Runtime,
         id: &str,
@@ -1096,7 +1099,7 @@ impl Engine {
                 "rotation failed, and the old key {old} no longer works at the provider: consumers still on it fail. Fix the cause and run `keyrot rotation resume {id}`");
         } else {
             tracing::error!(rotation = %id, key = %rec.slot, step = %state, attempts = rec.attempts, error = %err.message, old_key = %old,
-                "rotation failed; the old key {old} is untouched. Run `keyrot rotation resume {id}` or `keyrot rotation abort {id}`");
+                "rotation failed; the old key {old} is untouched. Run `keyrot rotation resume {id}`, or `keyrot rotation restart {id}` to start afresh");
         }
         let attempts = rec.attempts;
         rec.transition(
@@ -1167,66 +1170,7 @@ impl Engine {
                 ),
             ));
         }
-        let mut revoked = Vec::new();
-        if let Some(new) = &rec.new_key {
-            provider
-                .revoke(&new.id, now)
-                .await
-                .map_err(|e| ApiError::new(502, format!("revoking the new key {}: {e}", new.id)))?;
-            revoked.push(new.id.clone());
-        } else if at == RotationState::Issuing && !provider.capabilities().idempotent_issue {
-            // The interrupted issue may have created a key: found by tag,
-            // or by listing (same name, created after the intent, unknown
-            // to keyrot), and revoked.
-            let req =
-                issue_request(&rt, &rec, true, now).map_err(|e| ApiError::new(409, e.message))?;
-            let since = rec
-                .entered(RotationState::Issuing)
-                .unwrap_or(rec.updated_at)
-                .saturating_sub(CLOCK_SKEW)
-                .unwrap_or(Timestamp::MIN);
-            let known = self.known_key_ids(&rec.id).await?;
-            let found = provider
-                .find_interrupted(&req, since, &known)
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        502,
-                        format!(
-                            "finding the key the interrupted issue created: {}",
-                            e.message
-                        ),
-                    )
-                })?;
-            for k in found.orphans {
-                provider
-                    .revoke(&k.id, now)
-                    .await
-                    .map_err(|e| ApiError::new(502, e.message))?;
-                revoked.push(k.id);
-            }
-        } else if at == RotationState::Issuing && provider.capabilities().idempotent_issue {
-            // The interrupted issue may have created a key that carries no
-            // tag. The provider answers the same request (same idempotency
-            // key) with that key rather than a new one: ask again, and
-            // revoke what comes back, so that no key is left behind.
-            let req =
-                issue_request(&rt, &rec, true, now).map_err(|e| ApiError::new(409, e.message))?;
-            let again = provider.issue(&req).await.map_err(|e| {
-                ApiError::new(
-                    502,
-                    format!(
-                        "finding the key the interrupted issue created: {}",
-                        e.message
-                    ),
-                )
-            })?;
-            provider
-                .revoke(&again.info.id, now)
-                .await
-                .map_err(|e| ApiError::new(502, e.message))?;
-            revoked.push(again.info.id.clone());
-        }
+        let revoked = self.revoke_new_keys(&rt, &rec, at, now).await?;
         let note = if revoked.is_empty() {
             "aborted by operator".to_string()
         } else {
@@ -1269,6 +1213,82 @@ impl Engine {
             .await?;
         self.metrics.rotation_ended(&saved.provider, saved.state);
         Ok(saved)
+    }
+
+    /// Revokes the new key of `rec` (failed or stopped in `at`), or, when
+    /// an issue was interrupted, the key it may have created, so that none
+    /// is left orphaned. Returns the ids revoked. "Already revoked" counts
+    /// as done, so a crash after this and before the caller's commit is
+    /// harmless: the next attempt revokes again.
+    pub(super) async fn revoke_new_keys(
+        &self,
+        rt: &Runtime,
+        rec: &RotationRecord,
+        at: RotationState,
+        now: Timestamp,
+    ) -> Result<Vec<String>, ApiError> {
+        let provider = Self::provider(rt, rec).map_err(|e| ApiError::new(409, e.message))?;
+        let mut revoked = Vec::new();
+        if let Some(new) = &rec.new_key {
+            provider
+                .revoke(&new.id, now)
+                .await
+                .map_err(|e| ApiError::new(502, format!("revoking the new key {}: {e}", new.id)))?;
+            revoked.push(new.id.clone());
+        } else if at == RotationState::Issuing && !provider.capabilities().idempotent_issue {
+            // The interrupted issue may have created a key: found by tag,
+            // or by listing (same name, created after the intent, unknown
+            // to keyrot), and revoked.
+            let req =
+                issue_request(rt, rec, true, now).map_err(|e| ApiError::new(409, e.message))?;
+            let since = rec
+                .entered(RotationState::Issuing)
+                .unwrap_or(rec.updated_at)
+                .saturating_sub(CLOCK_SKEW)
+                .unwrap_or(Timestamp::MIN);
+            let known = self.known_key_ids(&rec.id).await?;
+            let found = provider
+                .find_interrupted(&req, since, &known)
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        502,
+                        format!(
+                            "finding the key the interrupted issue created: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+            for k in found.orphans {
+                provider
+                    .revoke(&k.id, now)
+                    .await
+                    .map_err(|e| ApiError::new(502, e.message))?;
+                revoked.push(k.id);
+            }
+        } else if at == RotationState::Issuing && provider.capabilities().idempotent_issue {
+            // The interrupted issue may have created a key that carries no
+            // tag. The provider answers the same request (same idempotency
+            // key) with that key rather than a new one: ask again, and
+            // revoke what comes back, so that no key is left behind.
+            let req =
+                issue_request(rt, rec, true, now).map_err(|e| ApiError::new(409, e.message))?;
+            let again = provider.issue(&req).await.map_err(|e| {
+                ApiError::new(
+                    502,
+                    format!(
+                        "finding the key the interrupted issue created: {}",
+                        e.message
+                    ),
+                )
+            })?;
+            provider
+                .revoke(&again.info.id, now)
+                .await
+                .map_err(|e| ApiError::new(502, e.message))?;
+            revoked.push(again.info.id.clone());
+        }
+        Ok(revoked)
     }
 }
 

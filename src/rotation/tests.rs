@@ -15,15 +15,15 @@ use crate::policy::testutil::{dur, policy, ts};
 use crate::shutdown::ShutdownController;
 use crate::sink::SinkTarget;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    engine: Arc<Engine>,
-    clock: Arc<ManualClock>,
-    _controller: ShutdownController,
-    out: std::path::PathBuf,
+pub(super) struct Fixture {
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) engine: Arc<Engine>,
+    pub(super) clock: Arc<ManualClock>,
+    pub(super) _controller: ShutdownController,
+    pub(super) out: std::path::PathBuf,
 }
 
-fn config(out: &std::path::Path, sink_path: &str) -> Config {
+pub(super) fn config(out: &std::path::Path, sink_path: &str) -> Config {
     let mut p = policy();
     p.name = "p".into();
     p.new_key_lifetime = Some(dur("30d"));
@@ -90,7 +90,7 @@ fn config(out: &std::path::Path, sink_path: &str) -> Config {
     }
 }
 
-fn fixture(sink_path: Option<&str>) -> Fixture {
+pub(super) fn fixture(sink_path: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_path_buf();
     let default_sink = out.join("{name}.json").display().to_string();
@@ -128,7 +128,7 @@ fn fixture(sink_path: Option<&str>) -> Fixture {
     }
 }
 
-fn manual() -> StartRequest {
+pub(super) fn manual() -> StartRequest {
     StartRequest {
         trigger: Trigger::Manual,
         reason: "test".into(),
@@ -141,7 +141,7 @@ fn manual() -> StartRequest {
 }
 
 /// Waits until the rotation's runner has stopped and returns its record.
-async fn settle(f: &Fixture, id: &str) -> RotationRecord {
+pub(super) async fn settle(f: &Fixture, id: &str) -> RotationRecord {
     for _ in 0..500 {
         if !f.engine.running().contains(id) {
             break;
