@@ -503,6 +503,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_from_with_a_display_name_names_the_sender_and_keeps_the_domain() {
+        let mut c = cfg(NotifyTransport::None);
+        c.from = "keyrot on vm <keyrot@example.com>".into();
+        let m = Mailer::build(&c, None).await.unwrap();
+        assert_eq!(m.message_id("r1.completed"), "<r1.completed@example.com>");
+        let raw = String::from_utf8(
+            m.email(&msg("r1.completed", &["a@example.com"], None))
+                .unwrap()
+                .formatted(),
+        )
+        .unwrap();
+        assert!(
+            raw.contains("From: \"keyrot on vm\" <keyrot@example.com>\r\n")
+                || raw.contains("From: keyrot on vm <keyrot@example.com>\r\n"),
+            "{raw}"
+        );
+    }
+
+    #[tokio::test]
     async fn emails_have_headers_and_parts() {
         let m = Mailer::build(&cfg(NotifyTransport::None), None)
             .await
