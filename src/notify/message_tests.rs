@@ -11,6 +11,7 @@ use crate::notify::templates::{KINDS, Templates};
 
 fn composer() -> Composer {
     Composer::with_templates(examples::config().unwrap(), Templates::builtin())
+        .with_host(examples::HOST)
 }
 
 fn one(mut msgs: Vec<OutboxMessage>) -> OutboxMessage {
