@@ -22,5 +22,7 @@ pub mod render;
 pub mod sender;
 pub mod templates;
 pub mod transport;
+#[cfg(test)]
+mod transport_tests;
 
 pub use message::Composer;

@@ -219,11 +219,7 @@ pub async fn send_due(
             .unwrap_or_default();
         let result = match &mailer {
             Ok(mailer) => attempt(mailer, &m).await,
-            Err(e) => Err(Failure {
-                error: e.clone(),
-                remaining: None,
-                auth: false,
-            }),
+            Err(e) => Err(Failure::all(e.clone())),
         };
         m.attempts += 1;
         match result {
@@ -276,11 +272,7 @@ fn due_next(at: Timestamp, next: &mut Option<Timestamp>) {
 /// `before:mail-send` (fails it) and `after:mail-send` (after the
 /// transport accepted it, before the commit).
 async fn attempt(mailer: &Mailer, m: &OutboxMessage) -> Result<(), Failure> {
-    let fail = |error| Failure {
-        error,
-        remaining: None,
-        auth: false,
-    };
+    let fail = Failure::all;
     crate::failpoint::hit("before:mail-send").map_err(fail)?;
     if mailer.config.dry_run {
         tracing::info!(notification = %m.id, subject = %m.subject, to = ?m.to, "notify.dry_run: not sending");

@@ -75,15 +75,21 @@ pub struct Failure {
     pub remaining: Option<Vec<String>>,
     /// The server refused the credentials: read the password again.
     pub auth: bool,
+    /// The server (or sendmail) answered and refused this message, so one
+    /// delivery per recipient may get some through. False for a failure
+    /// before any answer (connection, TLS handshake): trying again per
+    /// recipient would only repeat the same error once per recipient.
+    pub refused: bool,
 }
 
 impl Failure {
-    /// A failure for every recipient.
-    fn all(error: CallError) -> Failure {
+    /// A failure for every recipient, before any answer about the message.
+    pub(super) fn all(error: CallError) -> Failure {
         Failure {
             error,
             remaining: None,
             auth: false,
+            refused: false,
         }
     }
 }
@@ -204,7 +210,7 @@ impl Mailer {
             Ok(()) => return Ok(()),
             Err(f) => f,
         };
-        if first.error.transient || first.auth || rcpts.len() < 2 {
+        if first.error.transient || first.auth || !first.refused || rcpts.len() < 2 {
             return Err(first);
         }
         let mut refused = Vec::new();
@@ -234,6 +240,7 @@ impl Mailer {
             },
             remaining: (delivered > 0).then(|| refused.into_iter().map(|(r, _)| r).collect()),
             auth,
+            refused: true,
         })
     }
 
@@ -269,7 +276,11 @@ impl Mailer {
                 Ok(_) => Ok(()),
                 Err(e) => Err(smtp_failure(settings, &e, password.as_ref())),
             },
-            Kind::Sendmail(s) => sendmail(s, &envelope, raw).await.map_err(Failure::all),
+            Kind::Sendmail(s) => sendmail(s, &envelope, raw).await.map_err(|error| Failure {
+                // sendmail ran and refused it (usage or data error).
+                refused: !error.transient,
+                ..Failure::all(error)
+            }),
         }
     }
 
@@ -414,13 +425,27 @@ fn smtp_failure(
     let text = e.to_string();
     // lettre reports a failed handshake as a connection error.
     let untrusted = text.contains("certificate");
+    // Implicit TLS to a port that greets in plain text: rustls reads the
+    // "220 ..." greeting as a record of an unknown type. Retrying cannot
+    // help until the configuration changes.
+    let plain_port = s.security == SmtpSecurity::Tls
+        && (text.contains("InvalidContentType") || text.contains("corrupt message"));
     let mut message = format!("smtp {}: {text}", server(s));
     if untrusted {
         message.push_str(
             " (the server's certificate is not trusted for this `host`: check `host`, or set `ca_file` to the CA that signed it)",
         );
     }
-    let mut error = if e.is_permanent() || e.is_client() || e.is_tls() || untrusted {
+    if plain_port {
+        let _ = write!(
+            message,
+            " (port {} does not speak TLS from the first byte, which `security = \"tls\"` needs: \
+             for a submission port such as 587 set `security = \"starttls\"`, or set `port` to the \
+             server's implicit-TLS port, usually 465)",
+            s.port
+        );
+    }
+    let mut error = if e.is_permanent() || e.is_client() || e.is_tls() || untrusted || plain_port {
         CallError::permanent(message)
     } else {
         CallError::transient(message)
@@ -432,6 +457,7 @@ fn smtp_failure(
         error,
         remaining: None,
         auth,
+        refused: code.is_some(),
     }
 }
 
