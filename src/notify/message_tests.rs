@@ -343,6 +343,8 @@ fn digest_goes_to_each_recipient_with_their_keys() {
         ]
     );
     let ops = &msgs[2];
+    // Logged and counted as a digest, not as one key's expiry warning.
+    assert!(msgs.iter().all(|m| m.kind == MessageKind::Digest));
     assert_eq!(
         ops.id,
         crate::notify::digest::digest_id("2026-11-23", "OPS@example.com")
