@@ -29,6 +29,10 @@ use crate::model::OutboxMessage;
 /// `Auto-Submitted: auto-generated` (RFC 3834): no vacation replies.
 const AUTO_SUBMITTED: HeaderName = HeaderName::new_from_ascii_str("Auto-Submitted");
 
+/// `List-Id` (RFC 2919): one list per From domain, so a mail filter can
+/// sort keyrot's messages by a header rather than by subject.
+const LIST_ID: HeaderName = HeaderName::new_from_ascii_str("List-Id");
+
 /// SMTP reply codes that mean "your credentials": the password is read
 /// again before the next attempt.
 const AUTH_CODES: [&str; 5] = ["454", "530", "534", "535", "538"];
@@ -173,13 +177,20 @@ impl Mailer {
         format!("<{left}@{}>", self.from.email.domain())
     }
 
+    /// The `List-Id` of every message: `keyrot <keyrot.DOMAIN>`, DOMAIN
+    /// being the From address's.
+    pub fn list_id(&self) -> String {
+        format!("keyrot <keyrot.{}>", self.from.email.domain())
+    }
+
     /// The email for outbox message `m`, addressed to all of `m.to`.
     pub fn email(&self, m: &OutboxMessage) -> Result<Message, CallError> {
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(m.subject.clone())
             .message_id(Some(self.message_id(&m.id)))
-            .raw_header(HeaderValue::new(AUTO_SUBMITTED, "auto-generated".into()));
+            .raw_header(HeaderValue::new(AUTO_SUBMITTED, "auto-generated".into()))
+            .raw_header(HeaderValue::new(LIST_ID, self.list_id()));
         for to in &m.to {
             b = b.to(mailbox(to)?);
         }
@@ -568,6 +579,10 @@ mod tests {
         );
         assert!(
             plain.contains("Auto-Submitted: auto-generated\r\n"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("List-Id: keyrot <keyrot.example.com>\r\n"),
             "{plain}"
         );
         assert!(
