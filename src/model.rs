@@ -415,6 +415,8 @@ pub enum MessageKind {
     KeyEnded,
     /// A test message (`keyrot notify test`).
     Test,
+    /// The daily digest of the keys that expire soon.
+    Digest,
 }
 
 /// Delivery state of an outbox message.

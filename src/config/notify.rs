@@ -144,12 +144,36 @@ pub struct SendmailConfig {
     pub timeout: SignedDuration,
 }
 
+/// `notify.from`: a bare address (`keyrot@example.com`) or one with a
+/// display name (`keyrot on vm1 <keyrot@example.com>`, the name quoted or
+/// not). The form with a name is checked the way the transport will read
+/// it, so a value accepted here is never refused when mail is sent.
+fn from_address(ctx: &mut Ctx<'_>, f: &Spanned<String>) -> Option<String> {
+    let v = f.get_ref().trim();
+    if !v.contains('<') {
+        return ctx.email(f, "from");
+    }
+    match v.parse::<lettre::message::Mailbox>() {
+        Ok(_) => Some(v.to_string()),
+        Err(e) => {
+            ctx.error(
+                f.span(),
+                format!(
+                    "`from`: {v:?} is not an address with a display name ({e}); \
+                     expected \"Name <name@domain>\" or name@domain"
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// `[notify]`.
 pub(crate) fn notify(ctx: &mut Ctx<'_>, raw: RawNotify) -> Option<NotifyConfig> {
     let mut out = NotifyConfig::default();
     let mut ok = true;
     if let Some(f) = &raw.from {
-        ok &= set(&mut out.from, ctx.email(f, "from"));
+        ok &= set(&mut out.from, from_address(ctx, f));
     }
     out.dry_run = raw.dry_run.unwrap_or(false);
     if let Some(d) = &raw.template_dir {
@@ -506,6 +530,26 @@ mod tests {
             NotifyTransport::Smtp(s) => s,
             other => panic!("not smtp: {other:?}"),
         }
+    }
+
+    #[test]
+    fn from_may_carry_a_display_name() {
+        let n = ok("[notify]\nfrom = \"keyrot on vm <keyrot@example.com>\"\n");
+        assert_eq!(n.from, "keyrot on vm <keyrot@example.com>");
+        let n = ok("[notify]\nfrom = '\"keyrot, vm1\" <keyrot@example.com>'\n");
+        assert_eq!(n.from, "\"keyrot, vm1\" <keyrot@example.com>");
+        assert_eq!(
+            ok("[notify]\nfrom = \"k@example.com\"\n").from,
+            "k@example.com"
+        );
+        assert_one(
+            "[notify]\nfrom = \"keyrot <not an address>\"\n",
+            "2:8: `from`: \"keyrot <not an address>\" is not an address with a display name",
+        );
+        assert_one(
+            "[notify]\nfrom = \"keyrot\"\n",
+            "2:8: `from`: \"keyrot\" is not an email address",
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Composer {
         for (_, (to, rows)) in by_person {
             let vars = digest_vars(&date, rows);
             out.extend(self.make(
-                MessageKind::ExpiryWarning,
+                MessageKind::Digest,
                 "digest",
                 digest_id(&date, &to),
                 vec![to],

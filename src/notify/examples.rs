@@ -20,6 +20,9 @@ use crate::model::{
     SinkResult, Transition, Trigger,
 };
 
+/// The host the examples' footers name.
+pub const HOST: &str = "vm1.example.com";
+
 /// The config of the examples: two policies, file transport.
 const CONFIG: &str = r#"
 [notify]
@@ -388,7 +391,7 @@ pub fn messages(templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
     let Some(cfg) = config() else {
         return Vec::new();
     };
-    let c = Composer::with_templates(Arc::clone(&cfg), templates);
+    let c = Composer::with_templates(Arc::clone(&cfg), templates).with_host(HOST);
     let now = now();
     let done = completed_rotation();
     let key = ci_bot();

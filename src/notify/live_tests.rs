@@ -11,6 +11,7 @@ const ID: &str = "0194f3c2-7b1e-7c4a-9d2e-5b8f0a1c3d4e";
 
 fn composer() -> Composer {
     Composer::with_templates(examples::config().unwrap(), Templates::builtin())
+        .with_host(examples::HOST)
 }
 
 fn one(mut msgs: Vec<OutboxMessage>) -> OutboxMessage {

@@ -24,6 +24,8 @@ pub struct Composer {
     cfg: Arc<Config>,
     /// Built-in templates and the overrides of `notify.template_dir`.
     templates: Templates,
+    /// The host name every message's footer names.
+    host: String,
 }
 
 impl Composer {
@@ -31,12 +33,23 @@ impl Composer {
     /// now (problems are logged; the built-ins stand in).
     pub fn new(cfg: Arc<Config>) -> Composer {
         let templates = Templates::load(cfg.notify.template_dir.as_deref());
-        Composer { cfg, templates }
+        Composer::with_templates(cfg, templates)
     }
 
     /// A composer with the given templates.
     pub fn with_templates(cfg: Arc<Config>, templates: Templates) -> Composer {
-        Composer { cfg, templates }
+        Composer {
+            cfg,
+            templates,
+            host: crate::model::host_name(),
+        }
+    }
+
+    /// The same composer, naming `host` in its footers instead of this
+    /// machine (the documented examples).
+    pub fn with_host(mut self, host: &str) -> Composer {
+        self.host = host.to_string();
+        self
     }
 
     /// The config in force.
@@ -60,9 +73,12 @@ impl Composer {
         }
         let Rendered {
             subject,
-            text,
-            html,
+            mut text,
+            mut html,
         } = self.templates.render(template, vars);
+        let slot = Some(vars.text("slot")).filter(|s| !s.is_empty());
+        super::footer::append_text(&mut text, &self.host, slot, now);
+        super::footer::append_html(&mut html, &self.host, slot, now);
         vec![OutboxMessage {
             id,
             kind,

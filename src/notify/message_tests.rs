@@ -11,6 +11,7 @@ use crate::notify::templates::{KINDS, Templates};
 
 fn composer() -> Composer {
     Composer::with_templates(examples::config().unwrap(), Templates::builtin())
+        .with_host(examples::HOST)
 }
 
 fn one(mut msgs: Vec<OutboxMessage>) -> OutboxMessage {
@@ -343,6 +344,8 @@ fn digest_goes_to_each_recipient_with_their_keys() {
         ]
     );
     let ops = &msgs[2];
+    // Logged and counted as a digest, not as one key's expiry warning.
+    assert!(msgs.iter().all(|m| m.kind == MessageKind::Digest));
     assert_eq!(
         ops.id,
         crate::notify::digest::digest_id("2026-11-23", "OPS@example.com")

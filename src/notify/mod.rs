@@ -8,11 +8,13 @@
 //! expired or vanished without keyrot replacing it), `digest` (the
 //! daily digest), `render` (the template language),
 //! `templates` (built-in templates and `notify.template_dir` overrides),
+//! `footer` (the host and commands every message ends with),
 //! `examples` (the examples `docs/notifications.md` shows).
 
 pub mod digest;
 pub mod ended;
 pub mod examples;
+pub mod footer;
 pub mod message;
 pub mod notice;
 pub mod refused;
@@ -20,5 +22,7 @@ pub mod render;
 pub mod sender;
 pub mod templates;
 pub mod transport;
+#[cfg(test)]
+mod transport_tests;
 
 pub use message::Composer;

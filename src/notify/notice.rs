@@ -37,6 +37,28 @@ pub fn span_words(d: SignedDuration) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// What the notice says of its rung: the rung itself (`5m`, `14d`) when
+/// it is queued on time, else the time really left when it was queued, in
+/// the rung's notation and rounded down (`2m`), for a rung that had passed
+/// before keyrot saw the key (a key first seen late, or keyrot down): a
+/// "5m" notice for a key 2 minutes from expiry says `2m`. Like the rung, it
+/// is read beside the absolute expiry the notice names. On time means
+/// within a minute, or 1% of the rung, of reaching it.
+fn rung_words(rung: SignedDuration, left: SignedDuration) -> String {
+    let slack = SignedDuration::from_secs((rung.as_secs() / 100).max(60));
+    if left >= rung - slack {
+        return policy::format_duration(rung);
+    }
+    let s = left.as_secs().max(0);
+    let (n, unit) = match s {
+        86_400.. => (s / 86_400, "d"),
+        3_600.. => (s / 3_600, "h"),
+        60.. => (s / 60, "m"),
+        _ => (s, "s"),
+    };
+    format!("{n}{unit}")
+}
+
 impl Composer {
     /// The notice for `rung` of `key` (which must have a current key with
     /// an expiry), telling why keyrot does not replace it: its policy's
@@ -95,7 +117,7 @@ pub(super) fn expiry_vars(
         .set("expires_date", day(Some(expires)))
         .flag("expired", expires <= now)
         .set("time_left", span_words(expires.duration_since(now)))
-        .set("rung", policy::format_duration(rung))
+        .set("rung", rung_words(rung, expires.duration_since(now)))
         .set(
             "next_notice",
             when(policy::next_notice_at(policy, expires, now)),
@@ -142,6 +164,43 @@ mod tests {
         assert_eq!(span_words(s(3 * 60 + 10)), "3 minutes");
         assert_eq!(span_words(s(59)), "less than a minute");
         assert_eq!(span_words(s(-2 * 86_400)), "2 days");
+    }
+
+    #[test]
+    fn a_rung_passed_before_the_key_was_seen_says_the_time_really_left() {
+        let (min, day) = (SignedDuration::from_mins(1), SignedDuration::from_hours(24));
+        // On time (the scheduler wakes a moment after the rung).
+        assert_eq!(rung_words(5 * min, 5 * min), "5m");
+        assert_eq!(
+            rung_words(5 * min, 5 * min - SignedDuration::from_secs(20)),
+            "5m"
+        );
+        assert_eq!(rung_words(14 * day, 14 * day - 2 * min), "14d");
+        // Late: first seen 2 minutes before expiry, or after downtime.
+        assert_eq!(rung_words(5 * min, 2 * min), "2m");
+        assert_eq!(
+            rung_words(5 * min, 2 * min + SignedDuration::from_secs(50)),
+            "2m"
+        );
+        assert_eq!(rung_words(30 * day, 29 * day + 12 * 60 * min), "29d");
+        assert_eq!(
+            rung_words(30 * day, 29 * day + 23 * 60 * min),
+            "30d",
+            "within 1%"
+        );
+        assert_eq!(rung_words(7 * day, 5 * 60 * min), "5h");
+        assert_eq!(rung_words(5 * min, SignedDuration::from_secs(30)), "30s");
+        assert_eq!(rung_words(min, -min), "0s");
+
+        let cfg = crate::notify::examples::config().unwrap();
+        let p = cfg.policy("manual").unwrap();
+        let k = crate::notify::examples::legacy_admin();
+        let exp = k.current.as_ref().and_then(|c| c.expires_at).unwrap();
+        let v = expiry_vars(&k, p, None, 5 * min, exp, exp - 2 * min);
+        assert_eq!(v.text("rung"), "2m");
+        assert_eq!(v.text("expires"), when(Some(exp)));
+        let v = expiry_vars(&k, p, None, 5 * min, exp, exp - 5 * min);
+        assert_eq!(v.text("rung"), "5m");
     }
 
     #[test]

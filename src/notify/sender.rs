@@ -16,7 +16,9 @@
 //!   it, and only the refused ones are kept for the retries.
 //! - The transport is built once per configuration (one pooled SMTP
 //!   connection); at start and after a reload that changes `[notify]`,
-//!   every queued message is due at once. After the server refused the
+//!   every queued message is due at once. When a message is delivered,
+//!   the others waiting out a backoff are sent in the same pass (the
+//!   server is back). After the server refused the
 //!   credentials, the password is read again before the next attempt.
 //! - Crash between the server's acceptance and the commit that marks the
 //!   message sent: it is sent again after the restart, with the same
@@ -200,8 +202,14 @@ pub async fn send_due(
     .filter(|m| m.state == DeliveryState::Queued)
     .collect();
     queued.sort_by_key(|m| (m.next_attempt_at, m.created_at));
+    // Once one message goes through, the transport works again: the
+    // messages still waiting out their backoff are sent now, so that the
+    // queue flushes when the server is back rather than one by one over
+    // the following hour. (Due messages sort first, so every waiting one
+    // comes after the success that releases it.)
+    let mut flushing = all_due;
     for mut m in queued {
-        if !all_due && m.next_attempt_at > now {
+        if !flushing && m.next_attempt_at > now {
             due_next(m.next_attempt_at, &mut pass.next);
             continue;
         }
@@ -211,11 +219,7 @@ pub async fn send_due(
             .unwrap_or_default();
         let result = match &mailer {
             Ok(mailer) => attempt(mailer, &m).await,
-            Err(e) => Err(Failure {
-                error: e.clone(),
-                remaining: None,
-                auth: false,
-            }),
+            Err(e) => Err(Failure::all(e.clone())),
         };
         m.attempts += 1;
         match result {
@@ -223,6 +227,7 @@ pub async fn send_due(
                 m.state = DeliveryState::Sent;
                 m.last_error = None;
                 pass.sent += 1;
+                flushing = true;
                 tracing::info!(notification = %m.id, message_id = %message_id, kind = ?m.kind, recipients = m.to.len(), attempt = m.attempts, "notification sent");
             }
             Err(f) => {
@@ -267,11 +272,7 @@ fn due_next(at: Timestamp, next: &mut Option<Timestamp>) {
 /// `before:mail-send` (fails it) and `after:mail-send` (after the
 /// transport accepted it, before the commit).
 async fn attempt(mailer: &Mailer, m: &OutboxMessage) -> Result<(), Failure> {
-    let fail = |error| Failure {
-        error,
-        remaining: None,
-        auth: false,
-    };
+    let fail = Failure::all;
     crate::failpoint::hit("before:mail-send").map_err(fail)?;
     if mailer.config.dry_run {
         tracing::info!(notification = %m.id, subject = %m.subject, to = ?m.to, "notify.dry_run: not sending");
@@ -395,6 +396,51 @@ mod tests {
         assert_eq!(by_id(&store, "m.later").state, DeliveryState::Sent);
         assert_eq!(by_id(&store, "m.last").state, DeliveryState::Dead);
         assert_eq!(std::fs::read_dir(&dir_ok).unwrap().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn one_delivery_makes_the_messages_waiting_out_a_backoff_due_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // After an outage: one message is due, two wait out longer backoffs.
+        store
+            .write(|tx| {
+                tx.put_message(&queued("m.due", 3, t(5)))?;
+                tx.put_message(&queued("m.wait1", 6, t(900)))?;
+                tx.put_message(&queued("m.wait2", 9, t(3000)))
+            })
+            .unwrap();
+        let out = dir.path().join("mail");
+        let working = Mailer::build(&cfg(NotifyTransport::File { dir: out.clone() }), None)
+            .await
+            .unwrap();
+        let pass = send_due(&store, Ok(&working), t(10), false).await.unwrap();
+        assert_eq!((pass.sent, pass.next), (3, None));
+        for id in ["m.due", "m.wait1", "m.wait2"] {
+            assert_eq!(by_id(&store, id).state, DeliveryState::Sent, "{id}");
+        }
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_does_not_release_the_waiting_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store
+            .write(|tx| {
+                tx.put_message(&queued("m.due", 0, t(5)))?;
+                tx.put_message(&queued("m.wait", 4, t(900)))
+            })
+            .unwrap();
+        let failing = cfg(NotifyTransport::Sendmail(SendmailConfig {
+            command: PathBuf::from("/bin/false"),
+            timeout: SignedDuration::from_secs(10),
+        }));
+        let mailer = Mailer::build(&failing, None).await.unwrap();
+        let pass = send_due(&store, Ok(&mailer), t(10), false).await.unwrap();
+        assert_eq!(pass.sent, 0);
+        assert_eq!(by_id(&store, "m.wait").attempts, 4, "still waiting");
+        assert_eq!(pass.next, Some(t(25)));
     }
 
     #[tokio::test]
