@@ -196,10 +196,10 @@ mod tests {
         let p = cfg.policy("manual").unwrap();
         let k = crate::notify::examples::legacy_admin();
         let exp = k.current.as_ref().and_then(|c| c.expires_at).unwrap();
-        let v = expiry_vars(&k, p, None, 5 * min, exp, exp - 2 * min);
+        let v = expiry_vars(&cfg, &k, p, None, 5 * min, exp, exp - 2 * min);
         assert_eq!(v.text("rung"), "2m");
         assert_eq!(v.text("expires"), when(Some(exp)));
-        let v = expiry_vars(&k, p, None, 5 * min, exp, exp - 5 * min);
+        let v = expiry_vars(&cfg, &k, p, None, 5 * min, exp, exp - 5 * min);
         assert_eq!(v.text("rung"), "5m");
     }
 
