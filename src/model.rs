@@ -365,6 +365,36 @@ pub struct RotationRecord {
 }
 
 impl RotationRecord {
+    /// The state the rotation is at: for a Failed one, the state it failed
+    /// in (Pending if unknown); else its state.
+    pub fn stopped_at(&self) -> RotationState {
+        if self.state == RotationState::Failed {
+            self.failed_in.unwrap_or(RotationState::Pending)
+        } else {
+            self.state
+        }
+    }
+
+    /// Whether the new key may already be in use: a sink holds it, or the
+    /// rotation is past distribution. Revoking it then breaks consumers, so
+    /// abort is refused (the engine and the mails use this one rule).
+    pub fn new_key_distributed(&self) -> bool {
+        matches!(
+            self.stopped_at(),
+            RotationState::Verifying | RotationState::Overlap | RotationState::Revoking
+        ) || !self.sink_results.is_empty()
+    }
+
+    /// Whether a provider that rotates natively (`no_overlap`) has already
+    /// ended the old key: the new key (issued, or perhaps issued by an
+    /// interrupted call) is the only live one, so neither abort nor restart
+    /// may revoke it.
+    pub fn old_key_ended_natively(&self, no_overlap: bool) -> bool {
+        no_overlap
+            && self.old_key_id.is_some()
+            && (self.new_key.is_some() || self.stopped_at() == RotationState::Issuing)
+    }
+
     /// Moves to `to`, appending to the history and resetting the retry budget.
     pub fn transition(&mut self, to: RotationState, now: Timestamp, note: impl Into<String>) {
         self.state = to;

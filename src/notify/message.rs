@@ -434,16 +434,9 @@ pub fn exits(cfg: &Config, rec: &RotationRecord) -> Exits {
         ProviderKind::Exec(e) => e.no_overlap,
         _ => false,
     });
-    let at = rec.failed_in.unwrap_or(RotationState::Pending);
-    let distributed = matches!(
-        at,
-        RotationState::Verifying | RotationState::Overlap | RotationState::Revoking
-    ) || !rec.sink_results.is_empty();
-    let native_ended = native
-        && rec.old_key_id.is_some()
-        && (rec.new_key.is_some() || at == RotationState::Issuing);
+    let native_ended = rec.old_key_ended_natively(native);
     Exits {
-        abort: !distributed && !native_ended,
+        abort: !rec.new_key_distributed() && !native_ended,
         restart: !native_ended,
     }
 }

@@ -56,10 +56,7 @@ impl Engine {
         }
         let at = rec.failed_in.unwrap_or(RotationState::Pending);
         let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
-        if provider.capabilities().no_overlap
-            && rec.old_key_id.is_some()
-            && (rec.new_key.is_some() || at == RotationState::Issuing)
-        {
+        if rec.old_key_ended_natively(provider.capabilities().no_overlap) {
             return Err(ApiError::new(
                 409,
                 format!(

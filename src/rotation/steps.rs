@@ -1131,22 +1131,14 @@ impl Engine {
             .load(id)
             .await?
             .ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
-        let at = if rec.state == RotationState::Failed {
-            rec.failed_in.unwrap_or(RotationState::Pending)
-        } else {
-            rec.state
-        };
+        let at = rec.stopped_at();
         if rec.state.is_terminal() && rec.state != RotationState::Failed {
             return Err(ApiError::new(
                 409,
                 format!("rotation {id} is already {}", rec.state),
             ));
         }
-        if matches!(
-            at,
-            RotationState::Verifying | RotationState::Overlap | RotationState::Revoking
-        ) || !rec.sink_results.is_empty()
-        {
+        if rec.new_key_distributed() {
             let sinks: Vec<&str> = rec.sink_results.keys().map(String::as_str).collect();
             return Err(ApiError::new(
                 409,
@@ -1158,10 +1150,7 @@ impl Engine {
         }
         let now = self.now();
         let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
-        if provider.capabilities().no_overlap
-            && rec.old_key_id.is_some()
-            && (rec.new_key.is_some() || at == RotationState::Issuing)
-        {
+        if rec.old_key_ended_natively(provider.capabilities().no_overlap) {
             return Err(ApiError::new(
                 409,
                 format!(
