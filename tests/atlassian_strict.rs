@@ -550,6 +550,9 @@ fn the_answer_opens_under_the_psk_the_server_chose_and_an_unknown_one_revokes_th
     // keyrot holds only `demo`: the new key is revoked at once, the old
     // key untouched, the rotation Failed naming both.
     d.kill9();
+    // The killed daemon's socket file stays behind; `start` waits for the
+    // new daemon's own socket, not that one.
+    let _ = std::fs::remove_file(d.dir.join("control.sock"));
     std::fs::write(d.config_path(), &base).unwrap();
     d.start();
     let old = current_key(&d, "read only demo");
