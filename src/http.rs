@@ -141,11 +141,36 @@ pub async fn send(
     timeout: SignedDuration,
     req: RequestBuilder,
 ) -> Result<Answer, CallError> {
+    send_inner(who, what, peer, timeout, req, false).await
+}
+
+/// [`send`] for a URL that is itself a secret (a chat webhook's): no
+/// error names it.
+pub async fn send_hiding_url(
+    who: &str,
+    what: &str,
+    peer: PeerKind,
+    timeout: SignedDuration,
+    req: RequestBuilder,
+) -> Result<Answer, CallError> {
+    send_inner(who, what, peer, timeout, req, true).await
+}
+
+/// [`send`], the URL left out of errors when `hide_url`.
+async fn send_inner(
+    who: &str,
+    what: &str,
+    peer: PeerKind,
+    timeout: SignedDuration,
+    req: RequestBuilder,
+    hide_url: bool,
+) -> Result<Answer, CallError> {
+    let fail = |e: reqwest::Error| {
+        let e = if hide_url { e.without_url() } else { e };
+        transport_error(who, what, timeout, &e)
+    };
     crate::provider::limit::before_request().await;
-    let mut resp = req
-        .send()
-        .await
-        .map_err(|e| transport_error(who, what, timeout, &e))?;
+    let mut resp = req.send().await.map_err(fail)?;
     let status = resp.status();
     let headers = resp.headers().clone();
     let max = peer.max_answer();
@@ -157,11 +182,7 @@ pub async fn send(
     // while it grows, for answers that say their length.
     let expected = usize::try_from(said.unwrap_or(0)).unwrap_or(0).min(max);
     let mut body = Zeroizing::new(Vec::with_capacity(expected));
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| transport_error(who, what, timeout, &e))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(fail)? {
         if body.len() + chunk.len() > max {
             // Dropping `resp` closes the connection: the rest is never read.
             return Err(cap::too_large(who, what, peer, None));

@@ -449,6 +449,51 @@ pub enum MessageKind {
     Digest,
 }
 
+impl MessageKind {
+    /// Every kind, in the order docs/notifications.md lists their events.
+    pub const ALL: [MessageKind; 10] = [
+        MessageKind::NewKeyLive,
+        MessageKind::OldKeyRevoked,
+        MessageKind::RotationCompleted,
+        MessageKind::RotationFailed,
+        MessageKind::AssistedRequest,
+        MessageKind::ExpiryWarning,
+        MessageKind::KeyEnded,
+        MessageKind::KeyRefused,
+        MessageKind::Digest,
+        MessageKind::Test,
+    ];
+
+    /// The event name webhooks carry and `[[notify.webhook]] events`
+    /// filters on, e.g. `rotation.failed`.
+    pub fn event(self) -> &'static str {
+        match self {
+            MessageKind::NewKeyLive => "rotation.new_key_live",
+            MessageKind::OldKeyRevoked => "rotation.old_key_revoked",
+            MessageKind::RotationCompleted => "rotation.completed",
+            MessageKind::RotationFailed => "rotation.failed",
+            MessageKind::AssistedRequest => "rotation.assisted_request",
+            MessageKind::ExpiryWarning => "key.expiring",
+            MessageKind::KeyEnded => "key.ended",
+            MessageKind::KeyRefused => "key.refused",
+            MessageKind::Digest => "digest",
+            MessageKind::Test => "test",
+        }
+    }
+}
+
+/// Where an outbox message goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Email, through `[notify] transport`, to the message's `to`.
+    #[default]
+    Mail,
+    /// The `[[notify.webhook]]` of this name; the body is the JSON the
+    /// webhook receives.
+    Webhook(String),
+}
+
 /// Delivery state of an outbox message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -477,6 +522,15 @@ pub struct OutboxMessage {
     /// HTML alternative of the body, if rendered.
     #[serde(default)]
     pub html: Option<String>,
+    /// Where it goes: email (default, and every message queued by an
+    /// older keyrot) or one webhook.
+    #[serde(default)]
+    pub channel: Channel,
+    /// The message this one follows in its thread (a rotation's or a
+    /// key's), for `In-Reply-To`/`References`; none for a message that
+    /// stands alone.
+    #[serde(default)]
+    pub thread: Option<String>,
     /// Delivery state.
     pub state: DeliveryState,
     /// Delivery attempts so far.
@@ -487,6 +541,21 @@ pub struct OutboxMessage {
     pub last_error: Option<String>,
     /// When queued.
     pub created_at: Timestamp,
+}
+
+impl OutboxMessage {
+    /// The id of the event this message tells: its own id for a mail, the
+    /// part before ` webhook:NAME` for a webhook delivery.
+    pub fn event_id(&self) -> &str {
+        match &self.channel {
+            Channel::Mail => &self.id,
+            Channel::Webhook(name) => self
+                .id
+                .strip_suffix(name.as_str())
+                .and_then(|s| s.strip_suffix(" webhook:"))
+                .unwrap_or(&self.id),
+        }
+    }
 }
 
 /// One append-only, hash-chained audit entry.

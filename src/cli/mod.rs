@@ -237,12 +237,17 @@ pub enum SinkAction {
 /// `keyrot notify ...`.
 #[derive(Debug, Subcommand)]
 pub enum NotifyAction {
-    /// Send a test message through the configured transport, from here
-    /// (not through the daemon); prints its Message-ID and where it went.
+    /// Send a test message through the configured transport and a test
+    /// event to webhooks, from here (not through the daemon); prints its
+    /// Message-ID and where it went. Without --to or --webhook, every
+    /// webhook gets one.
     Test {
         /// Recipient address (repeatable).
-        #[arg(long, required = true)]
+        #[arg(long)]
         to: Vec<String>,
+        /// A `[[notify.webhook]]` by name (repeatable).
+        #[arg(long)]
+        webhook: Vec<String>,
     },
 }
 
@@ -310,8 +315,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Check => check::run(&cli.config),
         Command::Notify {
-            action: NotifyAction::Test { to },
-        } => notify::test(&cli.config, to),
+            action: NotifyAction::Test { to, webhook },
+        } => notify::test(&cli.config, to, webhook),
         Command::Decrypt { psk_file } => decrypt::run(psk_file),
         Command::GenerateAssets { dir } => assets::run(dir),
         Command::Init { master_key_file } => init::run(&cli.config, master_key_file.as_deref()),

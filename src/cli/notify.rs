@@ -1,7 +1,7 @@
-//! `keyrot notify test --to ADDRESS`: sends one test message through the
-//! transport `[notify]` configures, from this process (not through the
-//! daemon and not through the outbox), and prints its Message-ID and where
-//! it went. It reads the SMTP password the way the daemon does, so run it
+//! `keyrot notify test [--to ADDRESS] [--webhook NAME]`: sends one test
+//! message through the transport `[notify]` configures and one test event
+//! to each webhook, from this process (not through the daemon and not
+//! through the outbox), and prints its Message-ID and where it went. It reads the SMTP password the way the daemon does, so run it
 //! as the daemon's user (under systemd: `systemd-run -p LoadCredential=...`
 //! or a shell with `$CREDENTIALS_DIRECTORY`).
 
@@ -9,12 +9,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, NotifyTransport};
+use crate::config::{self, NotifyTransport, WebhookConfig};
 use crate::model::{DeliveryState, MessageKind, OutboxMessage};
 use crate::notify::transport::Mailer;
+use crate::notify::webhook;
 
-/// Runs `keyrot notify test`.
-pub fn test(config_path: &Path, to: &[String]) -> anyhow::Result<ExitCode> {
+/// Runs `keyrot notify test`: mail to `to` (when given) and one test
+/// event to each webhook named in `webhooks` (every webhook when neither
+/// is given). Exits 1 when any delivery failed.
+pub fn test(config_path: &Path, to: &[String], webhooks: &[String]) -> anyhow::Result<ExitCode> {
     let cfg = match config::load(config_path) {
         Ok(cfg) => cfg,
         Err(errors) => {
@@ -23,7 +26,44 @@ pub fn test(config_path: &Path, to: &[String]) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    if cfg.notify.transport == NotifyTransport::None {
+    let hooks: Vec<&WebhookConfig> = if webhooks.is_empty() && to.is_empty() {
+        cfg.notify.webhooks.iter().collect()
+    } else {
+        let mut out = Vec::new();
+        for name in webhooks {
+            match cfg.notify.webhooks.iter().find(|h| &h.name == name) {
+                Some(h) => out.push(h),
+                None => {
+                    let known: Vec<&str> = cfg
+                        .notify
+                        .webhooks
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect();
+                    eprintln!(
+                        "keyrot: no [[notify.webhook]] named {name:?} in {} (webhooks: {})",
+                        config_path.display(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        out
+    };
+    if to.is_empty() && hooks.is_empty() {
+        eprintln!(
+            "keyrot: nothing to test: give --to ADDRESS for email, or add a [[notify.webhook]] to {} \
+             (see docs/notifications.md)",
+            config_path.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if !to.is_empty() && cfg.notify.transport == NotifyTransport::None {
         eprintln!(
             "keyrot: [notify] transport is \"none\" in {}: keyrot sends no email. Set transport = \"smtp\" \
              (or \"sendmail\" or \"file\") and its settings first (see docs/notifications.md)",
@@ -35,42 +75,97 @@ pub fn test(config_path: &Path, to: &[String]) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mailer = Mailer::build(&cfg.notify, config::credentials_dir_from_env())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let message = test_message(to, &mailer.describe());
-        let message_id = mailer.message_id(&message.id);
-        let result = mailer.send(&message).await;
-        mailer.shutdown().await;
-        match result {
-            Ok(()) => {
-                super::output::outln(&format!(
-                    "test message {message_id} sent to {} through {}",
-                    to.join(", "),
-                    mailer.describe()
-                ))?;
-                if cfg.notify.dry_run {
-                    super::output::outln(
-                        "note: notify.dry_run is on, so the daemon itself only logs its messages",
-                    )?;
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(f) => {
-                let hint = if f.error.transient {
-                    " (temporary: try again later)"
-                } else {
-                    ""
-                };
-                eprintln!(
-                    "keyrot: test message {message_id} to {} not delivered: {}{hint}",
-                    to.join(", "),
-                    f.error
-                );
-                Ok(ExitCode::from(1))
-            }
+        let mut ok = true;
+        if !to.is_empty() {
+            ok &= mail_test(&cfg, to).await?;
         }
+        for h in hooks {
+            ok &= webhook_test(h).await?;
+        }
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
+}
+
+/// The test mail; whether it was delivered.
+async fn mail_test(cfg: &config::Config, to: &[String]) -> anyhow::Result<bool> {
+    let mailer = Mailer::build(&cfg.notify, config::credentials_dir_from_env())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let message = test_message(to, &mailer.describe());
+    let message_id = mailer.message_id(&message.id);
+    let result = mailer.send(&message).await;
+    mailer.shutdown().await;
+    match result {
+        Ok(()) => {
+            super::output::outln(&format!(
+                "test message {message_id} sent to {} through {}",
+                to.join(", "),
+                mailer.describe()
+            ))?;
+            if cfg.notify.dry_run {
+                super::output::outln(
+                    "note: notify.dry_run is on, so the daemon itself only logs its messages",
+                )?;
+            }
+            Ok(true)
+        }
+        Err(f) => {
+            let hint = if f.error.transient {
+                " (temporary: try again later)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "keyrot: test message {message_id} to {} not delivered: {}{hint}",
+                to.join(", "),
+                f.error
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// One test event to `hook`, signed like real ones; whether the receiver
+/// took it.
+async fn webhook_test(hook: &WebhookConfig) -> anyhow::Result<bool> {
+    let now = SystemClock.now();
+    let m = test_message(&[], &format!("webhook {:?}", hook.name));
+    let vars = crate::notify::render::Vars::new();
+    let host = crate::model::host_name();
+    let event = webhook::Event {
+        kind: MessageKind::Test,
+        id: &m.id,
+        subject: &m.subject,
+        text: &m.body,
+        vars: &vars,
+        host: &host,
+        at: now,
+    };
+    let body = webhook::finish(&webhook::payload(hook.format, &event), &m.id, "test");
+    match webhook::deliver(hook, MessageKind::Test, &m.id, &body, 1, now).await {
+        Ok(()) => {
+            super::output::outln(&format!(
+                "test event {} delivered to webhook {:?} ({} format)",
+                m.id,
+                hook.name,
+                hook.format.as_str()
+            ))?;
+            Ok(true)
+        }
+        Err(e) => {
+            let hint = if e.transient {
+                " (temporary: try again later)"
+            } else {
+                ""
+            };
+            eprintln!("keyrot: test event {} not delivered: {e}{hint}", m.id);
+            Ok(false)
+        }
+    }
 }
 
 /// The test message: plain text and an HTML alternative, like real ones.
@@ -98,6 +193,8 @@ fn test_message(to: &[String], via: &str) -> OutboxMessage {
         subject: format!("[keyrot] test message from {host}"),
         body,
         html: Some(html),
+        channel: crate::model::Channel::Mail,
+        thread: None,
         state: DeliveryState::Queued,
         attempts: 0,
         next_attempt_at: now,

@@ -104,6 +104,7 @@ impl Default for NotifyConfig {
             dry_run: false,
             template_dir: None,
             digest_schedule: None,
+            webhooks: Vec::new(),
         }
     }
 }

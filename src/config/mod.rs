@@ -42,6 +42,7 @@ mod summary;
 mod tests;
 mod typed;
 mod validate;
+pub mod webhook;
 
 pub use access::{ApiScope, ApiTokenConfig, PskConfig, PskGrant};
 pub use approle::OpenBaoAppRoleProviderConfig;
@@ -60,6 +61,7 @@ pub use sinks::{
 };
 pub use summary::{SecretUse, check_secrets, check_secrets_in, secret_refs, summary};
 pub use typed::{PROVIDER_TYPES, SINK_TYPES};
+pub use webhook::{WebhookConfig, WebhookFormat, WebhookUrl};
 
 /// A reference to a secret kept outside the config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -369,6 +371,8 @@ pub struct NotifyConfig {
     pub template_dir: Option<PathBuf>,
     /// Daily digest schedule (6-field cron, UTC), if set.
     pub digest_schedule: Option<String>,
+    /// `[[notify.webhook]]`, in file order.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// Email transports.

@@ -61,13 +61,16 @@ pub struct RawNotify {
     pub ca_file: Option<Spanned<String>>,
     /// The sendmail program (absolute path).
     pub command: Option<Spanned<String>>,
+    /// `[[notify.webhook]]`: where events are POSTed as JSON.
+    #[serde(default)]
+    pub webhook: Vec<super::webhook::RawWebhook>,
 }
 
 /// `password` as written: a secret reference, or why it is not one. Read
 /// leniently, so that a bad value is reported once, at the field, with no
 /// cascaded "`username` needs `password`". No message repeats the value.
 #[derive(Debug)]
-pub struct RawPassword(Result<SecretRefRaw, String>);
+pub struct RawPassword(pub(crate) Result<SecretRefRaw, String>);
 
 impl<'de> Deserialize<'de> for RawPassword {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -187,6 +190,10 @@ pub(crate) fn notify(ctx: &mut Ctx<'_>, raw: RawNotify) -> Option<NotifyConfig> 
             Some(v) => out.digest_schedule = Some(v),
             None => ok = false,
         }
+    }
+    match super::webhook::webhooks(ctx, &raw.webhook) {
+        Some(w) => out.webhooks = w,
+        None => ok = false,
     }
     let transport = raw.transport.as_ref();
     let name = transport.map_or("none", |t| t.get_ref().as_str());
@@ -464,8 +471,16 @@ fn timeout(ctx: &mut Ctx<'_>, raw: &RawNotify) -> Option<SignedDuration> {
     }
 }
 
-/// The secret references of `[notify]` (the SMTP password).
+/// The secret references of `[notify]` (the SMTP password, the webhooks'
+/// URLs and signing keys).
 pub(crate) fn secret_uses(cfg: &NotifyConfig) -> Vec<SecretUse<'_>> {
+    let mut out = super::webhook::secret_uses(&cfg.webhooks);
+    out.extend(smtp_secret_uses(cfg));
+    out
+}
+
+/// The SMTP password's reference, if any.
+fn smtp_secret_uses(cfg: &NotifyConfig) -> Vec<SecretUse<'_>> {
     match &cfg.transport {
         NotifyTransport::Smtp(SmtpConfig {
             auth: Some(auth), ..

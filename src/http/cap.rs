@@ -37,16 +37,20 @@ pub enum PeerKind {
     Atlassian,
     /// A `type = "http"` provider: any HTTP API, driven by config.
     HttpProvider,
+    /// A `[[notify.webhook]]` receiver (its answer is only read for an
+    /// error's detail).
+    Webhook,
 }
 
 impl PeerKind {
     /// Every kind, in label order of the metric.
-    pub const ALL: [PeerKind; 5] = [
+    pub const ALL: [PeerKind; 6] = [
         PeerKind::Vault,
         PeerKind::Aws,
         PeerKind::Azure,
         PeerKind::Atlassian,
         PeerKind::HttpProvider,
+        PeerKind::Webhook,
     ];
 
     /// The `peer` label of `keyrot_peer_answer_too_large_total`.
@@ -57,6 +61,7 @@ impl PeerKind {
             PeerKind::Azure => "azure",
             PeerKind::Atlassian => "atlassian",
             PeerKind::HttpProvider => "http",
+            PeerKind::Webhook => "webhook",
         }
     }
 
@@ -69,7 +74,11 @@ impl PeerKind {
     pub fn max_answer(self) -> usize {
         match self {
             PeerKind::HttpProvider => 4 * MIB,
-            PeerKind::Vault | PeerKind::Aws | PeerKind::Azure | PeerKind::Atlassian => MIB,
+            PeerKind::Vault
+            | PeerKind::Webhook
+            | PeerKind::Aws
+            | PeerKind::Azure
+            | PeerKind::Atlassian => MIB,
         }
     }
 
@@ -81,6 +90,7 @@ impl PeerKind {
             PeerKind::Azure => 2,
             PeerKind::Atlassian => 3,
             PeerKind::HttpProvider => 4,
+            PeerKind::Webhook => 5,
         }
     }
 }
@@ -88,7 +98,8 @@ impl PeerKind {
 /// Answers cut at their cap since the process started, by [`PeerKind`].
 /// Process-wide: the HTTP clients are built by providers and sinks, which
 /// know nothing of the engine's registry.
-static TOO_LARGE: [AtomicU64; PeerKind::ALL.len()] = [const { AtomicU64::new(0) }; 5];
+static TOO_LARGE: [AtomicU64; PeerKind::ALL.len()] =
+    [const { AtomicU64::new(0) }; PeerKind::ALL.len()];
 
 /// Answers cut at their cap so far, by kind, for the metrics exposition.
 pub fn answers_too_large() -> [(PeerKind, u64); PeerKind::ALL.len()] {

@@ -46,6 +46,7 @@ impl Composer {
             .filter(|(_, exp)| *exp <= now + HORIZON)
             .collect();
         soon.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.slot.cmp(&b.0.slot)));
+        let mut all: Vec<(Row, bool)> = Vec::new();
         // Recipient (lower-cased) -> (first spelling, rows).
         let mut by_person: BTreeMap<String, (String, Vec<(Row, bool)>)> = BTreeMap::new();
         for (key, expires) in soon {
@@ -54,6 +55,7 @@ impl Composer {
                 .as_ref()
                 .and_then(|id| rotations.get(id));
             let row = self.row(key, rotation, expires, now);
+            all.push((row.clone(), expires <= now));
             for to in key_recipients(self.config(), key, None) {
                 by_person
                     .entry(to.to_ascii_lowercase())
@@ -65,13 +67,26 @@ impl Composer {
         let mut out = Vec::new();
         for (_, (to, rows)) in by_person {
             let vars = digest_vars(&date, rows);
-            out.extend(self.make(
+            out.extend(self.compose(
                 MessageKind::Digest,
                 "digest",
                 digest_id(&date, &to),
                 vec![to],
                 &vars,
                 now,
+                false,
+            ));
+        }
+        // Webhooks get one digest of every key, whoever is told by mail.
+        if !all.is_empty() {
+            out.extend(self.compose(
+                MessageKind::Digest,
+                "digest",
+                format!("digest.{date}"),
+                Vec::new(),
+                &digest_vars(&date, all),
+                now,
+                true,
             ));
         }
         out

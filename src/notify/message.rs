@@ -14,7 +14,8 @@ use super::render::{Row, Vars};
 use super::templates::{Rendered, Templates};
 use crate::config::{Config, NotifyTransport, ProviderKind};
 use crate::model::{
-    DeliveryState, KeyRecord, MessageKind, OutboxMessage, RotationRecord, RotationState, Trigger,
+    Channel, DeliveryState, KeyRecord, MessageKind, OutboxMessage, RotationRecord, RotationState,
+    Trigger,
 };
 
 /// Renders messages with the config and templates in force.
@@ -57,8 +58,29 @@ impl Composer {
         &self.cfg
     }
 
-    /// Renders `kind` and wraps it as a queued message, or nothing when
-    /// the transport is `none` or nobody is to be told.
+    /// Whether a webhook delivery of event `id` is in the outbox, for
+    /// checks that an event was told already when it may have gone to
+    /// webhooks only.
+    pub fn webhook_copy_queued(
+        &self,
+        tx: &crate::store::Tx,
+        id: &str,
+    ) -> Result<bool, crate::store::StoreError> {
+        for h in &self.cfg.notify.webhooks {
+            if tx
+                .message(&super::webhook::delivery_id(id, &h.name))?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Renders `kind` and wraps it as queued messages: the mail to `to`
+    /// (none when the transport is `none` or nobody is to be told) and
+    /// one delivery per webhook that takes `kind` (see
+    /// [`super::webhook`]), all under the event id `id`.
     pub(super) fn make(
         &self,
         kind: MessageKind,
@@ -68,7 +90,25 @@ impl Composer {
         vars: &Vars,
         now: Timestamp,
     ) -> Vec<OutboxMessage> {
-        if matches!(self.cfg.notify.transport, NotifyTransport::None) || to.is_empty() {
+        self.compose(kind, template, id, to, vars, now, true)
+    }
+
+    /// [`Composer::make`], with the webhooks' deliveries only when
+    /// `hooks` (the digest tells webhooks once, not once per recipient).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn compose(
+        &self,
+        kind: MessageKind,
+        template: &str,
+        id: String,
+        to: Vec<String>,
+        vars: &Vars,
+        now: Timestamp,
+        hooks: bool,
+    ) -> Vec<OutboxMessage> {
+        let mail = !matches!(self.cfg.notify.transport, NotifyTransport::None) && !to.is_empty();
+        let hooks = hooks && self.cfg.notify.webhooks.iter().any(|h| h.wants(kind));
+        if !mail && !hooks {
             return Vec::new();
         }
         let Rendered {
@@ -78,20 +118,43 @@ impl Composer {
         } = self.templates.render(template, vars);
         let slot = Some(vars.text("slot")).filter(|s| !s.is_empty());
         super::footer::append_text(&mut text, &self.host, slot, now);
-        super::footer::append_html(&mut html, &self.host, slot, now);
-        vec![OutboxMessage {
-            id,
-            kind,
-            to,
-            subject,
-            body: text,
-            html: Some(html),
-            state: DeliveryState::Queued,
-            attempts: 0,
-            next_attempt_at: now,
-            last_error: None,
-            created_at: now,
-        }]
+        let mut out = Vec::new();
+        if hooks {
+            out.extend(super::webhook::deliveries(
+                &self.cfg.notify.webhooks,
+                &super::webhook::Event {
+                    kind,
+                    id: &id,
+                    subject: &subject,
+                    text: &text,
+                    vars,
+                    host: &self.host,
+                    at: now,
+                },
+            ));
+        }
+        if mail {
+            super::footer::append_html(&mut html, &self.host, slot, now);
+            out.insert(
+                0,
+                OutboxMessage {
+                    thread: thread(kind, vars),
+                    id,
+                    kind,
+                    to,
+                    subject,
+                    body: text,
+                    html: Some(html),
+                    channel: Channel::Mail,
+                    state: DeliveryState::Queued,
+                    attempts: 0,
+                    next_attempt_at: now,
+                    last_error: None,
+                    created_at: now,
+                },
+            );
+        }
+        out
     }
 
     /// A rotation completed. Id `ROTATION.completed`.
@@ -225,6 +288,22 @@ impl Composer {
             now,
         )
     }
+}
+
+/// The thread a message belongs to: its rotation's (every message about
+/// one rotation), else its key's (expiry notices, an ended or refused
+/// key); none for a digest or a test.
+fn thread(kind: MessageKind, vars: &Vars) -> Option<String> {
+    if matches!(kind, MessageKind::Digest | MessageKind::Test) {
+        return None;
+    }
+    let rotation = vars.text("rotation_id");
+    if !rotation.is_empty() {
+        return Some(format!("rotation.{rotation}"));
+    }
+    Some(vars.text("slot"))
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("key.{s}"))
 }
 
 /// Whether the rotation waited in Overlap (and so announced its new key

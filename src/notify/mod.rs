@@ -24,5 +24,6 @@ pub mod templates;
 pub mod transport;
 #[cfg(test)]
 mod transport_tests;
+pub mod webhook;
 
 pub use message::Composer;

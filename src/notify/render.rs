@@ -10,7 +10,7 @@
 //! anything is rendered, in every branch: a misspelt name is an error even
 //! in a branch that this message does not take.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One row of a list: its fields by name.
 pub type Row = BTreeMap<&'static str, String>;
@@ -31,7 +31,7 @@ pub enum Value {
 
 /// The variables of one message, by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Vars(BTreeMap<&'static str, Value>);
+pub struct Vars(BTreeMap<&'static str, Value>, BTreeSet<&'static str>);
 
 impl Vars {
     /// No variables.
@@ -42,12 +42,21 @@ impl Vars {
     /// Sets a text variable.
     pub fn set(&mut self, name: &'static str, value: impl Into<String>) -> &mut Vars {
         self.0.insert(name, Value::Text(value.into()));
+        self.1.remove(name);
         self
     }
 
     /// Sets a flag: `"yes"` when true, empty (false in `{{#if}}`) when not.
     pub fn flag(&mut self, name: &'static str, on: bool) -> &mut Vars {
-        self.set(name, if on { "yes" } else { "" })
+        self.set(name, if on { "yes" } else { "" });
+        self.1.insert(name);
+        self
+    }
+
+    /// Whether `name` was set with [`Vars::flag`] (a webhook body shows it
+    /// as a boolean).
+    pub fn is_flag(&self, name: &str) -> bool {
+        self.1.contains(name)
     }
 
     /// Sets a list variable.

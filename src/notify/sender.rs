@@ -24,6 +24,7 @@
 //!   message sent: it is sent again after the restart, with the same
 //!   Message-ID (at least once).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,9 +32,10 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::transport::{Failure, Mailer};
 use crate::clock::Clock;
+use crate::config::WebhookConfig;
 use crate::config::{NotifyConfig, credentials_dir_from_env};
 use crate::error::CallError;
-use crate::model::{DeliveryState, OutboxMessage};
+use crate::model::{Channel, DeliveryState, OutboxMessage};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::wake::Wake;
@@ -79,6 +81,7 @@ impl Current {
         &mut self,
         want: &NotifyConfig,
         creds: Option<PathBuf>,
+        installation: &str,
     ) -> (Result<&Mailer, CallError>, bool) {
         let new_config = self.built_for.as_ref() != Some(want);
         if new_config || self.mailer.is_none() || self.stale {
@@ -89,7 +92,8 @@ impl Current {
             self.built_for = Some(want.clone());
             self.stale = false;
             match Mailer::build(want, creds).await {
-                Ok(m) => {
+                Ok(mut m) => {
+                    m.set_installation(Some(installation.to_string()));
                     if new_config {
                         tracing::info!(transport = %m.describe(), "notifications go through this transport");
                     }
@@ -126,14 +130,23 @@ pub async fn run(
 ) {
     let mut changed = wake.subscribe();
     let mut current = Current::default();
+    let installation = installation(&store).await;
     loop {
         let want = cfg();
-        let (mailer, fresh) = current.get(&want, credentials_dir_from_env()).await;
+        let (mailer, fresh) = current
+            .get(&want, credentials_dir_from_env(), &installation)
+            .await;
+        let out = Outlets {
+            mail: mailer,
+            hooks: &want.webhooks,
+            installation: &installation,
+            dry_run: want.dry_run,
+        };
         // A pass may wait on a slow server (up to `timeout` per message):
         // shutdown does not wait for it. A message the server accepted but
         // that was not marked sent yet is sent again after the restart.
         let pass = tokio::select! {
-            r = send_due(&store, mailer, clock.now(), fresh) => r,
+            r = send_due(&store, &out, clock.now(), fresh) => r,
             _ = shutdown.recv() => break,
         };
         let next = match pass {
@@ -173,19 +186,44 @@ pub struct Pass {
     pub auth_refused: bool,
 }
 
+/// Where a pass delivers: the mail transport (or why there is none) and
+/// the webhooks of the config in force.
+pub struct Outlets<'a> {
+    /// The mail transport, or its build error.
+    pub mail: Result<&'a Mailer, CallError>,
+    /// `[[notify.webhook]]`.
+    pub hooks: &'a [WebhookConfig],
+    /// This installation's id, which webhook event ids carry.
+    pub installation: &'a str,
+    /// `notify.dry_run`: log instead of sending.
+    pub dry_run: bool,
+}
+
+impl<'a> Outlets<'a> {
+    /// Mail only, through `mail` (its config's `dry_run`).
+    pub fn mail(mail: Result<&'a Mailer, CallError>) -> Outlets<'a> {
+        let dry_run = mail.as_ref().is_ok_and(|m| m.config.dry_run);
+        Outlets {
+            mail,
+            hooks: &[],
+            installation: "",
+            dry_run,
+        }
+    }
+}
+
 /// Sends every queued message that is due (all of them when `all_due`),
-/// oldest first, through `mailer` (or fails each with its build error).
-/// With `transport = "none"` queued messages are left alone.
+/// oldest first: mail through `out.mail` (or fails each with its build
+/// error), webhook deliveries to their webhook. With `transport = "none"`
+/// queued mail is left alone.
 pub async fn send_due(
     store: &Arc<Store>,
-    mailer: Result<&Mailer, CallError>,
+    out: &Outlets<'_>,
     now: Timestamp,
     all_due: bool,
 ) -> Result<Pass, String> {
     let mut pass = Pass::default();
-    if mailer.as_ref().is_ok_and(|m| m.is_none()) {
-        return Ok(pass);
-    }
+    let no_mail = out.mail.as_ref().is_ok_and(|m| m.is_none());
     let s = Arc::clone(store);
     // The messages read may have been queued by commits not durable yet
     // (group commit): flush before sending, so that a crash cannot take
@@ -200,50 +238,76 @@ pub async fn send_due(
     .map_err(|e| e.to_string())?
     .into_iter()
     .filter(|m| m.state == DeliveryState::Queued)
+    .filter(|m| !(no_mail && m.channel == Channel::Mail))
     .collect();
     queued.sort_by_key(|m| (m.next_attempt_at, m.created_at));
-    // Once one message goes through, the transport works again: the
-    // messages still waiting out their backoff are sent now, so that the
-    // queue flushes when the server is back rather than one by one over
-    // the following hour. (Due messages sort first, so every waiting one
-    // comes after the success that releases it.)
-    let mut flushing = all_due;
+    // Once one message goes through, its outlet works again: the messages
+    // to that outlet still waiting out their backoff are sent now, so
+    // that the queue flushes when the server is back rather than one by
+    // one over the following hour. (Due messages sort first, so every
+    // waiting one comes after the success that releases it.)
+    let mut working: HashSet<Channel> = HashSet::new();
     for mut m in queued {
-        if !flushing && m.next_attempt_at > now {
+        if !all_due && !working.contains(&m.channel) && m.next_attempt_at > now {
             due_next(m.next_attempt_at, &mut pass.next);
             continue;
         }
-        let message_id = mailer
-            .as_ref()
-            .map(|x| x.message_id(&m.id))
-            .unwrap_or_default();
-        let result = match &mailer {
-            Ok(mailer) => attempt(mailer, &m).await,
-            Err(e) => Err(Failure::all(e.clone())),
+        let (label, result, hook) = match &m.channel {
+            Channel::Mail => {
+                let label = out
+                    .mail
+                    .as_ref()
+                    .map(|x| x.message_id(&m.id))
+                    .unwrap_or_default();
+                let result = match &out.mail {
+                    Ok(mailer) => attempt(mailer, &m).await,
+                    Err(e) => Err(Failure::all(e.clone())),
+                };
+                (label, result, None)
+            }
+            Channel::Webhook(name) => {
+                let hook = out.hooks.iter().find(|h| &h.name == name);
+                let id = super::webhook::global_id(m.event_id(), out.installation);
+                let result = match hook {
+                    Some(h) => hook_attempt(h, &m, &id, out, now).await,
+                    None => Err(Failure::all(CallError::transient(format!(
+                        "webhook {name:?} is not in the config any more (the delivery waits for it)"
+                    )))),
+                };
+                (id, result, hook)
+            }
         };
         m.attempts += 1;
+        let budget = hook.map_or(MAX_ATTEMPTS, |h| h.attempts);
         match result {
             Ok(()) => {
                 m.state = DeliveryState::Sent;
                 m.last_error = None;
                 pass.sent += 1;
-                flushing = true;
-                tracing::info!(notification = %m.id, message_id = %message_id, kind = ?m.kind, recipients = m.to.len(), attempt = m.attempts, "notification sent");
+                working.insert(m.channel.clone());
+                tracing::info!(notification = %m.id, message_id = %label, kind = %m.kind.event(), recipients = m.to.len(), attempt = m.attempts, "notification sent");
             }
             Err(f) => {
                 pass.auth_refused |= f.auth;
                 if let Some(rest) = f.remaining {
-                    tracing::warn!(notification = %m.id, message_id = %message_id, error = %f.error, "notification delivered to some recipients only; the others are retried");
+                    tracing::warn!(notification = %m.id, message_id = %label, error = %f.error, "notification delivered to some recipients only; the others are retried");
                     m.to = rest;
                 }
                 m.last_error = Some(f.error.message.clone());
-                if m.attempts >= MAX_ATTEMPTS {
+                if m.attempts >= budget {
                     m.state = DeliveryState::Dead;
-                    tracing::error!(notification = %m.id, message_id = %message_id, kind = ?m.kind, to = ?m.to, attempts = m.attempts, error = %f.error, "notification is dead after its retry budget; see `keyrot status`");
+                    tracing::error!(notification = %m.id, message_id = %label, kind = %m.kind.event(), to = ?m.to, attempts = m.attempts, error = %f.error, "notification is dead after its retry budget; see `keyrot status`");
                 } else {
-                    m.next_attempt_at = now + backoff(m.attempts);
+                    let wait = match hook {
+                        Some(h) => {
+                            let asked = f.error.retry_after.unwrap_or_default();
+                            h.backoff(m.attempts).max(asked.min(h.retry_max))
+                        }
+                        None => backoff(m.attempts),
+                    };
+                    m.next_attempt_at = now + wait;
                     due_next(m.next_attempt_at, &mut pass.next);
-                    tracing::warn!(notification = %m.id, message_id = %message_id, attempts = m.attempts, transient = f.error.transient, next_attempt_at = %m.next_attempt_at, error = %f.error, "notification not delivered; will retry");
+                    tracing::warn!(notification = %m.id, message_id = %label, attempts = m.attempts, transient = f.error.transient, next_attempt_at = %m.next_attempt_at, error = %f.error, "notification not delivered; will retry");
                 }
             }
         }
@@ -261,6 +325,45 @@ pub async fn send_due(
         .map_err(|e| e.to_string())?;
     }
     Ok(pass)
+}
+
+/// One webhook delivery, with the failpoints of the crash suite around
+/// it: `before:webhook-send` and `after:webhook-send` (after the receiver
+/// accepted it, before the commit).
+async fn hook_attempt(
+    hook: &WebhookConfig,
+    m: &OutboxMessage,
+    id: &str,
+    out: &Outlets<'_>,
+    now: Timestamp,
+) -> Result<(), Failure> {
+    let fail = Failure::all;
+    crate::failpoint::hit("before:webhook-send").map_err(fail)?;
+    if out.dry_run {
+        tracing::info!(notification = %m.id, webhook = %hook.name, event = %m.kind.event(), "notify.dry_run: not sending");
+        return Ok(());
+    }
+    let body = super::webhook::finish(&m.body, id, out.installation);
+    super::webhook::deliver(hook, m.kind, id, &body, m.attempts + 1, now)
+        .await
+        .map_err(fail)?;
+    crate::failpoint::hit("after:webhook-send").map_err(fail)?;
+    Ok(())
+}
+
+/// The store's installation id; a process-local one when the store has
+/// none or cannot be read (logged), so ids stay unique if not stable.
+async fn installation(store: &Arc<Store>) -> String {
+    let s = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || s.installation()).await {
+        Ok(Ok(Some(id))) => id,
+        other => {
+            let bytes: [u8; 10] = rand::random();
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            tracing::warn!(result = ?other.map(|r| r.map(|_| ())), installation = %id, "outbox: the store holds no installation id; Message-IDs use a new one until the next start");
+            id
+        }
+    }
 }
 
 /// Keeps the earliest of `next` and `at`.
@@ -302,6 +405,8 @@ mod tests {
             subject: "[keyrot] rotated p/k".into(),
             body: "body".into(),
             html: None,
+            channel: crate::model::Channel::Mail,
+            thread: None,
             state: DeliveryState::Queued,
             attempts,
             next_attempt_at: at,
@@ -359,7 +464,9 @@ mod tests {
             })
             .unwrap();
         let mailer = Mailer::build(&failing, None).await.unwrap();
-        let pass = send_due(&store, Ok(&mailer), t(10), false).await.unwrap();
+        let pass = send_due(&store, &Outlets::mail(Ok(&mailer)), t(10), false)
+            .await
+            .unwrap();
         let first = by_id(&store, "m.first");
         assert_eq!((first.state, first.attempts), (DeliveryState::Queued, 1));
         assert_eq!(first.next_attempt_at, t(10) + backoff(1));
@@ -390,7 +497,9 @@ mod tests {
         )
         .await
         .unwrap();
-        let pass = send_due(&store, Ok(&working), t(11), true).await.unwrap();
+        let pass = send_due(&store, &Outlets::mail(Ok(&working)), t(11), true)
+            .await
+            .unwrap();
         assert_eq!((pass.sent, pass.next), (2, None));
         assert_eq!(by_id(&store, "m.first").state, DeliveryState::Sent);
         assert_eq!(by_id(&store, "m.later").state, DeliveryState::Sent);
@@ -414,7 +523,9 @@ mod tests {
         let working = Mailer::build(&cfg(NotifyTransport::File { dir: out.clone() }), None)
             .await
             .unwrap();
-        let pass = send_due(&store, Ok(&working), t(10), false).await.unwrap();
+        let pass = send_due(&store, &Outlets::mail(Ok(&working)), t(10), false)
+            .await
+            .unwrap();
         assert_eq!((pass.sent, pass.next), (3, None));
         for id in ["m.due", "m.wait1", "m.wait2"] {
             assert_eq!(by_id(&store, id).state, DeliveryState::Sent, "{id}");
@@ -437,7 +548,9 @@ mod tests {
             timeout: SignedDuration::from_secs(10),
         }));
         let mailer = Mailer::build(&failing, None).await.unwrap();
-        let pass = send_due(&store, Ok(&mailer), t(10), false).await.unwrap();
+        let pass = send_due(&store, &Outlets::mail(Ok(&mailer)), t(10), false)
+            .await
+            .unwrap();
         assert_eq!(pass.sent, 0);
         assert_eq!(by_id(&store, "m.wait").attempts, 4, "still waiting");
         assert_eq!(pass.next, Some(t(25)));
@@ -453,7 +566,9 @@ mod tests {
         let none = Mailer::build(&cfg(NotifyTransport::None), None)
             .await
             .unwrap();
-        let pass = send_due(&store, Ok(&none), t(1), true).await.unwrap();
+        let pass = send_due(&store, &Outlets::mail(Ok(&none)), t(1), true)
+            .await
+            .unwrap();
         assert_eq!((pass.sent, pass.next), (0, None));
         assert_eq!(
             by_id(&store, "m1").attempts,
@@ -461,7 +576,9 @@ mod tests {
             "transport none leaves it queued"
         );
         let e = CallError::permanent("[notify] `password` (file /x): cannot read");
-        send_due(&store, Err(e), t(1), false).await.unwrap();
+        send_due(&store, &Outlets::mail(Err(e)), t(1), false)
+            .await
+            .unwrap();
         let m = by_id(&store, "m1");
         assert_eq!((m.state, m.attempts), (DeliveryState::Queued, 1));
         assert!(m.last_error.unwrap().contains("`password`"));

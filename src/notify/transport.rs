@@ -48,6 +48,10 @@ pub struct Mailer {
     from: Mailbox,
     /// How messages leave.
     kind: Kind,
+    /// This installation's id (the store's), which every Message-ID
+    /// carries so that installations sharing a mail domain never send
+    /// the same one; none until [`Mailer::set_installation`].
+    installation: Option<String>,
 }
 
 /// The transports.
@@ -133,6 +137,7 @@ impl Mailer {
             config: cfg.clone(),
             from,
             kind,
+            installation: None,
         })
     }
 
@@ -158,11 +163,25 @@ impl Mailer {
         }
     }
 
-    /// The Message-ID of outbox message `id`: `<id@domain>`, the domain
-    /// being the From address's, so it is the same on every attempt and
-    /// after a restart. Characters a Message-ID cannot hold are written
-    /// `=XX`.
+    /// Sets the installation id Message-IDs carry.
+    pub fn set_installation(&mut self, id: Option<String>) {
+        self.installation = id;
+    }
+
+    /// The Message-ID of outbox message `id`: `<id.INSTALLATION@domain>`
+    /// (`<id@domain>` before an installation is set), the domain being
+    /// the From address's, so it is the same on every attempt and after a
+    /// restart, and unique between installations. Characters a Message-ID
+    /// cannot hold are written `=XX`.
     pub fn message_id(&self, id: &str) -> String {
+        match &self.installation {
+            Some(inst) => self.bare_message_id(&format!("{id}.{inst}")),
+            None => self.bare_message_id(id),
+        }
+    }
+
+    /// `<id@domain>`, `id` escaped.
+    fn bare_message_id(&self, id: &str) -> String {
         let mut left = String::with_capacity(id.len());
         for c in id.chars() {
             if c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) {
@@ -191,6 +210,11 @@ impl Mailer {
             .message_id(Some(self.message_id(&m.id)))
             .raw_header(HeaderValue::new(AUTO_SUBMITTED, "auto-generated".into()))
             .raw_header(HeaderValue::new(LIST_ID, self.list_id()));
+        // A rotation's (or a key's) messages thread under one root id.
+        if let Some(t) = &m.thread {
+            let root = self.message_id(t);
+            b = b.in_reply_to(root.clone()).references(root);
+        }
         for to in &m.to {
             b = b.to(mailbox(to)?);
         }

@@ -56,6 +56,8 @@ fn msg(to: &[&str]) -> OutboxMessage {
         subject: "[keyrot] test".into(),
         body: "plain body\n".into(),
         html: None,
+        channel: crate::model::Channel::Mail,
+        thread: None,
         state: DeliveryState::Queued,
         attempts: 0,
         next_attempt_at: jiff::Timestamp::UNIX_EPOCH,

@@ -83,6 +83,7 @@ pub(super) fn config(out: &std::path::Path, sink_path: &str) -> Config {
             dry_run: false,
             template_dir: None,
             digest_schedule: None,
+            webhooks: vec![],
         },
         psks: vec![],
         api_tokens: vec![],

@@ -209,7 +209,8 @@ fn pass(
     let queued = store.write(|tx| {
         let mut queued = Vec::new();
         for d in &due {
-            if tx.message(&d.id)?.is_some() {
+            // Queued before: its mail, or (without mail) a webhook's copy.
+            if tx.message(&d.id)?.is_some() || mail.webhook_copy_queued(tx, &d.id)? {
                 continue;
             }
             // The key as this transaction sees it: still the same key?

@@ -27,8 +27,8 @@ use redb::{
 use super::error::{backend, commit_failed};
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT, KEY_ROTATIONS, KEYS, LATEST,
-    LOCAL_KEYS, META, META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS, SCHEMA_VERSION, SECRETS,
-    decode, state_name,
+    LOCAL_KEYS, META, META_INSTALLATION, META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS,
+    SCHEMA_VERSION, SECRETS, decode, state_name,
 };
 use super::{Db, StoreError, files, image};
 use crate::crypto::MasterKey;
@@ -381,6 +381,19 @@ fn init_tables(
             .map_err(backend("writing meta"))?;
         meta.insert(META_KEY_CHECK, check.as_slice())
             .map_err(backend("writing meta"))?;
+    }
+    {
+        let mut meta = txn.open_table(META).map_err(backend("opening meta"))?;
+        if meta
+            .get(META_INSTALLATION)
+            .map_err(backend("reading meta"))?
+            .is_none()
+        {
+            let bytes: [u8; 10] = rand::random();
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            meta.insert(META_INSTALLATION, id.as_bytes())
+                .map_err(backend("writing meta"))?;
+        }
     }
     txn.commit().map_err(|e| commit_failed(path, e))
 }

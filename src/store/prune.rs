@@ -316,7 +316,9 @@ fn scan_outbox(
 /// Whether a message is history: delivered or given up on, queued before
 /// `before`, and not one to keep.
 fn prunable_message(m: &OutboxMessage, before: Timestamp, keep: &HashSet<String>) -> bool {
-    m.state != DeliveryState::Queued && m.created_at < before && !keep.contains(&m.id)
+    // A webhook's delivery of a kept event is kept with it (else an expiry
+    // notice whose mail is kept would be queued again for the webhook).
+    m.state != DeliveryState::Queued && m.created_at < before && !keep.contains(m.event_id())
 }
 
 /// The tables that say whether a finished rotation must stay.

@@ -8,8 +8,8 @@ use secrecy::SecretString;
 use super::error::backend;
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_DUPLICATES,
-    META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros, due_timestamp,
-    get_json, parse_state, parse_target, rotation_state, secret_aad,
+    META_INSTALLATION, META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros,
+    due_timestamp, get_json, parse_state, parse_target, rotation_state, secret_aad,
 };
 use super::{DueTarget, LocalKey, Store, StoreError, StoreStats};
 use crate::model::{
@@ -103,6 +103,18 @@ impl Store {
                 Some(v) => decode("meta", &name, v.value()).map(Some),
                 None => Ok(None),
             }
+        })
+    }
+
+    /// This installation's id ([`META_INSTALLATION`]); none in a store no
+    /// read-write keyrot has opened since it was created by an older one.
+    pub fn installation(&self) -> Result<Option<String>, StoreError> {
+        self.read(|txn| {
+            let meta = txn.open_table(META).map_err(backend("opening meta"))?;
+            Ok(meta
+                .get(META_INSTALLATION)
+                .map_err(backend("reading meta"))?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
         })
     }
 

@@ -81,6 +81,11 @@ pub(super) const META_AUDIT_HEAD: &str = "audit_head";
 /// Meta key of the audit chain's anchor, the last entry a retention prune
 /// deleted: JSON `[seq, hash]` (absent: the chain starts at entry 1).
 pub(super) const META_AUDIT_ANCHOR: &str = "audit_anchor";
+/// Meta key of this installation's id: 20 hex digits drawn when the
+/// store is first opened by a keyrot that knows it, kept by backups and
+/// restores. It makes Message-IDs and webhook event ids unique between
+/// installations that share a mail domain or a receiver.
+pub(super) const META_INSTALLATION: &str = "installation";
 /// AAD of the key check envelope.
 pub(super) const KEY_CHECK_AAD: &[u8] = b"keyrot-key-check";
 /// Plaintext of the key check envelope.

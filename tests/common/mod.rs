@@ -9,6 +9,7 @@ pub mod fault_proxy;
 pub mod http_apis;
 pub mod peers;
 pub mod smtp;
+pub mod webhook;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -19,6 +19,8 @@ fn msg(id: &str, to: &[&str], html: Option<&str>) -> OutboxMessage {
         subject: "[keyrot] test".into(),
         body: "plain body\n".into(),
         html: html.map(str::to_string),
+        channel: crate::model::Channel::Mail,
+        thread: None,
         state: DeliveryState::Queued,
         attempts: 0,
         next_attempt_at: jiff::Timestamp::UNIX_EPOCH,

@@ -345,6 +345,8 @@ fn message(id: &str, state: DeliveryState) -> OutboxMessage {
         subject: "s".into(),
         body: "b".into(),
         html: None,
+        channel: crate::model::Channel::Mail,
+        thread: None,
         state,
         attempts: 0,
         next_attempt_at: t(0),
