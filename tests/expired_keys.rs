@@ -2,13 +2,15 @@
 //! lists it when keyrot starts again, and keyrot tells of it once, loudly:
 //! a mail to the key's contacts, an ERROR line, `keyrot_keys_ended_total`
 //! and an `expired` row in `keyrot status`. The daemon is stopped for real
-//! time, as long as the key's short lifetime needs.
+//! time, as long as the key's short lifetime needs. And a key revoked by
+//! hand at the provider while keyrot is down (it vanishes from the
+//! listing, or is listed revoked): told the same way.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, all_files, base_config, wait_until};
+use common::{Daemon, Sandbox, all_files, atlassian_config, base_config, wait_until};
 
 /// The local provider, policy `p` (auto_rotate off, keys live 4 s, a
 /// ladder of 1m/30s as in the reproduction) with `security_contacts`, one
@@ -230,5 +232,85 @@ fn a_key_that_expired_while_keyrot_was_down_is_told_once_loudly() {
     assert_eq!(
         d.json(&["status", "--json"])["keys"][0]["ended"]["state"],
         "expired"
+    );
+}
+
+/// Revokes key `id` at the sandbox with the admin key, as a person in the
+/// console would.
+fn revoke_by_hand(sb: &Sandbox, id: &str) {
+    let out = sb.curl(&[
+        "-X",
+        "PATCH",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("Authorization: Bearer {}", sb.seeded_secret("keyrot")),
+        &format!(
+            "{}/admin/api-access/v1/orgs/demo-org/api-keys/revoke/{id}",
+            sb.url
+        ),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "204");
+}
+
+#[test]
+fn a_key_revoked_by_hand_while_keyrot_was_down_is_told_once_loudly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(&tmp.path().join("sandbox"));
+    let policy = "auto_rotate = false\nnew_key_lifetime = \"365d\"\njitter = false\n";
+    let cfg = atlassian_config(&sb, "proposed", policy, &["reporting"]).replacen(
+        "[daemon]\n",
+        "[daemon]\nmetrics_listen = \"127.0.0.1:0\"\n",
+        1,
+    );
+    let mut d = Daemon::new(&cfg);
+    d.start();
+    d.wait_first_key();
+    let key_id = d.json(&["status", "--json"])["keys"][0]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stop(&mut d);
+
+    revoke_by_hand(&sb, &key_id);
+    d.start();
+
+    assert!(
+        wait_until(Duration::from_secs(30), || !mails(&d, "ended.").is_empty()),
+        "no mail about the revoked key; log:\n{}",
+        d.log()
+    );
+    let got = mails(&d, "ended.");
+    assert_eq!(got.len(), 1);
+    let subject = header(&got[0], "Subject");
+    assert!(subject.contains("atlassian/reporting"), "{subject}");
+    assert!(subject.contains(&key_id), "{subject}");
+    let to = header(&got[0], "To");
+    assert!(
+        to.contains("ops@example.com") && to.contains("security@example.com"),
+        "{to}"
+    );
+
+    let log = plain(&d.log());
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains(&key_id)
+            && l.contains("atlassian/reporting")),
+        "no ERROR line for {key_id}; log:\n{log}"
+    );
+    let st = d.json(&["status", "--json"]);
+    let row = &st["keys"][0];
+    assert!(row["key_id"].is_null(), "{row}");
+    assert_eq!(row["ended"]["key_id"], key_id.as_str());
+    let state = row["ended"]["state"].as_str().unwrap().to_string();
+    assert!(["vanished", "revoked"].contains(&state.as_str()), "{row}");
+    let text = scrape(&metrics_addr(&d, 2));
+    assert!(
+        text.contains(&format!(
+            "keyrot_keys_ended_total{{provider=\"atlassian\",state=\"{state}\"}} 1\n"
+        )),
+        "{text}"
     );
 }

@@ -483,8 +483,18 @@ jitter = false"#;
         d.log()
     );
     let revoked = with_id(&d, &format!("{id}.revoked")).remove(0);
-    // The id is the Message-ID's local part (the domain is the From's).
-    assert_eq!(revoked.message_id(), format!("<{id}.revoked@example.com>"));
+    // The id and the installation's are the Message-ID's local part (the
+    // domain is the From's): unique between installations sharing it.
+    let inst = revoked
+        .message_id()
+        .strip_prefix(&format!("<{id}.revoked."))
+        .and_then(|r| r.strip_suffix("@example.com>"))
+        .unwrap_or_else(|| panic!("{}", revoked.message_id()))
+        .to_string();
+    assert!(
+        inst.len() == 20 && inst.chars().all(|c| c.is_ascii_hexdigit()),
+        "{inst}"
+    );
     assert_eq!(
         revoked.subject(),
         format!("[keyrot] revoked old key of local/alpha ({old})")
@@ -547,14 +557,20 @@ jitter = false"#;
     assert_eq!(
         about,
         [
-            format!("<{id}.live@example.com>"),
-            format!("<{id}.revoked@example.com>")
+            format!("<{id}.live.{inst}@example.com>"),
+            format!("<{id}.revoked.{inst}@example.com>")
         ]
     );
+    // They thread: both answer the rotation's root id.
+    let root = format!("<rotation.{id}.{inst}@example.com>");
+    for m in [&live, &revoked] {
+        assert_eq!(m.header("In-Reply-To"), root, "{}", m.subject());
+        assert_eq!(m.header("References"), root, "{}", m.subject());
+    }
     // The first key's rotation completed too, but revoked nothing.
     let first: Vec<Mail> = with_id(&d, "")
         .into_iter()
-        .filter(|m| m.message_id().contains(".revoked@"))
+        .filter(|m| m.message_id().contains(".revoked."))
         .collect();
     assert_eq!(first.len(), 1, "one revocation, of one old key");
     assert_no_secret_in_mail(&d, "alpha");

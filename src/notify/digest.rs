@@ -66,7 +66,7 @@ impl Composer {
         }
         let mut out = Vec::new();
         for (_, (to, rows)) in by_person {
-            let vars = digest_vars(&date, rows);
+            let vars = digest_vars(&date, rows, now);
             out.extend(self.compose(
                 MessageKind::Digest,
                 "digest",
@@ -84,7 +84,7 @@ impl Composer {
                 "digest",
                 format!("digest.{date}"),
                 Vec::new(),
-                &digest_vars(&date, all),
+                &digest_vars(&date, all, now),
                 now,
                 true,
             ));
@@ -150,11 +150,15 @@ impl Composer {
 }
 
 /// Variables of `digest`; each row comes with whether its key expired.
-pub(super) fn digest_vars(date: &str, rows: Vec<(Row, bool)>) -> Vars {
+/// `as_of` is when the rows' relative times (`left`) were computed: the
+/// digest states it, so that a digest delivered late (a mail server
+/// outage) is not read against its `Date:`.
+pub(super) fn digest_vars(date: &str, rows: Vec<(Row, bool)>, as_of: Timestamp) -> Vars {
     let n = rows.len();
     let expired = rows.iter().filter(|(_, e)| *e).count();
     let mut v = Vars::new();
     v.set("date", date)
+        .set("as_of", when(Some(as_of)))
         .set("count", n.to_string())
         .set(
             "count_phrase",

@@ -386,11 +386,66 @@ pub fn ended_key() -> (KeyRecord, crate::model::EndedKey) {
     (k, e)
 }
 
+/// The installation id of the examples' webhook bodies.
+pub const INSTALLATION: &str = "3f2a9c41d07be5886a1c";
+
+/// The webhook of the webhook examples.
+const WEBHOOK: &str = r#"
+[[notify.webhook]]
+name = "ops-hook"
+url = "https://hooks.example.com/keyrot"
+secret = { file = "/etc/keyrot/webhook.secret" }
+"#;
+
 /// The example of each kind, rendered with `templates`, by kind.
 pub fn messages(templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
-    let Some(cfg) = config() else {
-        return Vec::new();
+    match config() {
+        Some(cfg) => every_message(cfg, templates),
+        None => Vec::new(),
+    }
+}
+
+/// The body the examples' webhook receives for each kind, as sent
+/// (installation added) and pretty-printed; and the Slack body of the
+/// failure.
+pub fn webhook_bodies() -> (Vec<(&'static str, String)>, String) {
+    let mut out = Vec::new();
+    let mut slack = String::new();
+    let Ok(cfg) = crate::config::load_str(
+        Path::new("/etc/keyrot/keyrot.toml"),
+        &format!("{CONFIG}{WEBHOOK}"),
+    ) else {
+        return (out, slack);
     };
+    for (kind, m) in every_message(Arc::new(cfg), Templates::builtin()) {
+        if m.channel == crate::model::Channel::Mail {
+            continue;
+        }
+        let id = super::webhook::global_id(m.event_id(), INSTALLATION);
+        let body = super::webhook::finish(&m.body, &id, INSTALLATION);
+        let pretty = serde_json::from_str::<serde_json::Value>(&body)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or(body);
+        out.push((kind, pretty));
+        if kind == "failed" {
+            let event = super::webhook::Event {
+                kind: m.kind,
+                id: m.event_id(),
+                subject: &m.subject,
+                text: "(the mail's text, as in the keyrot body)",
+                vars: &Vars::new(),
+                host: HOST,
+                at: m.created_at,
+            };
+            slack = super::webhook::payload(crate::config::WebhookFormat::Slack, &event);
+        }
+    }
+    (out, slack)
+}
+
+/// Every message of the examples under `cfg`, mail and webhook
+/// deliveries.
+fn every_message(cfg: Arc<Config>, templates: Templates) -> Vec<(&'static str, OutboxMessage)> {
     let c = Composer::with_templates(Arc::clone(&cfg), templates).with_host(HOST);
     let now = now();
     let done = completed_rotation();
@@ -462,7 +517,7 @@ pub fn vars(kind: &str) -> Vars {
             let exp = k.current.as_ref().and_then(|c| c.expires_at).unwrap_or(now);
             super::notice::expiry_vars(&cfg, &k, p, Some(&failed_rotation()), rung(), exp, now)
         }
-        "digest" => super::digest::digest_vars("2026-11-23", Vec::new()),
+        "digest" => super::digest::digest_vars("2026-11-23", Vec::new(), now),
         "refused" => super::refused::refused_vars(&refused_key(), now),
         "ended" => {
             let (k, e) = ended_key();

@@ -481,6 +481,27 @@ fn doc_block(m: &OutboxMessage) -> String {
 }
 
 #[test]
+fn docs_show_each_webhook_body_exactly_as_sent() {
+    let doc = include_str!("../../docs/notifications.md");
+    let (bodies, slack) = examples::webhook_bodies();
+    for kind in KINDS {
+        let body = bodies
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, b)| b)
+            .unwrap_or_else(|| panic!("no webhook example of {kind}"));
+        assert!(
+            doc.contains(&format!("```json\n{body}\n```\n")),
+            "docs/notifications.md must show the {kind} webhook body as sent:\n```json\n{body}\n```"
+        );
+    }
+    assert!(
+        doc.contains(&format!("```json\n{slack}\n```\n")),
+        "docs/notifications.md must show the Slack body:\n```json\n{slack}\n```"
+    );
+}
+
+#[test]
 fn docs_show_each_kind_exactly_as_rendered() {
     let doc = include_str!("../../docs/notifications.md");
     let msgs = examples::messages(Templates::builtin());

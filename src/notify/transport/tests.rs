@@ -40,6 +40,39 @@ async fn message_id_uses_the_from_domain_and_stays_valid() {
 }
 
 #[tokio::test]
+async fn message_ids_carry_the_installation_and_a_rotation_threads() {
+    let mut a = Mailer::build(&cfg(NotifyTransport::None), None)
+        .await
+        .unwrap();
+    let mut b = Mailer::build(&cfg(NotifyTransport::None), None)
+        .await
+        .unwrap();
+    a.set_installation(Some("aaaa".into()));
+    b.set_installation(Some("bbbb".into()));
+    // Two installations sharing a domain never share a Message-ID.
+    assert_eq!(
+        a.message_id("digest.2026-12-07.0123456789ab"),
+        "<digest.2026-12-07.0123456789ab.aaaa@example.com>"
+    );
+    assert_ne!(a.message_id("r1.completed"), b.message_id("r1.completed"));
+    let mut m = msg("r1.revoked", &["a@example.com"], None);
+    m.thread = Some("rotation.r1".into());
+    let raw = String::from_utf8(a.email(&m).unwrap().formatted()).unwrap();
+    assert!(
+        raw.contains("Message-ID: <r1.revoked.aaaa@example.com>\r\n"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("In-Reply-To: <rotation.r1.aaaa@example.com>\r\n"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("References: <rotation.r1.aaaa@example.com>\r\n"),
+        "{raw}"
+    );
+}
+
+#[tokio::test]
 async fn a_from_with_a_display_name_names_the_sender_and_keeps_the_domain() {
     let mut c = cfg(NotifyTransport::None);
     c.from = "keyrot on vm <keyrot@example.com>".into();
