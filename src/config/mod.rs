@@ -184,8 +184,33 @@ pub struct ProviderConfig {
     /// Requests per second to the provider's API, shared by all its
     /// rotations and syncs (`None`: unlimited).
     pub requests_per_second: Option<f64>,
+    /// `console_url`: where a person creates a key by hand, if set.
+    pub console_url: Option<String>,
     /// Type-specific settings.
     pub kind: ProviderKind,
+}
+
+impl ProviderConfig {
+    /// The organisation (or account) whose keys this provider manages,
+    /// when its type names one: an Atlassian `org_id`.
+    pub fn org(&self) -> Option<&str> {
+        match &self.kind {
+            ProviderKind::Atlassian(a) => Some(a.org_id.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Where a person creates a key by hand: `console_url`, else the
+    /// Atlassian admin console's API keys page of the org.
+    pub fn console(&self) -> Option<String> {
+        self.console_url.clone().or_else(|| match &self.kind {
+            ProviderKind::Atlassian(a) => Some(format!(
+                "https://admin.atlassian.com/o/{}/api-keys",
+                a.org_id
+            )),
+            _ => None,
+        })
+    }
 }
 
 /// Provider types.

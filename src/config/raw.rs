@@ -125,11 +125,18 @@ pub struct RawProviderHead {
     pub max_concurrent: Option<Spanned<i64>>,
     /// Requests per second to the provider's API (unset: unlimited).
     pub requests_per_second: Option<Spanned<f64>>,
+    /// Where a person creates a key by hand (named in assisted requests).
+    pub console_url: Option<Spanned<String>>,
 }
 
 /// Field names of [`RawProviderHead`], split off before the body.
-pub const PROVIDER_HEAD_FIELDS: &[&str] =
-    &["name", "type", "max_concurrent", "requests_per_second"];
+pub const PROVIDER_HEAD_FIELDS: &[&str] = &[
+    "name",
+    "type",
+    "max_concurrent",
+    "requests_per_second",
+    "console_url",
+];
 
 /// `type = "local"` fields.
 #[derive(Debug, Default, Deserialize)]

@@ -107,18 +107,30 @@ pub(crate) fn provider(
         None => Some(None),
         Some(r) => requests_per_second(ctx, r).map(Some),
     };
+    let console_url = match &head.console_url {
+        None => Some(None),
+        Some(u) => ctx
+            .http_url(
+                u,
+                "console_url",
+                "nothing secret, but a person's browser session",
+            )
+            .map(Some),
+    };
     let cfg = ctx
         .text(&head.name, "name")
         .zip(max_concurrent)
         .zip(requests_per_second)
+        .zip(console_url)
         .zip(kind);
     (
         name,
         cfg.map(
-            |(((name, max_concurrent), requests_per_second), kind)| ProviderConfig {
+            |((((name, max_concurrent), requests_per_second), console_url), kind)| ProviderConfig {
                 name,
                 max_concurrent,
                 requests_per_second,
+                console_url,
                 kind,
             },
         ),

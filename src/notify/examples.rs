@@ -30,6 +30,12 @@ from = "keyrot@example.com"
 transport = "file"
 dir = "/var/lib/keyrot/mail"
 
+[[provider]]
+name = "atlassian"
+type = "atlassian"
+org_id = "8f7c2b1e-acme"
+admin_key = { credential = "atlassian-admin-key" }
+
 [[policy]]
 name = "standard"
 rotate_before_expiry = "30d"
@@ -505,7 +511,14 @@ pub fn vars(kind: &str) -> Vars {
             None => Vars::new(),
         },
         "revoked" => revoked_vars(&completed_rotation()),
-        "assisted" => assisted_vars(&assisted_rotation(), Some(now), Some(now), 1),
+        "assisted" => {
+            let mut v = assisted_vars(&assisted_rotation(), Some(now), Some(now), 1);
+            v.set("org", "8f7c2b1e-acme").set(
+                "console_url",
+                "https://admin.atlassian.com/o/8f7c2b1e-acme/api-keys",
+            );
+            v
+        }
         "expiry" => {
             let Some(cfg) = config() else {
                 return Vars::new();

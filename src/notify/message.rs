@@ -279,12 +279,19 @@ impl Composer {
         if let Some(p) = self.cfg.policy(&rec.policy) {
             to = dedup(to.iter().chain(&p.security_contacts));
         }
+        let mut vars = assisted_vars(rec, new_key_expires, next_reminder, reminder);
+        let provider = self.cfg.provider(&rec.provider);
+        vars.set("org", provider.and_then(|p| p.org()).unwrap_or_default())
+            .set(
+                "console_url",
+                provider.and_then(|p| p.console()).unwrap_or_default(),
+            );
         self.make(
             MessageKind::AssistedRequest,
             "assisted",
             format!("{}.assisted.{reminder}", rec.id),
             to,
-            &assisted_vars(rec, new_key_expires, next_reminder, reminder),
+            &vars,
             now,
         )
     }

@@ -57,6 +57,7 @@ pub(super) fn config(out: &std::path::Path, sink_path: &str) -> Config {
             name: "local".into(),
             max_concurrent: 2,
             requests_per_second: None,
+            console_url: None,
             kind: ProviderKind::Local(LocalProviderConfig {
                 default_lifetime: dur("90d"),
                 secret_bytes: 32,
