@@ -214,9 +214,7 @@ pub fn aws(data: &[u8]) -> Outcome {
         }
         let _ = crate::aws::xml::element(&text, tag);
     }
-    let mut out = String::with_capacity(text.len());
-    crate::aws::xml::unescape_into(&text, &mut out);
-    if out.len() > text.len() {
+    if crate::aws::xml::text(&text).len() > text.len() {
         return finding("unescaping made the text longer");
     }
     Ok(())

@@ -1,97 +1,55 @@
-//! Just enough XML for AWS's query-protocol answers (IAM, STS) and error
-//! bodies: elements without attributes, text, nesting, and entity decoding
-//! into a caller's buffer (so a secret is decoded straight into a wiped one).
+//! Reading AWS's query-protocol answers (IAM, STS) and XML error bodies
+//! with quick-xml's reader: the raw contents of elements found by name at
+//! any depth, and their text with entities decoded. Bodies arrive already
+//! capped in size ([`crate::http::cap`]); nothing here allocates more than
+//! the body it reads.
 
-/// The contents of each outermost `<tag>...</tag>` (or `<tag/>`, empty) of
-/// `xml`, in order. Enough XML for IAM's and STS's answers: elements
-/// without attributes, text and nested elements.
+use std::borrow::Cow;
+
+use quick_xml::Reader;
+use quick_xml::events::Event;
+
+/// The raw (still escaped) contents of each outermost element named `tag`
+/// in `xml`, in document order; `""` for `<tag/>`. An element nested in
+/// another of the same name stays inside its parent's contents. Reading
+/// stops at the first malformed markup, keeping what was found before it.
 pub(crate) fn elements<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-    let open = format!("<{tag}>");
-    let empty = format!("<{tag}/>");
-    let close = format!("</{tag}>");
+    let mut reader = Reader::from_str(xml);
     let mut out = Vec::new();
-    let mut rest = xml;
     loop {
-        let o = rest.find(&open);
-        let e = rest.find(&empty);
-        let start = match (o, e) {
-            (None, None) => return out,
-            (o, Some(e)) if o.is_none_or(|o| e < o) => {
-                out.push("");
-                rest = &rest[e + empty.len()..];
-                continue;
-            }
-            (Some(o), _) => o + open.len(),
-            (None, Some(_)) => return out,
-        };
-        // Find the matching close, counting nested elements of the same name.
-        let mut depth = 1;
-        let mut pos = start;
-        let end = loop {
-            let Some(c) = rest[pos..].find(&close).map(|i| i + pos) else {
-                return out;
-            };
-            match rest[pos..].find(&open).map(|i| i + pos) {
-                Some(n) if n < c => {
-                    depth += 1;
-                    pos = n + open.len();
-                }
-                _ => {
-                    depth -= 1;
-                    pos = c + close.len();
-                    if depth == 0 {
-                        break c;
-                    }
+        match reader.read_event() {
+            Ok(Event::Empty(e)) if e.local_name().into_inner() == tag => out.push(""),
+            Ok(Event::Start(e)) if e.local_name().into_inner() == tag => {
+                match reader.read_to_end(e.name()) {
+                    Ok(span) => out.push(slice(xml, span.start, span.end)),
+                    Err(_) => return out,
                 }
             }
-        };
-        out.push(&rest[start..end]);
-        rest = &rest[pos..];
-    }
-}
-
-/// The text of the first `<tag>` of `xml`, unescaped and trimmed.
-pub(crate) fn element(xml: &str, tag: &str) -> Option<String> {
-    let raw = elements(xml, tag).into_iter().next()?;
-    let mut out = String::with_capacity(raw.len());
-    unescape_into(raw.trim(), &mut out);
-    Some(out)
-}
-
-/// Appends `text` with XML's predefined and numeric entities decoded
-/// (never longer than `text`, so a buffer sized for it does not grow).
-pub(crate) fn unescape_into(text: &str, out: &mut String) {
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let after = &rest[amp + 1..];
-        let decoded = after.find(';').and_then(|semi| {
-            let name = &after[..semi];
-            let c = match name {
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                "amp" => Some('&'),
-                "quot" => Some('"'),
-                "apos" => Some('\''),
-                _ => name
-                    .strip_prefix("#x")
-                    .map(|h| u32::from_str_radix(h, 16))
-                    .or_else(|| name.strip_prefix('#').map(str::parse::<u32>))
-                    .and_then(Result::ok)
-                    .and_then(char::from_u32),
-            }?;
-            Some((c, semi))
-        });
-        match decoded {
-            Some((c, semi)) => {
-                out.push(c);
-                rest = &after[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = after;
-            }
+            Ok(Event::Eof) | Err(_) => return out,
+            Ok(_) => {}
         }
     }
-    out.push_str(rest);
+}
+
+/// The text of the first element named `tag` in `xml`, entities decoded
+/// and trimmed.
+pub(crate) fn element(xml: &str, tag: &str) -> Option<String> {
+    let raw = elements(xml, tag).into_iter().next()?;
+    Some(text(raw.trim()).into_owned())
+}
+
+/// `raw` with XML's predefined and numeric entities decoded; borrowed when
+/// there is none. Text that is not well-formed (an unknown entity, a bare
+/// `&`) is returned as written, as AWS never sends it.
+pub(crate) fn text(raw: &str) -> Cow<'_, str> {
+    quick_xml::escape::unescape(raw).unwrap_or(Cow::Borrowed(raw))
+}
+
+/// `xml[start..end]` for a span the reader reported (empty if it were not
+/// on character boundaries, which a span between tags always is).
+fn slice(xml: &str, start: u64, end: u64) -> &str {
+    let (Ok(start), Ok(end)) = (usize::try_from(start), usize::try_from(end)) else {
+        return "";
+    };
+    xml.get(start..end).unwrap_or_default()
 }

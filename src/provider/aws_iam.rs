@@ -21,6 +21,7 @@
 //! never touches the store. Secret access keys live in `SecretString`s and
 //! wiped buffers, and never reach a message, a log line or `Debug` output.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
@@ -32,7 +33,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use super::{Capabilities, IssueRequest, IssuedKey, Provider};
-use crate::aws::xml::{element, elements, unescape_into};
+use crate::aws::xml::{element, elements, text};
 use crate::aws::{AwsClient, AwsCredentials, CredentialSource, error_code};
 use crate::config::AwsIamProviderConfig;
 use crate::error::CallError;
@@ -829,8 +830,9 @@ fn arn_names_user(arn: &str, user: &str) -> bool {
         && resource.rsplit('/').next() == Some(user)
 }
 
-/// The `SecretAccessKey` of a `CreateAccessKey` answer, unescaped in a
-/// wiped buffer and copied once, exactly sized, into a `SecretString`.
+/// The `SecretAccessKey` of a `CreateAccessKey` answer, copied once,
+/// exactly sized, into a `SecretString` (a copy that decoding entities
+/// made is wiped).
 fn secret_of(block: &str) -> Option<SecretString> {
     let raw = elements(block, "SecretAccessKey")
         .into_iter()
@@ -839,9 +841,11 @@ fn secret_of(block: &str) -> Option<SecretString> {
     if raw.is_empty() {
         return None;
     }
-    let mut buf = Zeroizing::new(String::with_capacity(raw.len()));
-    unescape_into(raw, &mut buf);
-    Some(SecretString::from(buf.as_str().to_string()))
+    let decoded = match text(raw) {
+        Cow::Borrowed(s) => SecretString::from(s),
+        Cow::Owned(s) => SecretString::from(Zeroizing::new(s).as_str()),
+    };
+    Some(decoded)
 }
 
 #[cfg(test)]
@@ -891,9 +895,9 @@ mod tests {
         let block = "<UserName>alice</UserName><AccessKeyId>AKIA3</AccessKeyId><SecretAccessKey>wJal/K7+&amp;x&#x41;&#66;</SecretAccessKey>";
         assert_eq!(secret_of(block).unwrap().expose_secret(), "wJal/K7+&xAB");
         assert!(secret_of("<SecretAccessKey/>").is_none());
-        let mut s = String::new();
-        unescape_into("a &bogus; &lt;b&gt; &", &mut s);
-        assert_eq!(s, "a &bogus; <b> &");
+        // Text that is not well-formed XML is kept as written.
+        assert_eq!(text("a &bogus; &lt;b&gt; &"), "a &bogus; &lt;b&gt; &");
+        assert_eq!(text("&lt;b&gt;"), "<b>");
     }
 
     #[test]
