@@ -1,114 +1,76 @@
-//! Human durations (`30d`, `1h30m`) both ways, and the saturating instant
-//! arithmetic and instant formatting the rest of the policy uses.
+//! Human durations (`30d`, `1h30m`) both ways, read and written in jiff's
+//! friendly format, and the saturating instant arithmetic and instant
+//! formatting the rest of the policy uses.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::fmt::friendly::{Designator, Spacing, SpanParser, SpanPrinter};
+use jiff::{SignedDuration, Span, SpanRelativeTo, SpanRound, Timestamp, Unit};
 
-/// Accepted units, largest first, with their length in seconds.
-const UNITS: [(char, i64); 5] = [
-    ('w', 7 * 86_400),
-    ('d', 86_400),
-    ('h', 3_600),
-    ('m', 60),
-    ('s', 1),
-];
+/// The units, for error messages.
+const UNITS_HELP: &str = "units: w (7 days), d (24 hours), h, m, s";
 
-/// The accepted units, for error messages.
-const UNITS_HELP: &str = "w (7 days), d (24 hours), h, m, s";
+/// The largest duration [`parse_duration`] accepts, in seconds (1000 years):
+/// instants stay computable (jiff timestamps span about ±10,000 years).
+const MAX_SECS: i64 = 1000 * 366 * 86_400;
 
-/// Parses a human duration: `30d`, `12h`, `90m`, `45s`, `2w`, `1h30m`.
+/// Parses a human duration in jiff's friendly format: `30d`, `12h`, `90m`,
+/// `45s`, `2w`, `1h30m`, and jiff's other spellings (`1h 30m`,
+/// `2 hours`, `1.5h`, `500ms`).
 ///
-/// A duration is one or more `NUMBER UNIT` parts, units largest first and
-/// each at most once (`1d12h`, not `12h1d`). `d` is 24 hours and `w` is 7
-/// days, exact (no calendar or DST). Empty, negative and fractional
-/// durations and unknown units are rejected.
+/// Units go from largest to smallest, each at most once. `d` is 24 hours
+/// and `w` is 7 days, exact (no calendar or DST); years and months, which
+/// have no fixed length, are refused, as are empty and negative durations
+/// and durations over 1000 years. Errors name the value.
 pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
+    static PARSER: SpanParser = SpanParser::new();
     let text = s.trim();
     if text.is_empty() {
         return Err(format!(
-            "empty duration: write e.g. 30d or 1h30m (units: {UNITS_HELP})"
+            "empty duration: write e.g. 30d or 1h30m ({UNITS_HELP})"
         ));
     }
-    if text.starts_with('-') {
+    let bad = |e: jiff::Error| {
+        let e = e.to_string();
+        let why = e
+            .strip_prefix("failed to parse input in the \"friendly\" duration format: ")
+            .unwrap_or(&e);
+        format!("duration {s:?}: {why} ({UNITS_HELP})")
+    };
+    let span: Span = PARSER.parse_span(text).map_err(bad)?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(format!(
+            "duration {s:?}: years and months have no fixed length; use d (24 hours) or w (7 days)"
+        ));
+    }
+    let d = span
+        .to_duration(SpanRelativeTo::days_are_24_hours())
+        .map_err(bad)?;
+    if d.is_negative() {
         return Err(format!(
             "duration {s:?} is negative; durations must be 0 or more"
         ));
     }
-    let mut total: i64 = 0;
-    let mut rest = text;
-    // Index into UNITS of the last unit used: units must get smaller.
-    let mut last: Option<usize> = None;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "duration {s:?}: expected a number at {rest:?} (units: {UNITS_HELP})"
-            ));
-        }
-        let (num, after) = rest.split_at(digits);
-        let unit = after.chars().next().ok_or_else(|| {
-            format!("duration {s:?}: number {num} has no unit (units: {UNITS_HELP})")
-        })?;
-        let idx = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(|| {
-            format!("duration {s:?}: unknown unit {unit:?} (units: {UNITS_HELP})")
-        })?;
-        if last.is_some_and(|l| idx <= l) {
-            return Err(format!(
-                "duration {s:?}: units must go from largest to smallest, each once (w d h m s)"
-            ));
-        }
-        last = Some(idx);
-        let too_large = || format!("duration {s:?} is too large");
-        let n: i64 = num.parse().map_err(|_| too_large())?;
-        total = n
-            .checked_mul(UNITS[idx].1)
-            .and_then(|secs| total.checked_add(secs))
-            .ok_or_else(too_large)?;
-        rest = &after[unit.len_utf8()..];
-    }
-    // Keep instants computable: jiff timestamps span about ±10,000 years.
-    if total > MAX_SECS {
+    if d.as_secs() > MAX_SECS {
         return Err(format!(
             "duration {s:?} is too large (more than 1000 years)"
         ));
     }
-    Ok(SignedDuration::from_secs(total))
+    Ok(d)
 }
-
-/// The largest duration [`parse_duration`] accepts, in seconds (1000 years).
-const MAX_SECS: i64 = 1000 * 366 * 86_400;
 
 /// Formats a SignedDuration as the shortest human form ("30d", "1h30m", "45s").
 ///
 /// Days are the largest unit (`14d`, not `2w`); sub-second parts are shown
-/// as `ms` or `ns`; zero is `0s`; negative durations get a leading `-`.
+/// as `ms`, `us` and `ns`; zero is `0s`; negative durations get a leading `-`.
 pub fn format_duration(d: SignedDuration) -> String {
-    if d.is_zero() {
-        return "0s".into();
+    static PRINTER: SpanPrinter = SpanPrinter::new()
+        .designator(Designator::HumanTime)
+        .spacing(Spacing::None);
+    let in_days = SpanRound::new().largest(Unit::Day).days_are_24_hours();
+    match Span::try_from(d).and_then(|span| span.round(in_days)) {
+        Ok(span) => PRINTER.span_to_string(&span),
+        // Beyond a Span's range (about 20,000 years): hours are the largest unit.
+        Err(_) => PRINTER.duration_to_string(&d),
     }
-    let mut out = String::new();
-    if d.is_negative() {
-        out.push('-');
-    }
-    let abs = d.unsigned_abs();
-    let mut secs = abs.as_secs();
-    for (unit, len) in &UNITS[1..] {
-        let len = *len as u64;
-        if secs >= len {
-            out.push_str(&format!("{}{unit}", secs / len));
-            secs %= len;
-        }
-    }
-    let nanos = abs.subsec_nanos();
-    if nanos != 0 {
-        if nanos.is_multiple_of(1_000_000) {
-            out.push_str(&format!("{}ms", nanos / 1_000_000));
-        } else {
-            out.push_str(&format!("{nanos}ns"));
-        }
-    }
-    out
 }
 
 /// `ts + d`, clamped to the representable range instead of failing.
@@ -162,25 +124,58 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_durations_naming_units() {
+    fn accepts_jiffs_other_spellings() {
+        let cases = [
+            ("1h 30m", 5400),
+            ("2 hours", 7200),
+            ("90days", 90 * 86_400),
+            ("1.5h", 5400),
+            ("+3h", 3 * 3600),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text), Ok(secs(want)), "{text}");
+        }
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(SignedDuration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_durations_naming_the_value() {
         let cases = [
             ("", "empty duration"),
             ("   ", "empty duration"),
-            ("-5d", "is negative"),
+            ("-5d", "duration \"-5d\" is negative"),
+            ("5d ago", "duration \"5d ago\" is negative"),
             (
                 "5y",
-                "unknown unit 'y' (units: w (7 days), d (24 hours), h, m, s)",
+                "duration \"5y\": years and months have no fixed length",
             ),
-            ("5", "number 5 has no unit"),
-            ("d", "expected a number at \"d\""),
-            ("1.5h", "unknown unit '.'"),
-            ("1h 30m", "expected a number at \" 30m\""),
-            ("30m1h", "units must go from largest to smallest"),
-            ("1h1h", "units must go from largest to smallest"),
-            ("99999999999999999999s", "is too large"),
-            ("9223372036854775807w", "is too large"),
+            (
+                "1mo",
+                "duration \"1mo\": years and months have no fixed length",
+            ),
+            (
+                "5",
+                "duration \"5\": expected to find unit designator suffix",
+            ),
+            (
+                "d",
+                "duration \"d\": expected duration to start with a unit value",
+            ),
+            ("30m1h", "units must be written from largest to smallest"),
+            ("1h1h", "units must be written from largest to smallest"),
+            (
+                "99999999999999999999s",
+                "duration \"99999999999999999999s\": ",
+            ),
+            (
+                "9223372036854775807w",
+                "duration \"9223372036854775807w\": ",
+            ),
             ("1001000d", "is too large (more than 1000 years)"),
-            ("5D", "unknown unit 'D'"),
+            ("90x", "(units: w (7 days), d (24 hours), h, m, s)"),
         ];
         for (text, want) in cases {
             let err = parse_duration(text).unwrap_err();
@@ -200,6 +195,8 @@ mod tests {
             (secs(-3600), "-1h"),
             (SignedDuration::from_millis(1500), "1s500ms"),
             (SignedDuration::from_nanos(7), "7ns"),
+            (SignedDuration::from_micros(1500), "1ms500us"),
+            (SignedDuration::MAX, "2562047788015215h30m7s999ms999us999ns"),
         ];
         for (d, want) in cases {
             assert_eq!(format_duration(d), want);

@@ -353,11 +353,11 @@ fn every_problem_is_reported_in_position_order() {
 
 #[test]
 fn every_bad_field_of_one_table_is_reported() {
-    let text = "[daemon]\ncontrol_socket_mode = 660\nshutdown_timeout = \"30 s\"\n";
+    let text = "[daemon]\ncontrol_socket_mode = 660\nshutdown_timeout = \"30 x\"\n";
     let errs = errors(text);
     assert_eq!(errs.len(), 2, "{errs:#?}");
     assert!(errs[0].starts_with(&format!("{NAME}:2:23: invalid type: integer `660`")));
-    assert!(errs[1].starts_with(&format!("{NAME}:3:20: duration \"30 s\"")));
+    assert!(errs[1].starts_with(&format!("{NAME}:3:20: duration \"30 x\"")));
     let p = "[[provider]]\nname = \"p\"\ntype = \"local\"\nsecret_bytes = 8\nurl = \"http://x\"\n";
     let errs = errors(p);
     assert_eq!(errs.len(), 2, "{errs:#?}");
