@@ -3,7 +3,8 @@
 //! rule, group stagger and the expiry-notice ladder.
 //!
 //! Nothing here reads the clock or the store: every function takes `now`.
-//! Submodules: `cron` (5-field cron parsing and matching), `window`
+//! Submodules: `cron` (cron parsing and matching: a window's 5 fields,
+//! and [`Schedule`]'s 6 or 7 read in UTC), `window`
 //! ([`Window`]: cron + duration + IANA zone, DST-correct starts),
 //! `duration` (human durations), `decide` ([`decide`]: the full start
 //! decision for one slot), `notice` (new-key expiry and the notice ladder).
@@ -17,6 +18,7 @@ mod window;
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
+pub use cron::Schedule;
 pub use decide::{Decision, decide};
 pub use duration::{format_duration, parse_duration};
 pub use notice::{new_key_expiry, next_notice_at, notices_reached};

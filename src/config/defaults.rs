@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use jiff::SignedDuration;
 
+use crate::policy::Schedule;
+
 use super::{
     DaemonConfig, FileFormat, FileSinkConfig, LocalProviderConfig, NotifyConfig, NotifyTransport,
     RetryConfig, StoreConfig,
@@ -42,7 +44,7 @@ impl Default for DaemonConfig {
             control_body_timeout: SignedDuration::from_secs(30),
             control_idle_timeout: SignedDuration::from_secs(60),
             shutdown_timeout: SignedDuration::from_secs(30),
-            sync_schedule: "0 */15 * * * *".to_string(),
+            sync_schedule: Schedule::EVERY_15_MINUTES,
             metrics_listen: None,
             proxy: None,
             retry: RetryConfig::default(),
@@ -119,7 +121,8 @@ mod tests {
         assert_eq!(d.control_socket, PathBuf::from("/run/keyrot/control.sock"));
         assert_eq!(d.control_socket_mode, 0o660);
         assert_eq!(d.shutdown_timeout, SignedDuration::from_secs(30));
-        assert_eq!(d.sync_schedule, "0 */15 * * * *");
+        assert_eq!(d.sync_schedule.as_str(), "0 */15 * * * *");
+        assert_eq!(d.sync_schedule, Schedule::parse("0 */15 * * * *").unwrap());
         assert_eq!(d.metrics_listen, None);
         assert_eq!(d.retry.attempts, 5);
         assert_eq!(d.retry.initial, SignedDuration::from_secs(10));

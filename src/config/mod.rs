@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use jiff::SignedDuration;
 
-use crate::policy::Policy;
+use crate::policy::{Policy, Schedule};
 
 pub mod access;
 mod approle;
@@ -130,8 +130,8 @@ pub struct DaemonConfig {
     pub control_idle_timeout: SignedDuration,
     /// How long SIGTERM waits for in-flight steps (default 30s).
     pub shutdown_timeout: SignedDuration,
-    /// Inventory sync cron, 6 fields with seconds, UTC (default `0 */15 * * * *`).
-    pub sync_schedule: String,
+    /// Inventory sync cron, 6 or 7 fields with seconds, UTC (default `0 */15 * * * *`).
+    pub sync_schedule: Schedule,
     /// Where the Prometheus `/metrics` endpoint listens (default: none).
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The proxy HTTP peers are reached through (`https://`, or `http://`
@@ -394,8 +394,8 @@ pub struct NotifyConfig {
     pub dry_run: bool,
     /// Directory whose templates override the built-in ones, if set.
     pub template_dir: Option<PathBuf>,
-    /// Daily digest schedule (6-field cron, UTC), if set.
-    pub digest_schedule: Option<String>,
+    /// Daily digest schedule (6- or 7-field cron, UTC), if set.
+    pub digest_schedule: Option<Schedule>,
     /// `[[notify.webhook]]`, in file order.
     pub webhooks: Vec<WebhookConfig>,
 }

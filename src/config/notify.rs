@@ -186,7 +186,7 @@ pub(crate) fn notify(ctx: &mut Ctx<'_>, raw: RawNotify) -> Option<NotifyConfig> 
         }
     }
     if let Some(c) = &raw.digest_schedule {
-        match super::validate::check_schedule(ctx, c, "digest_schedule") {
+        match super::validate::schedule(ctx, c, "digest_schedule") {
             Some(v) => out.digest_schedule = Some(v),
             None => ok = false,
         }

@@ -89,7 +89,7 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
          retry {} attempts, backoff {} to {}",
         d.control_socket.display(),
         d.control_socket_mode,
-        d.sync_schedule,
+        d.sync_schedule.as_str(),
         format_duration(d.shutdown_timeout),
         d.retry.attempts,
         format_duration(d.retry.initial),

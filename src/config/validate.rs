@@ -15,7 +15,7 @@ use super::merge::Document;
 use super::raw::{DurationText, RawDaemon, RawRetry, RawStore};
 use super::typed::{provider, sink};
 use super::{Config, DaemonConfig, RetryConfig, StoreConfig};
-use crate::policy::Policy;
+use crate::policy::{Policy, Schedule};
 
 /// Checks the whole document; None when any problem was recorded.
 pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -> Option<Config> {
@@ -138,10 +138,7 @@ fn daemon(ctx: &mut Ctx<'_>, raw: RawDaemon) -> Option<DaemonConfig> {
         );
     }
     if let Some(s) = &raw.sync_schedule {
-        ok &= set(
-            &mut out.sync_schedule,
-            check_schedule(ctx, s, "sync_schedule"),
-        );
+        ok &= set(&mut out.sync_schedule, schedule(ctx, s, "sync_schedule"));
     }
     if let Some(a) = &raw.metrics_listen {
         ok &= set(&mut out.metrics_listen, metrics_listen(ctx, a).map(Some));
@@ -306,63 +303,15 @@ fn retry(ctx: &mut Ctx<'_>, raw: &RawRetry) -> Option<RetryConfig> {
     ok.then_some(out)
 }
 
-/// A light check of a cron (`field` names it): 6 or 7 fields (seconds
-/// first), each made of plausible characters, seconds/minutes/hours in range.
-pub(crate) fn check_schedule(
-    ctx: &mut Ctx<'_>,
-    s: &Spanned<String>,
-    field: &str,
-) -> Option<String> {
-    let text = s.get_ref().trim();
-    let fields: Vec<&str> = text.split_whitespace().collect();
-    let problem = if !(6..=7).contains(&fields.len()) {
-        Some(format!(
-            "{field} {text:?} has {} fields; it needs 6 or 7 (sec min hour day-of-month \
-             month day-of-week [year]), e.g. \"0 */15 * * * *\"",
-            fields.len()
-        ))
-    } else {
-        fields
-            .iter()
-            .enumerate()
-            .find_map(|(i, f)| field_problem(field, i, f))
-    };
-    match problem {
-        Some(p) => {
-            ctx.error(s.span(), p);
+/// A 6- or 7-field cron read in UTC (`field` names it in the message).
+pub(crate) fn schedule(ctx: &mut Ctx<'_>, s: &Spanned<String>, field: &str) -> Option<Schedule> {
+    match Schedule::parse(s.get_ref()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            ctx.error(s.span(), format!("{field}: {e}"));
             None
         }
-        None => Some(text.to_string()),
     }
-}
-
-/// Why one field of a 6/7-field cron looks wrong, if it does.
-fn field_problem(what: &str, index: usize, field: &str) -> Option<String> {
-    const NAMES: [&str; 7] = [
-        "seconds",
-        "minutes",
-        "hours",
-        "day-of-month",
-        "month",
-        "day-of-week",
-        "year",
-    ];
-    const MAX: [u32; 3] = [59, 59, 23];
-    let name = NAMES.get(index).copied().unwrap_or("field");
-    // Names (JAN, MON), L, W and # only make sense in the day and month fields.
-    let allowed = |c: char| {
-        c.is_ascii_digit()
-            || "*/,-?".contains(c)
-            || (index >= 3 && (c.is_ascii_alphabetic() || c == '#'))
-    };
-    if let Some(c) = field.chars().find(|c| !allowed(*c)) {
-        return Some(format!("{what} {name} field {field:?}: unexpected {c:?}"));
-    }
-    let max = *MAX.get(index)?;
-    let too_big = field
-        .split([',', '-', '/'])
-        .any(|part| part.parse::<u32>().is_ok_and(|n| n > max));
-    too_big.then(|| format!("{what} {name} field {field:?} must be within 0-{max}"))
 }
 
 /// `[store]`.

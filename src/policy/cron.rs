@@ -1,25 +1,32 @@
-//! The 5-field cron expression a window starts on: parsing into bit sets
-//! and matching civil dates and times. It knows nothing of time zones or
-//! instants; [`super::window`] turns its civil matches into instants.
+//! Cron expressions: parsing into bit sets and matching civil dates and
+//! times. Two forms share one parser: a rotation window's 5 fields
+//! (`minute hour day-of-month month day-of-week`, read in the window's zone
+//! by [`super::window`]) and a [`Schedule`]'s 6 or 7 (seconds first, an
+//! optional year), read in UTC, for the inventory sync, the digest and the
+//! history prune.
 //!
 //! Day rule (Vixie cron / cronie, the "standard" rule): when *both* the
 //! day-of-month and day-of-week fields are restricted, a day matches if
 //! **either** matches; when one of them is unrestricted, both must match.
-//! A field counts as unrestricted when it begins with `*` (so `*` and
-//! `*/2` are unrestricted for this rule, though `*/2` still filters).
+//! A field counts as unrestricted when it begins with `*` or `?` (so `*`
+//! and `*/2` are unrestricted for this rule, though `*/2` still filters).
 
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
 
 /// One cron field's name and bounds, for parsing and error messages.
 struct FieldSpec {
-    /// 1-based position, as users count fields.
-    pos: usize,
     /// Name used in messages.
     name: &'static str,
     /// Smallest value.
-    min: u8,
+    min: u16,
     /// Largest value.
-    max: u8,
+    max: u16,
     /// Accepted names, mapped to `min + index` (empty: numbers only).
     names: &'static [&'static str],
 }
@@ -29,30 +36,33 @@ const MONTHS: &[&str] = &[
 ];
 const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
-const FIELDS: [FieldSpec; 5] = [
+/// Every field, in a [`Schedule`]'s order; a window's are `FIELDS[1..6]`.
+const FIELDS: [FieldSpec; 7] = [
     FieldSpec {
-        pos: 1,
+        name: "second",
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    FieldSpec {
         name: "minute",
         min: 0,
         max: 59,
         names: &[],
     },
     FieldSpec {
-        pos: 2,
         name: "hour",
         min: 0,
         max: 23,
         names: &[],
     },
     FieldSpec {
-        pos: 3,
         name: "day-of-month",
         min: 1,
         max: 31,
         names: &[],
     },
     FieldSpec {
-        pos: 4,
         name: "month",
         min: 1,
         max: 12,
@@ -60,17 +70,45 @@ const FIELDS: [FieldSpec; 5] = [
     },
     // 7 is accepted as Sunday and folded onto 0 after parsing.
     FieldSpec {
-        pos: 5,
         name: "day-of-week",
         min: 0,
         max: 7,
         names: DAYS,
     },
+    // The years a civil date can have.
+    FieldSpec {
+        name: "year",
+        min: 1,
+        max: 9999,
+        names: &[],
+    },
 ];
 
-/// A parsed cron expression: one bit per allowed value in each field.
+/// One list item of a field: every `step`-th value from `first` to `last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Item {
+    /// First value.
+    first: u16,
+    /// Last value (inclusive).
+    last: u16,
+    /// Distance between values, at least 1.
+    step: u16,
+}
+
+impl Item {
+    /// True when `v` is one of the item's values.
+    fn contains(self, v: i32) -> bool {
+        (i32::from(self.first)..=i32::from(self.last)).contains(&v)
+            && (v - i32::from(self.first)) % i32::from(self.step) == 0
+    }
+}
+
+/// A parsed cron expression: one bit per allowed value in each field, and
+/// the year field's items.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Cron {
+    /// Bit n set: second n matches (a window's: second 0).
+    seconds: u64,
     /// Bit n set: minute n matches.
     minutes: u64,
     /// Bit n set: hour n matches.
@@ -81,14 +119,16 @@ pub(crate) struct Cron {
     months: u64,
     /// Bit n set: weekday n (0 = Sunday .. 6) matches.
     dow: u64,
-    /// Day-of-month field began with `*`.
+    /// The years that match (a window has none: every year).
+    years: Vec<Item>,
+    /// Day-of-month field began with `*` or `?`.
     dom_star: bool,
-    /// Day-of-week field began with `*`.
+    /// Day-of-week field began with `*` or `?`.
     dow_star: bool,
 }
 
 impl Cron {
-    /// Parses `minute hour day-of-month month day-of-week`.
+    /// Parses a window's `minute hour day-of-month month day-of-week`.
     pub(crate) fn parse(expr: &str) -> Result<Cron, String> {
         let parts: Vec<&str> = expr.split_whitespace().collect();
         if parts.len() != 5 {
@@ -98,22 +138,47 @@ impl Cron {
                 parts.len()
             ));
         }
-        let mut bits = [0u64; 5];
-        for (i, (text, spec)) in parts.iter().zip(FIELDS.iter()).enumerate() {
-            bits[i] = parse_field(text, spec)?;
+        let mut all = vec!["0"];
+        all.extend(parts);
+        Cron::from_fields(expr, &all, 1)
+    }
+
+    /// Parses `second minute hour day-of-month month day-of-week [year]`.
+    fn parse_with_seconds(expr: &str) -> Result<Cron, String> {
+        let parts: Vec<&str> = expr.split_whitespace().collect();
+        if !(6..=7).contains(&parts.len()) {
+            return Err(format!(
+                "cron expression must have 6 or 7 fields (second minute hour day-of-month \
+                 month day-of-week [year]), found {} in {expr:?}",
+                parts.len()
+            ));
         }
+        Cron::from_fields(expr, &parts, 0)
+    }
+
+    /// Builds a cron from 6 or 7 fields in [`FIELDS`] order; messages
+    /// number the fields from 1, less `hidden` (a window's implicit second).
+    fn from_fields(expr: &str, parts: &[&str], hidden: usize) -> Result<Cron, String> {
+        let mut items = Vec::with_capacity(parts.len());
+        for (i, (text, spec)) in parts.iter().zip(FIELDS.iter()).enumerate() {
+            items.push(parse_field(text, spec, i + 1 - hidden)?);
+        }
+        let bits = |i: usize| items[i].iter().fold(0u64, |s, item| s | mask(*item));
         // Sunday may be written 0 or 7.
-        if bits[4] & (1 << 7) != 0 {
-            bits[4] = (bits[4] & !(1 << 7)) | 1;
+        let mut dow = bits(5);
+        if dow & (1 << 7) != 0 {
+            dow = (dow & !(1 << 7)) | 1;
         }
         let cron = Cron {
-            minutes: bits[0],
-            hours: bits[1],
-            dom: bits[2],
-            months: bits[3],
-            dow: bits[4],
-            dom_star: parts[2].starts_with('*'),
-            dow_star: parts[4].starts_with('*'),
+            seconds: bits(0),
+            minutes: bits(1),
+            hours: bits(2),
+            dom: bits(3),
+            months: bits(4),
+            dow,
+            years: items.get(6).cloned().unwrap_or_default(),
+            dom_star: parts[3].starts_with(['*', '?']),
+            dow_star: parts[5].starts_with(['*', '?']),
         };
         cron.check_satisfiable(expr)?;
         Ok(cron)
@@ -154,11 +219,115 @@ impl Cron {
         }
     }
 
-    /// The civil start times on `date` (which must match), earliest first.
+    /// The civil times on `date` (which must match), earliest first.
     pub(crate) fn times_on(&self, date: Date) -> impl DoubleEndedIterator<Item = DateTime> + '_ {
-        bits(self.hours, 23)
-            .flat_map(move |h| bits(self.minutes, 59).map(move |m| date.at(h as i8, m as i8, 0, 0)))
+        bits(self.hours, 23).flat_map(move |h| {
+            bits(self.minutes, 59).flat_map(move |m| {
+                bits(self.seconds, 59).map(move |s| date.at(h as i8, m as i8, s as i8, 0))
+            })
+        })
     }
+
+    /// The first civil time strictly after `after` that matches, if one
+    /// exists before the end of year 9999.
+    fn next_after(&self, after: DateTime) -> Option<DateTime> {
+        let mut date = after.date();
+        let mut first_day = true;
+        loop {
+            if !self.years.is_empty()
+                && !self
+                    .years
+                    .iter()
+                    .any(|y| y.contains(i32::from(date.year())))
+            {
+                date = Date::new(date.year().checked_add(1)?, 1, 1).ok()?;
+            } else if self.months & (1 << date.month()) == 0 {
+                date = date.last_of_month().tomorrow().ok()?;
+            } else {
+                if self.matches_date(date)
+                    && let Some(t) = self.times_on(date).find(|t| !first_day || *t > after)
+                {
+                    return Some(t);
+                }
+                date = date.tomorrow().ok()?;
+            }
+            first_day = false;
+        }
+    }
+}
+
+/// A 6- or 7-field cron read in UTC: `second minute hour day-of-month
+/// month day-of-week [year]`, with what a window's cron accepts in each
+/// field (`?` too, in the day fields). keyrot sleeps until the next
+/// occurrence itself rather than running tokio-cron-scheduler, whose
+/// ticker wakes every 500 ms: an idle daemon must wake only when something
+/// is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// The expression as written.
+    expr: Cow<'static, str>,
+    /// The parsed expression.
+    cron: Cron,
+}
+
+impl Schedule {
+    /// `0 */15 * * * *`: second 0 of every 15th minute (the inventory
+    /// sync's default).
+    pub const EVERY_15_MINUTES: Schedule = Schedule {
+        expr: Cow::Borrowed("0 */15 * * * *"),
+        cron: Cron {
+            seconds: 1,
+            minutes: 1 | 1 << 15 | 1 << 30 | 1 << 45,
+            hours: (1 << 24) - 1,
+            dom: ((1 << 32) - 1) & !1,
+            months: ((1 << 13) - 1) & !1,
+            dow: (1 << 7) - 1,
+            years: Vec::new(),
+            dom_star: true,
+            dow_star: true,
+        },
+    };
+
+    /// Parses a schedule; the error names the field and value at fault.
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        Ok(Schedule {
+            expr: Cow::Owned(expr.trim().to_string()),
+            cron: Cron::parse_with_seconds(expr)?,
+        })
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        &self.expr
+    }
+
+    /// The first occurrence strictly after `now`, if there is one.
+    pub fn next_after(&self, now: Timestamp) -> Option<Timestamp> {
+        let after = now.to_zoned(TimeZone::UTC).datetime();
+        let next = self.cron.next_after(after)?;
+        next.to_zoned(TimeZone::UTC).ok().map(|z| z.timestamp())
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = String;
+
+    fn from_str(expr: &str) -> Result<Schedule, String> {
+        Schedule::parse(expr)
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expr)
+    }
+}
+
+/// The bits of an item's values (fields other than the year stay under 64).
+fn mask(item: Item) -> u64 {
+    (item.first..=item.last.min(63))
+        .step_by(usize::from(item.step))
+        .fold(0u64, |s, v| s | (1 << v))
 }
 
 /// The set bits of `set` up to `max`, ascending.
@@ -175,24 +344,23 @@ fn max_days_in_month(month: u8) -> u8 {
     }
 }
 
-/// Parses one field: a comma list of `*`, `N`, `N-M`, each with an optional `/STEP`.
-fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
-    let mut set = 0u64;
-    for item in text.split(',') {
-        set |= parse_item(item, spec)?;
-    }
-    Ok(set)
+/// Parses field number `pos`: a comma list of `*`, `N`, `N-M`, each with an
+/// optional `/STEP` (`?` is `*`).
+fn parse_field(text: &str, spec: &FieldSpec, pos: usize) -> Result<Vec<Item>, String> {
+    text.split(',')
+        .map(|item| parse_item(item, spec, pos))
+        .collect()
 }
 
 /// Parses one list item of a field.
-fn parse_item(item: &str, spec: &FieldSpec) -> Result<u64, String> {
-    let err = |what: String| format!("cron field {} ({}) {what}", spec.pos, spec.name);
+fn parse_item(item: &str, spec: &FieldSpec, pos: usize) -> Result<Item, String> {
+    let err = |what: String| format!("cron field {pos} ({}) {what}", spec.name);
     if item.is_empty() {
         return Err(err("has an empty list item".into()));
     }
     let (range, step) = match item.split_once('/') {
         Some((r, s)) => {
-            let step: u8 = s
+            let step: u16 = s
                 .parse()
                 .map_err(|_| err(format!("step {s:?} is not a number")))?;
             if step == 0 {
@@ -202,10 +370,11 @@ fn parse_item(item: &str, spec: &FieldSpec) -> Result<u64, String> {
         }
         None => (item, None),
     };
-    let (lo, hi) = if range == "*" {
+    let any_day = range == "?" && matches!(spec.name, "day-of-month" | "day-of-week");
+    let (first, last) = if range == "*" || any_day {
         (spec.min, spec.max)
     } else if let Some((a, b)) = range.split_once('-') {
-        let (lo, hi) = (parse_value(a, spec)?, parse_value(b, spec)?);
+        let (lo, hi) = (parse_value(a, spec, pos)?, parse_value(b, spec, pos)?);
         if lo > hi {
             return Err(err(format!(
                 "range {a}-{b} runs backwards (start after end)"
@@ -213,22 +382,23 @@ fn parse_item(item: &str, spec: &FieldSpec) -> Result<u64, String> {
         }
         (lo, hi)
     } else {
-        let v = parse_value(range, spec)?;
+        let v = parse_value(range, spec, pos)?;
         // `N/STEP` means from N to the field's end, as in Vixie cron.
         (v, if step.is_some() { spec.max } else { v })
     };
-    let step = step.unwrap_or(1);
-    Ok((lo..=hi)
-        .step_by(usize::from(step))
-        .fold(0u64, |s, v| s | (1 << v)))
+    Ok(Item {
+        first,
+        last,
+        step: step.unwrap_or(1),
+    })
 }
 
 /// Parses a number or (where the field allows) a name, and checks its range.
-fn parse_value(text: &str, spec: &FieldSpec) -> Result<u8, String> {
-    let prefix = format!("cron field {} ({})", spec.pos, spec.name);
+fn parse_value(text: &str, spec: &FieldSpec, pos: usize) -> Result<u16, String> {
+    let prefix = format!("cron field {pos} ({})", spec.name);
     if let Some(i) = spec.names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
         // Names map from the field's first value: JAN = 1, SUN = 0.
-        return Ok(spec.min + i as u8);
+        return Ok(spec.min + i as u16);
     }
     let n: u32 = text.parse().map_err(|_| {
         if spec.names.is_empty() {
@@ -246,139 +416,8 @@ fn parse_value(text: &str, spec: &FieldSpec) -> Result<u8, String> {
             spec.min, spec.max
         ));
     }
-    Ok(n as u8)
+    Ok(n as u16)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use jiff::civil::date;
-
-    fn set(values: &[u8]) -> u64 {
-        values.iter().fold(0, |s, v| s | (1 << v))
-    }
-
-    #[test]
-    fn parses_stars_lists_ranges_steps() {
-        let c = Cron::parse("*/15 1,2 1-5 * *").unwrap();
-        assert_eq!(c.minutes, set(&[0, 15, 30, 45]));
-        assert_eq!(c.hours, set(&[1, 2]));
-        assert_eq!(c.dom, set(&[1, 2, 3, 4, 5]));
-        assert_eq!(c.months, (1..=12).fold(0, |s, v| s | (1 << v)));
-        assert_eq!(c.dow, set(&[0, 1, 2, 3, 4, 5, 6]));
-        let c = Cron::parse("1-30/5 10/6 * * *").unwrap();
-        assert_eq!(c.minutes, set(&[1, 6, 11, 16, 21, 26]));
-        assert_eq!(c.hours, set(&[10, 16, 22]));
-    }
-
-    #[test]
-    fn parses_names_case_insensitively_and_sunday_as_7() {
-        let c = Cron::parse("0 2 * jan-Mar,dec mon-FRI").unwrap();
-        assert_eq!(c.months, set(&[1, 2, 3, 12]));
-        assert_eq!(c.dow, set(&[1, 2, 3, 4, 5]));
-        assert_eq!(Cron::parse("0 0 * * 7").unwrap().dow, set(&[0]));
-        assert_eq!(Cron::parse("0 0 * * sun,0").unwrap().dow, set(&[0]));
-        assert_eq!(Cron::parse("0 0 * * 5-7").unwrap().dow, set(&[0, 5, 6]));
-    }
-
-    #[test]
-    fn rejects_bad_expressions_precisely() {
-        let cases = [
-            (
-                "0 25 * * *",
-                "cron field 2 (hour) value 25 is out of range 0-23",
-            ),
-            (
-                "60 * * * *",
-                "cron field 1 (minute) value 60 is out of range 0-59",
-            ),
-            (
-                "0 0 0 * *",
-                "cron field 3 (day-of-month) value 0 is out of range 1-31",
-            ),
-            (
-                "0 0 * 13 *",
-                "cron field 4 (month) value 13 is out of range 1-12",
-            ),
-            (
-                "0 0 * * 8",
-                "cron field 5 (day-of-week) value 8 is out of range 0-7",
-            ),
-            (
-                "0 0 * FOO *",
-                "cron field 4 (month) value \"FOO\" is neither a number nor one of JAN",
-            ),
-            (
-                "x 0 * * *",
-                "cron field 1 (minute) value \"x\" is not a number",
-            ),
-            (
-                "*/0 * * * *",
-                "cron field 1 (minute) step 0 must be at least 1",
-            ),
-            (
-                "30-5 * * * *",
-                "cron field 1 (minute) range 30-5 runs backwards",
-            ),
-            (
-                "1,,2 * * * *",
-                "cron field 1 (minute) has an empty list item",
-            ),
-            (
-                "0 JAN * * *",
-                "cron field 2 (hour) value \"JAN\" is not a number",
-            ),
-            (
-                "0 0 * *",
-                "must have 5 fields (minute hour day-of-month month day-of-week), found 4",
-            ),
-            ("0 0 * * * *", "found 6"),
-            ("0 0 31 2 *", "never matches"),
-            ("0 0 30,31 FEB *", "never matches"),
-        ];
-        for (expr, want) in cases {
-            let got = Cron::parse(expr).unwrap_err();
-            assert!(got.contains(want), "{expr}: got {got:?}, want {want:?}");
-        }
-        // February 29 exists (in leap years), and the OR rule can always match.
-        assert!(Cron::parse("0 0 29 2 *").is_ok());
-        assert!(Cron::parse("0 0 31 2 MON").is_ok());
-    }
-
-    #[test]
-    fn day_rule_is_or_when_both_restricted() {
-        // 2026-11-02 is a Monday, 2026-11-13 a Friday.
-        let c = Cron::parse("0 0 13 * MON").unwrap();
-        assert!(c.matches_date(date(2026, 11, 2)));
-        assert!(c.matches_date(date(2026, 11, 13)));
-        assert!(!c.matches_date(date(2026, 11, 3)));
-        // Only dow restricted: AND with an all-days dom.
-        let c = Cron::parse("0 0 * * MON").unwrap();
-        assert!(c.matches_date(date(2026, 11, 2)));
-        assert!(!c.matches_date(date(2026, 11, 13)));
-        // `*/2` day-of-month counts as unrestricted: AND.
-        let c = Cron::parse("0 0 */2 * MON").unwrap();
-        assert!(!c.matches_date(date(2026, 11, 2)));
-        assert!(c.matches_date(date(2026, 11, 9)));
-        // Month filter applies either way.
-        let c = Cron::parse("0 0 13 JAN MON").unwrap();
-        assert!(!c.matches_date(date(2026, 11, 2)));
-    }
-
-    #[test]
-    fn times_on_a_day_in_order() {
-        let c = Cron::parse("0,30 1,13 * * *").unwrap();
-        let d = date(2026, 1, 1);
-        let got: Vec<_> = c.times_on(d).collect();
-        assert_eq!(
-            got,
-            vec![
-                d.at(1, 0, 0, 0),
-                d.at(1, 30, 0, 0),
-                d.at(13, 0, 0, 0),
-                d.at(13, 30, 0, 0)
-            ]
-        );
-        assert_eq!(c.times_on(d).next_back(), Some(d.at(13, 30, 0, 0)));
-    }
-}
+mod tests;

@@ -36,7 +36,7 @@ pub(super) fn config(out: &std::path::Path, sink_path: &str) -> Config {
             control_socket: out.join("s.sock"),
             control_socket_mode: 0o660,
             shutdown_timeout: dur("5s"),
-            sync_schedule: "0 0 * * * *".into(),
+            sync_schedule: "0 0 * * * *".parse().unwrap(),
             metrics_listen: None,
             proxy: None,
             retry: RetryConfig {

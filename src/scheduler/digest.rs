@@ -14,9 +14,9 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 
 use super::Stop;
-use super::cron::SyncSchedule;
 use crate::config::Config;
 use crate::notify::Composer;
+use crate::policy::Schedule;
 use crate::rotation::Engine;
 use crate::store::{Store, StoreError};
 use crate::wake::Wake;
@@ -95,22 +95,13 @@ pub(super) async fn run(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
     let mut changed = wake.subscribe();
     let mut known: HashSet<String> = HashSet::new();
     // The schedule in force and its next occurrence.
-    let mut armed: Option<(String, Option<Timestamp>)> = None;
+    let mut armed: Option<(Schedule, Option<Timestamp>)> = None;
     loop {
         let cfg = Arc::clone(&engine.runtime().config);
-        let expr = cfg.notify.digest_schedule.clone();
+        let schedule = cfg.notify.digest_schedule.as_ref();
         let now = engine.now();
-        if armed.as_ref().map(|(e, _)| e) != expr.as_ref() {
-            armed = expr.map(|e| {
-                let next = match e.parse::<SyncSchedule>() {
-                    Ok(s) => s.next_after(now),
-                    Err(err) => {
-                        tracing::error!(schedule = %e, error = %err, "notify.digest_schedule does not parse; no digest");
-                        None
-                    }
-                };
-                (e, next)
-            });
+        if armed.as_ref().map(|(s, _)| s) != schedule {
+            armed = schedule.map(|s| (s.clone(), s.next_after(now)));
         }
         let at = armed.as_ref().and_then(|(_, at)| *at);
         if let Some(at) = at.filter(|at| *at <= now) {
@@ -133,11 +124,8 @@ pub(super) async fn run(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
                 }
                 Err(e) => tracing::error!(error = %e, "daily digest: store error"),
             }
-            if let Some((e, next)) = armed.as_mut() {
-                *next = e
-                    .parse::<SyncSchedule>()
-                    .ok()
-                    .and_then(|s| s.next_after(at.max(now)));
+            if let Some((s, next)) = armed.as_mut() {
+                *next = s.next_after(at.max(now));
             }
             continue;
         }

@@ -8,7 +8,6 @@
 //! instant.
 
 pub mod bind;
-pub mod cron;
 pub mod digest;
 pub mod names;
 pub mod notices;
@@ -423,13 +422,10 @@ pub async fn sync_loop(
     loop {
         // Failures recorded from here on wake the loop.
         failed.borrow_and_update();
-        let expr = engine.runtime().config.daemon.sync_schedule.clone();
-        let scheduled = expr
-            .parse::<cron::SyncSchedule>()
-            .ok()
-            .and_then(|s| s.next_after(engine.now()));
+        let schedule = engine.runtime().config.daemon.sync_schedule.clone();
+        let scheduled = schedule.next_after(engine.now());
         if scheduled.is_none() && !warned {
-            tracing::error!(schedule = %expr, "sync schedule never fires; periodic sync is off");
+            tracing::error!(schedule = %schedule, "sync schedule never fires; periodic sync is off");
             warned = true;
         }
         let retry = retries.next();

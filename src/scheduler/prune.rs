@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use jiff::{SignedDuration, Timestamp};
 
 use super::Stop;
-use super::cron::SyncSchedule;
 use super::notices::standing;
 use crate::config::Config;
+use crate::policy::Schedule;
 use crate::rotation::Engine;
 use crate::store::{PRUNE_BATCH, PruneReport, Store, StoreError};
 
@@ -28,7 +28,7 @@ pub const PRUNE_AT: &str = "0 5 4 * * *";
 
 /// Runs the daily prune until `stop`.
 pub(super) async fn run(engine: Arc<Engine>, mut stop: Stop) {
-    let Ok(schedule) = PRUNE_AT.parse::<SyncSchedule>() else {
+    let Ok(schedule) = Schedule::parse(PRUNE_AT) else {
         return;
     };
     loop {

@@ -188,7 +188,7 @@ fn the_demo_config_validates_and_rotates_fast() {
     assert_eq!(cfg.store.master_key_file, target.join("master.key"));
     assert!(cfg.store.create_master_key);
     assert_eq!(cfg.daemon.control_socket, target.join("control.sock"));
-    assert_eq!(cfg.daemon.sync_schedule, "*/10 * * * * *");
+    assert_eq!(cfg.daemon.sync_schedule.as_str(), "*/10 * * * * *");
     assert_eq!(
         (
             cfg.daemon.retry.attempts,

@@ -221,15 +221,25 @@ fn retry_budget_is_checked() {
 fn sync_schedule_needs_six_or_seven_fields() {
     assert_one(
         "[daemon]\nsync_schedule = \"*/15 * * * *\"\n",
-        "2:17: sync_schedule \"*/15 * * * *\" has 5 fields",
+        "2:17: sync_schedule: cron expression must have 6 or 7 fields (second minute hour \
+         day-of-month month day-of-week [year]), found 5 in \"*/15 * * * *\"",
     );
     assert_one(
         "[daemon]\nsync_schedule = \"0 61 * * * *\"\n",
-        "2:17: sync_schedule minutes field \"61\" must be within 0-59",
+        "2:17: sync_schedule: cron field 2 (minute) value 61 is out of range 0-59",
     );
     assert_one(
         "[daemon]\nsync_schedule = \"0 0 x * * *\"\n",
-        "2:17: sync_schedule hours field \"x\": unexpected 'x'",
+        "2:17: sync_schedule: cron field 3 (hour) value \"x\" is not a number",
+    );
+    // Checked in full at load, not only the time fields.
+    assert_one(
+        "[daemon]\nsync_schedule = \"0 0 0 31 FEB *\"\n",
+        "2:17: sync_schedule: cron expression \"0 0 0 31 FEB *\" never matches",
+    );
+    assert_one(
+        "[notify]\ndigest_schedule = \"0 0 8 * * FUN\"\n",
+        "2:19: digest_schedule: cron field 6 (day-of-week) value \"FUN\" is neither a number",
     );
 }
 

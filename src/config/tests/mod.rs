@@ -161,7 +161,7 @@ fn full_config_is_read_field_by_field() {
     assert_eq!(d.control_socket, PathBuf::from("/run/keyrot/control.sock"));
     assert_eq!(d.control_socket_mode, 0o660);
     assert_eq!(d.shutdown_timeout, dur("30s"));
-    assert_eq!(d.sync_schedule, "0 */15 * * * *");
+    assert_eq!(d.sync_schedule.as_str(), "0 */15 * * * *");
     assert_eq!(
         (d.retry.attempts, d.retry.initial, d.retry.max),
         (5, dur("10s"), dur("15m"))
@@ -253,7 +253,7 @@ fn an_empty_file_gives_every_default() {
     );
     assert_eq!(cfg.daemon.control_socket_mode, 0o660);
     assert_eq!(cfg.daemon.shutdown_timeout, dur("30s"));
-    assert_eq!(cfg.daemon.sync_schedule, "0 */15 * * * *");
+    assert_eq!(cfg.daemon.sync_schedule.as_str(), "0 */15 * * * *");
     assert_eq!(cfg.daemon.retry.attempts, 5);
     assert_eq!(cfg.daemon.retry.initial, dur("10s"));
     assert_eq!(cfg.daemon.retry.max, dur("15m"));
