@@ -1,6 +1,7 @@
-//! Logging: which sink the daemon's log lines go to, and the journald
-//! native protocol. It owns the tracing subscriber setup (filter, sink,
-//! format); what is logged, and that no secret is, stays with the callers.
+//! Logging: which sink the daemon's log lines go to, and in what shape. It
+//! owns the tracing subscriber setup (filter, sink, format); what is
+//! logged, and that no secret is, stays with the callers. It depends on
+//! nothing of keyrot's but [`crate::escape`].
 //!
 //! The sink is chosen once at start ([`choose_sink`]): journald when the
 //! operator says `--log-format journald`, or, by default, when stderr *is*
@@ -8,45 +9,57 @@
 //! stream it connected to fd 2, compared with `fstat(2)`); readable text on
 //! stderr otherwise, or JSON lines with `--log-format json`.
 //!
-//! On journald every event is one datagram to `/run/systemd/journal/socket`
-//! (<https://systemd.io/JOURNAL_NATIVE_PROTOCOL/>): `MESSAGE`, `PRIORITY`
-//! (ERROR=3, WARN=4, INFO=6, DEBUG and TRACE=7), `SYSLOG_IDENTIFIER=keyrot`,
-//! `CODE_FILE`, `CODE_LINE`, `KEYROT_TARGET`, and every field of the event
-//! and of the spans it is in, upper-cased and prefixed `KEYROT_` (`key` →
-//! `KEYROT_KEY`). Where the event and its spans give one name different
-//! values, the entry has each (journald allows a field more than once, and
-//! `journalctl KEYROT_KEY=…` matches any); the same value is sent once. A
-//! datagram too large for the socket travels in a sealed memfd. A line
-//! that cannot be sent is written to stderr as text, never dropped. The
-//! layer is [`journald`].
+//! journald entries are written by `tracing-journald` ([`journald`]): one
+//! datagram per event to `/run/systemd/journal/socket` with `MESSAGE`,
+//! `PRIORITY` (ERROR=3, WARN=4, INFO=6, DEBUG and TRACE=7),
+//! `SYSLOG_IDENTIFIER=keyrot`, `CODE_FILE`, `CODE_LINE`, `TARGET`, and every
+//! field of the event and of the spans it is in, upper-cased and prefixed
+//! `KEYROT_` (`key` → `KEYROT_KEY`); a span also adds `SPAN_NAME`. Where the
+//! event and its spans give one name different values, the entry has each
+//! (journald allows a field more than once, and `journalctl KEYROT_KEY=…`
+//! matches any). A datagram too large for the socket travels in a sealed
+//! memfd. When journald cannot be reached at start, lines go to stderr as
+//! text, after one saying why.
 //!
 //! Every format keeps one event to one line a reader can trust: control
 //! characters in messages and values are escaped ([`escaped`]; journald's
 //! `MESSAGE` too, while its structured fields keep their bytes).
 
 mod escaped;
-mod journald;
-
-pub use journald::{JournaldLayer, field_name, priority, put_field};
+pub mod journald;
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
+use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::cli::LogFormat;
-
-/// journald's socket for the native protocol.
+/// journald's socket for the native protocol (where `tracing-journald`
+/// sends; named here for the message when it cannot).
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// `SYSLOG_IDENTIFIER` of every entry (`journalctl -t keyrot`).
 pub const SYSLOG_IDENTIFIER: &str = "keyrot";
-/// Prefix of every event and span field's journald name.
-pub const FIELD_PREFIX: &str = "KEYROT_";
+/// Prefix of every event and span field's journald name (`KEYROT_KEY`;
+/// `tracing-journald` adds the `_`).
+pub const FIELD_PREFIX: &str = "KEYROT";
+
+/// Log output format, as `keyrot run --log-format` takes it (the doc
+/// comments are its `--help`).
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// journald when stderr is the journal (systemd's $JOURNAL_STREAM), else text.
+    Auto,
+    /// Readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Native journald entries with KEYROT_* fields (stderr if journald fails).
+    Journald,
+}
 
 /// Where log lines go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,22 +109,6 @@ fn stderr_id() -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
-/// The journald socket. Builds with the `failpoints` feature (the test
-/// suites; never a release) honour `$KEYROT_JOURNAL_SOCKET` instead, so a
-/// test can receive the datagrams; it is not an operator setting.
-#[cfg(feature = "failpoints")]
-fn journal_socket() -> PathBuf {
-    std::env::var_os("KEYROT_JOURNAL_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(JOURNAL_SOCKET))
-}
-
-/// The journald socket.
-#[cfg(not(feature = "failpoints"))]
-fn journal_socket() -> PathBuf {
-    PathBuf::from(JOURNAL_SOCKET)
-}
-
 /// The filter: `RUST_LOG` if set and valid, else `info`; `aws_sigv4` is
 /// held at info whatever `RUST_LOG` says.
 fn filter() -> EnvFilter {
@@ -129,30 +126,28 @@ fn filter() -> EnvFilter {
 pub fn init(format: LogFormat) {
     let journal_stream = std::env::var_os("JOURNAL_STREAM");
     let sink = choose_sink(format, journal_stream.as_deref(), stderr_id());
-    let filter = filter();
-    // Colours only on a terminal: never escape codes in journald or a file.
-    let ansi = io::IsTerminal::is_terminal(&io::stderr());
     // Only the first call sets the global subscriber; later ones fail, and
     // that is fine.
     match sink {
-        Sink::Journald => {
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(JournaldLayer::new(journal_socket(), io::stderr))
-                .try_init();
-        }
-        Sink::Text => {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(ansi)
-                .with_writer(io::stderr)
-                .with_target(false)
-                .fmt_fields(escaped::EscapedFields)
-                .try_init();
-        }
+        Sink::Journald => match journald::layer() {
+            Ok(layer) => {
+                let _ = tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .try_init();
+            }
+            Err(e) => {
+                init_text();
+                tracing::warn!(
+                    error = %e,
+                    "cannot log to journald at {JOURNAL_SOCKET}; logging text to stderr instead"
+                );
+            }
+        },
+        Sink::Text => init_text(),
         Sink::Json => {
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
+                .with_env_filter(filter())
                 .with_ansi(false)
                 .with_writer(escaped::JsonSafe(io::stderr))
                 .json()
@@ -160,6 +155,19 @@ pub fn init(format: LogFormat) {
                 .try_init();
         }
     }
+}
+
+/// Readable text on stderr, colours only on a terminal (never escape codes
+/// in journald or a file).
+fn init_text() {
+    let ansi = io::IsTerminal::is_terminal(&io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_ansi(ansi)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .fmt_fields(escaped::EscapedFields)
+        .try_init();
 }
 
 #[cfg(test)]

@@ -5,18 +5,25 @@
 //! lines are text on stderr; `--log-format journald` forces journald, and
 //! a line journald cannot take goes to stderr.
 //!
-//! The journal is a unix datagram socket bound in the test's directory;
-//! the daemon is pointed at it with `KEYROT_JOURNAL_SOCKET`, which only
-//! builds with the `failpoints` feature honour (as the suite runs).
-#![cfg(feature = "failpoints")]
+//! The journal is a unix datagram socket bound in the test's directory.
+//! `tracing-journald` always sends to `/run/systemd/journal/socket`, so the
+//! daemon runs in a mount namespace of its own where that path leads to the
+//! test's socket (as one hands a container the journal by mounting the
+//! socket into it); the machine's journal, if any, is never touched. A mount
+//! namespace needs root (CAP_SYS_ADMIN), as the suite runs.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::ffi::CString;
 use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::ptr;
 use std::time::Duration;
 
 use common::datagram::Datagrams;
@@ -79,8 +86,15 @@ impl Journal {
         Journal(Datagrams::bind(path, 1 << 17))
     }
 
+    /// The entries received. An empty datagram is none: journald discards
+    /// it, and `tracing-journald` sends one at start to see that journald
+    /// is there.
     fn entries(&self) -> Vec<Entry> {
-        self.raw().iter().map(|d| decode(d)).collect()
+        self.raw()
+            .iter()
+            .filter(|d| !d.is_empty())
+            .map(|d| decode(d))
+            .collect()
     }
 
     fn raw(&self) -> Vec<Vec<u8>> {
@@ -99,8 +113,62 @@ enum Stream {
     Other,
 }
 
-/// Starts `keyrot run ARGS` in `d` with stderr on `d.log_path()`, the
-/// journal socket override at `socket`, and `stream`; waits until it
+/// Gives `cmd` a private mount namespace in which
+/// `/run/systemd/journal/socket` is a symlink to `socket` (on a tmpfs over
+/// `/run/systemd`, or over `/run` where that does not exist). Mounts made
+/// there never reach the machine's namespace.
+fn journal_at(cmd: &mut Command, socket: &Path) {
+    // Everything the child uses is made before the fork.
+    let target = CString::new(socket.as_os_str().as_bytes()).unwrap();
+    let over = if Path::new("/run/systemd").is_dir() {
+        c"/run/systemd"
+    } else {
+        c"/run"
+    };
+    // SAFETY: only async-signal-safe system calls on memory made before
+    // the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |rc: libc::c_int| {
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                over.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                ptr::null(),
+            ))?;
+            for dir in [c"/run/systemd", c"/run/systemd/journal"] {
+                if libc::mkdir(dir.as_ptr(), 0o755) != 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(e);
+                    }
+                }
+            }
+            check(libc::symlink(
+                target.as_ptr(),
+                c"/run/systemd/journal/socket".as_ptr(),
+            ))
+        });
+    }
+}
+
+/// Starts `keyrot run ARGS` in `d` with stderr on `d.log_path()`, its
+/// journal socket leading to `socket`, and `stream`; waits until it
 /// answers.
 fn start(d: &mut Daemon, args: &[&str], stream: Stream, socket: &Path) {
     let log = fs::OpenOptions::new()
@@ -116,7 +184,6 @@ fn start(d: &mut Daemon, args: &[&str], stream: Stream, socket: &Path) {
         .arg(d.config_path())
         .current_dir(&d.dir)
         .env("RUST_LOG", "info")
-        .env("KEYROT_JOURNAL_SOCKET", socket)
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
@@ -134,7 +201,10 @@ fn start(d: &mut Daemon, args: &[&str], stream: Stream, socket: &Path) {
             );
         }
     }
-    d.child = Some(cmd.spawn().unwrap());
+    journal_at(&mut cmd, socket);
+    d.child = Some(cmd.spawn().unwrap_or_else(|e| {
+        panic!("cannot start keyrot with its own /run/systemd/journal (a mount namespace needs root): {e}")
+    }));
     let ok = wait_until(Duration::from_secs(30), || {
         d.cli(&["status", "--json"]).status.success()
     });
@@ -330,7 +400,7 @@ fn a_line_journald_cannot_take_goes_to_stderr() {
     );
     let log = d.log();
     assert!(
-        log.contains("cannot log to journald at") && log.contains("no-journal.sock"),
+        log.contains("cannot log to journald at /run/systemd/journal/socket"),
         "no explanation:\n{log}"
     );
     assert!(

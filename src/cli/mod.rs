@@ -22,9 +22,10 @@ pub mod store;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
+use crate::logging::LogFormat;
 
 /// keyrot keeps API keys from expiring: it rotates them inside policy
 /// windows, writes new secrets to vaults, and survives crashes.
@@ -40,19 +41,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    /// journald when stderr is the journal (systemd's $JOURNAL_STREAM), else text.
-    Auto,
-    /// Readable lines on stderr.
-    Text,
-    /// One JSON object per line on stderr.
-    Json,
-    /// Native journald entries with KEYROT_* fields (stderr if journald fails).
-    Journald,
 }
 
 /// Subcommands.

@@ -46,7 +46,7 @@ pub async fn backup(
         .post_for_bytes("/v1/store/backup")
         .await;
     let (image, by) = match answer {
-        Ok(bytes) => (bytes.to_vec(), "taken by the running daemon"),
+        Ok(bytes) => (bytes, "taken by the running daemon"),
         Err(ClientError::NotRunning { .. }) => {
             let cfg = offline_config(cfg)?;
             eprintln!("{FALLBACK_NOTE}");

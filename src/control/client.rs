@@ -1,20 +1,18 @@
-//! The control API's client: HTTP/1.1 over the daemon's unix socket (hyper
-//! 1, one connection per request). The CLI uses it; when nothing answers on
-//! the socket it gets [`ClientError::NotRunning`] and may fall back to
-//! reading the store itself.
+//! The control API's client: HTTP/1.1 over the daemon's unix socket
+//! (reqwest, one connection per request, none kept idle against the
+//! daemon's connection cap). The CLI uses it; when nothing answers on the
+//! socket it gets [`ClientError::NotRunning`] and may fall back to reading
+//! the store itself.
 
+use std::error::Error as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
 
 use super::ErrorBody;
 
@@ -132,14 +130,24 @@ pub struct Client {
     socket: PathBuf,
     /// Limit for one request.
     timeout: Duration,
+    /// The HTTP client bound to `socket`, or why it could not be built
+    /// (reported by the first request).
+    http: Result<reqwest::Client, String>,
 }
 
 impl Client {
     /// A client for the daemon on `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Client {
+        let socket = socket.into();
+        let http = reqwest::Client::builder()
+            .unix_socket(socket.as_path())
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", cause(&e)));
         Client {
-            socket: socket.into(),
+            socket,
             timeout: DEFAULT_TIMEOUT,
+            http,
         }
     }
 
@@ -181,7 +189,7 @@ impl Client {
 
     /// `POST path` without a body, for endpoints that answer with bytes
     /// (`application/octet-stream`) rather than JSON.
-    pub async fn post_for_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+    pub async fn post_for_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         self.exchange(Method::POST, path, None)
             .await
             .map(|(_, bytes)| bytes)
@@ -214,7 +222,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let run = self.send(method.clone(), path, body);
         let (status, bytes) = tokio::time::timeout(self.timeout, run)
             .await
@@ -243,46 +251,25 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let http = |detail: String| ClientError::Http {
             method: method.clone(),
             path: path.to_string(),
             detail,
         };
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| self.connect_error(e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| http(e.to_string()))?;
-        // The connection task ends when `sender` is dropped below.
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "control connection ended with an error");
-            }
-        });
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(HOST, "keyrot");
-        if body.is_some() {
-            req = req.header(CONTENT_TYPE, "application/json");
+        let client = self.http.as_ref().map_err(|e| http(e.clone()))?;
+        // The host is a name only: every connection goes to the socket.
+        let mut req = client.request(method.clone(), format!("http://keyrot{path}"));
+        if let Some(body) = body {
+            req = req.header(CONTENT_TYPE, "application/json").body(body);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| http(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| match connect_cause(&e) {
+            Some(io) => self.connect_error(io),
+            None => http(cause(&e)),
+        })?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| http(e.to_string()))?
-            .to_bytes();
-        Ok((status, bytes))
+        let bytes = resp.bytes().await.map_err(|e| http(cause(&e)))?;
+        Ok((status, bytes.into()))
     }
 
     /// Classifies a connect error: nothing there is "not running".
@@ -297,6 +284,35 @@ impl Client {
             },
         }
     }
+}
+
+/// The I/O error that made connecting to the socket fail, if that is what
+/// `e` is (as its own: `io::Error` is not `Clone`).
+fn connect_cause(e: &reqwest::Error) -> Option<io::Error> {
+    if !e.is_connect() {
+        return None;
+    }
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<io::Error>() {
+            return Some(match io.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(io.kind(), io.to_string()),
+            });
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// What went wrong: the innermost cause of `e` (reqwest's own message
+/// names a made-up URL, and hyper-util's only its step), as hyper said it.
+fn cause(e: &reqwest::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(c) = last.source() {
+        last = c;
+    }
+    last.to_string()
 }
 
 /// The start of a body, as text, for an error message.
@@ -355,5 +371,91 @@ mod tests {
         let e = body("unknown key", &["a", "b"]);
         assert_eq!(e.to_string(), "unknown key (did you mean a, b?)");
         assert_eq!(e.status(), Some(404));
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_cannot_be_reached_is_named_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let socket = file.join("control.sock");
+        let e = Client::new(&socket)
+            .get::<serde_json::Value>("/v1/health")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Connect { source, .. } if source.raw_os_error() == Some(libc::ENOTDIR)),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot connect to the keyrot daemon on {}: Not a directory (os error 20)",
+                socket.display()
+            )
+        );
+        let denied = ClientError::Connect {
+            socket: "/run/keyrot/control.sock".into(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(
+            denied.to_string(),
+            "cannot connect to the keyrot daemon on /run/keyrot/control.sock: Permission denied (os error 13) \
+             (you need write access to the socket: run as root or as a member of its group)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_hangs_up_or_answers_junk_is_reported() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let answers: [&[u8]; 2] = [
+            b"",
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\noops!",
+        ];
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for answer in answers {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap();
+                requests.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                conn.write_all(answer).await.unwrap();
+            }
+            requests
+        });
+        let client = Client::new(&socket);
+        let hung_up = client
+            .post::<_, serde_json::Value>("/v1/rotate", &serde_json::json!({"key": "a/b"}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            hung_up.to_string(),
+            "POST /v1/rotate on the control socket failed: connection closed before message completed"
+        );
+        let junk = client
+            .get::<serde_json::Value>("/v1/status?x=a%20b")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            junk.to_string(),
+            "unexpected answer to GET /v1/status?x=a%20b (HTTP 500): oops!"
+        );
+        let requests = server.await.unwrap();
+        let first = requests[0].to_ascii_lowercase();
+        assert!(first.starts_with("post /v1/rotate http/1.1\r\n"), "{first}");
+        assert!(first.contains("\r\nhost: keyrot\r\n"), "{first}");
+        assert!(
+            first.contains("\r\ncontent-type: application/json\r\n"),
+            "{first}"
+        );
+        assert!(first.ends_with(r#"{"key":"a/b"}"#), "{first}");
+        assert!(
+            requests[1]
+                .to_ascii_lowercase()
+                .starts_with("get /v1/status?x=a%20b http/1.1\r\n")
+        );
     }
 }

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -231,7 +229,7 @@ pub(crate) const PSKS: &str =
 /// The answer: status, headers, JSON body.
 pub(crate) struct Answer {
     pub(crate) status: u16,
-    pub(crate) headers: hyper::HeaderMap,
+    pub(crate) headers: reqwest::header::HeaderMap,
     pub(crate) body: Value,
 }
 
@@ -253,16 +251,13 @@ pub(crate) async fn send(
     token: Option<&str>,
     body: &Value,
 ) -> Answer {
-    let stream = tokio::net::UnixStream::connect(&srv.socket).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "keyrot")
+    let http = reqwest::Client::builder()
+        .unix_socket(srv.socket.as_path())
+        .build()
+        .unwrap();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = http
+        .request(method, format!("http://keyrot{path}"))
         .header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -272,13 +267,10 @@ pub(crate) async fn send(
     } else {
         body.to_string().into_bytes()
     };
-    let resp = tx
-        .send_request(req.body(Full::new(Bytes::from(bytes))).unwrap())
-        .await
-        .unwrap();
+    let resp = req.body(bytes).send().await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let bytes = resp.bytes().await.unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Answer {
         status,

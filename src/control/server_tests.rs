@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use tokio::sync::oneshot;
 
 use super::*;
@@ -132,25 +130,20 @@ async fn raw(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, ErrorBody) {
-    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "keyrot");
+    let http = reqwest::Client::builder()
+        .unix_socket(socket)
+        .build()
+        .unwrap();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = http
+        .request(method, format!("http://keyrot{path}"))
+        .body(body);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
-    let resp = tx
-        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
+    let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let bytes = resp.bytes().await.unwrap();
     let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
         panic!(
             "not an ErrorBody ({e}): {}",

@@ -1,312 +1,215 @@
-//! journald's native protocol: one datagram per event to
-//! `/run/systemd/journal/socket` with `MESSAGE` (control characters
-//! escaped), `PRIORITY`, `SYSLOG_IDENTIFIER`, `CODE_FILE`, `CODE_LINE`,
-//! `KEYROT_TARGET` and every event and span field as `KEYROT_NAME` (its
-//! bytes as they are); a datagram too large for the socket in a sealed
-//! memfd; a line journald cannot take written to stderr as text.
+//! journald through `tracing-journald`, set up for keyrot: entries tagged
+//! `SYSLOG_IDENTIFIER=keyrot`, event and span fields named `KEYROT_NAME`,
+//! syslog priorities per level (info is 6, not the crate's 5), and every
+//! `MESSAGE` with its control characters escaped ([`EscapedMessage`]).
+//!
+//! The crate owns the wire format: one datagram per event to
+//! `/run/systemd/journal/socket`, a sealed memfd for an entry too large for
+//! one. It does not own the choice of sink, nor what happens when journald
+//! cannot be reached at start ([`super::init`] logs text to stderr then).
 
-use std::fmt::{self, Write as _};
-use std::io::{self, Write as _};
-use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fmt;
+use std::io;
 
-use tracing::field::{Field, Visit};
+use tracing::field::{DisplayValue, Field, Value, Visit, display};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::Layer;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::{FIELD_PREFIX, SYSLOG_IDENTIFIER};
 
-/// journald ignores field names longer than this.
-const MAX_NAME_LEN: usize = 64;
-
-/// journald's `PRIORITY` for a tracing level.
-pub fn priority(level: &Level) -> u8 {
-    match *level {
-        Level::ERROR => 3,
-        Level::WARN => 4,
-        Level::INFO => 6,
-        _ => 7,
+/// journald's `PRIORITY` per level: error 3, warning 4, info 6, debug and
+/// trace 7 (so `journalctl -p info` hides debug lines and `-p warning`
+/// shows warnings and errors).
+pub fn priorities() -> PriorityMappings {
+    PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
     }
 }
 
-/// The journald name of a tracing field: `KEYROT_` and the name upper-cased,
-/// `.` and `-` turned into `_`, anything else outside `[A-Z0-9_]` dropped,
-/// cut to journald's 64 characters.
-pub fn field_name(name: &str) -> String {
-    let name = name.strip_prefix("r#").unwrap_or(name);
-    let mut out = String::with_capacity(FIELD_PREFIX.len() + name.len());
-    out.push_str(FIELD_PREFIX);
-    for c in name.chars() {
-        match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' => out.push(c.to_ascii_uppercase()),
-            '.' | '-' => out.push('_'),
-            _ => {}
-        }
-    }
-    out.truncate(MAX_NAME_LEN);
-    out
+/// The journald layer, or why journald cannot be reached (the crate sends
+/// an empty datagram, which journald discards, to find out).
+pub fn layer() -> io::Result<EscapedMessage<tracing_journald::Layer>> {
+    let layer = tracing_journald::layer()?
+        .with_syslog_identifier(SYSLOG_IDENTIFIER.to_string())
+        .with_field_prefix(Some(FIELD_PREFIX.to_string()))
+        .with_priority_mappings(priorities());
+    Ok(EscapedMessage { inner: layer })
 }
 
-/// Appends one field: `NAME=value\n`, or, for a value holding a newline,
-/// the binary form `NAME\n`, the length as 64-bit little endian, the
-/// bytes, `\n`.
-pub fn put_field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
-    buf.extend_from_slice(name.as_bytes());
-    if value.contains(&b'\n') {
-        buf.push(b'\n');
-        buf.extend_from_slice(&(value.len() as u64).to_le_bytes());
-    } else {
-        buf.push(b'=');
-    }
-    buf.extend_from_slice(value);
-    buf.push(b'\n');
+/// Hands `inner` every event with the control characters of its `message`
+/// escaped (`\n`, `\x1b`, ...: see [`crate::escape`]), so the line
+/// `journalctl` shows is one line without terminal sequences. Other fields
+/// keep their bytes: journald stores them length-prefixed, and they are
+/// what operators filter and parse. Everything else passes through.
+#[derive(Debug)]
+pub struct EscapedMessage<L> {
+    /// The layer that writes entries.
+    inner: L,
 }
 
-/// Field values collected from an event or a span, in order, one per name
-/// (more than one once spans and event are merged).
-#[derive(Clone, Debug, Default)]
-struct Fields {
-    /// The `message` field, if any.
-    message: Option<String>,
-    /// Every other field, by its tracing name.
-    values: Vec<(&'static str, String)>,
-}
-
-impl Fields {
-    /// Sets `name` to `value`, replacing an earlier value of that name.
-    fn set(&mut self, name: &'static str, value: String) {
-        if name == "message" {
-            self.message = Some(value);
-        } else if let Some(slot) = self.values.iter_mut().find(|(n, _)| *n == name) {
-            slot.1 = value;
-        } else {
-            self.values.push((name, value));
-        }
-    }
-
-    /// Adds the values of `other` (an inner span, or the event) that are
-    /// not here yet; a different value of a name already here is added
-    /// beside it, not over it.
-    fn merge(&mut self, other: Fields) {
-        if other.message.is_some() {
-            self.message = other.message;
-        }
-        for (n, v) in other.values {
-            if !self.values.iter().any(|(n2, v2)| *n2 == n && *v2 == v) {
-                self.values.push((n, v));
-            }
-        }
-    }
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.set(field.name(), value.to_string());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.set(field.name(), format!("{value:?}"));
-    }
-}
-
-/// One log entry, ready to encode.
-struct Entry<'a> {
-    /// Level.
-    level: Level,
-    /// Module path the event came from.
-    target: &'a str,
-    /// Source file, if known.
-    file: Option<&'a str>,
-    /// Source line, if known.
-    line: Option<u32>,
-    /// Message and fields, span fields first.
-    fields: Fields,
-}
-
-impl Entry<'_> {
-    /// The native protocol datagram.
-    fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(512);
-        put_field(
-            &mut buf,
-            "PRIORITY",
-            priority(&self.level).to_string().as_bytes(),
-        );
-        put_field(&mut buf, "SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.as_bytes());
-        // The line journalctl shows: no forged line, no terminal sequence.
-        let message = self.fields.message.as_deref().unwrap_or("");
-        put_field(
-            &mut buf,
-            "MESSAGE",
-            crate::escape::controls(message).as_bytes(),
-        );
-        if let Some(file) = self.file {
-            put_field(&mut buf, "CODE_FILE", file.as_bytes());
-        }
-        if let Some(line) = self.line {
-            put_field(&mut buf, "CODE_LINE", line.to_string().as_bytes());
-        }
-        put_field(&mut buf, "KEYROT_TARGET", self.target.as_bytes());
-        for (name, value) in &self.fields.values {
-            put_field(&mut buf, &field_name(name), value.as_bytes());
-        }
-        buf
-    }
-
-    /// The entry as one readable line, for stderr when journald failed.
-    fn text_line(&self) -> String {
-        let mut line = format!(
-            "{} {:>5} {}",
-            jiff::Timestamp::now(),
-            self.level,
-            self.fields.message.as_deref().unwrap_or("")
-        );
-        for (name, value) in &self.fields.values {
-            let _ = write!(line, " {name}={value}");
-        }
-        // One line per entry, whatever the values hold.
-        let mut line = crate::escape::controls(&line).into_owned();
-        line.push('\n');
-        line
-    }
-}
-
-/// A tracing layer that sends every event to journald's native socket, and
-/// writes it to `fallback` as a text line when that fails.
-pub struct JournaldLayer<W> {
-    /// journald's socket path.
-    path: PathBuf,
-    /// Unbound datagram socket to send from (`None` if it could not be made).
-    socket: Option<UnixDatagram>,
-    /// Where a line goes when journald cannot take it (stderr).
-    fallback: W,
-    /// Whether the first failure has been explained on `fallback`.
-    warned: AtomicBool,
-}
-
-impl<W> JournaldLayer<W>
-where
-    W: for<'w> MakeWriter<'w> + 'static,
-{
-    /// A layer sending to the socket at `path`, falling back to `fallback`.
-    pub fn new(path: impl Into<PathBuf>, fallback: W) -> JournaldLayer<W> {
-        JournaldLayer {
-            path: path.into(),
-            socket: UnixDatagram::unbound().ok(),
-            fallback,
-            warned: AtomicBool::new(false),
-        }
-    }
-
-    /// Sends one datagram; one too large for the socket goes in a memfd.
-    fn send(&self, payload: &[u8]) -> io::Result<()> {
-        let socket = self
-            .socket
-            .as_ref()
-            .ok_or_else(|| io::Error::other("no unix datagram socket"))?;
-        match socket.send_to(payload, &self.path) {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                send_memfd(socket, &self.path, payload)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes `entry` to the fallback writer, explaining the first failure.
-    fn fall_back(&self, entry: &Entry<'_>, err: &io::Error) {
-        let mut w = self.fallback.make_writer();
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            let _ = writeln!(
-                w,
-                "keyrot: cannot log to journald at {}: {err}; such lines go to stderr",
-                self.path.display()
-            );
-        }
-        let _ = w.write_all(entry.text_line().as_bytes());
-    }
-}
-
-/// Sends `payload` as journald's large-entry form: written to a memfd,
-/// sealed against change, and the descriptor passed alone (SCM_RIGHTS) in
-/// an empty datagram.
-fn send_memfd(socket: &UnixDatagram, path: &Path, payload: &[u8]) -> io::Result<()> {
-    use rustix::fs::{MemfdFlags, SealFlags};
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix};
-
-    let fd = rustix::fs::memfd_create(
-        "keyrot-journal",
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(payload)?;
-    rustix::fs::fcntl_add_seals(
-        &file,
-        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
-    )?;
-    let addr = SocketAddrUnix::new(path)?;
-    let fds = [file.as_fd()];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(io::Error::other("no room for the memfd descriptor"));
-    }
-    rustix::net::sendmsg_addr(socket, &addr, &[], &mut control, SendFlags::empty())?;
-    Ok(())
-}
-
-impl<S, W> Layer<S> for JournaldLayer<W>
+impl<S, L> Layer<S> for EscapedMessage<L>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    W: for<'w> MakeWriter<'w> + 'static,
+    L: Layer<S>,
 {
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.inner.on_layer(subscriber);
+    }
+
+    fn register_callsite(
+        &self,
+        metadata: &'static Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.inner.register_callsite(metadata)
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.enabled(metadata, ctx)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        self.inner.max_level_hint()
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.event_enabled(event, ctx)
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(fields);
-        }
+        self.inner.on_new_span(attrs, id, ctx);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            let mut ext = span.extensions_mut();
-            if let Some(fields) = ext.get_mut::<Fields>() {
-                values.record(fields);
-            }
-        }
+        self.inner.on_record(id, values, ctx);
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        self.inner.on_follows_from(id, follows, ctx);
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        self.inner.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        self.inner.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        self.inner.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
+        self.inner.on_id_change(old, new, ctx);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(f) = span.extensions().get::<Fields>() {
-                    fields.merge(f.clone());
-                }
-            }
+        let mut message = MessageText(None);
+        event.record(&mut message);
+        let needs_escaping = message
+            .0
+            .is_some_and(|m| m.chars().any(crate::escape::is_control));
+        if !needs_escaping {
+            self.inner.on_event(event, ctx);
+            return;
         }
-        let mut own = Fields::default();
-        event.record(&mut own);
-        fields.merge(own);
+        // The same event (metadata, parent) with the message escaped.
         let meta = event.metadata();
-        let entry = Entry {
-            level: *meta.level(),
-            target: meta.target(),
-            file: meta.file(),
-            line: meta.line(),
-            fields,
+        let mut kept = Kept(
+            std::iter::repeat_with(|| None)
+                .take(meta.fields().len())
+                .collect(),
+        );
+        event.record(&mut kept);
+        let values: Vec<Option<&dyn Value>> = kept
+            .0
+            .iter()
+            .map(|v| v.as_ref().map(Captured::value))
+            .collect();
+        // `value_set_all` is hidden from tracing's docs but public: its
+        // macros build every event with it. One value per field, in order.
+        let set = meta.fields().value_set_all(&values);
+        let copy = if event.is_contextual() {
+            Event::new(meta, &set)
+        } else {
+            Event::new_child_of(event.parent().cloned(), meta, &set)
         };
-        if let Err(e) = self.send(&entry.encode()) {
-            self.fall_back(&entry, &e);
+        self.inner.on_event(&copy, ctx);
+    }
+}
+
+/// The text of an event's `message` field, if it has one.
+struct MessageText(Option<String>);
+
+impl Visit for MessageText {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = Some(value.to_string());
         }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+/// One field's value, as the visitor received it.
+enum Captured {
+    /// Given as a string (`record_str`).
+    Str(String),
+    /// Given as anything else, rendered as `{:?}` (`record_debug`; numbers,
+    /// booleans and errors arrive here too unless a visitor asks for them).
+    Debug(DisplayValue<String>),
+}
+
+impl Captured {
+    /// The value to record again: a string stays a string.
+    fn value(&self) -> &dyn Value {
+        match self {
+            Captured::Str(s) => s,
+            Captured::Debug(d) => d,
+        }
+    }
+}
+
+/// Every field of an event by its index, the message escaped.
+struct Kept(Vec<Option<Captured>>);
+
+impl Kept {
+    /// Stores `value` for `field`; the message with its controls escaped.
+    fn put(&mut self, field: &Field, value: String, as_str: bool) {
+        let value = if field.name() == "message" {
+            crate::escape::controls(&value).into_owned()
+        } else {
+            value
+        };
+        if let Some(slot) = self.0.get_mut(field.index()) {
+            *slot = Some(if as_str {
+                Captured::Str(value)
+            } else {
+                Captured::Debug(display(value))
+            });
+        }
+    }
+}
+
+impl Visit for Kept {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.to_string(), true);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, format!("{value:?}"), false);
     }
 }
 
