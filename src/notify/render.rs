@@ -246,10 +246,10 @@ fn line_of(src: &str, name: &str) -> usize {
     1
 }
 
-/// Refuses a template in keyrot's former syntax, naming the line and what
-/// to write instead.
+/// Refuses a template in keyrot's former syntax, naming the first such
+/// tag's line, what to write instead, and how many more there are.
 fn refuse_old_syntax(src: &str) -> Result<(), String> {
-    for (at, _) in src.match_indices("{{") {
+    let mut found = src.match_indices("{{").filter_map(|(at, _)| {
         let rest = &src[at + 2..];
         let body = rest[..rest.find("}}").unwrap_or(rest.len())].trim();
         let word = |p: &str| body.strip_prefix(p).map(str::trim);
@@ -257,25 +257,30 @@ fn refuse_old_syntax(src: &str) -> Result<(), String> {
             format!("{{% if {name} %}}")
         } else if let Some(list) = word("#each") {
             format!("{{% for row in {list} %}} (and {{{{ row.FIELD }}}} for its fields)")
-        } else if body == "else" {
-            "{% else %}".to_string()
-        } else if body == "/if" {
-            "{% endif %}".to_string()
-        } else if body == "/each" {
-            "{% endfor %}".to_string()
         } else if let Some(text) = word("!") {
             format!("{{# {text} #}}")
         } else {
-            continue;
+            match body {
+                "else" => "{% else %}".to_string(),
+                "/if" => "{% endif %}".to_string(),
+                "/each" => "{% endfor %}".to_string(),
+                _ => return None,
+            }
         };
-        return Err(format!(
-            "line {}: {{{{{body}}}}} is keyrot's former template syntax; templates are \
-             Jinja now: write {instead} (see \"The template language\" in \
-             docs/notifications.md)",
-            src[..at].matches('\n').count() + 1
-        ));
-    }
-    Ok(())
+        Some((at, body, instead))
+    });
+    let Some((at, body, instead)) = found.next() else {
+        return Ok(());
+    };
+    let more = match found.count() {
+        0 => String::new(),
+        n => format!("; {n} more such tag(s) follow"),
+    };
+    Err(format!(
+        "line {}: {{{{{body}}}}} is keyrot's former template syntax; templates are Jinja \
+         now: write {instead}{more} (see \"The template language\" in docs/notifications.md)",
+        src[..at].matches('\n').count() + 1
+    ))
 }
 
 /// Appends `text`, escaped as `escape` says.
@@ -435,7 +440,7 @@ mod tests {
             (
                 "a\n{{#if old_key_id}}x{{/if}}",
                 "line 2: {{#if old_key_id}}",
-                "{% if old_key_id %}",
+                "{% if old_key_id %}; 1 more such tag(s) follow",
             ),
             ("{{! note }}\n", "line 1: {{! note}}", "{# note #}"),
             (
