@@ -6,7 +6,7 @@
 //! Content: `message` (rotation events, recipients, ids), `notice` (expiry
 //! notices), `refused` (a key refused at inventory sync), `ended` (a key that
 //! expired or vanished without keyrot replacing it), `digest` (the
-//! daily digest), `render` (the template language),
+//! daily digest), `render` (the variables and the Jinja set-up),
 //! `templates` (built-in templates and `notify.template_dir` overrides),
 //! `footer` (the host and commands every message ends with),
 //! `examples` (the examples `docs/notifications.md` shows).

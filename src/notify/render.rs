@@ -1,16 +1,26 @@
-//! The template language of notification emails, small on purpose:
-//! `{{name}}` substitutes a variable (HTML-escaped in `.html` templates),
-//! `{{#if name}}…{{else}}…{{/if}}` tests that a variable is non-empty,
-//! `{{#each list}}…{{/each}}` repeats for each row of a list (inside, a
-//! row's fields are plain `{{field}}`), and `{{! comment }}` is dropped.
+//! The variables of a message ([`Vars`]) and how keyrot renders its
+//! templates with them: Jinja, by minijinja, set up so that
 //!
-//! A block tag or comment alone on its line takes the whole line with it,
-//! so text templates can put each tag on a line of its own. Every name a
-//! template uses is checked against the message's variables before
-//! anything is rendered, in every branch: a misspelt name is an error even
-//! in a branch that this message does not take.
+//! - `{{ name }}` writes a variable with its control characters shown
+//!   escaped ([`push_escaped`]), and HTML-escaped too in `.html` templates
+//!   ([`Escape::Html`]; plain text and subjects get no markup escaping);
+//! - a name a message does not have is an error (strict undefined), and
+//!   every top-level name a template reads is checked against the
+//!   message's variables before rendering, in every branch: a misspelt
+//!   name is an error even in a branch this message does not take;
+//! - a block tag or comment alone on its line takes the whole line with
+//!   it (`trim_blocks`, `lstrip_blocks`), and a final newline stays;
+//! - a template still written in keyrot's former syntax (`{{#if x}}`,
+//!   `{{#each}}`, `{{! }}`) is refused with what to write instead.
+//!
+//! Flags are the text `yes` or empty, so `{% if flag %}` reads them; a list
+//! is a sequence of rows whose fields are `row.field`. Without minijinja's
+//! `multi_template` feature, a template cannot include or import files.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
 /// One row of a list: its fields by name.
 pub type Row = BTreeMap<&'static str, String>;
@@ -18,9 +28,9 @@ pub type Row = BTreeMap<&'static str, String>;
 /// A value a template can refer to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
-    /// Text; empty counts as false in `{{#if}}`.
+    /// Text; empty counts as false in `{% if %}`.
     Text(String),
-    /// Rows for `{{#each}}`; every row has exactly `fields`.
+    /// Rows for `{% for row in list %}`; every row has exactly `fields`.
     List {
         /// The field names of every row (known even when there is no row).
         fields: &'static [&'static str],
@@ -46,7 +56,7 @@ impl Vars {
         self
     }
 
-    /// Sets a flag: `"yes"` when true, empty (false in `{{#if}}`) when not.
+    /// Sets a flag: `"yes"` when true, empty (false in `{% if %}`) when not.
     pub fn flag(&mut self, name: &'static str, on: bool) -> &mut Vars {
         self.set(name, if on { "yes" } else { "" });
         self.1.insert(name);
@@ -102,373 +112,175 @@ pub enum Escape {
     Html,
 }
 
-/// A parsed template.
+/// A template whose source parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
-    /// The top-level nodes.
-    nodes: Vec<Node>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Node {
-    Text(String),
-    Var {
-        name: String,
-        line: usize,
-    },
-    If {
-        name: String,
-        line: usize,
-        then: Vec<Node>,
-        otherwise: Vec<Node>,
-    },
-    Each {
-        name: String,
-        line: usize,
-        body: Vec<Node>,
-    },
-}
-
-/// A token before blocks are matched.
-#[derive(Debug)]
-enum Tok {
-    Text(String),
-    Tag { body: String, line: usize },
-}
-
-impl Tok {
-    /// Block tags and comments vanish with their line when alone on it.
-    fn standalone_kind(&self) -> bool {
-        match self {
-            Tok::Tag { body, .. } => body.starts_with(['#', '/', '!']) || body.as_str() == "else",
-            Tok::Text(_) => false,
-        }
-    }
-}
-
-/// An open block while parsing.
-enum Open {
-    If {
-        name: String,
-        line: usize,
-        then: Option<Vec<Node>>,
-    },
-    Each {
-        name: String,
-        line: usize,
-    },
+    /// The Jinja source.
+    source: String,
 }
 
 impl Template {
-    /// Parses `src`; errors name the line (`line 3: ...`).
+    /// Checks that `src` parses; errors name the line (`line 3: ...`).
     pub fn parse(src: &str) -> Result<Template, String> {
-        let mut toks = tokenize(src)?;
-        trim_standalone(&mut toks);
-        // Each open block with the nodes collected inside it so far.
-        let mut stack: Vec<(Open, Vec<Node>)> = Vec::new();
-        let mut top: Vec<Node> = Vec::new();
-        for tok in toks {
-            let (body, line) = match tok {
-                Tok::Text(t) => {
-                    if !t.is_empty() {
-                        current(&mut stack, &mut top).push(Node::Text(t));
-                    }
-                    continue;
-                }
-                Tok::Tag { body, line } => (body, line),
-            };
-            if body.starts_with('!') {
-                continue;
-            }
-            if let Some(rest) = body.strip_prefix("#if ") {
-                let name = ident(rest, line)?;
-                stack.push((
-                    Open::If {
-                        name,
-                        line,
-                        then: None,
-                    },
-                    Vec::new(),
-                ));
-            } else if let Some(rest) = body.strip_prefix("#each ") {
-                let name = ident(rest, line)?;
-                stack.push((Open::Each { name, line }, Vec::new()));
-            } else if body == "else" {
-                match stack.last_mut() {
-                    Some((Open::If { then, .. }, nodes)) if then.is_none() => {
-                        *then = Some(std::mem::take(nodes));
-                    }
-                    _ => return Err(format!("line {line}: {{{{else}}}} outside {{{{#if}}}}")),
-                }
-            } else if body == "/if" {
-                match stack.pop() {
-                    Some((Open::If { name, line, then }, nodes)) => {
-                        let (then, otherwise) = match then {
-                            Some(t) => (t, nodes),
-                            None => (nodes, Vec::new()),
-                        };
-                        current(&mut stack, &mut top).push(Node::If {
-                            name,
-                            line,
-                            then,
-                            otherwise,
-                        });
-                    }
-                    _ => return Err(format!("line {line}: {{{{/if}}}} without {{{{#if}}}}")),
-                }
-            } else if body == "/each" {
-                match stack.pop() {
-                    Some((Open::Each { name, line }, body)) => {
-                        current(&mut stack, &mut top).push(Node::Each { name, line, body });
-                    }
-                    _ => {
-                        return Err(format!("line {line}: {{{{/each}}}} without {{{{#each}}}}"));
-                    }
-                }
-            } else if body.starts_with(['#', '/', '>', '{', '&']) || body == "else" {
-                return Err(format!(
-                    "line {line}: unknown tag {{{{{body}}}}} (known: {{{{name}}}}, \
-                     {{{{#if name}}}}, {{{{else}}}}, {{{{/if}}}}, {{{{#each name}}}}, \
-                     {{{{/each}}}}, {{{{! comment}}}})"
-                ));
-            } else {
-                let name = ident(&body, line)?;
-                current(&mut stack, &mut top).push(Node::Var { name, line });
-            }
-        }
-        if let Some((open, _)) = stack.pop() {
-            let (what, name, line) = match open {
-                Open::If { name, line, .. } => ("if", name, line),
-                Open::Each { name, line } => ("each", name, line),
-            };
+        refuse_old_syntax(src)?;
+        environment(Escape::None)?
+            .template_from_str(src)
+            .map_err(describe)?;
+        Ok(Template {
+            source: src.to_string(),
+        })
+    }
+
+    /// Checks every top-level name against `vars` (in every branch), then
+    /// renders.
+    pub fn render(&self, vars: &Vars, escape: Escape) -> Result<String, String> {
+        let env = environment(escape)?;
+        let template = env.template_from_str(&self.source).map_err(describe)?;
+        let mut unknown: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|n| vars.get(n).is_none() && !env.globals().any(|(g, _)| g == n))
+            .collect();
+        unknown.sort();
+        if let Some(name) = unknown.first() {
+            let known: Vec<&str> = vars.iter().map(|(k, _)| k).collect();
             return Err(format!(
-                "line {line}: {{{{#{what} {name}}}}} is never closed with {{{{/{what}}}}}"
+                "line {}: unknown variable {name:?}; this template knows {}",
+                line_of(&self.source, name),
+                known.join(", ")
             ));
         }
-        Ok(Template { nodes: top })
-    }
-
-    /// Checks every name against `vars` (in every branch), then renders.
-    pub fn render(&self, vars: &Vars, escape: Escape) -> Result<String, String> {
-        check(&self.nodes, vars, None)?;
-        let mut out = String::new();
-        emit(&self.nodes, vars, None, escape, &mut out);
-        Ok(out)
+        template.render(context(vars)).map_err(describe)
     }
 }
 
-fn current<'a>(stack: &'a mut [(Open, Vec<Node>)], top: &'a mut Vec<Node>) -> &'a mut Vec<Node> {
-    match stack.last_mut() {
-        Some((_, nodes)) => nodes,
-        None => top,
-    }
+/// The environment every template renders in (see the module doc).
+fn environment<'s>(escape: Escape) -> Result<Environment<'s>, String> {
+    let mut env = Environment::new();
+    let syntax = SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(describe)?;
+    env.set_syntax(syntax);
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(move |_| match escape {
+        Escape::None => AutoEscape::None,
+        Escape::Html => AutoEscape::Html,
+    });
+    env.set_formatter(|out, state, value| {
+        let escape = if value.is_safe() || *state.auto_escape() == AutoEscape::None {
+            Escape::None
+        } else {
+            Escape::Html
+        };
+        let mut text = String::new();
+        push_escaped(&mut text, &value.to_string(), escape);
+        out.write_str(&text).map_err(minijinja::Error::from)
+    });
+    Ok(env)
 }
 
-/// A variable name: letters, digits and `_`.
-fn ident(s: &str, line: usize) -> Result<String, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "line {line}: {s:?} is not a variable name (letters, digits and _)"
-        ))
-    }
+/// The variables as the template's context: text as strings, lists as
+/// sequences of rows (maps of field to text).
+fn context(vars: &Vars) -> minijinja::Value {
+    let map: BTreeMap<&str, minijinja::Value> = vars
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::Text(t) => minijinja::Value::from(t.as_str()),
+                Value::List { rows, .. } => rows
+                    .iter()
+                    .map(|r| minijinja::Value::from(r.clone()))
+                    .collect(),
+            };
+            (name, value)
+        })
+        .collect();
+    minijinja::Value::from(map)
 }
 
-fn tokenize(src: &str) -> Result<Vec<Tok>, String> {
-    let mut toks = Vec::new();
-    let mut rest = src;
-    let mut line = 1;
-    while let Some(start) = rest.find("{{") {
-        let (text, after) = rest.split_at(start);
-        line += text.matches('\n').count();
-        toks.push(Tok::Text(text.to_string()));
-        let after = &after[2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("line {line}: {{{{ without a closing }}}}"))?;
-        let body = &after[..end];
-        toks.push(Tok::Tag {
-            body: body.trim().to_string(),
-            line,
-        });
-        line += body.matches('\n').count();
-        rest = &after[end + 2..];
-    }
-    toks.push(Tok::Text(rest.to_string()));
-    Ok(toks)
-}
-
-/// Removes the line of each block tag or comment that stands alone on it
-/// (only blanks beside it). Decided on the untouched tokens first, so that
-/// two such tags on consecutive lines both go.
-fn trim_standalone(toks: &mut [Tok]) {
-    let n = toks.len();
-    let text = |t: &Tok| match t {
-        Tok::Text(s) => Some(s.clone()),
-        Tok::Tag { .. } => None,
+/// A minijinja error as keyrot reports it: `line 3: syntax error: ...`.
+fn describe(e: minijinja::Error) -> String {
+    let what = match (e.kind(), e.detail()) {
+        (ErrorKind::UndefinedError, _) => {
+            "undefined value: a name or row field this message does not have".to_string()
+        }
+        (kind, Some(detail)) => format!("{kind}: {detail}"),
+        (kind, None) => kind.to_string(),
     };
-    let blank = |s: &str| s.chars().all(|c| c == ' ' || c == '\t');
-    let mut cut_tail = vec![false; n];
-    let mut cut_head = vec![false; n];
-    for i in 0..n {
-        if !toks[i].standalone_kind() {
-            continue;
-        }
-        // The tokenizer alternates text and tags, starting and ending with
-        // text, so a tag always has text on both sides.
-        let (Some(before), Some(after)) = (
-            i.checked_sub(1).and_then(|p| toks.get(p)).and_then(text),
-            toks.get(i + 1).and_then(text),
-        ) else {
-            continue;
+    match e.line() {
+        Some(line) => format!("line {line}: {what}"),
+        None => what,
+    }
+}
+
+/// The line of the first tag in `src` that names `name` (1 when none
+/// does), for an error about that name.
+fn line_of(src: &str, name: &str) -> usize {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut offset = 0;
+    while let Some(start) = src[offset..].find('{').map(|i| offset + i) {
+        let close = match src.get(start + 1..start + 2) {
+            Some("{") => "}}",
+            Some("%") => "%}",
+            _ => {
+                offset = start + 1;
+                continue;
+            }
         };
-        let line_start = match before.rfind('\n') {
-            Some(nl) => blank(&before[nl + 1..]),
-            None => i == 1 && blank(&before),
+        let body_start = start + 2;
+        let end = src[body_start..]
+            .find(close)
+            .map_or(src.len(), |i| body_start + i);
+        let body = &src[body_start..end];
+        let named = body.match_indices(name).any(|(at, _)| {
+            !body[..at].ends_with(ident) && !body[at + name.len()..].starts_with(ident)
+        });
+        if named {
+            return src[..start].matches('\n').count() + 1;
+        }
+        offset = end;
+    }
+    1
+}
+
+/// Refuses a template in keyrot's former syntax, naming the first such
+/// tag's line, what to write instead, and how many more there are.
+fn refuse_old_syntax(src: &str) -> Result<(), String> {
+    let mut found = src.match_indices("{{").filter_map(|(at, _)| {
+        let rest = &src[at + 2..];
+        let body = rest[..rest.find("}}").unwrap_or(rest.len())].trim();
+        let word = |p: &str| body.strip_prefix(p).map(str::trim);
+        let instead = if let Some(name) = word("#if") {
+            format!("{{% if {name} %}}")
+        } else if let Some(list) = word("#each") {
+            format!("{{% for row in {list} %}} (and {{{{ row.FIELD }}}} for its fields)")
+        } else if let Some(text) = word("!") {
+            format!("{{# {text} #}}")
+        } else {
+            match body {
+                "else" => "{% else %}".to_string(),
+                "/if" => "{% endif %}".to_string(),
+                "/each" => "{% endfor %}".to_string(),
+                _ => return None,
+            }
         };
-        let line_end = match after.find('\n') {
-            Some(nl) => blank(&after[..nl]),
-            None => i + 2 == n && blank(&after),
-        };
-        if line_start && line_end {
-            cut_tail[i - 1] = true;
-            cut_head[i + 1] = true;
-        }
-    }
-    for (i, tok) in toks.iter_mut().enumerate() {
-        if let Tok::Text(s) = tok {
-            let end = if cut_tail[i] {
-                s.rfind('\n').map_or(0, |nl| nl + 1)
-            } else {
-                s.len()
-            };
-            let start = if cut_head[i] {
-                s.find('\n').map_or(s.len(), |nl| nl + 1)
-            } else {
-                0
-            };
-            *s = s.get(start..end.max(start)).unwrap_or_default().to_string();
-        }
-    }
-}
-
-/// What a name resolves to.
-enum Found<'a> {
-    Text(&'a str),
-    List(&'static [&'static str], &'a [Row]),
-}
-
-/// Looks `name` up in the row (inside `{{#each}}`), then in `vars`. With
-/// `row_fields` only (checking), a row field resolves to empty text.
-fn lookup<'a>(
-    name: &str,
-    vars: &'a Vars,
-    row: Option<(&'static [&'static str], Option<&'a Row>)>,
-) -> Option<Found<'a>> {
-    if let Some((fields, r)) = row
-        && fields.contains(&name)
-    {
-        let text = r.and_then(|r| r.get(name)).map_or("", String::as_str);
-        return Some(Found::Text(text));
-    }
-    match vars.get(name)? {
-        Value::Text(t) => Some(Found::Text(t)),
-        Value::List { fields, rows } => Some(Found::List(fields, rows)),
-    }
-}
-
-fn check(nodes: &[Node], vars: &Vars, row: Option<&'static [&'static str]>) -> Result<(), String> {
-    let scope = row.map(|f| (f, None));
-    for node in nodes {
-        match node {
-            Node::Text(_) => {}
-            Node::Var { name, line } => match lookup(name, vars, scope) {
-                Some(Found::Text(_)) => {}
-                Some(Found::List(..)) => {
-                    return Err(format!(
-                        "line {line}: {name} is a list: use {{{{#each {name}}}}}"
-                    ));
-                }
-                None => return Err(unknown(name, *line, vars, row)),
-            },
-            Node::If {
-                name,
-                line,
-                then,
-                otherwise,
-            } => {
-                if lookup(name, vars, scope).is_none() {
-                    return Err(unknown(name, *line, vars, row));
-                }
-                check(then, vars, row)?;
-                check(otherwise, vars, row)?;
-            }
-            Node::Each { name, line, body } => match lookup(name, vars, scope) {
-                Some(Found::List(fields, _)) => check(body, vars, Some(fields))?,
-                Some(Found::Text(_)) => {
-                    return Err(format!(
-                        "line {line}: {name} is not a list: use {{{{#if {name}}}}}"
-                    ));
-                }
-                None => return Err(unknown(name, *line, vars, row)),
-            },
-        }
-    }
-    Ok(())
-}
-
-fn unknown(name: &str, line: usize, vars: &Vars, row: Option<&[&str]>) -> String {
-    let mut known: Vec<&str> = vars.iter().map(|(k, _)| k).collect();
-    if let Some(fields) = row {
-        known.extend(fields.iter().copied());
-    }
-    known.sort_unstable();
-    format!(
-        "line {line}: unknown variable {name:?}; this template knows {}",
-        known.join(", ")
-    )
-}
-
-fn emit(
-    nodes: &[Node],
-    vars: &Vars,
-    row: Option<(&'static [&'static str], &Row)>,
-    escape: Escape,
-    out: &mut String,
-) {
-    let scope = row.map(|(f, r)| (f, Some(r)));
-    for node in nodes {
-        match node {
-            Node::Text(t) => out.push_str(t),
-            Node::Var { name, .. } => {
-                if let Some(Found::Text(t)) = lookup(name, vars, scope) {
-                    push_escaped(out, t, escape);
-                }
-            }
-            Node::If {
-                name,
-                then,
-                otherwise,
-                ..
-            } => {
-                let on = match lookup(name, vars, scope) {
-                    Some(Found::Text(t)) => !t.is_empty(),
-                    Some(Found::List(_, rows)) => !rows.is_empty(),
-                    None => false,
-                };
-                emit(if on { then } else { otherwise }, vars, row, escape, out);
-            }
-            Node::Each { name, body, .. } => {
-                if let Some(Found::List(fields, rows)) = lookup(name, vars, scope) {
-                    for r in rows {
-                        emit(body, vars, Some((fields, r)), escape, out);
-                    }
-                }
-            }
-        }
-    }
+        Some((at, body, instead))
+    });
+    let Some((at, body, instead)) = found.next() else {
+        return Ok(());
+    };
+    let more = match found.count() {
+        0 => String::new(),
+        n => format!("; {n} more such tag(s) follow"),
+    };
+    Err(format!(
+        "line {}: {{{{{body}}}}} is keyrot's former template syntax; templates are Jinja \
+         now: write {instead}{more} (see \"The template language\" in docs/notifications.md)",
+        src[..at].matches('\n').count() + 1
+    ))
 }
 
 /// Appends `text`, escaped as `escape` says.
@@ -517,7 +329,7 @@ mod tests {
     fn substitutes_and_escapes_only_html() {
         assert_eq!(text("key {{slot}}!"), "key atlassian/ci-bot!");
         assert_eq!(text("{{ slot }}"), "atlassian/ci-bot");
-        let t = Template::parse("<p>{{reason}}</p>").unwrap();
+        let t = Template::parse("<p>{{ reason }}</p>").unwrap();
         assert_eq!(
             t.render(&vars(), Escape::Html).unwrap(),
             "<p>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more</p>"
@@ -526,90 +338,126 @@ mod tests {
             t.render(&vars(), Escape::None).unwrap(),
             "<p><script>alert('x')</script> & more</p>"
         );
+        // A value marked safe by a filter is not escaped twice.
+        let t = Template::parse("{{ slot|e }}").unwrap();
+        assert_eq!(
+            t.render(&vars(), Escape::Html).unwrap(),
+            "atlassian&#x2f;ci-bot"
+        );
     }
 
     #[test]
     fn control_characters_in_values_are_shown_not_obeyed() {
         let mut v = vars();
         v.set("reason", "x\nSubject: urgent\r\n\x1b[2J\u{9b}1m\x00\x7f");
-        let t = Template::parse("Subject: {{slot}}\nreason: {{reason}}\n").unwrap();
+        let t = Template::parse("Subject: {{ slot }}\nreason: {{ reason }}\n").unwrap();
         let want = r"reason: x\nSubject: urgent\r\n\x1b[2J\u{9b}1m\x00\x7f";
         let plain = t.render(&v, Escape::None).unwrap();
         assert_eq!(plain, format!("Subject: atlassian/ci-bot\n{want}\n"));
         assert_eq!(plain.lines().count(), 2);
         let html = t.render(&v, Escape::Html).unwrap();
         assert!(html.contains(want), "{html}");
+        // Whatever a value went through: a filter, a literal, a safe mark.
+        let t = Template::parse(
+            "{{ reason|upper }}|{{ \"a\\nb\" }}|{{ reason|safe }}|{{ reason ~ \"\\r\" }}",
+        )
+        .unwrap();
+        for escape in [Escape::None, Escape::Html] {
+            let out = t.render(&v, escape).unwrap();
+            assert!(!out.chars().any(crate::escape::is_control), "{out:?}");
+        }
         // The template's own line breaks stay.
-        let t = Template::parse("a\n{{#each sinks}}{{sink}}\n{{/each}}").unwrap();
+        let t = Template::parse("a\n{% for row in sinks %}{{ row.sink }}\n{% endfor %}").unwrap();
         assert_eq!(t.render(&v, Escape::None).unwrap(), "a\nvault\nfile<1>\n");
     }
 
     #[test]
-    fn if_else_and_each() {
-        assert_eq!(text("{{#if yes}}Y{{else}}N{{/if}}"), "Y");
-        assert_eq!(text("{{#if no}}Y{{else}}N{{/if}}"), "N");
-        assert_eq!(text("{{#if no}}Y{{/if}}."), ".");
+    fn if_else_and_for() {
+        assert_eq!(text("{% if yes %}Y{% else %}N{% endif %}"), "Y");
+        assert_eq!(text("{% if no %}Y{% else %}N{% endif %}"), "N");
+        assert_eq!(text("{% if no %}Y{% endif %}."), ".");
+        assert_eq!(text("{{ yes }}/{{ no }}"), "yes/");
         assert_eq!(
-            text("{{#if sinks}}some{{/if}}{{#if none}}none{{/if}}"),
+            text("{% if sinks %}some{% endif %}{% if none %}none{% endif %}"),
             "some"
         );
         assert_eq!(
-            text("{{#each sinks}}[{{sink}} of {{slot}}]{{/each}}"),
+            text("{% for row in sinks %}[{{ row.sink }} of {{ slot }}]{% endfor %}"),
             "[vault of atlassian/ci-bot][file<1> of atlassian/ci-bot]"
         );
-        assert_eq!(text("{{#each none}}x{{/each}}"), "");
+        assert_eq!(text("{% for row in none %}x{% endfor %}"), "");
+        assert_eq!(text("{{ no or \"never\" }}"), "never");
     }
 
     #[test]
     fn tags_alone_on_a_line_take_the_line() {
-        let src = "{{! a comment }}\nSubject: {{slot}}\n\n{{#if yes}}\n  yes\n{{else}}\n  no\n{{/if}}\n{{#each sinks}}\n  - {{sink}}\n{{/each}}\nend\n";
+        let src = "{# a comment #}\nSubject: {{ slot }}\n\n{% if yes %}\n  yes\n{% else %}\n  no\n{% endif %}\n  {% for row in sinks %}\n  - {{ row.sink }}\n{% endfor %}\nend\n";
         assert_eq!(
             text(src),
             "Subject: atlassian/ci-bot\n\n  yes\n  - vault\n  - file<1>\nend\n"
         );
-        // Inline tags keep their line.
-        assert_eq!(text("a {{#if yes}}b{{/if}}\nc"), "a b\nc");
+        // Inline tags keep their line; at its end, `+%}` keeps the newline.
+        assert_eq!(text("a {% if yes %}b{% endif %}c\nd"), "a bc\nd");
+        assert_eq!(text("a {% if yes %}b{% endif +%}\nc"), "a b\nc");
         // A block tag at the very end, with no newline after it.
-        assert_eq!(text("x\n{{#if yes}}\ny\n{{/if}}"), "x\ny\n");
+        assert_eq!(text("x\n{% if yes %}\ny\n{% endif %}"), "x\ny\n");
     }
 
     #[test]
     fn unknown_names_are_errors_in_every_branch() {
-        let t = Template::parse("{{#if yes}}ok{{else}}{{slto}}{{/if}}").unwrap();
+        let t = Template::parse("{% if yes %}ok\n{% else %}\n{{ slto }}{% endif %}").unwrap();
         let e = t.render(&vars(), Escape::None).unwrap_err();
-        assert!(e.starts_with("line 1: unknown variable \"slto\""), "{e}");
+        assert!(e.starts_with("line 3: unknown variable \"slto\""), "{e}");
         assert!(e.contains("slot"), "{e}");
-        let t = Template::parse("{{#each none}}{{snk}}{{/each}}").unwrap();
-        assert!(t.render(&vars(), Escape::None).is_err());
-        let e = Template::parse("{{sinks}}")
-            .unwrap()
-            .render(&vars(), Escape::None)
-            .unwrap_err();
-        assert!(e.contains("is a list"), "{e}");
-        let e = Template::parse("{{#each slot}}{{/each}}")
-            .unwrap()
-            .render(&vars(), Escape::None)
-            .unwrap_err();
-        assert!(e.contains("not a list"), "{e}");
+        // A row's fields: when a row is rendered.
+        let t = Template::parse("{% for row in sinks %}\n{{ row.snk }}{% endfor %}").unwrap();
+        let e = t.render(&vars(), Escape::None).unwrap_err();
+        assert!(e.starts_with("line 2: undefined value"), "{e}");
+        // Functions and the loop's own names are not variables.
+        assert_eq!(
+            text("{% for row in sinks %}{{ loop.index }}{% endfor %}{{ range(2)|length }}"),
+            "122"
+        );
     }
 
     #[test]
     fn syntax_errors_name_the_line() {
         let cases = [
-            ("a\n{{#if yes}}", "line 2: {{#if yes}} is never closed"),
-            ("a\nb {{slot", "line 2: {{ without a closing }}"),
-            ("{{/if}}", "line 1: {{/if}} without {{#if}}"),
-            ("{{#each sinks}}{{/if}}", "line 1: {{/if}} without"),
-            ("{{else}}", "line 1: {{else}} outside"),
-            ("\n\n{{> details}}", "line 3: unknown tag {{> details}}"),
-            (
-                "{{two words}}",
-                "line 1: \"two words\" is not a variable name",
-            ),
+            ("a\n{% if yes %}", "line 2: syntax error"),
+            ("a\nb {{ slot", "line 2: syntax error"),
+            ("{% endif %}", "line 1: syntax error"),
+            ("{% include \"/etc/passwd\" %}", "line 1: syntax error"),
         ];
         for (src, want) in cases {
             let e = Template::parse(src).unwrap_err();
             assert!(e.starts_with(want), "{src:?}: {e}");
         }
+    }
+
+    #[test]
+    fn the_former_syntax_is_refused_with_what_to_write() {
+        let cases = [
+            (
+                "a\n{{#if old_key_id}}x{{/if}}",
+                "line 2: {{#if old_key_id}}",
+                "{% if old_key_id %}; 1 more such tag(s) follow",
+            ),
+            ("{{! note }}\n", "line 1: {{! note}}", "{# note #}"),
+            (
+                "{{#each sinks}}",
+                "line 1: {{#each sinks}}",
+                "{% for row in sinks %}",
+            ),
+            ("x {{ else }}", "line 1: {{else}}", "{% else %}"),
+            ("\n\n{{/each}}", "line 3: {{/each}}", "{% endfor %}"),
+        ];
+        for (src, at, instead) in cases {
+            let e = Template::parse(src).unwrap_err();
+            assert!(e.starts_with(at), "{src:?}: {e}");
+            assert!(e.contains(&format!("write {instead}")), "{src:?}: {e}");
+            assert!(e.contains("The template language"), "{e}");
+        }
+        // A variable whose name starts like a former keyword is fine.
+        assert!(Template::parse("{{elsewhere}}{{ ifs }}").is_ok());
     }
 }

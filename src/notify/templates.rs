@@ -6,14 +6,15 @@
 //! the plain-text body) and `KIND.html` (the HTML alternative). The
 //! directory is read each time keyrot queues a message, so an edited
 //! template applies to the next message without a reload. An override that
-//! cannot be read or parsed, or that names a variable its kind does not
-//! have, is skipped with a warning in the log and the built-in template is
-//! used: a broken override never loses a notification.
+//! cannot be read or parsed (one still in keyrot's former template syntax
+//! among them), or that names a variable its kind does not have, is skipped
+//! with a warning in the log and the built-in template is used: a broken
+//! override never loses a notification.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::render::{Escape, Template, Vars};
+use super::render::{Escape, Template, Value, Vars};
 
 /// The message kinds that have templates (file stems).
 pub const KINDS: [&str; 9] = [
@@ -202,7 +203,7 @@ fn read_template(path: &Path, file: &str) -> Result<Template, String> {
     let t = Template::parse(&src).map_err(|e| format!("{shown}: {e}"))?;
     if file.ends_with(".txt") && !starts_with_subject(&src) {
         return Err(format!(
-            "{shown}: the first line of a text template must be `Subject: ...` (after any {{{{! comment}}}} lines)"
+            "{shown}: the first line of a text template must be `Subject: ...` (after any {{# comment #}} lines)"
         ));
     }
     Ok(t)
@@ -213,7 +214,7 @@ fn read_template(path: &Path, file: &str) -> Result<Template, String> {
 fn starts_with_subject(src: &str) -> bool {
     src.lines()
         .map(str::trim)
-        .find(|l| !(l.starts_with("{{!") && l.ends_with("}}")))
+        .find(|l| !(l.starts_with("{#") && l.ends_with("#}")))
         .is_some_and(|l| l.starts_with("Subject:"))
 }
 
@@ -243,11 +244,31 @@ pub fn check_dir(dir: &Path) -> Vec<String> {
         } else {
             Escape::None
         };
-        if let Err(e) = tpl.render(&super::examples::vars(kind), escape) {
+        if let Err(e) = tpl.render(
+            &with_a_row_in_every_list(super::examples::vars(kind)),
+            escape,
+        ) {
             problems.push(format!("{}: {e}", path.display()));
         }
     }
     problems
+}
+
+/// `vars` with one row of empty fields in each list that has none, so
+/// that rendering checks the fields a template names inside `{% for %}`.
+fn with_a_row_in_every_list(mut vars: Vars) -> Vars {
+    let empty: Vec<_> = vars
+        .iter()
+        .filter_map(|(name, value)| match value {
+            Value::List { fields, rows } if rows.is_empty() => Some((name, *fields)),
+            _ => None,
+        })
+        .collect();
+    for (name, fields) in empty {
+        let row = fields.iter().map(|f| (*f, String::new())).collect();
+        vars.list(name, fields, vec![row]);
+    }
+    vars
 }
 
 #[cfg(test)]
@@ -285,7 +306,7 @@ mod tests {
             Some(("[keyrot] a b".to_string(), "body\n".to_string()))
         );
         assert_eq!(split_subject("no subject"), None);
-        assert!(starts_with_subject("{{! c }}\nSubject: x"));
+        assert!(starts_with_subject("{# c #}\nSubject: x"));
         assert!(!starts_with_subject("{{subject}}\n"));
     }
 
@@ -294,24 +315,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("completed.txt"),
-            "Subject: [ACME] {{slot}} rotated\n\nNew key {{new_key_id}}.\n",
+            "Subject: [ACME] {{ slot }} rotated\n\nNew key {{ new_key_id }}.\n",
         )
         .unwrap();
         // Unknown variable: parses, but does not render.
-        std::fs::write(dir.path().join("completed.html"), "<p>{{new_key_idd}}</p>").unwrap();
+        std::fs::write(
+            dir.path().join("completed.html"),
+            "<p>{{ new_key_idd }}</p>",
+        )
+        .unwrap();
         // Syntax error.
-        std::fs::write(dir.path().join("failed.txt"), "Subject: x\n{{#if a}}\n").unwrap();
+        std::fs::write(dir.path().join("failed.txt"), "Subject: x\n{% if a %}\n").unwrap();
+        // The former syntax.
+        std::fs::write(
+            dir.path().join("live.txt"),
+            "Subject: x\n{{#if a}}{{/if}}\n",
+        )
+        .unwrap();
         // No subject line.
         std::fs::write(dir.path().join("revoked.txt"), "Revoked {{slot}}\n").unwrap();
         std::fs::write(dir.path().join("complted.txt"), "Subject: x\n").unwrap();
         std::fs::write(dir.path().join(".completed.txt.swp"), "junk").unwrap();
 
         let (t, problems) = Templates::read_dir(dir.path());
-        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert_eq!(problems.len(), 4, "{problems:#?}");
         assert!(problems[0].contains("complted.txt: not a template keyrot uses"));
-        assert!(problems[1].contains("failed.txt: line 2: {{#if a}} is never closed"));
         assert!(
+            problems[1].contains("failed.txt: line 2: syntax error: unexpected end of input"),
+            "{}",
+            problems[1]
+        );
+        assert!(
+            problems[2].contains(
+                "live.txt: line 2: {{#if a}} is keyrot's former template syntax; templates \
+                 are Jinja now: write {% if a %}"
+            ),
+            "{}",
             problems[2]
+        );
+        assert!(
+            problems[3]
                 .contains("revoked.txt: the first line of a text template must be `Subject: ...`")
         );
 
@@ -323,11 +366,22 @@ mod tests {
         assert_eq!(r.html, Templates::builtin().render("completed", &vars).html);
 
         let all = check_dir(dir.path());
-        assert_eq!(all.len(), 4, "{all:#?}");
+        assert_eq!(all.len(), 5, "{all:#?}");
         assert!(
-            all[3].contains("completed.html: line 1: unknown variable \"new_key_idd\""),
+            all[4].contains("completed.html: line 1: unknown variable \"new_key_idd\""),
             "{}",
-            all[3]
+            all[4]
+        );
+        // A row's field is checked even where the example has no row.
+        let digest = tempfile::tempdir().unwrap();
+        let src = "Subject: x\n{% for key in keys %}{{ key.slto }}{% endfor %}\n";
+        std::fs::write(digest.path().join("digest.txt"), src).unwrap();
+        let found = check_dir(digest.path());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].contains("digest.txt: line 2: undefined value"),
+            "{}",
+            found[0]
         );
         // A missing directory is one problem, and only the built-ins are used.
         let gone = dir.path().join("nope");
