@@ -390,7 +390,16 @@ async fn serve(
         Arc::clone(&backend),
         async move { server_stop.recv().await },
     ));
-    crate::metrics::start(cfg.daemon.metrics_listen, &engine, controller.subscribe()).await?;
+    let sources = crate::metrics::Sources {
+        metrics: Arc::clone(engine.metrics()),
+        store: Arc::clone(&store),
+        clock: Arc::clone(&clock),
+        config: {
+            let engine = Arc::clone(&engine);
+            Box::new(move || Arc::clone(&engine.runtime().config))
+        },
+    };
+    crate::metrics::start(cfg.daemon.metrics_listen, sources, controller.subscribe()).await?;
 
     {
         let store = Arc::clone(&store);

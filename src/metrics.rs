@@ -1,13 +1,24 @@
-//! Prometheus metrics: the in-process registry that the state machine and
-//! the scheduler bump (rotation outcomes, step durations, provider and sink
-//! errors, last successful sync) and the text exposition format 0.0.4;
-//! [`gauges`] reads what the store holds at scrape time (keys, expiring
-//! keys, rotations in progress, outbox) and [`server`] is the optional
-//! plain-HTTP endpoint (`[daemon] metrics_listen`) that serves `GET /metrics`.
+//! Prometheus metrics on `prometheus-client`: the registry that the state
+//! machine and the scheduler bump (rotation outcomes, step durations,
+//! provider and sink errors, last successful sync), written in the text
+//! exposition format 0.0.4; [`gauges`] is the collector of what the store
+//! holds at scrape time (keys, expiring keys, rotations in progress,
+//! outbox) and [`server`] is the optional plain-HTTP endpoint
+//! (`[daemon] metrics_listen`) that serves `GET /metrics`.
 //!
-//! One registry lives in each [`crate::rotation::Engine`], so unit tests
-//! never share counters. Labels carry provider, sink, step and state names
-//! only: never a key id, a key name or secret material.
+//! It depends on the model, the store, the configuration and the HTTP
+//! peers' answer caps only: the engine and the scheduler hold a [`Metrics`]
+//! and bump it, and the daemon hands the endpoint the registry, the store,
+//! the clock and the configuration in force.
+//!
+//! One registry lives in each engine, so unit tests never share counters.
+//! Labels carry provider, sink, step and state names only: never a key id,
+//! a key name or secret material. The names are what keyrot exposed before
+//! it used this crate (counters are registered without `_total`, which the
+//! encoder adds; the tests compare with the earlier exposition in
+//! `testdata/exposition.txt`).
+//! Within a family, series come in no fixed order (a [`Family`] is a hash
+//! map), and a registered family with no series yet is left out.
 //!
 //! What a scrape costs: the gauges read every key record (`O(keys)`), one
 //! rotation per rotation in progress and the outbox (`O(messages)`, sent
@@ -25,18 +36,32 @@ pub mod server;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::fmt::{Display, Write as _};
+use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
 use crate::model::{RotationRecord, RotationState};
 
 pub use gauges::Gauges;
-pub use server::{CONTENT_TYPE, serve, start};
+pub use server::{Sources, start};
+
+/// The `Content-Type` of the text exposition format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds, in seconds, of the step-duration histogram's buckets (a
 /// step is one store commit or one call to a provider or sink).
@@ -44,7 +69,7 @@ pub const STEP_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// The states a runner takes a step in, in the order they are listed.
+/// The states a runner takes a step in.
 const STEPS: [RotationState; 8] = [
     RotationState::Pending,
     RotationState::AwaitingSecret,
@@ -56,102 +81,68 @@ const STEPS: [RotationState; 8] = [
     RotationState::Revoking,
 ];
 
-/// How a rotation ended (the `result` label of `keyrot_rotations_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
-    /// The new key is live and the old one revoked or left to expire.
-    Completed,
-    /// Retries ran out (it may be resumed later, and end again).
-    Failed,
-    /// An operator abandoned it.
-    Aborted,
+/// The states that end a rotation: the `result` label of
+/// `keyrot_rotations_total`.
+const ENDINGS: [RotationState; 3] = [
+    RotationState::Completed,
+    RotationState::Failed,
+    RotationState::Aborted,
+];
+
+/// Labels of `keyrot_rotations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    /// Provider of the rotated key.
+    provider: String,
+    /// The state that ended it ([`ENDINGS`]).
+    result: &'static str,
 }
 
-impl Outcome {
-    /// Every outcome, in label order.
-    const ALL: [Outcome; 3] = [Outcome::Completed, Outcome::Failed, Outcome::Aborted];
-
-    /// The outcome a transition to `state` records, if it ends a rotation.
-    pub fn of(state: RotationState) -> Option<Outcome> {
-        match state {
-            RotationState::Completed => Some(Outcome::Completed),
-            RotationState::Failed => Some(Outcome::Failed),
-            RotationState::Aborted => Some(Outcome::Aborted),
-            _ => None,
-        }
-    }
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Failed => "failed",
-            Outcome::Aborted => "aborted",
-        }
-    }
+/// Labels of `keyrot_step_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    /// The state the step was taken in.
+    step: &'static str,
 }
 
-/// A fixed-bucket histogram of durations with atomic cells.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations per bucket, not cumulative; the last cell holds those
-    /// above every bound.
-    cells: [AtomicU64; STEP_BUCKETS.len() + 1],
-    /// Sum of the observations, in nanoseconds.
-    sum_nanos: AtomicU64,
+/// Labels of `keyrot_provider_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    /// Provider called.
+    provider: String,
+    /// Operation (`issue`, `revoke`, ...).
+    op: &'static str,
 }
 
-impl Histogram {
-    /// Records one duration.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = STEP_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(STEP_BUCKETS.len());
-        self.cells[i].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// Cumulative counts per bucket (the last one is `+Inf`, the total)
-    /// and the sum in seconds.
-    pub fn snapshot(&self) -> (Vec<u64>, f64) {
-        let mut total = 0;
-        let cumulative = self
-            .cells
-            .iter()
-            .map(|c| {
-                total += c.load(Ordering::Relaxed);
-                total
-            })
-            .collect();
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        (cumulative, sum)
-    }
+/// Labels of the counters kept per provider.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    /// Provider.
+    provider: String,
 }
 
-/// Counters by label values.
-#[derive(Debug)]
-struct Counters<K>(Mutex<BTreeMap<K, u64>>);
+/// Labels of `keyrot_keys_ended_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndedLabels {
+    /// Provider.
+    provider: String,
+    /// `expired` or `vanished`.
+    state: &'static str,
+}
 
-impl<K: Ord + Clone> Counters<K> {
-    fn new() -> Counters<K> {
-        Counters(Mutex::new(BTreeMap::new()))
-    }
+/// Labels of `keyrot_sink_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    /// Sink.
+    sink: String,
+}
 
-    /// The map; a panic elsewhere while it was held leaves it usable.
-    fn map(&self) -> MutexGuard<'_, BTreeMap<K, u64>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// The values of the `state` label of `keyrot_keys_ended_total`.
+const ENDED_STATES: [&str; 2] = ["expired", "vanished"];
 
-    fn add(&self, key: K, n: u64) {
-        *self.map().entry(key).or_default() += n;
-    }
-
-    fn snapshot(&self) -> BTreeMap<K, u64> {
-        self.map().clone()
-    }
+/// A step-duration histogram with [`STEP_BUCKETS`].
+fn step_histogram() -> Histogram {
+    Histogram::new(STEP_BUCKETS)
 }
 
 /// The in-process registry: what happened since this engine started.
@@ -160,24 +151,26 @@ pub struct Metrics {
     /// When this registry was made: rotation endings before it come from
     /// the store's history ([`Metrics::seed`]), later ones as they happen.
     started: Timestamp,
+    /// Every family below, plus `keyrot_up` and `keyrot_build_info`.
+    registry: Registry,
     /// Rotation endings by provider and outcome.
-    rotations: Counters<(String, Outcome)>,
+    rotations: Family<RotationLabels, Counter>,
     /// True once the store's history was added to `rotations`.
-    seeded: AtomicBool,
-    /// Step durations, one histogram per entry of [`STEPS`].
-    steps: [Histogram; STEPS.len()],
+    seeded: Arc<AtomicBool>,
+    /// Step durations by the state they were taken in.
+    steps: Family<StepLabels, Histogram>,
     /// Failed provider calls by provider and operation.
-    provider_errors: Counters<(String, &'static str)>,
+    provider_errors: Family<CallLabels, Counter>,
     /// Failed sink calls by sink.
-    sink_errors: Counters<String>,
+    sink_errors: Family<SinkLabels, Counter>,
     /// Old keys found gone at the provider before keyrot revoked them.
-    old_keys_lost: Counters<String>,
+    old_keys_lost: Family<ProviderLabels, Counter>,
     /// Listed keys refused at inventory sync (name or id not allowed), by
     /// provider; once per sync that lists them.
-    keys_refused: Counters<String>,
+    keys_refused: Family<ProviderLabels, Counter>,
     /// Slots' keys found gone from the listing without keyrot replacing
     /// them, by provider and `expired` or `vanished`.
-    keys_ended: Counters<(String, &'static str)>,
+    keys_ended: Family<EndedLabels, Counter>,
     /// When each provider's inventory sync last succeeded (its start time).
     last_sync: Mutex<BTreeMap<String, Timestamp>>,
 }
@@ -185,24 +178,90 @@ pub struct Metrics {
 impl Metrics {
     /// An empty registry; `started` is the engine's clock at creation.
     pub fn new(started: Timestamp) -> Metrics {
+        let rotations = Family::default();
+        let seeded = Arc::new(AtomicBool::new(false));
+        let steps = Family::new_with_constructor(step_histogram as fn() -> Histogram);
+        // Every step is listed, observed or not.
+        for state in STEPS {
+            let _ = steps.get_or_create(&StepLabels {
+                step: state.as_str(),
+            });
+        }
+        let provider_errors = Family::default();
+        let sink_errors = Family::default();
+        let old_keys_lost = Family::default();
+        let keys_refused = Family::default();
+        let keys_ended = Family::default();
+
+        // Help texts are registered without their final full stop: the
+        // registry adds it.
+        let mut registry = Registry::default();
+        registry.register(
+            "keyrot_up",
+            "1 while keyrot runs and answers scrapes",
+            ConstGauge::new(1),
+        );
+        registry.register(
+            "keyrot_build",
+            "The running keyrot's version, as a label; the value is always 1",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register(
+            "keyrot_step_duration_seconds",
+            "How long one step of the rotation state machine took, by the state it was taken in",
+            steps.clone(),
+        );
+        registry.register(
+            "keyrot_provider_errors",
+            "Failed provider calls made by rotations, by provider and operation",
+            provider_errors.clone(),
+        );
+        registry.register(
+            "keyrot_old_keys_lost",
+            "Old keys found gone at the provider before keyrot revoked them, by provider (consumers still on them were locked out)",
+            old_keys_lost.clone(),
+        );
+        registry.register(
+            "keyrot_keys_refused",
+            "Listed keys a [[key]] selects that inventory syncs refused (name or id not allowed), by provider; counted at each sync that lists them",
+            keys_refused.clone(),
+        );
+        registry.register(
+            "keyrot_keys_ended",
+            "Keys found gone from their provider's listing without keyrot replacing them, by provider and state (expired: its expiry passed; vanished: revoked or deleted before it). Each is also mailed and logged as an ERROR",
+            keys_ended.clone(),
+        );
+        registry.register(
+            "keyrot_sink_errors",
+            "Failed sink writes, read-backs and finishes made by rotations, by sink",
+            sink_errors.clone(),
+        );
+        registry.register_collector(Box::new(SeededRotations {
+            family: rotations.clone(),
+            seeded: Arc::clone(&seeded),
+        }));
+        registry.register_collector(Box::new(AnswersTooLarge));
         Metrics {
             started,
-            rotations: Counters::new(),
-            seeded: AtomicBool::new(false),
-            steps: Default::default(),
-            provider_errors: Counters::new(),
-            sink_errors: Counters::new(),
-            old_keys_lost: Counters::new(),
-            keys_refused: Counters::new(),
-            keys_ended: Counters::new(),
+            registry,
+            rotations,
+            seeded,
+            steps,
+            provider_errors,
+            sink_errors,
+            old_keys_lost,
+            keys_refused,
+            keys_ended,
             last_sync: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// A rotation of `provider` committed `state`; counted when that ends it.
     pub fn rotation_ended(&self, provider: &str, state: RotationState) {
-        if let Some(o) = Outcome::of(state) {
-            self.rotations.add((provider.to_string(), o), 1);
+        if state.is_terminal() {
+            self.rotations
+                .get_or_create(&rotation(provider, state))
+                .inc();
         }
     }
 
@@ -216,37 +275,47 @@ impl Metrics {
 
     /// Records the duration of a step taken in `state`.
     pub fn step_took(&self, state: RotationState, d: Duration) {
-        if let Some(i) = STEPS.iter().position(|s| *s == state) {
-            self.steps[i].observe(d);
+        if STEPS.contains(&state) {
+            let step = state.as_str();
+            self.steps
+                .get_or_create(&StepLabels { step })
+                .observe(d.as_secs_f64());
         }
     }
 
     /// A call `op` (`issue`, `revoke`, ...) to `provider` failed.
     pub fn provider_error(&self, provider: &str, op: &'static str) {
-        self.provider_errors.add((provider.to_string(), op), 1);
+        let provider = provider.to_string();
+        self.provider_errors
+            .get_or_create(&CallLabels { provider, op })
+            .inc();
     }
 
     /// A rotation of `provider` found its old key gone at the provider
     /// before keyrot revoked it (consumers still on it are locked out).
     pub fn old_key_lost(&self, provider: &str) {
-        self.old_keys_lost.add(provider.to_string(), 1);
+        self.old_keys_lost.get_or_create(&by(provider)).inc();
     }
 
     /// An inventory sync of `provider` refused a listed key that a
     /// `[[key]]` selects (its name or id is not allowed).
     pub fn key_refused(&self, provider: &str) {
-        self.keys_refused.add(provider.to_string(), 1);
+        self.keys_refused.get_or_create(&by(provider)).inc();
     }
 
     /// An inventory sync of `provider` found a slot's key gone without
     /// keyrot replacing it: `state` is `expired` or `vanished`.
     pub fn key_ended(&self, provider: &str, state: &'static str) {
-        self.keys_ended.add((provider.to_string(), state), 1);
+        let provider = provider.to_string();
+        self.keys_ended
+            .get_or_create(&EndedLabels { provider, state })
+            .inc();
     }
 
     /// A write, read-back or finish of `sink` failed.
     pub fn sink_error(&self, sink: &str) {
-        self.sink_errors.add(sink.to_string(), 1);
+        let sink = sink.to_string();
+        self.sink_errors.get_or_create(&SinkLabels { sink }).inc();
     }
 
     /// The inventory sync of `provider` that started `at` was committed.
@@ -261,16 +330,14 @@ impl Metrics {
     /// Each ending is a transition, so a rotation that failed, was resumed
     /// and completed counts once as failed and once as completed.
     pub fn seed(&self, history: &[RotationRecord]) {
-        let mut before: BTreeMap<(String, Outcome), u64> = BTreeMap::new();
         for rec in history {
             for t in rec.history.iter().filter(|t| t.at < self.started) {
-                if let Some(o) = Outcome::of(t.to) {
-                    *before.entry((rec.provider.clone(), o)).or_default() += 1;
+                if t.to.is_terminal() {
+                    self.rotations
+                        .get_or_create(&rotation(&rec.provider, t.to))
+                        .inc();
                 }
             }
-        }
-        for (k, n) in before {
-            self.rotations.add(k, n);
         }
         self.seeded.store(true, Ordering::Release);
     }
@@ -282,215 +349,100 @@ impl Metrics {
     }
 
     /// The exposition of everything, with `gauges` read from the store.
-    pub fn render(&self, gauges: &Gauges) -> String {
-        let mut t = Text::default();
-        t.family(
-            "keyrot_up",
-            "gauge",
-            "1 while keyrot runs and answers scrapes.",
-        );
-        t.sample("keyrot_up", &[], 1);
-        t.family(
-            "keyrot_build_info",
-            "gauge",
-            "The running keyrot's version, as a label; the value is always 1.",
-        );
-        t.sample(
-            "keyrot_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            1,
-        );
-        gauges.render(&mut t);
-        self.render_counters(&mut t, gauges);
-        let mut synced = self
+    pub fn render(&self, gauges: &Gauges) -> Result<String, fmt::Error> {
+        // Configured providers and sinks are listed even when zero (a
+        // series made here stays, at zero, if a reload removes its name).
+        for p in &gauges.providers {
+            for state in ENDINGS {
+                let _ = self.rotations.get_or_create(&rotation(p, state));
+            }
+            let _ = self.keys_refused.get_or_create(&by(p));
+            for state in ENDED_STATES {
+                let provider = p.clone();
+                let _ = self
+                    .keys_ended
+                    .get_or_create(&EndedLabels { provider, state });
+            }
+        }
+        for s in &gauges.sinks {
+            let sink = s.clone();
+            let _ = self.sink_errors.get_or_create(&SinkLabels { sink });
+        }
+        let mut last_sync = self
             .last_sync
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for (p, at) in &gauges.last_synced {
-            let e = synced.entry(p.clone()).or_insert(*at);
+            let e = last_sync.entry(p.clone()).or_insert(*at);
             *e = (*e).max(*at);
         }
-        t.family(
-            "keyrot_last_sync_success_timestamp_seconds",
-            "gauge",
-            "When the provider's last successful inventory sync started, in Unix seconds.",
-        );
-        for (p, at) in &synced {
-            t.sample(
-                "keyrot_last_sync_success_timestamp_seconds",
-                &[("provider", p)],
-                float(unix_seconds(*at)),
-            );
-        }
-        t.0
+        let mut scrape = Registry::default();
+        scrape.register_collector(Box::new(gauges::Scrape::new(gauges.clone(), last_sync)));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &self.registry)?;
+        prometheus_text::encode(&mut text, &scrape)?;
+        Ok(text)
     }
+}
 
-    /// Rotation outcomes, step durations and call errors.
-    fn render_counters(&self, t: &mut Text, gauges: &Gauges) {
-        if self.seeded.load(Ordering::Acquire) {
-            let mut rotations = self.rotations.snapshot();
-            for p in &gauges.providers {
-                for o in Outcome::ALL {
-                    rotations.entry((p.clone(), o)).or_default();
-                }
-            }
-            t.family(
-                "keyrot_rotations_total",
-                "counter",
-                "Rotations that ended, by provider and result (a resumed rotation can end twice).",
-            );
-            for ((p, o), n) in &rotations {
-                t.sample(
-                    "keyrot_rotations_total",
-                    &[("provider", p), ("result", o.as_str())],
-                    n,
-                );
-            }
+/// The labels of one provider.
+fn by(provider: &str) -> ProviderLabels {
+    ProviderLabels {
+        provider: provider.to_string(),
+    }
+}
+
+/// The labels of a rotation of `provider` that ended in `state`.
+fn rotation(provider: &str, state: RotationState) -> RotationLabels {
+    RotationLabels {
+        provider: provider.to_string(),
+        result: state.as_str(),
+    }
+}
+
+/// `keyrot_rotations_total`, once the store's history is counted in it.
+#[derive(Debug)]
+struct SeededRotations {
+    /// The counters ([`Metrics::rotations`]).
+    family: Family<RotationLabels, Counter>,
+    /// [`Metrics::seeded`].
+    seeded: Arc<AtomicBool>,
+}
+
+impl Collector for SeededRotations {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        if !self.seeded.load(Ordering::Acquire) {
+            return Ok(());
         }
-        let name = "keyrot_step_duration_seconds";
-        t.family(
-            name,
-            "histogram",
-            "How long one step of the rotation state machine took, by the state it was taken in.",
-        );
-        for (state, h) in STEPS.iter().zip(&self.steps) {
-            let step = state.as_str();
-            let (cumulative, sum) = h.snapshot();
-            let bounds = STEP_BUCKETS.iter().copied().chain([f64::INFINITY]);
-            for (le, n) in bounds.zip(&cumulative) {
-                t.sample(
-                    &format!("{name}_bucket"),
-                    &[("step", step), ("le", &float(le))],
-                    n,
-                );
-            }
-            t.sample(&format!("{name}_sum"), &[("step", step)], float(sum));
-            let count = cumulative.last().copied().unwrap_or(0);
-            t.sample(&format!("{name}_count"), &[("step", step)], count);
-        }
-        t.family(
-            "keyrot_provider_errors_total",
-            "counter",
-            "Failed provider calls made by rotations, by provider and operation.",
-        );
-        for ((p, op), n) in &self.provider_errors.snapshot() {
-            t.sample(
-                "keyrot_provider_errors_total",
-                &[("provider", p), ("op", op)],
-                n,
-            );
-        }
-        t.family(
-            "keyrot_old_keys_lost_total",
-            "counter",
-            "Old keys found gone at the provider before keyrot revoked them, by provider (consumers still on them were locked out).",
-        );
-        for (p, n) in &self.old_keys_lost.snapshot() {
-            t.sample("keyrot_old_keys_lost_total", &[("provider", p)], n);
-        }
-        let mut refused = self.keys_refused.snapshot();
-        for p in &gauges.providers {
-            refused.entry(p.clone()).or_default();
-        }
-        t.family(
-            "keyrot_keys_refused_total",
-            "counter",
-            "Listed keys a [[key]] selects that inventory syncs refused (name or id not allowed), by provider; counted at each sync that lists them.",
-        );
-        for (p, n) in &refused {
-            t.sample("keyrot_keys_refused_total", &[("provider", p)], n);
-        }
-        let mut ended = self.keys_ended.snapshot();
-        for p in &gauges.providers {
-            for state in ["expired", "vanished"] {
-                ended.entry((p.clone(), state)).or_default();
-            }
-        }
-        t.family(
-            "keyrot_keys_ended_total",
-            "counter",
-            "Keys found gone from their provider's listing without keyrot replacing them, by provider and state (expired: its expiry passed; vanished: revoked or deleted before it). Each is also mailed and logged as an ERROR.",
-        );
-        for ((p, state), n) in &ended {
-            t.sample(
-                "keyrot_keys_ended_total",
-                &[("provider", p), ("state", state)],
-                n,
-            );
-        }
-        let mut sinks = self.sink_errors.snapshot();
-        for s in &gauges.sinks {
-            sinks.entry(s.clone()).or_default();
-        }
-        t.family(
-            "keyrot_sink_errors_total",
-            "counter",
-            "Failed sink writes, read-backs and finishes made by rotations, by sink.",
-        );
-        for (s, n) in &sinks {
-            t.sample("keyrot_sink_errors_total", &[("sink", s)], n);
-        }
-        // Process-wide, not per engine: see crate::http::cap.
-        let name = "keyrot_peer_answer_too_large_total";
-        t.family(
-            name,
-            "counter",
+        let family = encoder.encode_descriptor(
+            "keyrot_rotations",
+            "Rotations that ended, by provider and result (a resumed rotation can end twice).",
+            None,
+            MetricType::Counter,
+        )?;
+        self.family.encode(family)
+    }
+}
+
+/// `keyrot_peer_answer_too_large_total`: process-wide, not per engine (see
+/// [`crate::http::cap`]).
+#[derive(Debug)]
+struct AnswersTooLarge;
+
+impl Collector for AnswersTooLarge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            "keyrot_peer_answer_too_large",
             "Peer answers larger than keyrot's cap for that kind of peer (the call failed), by kind of peer.",
-        );
+            None,
+            MetricType::Counter,
+        )?;
         for (kind, n) in crate::http::cap::answers_too_large() {
-            t.sample(name, &[("peer", kind.label())], n);
+            let labels = [("peer", kind.label())];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
-    }
-}
-
-/// A text exposition being written.
-#[derive(Default)]
-struct Text(String);
-
-impl Text {
-    /// The `# HELP` and `# TYPE` lines of a family.
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
-    }
-
-    /// One sample line.
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            let pairs: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-                .collect();
-            let _ = write!(self.0, "{{{}}}", pairs.join(","));
-        }
-        let _ = writeln!(self.0, " {value}");
-    }
-}
-
-/// A label value escaped for the text format: `\`, `"` and newline.
-pub fn escape_label(v: &str) -> String {
-    v.replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
-}
-
-/// A HELP text escaped for the text format: `\` and newline.
-fn escape_help(v: &str) -> String {
-    v.replace('\\', r"\\").replace('\n', r"\n")
-}
-
-/// A float as the text format writes it (`+Inf`, `-Inf`, `NaN`).
-fn float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        v.to_string()
+        Ok(())
     }
 }
 

@@ -1,19 +1,26 @@
 //! The gauges of a scrape, read from the store and the configuration: key
-//! slots and expiring keys by provider (the rows `keyrot status` shows),
+//! slots and expiring keys by provider (the slots `keyrot status` lists),
 //! unfinished rotations by state, the outbox, and each provider's latest
-//! sync as the store records it (so it survives a restart).
+//! sync as the store records it (so it survives a restart). [`Scrape`] is
+//! the collector that writes one read of them.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use jiff::{SignedDuration, Timestamp};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric, MetricEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::Text;
+use super::unix_seconds;
 use crate::config::Config;
-use crate::control::views::{EXPIRING_SOON_DAYS, key_row};
 use crate::store::{Store, StoreError};
 
 /// The windows of `keyrot_keys_expiring`: label and length in days.
-const WINDOWS: [(&str, i64); 2] = [("7d", 7), ("30d", EXPIRING_SOON_DAYS)];
+const WINDOWS: [(&str, i64); 2] = [("7d", 7), ("30d", 30)];
 
 /// What a scrape reads from the store and the configuration.
 #[derive(Clone, Debug, Default)]
@@ -57,16 +64,12 @@ impl Gauges {
             }
         }
         for rec in store.keys()? {
-            // The same row `keyrot status` shows (without its rotation).
-            let row = key_row(&rec, None, &[], now);
-            *g.keys.entry(row.provider.clone()).or_default() += 1;
+            *g.keys.entry(rec.provider.clone()).or_default() += 1;
+            let expires_at = rec.current.as_ref().and_then(|k| k.expires_at);
             for (w, days) in WINDOWS {
                 let within = SignedDuration::from_hours(24 * days);
-                if row
-                    .expires_at
-                    .is_some_and(|e| e.duration_since(now) <= within)
-                {
-                    *g.expiring.entry((row.provider.clone(), w)).or_default() += 1;
+                if expires_at.is_some_and(|e| e.duration_since(now) <= within) {
+                    *g.expiring.entry((rec.provider.clone(), w)).or_default() += 1;
                 }
             }
             if let Some(at) = rec.synced_at {
@@ -86,47 +89,86 @@ impl Gauges {
         g.outbox_dead = stats.outbox_dead;
         Ok(g)
     }
+}
 
-    /// Writes the gauge families.
-    pub(super) fn render(&self, t: &mut Text) {
-        t.family("keyrot_keys", "gauge", "Key slots tracked, by provider.");
-        for (p, n) in &self.keys {
-            t.sample("keyrot_keys", &[("provider", p)], n);
-        }
-        t.family(
-            "keyrot_keys_expiring",
-            "gauge",
-            "Key slots whose current key expires within the window (or has expired), by provider.",
-        );
-        for ((p, w), n) in &self.expiring {
-            t.sample("keyrot_keys_expiring", &[("provider", p), ("within", w)], n);
-        }
-        t.family(
-            "keyrot_rotations_in_progress",
-            "gauge",
-            "Unfinished rotations by provider and state; state \"failed\" waits for an operator.",
-        );
-        for ((p, s), n) in &self.in_progress {
-            t.sample(
-                "keyrot_rotations_in_progress",
-                &[("provider", p), ("state", s)],
-                n,
-            );
-        }
-        t.family(
-            "keyrot_outbox_messages",
-            "gauge",
-            "Notifications in the outbox: pending (waiting to be sent) and dead (retry budget used up).",
-        );
-        t.sample(
-            "keyrot_outbox_messages",
-            &[("state", "pending")],
-            self.outbox_pending,
-        );
-        t.sample(
-            "keyrot_outbox_messages",
-            &[("state", "dead")],
-            self.outbox_dead,
-        );
+/// The collector of one scrape: the gauges read for it and the latest
+/// sync of each provider.
+#[derive(Debug)]
+pub(super) struct Scrape {
+    /// What was read from the store.
+    gauges: Gauges,
+    /// When each provider's last sync started: the later of this process's
+    /// record and the store's.
+    last_sync: BTreeMap<String, Timestamp>,
+}
+
+impl Scrape {
+    /// The collector of `gauges` and `last_sync`.
+    pub(super) fn new(gauges: Gauges, last_sync: BTreeMap<String, Timestamp>) -> Scrape {
+        Scrape { gauges, last_sync }
     }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let g = &self.gauges;
+        let mut m = gauge(
+            &mut encoder,
+            "keyrot_keys",
+            "Key slots tracked, by provider.",
+        )?;
+        for (p, n) in &g.keys {
+            sample(&mut m, &[("provider", p.as_str())], *n)?;
+        }
+        let mut m = gauge(
+            &mut encoder,
+            "keyrot_keys_expiring",
+            "Key slots whose current key expires within the window (or has expired), by provider.",
+        )?;
+        for ((p, w), n) in &g.expiring {
+            sample(&mut m, &[("provider", p.as_str()), ("within", w)], *n)?;
+        }
+        let mut m = gauge(
+            &mut encoder,
+            "keyrot_rotations_in_progress",
+            "Unfinished rotations by provider and state; state \"failed\" waits for an operator.",
+        )?;
+        for ((p, s), n) in &g.in_progress {
+            sample(&mut m, &[("provider", p.as_str()), ("state", s)], *n)?;
+        }
+        let mut m = gauge(
+            &mut encoder,
+            "keyrot_outbox_messages",
+            "Notifications in the outbox: pending (waiting to be sent) and dead (retry budget used up).",
+        )?;
+        sample(&mut m, &[("state", "pending")], g.outbox_pending)?;
+        sample(&mut m, &[("state", "dead")], g.outbox_dead)?;
+        let mut m = gauge(
+            &mut encoder,
+            "keyrot_last_sync_success_timestamp_seconds",
+            "When the provider's last successful inventory sync started, in Unix seconds.",
+        )?;
+        for (p, at) in &self.last_sync {
+            sample(&mut m, &[("provider", p.as_str())], unix_seconds(*at))?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts the gauge family `name`.
+fn gauge<'a>(
+    encoder: &'a mut DescriptorEncoder,
+    name: &'a str,
+    help: &str,
+) -> Result<MetricEncoder<'a>, fmt::Error> {
+    encoder.encode_descriptor(name, help, None, MetricType::Gauge)
+}
+
+/// Writes one sample of a gauge family.
+fn sample(
+    family: &mut MetricEncoder,
+    labels: &impl EncodeLabelSet,
+    value: impl EncodeGaugeValue,
+) -> fmt::Result {
+    ConstGauge::new(value).encode(family.encode_family(labels)?)
 }

@@ -16,20 +16,45 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use super::Gauges;
-use crate::rotation::Engine;
+use super::{CONTENT_TYPE, Gauges, Metrics};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::shutdown::Shutdown;
-
-/// The `Content-Type` of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use crate::store::{Store, StoreError};
 
 /// How long the gauges read from the store are reused by later scrapes.
 pub const GAUGE_MAX_AGE: Duration = Duration::from_secs(5);
 
+/// What the endpoint reads.
+pub struct Sources {
+    /// The registry the engine and the scheduler bump.
+    pub metrics: Arc<Metrics>,
+    /// The store the gauges and the rotation history are read from.
+    pub store: Arc<Store>,
+    /// Where `now` comes from (the expiry windows).
+    pub clock: Arc<dyn Clock>,
+    /// The configuration in force (it changes at a reload).
+    pub config: Box<dyn Fn() -> Arc<Config> + Send + Sync>,
+}
+
+impl Sources {
+    /// Runs a read of the store on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, String> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(out) => out.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("internal: {e}")),
+        }
+    }
+}
+
 /// What the endpoint's handlers share.
 struct Endpoint {
-    /// The engine: registry, store, configuration and clock.
-    engine: Arc<Engine>,
+    /// Registry, store, clock and configuration.
+    sources: Sources,
     /// The last gauges read and when; one read at a time.
     cache: tokio::sync::Mutex<Option<(Instant, Arc<Gauges>)>>,
 }
@@ -44,13 +69,12 @@ impl Endpoint {
         {
             return Ok(Arc::clone(g));
         }
-        let cfg = Arc::clone(&self.engine.runtime().config);
-        let now = self.engine.now();
+        let cfg = (self.sources.config)();
+        let now = self.sources.clock.now();
         let g = self
-            .engine
-            .db(move |s| Gauges::read(s, &cfg, now))
-            .await
-            .map_err(|e| e.to_string())?;
+            .sources
+            .read(move |s| Gauges::read(s, &cfg, now))
+            .await?;
         let g = Arc::new(g);
         *cache = Some((Instant::now(), Arc::clone(&g)));
         Ok(g)
@@ -63,7 +87,7 @@ impl Endpoint {
 /// loopback address. Must run inside a tokio runtime.
 pub async fn start(
     addr: Option<SocketAddr>,
-    engine: &Arc<Engine>,
+    sources: Sources,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let Some(addr) = addr else {
@@ -77,31 +101,36 @@ pub async fn start(
         tracing::warn!(listen = %bound, "metrics_listen is not a loopback address: whoever reaches it reads provider and sink names and key counts (never secrets); firewall it or bind 127.0.0.1");
     }
     tracing::info!(listen = %bound, "metrics endpoint listening on http://{bound}/metrics");
-    let seeding = Arc::clone(engine);
+    let ep = Arc::new(Endpoint {
+        sources,
+        cache: tokio::sync::Mutex::new(None),
+    });
+    let seeding = Arc::clone(&ep);
     tokio::spawn(async move {
-        match seeding.db(|s| s.rotations(None, usize::MAX)).await {
-            Ok(all) => seeding.metrics().seed(&all),
+        let metrics = &seeding.sources.metrics;
+        match seeding
+            .sources
+            .read(|s| s.rotations(None, usize::MAX))
+            .await
+        {
+            Ok(all) => metrics.seed(&all),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot count past rotations for keyrot_rotations_total; it counts this process's only");
-                seeding.metrics().skip_seed();
+                metrics.skip_seed();
             }
         }
     });
-    tokio::spawn(serve(listener, Arc::clone(engine), shutdown));
+    tokio::spawn(serve(listener, ep, shutdown));
     Ok(())
 }
 
 /// Serves the endpoint on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: Shutdown) {
-    let state = Arc::new(Endpoint {
-        engine,
-        cache: tokio::sync::Mutex::new(None),
-    });
+async fn serve(listener: TcpListener, ep: Arc<Endpoint>, mut shutdown: Shutdown) {
     let app = Router::new()
         .route("/metrics", get(scrape))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .with_state(state);
+        .with_state(ep);
     let stop = async move { shutdown.recv().await };
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
@@ -113,16 +142,20 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: Shu
 
 /// `GET /metrics`.
 async fn scrape(State(ep): State<Arc<Endpoint>>) -> Response {
-    match ep.gauges().await {
-        Ok(g) => (
-            [(header::CONTENT_TYPE, CONTENT_TYPE)],
-            ep.engine.metrics().render(&g),
-        )
-            .into_response(),
+    let g = match ep.gauges().await {
+        Ok(g) => g,
         Err(e) => {
             tracing::warn!(error = %e, "metrics scrape: cannot read the store");
             let body = format!("cannot read the store: {e}\n");
-            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+            return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        }
+    };
+    match ep.sources.metrics.render(&g) {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics scrape: cannot write the exposition");
+            let body = "cannot write the exposition\n";
+            (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
         }
     }
 }

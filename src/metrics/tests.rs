@@ -1,7 +1,11 @@
-//! The registry and the text format: escaping, cumulative histogram
+//! The registry and the text format: the exposition as Prometheus reads it
+//! (names, types, HELP, labels and values) against the one keyrot wrote
+//! before it used `prometheus-client`, escaping, cumulative histogram
 //! buckets with `+Inf`, `_sum` and `_count`, HELP and TYPE before every
 //! family, the rotation counter's seed from history, and the
 //! `metrics_listen` field.
+
+use std::collections::BTreeMap;
 
 use super::gauges::Gauges;
 use super::*;
@@ -16,6 +20,13 @@ fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.starts_with(prefix)).collect()
 }
 
+/// The value of the sample `series` (name and labels exactly as written).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
 fn gauges() -> Gauges {
     Gauges {
         providers: vec!["local".into()],
@@ -24,31 +35,90 @@ fn gauges() -> Gauges {
     }
 }
 
-#[test]
-fn label_values_and_help_are_escaped() {
-    assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
-    assert_eq!(escape_label("two\nlines"), r"two\nlines");
-    assert_eq!(escape_help("a\\b\nc \"q\""), "a\\\\b\\nc \"q\"");
-    let mut t = Text::default();
-    t.sample("m", &[("p", "x\"y\\z\n")], 3);
-    t.sample("n", &[], 1.5);
-    assert_eq!(t.0, "m{p=\"x\\\"y\\\\z\\n\"} 3\nn 1.5\n");
-    let m = Metrics::new(ts("2026-01-01T00:00Z"));
-    m.sink_error("we\"ird\nsink");
-    let text = m.render(&gauges());
-    assert!(
-        text.contains("keyrot_sink_errors_total{sink=\"we\\\"ird\\nsink\"} 1\n"),
-        "{text}"
-    );
+fn render(m: &Metrics, g: &Gauges) -> String {
+    m.render(g).unwrap()
+}
+
+/// What Prometheus reads from an exposition: HELP and TYPE by family, and
+/// the value of every series.
+#[derive(Debug, PartialEq)]
+struct Read {
+    help: BTreeMap<String, String>,
+    kind: BTreeMap<String, String>,
+    samples: BTreeMap<String, f64>,
+}
+
+fn read(text: &str) -> Read {
+    let mut r = Read {
+        help: BTreeMap::new(),
+        kind: BTreeMap::new(),
+        samples: BTreeMap::new(),
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            r.help.insert(name.into(), help.into());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            r.kind.insert(name.into(), kind.into());
+        } else {
+            let (series, v) = line.rsplit_once(' ').unwrap();
+            // Process-wide, bumped by other tests of this binary.
+            let v = if series.starts_with("keyrot_peer_answer_too_large_total") {
+                0.0
+            } else {
+                v.parse().unwrap()
+            };
+            r.samples.insert(series.into(), v);
+        }
+    }
+    r
 }
 
 #[test]
-fn floats_use_the_format_names() {
-    assert_eq!(float(f64::INFINITY), "+Inf");
-    assert_eq!(float(f64::NEG_INFINITY), "-Inf");
-    assert_eq!(float(f64::NAN), "NaN");
-    assert_eq!(float(1.0), "1");
-    assert_eq!(float(0.005), "0.005");
+fn the_exposition_reads_as_the_one_written_before_prometheus_client() {
+    let m = Metrics::new(ts("2026-01-01T00:00Z"));
+    m.skip_seed();
+    m.rotation_ended("local", RotationState::Completed);
+    m.provider_error("local", "issue");
+    m.provider_error("local", "revoke");
+    m.old_key_lost("local");
+    m.key_refused("local");
+    m.key_ended("local", "vanished");
+    m.sink_error("out");
+    m.synced("local", ts("2026-01-01T00:10:00.250Z"));
+    for ms in [3, 5, 700, 1_000_000] {
+        m.step_took(RotationState::Issuing, Duration::from_millis(ms));
+    }
+    let mut g = gauges();
+    g.providers.push("atl".into());
+    g.keys.insert("local".into(), 3);
+    g.keys.insert("atl".into(), 0);
+    g.expiring.insert(("local".into(), "7d"), 1);
+    g.expiring.insert(("local".into(), "30d"), 2);
+    g.in_progress.insert(("local".into(), "failed"), 1);
+    g.outbox_pending = 4;
+    g.outbox_dead = 1;
+    g.last_synced.insert("atl".into(), ts("2026-01-01T00:00Z"));
+    let text = render(&m, &g);
+    let before = include_str!("testdata/exposition.txt");
+    assert_eq!(read(&text), read(before), "{text}");
+    // The same lines, but for series order and `0.0` for `0`.
+    assert_eq!(text.lines().count(), before.lines().count());
+}
+
+#[test]
+fn label_values_are_escaped_and_help_is_not_quoted() {
+    let m = Metrics::new(ts("2026-01-01T00:00Z"));
+    m.sink_error("we\"ird\nsink\\");
+    let text = render(&m, &gauges());
+    assert!(
+        text.contains("keyrot_sink_errors_total{sink=\"we\\\"ird\\nsink\\\\\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "# HELP keyrot_rotations_in_progress Unfinished rotations by provider and state; state \"failed\" waits for an operator.\n"
+    ));
     assert_eq!(
         unix_seconds(ts("2026-01-01T00:00:00.250Z")),
         1_767_225_600.25
@@ -64,7 +134,7 @@ fn histogram_buckets_are_cumulative_with_inf_sum_and_count() {
     m.step_took(RotationState::Issuing, Duration::from_secs(1000));
     // Terminal states take no step: ignored.
     m.step_took(RotationState::Completed, Duration::from_secs(1));
-    let text = m.render(&gauges());
+    let text = render(&m, &gauges());
     let b = lines(
         &text,
         "keyrot_step_duration_seconds_bucket{step=\"issuing\"",
@@ -127,7 +197,7 @@ fn every_family_has_help_and_type_before_its_samples() {
     m.key_refused("local");
     m.key_ended("local", "expired");
     m.synced("local", ts("2026-01-01T00:10Z"));
-    let text = m.render(&gauges());
+    let text = render(&m, &gauges());
     let mut declared = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -175,10 +245,12 @@ fn every_family_has_help_and_type_before_its_samples() {
         let sample = format!("keyrot_peer_answer_too_large_total{{peer=\"{peer}\"}} ");
         assert!(text.contains(&sample), "{sample}");
     }
-    assert!(
-        text.contains(
-            "keyrot_last_sync_success_timestamp_seconds{provider=\"local\"} 1767226200\n"
-        )
+    assert_eq!(
+        value(
+            &text,
+            "keyrot_last_sync_success_timestamp_seconds{provider=\"local\"}"
+        ),
+        Some(1_767_226_200.0)
     );
     assert!(text.contains(&format!(
         "keyrot_build_info{{version=\"{}\"}} 1\n",
@@ -206,7 +278,7 @@ fn rotations_are_seeded_from_history_before_start_and_counted_after() {
     m.rotation_ended("local", RotationState::Completed);
     m.rotation_ended("local", RotationState::Overlap);
     // Not shown until the store's history is counted.
-    assert!(!m.render(&gauges()).contains("keyrot_rotations_total"));
+    assert!(!render(&m, &gauges()).contains("keyrot_rotations_total"));
     let history = [
         // Failed, resumed and completed before the start: two endings.
         ended(
@@ -235,14 +307,15 @@ fn rotations_are_seeded_from_history_before_start_and_counted_after() {
         ),
     ];
     m.seed(&history);
-    let text = m.render(&gauges());
-    let got = lines(&text, "keyrot_rotations_total{");
+    let text = render(&m, &gauges());
+    let mut got = lines(&text, "keyrot_rotations_total{");
+    got.sort_unstable();
     assert_eq!(
         got,
         [
+            "keyrot_rotations_total{provider=\"local\",result=\"aborted\"} 0",
             "keyrot_rotations_total{provider=\"local\",result=\"completed\"} 2",
             "keyrot_rotations_total{provider=\"local\",result=\"failed\"} 1",
-            "keyrot_rotations_total{provider=\"local\",result=\"aborted\"} 0",
             "keyrot_rotations_total{provider=\"other\",result=\"aborted\"} 1",
         ]
     );
@@ -313,11 +386,13 @@ fn the_last_sync_gauge_reads_the_sync_time_the_store_keeps() {
         .unwrap();
     let g = Gauges::read(&store, &cfg, now).unwrap();
     assert_eq!(g.last_synced.get("local"), Some(&ts("2026-01-01T23:00Z")));
-    let text = Metrics::new(now).render(&g);
-    assert!(
-        text.contains(
-            "keyrot_last_sync_success_timestamp_seconds{provider=\"local\"} 1767308400\n"
+    let text = render(&Metrics::new(now), &g);
+    assert_eq!(
+        value(
+            &text,
+            "keyrot_last_sync_success_timestamp_seconds{provider=\"local\"}"
         ),
+        Some(1_767_308_400.0),
         "{text}"
     );
 }

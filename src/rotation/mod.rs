@@ -62,7 +62,7 @@ pub struct Engine {
     /// Hands shutdown listeners to runners; taken away at shutdown.
     shutdown: Mutex<Option<ShutdownHandle>>,
     /// Prometheus counters and histograms of this engine's work.
-    metrics: crate::metrics::Metrics,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a store call failed, as the engine sees it.
@@ -96,7 +96,7 @@ impl Engine {
             runtime: RwLock::new(Arc::new(runtime)),
             running: Mutex::new(HashSet::new()),
             wake,
-            metrics: crate::metrics::Metrics::new(clock.now()),
+            metrics: Arc::new(crate::metrics::Metrics::new(clock.now())),
             clock,
             shutdown: Mutex::new(Some(shutdown)),
         })
@@ -129,7 +129,7 @@ impl Engine {
     }
 
     /// The Prometheus registry of this engine.
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
     }
 
