@@ -50,10 +50,11 @@ use keyrot::clock::{Clock, SystemClock};
 use keyrot::crypto::MasterKey;
 use keyrot::model::{Initiator, KeyRecord, RotationState, Trigger};
 use keyrot::rotation::{Engine, Runtime, StartRequest};
-use keyrot::shutdown::ShutdownController;
 use keyrot::store::{CommitStats, Store};
 use keyrot::wake::Wake;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 mod common;
 use common::{env_num, live_local_key, median};
@@ -308,14 +309,15 @@ fn run_keyrot(base: &Path, n: usize, concurrency: usize, group: bool) -> anyhow:
         .build()?;
     let figures = rt.block_on(async {
         let runtime = Runtime::build(Arc::clone(&cfg), &store).map_err(anyhow::Error::msg)?;
-        let controller = ShutdownController::new();
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         let wake = Wake::new();
         let engine = Engine::new(
             Arc::clone(&store),
             runtime,
             Arc::clone(&clock),
             wake.clone(),
-            controller.handle(),
+            stop.clone(),
+            tasks.clone(),
         );
         let waiting: Waiting = Arc::default();
         let watcher = tokio::spawn(watch_runners(
@@ -348,8 +350,9 @@ fn run_keyrot(base: &Path, n: usize, concurrency: usize, group: bool) -> anyhow:
         let secs = start.elapsed().as_secs_f64();
         let after = store.commit_stats();
         watcher.abort();
-        engine.stop();
-        let _ = controller.shutdown(Duration::from_secs(10)).await;
+        stop.cancel();
+        tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
         Ok::<_, anyhow::Error>(Run {
             rotations: n,
             secs,

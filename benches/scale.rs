@@ -265,6 +265,7 @@ impl Daemon {
                         let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
                         *p = (*p).max(hwm);
                     }
+                    #[allow(clippy::disallowed_methods)]
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }));
@@ -302,6 +303,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 bail!("no {what} within {limit:?}:\n{}", self.tail());
             }
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -411,6 +413,7 @@ fn measured_run(site: &Site, status_runs: usize) -> anyhow::Result<RunFigures> {
     };
     f.synced = Some(d.wait_synced()?);
     // Let the post-sync passes (notices, digest) settle.
+    #[allow(clippy::disallowed_methods)]
     std::thread::sleep(Duration::from_millis(500));
     f.rss_after_sync_kib = d.rss_kib();
     for _ in 0..status_runs {
@@ -419,6 +422,7 @@ fn measured_run(site: &Site, status_runs: usize) -> anyhow::Result<RunFigures> {
         f.status_bytes = bytes;
         f.status_socket.push(time_status_socket(site)?);
     }
+    #[allow(clippy::disallowed_methods)]
     std::thread::sleep(Duration::from_millis(500));
     f.rss_after_status_kib = d.rss_kib();
     f.peak_rss_kib = d.peak_kib();

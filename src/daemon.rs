@@ -2,6 +2,12 @@
 //! control server; signals (SIGHUP reload, SIGTERM/SIGINT orderly stop);
 //! sd_notify READY/STATUS/RELOADING/STOPPING and the watchdog.
 //!
+//! Stopping: SIGTERM/SIGINT cancels one token that every task listens to,
+//! then keyrot waits up to `daemon.shutdown_timeout` for the tasks on its
+//! tracker (a runner finishes the step in flight; the loops return). A
+//! fatal store error (a failed commit) ends the daemon at once with exit
+//! status 70, and the service manager starts it again.
+//!
 //! Config and store are opened before the tokio runtime is built, so a bad
 //! config or a locked store fails fast with a clear message.
 //!
@@ -25,6 +31,8 @@ use futures::StreamExt as _;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
@@ -33,9 +41,13 @@ use crate::crypto::{CryptoError, MasterKey};
 use crate::model::{Initiator, RotationRecord, Trigger};
 use crate::rotation::{Engine, Runtime, StartRequest};
 use crate::scheduler::{self, SyncRetries};
-use crate::shutdown::ShutdownController;
+use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::wake::Wake;
+
+/// The exit status after a fatal store error (sysexits' EX_SOFTWARE):
+/// `Restart=on-failure` starts keyrot again, and resume does the rest.
+const EXIT_STORE_FATAL: u8 = 70;
 
 /// Where the master key comes from under systemd.
 fn credentials_dir() -> Option<PathBuf> {
@@ -76,6 +88,8 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     loop {
         match Store::open(&cfg.store.path, key.clone()) {
             Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                // No runtime yet: the store opens before it is built.
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             other => return Ok(other?),
@@ -103,12 +117,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .thread_name("keyrot")
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(
-        config_path.to_path_buf(),
-        cfg,
-        store,
-        Arc::new(SystemClock),
-    ))
+    rt.block_on(async {
+        // Signal streams are created once, before anything can send them.
+        let signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])
+            .context("installing signal handlers")?;
+        serve(config_path, cfg, store, Arc::new(SystemClock), signals).await
+    })
 }
 
 /// What the control server calls into.
@@ -351,26 +365,58 @@ fn log_hardening(h: crate::hardening::Hardening) {
     }
 }
 
+/// Serves until `signals` brings SIGTERM or SIGINT (SIGHUP reloads), or a
+/// fatal store error ends keyrot with exit status 70.
 async fn serve(
-    config_path: PathBuf,
+    config_path: &Path,
     cfg: Arc<Config>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
+    signals: impl futures::Stream<Item = i32> + Unpin,
 ) -> anyhow::Result<ExitCode> {
-    let controller = ShutdownController::new();
+    // Cancelled once, at SIGTERM/SIGINT; `tasks` tells when every task
+    // that listens to it has ended.
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let wake = Wake::new();
-    let runtime = Runtime::build(Arc::clone(&cfg), &store).map_err(anyhow::Error::msg)?;
+    let runtime = Runtime::build(cfg, &store).map_err(anyhow::Error::msg)?;
+    // A child token: a fatal store error stops the engine's runners by
+    // itself, and keyrot's stop reaches them too.
     let engine = Engine::new(
-        Arc::clone(&store),
+        store,
         runtime,
         Arc::clone(&clock),
         wake.clone(),
-        controller.handle(),
+        stop.child_token(),
+        tasks.clone(),
     );
-    // Signal streams are created once, before anything can send them.
-    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])
-        .context("installing signal handlers")?;
+    let served = tokio::select! {
+        out = run_engine(config_path, Arc::clone(&engine), clock, wake, stop, tasks, signals) => out,
+        () = engine.until_fatal() => Ok(ExitCode::from(EXIT_STORE_FATAL)),
+    };
+    // A fatal store error ends keyrot wherever it happens (resume at start
+    // included), at once: redb takes no more writes until the store is
+    // reopened. The error was logged where the commit failed.
+    if engine.fatal().is_some() {
+        return Ok(ExitCode::from(EXIT_STORE_FATAL));
+    }
+    served
+}
 
+/// Runs `engine` and everything around it until SIGTERM/SIGINT, then stops
+/// in order.
+async fn run_engine(
+    config_path: &Path,
+    engine: Arc<Engine>,
+    clock: Arc<dyn Clock>,
+    wake: Wake,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    mut signals: impl futures::Stream<Item = i32> + Unpin,
+) -> anyhow::Result<ExitCode> {
+    // The configuration at start, and the store.
+    let cfg = Arc::clone(&engine.runtime().config);
+    let store = engine.store();
     let socket = cfg.daemon.control_socket.clone();
     let listener = control::server::bind(&socket, cfg.daemon.control_socket_mode)
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
@@ -379,16 +425,17 @@ async fn serve(
     let sync_retries = SyncRetries::default();
     let backend: Arc<dyn Backend> = Arc::new(DaemonBackend {
         engine: Arc::clone(&engine),
-        config_path: config_path.clone(),
+        config_path: config_path.to_path_buf(),
         reload_lock: Arc::clone(&reload_lock),
         wake: wake.clone(),
         sync_retries: sync_retries.clone(),
     });
-    let mut server_stop = controller.subscribe();
+    // Not on the tracker: the server's requests in flight are awaited
+    // after it (`server.await` below).
     let server = tokio::spawn(control::server::serve(
         listener,
         Arc::clone(&backend),
-        async move { server_stop.recv().await },
+        stop.clone().cancelled_owned(),
     ));
     let sources = crate::metrics::Sources {
         metrics: Arc::clone(engine.metrics()),
@@ -399,7 +446,12 @@ async fn serve(
             Box::new(move || Arc::clone(&engine.runtime().config))
         },
     };
-    crate::metrics::start(cfg.daemon.metrics_listen, sources, controller.subscribe()).await?;
+    crate::metrics::start(
+        cfg.daemon.metrics_listen,
+        sources,
+        Shutdown::new(stop.clone(), &tasks),
+    )
+    .await?;
 
     {
         let store = Arc::clone(&store);
@@ -409,27 +461,27 @@ async fn serve(
             move || engine.runtime().config.notify.clone(),
             Arc::clone(&clock),
             wake.clone(),
-            controller.subscribe(),
+            Shutdown::new(stop.clone(), &tasks),
         ));
     }
     let resumed = engine.resume_all().await?;
     {
         let engine = Arc::clone(&engine);
         let wake = wake.clone();
-        let shutdown = controller.subscribe();
+        let stop = stop.clone();
         let retries = sync_retries.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             scheduler::sync_all(&engine, &wake, &retries).await;
-            scheduler::run(engine, wake, shutdown).await;
+            scheduler::run(engine, wake, stop).await;
         });
     }
-    tokio::spawn(scheduler::sync_loop(
+    tasks.spawn(scheduler::sync_loop(
         Arc::clone(&engine),
         wake.clone(),
         sync_retries.clone(),
-        controller.subscribe(),
+        stop.clone(),
     ));
-    let watchdog = spawn_watchdog(controller.subscribe());
+    spawn_watchdog(&tasks, stop.clone());
 
     let status = format!(
         "running: {} provider(s), {} key entr(ies), {resumed} rotation(s) resumed",
@@ -442,21 +494,22 @@ async fn serve(
     while let Some(sig) = signals.next().await {
         match sig {
             SIGHUP => {
-                let _ = reload(&engine, &config_path, &reload_lock, &wake, &sync_retries).await;
+                let _ = reload(&engine, config_path, &reload_lock, &wake, &sync_retries).await;
             }
             _ => break,
         }
     }
     tracing::info!("stopping: no new work; waiting for in-flight steps to commit");
     let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
-    engine.stop();
     drop(backend);
     // The configuration in force now: a reload may have changed it.
     let timeout = std::time::Duration::try_from(engine.runtime().config.daemon.shutdown_timeout)
         .unwrap_or(std::time::Duration::from_secs(30));
-    let clean = controller.shutdown(timeout).await;
+    // No runner starts from here on; the tracker empties as the tasks end.
+    stop.cancel();
+    tasks.close();
+    let clean = tokio::time::timeout(timeout, tasks.wait()).await.is_ok();
     let _ = server.await;
-    drop(watchdog);
     let _ = std::fs::remove_file(&socket);
     if clean {
         tracing::info!("stopped");
@@ -466,42 +519,94 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Hands the heap's free pages back to the system. A sync or a status list
-/// of 100k slots allocates and frees hundreds of MiB in a burst; glibc's
-/// allocator keeps those pages mapped otherwise, and the resident size an
-/// operator sees would stay at the burst's peak.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim(3) only walks the allocator's own free lists; it
-    // takes no pointer and is safe to call from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Sends WATCHDOG=1 at half of `$WATCHDOG_USEC` while the daemon runs.
-fn spawn_watchdog(mut shutdown: crate::shutdown::Shutdown) -> Option<tokio::task::JoinHandle<()>> {
-    let period = sd_notify::watchdog_enabled()? / 2;
-    Some(tokio::spawn(async move {
+/// Sends WATCHDOG=1 at half of `$WATCHDOG_USEC` until `stop`.
+fn spawn_watchdog(tasks: &TaskTracker, stop: CancellationToken) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let period = period / 2;
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
             tokio::select! {
                 _ = tick.tick() => { let _ = sd_notify::notify(&[NotifyState::Watchdog]); }
-                _ = shutdown.recv() => return,
+                _ = stop.cancelled() => return,
             }
         }
-    }))
+    });
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-    use super::restart_only_changes;
+    use futures::StreamExt as _;
+    use signal_hook::consts::SIGTERM;
+
+    use super::{restart_only_changes, serve};
+    use crate::clock::SystemClock;
     use crate::config::{Config, load_str};
+    use crate::crypto::MasterKey;
+    use crate::store::Store;
 
     fn cfg(text: &str) -> Config {
         load_str(Path::new("/etc/keyrot/keyrot.toml"), text).unwrap()
+    }
+
+    /// A config with a `local` provider, everything in `dir`.
+    fn daemon_config(dir: &Path) -> (PathBuf, Arc<Config>) {
+        let d = dir.display();
+        let text = format!(
+            "[daemon]\ncontrol_socket = \"{d}/control.sock\"\n\
+             [store]\npath = \"{d}/state.redb\"\nmaster_key_file = \"{d}/master.key\"\n\
+             [[provider]]\nname = \"p\"\ntype = \"local\"\n"
+        );
+        let path = dir.join("keyrot.toml");
+        let cfg = Arc::new(load_str(&path, &text).unwrap());
+        (path, cfg)
+    }
+
+    /// SIGTERM stops the daemon in order: exit status 0, the control
+    /// socket removed.
+    #[tokio::test]
+    async fn sigterm_stops_the_daemon_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, cfg) = daemon_config(dir.path());
+        let store = Arc::new(Store::open(&cfg.store.path, MasterKey::generate()).unwrap());
+        let signals = futures::stream::iter([SIGTERM]).chain(futures::stream::pending());
+        let served = tokio::time::timeout(
+            Duration::from_secs(30),
+            serve(&path, cfg, store, Arc::new(SystemClock), signals),
+        )
+        .await;
+        assert_eq!(served.unwrap().unwrap(), ExitCode::SUCCESS);
+        assert!(!dir.path().join("control.sock").exists());
+    }
+
+    /// A failed commit ends the daemon with exit status 70 (the service
+    /// manager restarts it) without a signal: here at the first write,
+    /// which the inventory sync after READY makes.
+    #[tokio::test]
+    async fn a_failed_commit_ends_the_daemon_with_status_70() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, cfg) = daemon_config(dir.path());
+        let store = Arc::new(Store::open(&cfg.store.path, MasterKey::generate()).unwrap());
+        store.fail_commits_for_test("store state.redb: disk gone");
+        let served = tokio::time::timeout(
+            Duration::from_secs(30),
+            serve(
+                &path,
+                cfg,
+                store,
+                Arc::new(SystemClock),
+                futures::stream::pending(),
+            ),
+        )
+        .await;
+        assert_eq!(served.unwrap().unwrap(), ExitCode::from(70));
     }
 
     #[test]

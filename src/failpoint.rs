@@ -194,6 +194,9 @@ pub fn hit(name: &str) -> Result<(), CallError> {
             }
             Action::Delay(ms) => {
                 eprintln!("keyrot: failpoint {name}: delay({ms})");
+                // The action is to hold the calling thread (a slow disk, a
+                // slow peer), wherever it runs.
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
         }

@@ -23,7 +23,11 @@
 //! - [`notify`]: the outbox sender and email rendering.
 //! - [`control`]: the control API server (unix socket) and its client.
 //! - [`metrics`]: the Prometheus registry and the optional `/metrics` endpoint.
-//! - [`daemon`]: wiring: signals, sd_notify, reload, graceful shutdown.
+//! - [`daemon`]: wiring: signals, sd_notify, reload, graceful shutdown;
+//!   the only place that decides the process's exit status.
+//! - [`shutdown`]: how tasks are told to stop (a `CancellationToken`) and
+//!   waited for (a `TaskTracker`).
+//! - [`memory`]: handing freed heap pages back to the system.
 //! - [`hardening`]: no core dumps, not dumpable, key pages locked in memory.
 //! - [`escape`]: control characters made visible in logs, terminals, mail.
 //! - [`logging`]: where log lines go: text or JSON on stderr, or native journald.
@@ -47,6 +51,7 @@ pub mod fuzzing;
 pub mod hardening;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod notify;

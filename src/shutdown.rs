@@ -1,125 +1,37 @@
-//! Orderly shutdown, as in mini-redis: every task holds a [`Shutdown`] and a
-//! clone of a completion sender; the daemon broadcasts once, then waits until
-//! every completion sender is dropped, so "all tasks finished" is a fact.
+//! Orderly shutdown. Every long-lived task is told to stop by one
+//! [`CancellationToken`] and counted in one [`TaskTracker`]: the daemon
+//! cancels once, then waits until the tracker is empty, so "all tasks
+//! finished" is a fact, not a sleep. A task the daemon spawns itself goes on
+//! the tracker (`TaskTracker::spawn`) with a clone of the token.
+//!
+//! [`Shutdown`] is the form handed to a task that ends its wait on its own
+//! terms (the outbox sender, the metrics endpoint): the token, and a place in
+//! the tracker that shutdown waits for until the holder drops it.
 
-use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
-/// Listens for the shutdown signal.
+/// Listens for the shutdown signal; shutdown waits until it is dropped.
 #[derive(Debug)]
 pub struct Shutdown {
-    /// True once the signal was received.
-    is_shutdown: bool,
-    /// The receiving half of the broadcast channel.
-    notify: broadcast::Receiver<()>,
-    /// Dropped when the task that holds this ends.
-    _done: mpsc::Sender<()>,
+    /// Cancelled when keyrot stops.
+    token: CancellationToken,
+    /// Counts as a task in the daemon's tracker while this lives.
+    _task: TaskTrackerToken,
 }
 
 impl Shutdown {
-    /// Wraps a receiver and a completion sender.
-    pub fn new(notify: broadcast::Receiver<()>, done: mpsc::Sender<()>) -> Shutdown {
+    /// A listener on `token` that `tracker` waits for.
+    pub fn new(token: CancellationToken, tracker: &TaskTracker) -> Shutdown {
         Shutdown {
-            is_shutdown: false,
-            notify,
-            _done: done,
+            token,
+            _task: tracker.token(),
         }
     }
 
-    /// True once shutdown was signalled.
-    pub fn is_shutdown(&self) -> bool {
-        self.is_shutdown
-    }
-
-    /// True if the signal has been sent, without waiting.
-    pub fn signalled(&mut self) -> bool {
-        if !self.is_shutdown {
-            match self.notify.try_recv() {
-                Err(broadcast::error::TryRecvError::Empty) => {}
-                _ => self.is_shutdown = true,
-            }
-        }
-        self.is_shutdown
-    }
-
-    /// Waits for the signal (returns at once if already received).
+    /// Waits for the signal (returns at once if it was already sent).
     pub async fn recv(&mut self) {
-        if self.is_shutdown {
-            return;
-        }
-        let _ = self.notify.recv().await;
-        self.is_shutdown = true;
-    }
-}
-
-/// Hands out [`Shutdown`]s; holding one keeps shutdown waiting, so drop it
-/// when no new tasks may start.
-#[derive(Clone, Debug)]
-pub struct ShutdownHandle {
-    /// Broadcasts the signal.
-    notify: broadcast::Sender<()>,
-    /// Cloned into every `Shutdown`.
-    done_tx: mpsc::Sender<()>,
-}
-
-impl ShutdownHandle {
-    /// A new listener.
-    pub fn subscribe(&self) -> Shutdown {
-        Shutdown::new(self.notify.subscribe(), self.done_tx.clone())
-    }
-}
-
-/// Hands out [`Shutdown`]s and triggers them.
-#[derive(Debug)]
-pub struct ShutdownController {
-    /// Broadcasts the signal.
-    notify: broadcast::Sender<()>,
-    /// Cloned into every `Shutdown`.
-    done_tx: mpsc::Sender<()>,
-    /// Closed once every `Shutdown` is dropped.
-    done_rx: mpsc::Receiver<()>,
-}
-
-impl Default for ShutdownController {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ShutdownController {
-    /// A controller with no listeners yet.
-    pub fn new() -> ShutdownController {
-        let (notify, _) = broadcast::channel(1);
-        let (done_tx, done_rx) = mpsc::channel(1);
-        ShutdownController {
-            notify,
-            done_tx,
-            done_rx,
-        }
-    }
-
-    /// A new listener.
-    pub fn subscribe(&self) -> Shutdown {
-        Shutdown::new(self.notify.subscribe(), self.done_tx.clone())
-    }
-
-    /// A handle that can hand out listeners later.
-    pub fn handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            notify: self.notify.clone(),
-            done_tx: self.done_tx.clone(),
-        }
-    }
-
-    /// Signals every listener and waits until all have been dropped, or
-    /// until `timeout` passes. Returns false on timeout.
-    pub async fn shutdown(self, timeout: std::time::Duration) -> bool {
-        let ShutdownController {
-            notify,
-            done_tx,
-            mut done_rx,
-        } = self;
-        let _ = notify.send(());
-        drop(done_tx);
-        tokio::time::timeout(timeout, done_rx.recv()).await.is_ok()
+        self.token.cancelled().await;
     }
 }

@@ -389,8 +389,10 @@ fn inventory_sync_racing_a_completion_keeps_the_new_key() {
     // The runner sleeps 1.5 s, then opens its completion commit, which
     // now waits 3 s before committing; the sync starts inside that wait.
     case.arm("before:commit=delay(3000)");
+    #[allow(clippy::disallowed_methods)]
     std::thread::sleep(Duration::from_millis(2000));
     case.reload();
+    #[allow(clippy::disallowed_methods)]
     std::thread::sleep(Duration::from_millis(6000));
     case.disarm();
     case.settle(Duration::from_secs(60))

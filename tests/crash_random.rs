@@ -158,6 +158,7 @@ fn iteration(case: &mut Case<'_>, rng: &mut Rng, figures: &mut Figures) {
         if t0.elapsed() >= ARMED_FOR || (t0.elapsed() > Duration::from_secs(1) && quiet(case)) {
             break;
         }
+        #[allow(clippy::disallowed_methods)]
         std::thread::sleep(Duration::from_millis(50));
     }
     for line in case.fired() {

@@ -155,6 +155,7 @@ fn a_2_gib_answer_fails_at_the_cap_and_the_daemon_stays_under_100_mib() {
                 if let Some(kib) = rss_kib(pid) {
                     peak.fetch_max(kib, Ordering::SeqCst);
                 }
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(Duration::from_millis(5));
             }
         })

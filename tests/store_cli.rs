@@ -140,6 +140,7 @@ fn backups_taken_while_rotations_run_verify_open_and_restore() {
             report.contains("store verified: no problems found"),
             "{report}"
         );
+        #[allow(clippy::disallowed_methods)]
         std::thread::sleep(Duration::from_millis(700));
     }
     // The last backup holds the rotations the daemon had: finished ones

@@ -110,6 +110,7 @@ fn a_hundred_events_survive_a_sixty_second_receiver_outage_and_a_kill_9() {
         d.rotate(&format!("k{i:03}"), "webhook outage test");
     }
     // The outage's length is the scenario, not a synchronisation.
+    #[allow(clippy::disallowed_methods)]
     std::thread::sleep(Duration::from_secs(60).saturating_sub(outage.elapsed()));
     rx.resume();
     let back = Instant::now();

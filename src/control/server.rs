@@ -294,7 +294,7 @@ async fn status(State(st): State<AppState>) -> Result<Response, ApiError> {
     let now = st.clock.now();
     let body = blocking(&st, move |s, _| {
         let body = views::status_json(s, now, true);
-        crate::daemon::release_free_memory();
+        crate::memory::release_free_memory();
         body
     })
     .await?;

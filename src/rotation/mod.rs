@@ -15,15 +15,16 @@ mod runtime;
 mod steps;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::wake::Wake;
 use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::control::ApiError;
 use crate::model::{Initiator, KeyRecord, RotationRecord, RotationState, Transition, Trigger};
-use crate::shutdown::{Shutdown, ShutdownHandle};
 use crate::store::{Store, StoreError};
 
 pub use runtime::Runtime;
@@ -59,8 +60,13 @@ pub struct Engine {
     wake: Wake,
     /// Where `now` comes from.
     clock: Arc<dyn Clock>,
-    /// Hands shutdown listeners to runners; taken away at shutdown.
-    shutdown: Mutex<Option<ShutdownHandle>>,
+    /// Cancelled when keyrot stops, or by a fatal store error: no runner
+    /// starts after that, and a running one stops once its step committed.
+    stop: CancellationToken,
+    /// Where runners are spawned, so that shutdown can wait for them.
+    tasks: TaskTracker,
+    /// Set once by a fatal store error ([`Engine::fatal`]).
+    fatal: Fatal,
     /// Prometheus counters and histograms of this engine's work.
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -76,6 +82,16 @@ pub enum EngineError {
     Join(String),
 }
 
+/// A store error keyrot cannot go on from: a failed commit, after which
+/// redb refuses every write until the file is reopened.
+#[derive(Debug, Default)]
+struct Fatal {
+    /// The store's error, set by the first such failure.
+    reason: OnceLock<String>,
+    /// Cancelled once `reason` is set.
+    token: CancellationToken,
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         ApiError::new(500, e.to_string())
@@ -83,13 +99,17 @@ impl From<EngineError> for ApiError {
 }
 
 impl Engine {
-    /// An engine over `store` with the given runtime.
+    /// An engine over `store` with the given runtime. Its runners are
+    /// spawned on `tasks` and stop when `stop` is cancelled; the engine
+    /// cancels `stop` itself on a fatal store error (give it a child token
+    /// for that to stop the runners alone).
     pub fn new(
         store: Arc<Store>,
         runtime: Runtime,
         clock: Arc<dyn Clock>,
         wake: Wake,
-        shutdown: ShutdownHandle,
+        stop: CancellationToken,
+        tasks: TaskTracker,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             store,
@@ -98,7 +118,9 @@ impl Engine {
             wake,
             metrics: Arc::new(crate::metrics::Metrics::new(clock.now())),
             clock,
-            shutdown: Mutex::new(Some(shutdown)),
+            stop,
+            tasks,
+            fatal: Fatal::default(),
         })
     }
 
@@ -133,16 +155,22 @@ impl Engine {
         &self.metrics
     }
 
-    /// Stops handing out work: no new runners start after this.
-    pub fn stop(&self) {
-        if let Ok(mut g) = self.shutdown.lock() {
-            g.take();
-        }
+    /// The fatal store error that stopped this engine, if one did: the
+    /// daemon then exits non-zero and the service manager restarts keyrot;
+    /// resume does the rest.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.reason.get().map(String::as_str)
+    }
+
+    /// Returns once a fatal store error has stopped this engine.
+    pub async fn until_fatal(&self) {
+        self.fatal.token.cancelled().await;
     }
 
     /// Runs a blocking store call on the blocking pool. A failed commit is
-    /// fatal: redb refuses further writes until reopened, so keyrot exits
-    /// non-zero and systemd restarts it; resume does the rest.
+    /// fatal (redb refuses further writes until reopened): it is logged
+    /// once, its runners stop and [`Engine::fatal`] says why; the error
+    /// goes back to the caller as well.
     pub async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
@@ -151,9 +179,12 @@ impl Engine {
         let out = tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| EngineError::Join(e.to_string()))?;
-        if let Err(StoreError::CommitFailed(msg)) = &out {
+        if let Err(StoreError::CommitFailed(msg)) = &out
+            && self.fatal.reason.set(msg.clone()).is_ok()
+        {
             tracing::error!(error = %msg, "store commit failed; exiting so the service manager restarts keyrot");
-            std::process::exit(70);
+            self.stop.cancel();
+            self.fatal.token.cancel();
         }
         Ok(out?)
     }
@@ -180,16 +211,13 @@ impl Engine {
 
     /// Starts a runner for rotation `id` unless one runs or keyrot stops.
     pub fn spawn(self: &Arc<Self>, id: &str) {
-        let Some(shutdown) = self.subscribe() else {
-            return;
-        };
-        if !self.claim(id) {
+        if self.stop.is_cancelled() || !self.claim(id) {
             return;
         }
         let engine = Arc::clone(self);
         let id = id.to_string();
-        tokio::spawn(async move {
-            engine.drive(&id, shutdown).await;
+        self.tasks.spawn(async move {
+            engine.drive(&id).await;
             engine.release(&id);
         });
     }
@@ -198,30 +226,19 @@ impl Engine {
     /// store error): without it the rotation would wait for the next
     /// restart. Nothing happens once keyrot stops.
     pub(crate) fn respawn_later(self: &Arc<Self>, id: &str, after: jiff::SignedDuration) {
-        let Some(mut shutdown) = self.subscribe() else {
+        if self.stop.is_cancelled() {
             return;
-        };
+        }
         let engine = Arc::clone(self);
         let id = id.to_string();
         let after =
             std::time::Duration::try_from(after).unwrap_or(std::time::Duration::from_secs(15));
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::select! {
-                _ = tokio::time::sleep(after) => {
-                    drop(shutdown);
-                    engine.spawn(&id);
-                }
-                _ = shutdown.recv() => {}
+                _ = tokio::time::sleep(after) => engine.spawn(&id),
+                _ = engine.stop.cancelled() => {}
             }
         });
-    }
-
-    fn subscribe(&self) -> Option<Shutdown> {
-        self.shutdown
-            .lock()
-            .ok()?
-            .as_ref()
-            .map(ShutdownHandle::subscribe)
     }
 
     /// Resumes every unfinished rotation (daemon start) and wipes sealed

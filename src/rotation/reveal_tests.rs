@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::clock::ManualClock;
@@ -17,7 +19,6 @@ use crate::crypto::{MasterKey, hex_encode, sha256_hex};
 use crate::model::{Initiator, KeyRecord, Trigger};
 use crate::policy::testutil::{dur, ts};
 use crate::rotation::StartRequest;
-use crate::shutdown::ShutdownController;
 use crate::wake::Wake;
 
 /// The PSK the tests seal under.
@@ -27,7 +28,6 @@ struct Fixture {
     _dir: tempfile::TempDir,
     engine: Arc<Engine>,
     clock: Arc<ManualClock>,
-    _controller: ShutdownController,
 }
 
 /// A config with provider `local`, sink `out`, policy `p` and `extra`.
@@ -78,8 +78,14 @@ fn fixture() -> Fixture {
     );
     let (store, rt) = build(dir.path(), &extra).unwrap();
     let clock = Arc::new(ManualClock::new(ts("2026-11-23T10:00:00Z")));
-    let controller = ShutdownController::new();
-    let engine = Engine::new(store, rt, clock.clone(), Wake::new(), controller.handle());
+    let engine = Engine::new(
+        store,
+        rt,
+        clock.clone(),
+        Wake::new(),
+        CancellationToken::new(),
+        TaskTracker::new(),
+    );
     let slot = KeyRecord {
         slot: "local/ci".into(),
         provider: "local".into(),
@@ -103,7 +109,6 @@ fn fixture() -> Fixture {
         _dir: dir,
         engine,
         clock,
-        _controller: controller,
     }
 }
 

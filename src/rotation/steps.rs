@@ -15,7 +15,6 @@ use crate::model::{KeyInfo, KeyRecord, NewKey, RotationRecord, RotationState, Si
 use crate::notify;
 use crate::policy;
 use crate::provider::{Identity, IssueRequest, Provider};
-use crate::shutdown::Shutdown;
 use crate::sink::SinkTarget;
 use crate::store::Tx;
 
@@ -57,7 +56,7 @@ type Extra =
 impl Engine {
     /// Drives rotation `id` until it waits or ends, or keyrot shuts down
     /// (the in-flight step always commits first).
-    pub(super) async fn drive(self: &Arc<Self>, id: &str, mut shutdown: Shutdown) {
+    pub(super) async fn drive(self: &Arc<Self>, id: &str) {
         let rt = self.runtime();
         let Some(limit) = self.provider_limit(&rt, id).await else {
             return;
@@ -69,7 +68,7 @@ impl Engine {
         // the provider yet: only then can cleanup-by-tag be skipped.
         let mut fresh_issue = false;
         loop {
-            if shutdown.signalled() {
+            if self.stop.is_cancelled() {
                 tracing::info!(rotation = %id, "shutting down: rotation will resume at next start");
                 return;
             }

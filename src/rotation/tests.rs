@@ -12,14 +12,12 @@ use crate::config::*;
 use crate::crypto::{MasterKey, sha256_hex};
 use crate::model::{DeliveryState, KeyRecord};
 use crate::policy::testutil::{dur, policy, ts};
-use crate::shutdown::ShutdownController;
 use crate::sink::SinkTarget;
 
 pub(super) struct Fixture {
     pub(super) _dir: tempfile::TempDir,
     pub(super) engine: Arc<Engine>,
     pub(super) clock: Arc<ManualClock>,
-    pub(super) _controller: ShutdownController,
     pub(super) out: std::path::PathBuf,
 }
 
@@ -100,8 +98,14 @@ pub(super) fn fixture(sink_path: Option<&str>) -> Fixture {
     let store = Arc::new(Store::open(&out.join("state.redb"), MasterKey::generate()).unwrap());
     let rt = Runtime::build(Arc::clone(&cfg), &store).unwrap();
     let clock = Arc::new(ManualClock::new(ts("2026-11-23T10:00:00Z")));
-    let controller = ShutdownController::new();
-    let engine = Engine::new(store, rt, clock.clone(), Wake::new(), controller.handle());
+    let engine = Engine::new(
+        store,
+        rt,
+        clock.clone(),
+        Wake::new(),
+        CancellationToken::new(),
+        TaskTracker::new(),
+    );
     let slot = KeyRecord {
         slot: "local/ci".into(),
         provider: "local".into(),
@@ -125,7 +129,6 @@ pub(super) fn fixture(sink_path: Option<&str>) -> Fixture {
         _dir: dir,
         engine,
         clock,
-        _controller: controller,
         out,
     }
 }
@@ -164,6 +167,33 @@ fn target(f: &Fixture, rec: &RotationRecord) -> SinkTarget {
         expires_at: None,
         probe: false,
     }
+}
+
+/// A failed commit is fatal and travels up: the caller gets the error, the
+/// engine says why (the first failure's reason), starts no runner any more
+/// and wakes whoever waits for it (the daemon, which exits with status 70).
+#[tokio::test]
+async fn a_failed_commit_stops_the_engine_and_says_why() {
+    let f = fixture(None);
+    assert_eq!(f.engine.fatal(), None);
+    f.engine
+        .store()
+        .fail_commits_for_test("store s.redb: disk gone");
+    let err = f.engine.start("local/ci", manual()).await.unwrap_err();
+    assert_eq!(err.status, 500);
+    assert!(err.message.contains("disk gone"), "{}", err.message);
+    assert_eq!(f.engine.fatal(), Some("store s.redb: disk gone"));
+    tokio::time::timeout(Duration::from_secs(5), f.engine.until_fatal())
+        .await
+        .unwrap();
+    assert!(f.engine.stop.is_cancelled());
+    let again = f.engine.db(|s| s.write(|_| Ok(()))).await;
+    assert!(
+        matches!(again, Err(EngineError::Store(StoreError::CommitFailed(_)))),
+        "{again:?}"
+    );
+    assert_eq!(f.engine.fatal(), Some("store s.redb: disk gone"));
+    assert!(f.engine.running().is_empty());
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
 
-use super::Stop;
 use crate::config::Config;
 use crate::notify::Composer;
 use crate::policy::Schedule;
@@ -91,7 +91,7 @@ fn make(
 }
 
 /// Runs the digest schedule until `stop`.
-pub(super) async fn run(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
+pub(super) async fn run(engine: Arc<Engine>, wake: Wake, stop: CancellationToken) {
     let mut changed = wake.subscribe();
     let mut known: HashSet<String> = HashSet::new();
     // The schedule in force and its next occurrence.
@@ -135,7 +135,7 @@ pub(super) async fn run(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
         tokio::select! {
             _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
             r = changed.changed() => if r.is_err() { return },
-            _ = stop.wait() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -21,10 +21,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{Initiator, KeyRecord};
 use crate::rotation::{Engine, StartRequest, plan};
-use crate::shutdown::Shutdown;
 use crate::store::DueTarget;
 use crate::wake::Wake;
 pub use sync_retry::SyncRetries;
@@ -225,7 +225,7 @@ async fn sync_some(engine: &Arc<Engine>, wake: &Wake, retries: &SyncRetries, nam
             }
         }
     }
-    crate::daemon::release_free_memory();
+    crate::memory::release_free_memory();
     wake.notify();
 }
 
@@ -241,38 +241,20 @@ impl Dispatched {
     }
 }
 
-/// The scheduler's loops' view of shutdown: set once, seen by all.
-#[derive(Clone, Debug)]
-pub(crate) struct Stop(tokio::sync::watch::Receiver<bool>);
-
-impl Stop {
-    /// Returns once keyrot stops.
-    pub(crate) async fn wait(&mut self) {
-        let _ = self.0.wait_for(|stopped| *stopped).await;
-    }
-}
-
 /// Runs the due loop, the expiry-notice ladder, the daily history prune
-/// and the daily digest until shutdown; returns when all have stopped.
-pub async fn run(engine: Arc<Engine>, wake: Wake, mut shutdown: Shutdown) {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signal = async {
-        shutdown.recv().await;
-        let _ = stop_tx.send(true);
-    };
+/// and the daily digest until `stop` is cancelled; returns when all have
+/// stopped.
+pub async fn run(engine: Arc<Engine>, wake: Wake, stop: CancellationToken) {
     tokio::join!(
-        due_loop(Arc::clone(&engine), wake.clone(), Stop(stop_rx.clone())),
-        notices::run(Arc::clone(&engine), wake.clone(), Stop(stop_rx.clone())),
-        prune::run(Arc::clone(&engine), Stop(stop_rx.clone())),
-        digest::run(engine, wake, Stop(stop_rx)),
-        signal,
+        due_loop(Arc::clone(&engine), wake.clone(), stop.clone()),
+        notices::run(Arc::clone(&engine), wake.clone(), stop.clone()),
+        prune::run(Arc::clone(&engine), stop.clone()),
+        digest::run(engine, wake, stop),
     );
-    // `shutdown` lives until here: the daemon waits for every loop.
-    drop(shutdown);
 }
 
 /// Dispatches what the due index says is due, until `stop`.
-async fn due_loop(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
+async fn due_loop(engine: Arc<Engine>, wake: Wake, stop: CancellationToken) {
     let mut changed = wake.subscribe();
     let mut dispatched = Dispatched::default();
     loop {
@@ -293,7 +275,7 @@ async fn due_loop(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
         tokio::select! {
             _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
             r = changed.changed() => if r.is_err() { return },
-            _ = stop.wait() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }
@@ -404,7 +386,7 @@ async fn dispatch_key(engine: &Arc<Engine>, slot: &str, now: Timestamp) -> Resul
     Ok(())
 }
 
-/// Runs the periodic inventory sync until shutdown, sleeping until each
+/// Runs the periodic inventory sync until `stop`, sleeping until each
 /// occurrence of `daemon.sync_schedule` (read afresh after every sync, so a
 /// reload's schedule applies from the next occurrence on), or until the
 /// earliest retry of a provider whose sync failed (wherever it ran: at
@@ -415,7 +397,7 @@ pub async fn sync_loop(
     engine: Arc<Engine>,
     wake: Wake,
     retries: SyncRetries,
-    mut shutdown: Shutdown,
+    stop: CancellationToken,
 ) {
     let mut failed = retries.subscribe();
     let mut warned = false;
@@ -450,7 +432,7 @@ pub async fn sync_loop(
                 }
             }
             r = failed.changed() => if r.is_err() { return },
-            _ = shutdown.recv() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

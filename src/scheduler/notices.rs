@@ -21,8 +21,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
 
-use super::Stop;
 use crate::config::{Config, NotifyTransport};
 use crate::model::{KeyRecord, RotationRecord, RotationState};
 use crate::notify::Composer;
@@ -239,7 +239,7 @@ fn pass(
 }
 
 /// Runs the ladder until `stop`.
-pub(super) async fn run(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
+pub(super) async fn run(engine: Arc<Engine>, wake: Wake, stop: CancellationToken) {
     let mut changed = wake.subscribe();
     let mut known: HashSet<String> = HashSet::new();
     let mut shown: Option<(usize, Option<Timestamp>)> = None;
@@ -285,10 +285,10 @@ pub(super) async fn run(engine: Arc<Engine>, wake: Wake, mut stop: Stop) {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(settle) => {}
-                    _ = stop.wait() => return,
+                    _ = stop.cancelled() => return,
                 }
             }
-            _ = stop.wait() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -12,11 +12,10 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
 
-use super::Stop;
 use super::notices::standing;
 use crate::config::Config;
 use crate::policy::Schedule;
@@ -27,7 +26,7 @@ use crate::store::{PRUNE_BATCH, PruneReport, Store, StoreError};
 pub const PRUNE_AT: &str = "0 5 4 * * *";
 
 /// Runs the daily prune until `stop`.
-pub(super) async fn run(engine: Arc<Engine>, mut stop: Stop) {
+pub(super) async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let Ok(schedule) = Schedule::parse(PRUNE_AT) else {
         return;
     };
@@ -41,11 +40,10 @@ pub(super) async fn run(engine: Arc<Engine>, mut stop: Stop) {
         .unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait() => return,
+            _ = stop.cancelled() => return,
         }
-        let halt = Arc::new(AtomicBool::new(false));
         tokio::select! {
-            r = prune(&engine, Arc::clone(&halt)) => match r {
+            r = prune(&engine, stop.clone()) => match r {
                 Ok(Some(r)) if !r.is_empty() => tracing::info!(
                     rotations = r.rotations,
                     local_keys = r.local_keys,
@@ -57,21 +55,19 @@ pub(super) async fn run(engine: Arc<Engine>, mut stop: Stop) {
                 Ok(_) => tracing::debug!("history prune: nothing to delete"),
                 Err(e) => tracing::error!(error = %e, "history prune failed; it runs again tomorrow"),
             },
-            _ = stop.wait() => {
-                // The batch in progress commits; no other starts.
-                halt.store(true, Ordering::Relaxed);
-                return;
-            }
+            // The batch in progress commits; no other starts (`prune`
+            // checks `stop` between batches).
+            _ = stop.cancelled() => return,
         }
     }
 }
 
 /// Prunes the history and the audit entries older than their configured
-/// retentions, as of now; `None` when both are `"forever"`. `halt` ends it
-/// between batches.
+/// retentions, as of now; `None` when both are `"forever"`. Cancelling
+/// `halt` ends it between batches.
 pub async fn prune(
     engine: &Arc<Engine>,
-    halt: Arc<AtomicBool>,
+    halt: CancellationToken,
 ) -> Result<Option<PruneReport>, String> {
     let cfg = Arc::clone(&engine.runtime().config);
     let (history, audit) = (cfg.store.history_retention, cfg.store.audit_retention);
@@ -81,7 +77,7 @@ pub async fn prune(
     let now = engine.now();
     let report = engine
         .db(move |s| {
-            let stop = || halt.load(Ordering::Relaxed);
+            let stop = || halt.is_cancelled();
             let mut report = match history {
                 Some(retention) => {
                     let keep = messages_to_keep(s, &cfg, now)?;
@@ -96,7 +92,7 @@ pub async fn prune(
         })
         .await
         .map_err(|e| e.to_string())?;
-    crate::daemon::release_free_memory();
+    crate::memory::release_free_memory();
     Ok(Some(report))
 }
 
@@ -220,32 +216,27 @@ sinks = ["out"]
     }
 
     /// An engine over a fresh store with `store_section` as `[store]`, its
-    /// clock at `now`, and the shutdown controller it listens to.
-    fn engine(
-        dir: &Path,
-        store_section: &str,
-        now: &str,
-    ) -> (Arc<Engine>, crate::shutdown::ShutdownController) {
+    /// clock at `now`.
+    fn engine(dir: &Path, store_section: &str, now: &str) -> Arc<Engine> {
         let text = format!("[store]\npath = \"s.redb\"\n{store_section}\n");
         let cfg = Arc::new(crate::config::load_str(&dir.join("keyrot.toml"), &text).unwrap());
         let store = Arc::new(Store::open(&cfg.store.path, MasterKey::generate()).unwrap());
         let rt = crate::rotation::Runtime::build(Arc::clone(&cfg), &store).unwrap();
         let clock = Arc::new(crate::clock::ManualClock::new(ts(now)));
-        let controller = crate::shutdown::ShutdownController::new();
-        let engine = Engine::new(
+        Engine::new(
             store,
             rt,
             clock,
             crate::wake::Wake::new(),
-            controller.handle(),
-        );
-        (engine, controller)
+            CancellationToken::new(),
+            tokio_util::task::TaskTracker::new(),
+        )
     }
 
     #[tokio::test]
     async fn the_daily_prune_applies_each_retention() {
         let dir = tempfile::tempdir().unwrap();
-        let (e, _controller) = engine(
+        let e = engine(
             dir.path(),
             "history_retention = \"forever\"\naudit_retention = \"30d\"",
             "2026-06-01T00:00:00Z",
@@ -265,8 +256,8 @@ sinks = ["out"]
                 Ok(())
             })
             .unwrap();
-        let halt = Arc::new(AtomicBool::new(false));
-        let report = prune(&e, Arc::clone(&halt)).await.unwrap().unwrap();
+        let halt = CancellationToken::new();
+        let report = prune(&e, halt.clone()).await.unwrap().unwrap();
         // The two entries older than 30 days go; history is kept forever.
         assert_eq!(report.audit_entries, 2);
         assert_eq!(report.rotations + report.local_keys + report.messages, 0);
@@ -281,7 +272,7 @@ sinks = ["out"]
         assert_eq!(e.store().verify_audit_chain().unwrap(), 2);
         // Both forever: nothing to do at all.
         let dir = tempfile::tempdir().unwrap();
-        let (e, _controller) = engine(
+        let e = engine(
             dir.path(),
             "history_retention = \"forever\"\naudit_retention = \"forever\"",
             "2026-06-01T00:00:00Z",

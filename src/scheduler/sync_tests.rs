@@ -18,7 +18,6 @@ use crate::error::CallError;
 use crate::model::KeyInfo;
 use crate::provider::{Capabilities, IssueRequest, IssuedKey, Provider};
 use crate::rotation::Runtime;
-use crate::shutdown::ShutdownController;
 use crate::store::Store;
 
 /// A provider whose first `fail` lists fail (transient, with `retry_after`)
@@ -89,7 +88,7 @@ impl Provider for FlakyList {
 fn engine(
     dir: &std::path::Path,
     provider: Arc<FlakyList>,
-    controller: &ShutdownController,
+    stop: &CancellationToken,
 ) -> Arc<Engine> {
     let d = dir.display();
     let text = format!(
@@ -111,7 +110,8 @@ fn engine(
         rt,
         Arc::new(SystemClock),
         Wake::new(),
-        controller.handle(),
+        stop.child_token(),
+        tokio_util::task::TaskTracker::new(),
     )
 }
 
@@ -139,9 +139,9 @@ async fn bound(engine: &Arc<Engine>) -> bool {
 #[tokio::test]
 async fn a_failed_sync_is_retried_after_its_retry_after_not_at_the_next_tick() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = ShutdownController::new();
+    let stop = CancellationToken::new();
     let p = flaky(1, Some(SignedDuration::from_millis(400)));
-    let engine = engine(dir.path(), Arc::clone(&p), &controller);
+    let engine = engine(dir.path(), Arc::clone(&p), &stop);
     let (wake, retries) = (Wake::new(), SyncRetries::default());
 
     // The first sync (the daemon's at start) fails...
@@ -161,7 +161,7 @@ async fn a_failed_sync_is_retried_after_its_retry_after_not_at_the_next_tick() {
         Arc::clone(&engine),
         wake,
         retries.clone(),
-        controller.subscribe(),
+        stop.clone(),
     ));
     assert!(bound(&engine).await, "the retry never bound the slot");
     assert!(started.elapsed() >= Duration::from_millis(400));
@@ -180,35 +180,35 @@ async fn a_failed_sync_is_retried_after_its_retry_after_not_at_the_next_tick() {
     assert_eq!(p.calls.load(Ordering::SeqCst), 2);
 
     // Shutdown ends the loop.
-    engine.stop();
+    stop.cancel();
     drop(engine);
-    assert!(controller.shutdown(Duration::from_secs(5)).await);
-    assert!(task.is_finished());
+    let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
 }
 
 #[tokio::test]
 async fn a_sync_failing_in_the_loop_backs_off_until_it_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = ShutdownController::new();
+    let stop = CancellationToken::new();
     // Fails 4 times without a Retry-After: 50 ms doubling to 100 ms,
     // jittered down to half, so at least 25+50+50+50 ms in all.
     let p = flaky(4, None);
-    let engine = engine(dir.path(), Arc::clone(&p), &controller);
+    let engine = engine(dir.path(), Arc::clone(&p), &stop);
     let (wake, retries) = (Wake::new(), SyncRetries::default());
     let started = Instant::now();
     let task = tokio::spawn(sync_loop(
         Arc::clone(&engine),
         wake.clone(),
         retries.clone(),
-        controller.subscribe(),
+        stop.clone(),
     ));
     // A failure recorded elsewhere (a reload's sync) wakes the loop.
     sync_all(&engine, &wake, &retries).await;
     assert!(bound(&engine).await, "never synced");
     assert!(started.elapsed() >= Duration::from_millis(175));
     assert_eq!(p.calls.load(Ordering::SeqCst), 5);
-    engine.stop();
+    stop.cancel();
     drop(engine);
-    assert!(controller.shutdown(Duration::from_secs(5)).await);
-    assert!(task.is_finished());
+    let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
 }

@@ -295,12 +295,16 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let gone = (0..50).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut gone = false;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             // Gone, or a zombie waiting for init to reap it.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_or(true, |st| st.contains(") Z "))
-        });
+            gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |st| st.contains(") Z "));
+            if gone {
+                break;
+            }
+        }
         assert!(gone, "sleep {pid} survived the timeout");
     }
 }

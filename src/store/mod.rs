@@ -244,6 +244,13 @@ impl Store {
         self.group.stats()
     }
 
+    /// Makes every later write fail as a failed commit does, for tests of
+    /// what keyrot does then.
+    #[cfg(test)]
+    pub(crate) fn fail_commits_for_test(&self, msg: &str) {
+        self.group.fail_for_test(msg);
+    }
+
     /// Turns group commit off (every commit then fsyncs on its own, as
     /// keyrot did before group commit) or back on. For benchmarks that
     /// measure what group commit gains; durability is the same either way.

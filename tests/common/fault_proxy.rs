@@ -544,6 +544,7 @@ fn serve(conn: TcpStream, host: &str, state: &Mutex<State>) {
             Some(*code)
         }
         Fault::Stall(d) => {
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(*d);
             None
         }

@@ -226,6 +226,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 return None;
             }
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -341,6 +342,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         if f() {
             return true;
         }
+        #[allow(clippy::disallowed_methods)]
         std::thread::sleep(Duration::from_millis(100));
     }
     f()
