@@ -80,6 +80,9 @@ pub const ALL: &[&str] = &[
     // One outbox message handed to the mail transport.
     "before:mail-send",
     "after:mail-send",
+    // One outbox message posted to a webhook.
+    "before:webhook-send",
+    "after:webhook-send",
 ];
 
 /// What an armed failpoint does.

@@ -109,7 +109,15 @@ fn iam_scenarios() -> Vec<Scenario> {
 }
 
 /// Failpoints the special cases below kill the daemon at.
-const SPECIAL: [&str; 3] = ["after:failed", "after:aborted", "after:awaiting-secret"];
+/// The webhook posts' are killed in `tests/webhooks.rs`
+/// (`a_kill_around_a_webhook_post_delivers_again_under_the_same_id`).
+const SPECIAL: [&str; 5] = [
+    "after:failed",
+    "after:aborted",
+    "after:awaiting-secret",
+    "before:webhook-send",
+    "after:webhook-send",
+];
 
 /// Runs `scenarios` against `world` on slots of `provider`; returns the
 /// figures and the failpoints that killed the daemon.

@@ -299,3 +299,49 @@ fn a_plain_http_url_off_loopback_and_an_unsigned_keyrot_webhook_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs `secret`"), "{err}");
 }
+
+/// A kill at each side of one webhook post: before it, the delivery is
+/// made once after the restart; after the receiver accepted it but before
+/// keyrot recorded it, it is made again under the same event id (at least
+/// once, the duplicate recognisable) — and never a third time.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_kill_around_a_webhook_post_delivers_again_under_the_same_id() {
+    for (fp, copies) in [("before:webhook-send", 1), ("after:webhook-send", 2)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let rx = Receiver::start(&tmp.path().join("rx"), SECRET);
+        let mut d = daemon(&with_webhook(1, &rx.url(), r#"["rotation.*"]"#, 16, ""));
+        d.env
+            .push(("KEYROT_FAILPOINTS".into(), format!("{fp}=abort")));
+        d.spawn();
+        // The key's first rotation (it has none yet) starts at once; its
+        // event is the first delivery, and that post aborts keyrot.
+        assert!(
+            d.wait_exit(Duration::from_secs(60)).is_some(),
+            "{fp}: the failpoint did not stop keyrot; log:\n{}",
+            d.log()
+        );
+        let before = rx.requests().len();
+        assert_eq!(before, copies - 1, "{fp}: {:?}", rx.requests());
+        d.env.clear();
+        restart(&mut d);
+        let done = wait_until(Duration::from_secs(60), || rx.requests().len() == copies);
+        assert!(done, "{fp}: {:?}; log:\n{}", rx.requests(), d.log());
+        let drained = wait_until(Duration::from_secs(30), || {
+            let st = d.json(&["status", "--json"]);
+            st["outbox_queued"] == 0 && st["outbox_dead"] == 0
+        });
+        assert!(drained, "{fp}: outbox not empty; log:\n{}", d.log());
+        let reqs = rx.requests();
+        let ids: BTreeSet<&str> = reqs.iter().filter_map(|q| q["id"].as_str()).collect();
+        assert_eq!(ids.len(), 1, "{fp}: {reqs:?}");
+        assert!(
+            reqs.iter().all(|q| q["signature_ok"] == true),
+            "{fp}: {reqs:?}"
+        );
+        assert!(
+            reqs.iter().all(|q| q["event"] == "rotation.completed"),
+            "{fp}: {reqs:?}"
+        );
+    }
+}
