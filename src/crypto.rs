@@ -8,6 +8,10 @@
 //! read from (a systemd credential or a 0600 key file), how a new one is
 //! created, and that its bytes never reach `Debug` output or an error. It
 //! knows nothing of the store's tables or of which AAD a caller picks.
+//! [`psk`] is the sealed secret an API caller gets back under its
+//! pre-shared key.
+
+pub mod psk;
 
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};

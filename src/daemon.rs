@@ -39,7 +39,7 @@ use crate::config::{self, Config};
 use crate::control::{self, ApiError, Backend, RotateRequest};
 use crate::crypto::{CryptoError, MasterKey};
 use crate::model::{Initiator, RotationRecord, Trigger};
-use crate::rotation::{Engine, Runtime, StartRequest};
+use crate::rotation::{Engine, Refusal, Runtime, StartRequest};
 use crate::scheduler::{self, SyncRetries};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
@@ -187,7 +187,7 @@ impl Backend for DaemonBackend {
             notify_contacts: req.notify_contacts,
             reveal_psk: req.reveal_psk.clone(),
         };
-        self.engine.start(&slot, start).await
+        Ok(self.engine.start(&slot, start).await?)
     }
 
     async fn test_sink(&self, name: &str) -> Result<crate::sink::probe::ProbeReport, ApiError> {
@@ -205,15 +205,15 @@ impl Backend for DaemonBackend {
     }
 
     async fn resume(&self, id: &str) -> Result<RotationRecord, ApiError> {
-        self.engine.resume(id).await
+        Ok(self.engine.resume(id).await?)
     }
 
     async fn abort(&self, id: &str) -> Result<RotationRecord, ApiError> {
-        self.engine.abort(id).await
+        Ok(self.engine.abort(id).await?)
     }
 
     async fn restart(&self, id: &str) -> Result<RotationRecord, ApiError> {
-        self.engine.restart(id).await
+        Ok(self.engine.restart(id).await?)
     }
 
     async fn enroll(
@@ -221,9 +221,10 @@ impl Backend for DaemonBackend {
         id: &str,
         req: control::EnrollRequest,
     ) -> Result<RotationRecord, ApiError> {
-        self.engine
+        Ok(self
+            .engine
             .enroll(id, req.key_id, req.secret, req.accept_unverified)
-            .await
+            .await?)
     }
 
     async fn reload(&self) -> Result<(), ApiError> {
@@ -242,7 +243,11 @@ impl Backend for DaemonBackend {
         &self,
         rotation_id: &str,
     ) -> Result<Option<secrecy::SecretString>, ApiError> {
-        Ok(self.engine.take_envelope(rotation_id).await?)
+        Ok(self
+            .engine
+            .take_envelope(rotation_id)
+            .await
+            .map_err(Refusal::from)?)
     }
 }
 

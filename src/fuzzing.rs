@@ -136,13 +136,13 @@ pub fn config(data: &[u8]) -> Outcome {
 /// under [`FUZZ_PSK`] with the first line as key id, `open_response` of
 /// the rest as a rotate API answer, and seal-then-open round trips.
 pub fn envelope(data: &[u8]) -> Outcome {
-    use crate::control::envelope;
+    use crate::crypto::psk;
     let (first, rest) = split_line(data);
-    let _ = envelope::parse_psk(first);
-    let _ = envelope::parse_psk(data);
+    let _ = psk::parse_psk(first);
+    let _ = psk::parse_psk(data);
     let key_id = String::from_utf8_lossy(first);
     let text = String::from_utf8_lossy(rest);
-    let _ = envelope::open(&FUZZ_PSK, &key_id, &text).map(|s| s.len());
+    let _ = psk::open(&FUZZ_PSK, &key_id, &text).map(|s| s.len());
     match crate::cli::decrypt::open_response(&text, &FUZZ_PSK) {
         Ok(secret) => {
             let _ = secret.len();
@@ -157,12 +157,12 @@ pub fn envelope(data: &[u8]) -> Outcome {
     for (n, b) in nonce.iter_mut().zip(data) {
         *n = *b;
     }
-    if let Ok(sealed) = envelope::seal_with_nonce(&FUZZ_PSK, &nonce, &key_id, &text) {
-        match envelope::open(&FUZZ_PSK, &key_id, &sealed) {
+    if let Ok(sealed) = psk::seal_with_nonce(&FUZZ_PSK, &nonce, &key_id, &text) {
+        match psk::open(&FUZZ_PSK, &key_id, &sealed) {
             Ok(back) if back.as_str() == text => {}
             _ => return finding("a sealed envelope did not open to its plaintext"),
         }
-        if envelope::open(&FUZZ_PSK, &format!("{key_id}x"), &sealed).is_ok() {
+        if psk::open(&FUZZ_PSK, &format!("{key_id}x"), &sealed).is_ok() {
             return finding("an envelope opened under another key id");
         }
     }

@@ -519,8 +519,7 @@ fn envelope() {
         let id = format!("key-{}", rng.below(100));
         let secret = String::from_utf8_lossy(&random_utf8(rng)).into_owned();
         let nonce: [u8; 12] = std::array::from_fn(|_| rng.byte());
-        let sealed =
-            keyrot::control::envelope::seal_with_nonce(&FUZZ_PSK, &nonce, &id, &secret).unwrap();
+        let sealed = keyrot::crypto::psk::seal_with_nonce(&FUZZ_PSK, &nonce, &id, &secret).unwrap();
         if rng.chance(2) {
             format!("{id}\n{sealed}").into_bytes()
         } else {

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::control::envelope::{self, ALGORITHM, EnvelopeError, PskBytes};
+use crate::crypto::psk::{self, ALGORITHM, EnvelopeError, PskBytes};
 
 /// Largest response read from stdin.
 const MAX_INPUT: u64 = 1024 * 1024;
@@ -127,7 +127,7 @@ pub fn load_psk(path: &Path) -> Result<PskBytes, DecryptError> {
     file.take(MAX_PSK_FILE)
         .read_to_end(&mut content)
         .map_err(io_err)?;
-    envelope::parse_psk(&content).ok_or_else(|| DecryptError::PskFormat {
+    psk::parse_psk(&content).ok_or_else(|| DecryptError::PskFormat {
         path: path.to_path_buf(),
         len: content.len(),
     })
@@ -169,7 +169,7 @@ pub fn open_response(text: &str, psk: &[u8; 32]) -> Result<Zeroizing<String>, De
             value: w.to_string(),
         });
     }
-    envelope::open(psk, key_id, sealed).map_err(|source| DecryptError::Open {
+    psk::open(psk, key_id, sealed).map_err(|source| DecryptError::Open {
         psk_id: field("pskId").map_or_else(|| "unknown".into(), Value::to_string),
         key_id: key_id.to_string(),
         source,

@@ -27,7 +27,7 @@ mod ctx;
 mod defaults;
 pub mod diag;
 mod exec_provider;
-mod http_provider;
+pub mod http_provider;
 mod keys;
 mod load;
 mod merge;

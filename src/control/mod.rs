@@ -5,7 +5,7 @@
 pub mod api;
 pub mod client;
 pub mod conn;
-pub mod envelope;
+
 pub mod peer;
 pub mod rotate_api;
 pub mod server;
@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use crate::config::Config;
 use crate::model::RotationRecord;
+use crate::rotation::Refusal;
 use crate::store::Store;
 
 pub use api::*;
@@ -54,6 +55,33 @@ impl ApiError {
         let mut e = ApiError::new(400, message);
         e.field = Some(field.to_string());
         e
+    }
+}
+
+/// The state machine's refusals as HTTP: unknown 404, conflict 409,
+/// invalid 400, a provider's failure 502, keyrot's own 500.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        match r {
+            Refusal::Unknown(m) => ApiError::new(404, m),
+            Refusal::Conflict {
+                message,
+                rotation_id,
+            } => ApiError {
+                rotation_id,
+                ..ApiError::new(409, message)
+            },
+            Refusal::Invalid {
+                field: Some(f),
+                message,
+            } => ApiError::bad_field(f, message),
+            Refusal::Invalid {
+                field: None,
+                message,
+            } => ApiError::new(400, message),
+            Refusal::Peer(m) => ApiError::new(502, m),
+            Refusal::Internal(m) => ApiError::new(500, m),
+        }
     }
 }
 

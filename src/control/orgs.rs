@@ -25,11 +25,11 @@ use serde::Deserialize;
 use super::authz::{self, Caller};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Peer, blocking};
 use crate::config::{Config, ProviderKind};
-use crate::control::envelope::ALGORITHM;
 use crate::control::rotate_api::{
     Accepted, AcceptedResponse, EncryptionInfo, RotateKeyBody, SealedKey, SealedKeyResponse,
 };
 use crate::control::{ApiError, RotateRequest, views};
+use crate::crypto::psk::ALGORITHM;
 use crate::model::{KeyRecord, RotationRecord, RotationState};
 use crate::store::Store;
 

@@ -18,7 +18,8 @@ use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::control::server::{bind, serve_with_clock};
 use crate::control::views::tests::{info, key_rec, put, rotation_rec, store_in, ts};
-use crate::control::{ApiError, Backend, EnrollRequest, RotateRequest, envelope};
+use crate::control::{ApiError, Backend, EnrollRequest, RotateRequest};
+use crate::crypto::psk;
 use crate::model::{RotationRecord, RotationState};
 use crate::sink::probe::ProbeReport;
 use crate::store::Store;
@@ -84,8 +85,7 @@ impl Backend for Fake {
             rec.last_error = Some("provider said no".into());
         }
         if state == RotationState::Issued {
-            let env =
-                envelope::seal(&PSK, &format!("{id}-key"), &SecretString::from("s3cret")).unwrap();
+            let env = psk::seal(&PSK, &format!("{id}-key"), &SecretString::from("s3cret")).unwrap();
             self.envelopes.lock().unwrap().insert(id.clone(), env);
         }
         put(&self.store, &[], std::slice::from_ref(&rec));

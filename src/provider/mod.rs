@@ -15,47 +15,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use secrecy::SecretString;
-use serde::Serialize;
 
 use crate::config::{ProviderConfig, ProviderKind};
 pub use crate::error::CallError;
 use crate::model::KeyInfo;
 use crate::store::Store;
 
-/// What a provider can do; the state machine adapts to it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Capabilities {
-    /// Lists its keys with expiry (inventory sync).
-    pub list: bool,
-    /// Creates a new key beside the old one (overlap possible).
-    pub issue: bool,
-    /// Rotates natively in one call (the old key dies at once).
-    pub rotate: bool,
-    /// Revokes a key.
-    pub revoke: bool,
-    /// Checks that a key works.
-    pub verify: bool,
-    /// Marks a new key with the rotation id, so a crash can be recovered.
-    pub tag: bool,
-    /// Changes a key's expiry.
-    pub set_expiry: bool,
-    /// Issuing again with the same tag returns the same key (an idempotency
-    /// key), so an interrupted issue is simply repeated.
-    pub idempotent_issue: bool,
-    /// Issuing a replacement ends the old key at once (a native rotate
-    /// such as GitLab's): there is no overlap, and nothing to revoke later.
-    pub no_overlap: bool,
-    /// Can set a key inactive without deleting it ([`Provider::deactivate`]);
-    /// used at the start of the overlap when the provider is configured so.
-    pub deactivate: bool,
-    /// Issuing cannot choose scopes: the new key gets the old key's (the
-    /// proposed Atlassian rotate). A policy asking for other scopes goes to
-    /// assisted rotation instead.
-    pub keeps_scopes: bool,
-    /// Can prove which key a secret belongs to ([`Provider::prove_identity`]),
-    /// not only that it authenticates.
-    pub prove_identity: bool,
-}
+pub use crate::model::Capabilities;
 
 /// What [`Provider::prove_identity`] found out about a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod plan;
+mod refusal;
 mod restart;
 pub mod reveal;
 mod runtime;
@@ -23,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::control::ApiError;
+
 use crate::model::{Initiator, KeyRecord, RotationRecord, RotationState, Transition, Trigger};
 use crate::store::{Store, StoreError};
 
+pub use refusal::Refusal;
 pub use runtime::Runtime;
 
 /// What starting a rotation needs besides the slot.
@@ -90,12 +92,6 @@ struct Fatal {
     reason: OnceLock<String>,
     /// Cancelled once `reason` is set.
     token: CancellationToken,
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> ApiError {
-        ApiError::new(500, e.to_string())
-    }
 }
 
 impl Engine {
@@ -260,7 +256,7 @@ impl Engine {
         self: &Arc<Self>,
         slot: &str,
         req: StartRequest,
-    ) -> Result<RotationRecord, ApiError> {
+    ) -> Result<RotationRecord, Refusal> {
         let rt = self.runtime();
         let now = self.now();
         let slot_s = slot.to_string();
@@ -268,15 +264,13 @@ impl Engine {
             .db(move |s| {
                 s.write(|tx| {
                     let Some(mut key) = tx.key(&slot_s)? else {
-                        return Ok(Err(ApiError::new(404, format!("unknown key {slot_s:?}"))));
+                        return Ok(Err(Refusal::unknown(format!("unknown key {slot_s:?}"))));
                     };
                     if let Some(active) = &key.active_rotation {
-                        let mut e = ApiError::new(
-                            409,
+                        return Ok(Err(Refusal::running(
                             format!("a rotation of {slot_s} is already running: {active}"),
-                        );
-                        e.rotation_id = Some(active.clone());
-                        return Ok(Err(e));
+                            active.clone(),
+                        )));
                     }
                     let rec = new_record(&rt, &key, req, now);
                     key.active_rotation = Some(rec.id.clone());
@@ -323,7 +317,7 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        crate::failpoint::hit("after:pending").map_err(|e| ApiError::new(500, e.message))?;
+        crate::failpoint::hit("after:pending").map_err(|e| Refusal::internal(e.message))?;
         tracing::info!(rotation = %created.id, key = %created.slot, provider = %created.provider,
             step = "pending", trigger = ?created.trigger, reason = %created.reason, "rotation started");
         self.spawn(&created.id);
@@ -331,23 +325,20 @@ impl Engine {
     }
 
     /// Resumes a Failed rotation from the state it failed in.
-    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<RotationRecord, ApiError> {
+    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<RotationRecord, Refusal> {
         let now = self.now();
         let id_s = id.to_string();
         let rec = self
             .db(move |s| {
                 s.write(|tx| {
                     let Some(mut rec) = tx.rotation(&id_s)? else {
-                        return Ok(Err(ApiError::new(404, format!("unknown rotation {id_s}"))));
+                        return Ok(Err(Refusal::unknown(format!("unknown rotation {id_s}"))));
                     };
                     if rec.state != RotationState::Failed {
-                        return Ok(Err(ApiError::new(
-                            409,
-                            format!(
-                                "rotation {id_s} is {}, not failed: nothing to resume",
-                                rec.state
-                            ),
-                        )));
+                        return Ok(Err(Refusal::conflict(format!(
+                            "rotation {id_s} is {}, not failed: nothing to resume",
+                            rec.state
+                        ))));
                     }
                     let to = rec.failed_in.unwrap_or(RotationState::Pending);
                     rec.transition(to, now, "resumed by operator");
@@ -377,12 +368,11 @@ impl Engine {
         key_id: Option<String>,
         secret: secrecy::SecretString,
         accept_unverified: bool,
-    ) -> Result<RotationRecord, ApiError> {
+    ) -> Result<RotationRecord, Refusal> {
         if !self.claim(id) {
-            return Err(ApiError::new(
-                409,
-                format!("rotation {id} is running a step; try again"),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id} is running a step; try again"
+            )));
         }
         let out = self
             .enroll_claimed(id, key_id, secret, accept_unverified)
@@ -396,12 +386,11 @@ impl Engine {
 
     /// Aborts a rotation that is not past distribution, revoking a new key
     /// that was issued (or may have been) so that none is left orphaned.
-    pub async fn abort(self: &Arc<Self>, id: &str) -> Result<RotationRecord, ApiError> {
+    pub async fn abort(self: &Arc<Self>, id: &str) -> Result<RotationRecord, Refusal> {
         if !self.claim(id) {
-            return Err(ApiError::new(
-                409,
-                format!("rotation {id} is running a step; abort it once it waits or fails"),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id} is running a step; abort it once it waits or fails"
+            )));
         }
         let out = self.abort_claimed(id).await;
         self.release(id);

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use super::Refusal;
 use super::{Engine, StartRequest, new_record};
-use crate::control::ApiError;
 use crate::model::{RotationRecord, RotationState};
 
 impl Engine {
@@ -22,12 +22,11 @@ impl Engine {
     /// issued, even one sinks hold), ends it Aborted and starts a fresh
     /// rotation of the same key with the same trigger, reason and
     /// initiator. Returns the fresh rotation.
-    pub async fn restart(self: &Arc<Self>, id: &str) -> Result<RotationRecord, ApiError> {
+    pub async fn restart(self: &Arc<Self>, id: &str) -> Result<RotationRecord, Refusal> {
         if !self.claim(id) {
-            return Err(ApiError::new(
-                409,
-                format!("rotation {id} is running a step; restart it once it fails"),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id} is running a step; restart it once it fails"
+            )));
         }
         let out = self.restart_claimed(id).await;
         self.release(id);
@@ -39,31 +38,25 @@ impl Engine {
         out
     }
 
-    async fn restart_claimed(&self, id: &str) -> Result<RotationRecord, ApiError> {
+    async fn restart_claimed(&self, id: &str) -> Result<RotationRecord, Refusal> {
         let rt = self.runtime();
         let rec = self
             .load(id)
             .await?
-            .ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
+            .ok_or_else(|| Refusal::unknown(format!("unknown rotation {id}")))?;
         if rec.state != RotationState::Failed {
-            return Err(ApiError::new(
-                409,
-                format!(
-                    "rotation {id} is {}, not failed: nothing to restart",
-                    rec.state
-                ),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id} is {}, not failed: nothing to restart",
+                rec.state
+            )));
         }
         let at = rec.failed_in.unwrap_or(RotationState::Pending);
-        let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
+        let provider = Self::provider(&rt, &rec).map_err(|e| Refusal::conflict(e.message))?;
         if rec.old_key_ended_natively(provider.capabilities().no_overlap) {
-            return Err(ApiError::new(
-                409,
-                format!(
-                    "rotation {id}: provider {} rotates natively, so the old key ended when the new one was issued; the new key is the only live one and a fresh rotation would have no key to rotate from. Resume instead (`keyrot rotation resume {id}`)",
-                    rec.provider
-                ),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id}: provider {} rotates natively, so the old key ended when the new one was issued; the new key is the only live one and a fresh rotation would have no key to rotate from. Resume instead (`keyrot rotation resume {id}`)",
+                rec.provider
+            )));
         }
         let now = self.now();
         let revoked = self.revoke_new_keys(&rt, &rec, at, now).await?;
@@ -72,20 +65,20 @@ impl Engine {
             .db(move |s| {
                 s.write(|tx| {
                     let Some(mut old) = tx.rotation(&id_s)? else {
-                        return Ok(Err(ApiError::new(404, format!("unknown rotation {id_s}"))));
+                        return Ok(Err(Refusal::unknown(format!("unknown rotation {id_s}"))));
                     };
                     // Resumed by another caller while the key was revoked.
                     if old.state != RotationState::Failed {
-                        return Ok(Err(ApiError::new(
-                            409,
-                            format!("rotation {id_s} is {} now, not failed", old.state),
-                        )));
+                        return Ok(Err(Refusal::conflict(format!(
+                            "rotation {id_s} is {} now, not failed",
+                            old.state
+                        ))));
                     }
                     let Some(mut key) = tx.key(&old.slot)? else {
-                        return Ok(Err(ApiError::new(
-                            409,
-                            format!("key {} is no longer known: nothing to restart", old.slot),
-                        )));
+                        return Ok(Err(Refusal::conflict(format!(
+                            "key {} is no longer known: nothing to restart",
+                            old.slot
+                        ))));
                     };
                     let future = |t: Option<Timestamp>| t.filter(|t| *t > now);
                     let req = StartRequest {
@@ -106,7 +99,7 @@ impl Engine {
                     }
                     old.transition(RotationState::Aborted, now, note.clone());
                     tx.wipe_secret(&old.id)?;
-                    tx.wipe_secret(&crate::control::envelope::store_key(&old.id))?;
+                    tx.wipe_secret(&crate::crypto::psk::store_key(&old.id))?;
                     key.active_rotation = Some(fresh.id.clone());
                     key.next_due = None;
                     key.due_reason = Some("rotation in progress".into());

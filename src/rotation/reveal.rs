@@ -21,8 +21,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{Engine, EngineError, Runtime};
 use crate::config::{ApiTokenConfig, Config};
-use crate::control::envelope::{self, PskBytes};
 use crate::crypto;
+use crate::crypto::psk::{self, PskBytes};
 use crate::error::CallError;
 use crate::model::{RotationRecord, RotationState};
 use crate::store::{Store, StoreError, Tx};
@@ -51,7 +51,7 @@ pub fn resolve_psks(
             .key
             .resolve(credentials_dir)
             .map_err(|e| format!("psk {:?}: cannot read its key ({}): {e}", p.id, p.key))?;
-        let bytes = envelope::parse_psk(text.expose_secret().as_bytes()).ok_or_else(|| {
+        let bytes = psk::parse_psk(text.expose_secret().as_bytes()).ok_or_else(|| {
             format!(
                 "psk {:?}: its key ({}) must be 64 hex characters (32 bytes), e.g. from `openssl rand -hex 32`; it holds {} characters",
                 p.id,
@@ -127,7 +127,7 @@ pub(super) fn seal_for_caller(
         tracing::error!(rotation = %rec.id, psk = %id, "pre-shared key vanished before the secret could be sealed for the caller");
         return None;
     };
-    match envelope::seal(psk, key_id, secret) {
+    match psk::seal(psk, key_id, secret) {
         Ok(env) => Some(env),
         Err(e) => {
             tracing::error!(rotation = %rec.id, psk = %id, error = %e, "cannot seal the new secret for the caller");
@@ -143,7 +143,7 @@ pub(super) fn keep(
     env: Option<&SecretString>,
 ) -> Result<(), StoreError> {
     match env {
-        Some(e) => tx.put_secret(&envelope::store_key(rotation_id), e),
+        Some(e) => tx.put_secret(&psk::store_key(rotation_id), e),
         None => Ok(()),
     }
 }
@@ -159,7 +159,7 @@ pub(super) fn wipe_if_stale(
         .entered(RotationState::Issued)
         .is_none_or(|at| now.duration_since(at) >= ENVELOPE_GRACE);
     if stale {
-        tx.wipe_secret(&envelope::store_key(&rec.id))?;
+        tx.wipe_secret(&psk::store_key(&rec.id))?;
     }
     Ok(())
 }
@@ -171,8 +171,8 @@ pub(super) fn wipe_if_stale(
 /// An envelope whose rotation is no longer in the store is stale too.
 fn stale_envelopes(store: &Store, now: Timestamp) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
-    for key in store.secret_keys_ending(envelope::STORE_SUFFIX)? {
-        let Some(id) = key.strip_suffix(envelope::STORE_SUFFIX) else {
+    for key in store.secret_keys_ending(psk::STORE_SUFFIX)? {
+        let Some(id) = key.strip_suffix(psk::STORE_SUFFIX) else {
             continue;
         };
         let Some(r) = store.rotation(id)? else {
@@ -197,7 +197,7 @@ impl Engine {
         let id = id.to_string();
         self.db(move |s| {
             let _one_at_a_time = TAKE.lock().unwrap_or_else(PoisonError::into_inner);
-            let key = envelope::store_key(&id);
+            let key = psk::store_key(&id);
             let Some(env) = s.secret(&key)? else {
                 return Ok(None);
             };
@@ -227,7 +227,7 @@ impl Engine {
             if !stale.is_empty() {
                 s.write(|tx| {
                     for id in &stale {
-                        tx.wipe_secret(&envelope::store_key(id))?;
+                        tx.wipe_secret(&psk::store_key(id))?;
                     }
                     Ok(())
                 })?;

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::load_str;
-use crate::control::envelope::{open, store_key};
+use crate::crypto::psk::{open, store_key};
 use crate::crypto::{MasterKey, hex_encode, sha256_hex};
 use crate::model::{Initiator, KeyRecord, Trigger};
 use crate::policy::testutil::{dur, ts};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::control::envelope::PskBytes;
+use crate::crypto::psk::PskBytes;
 use crate::provider::limit::{Limited, RateLimit};
 use crate::provider::{self, Provider};
 use crate::sink::{self, Sink};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use secrecy::SecretString;
 
+use super::Refusal;
 use super::{Engine, EngineError, Runtime, backoff, plan};
-use crate::control::ApiError;
 use crate::error::CallError;
 use crate::model::{KeyInfo, KeyRecord, NewKey, RotationRecord, RotationState, SinkResult};
 use crate::notify;
@@ -380,27 +380,27 @@ impl Engine {
         key_id: Option<String>,
         secret: SecretString,
         accept_unverified: bool,
-    ) -> Result<RotationRecord, ApiError> {
+    ) -> Result<RotationRecord, Refusal> {
         let rt = self.runtime();
         let mut rec = self
             .load(id)
             .await?
-            .ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
+            .ok_or_else(|| Refusal::unknown(format!("unknown rotation {id}")))?;
         if rec.state != RotationState::AwaitingSecret {
-            return Err(ApiError::new(
-                409,
-                format!("rotation {id} is {}, not awaiting a secret", rec.state),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id} is {}, not awaiting a secret",
+                rec.state
+            )));
         }
         let now = self.now();
-        let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
+        let provider = Self::provider(&rt, &rec).map_err(|e| Refusal::conflict(e.message))?;
         let caps = provider.capabilities();
         let name = key_name(&rec.slot).to_string();
         let listed = if caps.list {
             provider
                 .list(now)
                 .await
-                .map_err(|e| ApiError::new(502, e.message))?
+                .map_err(|e| Refusal::peer(e.message))?
         } else {
             Vec::new()
         };
@@ -416,7 +416,7 @@ impl Engine {
             (Some(k), _) => k.clone(),
             (None, Some(f)) => f.id.clone(),
             (None, None) => {
-                return Err(ApiError::bad_field(
+                return Err(Refusal::bad_field(
                     "key_id",
                     format!(
                         "no new key named {name:?} is listed by {}; pass --key-id with the new key's id",
@@ -426,7 +426,7 @@ impl Engine {
             }
         };
         if Some(&new_id) == rec.old_key_id.as_ref() {
-            return Err(ApiError::bad_field(
+            return Err(Refusal::bad_field(
                 "key_id",
                 format!("{new_id} is the old key: create a new one"),
             ));
@@ -436,7 +436,7 @@ impl Engine {
             && let Some(problem) = enrolled_scopes_problem(p, found.as_ref().map(|f| &f.scopes[..]))
         {
             if p.refuse_scope_mismatch {
-                return Err(ApiError::bad_field(
+                return Err(Refusal::bad_field(
                     "key_id",
                     format!(
                         "key {new_id}: {problem}. Nothing was changed: create a key with exactly the policy's scopes and enroll that one (or set scope_mismatch = \"flag\" in policy {:?})",
@@ -448,7 +448,7 @@ impl Engine {
             notes.push(format!("scopes flagged: {problem}"));
         }
         let unproven = |why: String| {
-            ApiError::bad_field(
+            Refusal::bad_field(
                 "secret",
                 format!(
                     "cannot prove that the secret belongs to key {new_id}: {why}. Nothing was changed; if you are sure it is that key's, enroll again with --accept-unverified"
@@ -465,13 +465,13 @@ impl Engine {
                 }
                 Ok(Identity::Unprovable(why)) => return Err(unproven(why)),
                 Err(e) if e.transient => {
-                    return Err(ApiError::new(
-                        502,
-                        format!("proving the secret belongs to key {new_id}: {}", e.message),
-                    ));
+                    return Err(Refusal::peer(format!(
+                        "proving the secret belongs to key {new_id}: {}",
+                        e.message
+                    )));
                 }
                 Err(e) => {
-                    return Err(ApiError::bad_field(
+                    return Err(Refusal::bad_field(
                         "secret",
                         format!(
                             "the secret is refused for key {new_id}: {}. Nothing was changed",
@@ -483,10 +483,10 @@ impl Engine {
         } else {
             if caps.verify {
                 provider.verify(&new_id, &secret, now).await.map_err(|e| {
-                    ApiError::new(
-                        400,
-                        format!("the secret does not work as key {new_id}: {}", e.message),
-                    )
+                    Refusal::invalid(format!(
+                        "the secret does not work as key {new_id}: {}",
+                        e.message
+                    ))
                 })?;
             }
             let why = format!(
@@ -1124,39 +1124,33 @@ impl Engine {
     }
 
     /// Abort with the runner claim held.
-    pub(super) async fn abort_claimed(&self, id: &str) -> Result<RotationRecord, ApiError> {
+    pub(super) async fn abort_claimed(&self, id: &str) -> Result<RotationRecord, Refusal> {
         let rt = self.runtime();
         let mut rec = self
             .load(id)
             .await?
-            .ok_or_else(|| ApiError::new(404, format!("unknown rotation {id}")))?;
+            .ok_or_else(|| Refusal::unknown(format!("unknown rotation {id}")))?;
         let at = rec.stopped_at();
         if rec.state.is_terminal() && rec.state != RotationState::Failed {
-            return Err(ApiError::new(
-                409,
-                format!("rotation {id} is already {}", rec.state),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id} is already {}",
+                rec.state
+            )));
         }
         if rec.new_key_distributed() {
             let sinks: Vec<&str> = rec.sink_results.keys().map(String::as_str).collect();
-            return Err(ApiError::new(
-                409,
-                format!(
-                    "rotation {id} has already written the new key to sink(s) {}; revoking it now would break consumers that read them. Resume it instead (`keyrot rotation resume {id}`)",
-                    sinks.join(", ")
-                ),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id} has already written the new key to sink(s) {}; revoking it now would break consumers that read them. Resume it instead (`keyrot rotation resume {id}`)",
+                sinks.join(", ")
+            )));
         }
         let now = self.now();
-        let provider = Self::provider(&rt, &rec).map_err(|e| ApiError::new(409, e.message))?;
+        let provider = Self::provider(&rt, &rec).map_err(|e| Refusal::conflict(e.message))?;
         if rec.old_key_ended_natively(provider.capabilities().no_overlap) {
-            return Err(ApiError::new(
-                409,
-                format!(
-                    "rotation {id}: provider {} rotates natively, so the old key ended when the new one was issued; the new key is the only live one and aborting would revoke it. Resume instead (`keyrot rotation resume {id}`)",
-                    rec.provider
-                ),
-            ));
+            return Err(Refusal::conflict(format!(
+                "rotation {id}: provider {} rotates natively, so the old key ended when the new one was issued; the new key is the only live one and aborting would revoke it. Resume instead (`keyrot rotation resume {id}`)",
+                rec.provider
+            )));
         }
         let revoked = self.revoke_new_keys(&rt, &rec, at, now).await?;
         let note = if revoked.is_empty() {
@@ -1174,7 +1168,7 @@ impl Engine {
                 rec,
                 Some(Box::new(move |tx, r| {
                     tx.wipe_secret(&r.id)?;
-                    tx.wipe_secret(&crate::control::envelope::store_key(&r.id))?;
+                    tx.wipe_secret(&crate::crypto::psk::store_key(&r.id))?;
                     if let Some(mut k) = tx.key(&r.slot)? {
                         if k.active_rotation.as_deref() == Some(r.id.as_str()) {
                             k.active_rotation = None;
@@ -1214,21 +1208,21 @@ impl Engine {
         rec: &RotationRecord,
         at: RotationState,
         now: Timestamp,
-    ) -> Result<Vec<String>, ApiError> {
-        let provider = Self::provider(rt, rec).map_err(|e| ApiError::new(409, e.message))?;
+    ) -> Result<Vec<String>, Refusal> {
+        let provider = Self::provider(rt, rec).map_err(|e| Refusal::conflict(e.message))?;
         let mut revoked = Vec::new();
         if let Some(new) = &rec.new_key {
             provider
                 .revoke(&new.id, now)
                 .await
-                .map_err(|e| ApiError::new(502, format!("revoking the new key {}: {e}", new.id)))?;
+                .map_err(|e| Refusal::peer(format!("revoking the new key {}: {e}", new.id)))?;
             revoked.push(new.id.clone());
         } else if at == RotationState::Issuing && !provider.capabilities().idempotent_issue {
             // The interrupted issue may have created a key: found by tag,
             // or by listing (same name, created after the intent, unknown
             // to keyrot), and revoked.
             let req =
-                issue_request(rt, rec, true, now).map_err(|e| ApiError::new(409, e.message))?;
+                issue_request(rt, rec, true, now).map_err(|e| Refusal::conflict(e.message))?;
             let since = rec
                 .entered(RotationState::Issuing)
                 .unwrap_or(rec.updated_at)
@@ -1239,19 +1233,16 @@ impl Engine {
                 .find_interrupted(&req, since, &known)
                 .await
                 .map_err(|e| {
-                    ApiError::new(
-                        502,
-                        format!(
-                            "finding the key the interrupted issue created: {}",
-                            e.message
-                        ),
-                    )
+                    Refusal::peer(format!(
+                        "finding the key the interrupted issue created: {}",
+                        e.message
+                    ))
                 })?;
             for k in found.orphans {
                 provider
                     .revoke(&k.id, now)
                     .await
-                    .map_err(|e| ApiError::new(502, e.message))?;
+                    .map_err(|e| Refusal::peer(e.message))?;
                 revoked.push(k.id);
             }
         } else if at == RotationState::Issuing && provider.capabilities().idempotent_issue {
@@ -1260,20 +1251,17 @@ impl Engine {
             // key) with that key rather than a new one: ask again, and
             // revoke what comes back, so that no key is left behind.
             let req =
-                issue_request(rt, rec, true, now).map_err(|e| ApiError::new(409, e.message))?;
+                issue_request(rt, rec, true, now).map_err(|e| Refusal::conflict(e.message))?;
             let again = provider.issue(&req).await.map_err(|e| {
-                ApiError::new(
-                    502,
-                    format!(
-                        "finding the key the interrupted issue created: {}",
-                        e.message
-                    ),
-                )
+                Refusal::peer(format!(
+                    "finding the key the interrupted issue created: {}",
+                    e.message
+                ))
             })?;
             provider
                 .revoke(&again.info.id, now)
                 .await
-                .map_err(|e| ApiError::new(502, e.message))?;
+                .map_err(|e| Refusal::peer(e.message))?;
             revoked.push(again.info.id.clone());
         }
         Ok(revoked)

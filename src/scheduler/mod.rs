@@ -381,7 +381,7 @@ async fn dispatch_key(engine: &Arc<Engine>, slot: &str, now: Timestamp) -> Resul
             notify_contacts: false,
             reveal_psk: None,
         };
-        engine.start(slot, req).await.map_err(|e| e.message)?;
+        engine.start(slot, req).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }

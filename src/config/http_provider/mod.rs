@@ -8,6 +8,8 @@
 
 mod ops;
 mod raw;
+pub mod spec;
+pub mod template;
 #[cfg(test)]
 mod tests;
 
@@ -17,13 +19,13 @@ use jiff::SignedDuration;
 use reqwest::header::HeaderName;
 use toml::Spanned;
 
+pub use self::spec::HttpProviderConfig;
+use self::spec::{Auth, TagPlace, TagSpec};
+use self::template::{Scope, Var};
 use super::ProviderConfig;
 use super::ctx::{Ctx, did_you_mean};
 use super::secret::secret_ref;
 use super::summary::SecretUse;
-pub use crate::provider::http::spec::HttpProviderConfig;
-use crate::provider::http::spec::{Auth, TagPlace, TagSpec};
-use crate::provider::http::template::{self, Scope, Var};
 pub use raw::RawHttpProvider;
 use raw::{RawAuth, RawTag};
 
@@ -352,9 +354,9 @@ fn tag(ctx: &mut Ctx<'_>, raw: &Spanned<RawTag>) -> Option<TagSpec> {
     let place = match &t.place {
         None => Some(TagPlace::Name),
         Some(p) if p.get_ref() == "name" => Some(TagPlace::Name),
-        Some(p) if p.get_ref().starts_with('/') => Some(TagPlace::Field(
-            crate::provider::http::spec::Pointer(p.get_ref().clone()),
-        )),
+        Some(p) if p.get_ref().starts_with('/') => {
+            Some(TagPlace::Field(self::spec::Pointer(p.get_ref().clone())))
+        }
         Some(p) => {
             ctx.error(
                 p.span(),

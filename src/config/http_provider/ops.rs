@@ -11,11 +11,11 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::raw::{RawOp, RawPages};
-use crate::config::ctx::{Ctx, did_you_mean};
-use crate::provider::http::spec::{
+use super::spec::{
     Call, Conditions, Fields, IssueOp, ListOp, Paging, Pointer, RevokeOp, RotateOp, VerifyOp,
 };
-use crate::provider::http::template::{self, JsonTemplate, Scope, Template, Var};
+use super::template::{self, JsonTemplate, Scope, Template, Var};
+use crate::config::ctx::{Ctx, did_you_mean};
 
 /// Methods an operation may use.
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];

@@ -93,7 +93,7 @@ fn the_gitlab_preset_reads_what_gitlab_sends() {
     assert!(rotate.no_overlap && rotate.call.sends_expiry());
     assert_eq!(
         h.list.as_ref().unwrap().paging,
-        crate::provider::http::spec::Paging::LinkHeader
+        super::spec::Paging::LinkHeader
     );
     assert_eq!(h.auth.len(), 1);
     assert_eq!(

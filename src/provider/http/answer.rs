@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::spec::{Conditions, Fields, Pointer, TagPlace, TagSpec};
+use crate::config::http_provider::spec::{Conditions, Fields, Pointer, TagPlace, TagSpec};
 use crate::model::KeyInfo;
 
 /// The `KeyInfo.tags` entry that holds a rotation id found in a tag.

@@ -16,8 +16,8 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::HttpProvider;
-use super::spec::{Auth, Call};
-use super::template::{Missing, Values, Var};
+use crate::config::http_provider::spec::{Auth, Call};
+use crate::config::http_provider::template::{Missing, Values, Var};
 use crate::error::CallError;
 use crate::http::Answer;
 

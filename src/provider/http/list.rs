@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::HttpProvider;
 use super::answer::{all_hold, any_holds, key_info, link_next, text};
 use super::client::set_query;
-use super::spec::Paging;
-use super::template::Values;
+use crate::config::http_provider::spec::Paging;
+use crate::config::http_provider::template::Values;
 use crate::error::CallError;
 use crate::model::KeyInfo;
 

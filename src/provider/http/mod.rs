@@ -24,8 +24,6 @@
 mod answer;
 mod client;
 mod list;
-pub mod spec;
-pub mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -38,10 +36,10 @@ use serde_json::Value;
 
 use self::answer::{TAG_KEY, all_hold, key_info, take_secret, text};
 use self::client::{AuthHeader, resolve_auth};
-use self::spec::{Auth, Fields, IssueOp, Pointer, RotateOp, TagPlace};
-use self::template::Values;
 use super::{Capabilities, IssueRequest, IssuedKey, Provider};
 use crate::config::HttpProviderConfig;
+use crate::config::http_provider::spec::{Auth, Fields, IssueOp, Pointer, RotateOp, TagPlace};
+use crate::config::http_provider::template::Values;
 use crate::error::CallError;
 use crate::http::Answer;
 use crate::model::KeyInfo;

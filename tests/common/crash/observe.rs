@@ -109,7 +109,10 @@ fn sandbox_keys(sb: &Sandbox) -> Vec<ProviderKey> {
     let state: Value =
         serde_json::from_str(&fs::read_to_string(sb.dir.join("sandbox-state.json")).unwrap())
             .unwrap();
-    // The rotation id keyrot sent as `Idempotency-Key` is the key's tag.
+    // The rotation id keyrot sent as `Idempotency-Key` is the key's tag: the
+    // first attempt sends the rotation id, a retry after an interrupted
+    // issue sends `ROTATION.ATTEMPT` (so the server does not answer with
+    // the key that attempt made, which keyrot revokes).
     let tags: BTreeMap<String, String> = state["idempotentRotations"]
         .as_array()
         .cloned()
@@ -118,7 +121,7 @@ fn sandbox_keys(sb: &Sandbox) -> Vec<ProviderKey> {
         .filter_map(|r| {
             Some((
                 r["newApiKeyId"].as_str()?.to_string(),
-                r["key"].as_str()?.to_string(),
+                r["key"].as_str()?.split('.').next()?.to_string(),
             ))
         })
         .collect();

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::template::{JsonTemplate, Template};
 use crate::config::SecretRef;
-use crate::provider::Capabilities;
+use crate::model::Capabilities;
 
 /// `type = "http"` settings: an HTTP API described operation by operation.
 /// (Operations are boxed: this sits in `ProviderKind` beside small configs.)
