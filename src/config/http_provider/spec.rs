@@ -272,10 +272,8 @@ pub struct RevokeOp {
     pub gone_status: Vec<u16>,
 }
 
-/// Where the rotation id is kept, so that [`find_tagged`] can find a key
+/// Where the rotation id is kept, so that the provider's `find_tagged` can find a key
 /// an interrupted issue created.
-///
-/// [`find_tagged`]: crate::provider::Provider::find_tagged
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagSpec {
     /// In the key's name, or at a pointer of the listed key.

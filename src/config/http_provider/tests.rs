@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::super::ProviderKind;
 use super::super::tests::{NAME, errors, ok};
 use super::*;
-use crate::provider::Capabilities;
+use crate::model::Capabilities;
 
 /// The preset files in `config/providers/`.
 fn presets() -> Vec<PathBuf> {
