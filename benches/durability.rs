@@ -46,12 +46,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use jiff::{SignedDuration, Timestamp};
-use keyrot::clock::{Clock, SystemClock};
-use keyrot::crypto::MasterKey;
-use keyrot::model::{Initiator, KeyRecord, RotationState, Trigger};
-use keyrot::rotation::{Engine, Runtime, StartRequest};
-use keyrot::store::{CommitStats, Store};
-use keyrot::wake::Wake;
+use keyrot_core::clock::{Clock, SystemClock};
+use keyrot_core::crypto::MasterKey;
+use keyrot_core::model::{Initiator, KeyRecord, RotationState, Trigger};
+use keyrot_core::store::{CommitStats, Store};
+use keyrot_core::wake::Wake;
+use keyrot_engine::rotation::{Engine, Runtime, StartRequest};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -220,7 +220,7 @@ fn seed(store: &Store, n: usize, now: Timestamp) -> anyhow::Result<()> {
                 "sinks": ["out"],
                 "scopes": ["read:all"],
             }))
-            .map_err(|e| keyrot::store::StoreError::Other(e.to_string()))?;
+            .map_err(|e| keyrot_core::store::StoreError::Other(e.to_string()))?;
             tx.put_key(&rec)?;
         }
         Ok(())
@@ -294,7 +294,7 @@ fn run_keyrot(base: &Path, n: usize, concurrency: usize, group: bool) -> anyhow:
     let text = config_text(concurrency);
     std::fs::write(&cfg_path, &text)?;
     std::fs::create_dir_all(dir.path().join("out"))?;
-    let cfg = keyrot::config::load_str(&cfg_path, &text)
+    let cfg = keyrot_config::load_str(&cfg_path, &text)
         .map_err(|e| anyhow::anyhow!("the bench config: {e}"))?;
     let cfg = Arc::new(cfg);
     let store = Arc::new(Store::open(&cfg.store.path, MasterKey::generate())?);

@@ -39,9 +39,9 @@ use anyhow::{Context as _, bail};
 use jiff::{SignedDuration, Timestamp};
 use keyrot::control::RotateRequest;
 use keyrot::control::client::Client;
-use keyrot::crypto::MasterKey;
-use keyrot::model::{RotationRecord, RotationState};
-use keyrot::store::Store;
+use keyrot_core::crypto::MasterKey;
+use keyrot_core::model::{RotationRecord, RotationState};
+use keyrot_core::store::Store;
 
 mod common;
 use common::{env_num, live_local_key};
@@ -577,7 +577,7 @@ fn table_sizes(site: &Site) -> anyhow::Result<Vec<(String, u64, u64, u64)>> {
 
 /// What the prune measurement saw.
 struct Pruned {
-    first: keyrot::store::PruneReport,
+    first: keyrot_core::store::PruneReport,
     first_time: Duration,
     audit_entries: usize,
     audit_time: Duration,
@@ -599,7 +599,7 @@ fn prune(site: &Site) -> anyhow::Result<Pruned> {
     let now = Timestamp::now();
     let before = now - SignedDuration::from_hours(24 * 180);
     let keep = std::collections::HashSet::new();
-    let batch = keyrot::store::PRUNE_BATCH;
+    let batch = keyrot_core::store::PRUNE_BATCH;
     let bytes_before = site.store_bytes();
     let t = Instant::now();
     let first = store.prune_history(before, &keep, batch, &|| false)?;

@@ -34,16 +34,16 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config};
 use crate::control::{self, ApiError, Backend, RotateRequest};
-use crate::crypto::{CryptoError, MasterKey};
-use crate::model::{Initiator, RotationRecord, Trigger};
-use crate::rotation::{Engine, Refusal, Runtime, StartRequest};
-use crate::scheduler::{self, SyncRetries};
-use crate::shutdown::Shutdown;
-use crate::store::{Store, StoreError};
-use crate::wake::Wake;
+use keyrot_config::{self as config, Config};
+use keyrot_core::clock::{Clock, SystemClock};
+use keyrot_core::crypto::{CryptoError, MasterKey};
+use keyrot_core::model::{Initiator, RotationRecord, Trigger};
+use keyrot_core::shutdown::Shutdown;
+use keyrot_core::store::{Store, StoreError};
+use keyrot_core::wake::Wake;
+use keyrot_engine::rotation::{Engine, Refusal, Runtime, StartRequest};
+use keyrot_engine::scheduler::{self, SyncRetries};
 
 /// The exit status after a fatal store error (sysexits' EX_SOFTWARE):
 /// `Restart=on-failure` starts keyrot again, and resume does the rest.
@@ -100,7 +100,7 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 /// `keyrot run`: runs until SIGTERM/SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     // Before any secret is read: no core dump, no debugger of the same user.
-    let hardened = crate::hardening::harden_process();
+    let hardened = keyrot_core::hardening::harden_process();
     let cfg = match config::load_checked(config_path) {
         Ok(cfg) => Arc::new(cfg),
         Err(errors) => {
@@ -108,7 +108,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    crate::http::proxy::set(cfg.daemon.proxy.as_ref());
+    keyrot_peers::http::proxy::set(cfg.daemon.proxy.as_ref());
     let store = Arc::new(open_store(&cfg)?);
     log_hardening(hardened);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -190,7 +190,10 @@ impl Backend for DaemonBackend {
         Ok(self.engine.start(&slot, start).await?)
     }
 
-    async fn test_sink(&self, name: &str) -> Result<crate::sink::probe::ProbeReport, ApiError> {
+    async fn test_sink(
+        &self,
+        name: &str,
+    ) -> Result<keyrot_peers::sink::probe::ProbeReport, ApiError> {
         let sink = self
             .engine
             .runtime()
@@ -198,8 +201,9 @@ impl Backend for DaemonBackend {
             .get(name)
             .cloned()
             .ok_or_else(|| ApiError::new(404, format!("no sink named {name:?} is configured")))?;
-        let provider = crate::sink::probe::probe_provider(&self.engine.runtime().config, name);
-        crate::sink::probe::run(sink.as_ref(), &provider, self.engine.now())
+        let provider =
+            keyrot_peers::sink::probe::probe_provider(&self.engine.runtime().config, name);
+        keyrot_peers::sink::probe::run(sink.as_ref(), &provider, self.engine.now())
             .await
             .map_err(|e| ApiError::new(502, e.message))
     }
@@ -341,18 +345,18 @@ fn load_runtime(engine: &Arc<Engine>, path: &Path) -> Result<Runtime, String> {
     let cfg = config::load_checked(path).map_err(|e| e.to_string())?;
     // The clients of the new providers and sinks use the new proxy; a
     // rejected reload puts the one in force back.
-    crate::http::proxy::set(cfg.daemon.proxy.as_ref());
+    keyrot_peers::http::proxy::set(cfg.daemon.proxy.as_ref());
     let mut rt = Runtime::build(Arc::new(cfg), &engine.store()).inspect_err(|_| {
-        crate::http::proxy::set(engine.runtime().config.daemon.proxy.as_ref());
+        keyrot_peers::http::proxy::set(engine.runtime().config.daemon.proxy.as_ref());
     })?;
     rt.inherit_limits(&engine.runtime());
     Ok(rt)
 }
 
-/// Says what [`crate::hardening::harden_process`] achieved, and how much
+/// Says what [`keyrot_core::hardening::harden_process`] achieved, and how much
 /// memory is locked (the master key's pages) once the store is open.
-fn log_hardening(h: crate::hardening::Hardening) {
-    let locked_kib = crate::hardening::locked_kib().unwrap_or(0);
+fn log_hardening(h: keyrot_core::hardening::Hardening) {
+    let locked_kib = keyrot_core::hardening::locked_kib().unwrap_or(0);
     if h.not_dumpable && h.no_core {
         tracing::info!(
             dumpable = 0,
@@ -461,7 +465,7 @@ async fn run_engine(
     {
         let store = Arc::clone(&store);
         let engine = Arc::clone(&engine);
-        tokio::spawn(crate::notify::sender::run(
+        tokio::spawn(keyrot_engine::notify::sender::run(
             store,
             move || engine.runtime().config.notify.clone(),
             Arc::clone(&clock),
@@ -552,10 +556,10 @@ mod tests {
     use signal_hook::consts::SIGTERM;
 
     use super::{restart_only_changes, serve};
-    use crate::clock::SystemClock;
-    use crate::config::{Config, load_str};
-    use crate::crypto::MasterKey;
-    use crate::store::Store;
+    use keyrot_config::{Config, load_str};
+    use keyrot_core::clock::SystemClock;
+    use keyrot_core::crypto::MasterKey;
+    use keyrot_core::store::Store;
 
     fn cfg(text: &str) -> Config {
         load_str(Path::new("/etc/keyrot/keyrot.toml"), text).unwrap()

@@ -1,7 +1,7 @@
 //! Logging: which sink the daemon's log lines go to, and in what shape. It
 //! owns the tracing subscriber setup (filter, sink, format); what is
 //! logged, and that no secret is, stays with the callers. It depends on
-//! nothing of keyrot's but [`crate::escape`].
+//! nothing of keyrot's but [`keyrot_core::escape`].
 //!
 //! The sink is chosen once at start ([`choose_sink`]): journald when the
 //! operator says `--log-format journald`, or, by default, when stderr *is*

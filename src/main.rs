@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Err(err) => {
             // An error may quote a peer or a caller: no terminal sequences.
             let text = format!("keyrot: {err:#}");
-            eprintln!("{}", keyrot::escape::controls_but_newlines(&text));
+            eprintln!("{}", keyrot_core::escape::controls_but_newlines(&text));
             ExitCode::FAILURE
         }
     }

@@ -2,7 +2,7 @@
 //! binary against real peers (`keyrot sandbox` with the proposed rotate
 //! API, keyrot's local provider, AWS IAM on moto; OpenBao KV and a file as
 //! sinks; aiosmtpd for the mail) dies like `kill -9` at every failpoint in
-//! `keyrot::failpoint::ALL`, restarts without failpoints, and once every
+//! `keyrot_core::failpoint::ALL`, restarts without failpoints, and once every
 //! rotation has settled the invariants I1-I6 (tests/common/crash.rs) must
 //! hold. Each test function shares one set of peers between its cases;
 //! each case gets a fresh daemon directory.
@@ -17,7 +17,7 @@ use common::crash::checks::Report;
 use common::crash::scenario::Scenario;
 use common::crash::world::{Kind, World};
 use common::crash::{ASSISTED, Case, IAM, LOCAL, SANDBOX};
-use keyrot::failpoint::ALL;
+use keyrot_core::failpoint::ALL;
 
 /// The rotation path, crashed at each step (the sandbox covers it all).
 fn rotation_path() -> Vec<Scenario> {
@@ -302,9 +302,12 @@ fn every_failpoint_in_the_sources_is_listed() {
         }
     }
     let mut files = Vec::new();
-    walk(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        &mut files,
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    walk(&root.join("src"), &mut files);
+    walk(&root.join("crates"), &mut files);
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("rotation/steps.rs")),
+        "the walk missed the state machine's sources"
     );
     let needle = "failpoint::hit(\"";
     let mut found = BTreeSet::new();
@@ -314,7 +317,7 @@ fn every_failpoint_in_the_sources_is_listed() {
             let name = &rest[..rest.find('"').unwrap()];
             assert!(
                 ALL.contains(&name),
-                "{}: failpoint {name:?} is not in keyrot::failpoint::ALL",
+                "{}: failpoint {name:?} is not in keyrot_core::failpoint::ALL",
                 path.display()
             );
             found.insert(name.to_string());
@@ -327,7 +330,7 @@ fn every_failpoint_in_the_sources_is_listed() {
             .any(|(_, t)| t.contains("failpoint::hit(&format!(\"after:{}\", saved.state))")),
         "the after:<state> failpoint moved"
     );
-    use keyrot::model::RotationState as S;
+    use keyrot_core::model::RotationState as S;
     for s in [
         S::Pending,
         S::AwaitingSecret,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::crash::checks::Report;
 use common::crash::world::{Kind, World};
 use common::crash::{Case, LOCAL, SANDBOX};
-use keyrot::failpoint::ALL;
+use keyrot_core::failpoint::ALL;
 
 /// Iterations that share one daemon directory (then a fresh one).
 const PER_CASE: u32 = 10;

@@ -315,7 +315,7 @@ fn lost_answers_resets_and_timeouts_of_the_rotate_call_are_retried_without_a_sec
     );
     let sink = w.d.sink("ci-bot").unwrap();
     assert_eq!(
-        keyrot::crypto::sha256_hex(sink["secret"].as_str().unwrap().as_bytes()),
+        keyrot_core::crypto::sha256_hex(sink["secret"].as_str().unwrap().as_bytes()),
         w.sb.key(new)["secretSha256"].as_str().unwrap()
     );
     assert!(w.sb.key(&old)["revokedAt"].is_string());

@@ -577,7 +577,7 @@ sinks = ["out", "bao"]
     let new_id = rec["new_key"]["id"].as_str().unwrap();
     assert_eq!(
         sb.key(new_id)["secretSha256"],
-        keyrot::crypto::sha256_hex(mid.as_bytes()).as_str()
+        keyrot_core::crypto::sha256_hex(mid.as_bytes()).as_str()
     );
     assert_eq!(rec["new_key"]["secret_sha256"], "", "{rec:#}");
     sc.add("ci-bot's new secret", mid.as_bytes());
@@ -608,7 +608,7 @@ sinks = ["out", "bao"]
         .decode(resp["data"]["encryptedSecret"].as_str().unwrap())
         .unwrap();
     let psk: [u8; 32] = unhex(&caller_psk).try_into().unwrap();
-    let opened = keyrot::crypto::open(
+    let opened = keyrot_core::crypto::open(
         &psk,
         resp["data"]["id"].as_str().unwrap().as_bytes(),
         &sealed,

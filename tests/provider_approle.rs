@@ -16,9 +16,9 @@ use std::time::Duration;
 use common::peers::{self, Peer, bao_api, curl};
 use common::{Daemon, wait_until};
 use jiff::{SignedDuration, Timestamp};
-use keyrot::config::{OpenBaoAppRoleProviderConfig, SecretRef, VaultAuth};
-use keyrot::provider::openbao_approle::OpenBaoAppRoleProvider;
-use keyrot::provider::{IssueRequest, Provider};
+use keyrot_config::{OpenBaoAppRoleProviderConfig, SecretRef, VaultAuth};
+use keyrot_peers::provider::openbao_approle::OpenBaoAppRoleProvider;
+use keyrot_peers::provider::{IssueRequest, Provider};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 

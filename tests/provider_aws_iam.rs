@@ -22,10 +22,10 @@ use std::time::Duration;
 use common::peers::{self, Peer, curl};
 use common::{Daemon, wait_until};
 use jiff::{SignedDuration, Timestamp};
-use keyrot::aws::{AwsClient, AwsCredentials, CredentialSource};
-use keyrot::config::{AwsCredentialsConfig, AwsIamProviderConfig, SecretRef};
-use keyrot::provider::aws_iam::{AwsIamProvider, ISSUING_TAG};
-use keyrot::provider::{IssueRequest, Provider};
+use keyrot_config::{AwsCredentialsConfig, AwsIamProviderConfig, SecretRef};
+use keyrot_peers::aws::{AwsClient, AwsCredentials, CredentialSource};
+use keyrot_peers::provider::aws_iam::{AwsIamProvider, ISSUING_TAG};
+use keyrot_peers::provider::{IssueRequest, Provider};
 use secrecy::{ExposeSecret, SecretString};
 
 /// Access key id keyrot's own credentials hold (moto does not check it).

@@ -10,7 +10,7 @@ use std::fs;
 use std::time::Duration;
 
 use common::{Daemon, wait_until};
-use keyrot::crypto::sha256_hex;
+use keyrot_core::crypto::sha256_hex;
 
 fn config() -> String {
     let example = concat!(

@@ -15,10 +15,10 @@ use std::time::Duration;
 use common::http_apis::{self as apis, HttpApis, Kind};
 use common::{Daemon, Sandbox, wait_until};
 use jiff::{SignedDuration, Timestamp};
-use keyrot::config::{HttpProviderConfig, ProviderKind};
-use keyrot::model::KeyInfo;
-use keyrot::provider::http::HttpProvider;
-use keyrot::provider::{IssueRequest, Provider};
+use keyrot_config::{HttpProviderConfig, ProviderKind};
+use keyrot_core::model::KeyInfo;
+use keyrot_peers::provider::http::HttpProvider;
+use keyrot_peers::provider::{IssueRequest, Provider};
 use secrecy::{ExposeSecret, SecretString};
 
 /// Credentials named as the presets name them, in a credentials directory.
@@ -63,7 +63,7 @@ fn preset(file: &str, base: &str) -> String {
 
 /// The http provider config of a config text (loaded as keyrot loads it).
 fn config(text: &str) -> HttpProviderConfig {
-    let cfg = keyrot::config::load_str(Path::new("/etc/keyrot/conf.d/test.toml"), text)
+    let cfg = keyrot_config::load_str(Path::new("/etc/keyrot/conf.d/test.toml"), text)
         .unwrap_or_else(|e| panic!("config does not load:\n{e}\n{text}"));
     match &cfg.providers[0].kind {
         ProviderKind::Http(h) => h.clone(),

@@ -16,12 +16,12 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use common::peers::{self, Peer};
 use jiff::{SignedDuration, Timestamp};
-use keyrot::aws::{AwsClient, AwsCredentials, CredentialSource};
-use keyrot::config::{AwsCredentialsConfig, AwsSecretsManagerSinkConfig, SecretFormat, SecretRef};
-use keyrot::crypto::sha256_hex;
-use keyrot::error::CallError;
-use keyrot::sink::aws_sm::AwsSecretsManagerSink;
-use keyrot::sink::{Sink, SinkTarget};
+use keyrot_config::{AwsCredentialsConfig, AwsSecretsManagerSinkConfig, SecretFormat, SecretRef};
+use keyrot_core::crypto::sha256_hex;
+use keyrot_core::error::CallError;
+use keyrot_peers::aws::{AwsClient, AwsCredentials, CredentialSource};
+use keyrot_peers::sink::aws_sm::AwsSecretsManagerSink;
+use keyrot_peers::sink::{Sink, SinkTarget};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -279,11 +279,11 @@ fn create_true_creates_the_secret_current_at_once_and_a_probe_passes() {
             vec![(t.rotation_id.clone(), strings(&["AWSCURRENT"]))]
         );
         // `keyrot sink test` lands beside the secret and passes.
-        let report = keyrot::sink::probe::run(&sink, "local", Timestamp::now())
+        let report = keyrot_peers::sink::probe::run(&sink, "local", Timestamp::now())
             .await
             .unwrap();
         assert_eq!(report.read_back, "matched");
-        let probe_name = keyrot::sink::probe::probe_target("local", Timestamp::now())
+        let probe_name = keyrot_peers::sink::probe::probe_target("local", Timestamp::now())
             .location("keyrot/{provider}/{name}")
             .unwrap();
         assert_eq!(probe_name, "keyrot/local/keyrot-probe");

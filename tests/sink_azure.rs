@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use common::azure::{self, AzureEmulator};
 use jiff::{SignedDuration, Timestamp};
-use keyrot::clock::ManualClock;
-use keyrot::config::{AzureKeyVaultSinkConfig, SecretRef};
-use keyrot::crypto::sha256_hex;
-use keyrot::error::CallError;
-use keyrot::sink::azure_kv::AzureKeyVaultSink;
-use keyrot::sink::{Sink, SinkTarget};
+use keyrot_config::{AzureKeyVaultSinkConfig, SecretRef};
+use keyrot_core::clock::ManualClock;
+use keyrot_core::crypto::sha256_hex;
+use keyrot_core::error::CallError;
+use keyrot_peers::sink::azure_kv::AzureKeyVaultSink;
+use keyrot_peers::sink::{Sink, SinkTarget};
 use secrecy::SecretString;
 
 const VALUE: &str = "ATSBX-value-0f3c9a7e5b1d4c2a8e6f";

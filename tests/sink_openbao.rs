@@ -16,11 +16,11 @@ use std::time::Duration;
 use common::peers::{self, Peer, bao_api, curl};
 use common::wait_until;
 use jiff::SignedDuration;
-use keyrot::config::{OpenBaoSinkConfig, SecretRef, VaultAuth};
-use keyrot::crypto::sha256_hex;
-use keyrot::error::CallError;
-use keyrot::sink::openbao::OpenBaoSink;
-use keyrot::sink::{Sink, SinkTarget};
+use keyrot_config::{OpenBaoSinkConfig, SecretRef, VaultAuth};
+use keyrot_core::crypto::sha256_hex;
+use keyrot_core::error::CallError;
+use keyrot_peers::sink::openbao::OpenBaoSink;
+use keyrot_peers::sink::{Sink, SinkTarget};
 use secrecy::SecretString;
 use serde_json::Value;
 

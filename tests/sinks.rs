@@ -16,8 +16,8 @@ use std::time::Duration;
 use common::azure::AzureEmulator;
 use common::peers::{self, Peer, bao_api};
 use common::{Daemon, wait_until};
-use keyrot::crypto::sha256_hex;
-use keyrot::sink::SinkTarget;
+use keyrot_core::crypto::sha256_hex;
+use keyrot_peers::sink::SinkTarget;
 
 /// Peers of one test, and the daemon using them.
 struct World {
@@ -184,7 +184,7 @@ fn assert_every_sink_holds(w: &World, rec: &serde_json::Value, secret: &str) {
     );
     // Through the sinks keyrot built from the same config (AWS included:
     // the version written by this rotation, now AWSCURRENT).
-    let cfg = keyrot::config::load(&w.d.config_path()).unwrap();
+    let cfg = keyrot_config::load(&w.d.config_path()).unwrap();
     let target = SinkTarget {
         slot: "local/ci".into(),
         provider: "local".into(),
@@ -201,7 +201,7 @@ fn assert_every_sink_holds(w: &World, rec: &serde_json::Value, secret: &str) {
         .build()
         .unwrap();
     for sc in &cfg.sinks {
-        let sink = keyrot::sink::build(sc).unwrap();
+        let sink = keyrot_peers::sink::build(sc).unwrap();
         let hash = rt.block_on(sink.read_back(&target)).unwrap();
         assert_eq!(
             hash.as_deref(),
@@ -220,7 +220,7 @@ fn assert_every_sink_holds(w: &World, rec: &serde_json::Value, secret: &str) {
 
 /// Version id → staging labels of an AWS secret, from moto.
 async fn aws_stages(moto: &Peer, name: &str) -> std::collections::BTreeMap<String, Vec<String>> {
-    use keyrot::aws::{AwsClient, AwsCredentials, CredentialSource};
+    use keyrot_peers::aws::{AwsClient, AwsCredentials, CredentialSource};
     use secrecy::SecretString;
     let client = AwsClient::new(
         "test",

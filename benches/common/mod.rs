@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use jiff::Timestamp;
-use keyrot::store::LocalKey;
+use keyrot_core::store::LocalKey;
 
 /// `name` from the environment as a number, `default` when unset or empty.
 pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {

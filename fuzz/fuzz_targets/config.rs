@@ -1,10 +1,10 @@
-//! `keyrot::fuzzing::config`: any bytes; a finding or a panic is a crash.
+//! `keyrot_fuzzing::config`: any bytes; a finding or a panic is a crash.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(finding) = keyrot::fuzzing::config(data) {
+    if let Err(finding) = keyrot_fuzzing::config(data) {
         panic!("finding: {finding}");
     }
 });

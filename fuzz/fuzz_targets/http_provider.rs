@@ -1,10 +1,10 @@
-//! `keyrot::fuzzing::Harness::http_provider`: any bytes against the harness's
+//! `keyrot_fuzzing::Harness::http_provider`: any bytes against the harness's
 //! scripted peer (built once per process); a finding or a panic is a crash.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use keyrot::fuzzing::Harness;
+use keyrot_fuzzing::Harness;
 use libfuzzer_sys::fuzz_target;
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config;
+use keyrot_config as config;
 
 /// Runs the check.
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
@@ -32,21 +32,22 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // read; no network call): what fails here would fail at start.
     let mut problems = 0;
     for sc in &cfg.sinks {
-        if let Err(e) = crate::sink::build(sc) {
+        if let Err(e) = keyrot_peers::sink::build(sc) {
             eprintln!("{}: {e}", path.display());
             problems += 1;
         }
     }
-    if let Err(e) =
-        crate::notify::transport::preflight(&cfg.notify, crate::config::credentials_dir_from_env())
-    {
+    if let Err(e) = keyrot_engine::notify::transport::preflight(
+        &cfg.notify,
+        keyrot_config::credentials_dir_from_env(),
+    ) {
         eprintln!("{}: {}", path.display(), e.message);
         problems += 1;
     }
     // Template overrides render against the documented examples now, so
     // a broken one is found before a message needs it.
     if let Some(dir) = &cfg.notify.template_dir {
-        for problem in crate::notify::templates::check_dir(dir) {
+        for problem in keyrot_engine::notify::templates::check_dir(dir) {
             eprintln!("{}: notify.template_dir: {problem}", path.display());
             problems += 1;
         }

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::crypto::psk::{self, ALGORITHM, EnvelopeError, PskBytes};
+use keyrot_core::crypto::psk::{self, ALGORITHM, EnvelopeError, PskBytes};
 
 /// Largest response read from stdin.
 const MAX_INPUT: u64 = 1024 * 1024;
@@ -201,7 +201,7 @@ pub fn run(psk_file: &Path) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::hex_encode;
+    use keyrot_core::crypto::hex_encode;
 
     /// The documented example response, with the documented test vector.
     fn vector_response() -> String {

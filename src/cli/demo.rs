@@ -112,12 +112,12 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let psk = dir.join("psk.hex");
     if !psk.exists() {
         let key: [u8; 32] = rand::rng().random();
-        let hex = Zeroizing::new(crate::crypto::hex_encode(&key));
+        let hex = Zeroizing::new(keyrot_core::crypto::hex_encode(&key));
         write_private(&psk, format!("{}\n", hex.as_str()).as_bytes())?;
     }
     let secrets = dir.join("seed-secrets.json");
     let state = dir.join("sandbox-state.json");
-    let opts = crate::sandbox::SandboxOptions {
+    let opts = keyrot_sandbox::SandboxOptions {
         listen: "127.0.0.1:0".parse()?,
         state,
         psks: vec![("demo".into(), psk)],
@@ -143,10 +143,10 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             rt.block_on(async move {
                 let served = async {
                     let l = tokio::net::TcpListener::from_std(listener)?;
-                    crate::sandbox::serve_listener(
+                    keyrot_sandbox::serve_listener(
                         l,
                         opts,
-                        std::sync::Arc::new(crate::clock::SystemClock),
+                        std::sync::Arc::new(keyrot_core::clock::SystemClock),
                         std::future::pending(),
                     )
                     .await

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::output::{self, needs_daemon};
 use crate::control::EnrollBody;
 use crate::control::client::Client;
-use crate::model::RotationRecord;
+use keyrot_core::model::RotationRecord;
 
 /// Reads the secret from stdin (one trailing newline trimmed).
 fn read_secret() -> anyhow::Result<SecretString> {

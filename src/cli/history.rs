@@ -5,10 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::{self, Table, fetch, or_dash, time};
-use crate::config::Config;
 use crate::control::client::query_escape;
 use crate::control::{HistoryResponse, views};
-use crate::model::RotationRecord;
+use keyrot_config::Config;
+use keyrot_core::model::RotationRecord;
 
 /// Runs `keyrot history`: up to `limit` rotations of `key` (a slot id or a
 /// unique key name) or of all keys, newest first. Asks the daemon on
@@ -96,7 +96,7 @@ pub fn sinks(r: &RotationRecord) -> String {
 mod tests {
     use super::*;
     use crate::control::views::tests::rotation_rec;
-    use crate::model::{RotationState, SinkResult};
+    use keyrot_core::model::{RotationState, SinkResult};
 
     #[test]
     fn renders_rotations_with_sink_marks() {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::config;
-use crate::crypto::MasterKey;
+use keyrot_config as config;
+use keyrot_core::crypto::MasterKey;
 
 /// Creates the master key file named by `--master-key-file`, or by
 /// `store.master_key_file` in the config.

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::{self, Table, date_or, fetch, or_dash};
-use crate::config::Config;
 use crate::control::{KeyRow, views};
+use keyrot_config::Config;
 
 /// Runs `keyrot keys`: asks the daemon on `socket`, or reads the store
 /// named by `cfg` when no daemon runs. `json` prints the rows as JSON.

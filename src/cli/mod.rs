@@ -24,8 +24,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config};
 use crate::logging::LogFormat;
+use keyrot_config::{self as config, Config};
 
 /// keyrot keeps API keys from expiring: it rotates them inside policy
 /// windows, writes new secrets to vaults, and survives crashes.
@@ -453,7 +453,7 @@ fn sandbox(command: &Command) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow::anyhow!("--psk {p:?}: expected ID=FILE"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let opts = crate::sandbox::SandboxOptions {
+    let opts = keyrot_sandbox::SandboxOptions {
         listen: *listen,
         state: state.clone(),
         psks,
@@ -479,7 +479,7 @@ fn sandbox(command: &Command) -> anyhow::Result<ExitCode> {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
-        crate::sandbox::serve(opts, stop).await
+        keyrot_sandbox::serve(opts, stop).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

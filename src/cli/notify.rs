@@ -8,11 +8,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::clock::{Clock, SystemClock};
-use crate::config::{self, NotifyTransport, WebhookConfig};
-use crate::model::{DeliveryState, MessageKind, OutboxMessage};
-use crate::notify::transport::Mailer;
-use crate::notify::webhook;
+use keyrot_config::{self as config, NotifyTransport, WebhookConfig};
+use keyrot_core::clock::{Clock, SystemClock};
+use keyrot_core::model::{DeliveryState, MessageKind, OutboxMessage};
+use keyrot_engine::notify::transport::Mailer;
+use keyrot_engine::notify::webhook;
 
 /// Runs `keyrot notify test`: mail to `to` (when given) and one test
 /// event to each webhook named in `webhooks` (every webhook when neither
@@ -134,8 +134,8 @@ async fn mail_test(cfg: &config::Config, to: &[String]) -> anyhow::Result<bool> 
 async fn webhook_test(hook: &WebhookConfig) -> anyhow::Result<bool> {
     let now = SystemClock.now();
     let m = test_message(&[], &format!("webhook {:?}", hook.name));
-    let vars = crate::notify::render::Vars::new();
-    let host = crate::model::host_name();
+    let vars = keyrot_engine::notify::render::Vars::new();
+    let host = keyrot_core::model::host_name();
     let event = webhook::Event {
         kind: MessageKind::Test,
         id: &m.id,
@@ -193,7 +193,7 @@ fn test_message(to: &[String], via: &str) -> OutboxMessage {
         subject: format!("[keyrot] test message from {host}"),
         body,
         html: Some(html),
-        channel: crate::model::Channel::Mail,
+        channel: keyrot_core::model::Channel::Mail,
         thread: None,
         state: DeliveryState::Queued,
         attempts: 0,

@@ -19,11 +19,11 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
 use crate::control::client::{Client, ClientError};
 use crate::control::{ApiError, KeyRow};
-use crate::store::Store;
+use keyrot_config::Config;
+use keyrot_core::clock::{Clock, SystemClock};
+use keyrot_core::store::Store;
 
 /// Printed on stderr when a read command falls back to the store.
 pub const FALLBACK_NOTE: &str = "(daemon not running: read from the store directly)";
@@ -73,7 +73,7 @@ pub fn or_dash(value: Option<&str>) -> String {
 /// `value` with control characters shown escaped: for any value from
 /// outside that goes into a line of text.
 pub fn clean(value: &str) -> Cow<'_, str> {
-    crate::escape::controls(value)
+    keyrot_core::escape::controls(value)
 }
 
 /// Writes `bytes` to stdout and flushes: the one way output leaves.
@@ -86,7 +86,7 @@ pub fn write_stdout(bytes: &[u8]) -> io::Result<()> {
 /// Writes `text` to stdout. Its values were escaped where they were put
 /// in; any control character but a newline left in it is escaped here too.
 pub fn out(text: &str) -> anyhow::Result<()> {
-    let text = crate::escape::controls_but_newlines(text);
+    let text = keyrot_core::escape::controls_but_newlines(text);
     write_stdout(text.as_bytes()).context("writing to stdout")
 }
 
@@ -100,7 +100,7 @@ pub fn outln(text: &str) -> anyhow::Result<()> {
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value).context("encoding JSON output")?;
     text.push('\n');
-    write_stdout(crate::escape::json_controls(&text).as_bytes()).context("writing to stdout")
+    write_stdout(keyrot_core::escape::json_controls(&text).as_bytes()).context("writing to stdout")
 }
 
 /// True when `err` is a write to a reader that went away (`EPIPE`):
@@ -246,7 +246,7 @@ async fn store_is_owned(cfg: Option<&Config>) -> bool {
     tokio::task::spawn_blocking(move || {
         matches!(
             Store::open_read_only(&path),
-            Err(crate::store::StoreError::Locked { .. })
+            Err(keyrot_core::store::StoreError::Locked { .. })
         )
     })
     .await

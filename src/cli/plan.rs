@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::{self, Table, fetch, time, time_or, window};
-use crate::config::Config;
 use crate::control::{PlanResponse, views};
+use keyrot_config::Config;
 
 /// Runs `keyrot plan`: asks the daemon on `socket`, or computes the plan
 /// from the store and the configuration `cfg` when no daemon runs.

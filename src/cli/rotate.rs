@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use super::output::{self, needs_daemon, time};
 use crate::control::RotateRequest;
 use crate::control::client::{Client, ClientError, query_escape};
-use crate::model::{RotationRecord, RotationState};
+use keyrot_core::model::{RotationRecord, RotationState};
 
 /// How often `--wait` asks for the rotation's state.
 const POLL: Duration = Duration::from_millis(500);

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use super::history::trigger;
 use super::output::{self, fetch, needs_daemon, or_dash, time, time_or};
-use crate::config::Config;
 use crate::control::client::{Client, query_escape};
 use crate::control::views;
-use crate::model::RotationRecord;
+use keyrot_config::Config;
+use keyrot_core::model::RotationRecord;
 
 /// Runs `keyrot rotation show ID`: asks the daemon on `socket`, or reads
 /// the store named by `cfg` when no daemon runs. `json` prints the record.
@@ -172,7 +172,7 @@ pub fn render(r: &RotationRecord) -> String {
 /// The state, with where a Failed rotation stopped.
 fn state(r: &RotationRecord) -> String {
     match r.failed_in {
-        Some(at) if r.state == crate::model::RotationState::Failed => {
+        Some(at) if r.state == keyrot_core::model::RotationState::Failed => {
             format!("{} (in {at}; resume, abort or restart it)", r.state)
         }
         _ => r.state.to_string(),
@@ -213,7 +213,7 @@ fn list(items: &[String]) -> String {
 mod tests {
     use super::*;
     use crate::control::views::tests::rotation_rec;
-    use crate::model::{RotationState, Transition};
+    use keyrot_core::model::{RotationState, Transition};
 
     #[test]
     fn shows_every_field_but_no_secret_hash() {

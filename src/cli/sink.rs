@@ -1,6 +1,6 @@
 //! `keyrot sink test NAME`: writes a probe value to the sink's
 //! `keyrot-probe` location, reads it back and compares (see
-//! [`crate::sink::probe`]). It runs inside the daemon when one answers, so
+//! [`keyrot_peers::sink::probe`]). It runs inside the daemon when one answers, so
 //! it uses exactly the credentials a rotation would (systemd credentials
 //! included); with no daemon it builds the sink from the config here.
 
@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::output;
-use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
 use crate::control::client::{Client, ClientError, query_escape};
-use crate::sink::probe::{self, ProbeReport};
+use keyrot_config::Config;
+use keyrot_core::clock::{Clock, SystemClock};
+use keyrot_peers::sink::probe::{self, ProbeReport};
 
 /// Longest a probe may take through the daemon (several calls, each with
 /// the sink's own timeout).
@@ -75,8 +75,8 @@ async fn local(name: &str, cfg: &Config) -> anyhow::Result<ProbeReport> {
         );
     };
     // As the daemon would reach it: `[daemon] proxy` or direct.
-    crate::http::proxy::set(cfg.daemon.proxy.as_ref());
-    let sink = crate::sink::build(sc).map_err(|e| anyhow::anyhow!("sink {name:?}: {e}"))?;
+    keyrot_peers::http::proxy::set(cfg.daemon.proxy.as_ref());
+    let sink = keyrot_peers::sink::build(sc).map_err(|e| anyhow::anyhow!("sink {name:?}: {e}"))?;
     probe::run(
         sink.as_ref(),
         &probe::probe_provider(cfg, name),

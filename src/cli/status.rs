@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::{self, Table, date_or, fetch, or_dash, time_or};
-use crate::config::Config;
 use crate::control::{StatusResponse, views};
+use keyrot_config::Config;
 
 /// Runs `keyrot status`: asks the daemon on `socket`, or reads the store
 /// named by `cfg` when no daemon runs. `json` prints the

@@ -4,7 +4,7 @@
 //! file directly, which they only ever read.
 //!
 //! The backup is taken as one consistent snapshot (see
-//! [`crate::store::Store::backup_image`]) and written here, by the CLI, as
+//! [`keyrot_core::store::Store::backup_image`]) and written here, by the CLI, as
 //! the operator running it: mode 0600, under a temporary name beside FILE,
 //! synced, read back, then moved into place; an existing FILE is replaced
 //! only with `--force`. It holds secrets sealed under the master key and
@@ -17,10 +17,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::output::{self, FALLBACK_NOTE};
-use crate::config::Config;
 use crate::control::client::{Client, ClientError};
-use crate::crypto::MasterKey;
-use crate::store::{BackupSummary, Store, StoreError, VerifyReport, verify_file, write_backup};
+use keyrot_config::Config;
+use keyrot_core::crypto::MasterKey;
+use keyrot_core::store::{
+    BackupSummary, Store, StoreError, VerifyReport, verify_file, write_backup,
+};
 
 /// Longest a backup or verify may take through the daemon.
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -82,7 +84,7 @@ pub async fn verify(socket: &Path, cfg: Option<&Config>, json: bool) -> anyhow::
             let cfg = offline_config(cfg)?;
             eprintln!("(daemon not running: checking the store file directly)");
             let key = MasterKey::resolve(
-                crate::config::credentials_dir_from_env().as_deref(),
+                keyrot_config::credentials_dir_from_env().as_deref(),
                 &cfg.store.master_key_file,
                 false,
             );
@@ -279,7 +281,7 @@ fn problems(r: &VerifyReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StoreStats, TableCount};
+    use keyrot_core::store::{StoreStats, TableCount};
 
     fn report() -> VerifyReport {
         VerifyReport {

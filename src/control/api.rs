@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::model::RotationRecord;
+use keyrot_core::model::RotationRecord;
 
 /// `POST /v1/rotate`: start a rotation of one key slot now.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -33,13 +33,13 @@ use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::AppState;
-use crate::config::{ApiScope, ApiTokenConfig, PskGrant, credentials_dir_from_env};
 use crate::control::peer::Peer;
 use crate::control::{ApiError, views};
-use crate::model::RotationRecord;
-use crate::rotation::reveal::resolve_token;
-use crate::scheduler::bind::glob;
-use crate::store::Store;
+use keyrot_config::{ApiScope, ApiTokenConfig, PskGrant, credentials_dir_from_env};
+use keyrot_core::model::RotationRecord;
+use keyrot_core::store::Store;
+use keyrot_engine::rotation::reveal::resolve_token;
+use keyrot_engine::scheduler::bind::glob;
 
 /// What a route needs of its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,11 +309,11 @@ fn bearer(headers: &HeaderMap) -> Result<SecretString, &'static str> {
 /// The configured token equal to `presented`, compared by SHA-256.
 fn find(tokens: &[ApiTokenConfig], presented: &SecretString) -> Option<ApiTokenConfig> {
     let creds = credentials_dir_from_env();
-    let want = crate::crypto::sha256_hex(presented.expose_secret().as_bytes());
+    let want = keyrot_core::crypto::sha256_hex(presented.expose_secret().as_bytes());
     tokens
         .iter()
         .find(|t| match resolve_token(t, creds.as_deref()) {
-            Ok(v) => crate::crypto::sha256_hex(v.expose_secret().trim().as_bytes()) == want,
+            Ok(v) => keyrot_core::crypto::sha256_hex(v.expose_secret().trim().as_bytes()) == want,
             Err(e) => {
                 tracing::error!(error = %e, "api token skipped: it cannot be read");
                 false

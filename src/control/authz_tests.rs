@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::control::server::orgs::tests::{MORE_TOKENS, PSKS, Running, TOKEN, patch, send, start};
 use crate::control::views::tests::{put, rotation_rec};
-use crate::model::RotationState;
+use keyrot_core::model::RotationState;
 
 /// `[daemon]` that admits no peer without a token.
 const NO_PEERS: &str = "[daemon]\ncontrol_allow_uids = [4000000000]\ncontrol_allow_gids = []\n";

@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 
 use super::peer::Peer;
-use crate::config::DaemonConfig;
+use keyrot_config::DaemonConfig;
 
 /// Shortest time between two log lines about refused connections or
 /// failed accepts.

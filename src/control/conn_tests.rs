@@ -13,13 +13,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::clock::ManualClock;
-use crate::config::Config;
 use crate::control::server::{bind, serve_with_clock};
 use crate::control::views::tests::{plan_config, rotation_rec, store_in, ts};
 use crate::control::{ApiError, Backend, EnrollRequest, RotateRequest};
-use crate::model::{RotationRecord, RotationState};
-use crate::store::Store;
+use keyrot_config::Config;
+use keyrot_core::clock::ManualClock;
+use keyrot_core::model::{RotationRecord, RotationState};
+use keyrot_core::store::Store;
 
 /// Far more than any wait here should take.
 const BOUND: Duration = Duration::from_secs(20);

@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::Config;
-use crate::model::RotationRecord;
-use crate::rotation::Refusal;
-use crate::store::Store;
+use keyrot_config::Config;
+use keyrot_core::model::RotationRecord;
+use keyrot_core::store::Store;
+use keyrot_engine::rotation::Refusal;
 
 pub use api::*;
 
@@ -110,7 +110,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn reload(&self) -> Result<(), ApiError>;
     /// Writes, reads back and finishes a probe value in sink `name`
     /// (`keyrot sink test`), with the credentials the daemon holds.
-    async fn test_sink(&self, name: &str) -> Result<crate::sink::probe::ProbeReport, ApiError> {
+    async fn test_sink(
+        &self,
+        name: &str,
+    ) -> Result<keyrot_peers::sink::probe::ProbeReport, ApiError> {
         let _ = name;
         Err(ApiError::new(501, "this keyrot cannot test sinks"))
     }

@@ -24,14 +24,14 @@ use serde::Deserialize;
 
 use super::authz::{self, Caller};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Peer, blocking};
-use crate::config::{Config, ProviderKind};
 use crate::control::rotate_api::{
     Accepted, AcceptedResponse, EncryptionInfo, RotateKeyBody, SealedKey, SealedKeyResponse,
 };
 use crate::control::{ApiError, RotateRequest, views};
-use crate::crypto::psk::ALGORITHM;
-use crate::model::{KeyRecord, RotationRecord, RotationState};
-use crate::store::Store;
+use keyrot_config::{Config, ProviderKind};
+use keyrot_core::crypto::psk::ALGORITHM;
+use keyrot_core::model::{KeyRecord, RotationRecord, RotationState};
+use keyrot_core::store::Store;
 
 /// How long the rotate call waits for the new key before answering 504.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(120);

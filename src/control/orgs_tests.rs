@@ -14,15 +14,15 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::clock::ManualClock;
-use crate::config::Config;
 use crate::control::server::{bind, serve_with_clock};
 use crate::control::views::tests::{info, key_rec, put, rotation_rec, store_in, ts};
 use crate::control::{ApiError, Backend, EnrollRequest, RotateRequest};
-use crate::crypto::psk;
-use crate::model::{RotationRecord, RotationState};
-use crate::sink::probe::ProbeReport;
-use crate::store::Store;
+use keyrot_config::Config;
+use keyrot_core::clock::ManualClock;
+use keyrot_core::crypto::psk;
+use keyrot_core::model::{RotationRecord, RotationState};
+use keyrot_core::store::Store;
+use keyrot_peers::sink::probe::ProbeReport;
 
 /// The PSK the fake seals under (whatever the psk id).
 const PSK: [u8; 32] = [0x42; 32];
@@ -178,7 +178,7 @@ name = "standard"
             .replace("TOKEN_FILE", &token_file.display().to_string())
             .replace("DIR", &dir.path().display().to_string())
     );
-    let cfg = crate::config::load_str(Path::new("/etc/keyrot/keyrot.toml"), &text).unwrap();
+    let cfg = keyrot_config::load_str(Path::new("/etc/keyrot/keyrot.toml"), &text).unwrap();
     let store = store_in(dir.path());
     let key = |id: &str| {
         Some(info(

@@ -6,7 +6,7 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use crate::config::DaemonConfig;
+use keyrot_config::DaemonConfig;
 
 /// Most supplementary groups read (Linux's `NGROUPS_MAX`).
 const MAX_GROUPS: usize = 65_536;

@@ -30,11 +30,11 @@ use tokio::net::UnixListener;
 
 use super::conn::{BodyTimeout, Limits};
 use super::{ApiError, Backend, ErrorBody, ErrorDetail, views};
-use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
-use crate::model::slot_id;
-use crate::store::Store;
 use authz::{Caller, Need};
+use keyrot_config::Config;
+use keyrot_core::clock::{Clock, SystemClock};
+use keyrot_core::model::slot_id;
+use keyrot_core::store::Store;
 
 pub use super::peer::Peer;
 pub use super::socket::bind;
@@ -294,7 +294,7 @@ async fn status(State(st): State<AppState>) -> Result<Response, ApiError> {
     let now = st.clock.now();
     let body = blocking(&st, move |s, _| {
         let body = views::status_json(s, now, true);
-        crate::memory::release_free_memory();
+        keyrot_core::memory::release_free_memory();
         body
     })
     .await?;

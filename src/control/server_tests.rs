@@ -11,11 +11,11 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::clock::ManualClock;
 use crate::control::client::{Client, ClientError};
 use crate::control::views::tests::{info, key_rec, plan_config, put, rotation_rec, store_in, ts};
 use crate::control::{HistoryResponse, KeyRow, PlanResponse, RotateRequest, StatusResponse};
-use crate::model::{RotationRecord, RotationState};
+use keyrot_core::clock::ManualClock;
+use keyrot_core::model::{RotationRecord, RotationState};
 
 /// Canned answers over a real store.
 struct Fake {
@@ -178,7 +178,7 @@ async fn status_keys_history_plan_and_graceful_shutdown() {
     let keys: Vec<KeyRow> = client.get("/v1/keys").await.unwrap();
     assert_eq!(keys, st.keys);
 
-    let rec: crate::model::KeyRecord = client.get("/v1/keys/p/ci-bot").await.unwrap();
+    let rec: keyrot_core::model::KeyRecord = client.get("/v1/keys/p/ci-bot").await.unwrap();
     assert_eq!(rec.current.unwrap().id, "k1");
 
     let h: HistoryResponse = client.get("/v1/history?key=ci-bot&limit=5").await.unwrap();
@@ -197,7 +197,7 @@ async fn status_keys_history_plan_and_graceful_shutdown() {
     let plan: PlanResponse = client.get("/v1/plan?days=10").await.unwrap();
     assert_eq!(plan.days, 10);
     assert_eq!(plan.rows.len(), 2);
-    let audit: Vec<crate::model::AuditEntry> = client.get("/v1/audit?after=0").await.unwrap();
+    let audit: Vec<keyrot_core::model::AuditEntry> = client.get("/v1/audit?after=0").await.unwrap();
     assert!(audit.is_empty());
     client.post_no_content("/v1/reload").await.unwrap();
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::authz::Caller;
 use super::{AppState, Peer, blocking};
 use crate::control::ApiError;
-use crate::store::VerifyReport;
+use keyrot_core::store::VerifyReport;
 
 /// `POST /v1/store/backup`: the backup's bytes.
 pub(super) async fn backup(

@@ -13,14 +13,14 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, EndedRow, HistoryResponse, KeyRow, PlanResponse, PlanRow, StatusResponse};
-use crate::config::Config;
-use crate::model::{
+use keyrot_config::Config;
+use keyrot_core::model::{
     DeliveryState, Duplicates, EndKind, KeyInfo, KeyRecord, RotationRecord, RotationState,
 };
-use crate::notify::ended::kind_word;
-use crate::policy::{self, KeyTimes};
-use crate::rotation::plan::GroupStarts;
-use crate::store::{RotationGlance, Store, StoreError};
+use keyrot_core::policy::{self, KeyTimes};
+use keyrot_core::store::{RotationGlance, Store, StoreError};
+use keyrot_engine::notify::ended::kind_word;
+use keyrot_engine::rotation::plan::GroupStarts;
 
 /// A key expiring within this many days is flagged `expiring-soon`.
 pub const EXPIRING_SOON_DAYS: i64 = 30;
@@ -225,7 +225,7 @@ struct KeyView<'a> {
     ended: Option<EndedView<'a>>,
 }
 
-/// What a status row needs of a slot's [`crate::model::EndedKey`].
+/// What a status row needs of a slot's [`keyrot_core::model::EndedKey`].
 #[derive(Deserialize)]
 struct EndedView<'a> {
     /// Key id.
@@ -254,7 +254,7 @@ struct EndedOut<'a> {
     ended_at: &'a str,
 }
 
-/// What a status row needs of a slot's current [`crate::model::KeyInfo`].
+/// What a status row needs of a slot's current [`keyrot_core::model::KeyInfo`].
 #[derive(Deserialize)]
 struct CurrentView<'a> {
     /// Key id.

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
-use crate::crypto::MasterKey;
-use crate::model::{Initiator, KeyInfo, NewKey, Trigger};
+use keyrot_core::crypto::MasterKey;
+use keyrot_core::model::{Initiator, KeyInfo, NewKey, Trigger};
 
 pub(crate) fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -187,7 +187,7 @@ fn keys_sharing_a_name_at_the_provider_are_flagged_with_their_ids() {
     put(&store, &[a.clone(), b], &[]);
     let old = info("k-old", &["a"], "2025-10-01T00:00Z", "2026-12-01T00:00Z");
     let older = info("k-older", &[], "2025-01-01T00:00Z", "2026-12-01T00:00Z");
-    let dups: crate::model::Duplicates =
+    let dups: keyrot_core::model::Duplicates =
         [("p/a".to_string(), vec![old.clone(), older.clone()])].into();
     store.write(|tx| tx.set_duplicates("p", &dups)).unwrap();
 
@@ -318,7 +318,7 @@ name = "manual"
 rotate_before_expiry = "30d"
 auto_rotate = false
 "#;
-    crate::config::load_str(Path::new("/etc/keyrot/keyrot.toml"), text).unwrap()
+    keyrot_config::load_str(Path::new("/etc/keyrot/keyrot.toml"), text).unwrap()
 }
 
 #[test]

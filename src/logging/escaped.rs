@@ -6,7 +6,7 @@
 //! format escapes ESC and C1 but writes a newline or CR as it is, so a
 //! reason of `x\nERROR … master key leaked` would print a second, forged
 //! line. [`EscapedFields`] formats the message and fields of the text
-//! format through [`crate::escape`] instead. The JSON format's strings are
+//! format through [`keyrot_core::escape`] instead. The JSON format's strings are
 //! escaped by serde, except DEL and C1, which [`JsonSafe`] rewrites as
 //! `\u007f`..`\u009f` on the way out (the same JSON value).
 
@@ -18,7 +18,7 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 
-use crate::escape::{Escaping, json_controls};
+use keyrot_core::escape::{Escaping, json_controls};
 
 /// The text format's fields: `message key=value key="text"`, as
 /// tracing's default, with control characters escaped.

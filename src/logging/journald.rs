@@ -45,7 +45,7 @@ pub fn layer() -> io::Result<EscapedMessage<tracing_journald::Layer>> {
 }
 
 /// Hands `inner` every event with the control characters of its `message`
-/// escaped (`\n`, `\x1b`, ...: see [`crate::escape`]), so the line
+/// escaped (`\n`, `\x1b`, ...: see [`keyrot_core::escape`]), so the line
 /// `journalctl` shows is one line without terminal sequences. Other fields
 /// keep their bytes: journald stores them length-prefixed, and they are
 /// what operators filter and parse. Everything else passes through.
@@ -116,7 +116,7 @@ where
         event.record(&mut message);
         let needs_escaping = message
             .0
-            .is_some_and(|m| m.chars().any(crate::escape::is_control));
+            .is_some_and(|m| m.chars().any(keyrot_core::escape::is_control));
         if !needs_escaping {
             self.inner.on_event(event, ctx);
             return;
@@ -189,7 +189,7 @@ impl Kept {
     /// Stores `value` for `field`; the message with its controls escaped.
     fn put(&mut self, field: &Field, value: String, as_str: bool) {
         let value = if field.name() == "message" {
-            crate::escape::controls(&value).into_owned()
+            keyrot_core::escape::controls(&value).into_owned()
         } else {
             value
         };

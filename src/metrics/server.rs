@@ -17,10 +17,10 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::{CONTENT_TYPE, Gauges, Metrics};
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::shutdown::Shutdown;
-use crate::store::{Store, StoreError};
+use keyrot_config::Config;
+use keyrot_core::clock::Clock;
+use keyrot_core::shutdown::Shutdown;
+use keyrot_core::store::{Store, StoreError};
 
 /// How long the gauges read from the store are reused by later scrapes.
 pub const GAUGE_MAX_AGE: Duration = Duration::from_secs(5);

@@ -349,7 +349,7 @@ fn router(shared: Arc<Shared>) -> Router {
 fn issue(s: &mut Store) -> (String, u64) {
     let token = format!(
         "emu.{}",
-        keyrot::crypto::hex_encode(&rand::random::<[u8; 32]>())
+        keyrot_core::crypto::hex_encode(&rand::random::<[u8; 32]>())
     );
     let lifetime = s.expires_in;
     s.tokens.insert(
@@ -811,7 +811,7 @@ async fn set_secret(
     }
     let now = jiff::Timestamp::now().as_second();
     let version = SecretVersion {
-        version: keyrot::crypto::hex_encode(&rand::random::<[u8; 16]>()),
+        version: keyrot_core::crypto::hex_encode(&rand::random::<[u8; 16]>()),
         value: value.to_string(),
         content_type,
         tags,

@@ -44,7 +44,7 @@ pub mod world;
 use checks::Report;
 use world::World;
 
-/// The line `keyrot::failpoint` writes to stderr when a failpoint acts.
+/// The line `keyrot_core::failpoint` writes to stderr when a failpoint acts.
 pub fn fired_line(name: &str, action: &str) -> String {
     format!("keyrot: failpoint {name}: {action}")
 }

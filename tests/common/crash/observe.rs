@@ -179,7 +179,7 @@ pub struct StoreView {
 impl StoreView {
     /// Opens the store at `path` read-only.
     pub fn read(path: &Path, rotation_ids: &[String]) -> StoreView {
-        let store = keyrot::store::Store::open_read_only(path)
+        let store = keyrot_core::store::Store::open_read_only(path)
             .unwrap_or_else(|e| panic!("opening the store read-only: {e}"));
         let now = Timestamp::now();
         let local_keys = store
@@ -205,7 +205,7 @@ impl StoreView {
             .outbox()
             .unwrap()
             .into_iter()
-            .filter(|m| m.state != keyrot::model::DeliveryState::Sent)
+            .filter(|m| m.state != keyrot_core::model::DeliveryState::Sent)
             .map(|m| (m.id, format!("{:?}", m.state)))
             .collect();
         StoreView {
