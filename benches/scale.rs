@@ -498,7 +498,7 @@ fn add_history(site: &Site, template_id: &str, n: usize, keys: usize) -> anyhow:
         .as_deref()
         .and_then(|id| store.local_key(id).ok().flatten())
         .context("the template's old key is not in the registry")?;
-    let start = Timestamp::now() - SignedDuration::from_hours(24 * 365);
+    let start = common::wall_now() - SignedDuration::from_hours(24 * 365);
     let step = SignedDuration::from_hours(24 * 365) / i32::try_from(n.max(1))?;
     let mut written = 0;
     while written < n {
@@ -546,7 +546,7 @@ fn due_lookups(site: &Site, repeats: usize) -> anyhow::Result<BTreeMap<&'static 
     let store = Store::open_read_only(&site.store)?;
     let mut first = Vec::with_capacity(repeats);
     let mut after = Vec::with_capacity(repeats);
-    let now = Timestamp::now();
+    let now = common::wall_now();
     let mut found = 0;
     for _ in 0..repeats {
         let t = Instant::now();
@@ -596,7 +596,7 @@ struct Pruned {
 fn prune(site: &Site) -> anyhow::Result<Pruned> {
     let key = MasterKey::load(&site.master, false)?;
     let store = Store::open(&site.store, key)?;
-    let now = Timestamp::now();
+    let now = common::wall_now();
     let before = now - SignedDuration::from_hours(24 * 180);
     let keep = std::collections::HashSet::new();
     let batch = keyrot_core::store::PRUNE_BATCH;
@@ -655,7 +655,7 @@ fn phases(site: &Site) -> anyhow::Result<Vec<(&'static str, Duration, usize)>> {
     let n = store.keys_with_rotations()?.len();
     out.push(("Store::keys_with_rotations", t.elapsed(), n));
     let t = Instant::now();
-    let n = keyrot::control::views::status_json(&store, Timestamp::now(), true)
+    let n = keyrot::control::views::status_json(&store, common::wall_now(), true)
         .map_err(|e| anyhow::anyhow!("{}", e.message))?
         .len();
     out.push(("views::status_json (bytes)", t.elapsed(), n));
@@ -705,12 +705,12 @@ fn main() -> anyhow::Result<()> {
             let store = Store::open_read_only(&site.store)?;
             for _ in 0..5 {
                 let t = Instant::now();
-                let n = keyrot::control::views::status_json(&store, Timestamp::now(), true)
+                let n = keyrot::control::views::status_json(&store, common::wall_now(), true)
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?
                     .len();
                 println!("status_json {n} bytes in {} ms", ms(t.elapsed()));
             }
-            let bytes = keyrot::control::views::status_json(&store, Timestamp::now(), true)
+            let bytes = keyrot::control::views::status_json(&store, common::wall_now(), true)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             for _ in 0..3 {
                 let t = Instant::now();
@@ -735,7 +735,7 @@ fn main() -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new().prefix("keyrot-scale-").tempdir()?;
     let dir = tmp.path().to_path_buf();
     let site = Site::new(&dir)?;
-    let now = Timestamp::now();
+    let now = common::wall_now();
     eprintln!(
         "scale: {} keys, {} warm runs, {} real rotations, {} rotations of history in {}",
         knobs.keys,

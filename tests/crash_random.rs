@@ -210,6 +210,8 @@ fn quiet(case: &Case<'_>) -> bool {
 }
 
 #[test]
+// A seed drawn from the wall clock (and printed) when none is given.
+#[allow(clippy::disallowed_methods)]
 fn random_failpoints_and_kills_while_keys_rotate_in_parallel() {
     let iterations: u32 = std::env::var("KEYROT_CRASH_ITERATIONS")
         .ok()

@@ -25,7 +25,7 @@ const EVIL: &str = "ci-x/../../escaped/pwned";
 fn seed(dir: &Path) {
     let store = dir.join("legacy-keys");
     fs::create_dir_all(&store).unwrap();
-    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(5);
+    let soon = common::wall_now() + jiff::SignedDuration::from_mins(5);
     let key = |id: &str, name: &str| {
         serde_json::json!({
             "id": id, "name": name, "scopes": ["read"],

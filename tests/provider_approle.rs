@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::peers::{self, Peer, bao_api, curl};
 use common::{Daemon, wait_until};
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use keyrot_config::{OpenBaoAppRoleProviderConfig, SecretRef, VaultAuth};
 use keyrot_peers::provider::openbao_approle::OpenBaoAppRoleProvider;
 use keyrot_peers::provider::{IssueRequest, Provider};
@@ -189,7 +189,7 @@ fn token_count(bao: &Peer) -> usize {
 
 /// What the state machine would ask for: role `role`, tag `tag`.
 fn request(role: &str, tag: &str, lifetime: Option<SignedDuration>) -> IssueRequest {
-    let now = Timestamp::now();
+    let now = common::wall_now();
     IssueRequest {
         name: role.to_string(),
         scopes: Vec::new(),
@@ -217,7 +217,7 @@ async fn issues_lists_finds_verifies_and_revokes_secret_ids() {
     // A secret-id made by hand before keyrot: listed, no expiry tag.
     let (hand_secret, hand_acc) = root_secret_id(&bao, "ci");
     let p = OpenBaoAppRoleProvider::new("bao", &settings(&bao, tmp.path(), &token), None).unwrap();
-    let now = Timestamp::now();
+    let now = common::wall_now();
     let listed = p.list(now).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:#?}");
     let hand = &listed[0];
@@ -255,16 +255,16 @@ async fn issues_lists_finds_verifies_and_revokes_secret_ids() {
     assert_eq!(login(&bao, "ci", &secret), 200);
 
     // Both are listed (overlap); the tag finds only the new one.
-    let listed = p.list(Timestamp::now()).await.unwrap();
+    let listed = p.list(common::wall_now()).await.unwrap();
     let ids: Vec<&str> = listed.iter().map(|k| k.id.as_str()).collect();
     assert_eq!(listed.len(), 2, "{ids:?}");
     assert!(ids.contains(&issued.info.id.as_str()), "{ids:?}");
-    let tagged = p.find_tagged("rot-1", Timestamp::now()).await.unwrap();
+    let tagged = p.find_tagged("rot-1", common::wall_now()).await.unwrap();
     assert_eq!(tagged.len(), 1);
     assert_eq!(tagged[0].id, issued.info.id);
     assert_eq!(tagged[0].created_by.as_deref(), Some("keyrot"));
     assert!(
-        p.find_tagged("rot-2", Timestamp::now())
+        p.find_tagged("rot-2", common::wall_now())
             .await
             .unwrap()
             .is_empty()
@@ -272,7 +272,7 @@ async fn issues_lists_finds_verifies_and_revokes_secret_ids() {
 
     // Verify logs in and revokes the token it got: no token is left.
     let before = token_count(&bao);
-    p.verify(&issued.info.id, &issued.secret, Timestamp::now())
+    p.verify(&issued.info.id, &issued.secret, common::wall_now())
         .await
         .unwrap();
     assert_eq!(
@@ -283,33 +283,33 @@ async fn issues_lists_finds_verifies_and_revokes_secret_ids() {
     // A wrong secret, or the right secret under another key's id, fails.
     let wrong = SecretString::from("00000000-0000-0000-0000-000000000000");
     let e = p
-        .verify(&issued.info.id, &wrong, Timestamp::now())
+        .verify(&issued.info.id, &wrong, common::wall_now())
         .await
         .unwrap_err();
     assert!(!e.transient, "{e}");
     assert!(e.message.contains("no live secret-id"), "{e}");
     let e = p
-        .verify(&hand.id, &issued.secret, Timestamp::now())
+        .verify(&hand.id, &issued.secret, common::wall_now())
         .await
         .unwrap_err();
     assert!(e.message.contains(&format!("not {hand_acc}")), "{e}");
     assert_clean(&e.message, &[&secret, &hand_secret, &token]);
 
     // Revoke destroys it: the secret no longer logs in; twice is fine.
-    p.revoke(&issued.info.id, Timestamp::now()).await.unwrap();
+    p.revoke(&issued.info.id, common::wall_now()).await.unwrap();
     assert_eq!(lookup(&bao, "ci", acc), None);
     assert_eq!(login(&bao, "ci", &secret), 400);
-    p.revoke(&issued.info.id, Timestamp::now()).await.unwrap();
+    p.revoke(&issued.info.id, common::wall_now()).await.unwrap();
     let e = p
-        .verify(&issued.info.id, &issued.secret, Timestamp::now())
+        .verify(&issued.info.id, &issued.secret, common::wall_now())
         .await
         .unwrap_err();
     assert_clean(&e.message, &[&secret, &token]);
-    let listed = p.list(Timestamp::now()).await.unwrap();
+    let listed = p.list(common::wall_now()).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, hand.id);
     assert!(
-        p.find_tagged("rot-1", Timestamp::now())
+        p.find_tagged("rot-1", common::wall_now())
             .await
             .unwrap()
             .is_empty()
@@ -318,8 +318,8 @@ async fn issues_lists_finds_verifies_and_revokes_secret_ids() {
     assert_eq!(login(&bao, "ci", &hand_secret), 200);
     // A role that is gone takes its secret-ids with it: revoking counts as done.
     root(&bao, "DELETE", "auth/approle/role/ci", None);
-    p.revoke(&hand.id, Timestamp::now()).await.unwrap();
-    assert!(p.list(Timestamp::now()).await.unwrap().is_empty());
+    p.revoke(&hand.id, common::wall_now()).await.unwrap();
+    assert!(p.list(common::wall_now()).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -344,7 +344,7 @@ async fn lists_every_role_or_only_the_configured_ones_and_skips_expired() {
         .to_string();
     let cfg = settings(&bao, tmp.path(), &token);
     let all = OpenBaoAppRoleProvider::new("bao", &cfg, None).unwrap();
-    let later = Timestamp::now() + SignedDuration::from_secs(5);
+    let later = common::wall_now() + SignedDuration::from_secs(5);
     let ids: Vec<String> = all
         .list(later)
         .await
@@ -359,7 +359,7 @@ async fn lists_every_role_or_only_the_configured_ones_and_skips_expired() {
     assert!(accessors(&bao, "ci").contains(&short));
     // No expiry when the role sets none.
     let deploy = all
-        .list(Timestamp::now())
+        .list(common::wall_now())
         .await
         .unwrap()
         .into_iter()
@@ -375,7 +375,7 @@ async fn lists_every_role_or_only_the_configured_ones_and_skips_expired() {
     };
     let p = OpenBaoAppRoleProvider::new("bao", &only, None).unwrap();
     let ids: Vec<String> = p
-        .list(Timestamp::now())
+        .list(common::wall_now())
         .await
         .unwrap()
         .into_iter()
@@ -398,14 +398,14 @@ async fn lists_every_role_or_only_the_configured_ones_and_skips_expired() {
         ..root_token.clone()
     };
     let p = OpenBaoAppRoleProvider::new("bao", &other, None).unwrap();
-    assert!(p.list(Timestamp::now()).await.unwrap().is_empty());
+    assert!(p.list(common::wall_now()).await.unwrap().is_empty());
     // A mount that is not there is an error that says so.
     let wrong = OpenBaoAppRoleProviderConfig {
         mount: "nope".into(),
         ..root_token
     };
     let p = OpenBaoAppRoleProvider::new("bao", &wrong, None).unwrap();
-    let e = p.list(Timestamp::now()).await.unwrap_err();
+    let e = p.list(common::wall_now()).await.unwrap_err();
     assert!(
         e.message
             .contains("is `mount` \"nope\" an AppRole auth mount?"),
@@ -442,7 +442,7 @@ async fn issue_errors_name_the_role_and_the_fix() {
         .info
         .expires_at
         .unwrap()
-        .duration_since(Timestamp::now());
+        .duration_since(common::wall_now());
     assert!(left > SignedDuration::from_secs(7000), "{left}");
 
     // A token whose policy does not allow the call: the message says what
@@ -470,7 +470,7 @@ async fn issue_errors_name_the_role_and_the_fix() {
             .contains("keyrot needs `update` on auth/approle/role/ci/secret-id"),
         "{e}"
     );
-    let e = p.list(Timestamp::now()).await.unwrap_err();
+    let e = p.list(common::wall_now()).await.unwrap_err();
     assert!(
         e.message
             .contains("keyrot needs `list` on auth/approle/role"),
@@ -486,7 +486,7 @@ async fn a_secret_id_with_few_uses_is_verified_without_using_one() {
     role(&bao, "once", r#""secret_id_num_uses":1"#);
     let p = OpenBaoAppRoleProvider::new("bao", &settings(&bao, tmp.path(), &token), None).unwrap();
     let issued = p.issue(&request("once", "r", None)).await.unwrap();
-    p.verify(&issued.info.id, &issued.secret, Timestamp::now())
+    p.verify(&issued.info.id, &issued.secret, common::wall_now())
         .await
         .unwrap();
     let (_, acc) = issued.info.id.split_once('/').unwrap();
@@ -501,7 +501,7 @@ async fn a_changed_role_id_is_read_again_when_a_login_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (bao, token) = world(tmp.path());
     let p = OpenBaoAppRoleProvider::new("bao", &settings(&bao, tmp.path(), &token), None).unwrap();
-    let now = Timestamp::now();
+    let now = common::wall_now();
     let tokens = token_count(&bao);
     // The first verification reads the role-id and keeps it.
     let first = p.issue(&request("ci", "r1", None)).await.unwrap();

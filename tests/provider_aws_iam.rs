@@ -201,7 +201,7 @@ fn texts(xml: &str, tag: &str) -> Vec<String> {
 }
 
 fn now() -> Timestamp {
-    Timestamp::now()
+    common::wall_now()
 }
 
 fn request(user: &str, tag: &str, replaces: Option<&str>) -> IssueRequest {

@@ -77,7 +77,7 @@ fn build(text: &str, creds: &Path) -> HttpProvider {
 
 /// An issue request as the state machine makes it.
 fn req(name: &str, replaces: Option<&str>, days: Option<i64>, scopes: &[&str]) -> IssueRequest {
-    let now = Timestamp::now();
+    let now = common::wall_now();
     IssueRequest {
         name: name.to_string(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -124,7 +124,7 @@ async fn gitlab_personal_token_rotates_natively_and_the_old_one_ends_at_once() {
     let old = api.seed(Kind::GitlabPat, "42", "ci-deploy", &["api"], 5);
     api.seed(Kind::GitlabPat, "43", "someone-else", &["api"], 5);
 
-    let listed = p.list(Timestamp::now()).await.unwrap();
+    let listed = p.list(common::wall_now()).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:#?}");
     assert_eq!(
         (listed[0].id.as_str(), listed[0].name.as_str()),
@@ -459,7 +459,7 @@ async fn datadog_api_and_application_keys_page_verify_and_revoke() {
         api.seed(Kind::DdApi, "org", &format!("k{i}"), &[], 0);
     }
     api.clear_seen();
-    let listed = p.list(Timestamp::now()).await.unwrap();
+    let listed = p.list(common::wall_now()).await.unwrap();
     assert_eq!(listed.len(), 5, "{listed:#?}");
     let pages: Vec<String> = api.seen().into_iter().map(|s| s.path).collect();
     assert_eq!(pages.len(), 3, "{pages:#?}");
@@ -536,7 +536,7 @@ async fn cloudflare_roll_keeps_the_token_id_and_verifies_the_new_secret() {
     let caps = p.capabilities();
     assert!(caps.rotate && caps.no_overlap && caps.idempotent_issue);
     let tok = api.seed(Kind::Cloudflare, "user", "edge-deploy", &[], 20);
-    let listed = p.list(Timestamp::now()).await.unwrap();
+    let listed = p.list(common::wall_now()).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].expires_at.is_some());
 
@@ -590,7 +590,7 @@ async fn lists_follow_link_headers_and_page_numbers_without_looping() {
         api.seed(Kind::Cloudflare, "u", &format!("c{i}"), &[], 30);
     }
     api.clear_seen();
-    let g = gl.list(Timestamp::now()).await.unwrap();
+    let g = gl.list(common::wall_now()).await.unwrap();
     assert_eq!(g.len(), 5);
     let pages: Vec<String> = api.seen().into_iter().map(|s| s.path).collect();
     assert_eq!(pages.len(), 3, "{pages:#?}");
@@ -599,7 +599,7 @@ async fn lists_follow_link_headers_and_page_numbers_without_looping() {
         "{pages:#?}"
     );
     api.clear_seen();
-    let f = cf.list(Timestamp::now()).await.unwrap();
+    let f = cf.list(common::wall_now()).await.unwrap();
     assert_eq!(f.len(), 5);
     // Pages 1, 2, 3; the third has one token, fewer than the size: done.
     assert_eq!(api.seen().len(), 3);
@@ -613,7 +613,7 @@ async fn lists_follow_link_headers_and_page_numbers_without_looping() {
         .replace("param = \"page\"", "param = \"ignored\""),
         c.path(),
     );
-    let e = looping.list(Timestamp::now()).await.unwrap_err();
+    let e = looping.list(common::wall_now()).await.unwrap_err();
     assert!(
         e.message.contains("repeats keys already listed"),
         "{}",
@@ -634,13 +634,13 @@ async fn rate_limits_carry_retry_after_and_redirects_are_refused() {
     );
     api.seed(Kind::GitlabPat, "42", "ci", &["api"], 30);
     api.fail_next(429, Some(7), 1);
-    let e = p.list(Timestamp::now()).await.unwrap_err();
+    let e = p.list(common::wall_now()).await.unwrap_err();
     assert!(e.transient, "{}", e.message);
     assert_eq!(e.retry_after, Some(SignedDuration::from_secs(7)));
     assert!(e.message.contains("429"), "{}", e.message);
-    assert_eq!(p.list(Timestamp::now()).await.unwrap().len(), 1);
+    assert_eq!(p.list(common::wall_now()).await.unwrap().len(), 1);
     api.fail_next(503, None, 1);
-    let e = p.list(Timestamp::now()).await.unwrap_err();
+    let e = p.list(common::wall_now()).await.unwrap_err();
     assert!(e.transient && e.retry_after.is_none());
     // A redirect is an error; the credential does not follow it.
     let text = format!(
@@ -648,7 +648,7 @@ async fn rate_limits_carry_retry_after_and_redirects_are_refused() {
         api.url
     );
     let r = build(&text, c.path());
-    let e = r.list(Timestamp::now()).await.unwrap_err();
+    let e = r.list(common::wall_now()).await.unwrap_err();
     assert!(!e.transient, "{}", e.message);
     assert!(
         e.message.contains("302") && e.message.contains("redirects are not followed"),
@@ -676,7 +676,7 @@ async fn secrets_never_reach_errors_or_debug() {
         "{debug}"
     );
     // The API echoes the credential it refused: keyrot scrubs it.
-    let e = p.list(Timestamp::now()).await.unwrap_err();
+    let e = p.list(common::wall_now()).await.unwrap_err();
     assert!(e.message.contains("401"), "{}", e.message);
     assert!(e.message.contains("[redacted]"), "{}", e.message);
     assert!(!e.message.contains(wrong), "{}", e.message);
@@ -685,7 +685,7 @@ async fn secrets_never_reach_errors_or_debug() {
     std::fs::write(c.path().join("grafana-token"), apis::GRAFANA_ADMIN).unwrap();
     let p = build(&text, c.path());
     let bogus = SecretString::from("glsa_bogus_new_secret_0987654321".to_string());
-    let e = p.verify("9", &bogus, Timestamp::now()).await.unwrap_err();
+    let e = p.verify("9", &bogus, common::wall_now()).await.unwrap_err();
     assert!(!e.message.contains(bogus.expose_secret()), "{}", e.message);
     // An issue answer without the secret where config says: the key exists,
     // the message says so, and the secret the API did send is not in it.
@@ -736,7 +736,7 @@ async fn the_generic_provider_drives_the_real_sandbox() {
     let sb = Sandbox::start(&tmp.path().join("sb"));
     // Pages of two: five seeded keys come in three pages, by cursor.
     let p = sandbox_provider(&sb, |t| t.replace("limit=50", "limit=2"));
-    let now = Timestamp::now();
+    let now = common::wall_now();
     let listed = p.list(now).await.unwrap();
     let mut names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
     names.sort();
@@ -901,8 +901,8 @@ fn the_daemon_rotates_a_gitlab_token_natively_without_overlap() {
         .as_str()
         .unwrap()
         .to_string();
-    let in_30 = utc_date(Timestamp::now() + SignedDuration::from_hours(24 * 30));
-    let in_29 = utc_date(Timestamp::now() + SignedDuration::from_hours(24 * 29));
+    let in_30 = utc_date(common::wall_now() + SignedDuration::from_hours(24 * 30));
+    let in_29 = utc_date(common::wall_now() + SignedDuration::from_hours(24 * 29));
     assert!(expires == in_30 || expires == in_29, "{expires}");
     // Neither token reached the log.
     let log = d.log();

@@ -26,7 +26,7 @@ fn ts(v: &serde_json::Value) -> jiff::Timestamp {
 }
 
 fn days_from_now(v: &serde_json::Value) -> i64 {
-    (ts(v).as_second() - jiff::Timestamp::now().as_second()) / 86_400
+    (ts(v).as_second() - common::wall_now().as_second()) / 86_400
 }
 
 fn rotation_of(d: &Daemon, slot: &str) -> Option<serde_json::Value> {
@@ -205,8 +205,8 @@ fn patch_on_the_control_socket_returns_the_sealed_secret() {
         .unwrap()
         .clone();
     let old_id = ci["key_id"].as_str().unwrap().to_string();
-    let new_exp = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 200)).to_string();
-    let old_exp = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+    let new_exp = (common::wall_now() + jiff::SignedDuration::from_hours(24 * 200)).to_string();
+    let old_exp = (common::wall_now() + jiff::SignedDuration::from_hours(1)).to_string();
     // The seed's exact example body, dates moved to the future.
     let body = format!(
         r#"{{

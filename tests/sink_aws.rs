@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use common::peers::{self, Peer};
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use keyrot_config::{AwsCredentialsConfig, AwsSecretsManagerSinkConfig, SecretFormat, SecretRef};
 use keyrot_core::crypto::sha256_hex;
 use keyrot_core::error::CallError;
@@ -279,11 +279,11 @@ fn create_true_creates_the_secret_current_at_once_and_a_probe_passes() {
             vec![(t.rotation_id.clone(), strings(&["AWSCURRENT"]))]
         );
         // `keyrot sink test` lands beside the secret and passes.
-        let report = keyrot_peers::sink::probe::run(&sink, "local", Timestamp::now())
+        let report = keyrot_peers::sink::probe::run(&sink, "local", common::wall_now())
             .await
             .unwrap();
         assert_eq!(report.read_back, "matched");
-        let probe_name = keyrot_peers::sink::probe::probe_target("local", Timestamp::now())
+        let probe_name = keyrot_peers::sink::probe::probe_target("local", common::wall_now())
             .location("keyrot/{provider}/{name}")
             .unwrap();
         assert_eq!(probe_name, "keyrot/local/keyrot-probe");

@@ -349,7 +349,7 @@ async fn the_token_is_cached_across_calls_and_callers() {
 async fn the_token_is_renewed_before_it_expires() {
     let emu = AzureEmulator::start();
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let clock = Arc::new(ManualClock::new(common::wall_now()));
     let s = sink(&emu, &dir).with_clock(clock.clone());
     let t = target("build-bot", "rot-1");
 

@@ -47,3 +47,11 @@ pub fn live_local_key(
         last_used_at: None,
     }
 }
+
+/// The wall clock, for tests against real peers and the real binary, which
+/// keep real time (clippy.toml keeps it out of keyrot's own code, where time
+/// is a parameter).
+#[allow(clippy::disallowed_methods)]
+pub fn wall_now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}

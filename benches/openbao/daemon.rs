@@ -207,7 +207,7 @@ impl Daemon {
     /// Returns the rotations done and the seconds from the first request
     /// to the last Completed commit (the daemon's own record).
     pub async fn batch(&self, roles: &[String]) -> Result<(usize, f64)> {
-        let t0 = Timestamp::now();
+        let t0 = crate::common::wall_now();
         let ids: Vec<String> = stream::iter(roles)
             .map(|r| async move {
                 let body = json!({"key": format!("bao/{r}"), "reason": "benchmark", "rotated_by": "bench"});

@@ -5,6 +5,7 @@
 //! config file others could change, or a secret file (master key
 //! included) others could read, is refused as the daemon refuses it.
 
+use keyrot_core::clock::{Clock as _, SystemClock};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -56,7 +57,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("keyrot: configuration {} is invalid", path.display());
         return Ok(ExitCode::from(1));
     }
-    super::output::out(&config::summary(&cfg, jiff::Timestamp::now()))?;
+    super::output::out(&config::summary(&cfg, SystemClock.now()))?;
     super::output::outln(&format!("configuration {} is valid", path.display()))?;
     Ok(ExitCode::SUCCESS)
 }

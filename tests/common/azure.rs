@@ -486,7 +486,7 @@ async fn token(
 fn entra_error(base: &str, status: StatusCode, error: &str, code: u32, text: &str) -> Response {
     let trace = uuid::Uuid::now_v7();
     let correlation = uuid::Uuid::now_v7();
-    let now = jiff::Timestamp::now()
+    let now = crate::common::wall_now()
         .strftime("%Y-%m-%d %H:%M:%SZ")
         .to_string();
     (
@@ -809,7 +809,7 @@ async fn set_secret(
             Some("ObjectIsDeletedButRecoverable"),
         );
     }
-    let now = jiff::Timestamp::now().as_second();
+    let now = crate::common::wall_now().as_second();
     let version = SecretVersion {
         version: keyrot_core::crypto::hex_encode(&rand::random::<[u8; 16]>()),
         value: value.to_string(),

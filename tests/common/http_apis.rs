@@ -171,7 +171,7 @@ impl HttpApis {
             owner,
             name,
             scopes.iter().map(|s| s.to_string()).collect(),
-            Some(Timestamp::now() + SignedDuration::from_hours(24 * days)),
+            Some(crate::common::wall_now() + SignedDuration::from_hours(24 * days)),
         );
         st.tokens.push(t.clone());
         t
@@ -288,7 +288,7 @@ fn mint(
         scopes,
         active: true,
         owner: owner.to_string(),
-        created_at: Timestamp::now(),
+        created_at: crate::common::wall_now(),
         expires_at,
     }
 }
@@ -449,7 +449,9 @@ fn gitlab_json(t: &Token, with_secret: bool) -> Value {
 /// `expires_at` of a GitLab body: absent, or a `YYYY-MM-DD` string within
 /// a year; anything else is the error GitLab gives.
 fn gitlab_expiry(req: &Req, default_days: i64) -> Result<Timestamp, (u16, Value)> {
-    let today = Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let today = crate::common::wall_now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
     let Some(v) = req.body.as_ref().and_then(|b| b.get("expires_at")) else {
         let d = today.checked_add(default_days.days()).unwrap();
         return Ok(d.to_zoned(jiff::tz::TimeZone::UTC).unwrap().timestamp());
@@ -670,7 +672,7 @@ fn grafana(st: &mut Inner, req: &Req) -> Response {
     let sa = sa.to_string();
     match (&req.method, rest) {
         (&Method::GET, []) => {
-            let now = Timestamp::now();
+            let now = crate::common::wall_now();
             let list: Vec<Value> = st
                 .tokens
                 .iter()
@@ -723,7 +725,7 @@ fn grafana(st: &mut Inner, req: &Req) -> Response {
                     json!({"message": "service account token with given name already exists in the organization"}),
                 );
             }
-            let exp = (ttl > 0).then(|| Timestamp::now() + SignedDuration::from_secs(ttl));
+            let exp = (ttl > 0).then(|| crate::common::wall_now() + SignedDuration::from_secs(ttl));
             let t = mint(st, Kind::Grafana, &sa, name, Vec::new(), exp);
             st.tokens.push(t.clone());
             reply(

@@ -377,6 +377,8 @@ fn read_corpus(target: &str) -> Vec<Vec<u8>> {
     files.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
+// A seed drawn from the wall clock (and printed) when none is given.
+#[allow(clippy::disallowed_methods)]
 fn seed() -> u64 {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *SEED.get_or_init(|| match std::env::var("KEYROT_FUZZ_SEED") {

@@ -181,7 +181,7 @@ impl StoreView {
     pub fn read(path: &Path, rotation_ids: &[String]) -> StoreView {
         let store = keyrot_core::store::Store::open_read_only(path)
             .unwrap_or_else(|e| panic!("opening the store read-only: {e}"));
-        let now = Timestamp::now();
+        let now = crate::common::wall_now();
         let local_keys = store
             .local_keys()
             .unwrap()

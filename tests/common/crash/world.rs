@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use jiff::Timestamp;
 use serde_json::Value;
 
 use super::super::peers::{self, Peer, curl};
@@ -85,7 +84,8 @@ impl World {
     /// admin console); its id.
     pub fn sandbox_key(&self, name: &str) -> String {
         let sb = self.sb();
-        let expires = (Timestamp::now() + jiff::SignedDuration::from_hours(24 * 300)).to_string();
+        let expires =
+            (crate::common::wall_now() + jiff::SignedDuration::from_hours(24 * 300)).to_string();
         let body = serde_json::json!({
             "orgId": "demo-org", "name": name,
             "scopes": ["read:jira-work", "write:jira-work"],

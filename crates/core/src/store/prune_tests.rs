@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 
 use super::{PRUNE_BATCH, PruneReport};
+use crate::clock::Clock as _;
 use crate::crypto::MasterKey;
 use crate::model::{KeyRecord, OutboxMessage, RotationRecord, RotationState};
 use crate::store::{LocalKey, Store};
@@ -223,7 +224,8 @@ fn uuid_ids_past_the_cutoff_end_the_scan() {
     // Rotations minted (UUIDv7) long after the cutoff are not read: a
     // prune of a store whose history is all recent costs nothing.
     let (_dir, store) = open();
-    let now = Timestamp::now();
+    // UUIDv7 ids are minted from the wall clock: so is `now` here.
+    let now = crate::clock::SystemClock.now();
     let id = uuid::Uuid::now_v7().to_string();
     let mut old = rotation(&id, "p/x", RotationState::Completed, 0);
     old.updated_at = day(0);
