@@ -9,8 +9,8 @@
 //! - time from spawn to `READY=1`, cold (the first start binds the 100k
 //!   listed keys to slots) and warm (restarts with the inventory in place),
 //!   and to the end of the first inventory sync (its log line);
-//! - RSS: peak (`VmHWM`) and steady (`VmRSS` once the start-up sync is done
-//!   and after the `status` calls) from `/proc/PID/status`;
+//! - RSS: peak (`VmHWM`) and steady (`VmRSS` once the daemon is idle after
+//!   the start-up sync, and after the `status` calls) from `/proc/PID/status`;
 //! - `keyrot status --json` over the control socket (a CLI process, wall time);
 //! - `Store::next_due` (the due index's first entry) and
 //!   `Store::next_due_after`: many calls, median and p99;
@@ -197,6 +197,22 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// Whether every thread of process `pid` is sleeping (a thread that ends
+/// while it is read counts as sleeping).
+fn all_threads_sleep(pid: u32) -> anyhow::Result<bool> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat")).unwrap_or_default();
+        // `PID (COMM) STATE ...`: the state follows the last parenthesis.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state.is_some_and(|s| s != "S") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 impl Daemon {
     fn start(site: &Site) -> anyhow::Result<Daemon> {
         let notify = site.dir.join("notify.sock");
@@ -318,6 +334,31 @@ impl Daemon {
         self.wait_for("the first inventory sync", &slot, Duration::from_secs(600))
     }
 
+    /// Waits until every thread of the daemon sleeps (state `S` in
+    /// `/proc/PID/task/*/stat`) in three samples in a row, 10 ms apart:
+    /// nothing is left running or waiting for a CPU.
+    fn wait_idle(&mut self) -> anyhow::Result<()> {
+        let limit = Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
+        let mut idle = 0;
+        while idle < 3 {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("keyrot exited ({status}) while settling:\n{}", self.tail());
+            }
+            if Instant::now() > deadline {
+                bail!("keyrot still busy after {limit:?}:\n{}", self.tail());
+            }
+            idle = if all_threads_sleep(self.pid())? {
+                idle + 1
+            } else {
+                0
+            };
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
     fn tail(&self) -> String {
         let l = self.log.lock().unwrap_or_else(|e| e.into_inner());
         l.iter()
@@ -412,9 +453,9 @@ fn measured_run(site: &Site, status_runs: usize) -> anyhow::Result<RunFigures> {
         ..RunFigures::default()
     };
     f.synced = Some(d.wait_synced()?);
-    // Let the post-sync passes (notices, digest) settle.
-    #[allow(clippy::disallowed_methods)]
-    std::thread::sleep(Duration::from_millis(500));
+    // What follows the sync's log line (handing the freed heap back, the
+    // passes it wakes) has run once the daemon is idle.
+    d.wait_idle()?;
     f.rss_after_sync_kib = d.rss_kib();
     for _ in 0..status_runs {
         let (t, bytes) = time_status(site)?;
@@ -422,8 +463,8 @@ fn measured_run(site: &Site, status_runs: usize) -> anyhow::Result<RunFigures> {
         f.status_bytes = bytes;
         f.status_socket.push(time_status_socket(site)?);
     }
-    #[allow(clippy::disallowed_methods)]
-    std::thread::sleep(Duration::from_millis(500));
+    // The last answer is freed once the daemon is idle again.
+    d.wait_idle()?;
     f.rss_after_status_kib = d.rss_kib();
     f.peak_rss_kib = d.peak_kib();
     d.stop()?;

@@ -397,14 +397,31 @@ fn inventory_sync_racing_a_completion_keeps_the_new_key() {
         "{}",
         case.fail("the rotation never revoked")
     );
-    // The runner sleeps 1.5 s, then opens its completion commit, which
-    // now waits 3 s before committing; the sync starts inside that wait.
+    // The runner is held 1.5 s after the revoke, then opens its completion
+    // commit, which now waits 3 s before committing. Once that wait has
+    // begun (its failpoint line follows the runner's "old key revoked"),
+    // SIGHUP starts the sync inside it.
     case.arm("before:commit=delay(3000)");
-    #[allow(clippy::disallowed_methods)]
-    std::thread::sleep(Duration::from_millis(2000));
-    case.reload();
-    #[allow(clippy::disallowed_methods)]
-    std::thread::sleep(Duration::from_millis(6000));
+    let held = "keyrot: failpoint before:commit: delay(3000)";
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            let log = case.d.log();
+            log.rfind("old key revoked")
+                .is_some_and(|at| log[at..].contains(held))
+        }),
+        "{}",
+        case.fail("the completion commit was never held")
+    );
+    let synced = |case: &Case<'_>| case.d.log().matches("inventory synced").count();
+    let before = synced(&case);
+    assert!(case.reload(), "{}", case.fail("the daemon is not running"));
+    // The sync reads the slots, lists the keys, then writes its binding
+    // once the completion has committed; disarm when it has finished.
+    assert!(
+        common::wait_until(Duration::from_secs(30), || synced(&case) > before),
+        "{}",
+        case.fail("the inventory sync after SIGHUP never finished")
+    );
     case.disarm();
     case.settle(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));

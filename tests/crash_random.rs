@@ -7,14 +7,24 @@
 //! (tests/common/crash.rs) must hold; Failed rotations are then resumed as
 //! an operator would, and the invariants checked again strictly.
 //!
-//! `KEYROT_CRASH_ITERATIONS` (default 20) sets the length of the run and
-//! `KEYROT_CRASH_SEED` its seed (default: from the clock). The seed is
-//! printed at the start and in every failure, with the command that
-//! replays the run: the same seed draws the same failpoints, actions and
-//! kill times (process timing still varies). A longer run:
+//! Seeds. Every run, CI's included, draws its plans from the fixed seeds in
+//! [`FIXED_SEEDS`], so a run tests the same plans as the last one; nothing
+//! is drawn from the clock unless asked. `KEYROT_CRASH_SEED` adds seeds
+//! after them: a comma-separated list of numbers, or `random` for one
+//! drawn from the clock. `KEYROT_CRASH_FIXED_SEEDS=0` leaves the fixed
+//! seeds out (to replay one seed alone). `KEYROT_CRASH_ITERATIONS`
+//! (default 10) is the number of iterations per seed; each seed starts with
+//! a fresh daemon directory. Every seed used is printed (with where it came
+//! from: fixed, given or drawn) at the start, as its run begins, and in
+//! every failure, with the command that replays it: the same seed draws
+//! the same failpoints, actions and kill times (process timing still
+//! varies). E.g.
 //!
 //! ```text
-//! KEYROT_CRASH_ITERATIONS=500 bash scripts/test.sh --test crash_random -- --nocapture
+//! # replay seed 2770 alone
+//! KEYROT_CRASH_FIXED_SEEDS=0 KEYROT_CRASH_SEED=2770 bash scripts/test.sh --test crash_random -- --nocapture
+//! # a longer run on a new seed, after the fixed ones
+//! KEYROT_CRASH_SEED=random KEYROT_CRASH_ITERATIONS=500 bash scripts/test.sh --test crash_random -- --nocapture
 //! ```
 
 mod common;
@@ -30,6 +40,17 @@ use keyrot_core::failpoint::ALL;
 
 /// Iterations that share one daemon directory (then a fresh one).
 const PER_CASE: u32 = 10;
+
+/// The seeds every run uses (unless `KEYROT_CRASH_FIXED_SEEDS=0`). Chosen
+/// among 1-5000 for what their first 10 iterations drew when
+/// `failpoint::ALL` had 37 names: together 30 of them (13 to abort), each
+/// action at least 3 times per seed, 11 `kill -9`, 4 armings before the
+/// start and 5 SIGHUPs. Drawn is not acted: a failpoint acts only if the
+/// run reaches it. A name added to `ALL` changes what a seed draws.
+const FIXED_SEEDS: [u64; 2] = [1702, 2770];
+
+/// Iterations per seed unless `KEYROT_CRASH_ITERATIONS` says otherwise.
+const ITERATIONS: u32 = 10;
 
 /// How long an armed iteration may run before it is killed.
 const ARMED_FOR: Duration = Duration::from_secs(8);
@@ -125,7 +146,8 @@ struct Figures {
 /// check (relaxed, then strict after resuming Failed rotations).
 fn iteration(case: &mut Case<'_>, rng: &mut Rng, figures: &mut Figures) {
     let plan = draw(rng, case.slots.len());
-    case.label = format!("{} plan {plan:?}", case.label);
+    let at = case.label.clone();
+    case.label = format!("{at} plan {plan:?}");
     if plan.before_start {
         case.arm(&plan.spec);
         case.spawn();
@@ -174,7 +196,7 @@ fn iteration(case: &mut Case<'_>, rng: &mut Rng, figures: &mut Figures) {
         // restart. What does not is noted (the restart below finishes it).
         if case.settle(Duration::from_secs(15)).is_err() {
             figures.needed_restart.push(format!(
-                "{}: {:?}",
+                "{at}: {}: {:?}",
                 plan.spec,
                 case.rotations()
                     .iter()
@@ -209,69 +231,140 @@ fn quiet(case: &Case<'_>) -> bool {
     })
 }
 
-#[test]
-// A seed drawn from the wall clock (and printed) when none is given.
+/// Where a seed came from, as printed.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// [`FIXED_SEEDS`].
+    Fixed,
+    /// A number in `KEYROT_CRASH_SEED`.
+    Given,
+    /// `random` in `KEYROT_CRASH_SEED`: from the clock.
+    Drawn,
+}
+
+impl Origin {
+    fn word(self) -> &'static str {
+        match self {
+            Origin::Fixed => "fixed",
+            Origin::Given => "given",
+            Origin::Drawn => "drawn",
+        }
+    }
+}
+
+/// The seeds of this run, in order: the fixed ones (unless
+/// `KEYROT_CRASH_FIXED_SEEDS=0`), then those `KEYROT_CRASH_SEED` adds.
+// `random` draws a seed from the wall clock (and prints it).
 #[allow(clippy::disallowed_methods)]
-fn random_failpoints_and_kills_while_keys_rotate_in_parallel() {
-    let iterations: u32 = std::env::var("KEYROT_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("KEYROT_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
+fn seeds() -> Vec<(u64, Origin)> {
+    let mut seeds = Vec::new();
+    if std::env::var("KEYROT_CRASH_FIXED_SEEDS").as_deref() != Ok("0") {
+        seeds.extend(FIXED_SEEDS.iter().map(|&s| (s, Origin::Fixed)));
+    }
+    let extra = std::env::var("KEYROT_CRASH_SEED").unwrap_or_default();
+    for word in extra.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if word == "random" {
+            let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    let replay = format!(
-        "KEYROT_CRASH_SEED={seed} KEYROT_CRASH_ITERATIONS={iterations} bash scripts/test.sh --test crash_random -- --nocapture"
+                .unwrap_or(1);
+            seeds.push((nanos, Origin::Drawn));
+        } else {
+            let seed = word.parse().unwrap_or_else(|_| {
+                panic!("KEYROT_CRASH_SEED: {word:?} is neither a number nor `random`")
+            });
+            seeds.push((seed, Origin::Given));
+        }
+    }
+    assert!(
+        !seeds.is_empty(),
+        "no seed: KEYROT_CRASH_FIXED_SEEDS=0 needs KEYROT_CRASH_SEED"
     );
-    println!("crash_random: seed {seed}, {iterations} iterations (replay: {replay})");
-    eprintln!("crash_random: seed {seed}, {iterations} iterations (replay: {replay})");
+    seeds
+}
+
+/// The command that replays `seed` alone.
+fn replay(seed: u64, iterations: u32) -> String {
+    format!(
+        "KEYROT_CRASH_FIXED_SEEDS=0 KEYROT_CRASH_SEED={seed} KEYROT_CRASH_ITERATIONS={iterations} bash scripts/test.sh --test crash_random -- --nocapture"
+    )
+}
+
+#[test]
+fn random_failpoints_and_kills_while_keys_rotate_in_parallel() {
+    let iterations: u32 = match std::env::var("KEYROT_CRASH_ITERATIONS") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("KEYROT_CRASH_ITERATIONS: {v:?} is not a number")),
+        Err(_) => ITERATIONS,
+    };
+    let seeds = seeds();
+    let list: Vec<String> = seeds
+        .iter()
+        .map(|(seed, origin)| format!("{seed} ({})", origin.word()))
+        .collect();
+    let line = format!(
+        "crash_random: seeds {}; {iterations} iterations each",
+        list.join(", ")
+    );
+    println!("{line}");
+    eprintln!("{line}");
     let start = Instant::now();
     let world = World::new(Kind::Mixed);
-    let mut rng = Rng(seed);
     let mut figures = Figures::default();
-    let mut case: Option<Case<'_>> = None;
-    for it in 0..iterations {
-        let label = format!("seed {seed} iteration {it}");
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            if it % PER_CASE == 0 {
-                // A fresh daemon directory (and keys) every PER_CASE
-                // iterations keeps each check's history short.
-                case = None;
-                let c = world.case(&label, &[(SANDBOX, 2), (LOCAL, 2)]);
-                case = Some(c);
-                if let Some(c) = case.as_mut() {
-                    c.stop();
+    for &(seed, origin) in &seeds {
+        let replay = replay(seed, iterations);
+        let line = format!(
+            "crash_random: seed {seed} ({}), {iterations} iterations (replay: {replay})",
+            origin.word()
+        );
+        println!("{line}");
+        eprintln!("{line}");
+        let begun = Instant::now();
+        let mut rng = Rng(seed);
+        let mut case: Option<Case<'_>> = None;
+        for it in 0..iterations {
+            let label = format!("seed {seed} iteration {it}");
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                if it % PER_CASE == 0 {
+                    // A fresh daemon directory (and keys) for each seed and
+                    // every PER_CASE iterations keeps each check's history
+                    // short.
+                    case = None;
+                    let c = world.case(&label, &[(SANDBOX, 2), (LOCAL, 2)]);
+                    case = Some(c);
+                    if let Some(c) = case.as_mut() {
+                        c.stop();
+                    }
                 }
+                let c = case.as_mut().unwrap();
+                c.label = label.clone();
+                iteration(c, &mut rng, &mut figures);
+            }));
+            if let Err(e) = outcome {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "crash_random failed at seed {seed}, iteration {it} (replay: {replay}):\n{msg}"
+                );
             }
-            let c = case.as_mut().unwrap();
-            c.label = label.clone();
-            iteration(c, &mut rng, &mut figures);
-        }));
-        if let Err(e) = outcome {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!("crash_random failed at seed {seed}, iteration {it} (replay: {replay}):\n{msg}");
-        }
-        if (it + 1) % 10 == 0 {
-            eprintln!(
-                "crash_random: {} iterations in {:.0}s",
-                it + 1,
-                start.elapsed().as_secs_f64()
-            );
+            if (it + 1) % 10 == 0 {
+                eprintln!(
+                    "crash_random: seed {seed}: {} iterations in {:.0}s",
+                    it + 1,
+                    begun.elapsed().as_secs_f64()
+                );
+            }
         }
     }
     let r = &figures.report;
+    let seeds: Vec<u64> = seeds.iter().map(|(s, _)| *s).collect();
     eprintln!(
-        "crash_random: seed {seed}: {iterations} iterations in {:.1}s; {} rotations requested; failpoint actions {:?} at {} distinct failpoints; {} kill -9; {} rotations checked ({} completed, {} resumed after Failed), {} provider keys, {} sink values, {} messages ({} delivered twice under the same Message-ID); invariant violations: 0",
+        "crash_random: seeds {seeds:?}: {} iterations in {:.1}s; {} rotations requested; failpoint actions {:?} at {} distinct failpoints; {} kill -9; {} rotations checked ({} completed, {} resumed after Failed), {} provider keys, {} sink values, {} messages ({} delivered twice under the same Message-ID); invariant violations: 0",
+        iterations as usize * seeds.len(),
         start.elapsed().as_secs_f64(),
         figures.requested,
         figures.actions,
@@ -298,6 +391,6 @@ fn random_failpoints_and_kills_while_keys_rotate_in_parallel() {
     }
     assert!(
         figures.report.rotations > 0,
-        "seed {seed}: no rotation was checked"
+        "seeds {seeds:?}: no rotation was checked"
     );
 }

@@ -11,7 +11,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::peers::{self, Peer, bao_api, curl};
 use common::wait_until;
@@ -139,6 +139,27 @@ fn create_token(bao: &Peer, policies: &[&str], ttl: &str) -> String {
     let body = serde_json::json!({"policies": policies, "ttl": ttl, "explicit_max_ttl": "1h"});
     let v = root(bao, "POST", "auth/token/create", Some(&body.to_string()));
     v["auth"]["client_token"].as_str().unwrap().to_string()
+}
+
+/// A deadline for a polling loop: [`Poll::tick`] waits 100 ms, or fails the
+/// test with `what` once the deadline has passed.
+struct Poll {
+    deadline: Instant,
+    what: &'static str,
+}
+
+impl Poll {
+    fn new(limit: Duration, what: &'static str) -> Poll {
+        Poll {
+            deadline: Instant::now() + limit,
+            what,
+        }
+    }
+
+    async fn tick(&self) {
+        assert!(Instant::now() < self.deadline, "{}", self.what);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Asserts `text` holds none of `secrets`.
@@ -311,6 +332,7 @@ async fn token_auth_renews_a_renewable_token_before_it_expires() {
     let tmp = tempfile::tempdir().unwrap();
     let bao = peers::bao(&tmp.path().join("bao"));
     kv_policy(&bao, "keyrot", true);
+    let created = Instant::now();
     let token = create_token(&bao, &["keyrot"], "9s");
     let sink = token_sink(&bao, tmp.path(), &token);
     let t = target("r1", "lk_1");
@@ -318,13 +340,24 @@ async fn token_auth_renews_a_renewable_token_before_it_expires() {
     let lookup = serde_json::json!({ "token": token }).to_string();
     let before = root(&bao, "POST", "auth/token/lookup", Some(&lookup));
     assert!(before["data"]["last_renewal_time"].is_null(), "{before}");
-    // Past two thirds of its 9 s TTL (less than a third left), still alive.
-    tokio::time::sleep(Duration::from_millis(6500)).await;
-    assert!(sink.read_back(&t).await.unwrap().is_some());
-    let after = root(&bao, "POST", "auth/token/lookup", Some(&lookup));
+    // The sink is used until OpenBao records a renewal: every read works,
+    // so the renewal came while the token was alive; the token's 9 s must
+    // pass for it, so the poll's deadline is well past them.
+    let poll = Poll::new(Duration::from_secs(30), "the sink never renewed its token");
+    let after = loop {
+        assert!(sink.read_back(&t).await.unwrap().is_some());
+        let v = root(&bao, "POST", "auth/token/lookup", Some(&lookup));
+        if v["data"]["last_renewal_time"].is_number() {
+            break v;
+        }
+        poll.tick().await;
+    };
+    // Renewed only once less than a third of the TTL remained: 6 s in, or
+    // from 5 s with OpenBao's TTL in whole seconds.
+    let renewed_after = created.elapsed();
     assert!(
-        after["data"]["last_renewal_time"].is_number(),
-        "the token was renewed: {after}"
+        renewed_after >= Duration::from_secs(5),
+        "renewed {renewed_after:?} into a 9 s TTL, before two thirds of it: {after}"
     );
 }
 
@@ -396,6 +429,38 @@ fn approle(bao: &Peer, dir: &Path, role: &str, token_ttl: &str) -> VaultAuth {
     }
 }
 
+/// The tokens AppRole `role` logged in with that OpenBao still knows (root's
+/// `lookup-accessor` of each).
+fn approle_tokens(bao: &Peer, role: &str) -> Vec<Value> {
+    let list = root(bao, "GET", "auth/token/accessors?list=true", None);
+    list["data"]["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| {
+            let body = serde_json::json!({ "accessor": a }).to_string();
+            let (code, text) = bao_api(bao, "POST", "auth/token/lookup-accessor", Some(&body));
+            let v: Value = serde_json::from_str(&text).ok()?;
+            (code == 200).then(|| v["data"].clone())
+        })
+        .filter(|tok| tok["meta"]["role_name"] == role)
+        .collect()
+}
+
+/// The accessors of `tokens`.
+fn accessors(tokens: &[Value]) -> Vec<Value> {
+    tokens.iter().map(|tok| tok["accessor"].clone()).collect()
+}
+
+/// Whether a token (as `lookup-accessor` shows it) has not expired yet.
+fn alive(tok: &Value) -> bool {
+    match tok["expire_time"].as_str() {
+        Some(at) => at.parse::<jiff::Timestamp>().unwrap() > common::wall_now(),
+        None => true,
+    }
+}
+
 #[tokio::test]
 async fn approle_logs_in_renews_and_logs_in_again_after_expiry_and_revocation() {
     let tmp = tempfile::tempdir().unwrap();
@@ -423,14 +488,37 @@ async fn approle_logs_in_renews_and_logs_in_again_after_expiry_and_revocation() 
     assert_eq!(meta["custom_metadata"]["keyrot_key_id"], "lk_1", "{meta}");
     assert_eq!(meta["custom_metadata"]["owner"], "ops", "{meta}");
     assert_eq!(meta["max_versions"], 4, "{meta}");
-    // Past two thirds of the TTL (renewed, or logged in again if late)...
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(sink.read_back(&t).await.unwrap(), hash(VALUE));
-    // ...and well past it: a new login.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logged_in = accessors(&approle_tokens(&bao, "short"));
+    assert!(!logged_in.is_empty());
+    // Used past two thirds of the 2 s TTL, the sink renews its token (or
+    // logs in again if it came late); every read meanwhile works.
+    let poll = Poll::new(Duration::from_secs(30), "the sink never renewed its token");
+    loop {
+        assert_eq!(sink.read_back(&t).await.unwrap(), hash(VALUE));
+        let tokens = approle_tokens(&bao, "short");
+        if tokens.iter().any(|tok| {
+            !logged_in.contains(&tok["accessor"]) || tok["last_renewal_time"].is_number()
+        }) {
+            break;
+        }
+        poll.tick().await;
+    }
+    // Once no token of that role is alive at OpenBao any more, the next
+    // call logs in again.
+    let seen = accessors(&approle_tokens(&bao, "short"));
+    let poll = Poll::new(Duration::from_secs(30), "the AppRole token never expired");
+    while approle_tokens(&bao, "short").iter().any(alive) {
+        poll.tick().await;
+    }
     let t2 = target("r2", "lk_2");
     let v = sink.put(&t2, &SecretString::from(VALUE_2)).await.unwrap();
     assert_eq!(v.as_deref(), Some("v2"));
+    let now = approle_tokens(&bao, "short");
+    assert!(
+        now.iter()
+            .any(|tok| !seen.contains(&tok["accessor"]) && alive(tok)),
+        "no new login: {now:?}"
+    );
     assert_eq!(
         kv_metadata(&bao)["custom_metadata"]["keyrot_key_id"],
         "lk_2"

@@ -121,7 +121,8 @@ fn backups_taken_while_rotations_run_verify_open_and_restore() {
     let backups = d.dir.join("backups");
     fs::create_dir(&backups).unwrap();
     let mut last = PathBuf::new();
-    for n in 0..5 {
+    const BACKUPS: usize = 5;
+    for n in 0..BACKUPS {
         last = backups.join(format!("b{n}.redb"));
         let out = ok(
             d.cli(&["store", "backup", last.to_str().unwrap()]),
@@ -140,8 +141,16 @@ fn backups_taken_while_rotations_run_verify_open_and_restore() {
             report.contains("store verified: no problems found"),
             "{report}"
         );
-        #[allow(clippy::disallowed_methods)]
-        std::thread::sleep(Duration::from_millis(700));
+        // The next backup is taken once the daemon has committed rotation
+        // work this one does not hold.
+        if n + 1 < BACKUPS {
+            let held = rotations_by_id(&at);
+            assert!(
+                wait_until(Duration::from_secs(30), || rotations_by_id(&d) != held),
+                "no rotation moved after backup {n}; log:\n{}",
+                d.log()
+            );
+        }
     }
     // The last backup holds the rotations the daemon had: finished ones
     // exactly as they still are, unfinished ones as a state they passed.

@@ -109,9 +109,23 @@ fn a_hundred_events_survive_a_sixty_second_receiver_outage_and_a_kill_9() {
     for i in 25..50 {
         d.rotate(&format!("k{i:03}"), "webhook outage test");
     }
-    // The outage's length is the scenario, not a synchronisation.
-    #[allow(clippy::disallowed_methods)]
-    std::thread::sleep(Duration::from_secs(60).saturating_sub(outage.elapsed()));
+    // The outage lasts 60 s (the scenario's length): the receiver comes
+    // back once that much time has passed and the 50 events of the outage
+    // are all queued (every rotation finished, the mail delivered); none
+    // may be given up meanwhile.
+    let status = || d.json(&["status", "--json"]);
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            let st = status();
+            assert_eq!(st["outbox_dead"], 0, "a delivery given up: {st}");
+            outage.elapsed() >= Duration::from_secs(60)
+                && st["active_rotations"] == 0
+                && st["outbox_queued"] == 50
+        }),
+        "the outage's 50 events are not all queued: {}; log:\n{}",
+        status(),
+        d.log()
+    );
     rx.resume();
     let back = Instant::now();
     assert!(
