@@ -655,7 +655,7 @@ impl Engine {
         // honours the Idempotency-Key must not answer with it again.
         req.idempotency_key = format!("{}.{}", rec.id, keyrot_core::model::new_rotation_id());
         if found.old_alive == Some(false) {
-            let old = rec.old_key_id.clone().unwrap_or_default();
+            let old = rec.old_key_id.clone().unwrap_or_else(|| "(none)".into());
             if rec.old_lost_at.is_none() {
                 // Durable before anything else: `rotation show`, the
                 // failure mail and the metrics say it even if recovery fails.
@@ -874,7 +874,7 @@ impl Engine {
         let caps = provider.capabilities();
         if caps.no_overlap {
             // The native rotate that issued the new key ended the old one.
-            let old = rec.old_key_id.clone().unwrap_or_default();
+            let old = rec.old_key_id.clone().unwrap_or_else(|| "(none)".into());
             rec.old_revoked_at = rec.entered(RotationState::Issued).or(Some(now));
             rec.transition(
                 RotationState::Completed,
@@ -886,7 +886,7 @@ impl Engine {
         let old_inactive = caps.deactivate;
         let can_revoke = caps.revoke;
         if caps.deactivate {
-            let old = rec.old_key_id.clone().unwrap_or_default();
+            let old = old_key(&rec)?;
             keyrot_core::failpoint::hit("before:deactivate")?;
             provider
                 .deactivate(&old, now)
@@ -967,7 +967,7 @@ impl Engine {
         now: Timestamp,
     ) -> StepResult {
         let provider = Self::provider(rt, &rec)?;
-        let old = rec.old_key_id.clone().unwrap_or_default();
+        let old = old_key(&rec)?;
         let note = if provider.capabilities().revoke {
             keyrot_core::failpoint::hit("before:revoke")?;
             provider
@@ -1278,6 +1278,22 @@ impl Engine {
 /// own: it commits with the first sink's success, the move to Verifying or
 /// the failure. A crash before that resumes from Issued and comes here
 /// again: the same sink writes follow.
+/// The old key a step is about to deactivate or revoke. A rotation of a
+/// slot without a key completes straight from Verifying, so a missing id
+/// here is a broken invariant: the step fails, naming it, and never calls
+/// the provider with an empty key id.
+fn old_key(rec: &RotationRecord) -> Result<String, CallError> {
+    rec.old_key_id
+        .clone()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            CallError::permanent(format!(
+                "rotation {} in {} has no old key id: nothing to deactivate or revoke (a broken invariant; `keyrot rotation show {}`)",
+                rec.id, rec.state, rec.id
+            ))
+        })
+}
+
 fn enter_distributing(rec: &mut RotationRecord, now: Timestamp) {
     rec.transition(
         RotationState::Distributing,

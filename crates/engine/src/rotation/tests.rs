@@ -513,3 +513,26 @@ async fn resuming_from_issuing_revokes_the_key_an_interrupted_attempt_made() {
     assert_ne!(held, sha256_hex(b""));
     assert_eq!(held, waiting.new_key.unwrap().secret_sha256);
 }
+
+#[tokio::test]
+async fn a_revoke_without_an_old_key_id_fails_and_never_calls_the_provider_with_an_empty_id() {
+    let f = fixture(None);
+    let first = settle(&f, &f.engine.start("local/ci", manual()).await.unwrap().id).await;
+    let live = first.new_key.unwrap().id;
+    let second = f.engine.start("local/ci", manual()).await.unwrap();
+    let mut rec = settle(&f, &second.id).await;
+    assert_eq!(rec.state, RotationState::Overlap);
+    // A record whose invariant broke: the overlap is over, but the old
+    // key's id is gone.
+    rec.old_key_id = None;
+    rec.revoke_old_at = Some(f.engine.now());
+    f.engine.store().write(|tx| tx.put_rotation(&rec)).unwrap();
+    f.engine.resume_all().await.unwrap();
+    let failed = settle(&f, &rec.id).await;
+    assert_eq!(failed.state, RotationState::Failed, "{failed:?}");
+    let why = failed.last_error.unwrap_or_default();
+    assert!(why.contains("has no old key id"), "{why}");
+    // The key that was live before stays live.
+    let before = f.engine.store().local_key(&live).unwrap().unwrap();
+    assert!(before.revoked_at.is_none());
+}
