@@ -319,10 +319,12 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        keyrot_core::failpoint::hit("after:pending").map_err(|e| Refusal::internal(e.message))?;
         tracing::info!(rotation = %created.id, key = %created.slot, provider = %created.provider,
             step = "pending", trigger = ?created.trigger, reason = %created.reason, "rotation started");
+        // Pending is committed: the runner starts whatever the caller is
+        // told next, so an error from here on never strands the rotation.
         self.spawn(&created.id);
+        keyrot_core::failpoint::hit("after:pending").map_err(|e| Refusal::internal(e.message))?;
         Ok(created)
     }
 
