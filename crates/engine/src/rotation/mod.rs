@@ -7,6 +7,8 @@
 //! starts it again when its timer in the due index fires. The state machine
 //! is the only writer of rotation state.
 
+mod abort;
+mod assisted;
 pub mod backoff;
 pub mod plan;
 mod refusal;

@@ -1,6 +1,8 @@
 //! One step function per state. A step makes at most one kind of external
 //! call and ends by committing the next state; the runner loops over steps
-//! until the rotation waits or ends.
+//! until the rotation waits or ends. These are the forward steps; the
+//! assisted path (asking people, `keyrot enroll`) is in `assisted.rs`, and
+//! the operator's ways out are `abort.rs` and `restart.rs`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,18 +10,18 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use secrecy::SecretString;
 
-use super::Refusal;
+use super::assisted::same_scopes;
 use super::{Engine, EngineError, Runtime, backoff, plan};
 use crate::notify;
 use keyrot_core::error::CallError;
 use keyrot_core::model::{KeyInfo, KeyRecord, NewKey, RotationRecord, RotationState, SinkResult};
 use keyrot_core::policy;
 use keyrot_core::store::Tx;
-use keyrot_peers::provider::{Identity, IssueRequest, Provider};
+use keyrot_peers::provider::{IssueRequest, Provider};
 use keyrot_peers::sink::SinkTarget;
 
 /// What the runner does after a step.
-enum Next {
+pub(super) enum Next {
     /// Take the next step now.
     Continue,
     /// The rotation waits for a timer (or an operator); stop the runner.
@@ -28,7 +30,7 @@ enum Next {
 
 /// Why a step failed.
 #[derive(Debug)]
-enum StepError {
+pub(super) enum StepError {
     /// An external call failed (retried within the budget when transient).
     Call(CallError),
     /// The store failed; the runner stops and the rotation resumes later.
@@ -47,10 +49,10 @@ impl From<EngineError> for StepError {
     }
 }
 
-type StepResult = Result<Next, StepError>;
+pub(super) type StepResult = Result<Next, StepError>;
 
 /// The record and a function run in the same transaction as its save.
-type Extra =
+pub(super) type Extra =
     Box<dyn FnOnce(&mut Tx, &RotationRecord) -> Result<(), keyrot_core::store::StoreError> + Send>;
 
 impl Engine {
@@ -118,7 +120,11 @@ impl Engine {
         }
     }
 
-    async fn provider_limit(&self, rt: &Runtime, id: &str) -> Option<Arc<tokio::sync::Semaphore>> {
+    pub(super) async fn provider_limit(
+        &self,
+        rt: &Runtime,
+        id: &str,
+    ) -> Option<Arc<tokio::sync::Semaphore>> {
         let rec = self.load(id).await.ok().flatten()?;
         match rt.limits.get(&rec.provider) {
             Some(l) => Some(Arc::clone(l)),
@@ -136,7 +142,7 @@ impl Engine {
 
     /// Commits `rec` (with `extra` in the same transaction) and wakes the
     /// scheduler, whose timers may have moved.
-    async fn save(
+    pub(super) async fn save(
         &self,
         rec: RotationRecord,
         extra: Option<Extra>,
@@ -160,7 +166,7 @@ impl Engine {
 
     /// Commits `rec` with the messages `build` makes for it (given its key
     /// record) queued in the same transaction, and an audit entry if given.
-    async fn save_notifying(
+    pub(super) async fn save_notifying(
         &self,
         rec: RotationRecord,
         build: impl FnOnce(
@@ -205,7 +211,7 @@ impl Engine {
     /// future (`instrument`), not entered on the thread: a guard held across
     /// an `.await` would lose the fields when the task moves to another
     /// worker and lend them to whatever that thread runs next.
-    async fn step(
+    pub(super) async fn step(
         self: &Arc<Self>,
         rt: &Runtime,
         rec: RotationRecord,
@@ -218,7 +224,7 @@ impl Engine {
             .await
     }
 
-    async fn step_in_span(
+    pub(super) async fn step_in_span(
         self: &Arc<Self>,
         rt: &Runtime,
         mut rec: RotationRecord,
@@ -276,262 +282,9 @@ impl Engine {
         }
     }
 
-    /// AwaitingSecret: people were asked to create the key by hand; send a
-    /// reminder at each rung of the notice ladder until `keyrot enroll`.
-    async fn remind(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
-        if rec.retry_at.is_none() {
-            // No rung left (or resumed at start-up): nothing to send.
-            return Ok(Next::Stop);
-        }
-        let reminder = rec
-            .history
-            .iter()
-            .filter(|t| t.to == RotationState::AwaitingSecret)
-            .count() as u32;
-        rec.retry_at = next_reminder(rt, &rec, now);
-        rec.updated_at = now;
-        rec.history.push(keyrot_core::model::Transition {
-            at: now,
-            to: RotationState::AwaitingSecret,
-            note: format!("reminder {reminder} sent"),
-        });
-        tracing::warn!(next = ?rec.retry_at, "assisted rotation still waits for `keyrot enroll`; reminder sent");
-        let mail = notify::Composer::new(Arc::clone(&rt.config));
-        let expiry = assisted_expiry(rt, &rec, now);
-        let next = rec.retry_at;
-        self.save_notifying(
-            rec,
-            move |r, key| mail.assisted_request(r, key, expiry, next, reminder, now),
-            None,
-        )
-        .await?;
-        Ok(Next::Stop)
-    }
-
-    /// Where the provider's issue keeps the old key's scopes (the proposed
-    /// Atlassian rotate) but the policy asks for others (seed 001: turn an
-    /// unscoped key into a scoped one): why the key must be made by hand.
-    async fn scopes_not_kept(
-        &self,
-        rt: &Runtime,
-        rec: &RotationRecord,
-    ) -> Result<Option<String>, EngineError> {
-        let Some(policy) = rt.config.policy(&rec.policy) else {
-            return Ok(None);
-        };
-        if policy.scopes.is_empty() {
-            return Ok(None);
-        }
-        let slot = rec.slot.clone();
-        let old = self
-            .db(move |s| s.key(&slot))
-            .await?
-            .and_then(|k| k.current)
-            .map(|k| k.scopes)
-            .unwrap_or_default();
-        if same_scopes(&old, &policy.scopes) {
-            return Ok(None);
-        }
-        Ok(Some(format!(
-            "provider {} keeps the old key's scopes [{}] when it rotates, but policy {:?} asks for [{}]",
-            rec.provider,
-            old.join(", "),
-            policy.name,
-            policy.scopes.join(", ")
-        )))
-    }
-
-    /// Pending, for a provider that cannot create the key the policy asks
-    /// for (`why`): ask people to create one, and wait in AwaitingSecret
-    /// with a reminder timer.
-    async fn ask_for_key(
-        &self,
-        rt: &Runtime,
-        mut rec: RotationRecord,
-        why: String,
-        now: Timestamp,
-    ) -> StepResult {
-        rec.transition(
-            RotationState::AwaitingSecret,
-            now,
-            format!("{why}: asked for a key by email; waiting for `keyrot enroll`"),
-        );
-        rec.retry_at = next_reminder(rt, &rec, now);
-        tracing::warn!(next_reminder = ?rec.retry_at, "assisted rotation: waiting for a person to create the key and run `keyrot enroll {}`", rec.id);
-        let mail = notify::Composer::new(Arc::clone(&rt.config));
-        let expiry = assisted_expiry(rt, &rec, now);
-        let next = rec.retry_at;
-        self.save_notifying(
-            rec,
-            move |r, key| mail.assisted_request(r, key, expiry, next, 0, now),
-            Some((
-                now,
-                "rotation.assisted",
-                format!("asked for a key to be created by hand: {why}"),
-            )),
-        )
-        .await?;
-        Ok(Next::Stop)
-    }
-
-    /// `keyrot enroll`: the secret of a key created by hand. Verified where
-    /// the provider can verify, then sealed into the store in the same
-    /// commit that moves the rotation to Issued; the runner goes on from there.
-    pub(super) async fn enroll_claimed(
-        &self,
-        id: &str,
-        key_id: Option<String>,
-        secret: SecretString,
-        accept_unverified: bool,
-    ) -> Result<RotationRecord, Refusal> {
-        let rt = self.runtime();
-        let mut rec = self
-            .load(id)
-            .await?
-            .ok_or_else(|| Refusal::unknown(format!("unknown rotation {id}")))?;
-        if rec.state != RotationState::AwaitingSecret {
-            return Err(Refusal::conflict(format!(
-                "rotation {id} is {}, not awaiting a secret",
-                rec.state
-            )));
-        }
-        let now = self.now();
-        let provider = Self::provider(&rt, &rec).map_err(|e| Refusal::conflict(e.message))?;
-        let caps = provider.capabilities();
-        let name = key_name(&rec.slot).to_string();
-        let listed = if caps.list {
-            provider
-                .list(now)
-                .await
-                .map_err(|e| Refusal::peer(e.message))?
-        } else {
-            Vec::new()
-        };
-        let found = match &key_id {
-            Some(k) => listed.iter().find(|i| &i.id == k).cloned(),
-            None => listed
-                .iter()
-                .filter(|i| i.name == name && Some(&i.id) != rec.old_key_id.as_ref())
-                .max_by_key(|i| i.created_at)
-                .cloned(),
-        };
-        let new_id = match (&key_id, &found) {
-            (Some(k), _) => k.clone(),
-            (None, Some(f)) => f.id.clone(),
-            (None, None) => {
-                return Err(Refusal::bad_field(
-                    "key_id",
-                    format!(
-                        "no new key named {name:?} is listed by {}; pass --key-id with the new key's id",
-                        rec.provider
-                    ),
-                ));
-            }
-        };
-        if Some(&new_id) == rec.old_key_id.as_ref() {
-            return Err(Refusal::bad_field(
-                "key_id",
-                format!("{new_id} is the old key: create a new one"),
-            ));
-        }
-        let mut notes = Vec::new();
-        if let Some(p) = rt.config.policy(&rec.policy)
-            && let Some(problem) = enrolled_scopes_problem(p, found.as_ref().map(|f| &f.scopes[..]))
-        {
-            if p.refuse_scope_mismatch {
-                return Err(Refusal::bad_field(
-                    "key_id",
-                    format!(
-                        "key {new_id}: {problem}. Nothing was changed: create a key with exactly the policy's scopes and enroll that one (or set scope_mismatch = \"flag\" in policy {:?})",
-                        p.name
-                    ),
-                ));
-            }
-            tracing::warn!(rotation = %rec.id, new_key = %new_id, "enrolled despite scopes: {problem}");
-            notes.push(format!("scopes flagged: {problem}"));
-        }
-        let unproven = |why: String| {
-            Refusal::bad_field(
-                "secret",
-                format!(
-                    "cannot prove that the secret belongs to key {new_id}: {why}. Nothing was changed; if you are sure it is that key's, enroll again with --accept-unverified"
-                ),
-            )
-        };
-        if caps.prove_identity {
-            match provider.prove_identity(&new_id, &secret, now).await {
-                Ok(Identity::Proven) => notes.push("identity proven".into()),
-                Ok(Identity::Unprovable(why)) if accept_unverified => {
-                    notes.push(format!(
-                        "identity not proven, accepted by the operator ({why})"
-                    ));
-                }
-                Ok(Identity::Unprovable(why)) => return Err(unproven(why)),
-                Err(e) if e.transient => {
-                    return Err(Refusal::peer(format!(
-                        "proving the secret belongs to key {new_id}: {}",
-                        e.message
-                    )));
-                }
-                Err(e) => {
-                    return Err(Refusal::bad_field(
-                        "secret",
-                        format!(
-                            "the secret is refused for key {new_id}: {}. Nothing was changed",
-                            e.message
-                        ),
-                    ));
-                }
-            }
-        } else {
-            if caps.verify {
-                provider.verify(&new_id, &secret, now).await.map_err(|e| {
-                    Refusal::invalid(format!(
-                        "the secret does not work as key {new_id}: {}",
-                        e.message
-                    ))
-                })?;
-            }
-            let why = format!(
-                "provider {} can {}check that a secret authenticates, not which key it belongs to",
-                rec.provider,
-                if caps.verify { "" } else { "not even " }
-            );
-            if !accept_unverified {
-                return Err(unproven(why));
-            }
-            notes.push(format!(
-                "identity not proven, accepted by the operator ({why})"
-            ));
-        }
-        let hash = keyrot_core::crypto::sha256_hex(
-            secrecy::ExposeSecret::expose_secret(&secret).as_bytes(),
-        );
-        rec.new_key = Some(NewKey {
-            id: new_id.clone(),
-            expires_at: found.as_ref().and_then(|f| f.expires_at),
-            secret_sha256: hash,
-            scopes: found
-                .as_ref()
-                .map(|f| f.scopes.clone())
-                .unwrap_or_else(|| rec.scopes.clone()),
-        });
-        rec.transition(
-            RotationState::Issued,
-            now,
-            format!(
-                "secret of key {new_id} enrolled by an operator; {}",
-                notes.join("; ")
-            ),
-        );
-        Ok(self
-            .commit_issued(&rt, rec, &new_id, secret, "key.enrolled", now)
-            .await?)
-    }
-
     /// Commits Issued with the new key's secret sealed into the store (and,
     /// when the caller asked, its PSK envelope) in one transaction.
-    async fn commit_issued(
+    pub(super) async fn commit_issued(
         &self,
         rt: &Runtime,
         rec: RotationRecord,
@@ -556,7 +309,7 @@ impl Engine {
     /// Issuing: clean up a key a previous attempt may have created (found by
     /// its tag, or by listing where the provider cannot tag), then issue,
     /// then seal the secret in the same commit as the new key's id.
-    async fn issue(
+    pub(super) async fn issue(
         &self,
         rt: &Runtime,
         mut rec: RotationRecord,
@@ -625,7 +378,7 @@ impl Engine {
     /// (which holds the old key's scopes) is rotated instead and ends at
     /// once; with no orphan either, recovery is impossible and the error
     /// says which key ids to act on. Returns notes for the history.
-    async fn recover_interrupted(
+    pub(super) async fn recover_interrupted(
         &self,
         provider: &dyn Provider,
         rec: &mut RotationRecord,
@@ -713,7 +466,7 @@ impl Engine {
     /// created: the inventory's current keys and the new keys of other
     /// rotations still in flight. A listed key outside this set, with the
     /// right name and created after the intent, is the interrupted call's.
-    async fn known_key_ids(&self, id: &str) -> Result<HashSet<String>, EngineError> {
+    pub(super) async fn known_key_ids(&self, id: &str) -> Result<HashSet<String>, EngineError> {
         let id = id.to_string();
         self.db(move |s| {
             let mut known: HashSet<String> = s
@@ -732,7 +485,7 @@ impl Engine {
         .await
     }
 
-    async fn secret(&self, rec: &RotationRecord) -> Result<SecretString, StepError> {
+    pub(super) async fn secret(&self, rec: &RotationRecord) -> Result<SecretString, StepError> {
         let id = rec.id.clone();
         self.db(move |s| s.secret(&id)).await?.ok_or_else(|| {
             StepError::Call(CallError::permanent(format!(
@@ -747,7 +500,7 @@ impl Engine {
     /// The last one's success commits with the move to Verifying (nothing
     /// external happens between them); the first one's carries the entry
     /// into Distributing when the rotation came from Issued.
-    async fn distribute(
+    pub(super) async fn distribute(
         &self,
         rt: &Runtime,
         mut rec: RotationRecord,
@@ -796,7 +549,12 @@ impl Engine {
 
     /// Verifying: the provider accepts the new key, and every sink reads
     /// back the same secret (compared by hash).
-    async fn verify(&self, rt: &Runtime, mut rec: RotationRecord, now: Timestamp) -> StepResult {
+    pub(super) async fn verify(
+        &self,
+        rt: &Runtime,
+        mut rec: RotationRecord,
+        now: Timestamp,
+    ) -> StepResult {
         let provider = Self::provider(rt, &rec)?;
         let new = rec
             .new_key
@@ -931,7 +689,7 @@ impl Engine {
     /// Records the scopes the provider reports for the new key (its issue
     /// answer names none): the record never claims scopes the key lacks.
     /// A key not listed yet (a lagging list) is retried.
-    async fn read_back_scopes(
+    pub(super) async fn read_back_scopes(
         &self,
         provider: &dyn Provider,
         rec: &mut RotationRecord,
@@ -960,7 +718,7 @@ impl Engine {
     }
 
     /// Revoking: the old key goes ("already revoked" counts as done).
-    async fn revoke_old(
+    pub(super) async fn revoke_old(
         &self,
         rt: &Runtime,
         mut rec: RotationRecord,
@@ -998,7 +756,12 @@ impl Engine {
 
     /// Completed: wipe the secret, point the inventory at the new key,
     /// queue notifications and audit, all in one transaction.
-    async fn complete(&self, rt: &Runtime, rec: RotationRecord, now: Timestamp) -> StepResult {
+    pub(super) async fn complete(
+        &self,
+        rt: &Runtime,
+        rec: RotationRecord,
+        now: Timestamp,
+    ) -> StepResult {
         let cfg = Arc::clone(&rt.config);
         let mail = notify::Composer::new(Arc::clone(&cfg));
         let slot = rec.slot.clone();
@@ -1126,163 +889,13 @@ impl Engine {
         self.metrics.rotation_ended(&saved.provider, saved.state);
         Ok(())
     }
-
-    /// Abort with the runner claim held.
-    pub(super) async fn abort_claimed(&self, id: &str) -> Result<RotationRecord, Refusal> {
-        let rt = self.runtime();
-        let mut rec = self
-            .load(id)
-            .await?
-            .ok_or_else(|| Refusal::unknown(format!("unknown rotation {id}")))?;
-        let at = rec.stopped_at();
-        if rec.state.is_terminal() && rec.state != RotationState::Failed {
-            return Err(Refusal::conflict(format!(
-                "rotation {id} is already {}",
-                rec.state
-            )));
-        }
-        if rec.new_key_distributed() {
-            let sinks: Vec<&str> = rec.sink_results.keys().map(String::as_str).collect();
-            return Err(Refusal::conflict(format!(
-                "rotation {id} has already written the new key to sink(s) {}; revoking it now would break consumers that read them. Resume it instead (`keyrot rotation resume {id}`)",
-                sinks.join(", ")
-            )));
-        }
-        let now = self.now();
-        let provider = Self::provider(&rt, &rec).map_err(|e| Refusal::conflict(e.message))?;
-        if rec.old_key_ended_natively(provider.capabilities().no_overlap) {
-            return Err(Refusal::conflict(format!(
-                "rotation {id}: provider {} rotates natively, so the old key ended when the new one was issued; the new key is the only live one and aborting would revoke it. Resume instead (`keyrot rotation resume {id}`)",
-                rec.provider
-            )));
-        }
-        let revoked = self.revoke_new_keys(&rt, &rec, at, now).await?;
-        let note = if revoked.is_empty() {
-            "aborted by operator".to_string()
-        } else {
-            format!(
-                "aborted by operator; revoked new key(s) {}",
-                revoked.join(", ")
-            )
-        };
-        rec.transition(RotationState::Aborted, now, note.clone());
-        let cfg = Arc::clone(&rt.config);
-        let saved = self
-            .save(
-                rec,
-                Some(Box::new(move |tx, r| {
-                    tx.wipe_secret(&r.id)?;
-                    tx.wipe_secret(&keyrot_core::crypto::psk::store_key(&r.id))?;
-                    if let Some(mut k) = tx.key(&r.slot)? {
-                        if k.active_rotation.as_deref() == Some(r.id.as_str()) {
-                            k.active_rotation = None;
-                        }
-                        let others = if k.group.is_some() {
-                            tx.keys()?
-                        } else {
-                            Vec::new()
-                        };
-                        let last = plan::group_last_start(&k, &others);
-                        plan::schedule(&cfg, &mut k, last, now);
-                        tx.put_key(&k)?;
-                    }
-                    tx.audit(
-                        now,
-                        "rotation.aborted",
-                        Some(&r.slot),
-                        Some(&r.id),
-                        None,
-                        &note,
-                    )
-                })),
-            )
-            .await?;
-        self.metrics.rotation_ended(&saved.provider, saved.state);
-        Ok(saved)
-    }
-
-    /// Revokes the new key of `rec` (failed or stopped in `at`), or, when
-    /// an issue was interrupted, the key it may have created, so that none
-    /// is left orphaned. Returns the ids revoked. "Already revoked" counts
-    /// as done, so a crash after this and before the caller's commit is
-    /// harmless: the next attempt revokes again.
-    pub(super) async fn revoke_new_keys(
-        &self,
-        rt: &Runtime,
-        rec: &RotationRecord,
-        at: RotationState,
-        now: Timestamp,
-    ) -> Result<Vec<String>, Refusal> {
-        let provider = Self::provider(rt, rec).map_err(|e| Refusal::conflict(e.message))?;
-        let mut revoked = Vec::new();
-        if let Some(new) = &rec.new_key {
-            provider
-                .revoke(&new.id, now)
-                .await
-                .map_err(|e| Refusal::peer(format!("revoking the new key {}: {e}", new.id)))?;
-            revoked.push(new.id.clone());
-        } else if at == RotationState::Issuing && !provider.capabilities().idempotent_issue {
-            // The interrupted issue may have created a key: found by tag,
-            // or by listing (same name, created after the intent, unknown
-            // to keyrot), and revoked.
-            let req =
-                issue_request(rt, rec, true, now).map_err(|e| Refusal::conflict(e.message))?;
-            let since = rec
-                .entered(RotationState::Issuing)
-                .unwrap_or(rec.updated_at)
-                .saturating_sub(CLOCK_SKEW)
-                .unwrap_or(Timestamp::MIN);
-            let known = self.known_key_ids(&rec.id).await?;
-            let found = provider
-                .find_interrupted(&req, since, &known)
-                .await
-                .map_err(|e| {
-                    Refusal::peer(format!(
-                        "finding the key the interrupted issue created: {}",
-                        e.message
-                    ))
-                })?;
-            for k in found.orphans {
-                provider
-                    .revoke(&k.id, now)
-                    .await
-                    .map_err(|e| Refusal::peer(e.message))?;
-                revoked.push(k.id);
-            }
-        } else if at == RotationState::Issuing && provider.capabilities().idempotent_issue {
-            // The interrupted issue may have created a key that carries no
-            // tag. The provider answers the same request (same idempotency
-            // key) with that key rather than a new one: ask again, and
-            // revoke what comes back, so that no key is left behind.
-            let req =
-                issue_request(rt, rec, true, now).map_err(|e| Refusal::conflict(e.message))?;
-            let again = provider.issue(&req).await.map_err(|e| {
-                Refusal::peer(format!(
-                    "finding the key the interrupted issue created: {}",
-                    e.message
-                ))
-            })?;
-            provider
-                .revoke(&again.info.id, now)
-                .await
-                .map_err(|e| Refusal::peer(e.message))?;
-            revoked.push(again.info.id.clone());
-        }
-        Ok(revoked)
-    }
 }
 
-/// Moves a rotation from Issued to Distributing, in memory. Issued is
-/// durable (the secret is sealed in its commit) and nothing external
-/// happens before the first sink write, so the move has no commit of its
-/// own: it commits with the first sink's success, the move to Verifying or
-/// the failure. A crash before that resumes from Issued and comes here
-/// again: the same sink writes follow.
 /// The old key a step is about to deactivate or revoke. A rotation of a
 /// slot without a key completes straight from Verifying, so a missing id
 /// here is a broken invariant: the step fails, naming it, and never calls
 /// the provider with an empty key id.
-fn old_key(rec: &RotationRecord) -> Result<String, CallError> {
+pub(super) fn old_key(rec: &RotationRecord) -> Result<String, CallError> {
     rec.old_key_id
         .clone()
         .filter(|k| !k.is_empty())
@@ -1294,7 +907,13 @@ fn old_key(rec: &RotationRecord) -> Result<String, CallError> {
         })
 }
 
-fn enter_distributing(rec: &mut RotationRecord, now: Timestamp) {
+/// Moves a rotation from Issued to Distributing, in memory. Issued is
+/// durable (the secret is sealed in its commit) and nothing external
+/// happens before the first sink write, so the move has no commit of its
+/// own: it commits with the first sink's success, the move to Verifying or
+/// the failure. A crash before that resumes from Issued and comes here
+/// again: the same sink writes follow.
+pub(super) fn enter_distributing(rec: &mut RotationRecord, now: Timestamp) {
     rec.transition(
         RotationState::Distributing,
         now,
@@ -1302,84 +921,32 @@ fn enter_distributing(rec: &mut RotationRecord, now: Timestamp) {
     );
 }
 
-/// When to remind people about a key they were asked to create: the next
-/// rung of the policy's notice ladder before the old key expires.
-fn next_reminder(rt: &Runtime, rec: &RotationRecord, now: Timestamp) -> Option<Timestamp> {
-    let policy = rt.config.policy(&rec.policy)?;
-    policy::next_notice_at(policy, rec.old_expires_at?, now)
-}
-
-/// The expiry people should give a key they create by hand.
-fn assisted_expiry(rt: &Runtime, rec: &RotationRecord, now: Timestamp) -> Option<Timestamp> {
-    match rt.config.policy(&rec.policy) {
-        Some(p) => policy::new_key_expiry(p, rec.requested_new_expiry, now)
-            .ok()
-            .flatten(),
-        None => rec.requested_new_expiry,
-    }
-}
-
-/// What is wrong with an enrolled key's scopes (as the provider lists them;
-/// `None`: not listed) under `policy`, if anything.
-fn enrolled_scopes_problem(policy: &policy::Policy, listed: Option<&[String]>) -> Option<String> {
-    let Some(listed) = listed else {
-        return (!policy.scopes.is_empty() || policy.require_scopes).then(|| {
-            format!(
-                "the provider does not list it, so its scopes cannot be checked against policy {:?}",
-                policy.name
-            )
-        });
-    };
-    if !policy.scopes.is_empty() && !same_scopes(listed, &policy.scopes) {
-        return Some(format!(
-            "it has scopes [{}], policy {:?} asks for [{}]",
-            listed.join(", "),
-            policy.name,
-            policy.scopes.join(", ")
-        ));
-    }
-    if policy.require_scopes && listed.is_empty() {
-        return Some(format!(
-            "it is unscoped, and policy {:?} requires scopes",
-            policy.name
-        ));
-    }
-    None
-}
-
-/// Whether two scope lists hold the same scopes (order and repeats aside).
-fn same_scopes(a: &[String], b: &[String]) -> bool {
-    let a: std::collections::BTreeSet<&str> = a.iter().map(String::as_str).collect();
-    let b: std::collections::BTreeSet<&str> = b.iter().map(String::as_str).collect();
-    a == b
-}
-
 /// The key name part of a slot id.
-fn key_name(slot: &str) -> &str {
+pub(super) fn key_name(slot: &str) -> &str {
     slot.split_once('/').map(|(_, n)| n).unwrap_or(slot)
 }
 
-fn fmt_opt(t: Option<Timestamp>) -> String {
+pub(super) fn fmt_opt(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
 }
 
 /// How long a key keyrot rotated from during a recovery is given at the
 /// provider; keyrot revokes it itself when the rotation revokes the old key.
-const ORPHAN_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(600);
+pub(super) const ORPHAN_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(600);
 
 /// Clock difference allowed between keyrot and a provider when a listing
 /// looks for keys created after an interrupted issue's intent.
-const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+pub(super) const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
 
 /// How long past its current end the old key is said to live when the
 /// provider reported no expiry for it: time enough to finish the overlap
 /// and recover a lost answer; keyrot revokes it itself when the overlap ends.
-const OLD_KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 7);
+pub(super) const OLD_KEY_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 7);
 
 /// The issue request of `rec`; every attempt sends the same tag (the
 /// rotation id), which idempotent providers use to answer a repeat with
 /// the key the first attempt created.
-fn issue_request(
+pub(super) fn issue_request(
     rt: &Runtime,
     rec: &RotationRecord,
     resumed: bool,
@@ -1431,7 +998,11 @@ fn issue_request(
 /// ends, and until then a lost answer can be recovered from it); a key
 /// with no known expiry is given the overlap plus [`OLD_KEY_GRACE`]. Never
 /// before `now` (a provider refuses a time in the past).
-fn old_key_end(rec: &RotationRecord, overlap: jiff::SignedDuration, now: Timestamp) -> Timestamp {
+pub(super) fn old_key_end(
+    rec: &RotationRecord,
+    overlap: jiff::SignedDuration,
+    now: Timestamp,
+) -> Timestamp {
     let end = rec.old_expires_at.unwrap_or_else(|| {
         now.saturating_add(overlap)
             .and_then(|t| t.saturating_add(OLD_KEY_GRACE))
@@ -1442,7 +1013,7 @@ fn old_key_end(rec: &RotationRecord, overlap: jiff::SignedDuration, now: Timesta
 
 /// A sink's error, naming the sink once: sinks name themselves
 /// (`sink "vault": …`), so only an error that does not is prefixed.
-fn naming_sink(name: &str, e: CallError) -> CallError {
+pub(super) fn naming_sink(name: &str, e: CallError) -> CallError {
     let prefix = format!("sink {name:?}");
     if e.message.starts_with(&prefix) {
         return e;
@@ -1453,7 +1024,7 @@ fn naming_sink(name: &str, e: CallError) -> CallError {
     }
 }
 
-fn target(rec: &RotationRecord) -> Result<SinkTarget, CallError> {
+pub(super) fn target(rec: &RotationRecord) -> Result<SinkTarget, CallError> {
     let new = rec
         .new_key
         .as_ref()
@@ -1471,7 +1042,7 @@ fn target(rec: &RotationRecord) -> Result<SinkTarget, CallError> {
 
 /// The inventory now points at the new key; the next sync refreshes the
 /// rest of its metadata from the provider.
-fn point_at_new_key(k: &mut KeyRecord, rec: &RotationRecord, now: Timestamp) {
+pub(super) fn point_at_new_key(k: &mut KeyRecord, rec: &RotationRecord, now: Timestamp) {
     if let Some(new) = &rec.new_key {
         k.current = Some(KeyInfo {
             id: new.id.clone(),
