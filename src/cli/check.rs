@@ -48,7 +48,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // Template overrides render against the documented examples now, so
     // a broken one is found before a message needs it.
     if let Some(dir) = &cfg.notify.template_dir {
-        for problem in keyrot_engine::notify::templates::check_dir(dir) {
+        for problem in
+            keyrot_engine::notify::templates::check_dir(dir, keyrot_engine::notify::examples::vars)
+        {
             eprintln!("{}: notify.template_dir: {problem}", path.display());
             problems += 1;
         }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
+use super::idempotency::{REPLAY_WINDOW, Remembered};
 use keyrot_core::crypto;
 
 /// The longest life a key may get: 365 days, as on the real console.
@@ -41,7 +42,7 @@ pub struct State {
     pub audit: Vec<AuditEntry>,
     /// Rotate responses kept for `Idempotency-Key` replay (sealed secrets only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub idempotent_rotations: Vec<super::idempotency::Remembered>,
+    pub idempotent_rotations: Vec<Remembered>,
 }
 
 /// One organisation.
@@ -446,9 +447,61 @@ fn decode_cursor(token: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+impl State {
+    /// Forgets responses older than the replay window, then returns the
+    /// one remembered for `key` on this org and old key, if any.
+    pub fn replay(
+        &mut self,
+        org_id: &str,
+        api_key_id: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Option<Remembered> {
+        self.idempotent_rotations
+            .retain(|r| now.duration_since(r.at) < REPLAY_WINDOW);
+        self.idempotent_rotations
+            .iter()
+            .find(|r| r.key == key && r.org_id == org_id && r.api_key_id == api_key_id)
+            .cloned()
+    }
+
+    /// Remembers a rotate response for replay.
+    pub fn remember(&mut self, r: Remembered) {
+        self.idempotent_rotations.push(r);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn remembered(key: &str, at: Timestamp) -> Remembered {
+        Remembered {
+            key: key.into(),
+            org_id: "o".into(),
+            api_key_id: "old".into(),
+            at,
+            new_api_key_id: "new".into(),
+            encrypted_secret: "c2VhbGVk".into(),
+            psk_id: "p".into(),
+            key_expires_at: at,
+        }
+    }
+
+    #[test]
+    fn replays_within_the_window_only_and_for_the_same_key() {
+        let t0: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
+        let mut st = State::default();
+        st.remember(remembered("k1", t0));
+        let later = t0 + SignedDuration::from_hours(23);
+        assert!(st.replay("o", "old", "k1", later).is_some());
+        assert!(st.replay("o", "other", "k1", later).is_none());
+        assert!(st.replay("x", "old", "k1", later).is_none());
+        assert!(st.replay("o", "old", "k2", later).is_none());
+        let expired = t0 + REPLAY_WINDOW;
+        assert!(st.replay("o", "old", "k1", expired).is_none());
+        assert!(st.idempotent_rotations.is_empty());
+    }
 
     #[test]
     fn scopes_decide_access() {

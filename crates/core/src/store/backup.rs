@@ -22,8 +22,8 @@ use redb::{
 };
 
 use super::error::backend;
+use super::guard::{builder, io_err};
 use super::image::{self, ImageBackend};
-use super::open::{builder, io_err};
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META, OUTBOX, ROTATIONS, SECRETS,
     TABLE_NAMES,

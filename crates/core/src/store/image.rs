@@ -25,7 +25,7 @@ use redb::backends::FileBackend;
 use redb::{BackendError, Database, StorageBackend};
 
 use super::StoreError;
-use super::open::{builder, guarded, io_err};
+use super::guard::{builder, guarded, io_err};
 
 /// The bytes behind an [`ImageBackend`], shared with whoever made it so
 /// that they can be taken back once redb has closed the database.

@@ -29,6 +29,7 @@ mod checks;
 mod error;
 mod files;
 mod group;
+mod guard;
 mod image;
 mod open;
 mod prune;

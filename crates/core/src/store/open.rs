@@ -16,15 +16,15 @@
 use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    StorageError, TableError, TableHandle, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableError,
+    TableHandle, WriteTransaction,
 };
 
 use super::error::{backend, commit_failed};
+use super::guard::{builder, corrupt, guarded, io_err, no_panic};
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT, KEY_ROTATIONS, KEYS, LATEST,
     LOCAL_KEYS, META, META_INSTALLATION, META_KEY_CHECK, META_SCHEMA, OUTBOX, ROTATIONS,
@@ -33,9 +33,6 @@ use super::tables::{
 use super::{Db, StoreError, files, image};
 use crate::crypto::MasterKey;
 use crate::model::RotationState;
-
-/// Page cache size: the store is small, redb's default (1 GiB) is not.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// What `meta` says about a store.
 struct MetaState {
@@ -180,13 +177,6 @@ fn create_fresh(path: &Path, master: &MasterKey) -> Result<(), StoreError> {
     }
 }
 
-/// The builder every open uses.
-pub(super) fn builder() -> Builder {
-    let mut b = Builder::new();
-    b.set_cache_size(CACHE_BYTES);
-    b
-}
-
 /// Sets the file's mode to 0600; a failure is logged, not fatal (the
 /// file may belong to another user who let us write it).
 fn restrict_mode(path: &Path) {
@@ -196,63 +186,6 @@ fn restrict_mode(path: &Path) {
     if loose && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
     {
         tracing::warn!(path = %path.display(), error = %e, "cannot set the store file's mode to 0600");
-    }
-}
-
-/// Runs a redb open, turning its errors, and a panic (redb may panic on a
-/// file altered behind its back), into store errors.
-pub(super) fn guarded<T>(
-    path: &Path,
-    open: impl FnOnce() -> Result<T, DatabaseError>,
-) -> Result<T, StoreError> {
-    match catch_unwind(AssertUnwindSafe(open)) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(map_open_error(path, e)),
-        Err(_) => Err(corrupt(
-            path,
-            "the database engine failed while reading the file",
-        )),
-    }
-}
-
-/// Maps an open error to what the operator must do.
-fn map_open_error(path: &Path, e: DatabaseError) -> StoreError {
-    let path_buf = path.to_path_buf();
-    match e {
-        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-            StoreError::Locked { path: path_buf }
-        }
-        DatabaseError::RepairAborted => StoreError::NeedsRecovery { path: path_buf },
-        DatabaseError::UpgradeRequired(v) => corrupt(
-            path,
-            &format!("its file format version {v} is not one this keyrot reads"),
-        ),
-        DatabaseError::Storage(StorageError::Corrupted(detail)) => corrupt(path, &detail),
-        // redb reports a file that is not a redb database as invalid data.
-        DatabaseError::Storage(StorageError::Io(source))
-            if source.kind() == io::ErrorKind::InvalidData =>
-        {
-            corrupt(path, &source.to_string())
-        }
-        // A read past the end: the file is shorter than its own layout.
-        DatabaseError::Storage(StorageError::Io(source))
-            if source.kind() == io::ErrorKind::UnexpectedEof =>
-        {
-            corrupt(
-                path,
-                &format!("it ends before the data it should hold (truncated?): {source}"),
-            )
-        }
-        DatabaseError::Storage(StorageError::Io(source))
-            if source.kind() == io::ErrorKind::NotFound =>
-        {
-            StoreError::NotFound { path: path_buf }
-        }
-        DatabaseError::Storage(StorageError::Io(source)) => io_err("open the store", path, source),
-        other => StoreError::Backend {
-            op: "opening the store",
-            detail: other.to_string(),
-        },
     }
 }
 
@@ -292,20 +225,6 @@ fn has_tables(txn: &ReadTransaction) -> Result<bool, StoreError> {
         .map_err(backend("listing tables"))?
         .next()
         .is_some())
-}
-
-/// Runs `f`, turning a panic of the database engine (on a page altered
-/// behind its back) into [`StoreError::Corrupt`].
-pub(super) fn no_panic<T>(
-    path: &Path,
-    f: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(corrupt(
-            path,
-            "the database engine failed while reading the file",
-        ))
-    })
 }
 
 /// Reads the schema version and key check, if the meta table exists.
@@ -457,21 +376,4 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ACTIVE).map_err(backend(op))?;
     txn.open_table(LATEST).map_err(backend(op))?;
     Ok(())
-}
-
-/// A [`StoreError::Corrupt`] for `path`.
-pub(super) fn corrupt(path: &Path, detail: &str) -> StoreError {
-    StoreError::Corrupt {
-        path: path.to_path_buf(),
-        detail: detail.to_owned(),
-    }
-}
-
-/// A [`StoreError::Io`].
-pub(super) fn io_err(action: &'static str, path: &Path, source: io::Error) -> StoreError {
-    StoreError::Io {
-        action,
-        path: PathBuf::from(path),
-        source,
-    }
 }

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::checks::Checker;
 use super::error::backend;
+use super::guard::{io_err, no_panic};
 use super::image::{self, ImageBackend, OpenImage};
-use super::open::{io_err, no_panic};
 use super::{Db, Store, StoreError};
 use crate::crypto::MasterKey;
 

@@ -331,10 +331,3 @@ pub(super) fn enrolled_scopes_problem(
     }
     None
 }
-
-/// Whether two scope lists hold the same scopes (order and repeats aside).
-pub(super) fn same_scopes(a: &[String], b: &[String]) -> bool {
-    let a: std::collections::BTreeSet<&str> = a.iter().map(String::as_str).collect();
-    let b: std::collections::BTreeSet<&str> = b.iter().map(String::as_str).collect();
-    a == b
-}

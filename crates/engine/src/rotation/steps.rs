@@ -10,7 +10,6 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use secrecy::SecretString;
 
-use super::assisted::same_scopes;
 use super::{Engine, EngineError, Runtime, backoff, plan};
 use crate::notify;
 use keyrot_core::error::CallError;
@@ -1059,4 +1058,11 @@ pub(super) fn point_at_new_key(k: &mut KeyRecord, rec: &RotationRecord, now: Tim
         k.active_rotation = None;
     }
     k.last_rotated_at = Some(now);
+}
+
+/// Whether two scope lists hold the same scopes (order and repeats aside).
+pub(super) fn same_scopes(a: &[String], b: &[String]) -> bool {
+    let a: std::collections::BTreeSet<&str> = a.iter().map(String::as_str).collect();
+    let b: std::collections::BTreeSet<&str> = b.iter().map(String::as_str).collect();
+    a == b
 }
