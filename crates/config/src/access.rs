@@ -14,8 +14,9 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::ctx::{Ctx, did_you_mean};
-use super::secret::{SecretRefRaw, secret_ref};
-use super::summary::SecretUse;
+use super::raw::SecretRefRaw;
+use super::secret::SecretUse;
+use super::secret::secret_ref;
 use super::{ProviderConfig, SecretRef};
 
 /// `[[psk]]` as written.

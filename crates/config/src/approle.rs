@@ -16,11 +16,11 @@ use toml::Spanned;
 use super::ProviderConfig;
 use super::ctx::Ctx;
 use super::raw::DurationText;
-use super::secret::SecretRefRaw;
+use super::raw::SecretRefRaw;
+use super::secret::SecretUse;
 use super::sinks::{
     DEFAULT_APPROLE_MOUNT, DEFAULT_SINK_TIMEOUT, VaultAuth, VaultAuthFields, vault_auth, vault_path,
 };
-use super::summary::SecretUse;
 use keyrot_core::policy::format_duration;
 
 /// `type = "openbao-approle"` fields.

@@ -9,8 +9,8 @@ use toml::Spanned;
 
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::RawAtlassianProvider;
+use super::secret::SecretUse;
 use super::secret::secret_ref;
-use super::summary::SecretUse;
 use super::{AtlassianProviderConfig, AtlassianRotateApi};
 
 /// Default `base_url`: Atlassian's Admin API for API access.
@@ -175,7 +175,7 @@ pub(crate) fn lifetime_problem(
     provider: &str,
     cfg: &AtlassianProviderConfig,
     policy: &str,
-    lifetime: &super::keys::Lifetime,
+    lifetime: &Option<(SignedDuration, std::ops::Range<usize>)>,
 ) -> Option<String> {
     if cfg.rotate_api == AtlassianRotateApi::None {
         return None;

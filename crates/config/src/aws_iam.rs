@@ -12,9 +12,9 @@ use toml::Spanned;
 use super::ProviderConfig;
 use super::ctx::Ctx;
 use super::raw::DurationText;
-use super::secret::SecretRefRaw;
+use super::raw::SecretRefRaw;
+use super::secret::SecretUse;
 use super::sinks::{AwsCredentialsConfig, RawAwsCredentials, aws_credentials, aws_region};
-use super::summary::SecretUse;
 use keyrot_core::policy::format_duration;
 
 /// Default `region` (where STS is called; IAM itself is global).

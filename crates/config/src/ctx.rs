@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diag::{Diagnostic, Sources};
 use super::raw::{DurationText, ModeText};
-use keyrot_core::policy::parse_duration;
+use keyrot_core::policy::{Schedule, parse_duration};
 
 /// Collects diagnostics while raw input is turned into `Config`.
 pub(crate) struct Ctx<'s> {
@@ -319,6 +319,28 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// Stores `value` in `slot` when present; false when it is None.
+pub(crate) fn set<T>(slot: &mut T, value: Option<T>) -> bool {
+    match value {
+        Some(v) => {
+            *slot = v;
+            true
+        }
+        None => false,
+    }
+}
+
+/// A 6- or 7-field cron read in UTC (`field` names it in the message).
+pub(crate) fn schedule(ctx: &mut Ctx<'_>, s: &Spanned<String>, field: &str) -> Option<Schedule> {
+    match Schedule::parse(s.get_ref()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            ctx.error(s.span(), format!("{field}: {e}"));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use toml::Spanned;
 use super::ProviderConfig;
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::DurationText;
+use super::secret::SecretUse;
 use super::sinks::{argv, exec_env, timeout};
-use super::summary::SecretUse;
 
 /// Operations a program may implement.
 pub const OPERATIONS: [&str; 6] = [

@@ -54,12 +54,13 @@ pub use http_provider::HttpProviderConfig;
 pub use load::{DEFAULT_PATH, drop_ins, load, load_str};
 pub use notify::{SendmailConfig, SmtpAuth, SmtpConfig, SmtpSecurity};
 pub use perms::load_checked;
+pub use secret::SecretUse;
 pub use secret::{SecretRefError, credentials_dir_from_env};
 pub use sinks::{
     AZURE_API_VERSION, AwsCredentialsConfig, AwsSecretsManagerSinkConfig, AzureKeyVaultSinkConfig,
     ExecSinkConfig, OpenBaoSinkConfig, SecretFormat, VaultAuth, azure_name_ok,
 };
-pub use summary::{SecretUse, check_secrets, check_secrets_in, secret_refs, summary};
+pub use summary::{check_secrets, check_secrets_in, secret_refs, summary};
 pub use typed::{PROVIDER_TYPES, SINK_TYPES};
 pub use webhook::{WebhookConfig, WebhookFormat, WebhookUrl};
 

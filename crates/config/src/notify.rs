@@ -12,11 +12,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::SecretRef;
+use super::ctx::set;
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::DurationText;
-use super::secret::{SecretRefRaw, secret_ref};
-use super::summary::SecretUse;
-use super::validate::set;
+use super::raw::RawPassword;
+use super::secret::SecretUse;
+use super::secret::secret_ref;
 use super::{NotifyConfig, NotifyTransport};
 use keyrot_core::policy::format_duration;
 
@@ -64,21 +65,6 @@ pub struct RawNotify {
     /// `[[notify.webhook]]`: where events are POSTed as JSON.
     #[serde(default)]
     pub webhook: Vec<super::webhook::RawWebhook>,
-}
-
-/// `password` as written: a secret reference, or why it is not one. Read
-/// leniently, so that a bad value is reported once, at the field, with no
-/// cascaded "`username` needs `password`". No message repeats the value.
-#[derive(Debug)]
-pub struct RawPassword(pub(crate) Result<SecretRefRaw, String>);
-
-impl<'de> Deserialize<'de> for RawPassword {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = toml::Value::deserialize(d)?;
-        Ok(RawPassword(
-            SecretRefRaw::deserialize(value).map_err(|e| e.message().trim_end().to_string()),
-        ))
-    }
 }
 
 /// `transport = "smtp"` settings.
@@ -186,7 +172,7 @@ pub(crate) fn notify(ctx: &mut Ctx<'_>, raw: RawNotify) -> Option<NotifyConfig> 
         }
     }
     if let Some(c) = &raw.digest_schedule {
-        match super::validate::schedule(ctx, c, "digest_schedule") {
+        match super::ctx::schedule(ctx, c, "digest_schedule") {
             Some(v) => out.digest_schedule = Some(v),
             None => ok = false,
         }

@@ -11,7 +11,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 /// Defines a string newtype whose serde error names what was expected.
@@ -157,13 +157,13 @@ pub struct RawAtlassianProvider {
     /// Admin API base URL.
     pub base_url: Option<Spanned<String>>,
     /// The org admin API key (a secret reference).
-    pub admin_key: Spanned<super::secret::SecretRefRaw>,
+    pub admin_key: Spanned<SecretRefRaw>,
     /// `none` or `proposed`.
     pub rotate_api: Option<Spanned<String>>,
     /// PSK id, sent as `?pskId=` (with `rotate_api = "proposed"` only).
     pub psk_id: Option<Spanned<String>>,
     /// The PSK, a secret reference to 64 hex characters (ditto).
-    pub psk: Option<Spanned<super::secret::SecretRefRaw>>,
+    pub psk: Option<Spanned<SecretRefRaw>>,
     /// More PSKs a response may name.
     pub psks: Option<Vec<RawNamedPsk>>,
     /// Send `?pskId=` on the rotate call.
@@ -181,7 +181,7 @@ pub struct RawNamedPsk {
     /// The id a response names in `encryption.pskId`.
     pub id: Spanned<String>,
     /// The key, a secret reference to 64 hex characters.
-    pub key: Spanned<super::secret::SecretRefRaw>,
+    pub key: Spanned<SecretRefRaw>,
 }
 
 /// The fields every `[[sink]]` has, whatever its type.
@@ -302,4 +302,109 @@ pub struct RawSelect {
     pub tag: Option<Spanned<String>>,
 }
 
-pub use super::notify::RawNotify;
+/// The message for a plain string where a secret reference belongs.
+pub const INLINE_SECRET_MESSAGE: &str = "inline secrets are not allowed: use { credential = \"NAME\" } \
+     (systemd LoadCredential), { file = \"/path\" } or { env = \"VAR\" }";
+
+/// A secret reference as written: exactly one of the three keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretRefRaw {
+    /// `{ credential = "name" }`.
+    Credential(String),
+    /// `{ file = "/path" }` (relative to the config file's directory).
+    File(String),
+    /// `{ env = "VAR" }`.
+    Env(String),
+}
+
+impl<'de> Deserialize<'de> for SecretRefRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RefVisitor)
+    }
+}
+
+/// Accepts a one-key table; every other shape gets a message that never
+/// repeats the value (it may be a secret pasted in by mistake).
+struct RefVisitor;
+
+impl RefVisitor {
+    /// The error for anything that is not a table.
+    fn not_a_table<E: de::Error>(&self) -> E {
+        E::custom(
+            "a secret must be a table: { credential = \"NAME\" }, { file = \"/path\" } or { env = \"VAR\" }",
+        )
+    }
+}
+
+impl<'de> Visitor<'de> for RefVisitor {
+    type Value = SecretRefRaw;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{ credential = \"NAME\" }, { file = \"/path\" } or { env = \"VAR\" }")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRefRaw, E> {
+        Err(E::custom(INLINE_SECRET_MESSAGE))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretRefRaw, E> {
+        Err(E::custom(INLINE_SECRET_MESSAGE))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretRefRaw, E> {
+        Err(E::custom(INLINE_SECRET_MESSAGE))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretRefRaw, E> {
+        Err(E::custom(INLINE_SECRET_MESSAGE))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretRefRaw, E> {
+        Err(self.not_a_table())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<SecretRefRaw, A::Error> {
+        Err(self.not_a_table())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretRefRaw, A::Error> {
+        let mut found: Option<SecretRefRaw> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let make: fn(String) -> SecretRefRaw = match key.as_str() {
+                "credential" => SecretRefRaw::Credential,
+                "file" => SecretRefRaw::File,
+                "env" => SecretRefRaw::Env,
+                _ => {
+                    return Err(de::Error::custom(format!(
+                        "unknown secret source `{key}`: use exactly one of `credential`, `file` or `env`"
+                    )));
+                }
+            };
+            let value: String = map.next_value()?;
+            if found.is_some() {
+                return Err(de::Error::custom(
+                    "a secret reference takes exactly one of `credential`, `file` or `env`",
+                ));
+            }
+            found = Some(make(value));
+        }
+        found.ok_or_else(|| {
+            de::Error::custom("a secret reference needs one of `credential`, `file` or `env`")
+        })
+    }
+}
+
+/// `password` as written: a secret reference, or why it is not one. Read
+/// leniently, so that a bad value is reported once, at the field, with no
+/// cascaded "`username` needs `password`". No message repeats the value.
+#[derive(Debug)]
+pub struct RawPassword(pub(crate) Result<SecretRefRaw, String>);
+
+impl<'de> Deserialize<'de> for RawPassword {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(d)?;
+        Ok(RawPassword(
+            SecretRefRaw::deserialize(value).map_err(|e| e.message().trim_end().to_string()),
+        ))
+    }
+}

@@ -14,8 +14,9 @@ use toml::Spanned;
 use super::SecretRef;
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::DurationText;
-use super::secret::{SecretRefRaw, secret_ref};
-use super::summary::SecretUse;
+use super::raw::SecretRefRaw;
+use super::secret::SecretUse;
+use super::secret::secret_ref;
 use keyrot_core::policy::format_duration;
 
 /// Default `timeout` of every network sink and of `exec`.

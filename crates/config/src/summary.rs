@@ -8,20 +8,9 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use super::diag::Diagnostic;
-use super::secret::credentials_dir_from_env;
-use super::{Config, FileFormat, KeyMatch, KeySpec, ProviderKind, SecretRef, SinkKind};
+use super::secret::{SecretUse, credentials_dir_from_env};
+use super::{Config, FileFormat, KeyMatch, KeySpec, ProviderKind, SinkKind};
 use keyrot_core::policy::{Policy, format_duration};
-
-/// One secret reference in a config, and who uses it.
-#[derive(Clone, Debug)]
-pub struct SecretUse<'a> {
-    /// Owner, e.g. `sink "vault"`.
-    pub owner: String,
-    /// The field, e.g. `token`.
-    pub field: &'static str,
-    /// The reference.
-    pub secret: &'a SecretRef,
-}
 
 /// Every secret reference in the config. (No core type holds one yet;
 /// provider, sink and notify types that take secrets add theirs here.)

@@ -9,13 +9,13 @@ use jiff::SignedDuration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, schedule, set};
 use super::keys::{Known, keys};
 use super::merge::Document;
 use super::raw::{DurationText, RawDaemon, RawRetry, RawStore};
 use super::typed::{provider, sink};
 use super::{Config, DaemonConfig, RetryConfig, StoreConfig};
-use keyrot_core::policy::{Policy, Schedule};
+use keyrot_core::policy::Policy;
 
 /// Checks the whole document; None when any problem was recorded.
 pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -> Option<Config> {
@@ -261,17 +261,6 @@ fn proxy(ctx: &mut Ctx<'_>, raw: &Spanned<String>) -> Option<reqwest::Url> {
     }
 }
 
-/// Stores `value` in `slot` when present; false when it is None.
-pub(crate) fn set<T>(slot: &mut T, value: Option<T>) -> bool {
-    match value {
-        Some(v) => {
-            *slot = v;
-            true
-        }
-        None => false,
-    }
-}
-
 /// `[daemon.retry]`.
 fn retry(ctx: &mut Ctx<'_>, raw: &RawRetry) -> Option<RetryConfig> {
     let mut out = RetryConfig::default();
@@ -301,17 +290,6 @@ fn retry(ctx: &mut Ctx<'_>, raw: &RawRetry) -> Option<RetryConfig> {
         ok = false;
     }
     ok.then_some(out)
-}
-
-/// A 6- or 7-field cron read in UTC (`field` names it in the message).
-pub(crate) fn schedule(ctx: &mut Ctx<'_>, s: &Spanned<String>, field: &str) -> Option<Schedule> {
-    match Schedule::parse(s.get_ref()) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            ctx.error(s.span(), format!("{field}: {e}"));
-            None
-        }
-    }
 }
 
 /// `[store]`.

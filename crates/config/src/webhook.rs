@@ -11,10 +11,11 @@ use toml::Spanned;
 
 use super::SecretRef;
 use super::ctx::{Ctx, did_you_mean};
-use super::notify::RawPassword;
 use super::raw::DurationText;
-use super::secret::{SecretRefRaw, secret_ref};
-use super::summary::SecretUse;
+use super::raw::RawPassword;
+use super::raw::SecretRefRaw;
+use super::secret::SecretUse;
+use super::secret::secret_ref;
 use keyrot_core::model::MessageKind;
 
 /// Default `timeout` of a webhook request.

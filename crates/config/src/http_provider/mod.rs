@@ -24,8 +24,8 @@ use self::spec::{Auth, TagPlace, TagSpec};
 use self::template::{Scope, Var};
 use super::ProviderConfig;
 use super::ctx::{Ctx, did_you_mean};
+use super::secret::SecretUse;
 use super::secret::secret_ref;
-use super::summary::SecretUse;
 pub use raw::RawHttpProvider;
 use raw::{RawAuth, RawTag};
 

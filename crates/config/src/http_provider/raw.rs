@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
 use crate::raw::DurationText;
-use crate::secret::SecretRefRaw;
+use crate::raw::SecretRefRaw;
 
 /// `type = "http"` fields.
 #[derive(Debug, Deserialize)]

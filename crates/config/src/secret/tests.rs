@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use secrecy::ExposeSecret;
 use serde::Deserialize;
+
+use crate::raw::{INLINE_SECRET_MESSAGE, SecretRefRaw};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
