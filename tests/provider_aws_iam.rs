@@ -226,8 +226,9 @@ fn issues_lists_finds_verifies_deactivates_and_revokes() {
     let p = m.provider(&m.cfg());
     let rt = runtime();
     let caps = p.capabilities();
-    assert!(caps.list && caps.issue && caps.verify && caps.revoke && caps.tag);
-    assert!(!caps.deactivate && !caps.idempotent_issue && !caps.no_overlap);
+    assert!(caps.list && caps.verify && caps.revoke && caps.tag);
+    assert_eq!(caps.issue, keyrot_core::model::IssueMode::Create);
+    assert!(!caps.deactivate && !caps.idempotent_issue);
 
     let listed = rt.block_on(p.list(now())).unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");

@@ -119,8 +119,15 @@ async fn gitlab_personal_token_rotates_natively_and_the_old_one_ends_at_once() {
         c.path(),
     );
     let caps = p.capabilities();
-    assert!(caps.list && caps.issue && caps.rotate && caps.verify && caps.revoke);
-    assert!(caps.no_overlap && caps.idempotent_issue && !caps.tag);
+    assert!(caps.list && caps.verify && caps.revoke);
+    assert_eq!(
+        caps.issue,
+        keyrot_core::model::IssueMode::Rotate {
+            keeps_scopes: false,
+            old_ends: true,
+        }
+    );
+    assert!(caps.idempotent_issue && !caps.tag);
     let old = api.seed(Kind::GitlabPat, "42", "ci-deploy", &["api"], 5);
     api.seed(Kind::GitlabPat, "43", "someone-else", &["api"], 5);
 
@@ -355,7 +362,8 @@ async fn grafana_names_with_quotes_and_slashes_survive_the_json_body_and_the_tag
         c.path(),
     );
     let caps = p.capabilities();
-    assert!(caps.issue && caps.tag && !caps.rotate && !caps.no_overlap && !caps.idempotent_issue);
+    assert_eq!(caps.issue, keyrot_core::model::IssueMode::Create);
+    assert!(caps.tag && !caps.idempotent_issue);
     let name = r#"ci "prod"/eu\1"#;
     let old = api.seed(Kind::Grafana, "2", name, &[], 10);
     let r = req(name, Some(&old.id), Some(7), &[]);
@@ -534,7 +542,14 @@ async fn cloudflare_roll_keeps_the_token_id_and_verifies_the_new_secret() {
         c.path(),
     );
     let caps = p.capabilities();
-    assert!(caps.rotate && caps.no_overlap && caps.idempotent_issue);
+    assert_eq!(
+        caps.issue,
+        keyrot_core::model::IssueMode::Rotate {
+            keeps_scopes: false,
+            old_ends: true,
+        }
+    );
+    assert!(caps.idempotent_issue);
     let tok = api.seed(Kind::Cloudflare, "user", "edge-deploy", &[], 20);
     let listed = p.list(common::wall_now()).await.unwrap();
     assert_eq!(listed.len(), 1);

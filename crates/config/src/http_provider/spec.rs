@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::template::{JsonTemplate, Template};
 use crate::SecretRef;
-use keyrot_core::model::Capabilities;
+use keyrot_core::model::{Capabilities, IssueMode};
 
 /// `type = "http"` settings: an HTTP API described operation by operation.
 /// (Operations are boxed: this sits in `ProviderKind` beside small configs.)
@@ -343,17 +343,23 @@ impl HttpProviderConfig {
             None => self.issue.as_ref().is_some_and(|i| i.idempotent),
         };
         Capabilities {
+            issue: match (rotate, &self.issue) {
+                // A rotate op replaces keys (the issue op, if any, makes a
+                // slot's first key).
+                (Some(_), _) => IssueMode::Rotate {
+                    keeps_scopes: false,
+                    old_ends: no_overlap,
+                },
+                (None, Some(_)) => IssueMode::Create,
+                (None, None) => IssueMode::Assisted,
+            },
             list: self.list.is_some(),
-            issue: self.issue.is_some() || rotate.is_some(),
-            rotate: rotate.is_some(),
             revoke: self.revoke.is_some(),
             verify: self.verify.is_some(),
             tag: self.tag.is_some() && self.list.is_some() && self.issue.is_some(),
             set_expiry: false,
             idempotent_issue,
-            no_overlap,
             deactivate: false,
-            keeps_scopes: false,
             prove_identity: false,
         }
     }

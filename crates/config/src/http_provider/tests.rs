@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::super::ProviderKind;
 use super::super::tests::{NAME, errors, ok};
 use super::*;
-use keyrot_core::model::Capabilities;
+use keyrot_core::model::{Capabilities, IssueMode};
 
 /// The preset files in `config/providers/`.
 fn presets() -> Vec<PathBuf> {
@@ -41,24 +41,23 @@ fn every_preset_loads_with_the_config_loader() {
         let caps = h.capabilities();
         let stem = file.file_stem().unwrap().to_str().unwrap();
         let native = Capabilities {
+            issue: IssueMode::Rotate {
+                keeps_scopes: false,
+                old_ends: true,
+            },
             list: true,
-            issue: true,
-            rotate: true,
             revoke: true,
             verify: true,
             tag: false,
             set_expiry: false,
             idempotent_issue: true,
-            no_overlap: true,
             deactivate: false,
-            keeps_scopes: false,
             prove_identity: false,
         };
         let created = Capabilities {
-            rotate: false,
+            issue: IssueMode::Create,
             tag: true,
             idempotent_issue: false,
-            no_overlap: false,
             ..native
         };
         let want = match stem {
@@ -76,7 +75,7 @@ fn every_preset_loads_with_the_config_loader() {
         assert!(!secret_uses("p", h).is_empty(), "{stem}");
         let line = summary_line(&cfg.providers[0], h);
         assert!(line.contains("(http, 4 at once"), "{line}");
-        if caps.no_overlap {
+        if caps.issue.no_overlap() {
             assert!(line.contains("no overlap"), "{line}");
         }
     }
@@ -125,7 +124,7 @@ fn one_error(text: &str, line_col: &str, contains: &str) {
 fn a_minimal_list_only_provider_loads() {
     let cfg = ok(&with(LIST));
     let caps = http(&cfg).capabilities();
-    assert!(caps.list && !caps.issue && !caps.revoke && !caps.tag);
+    assert!(caps.list && !caps.issue.can_issue() && !caps.revoke && !caps.tag);
 }
 
 #[test]

@@ -516,7 +516,7 @@ pub fn exits(cfg: &Config, rec: &RotationRecord) -> Exits {
         return Exits::default();
     }
     let native = cfg.provider(&rec.provider).is_some_and(|p| match &p.kind {
-        ProviderKind::Http(h) => h.capabilities().no_overlap,
+        ProviderKind::Http(h) => h.capabilities().issue.no_overlap(),
         ProviderKind::Exec(e) => e.no_overlap,
         _ => false,
     });

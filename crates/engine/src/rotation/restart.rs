@@ -52,7 +52,7 @@ impl Engine {
         }
         let at = rec.failed_in.unwrap_or(RotationState::Pending);
         let provider = Self::provider(&rt, &rec).map_err(|e| Refusal::conflict(e.message))?;
-        if rec.old_key_ended_natively(provider.capabilities().no_overlap) {
+        if rec.old_key_ended_natively(provider.capabilities().issue.no_overlap()) {
             return Err(Refusal::conflict(format!(
                 "rotation {id}: provider {} rotates natively, so the old key ended when the new one was issued; the new key is the only live one and a fresh rotation would have no key to rotate from. Resume instead (`keyrot rotation resume {id}`)",
                 rec.provider

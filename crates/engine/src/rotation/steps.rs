@@ -235,11 +235,11 @@ impl Engine {
                 super::reveal::check_psk(rt, &rec)?;
                 let provider = Self::provider(rt, &rec)?;
                 let caps = provider.capabilities();
-                if !caps.issue {
+                if !caps.issue.can_issue() {
                     let why = "provider cannot create keys".to_string();
                     return self.ask_for_key(rt, rec, why, now).await;
                 }
-                if caps.keeps_scopes
+                if caps.issue.keeps_scopes()
                     && let Some(why) = self.scopes_not_kept(rt, &rec).await?
                 {
                     tracing::warn!(scopes = ?rec.scopes, "{why}: asking for a key with the policy's scopes instead");
@@ -419,7 +419,7 @@ impl Engine {
             tracing::error!(old_key = %old, orphans = ?orphans.iter().map(|k| &k.id).collect::<Vec<_>>(),
                 "the old key is gone at the provider before keyrot revoked it");
             notes.push(format!("old key {old} was gone at the provider"));
-            if caps.keeps_scopes {
+            if caps.issue.keeps_scopes() {
                 // The issue rotates `replaces`: rotate the newest orphan
                 // (same name and scopes, secret never seen), ending it now.
                 let Some(from) = orphans.pop() else {
@@ -568,7 +568,7 @@ impl Engine {
                 .inspect_err(|_| self.metrics.provider_error(&rec.provider, "verify"))?;
             keyrot_core::failpoint::hit("after:verify")?;
         }
-        if provider.capabilities().keeps_scopes {
+        if provider.capabilities().issue.keeps_scopes() {
             self.read_back_scopes(&*provider, &mut rec, now).await?;
         }
         let target = target(&rec)?;
@@ -629,7 +629,7 @@ impl Engine {
             return self.complete(rt, rec, now).await;
         }
         let caps = provider.capabilities();
-        if caps.no_overlap {
+        if caps.issue.no_overlap() {
             // The native rotate that issued the new key ended the old one.
             let old = rec.old_key_id.clone().unwrap_or_else(|| "(none)".into());
             rec.old_revoked_at = rec.entered(RotationState::Issued).or(Some(now));
@@ -857,7 +857,7 @@ impl Engine {
         }
         // A native rotate ended the old key when it issued the new one.
         let native_ended = rec.new_key.is_some()
-            && Self::provider(rt, &rec).is_ok_and(|p| p.capabilities().no_overlap);
+            && Self::provider(rt, &rec).is_ok_and(|p| p.capabilities().issue.no_overlap());
         let old = rec.old_key_id.clone().unwrap_or_else(|| "-".into());
         if rec.old_lost_at.is_some() || native_ended {
             tracing::error!(rotation = %id, key = %rec.slot, step = %state, attempts = rec.attempts, error = %err.message, old_key = %old,

@@ -31,7 +31,7 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use self::http::{Answer, redact, status_error};
-use super::{Capabilities, Identity, IssueRequest, IssuedKey, Provider};
+use super::{Capabilities, Identity, IssueMode, IssueRequest, IssuedKey, Provider};
 use keyrot_config::{AtlassianProviderConfig, AtlassianRotateApi, SecretRef};
 use keyrot_core::crypto::{self, KEY_LEN};
 use keyrot_core::error::CallError;
@@ -428,9 +428,17 @@ impl Provider for AtlassianProvider {
     fn capabilities(&self) -> Capabilities {
         let proposed = !self.psks.is_empty();
         Capabilities {
+            // The proposed rotate keeps the old key's scopes and leaves the
+            // old key alive until told; without it, people create keys.
+            issue: if proposed {
+                IssueMode::Rotate {
+                    keeps_scopes: true,
+                    old_ends: false,
+                }
+            } else {
+                IssueMode::Assisted
+            },
             list: true,
-            issue: proposed,
-            rotate: proposed,
             revoke: true,
             verify: true,
             tag: false,
@@ -438,9 +446,7 @@ impl Provider for AtlassianProvider {
             // An Idempotency-Key is sent, but the seed's API names none:
             // never relied on.
             idempotent_issue: false,
-            no_overlap: false,
             deactivate: false,
-            keeps_scopes: proposed,
             prove_identity: true,
         }
     }

@@ -32,7 +32,7 @@ use jiff::{SignedDuration, Timestamp};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::{Capabilities, IssueRequest, IssuedKey, Provider};
+use super::{Capabilities, IssueMode, IssueRequest, IssuedKey, Provider};
 use crate::aws::xml::{element, elements, text};
 use crate::aws::{AwsClient, AwsCredentials, CredentialSource, error_code};
 use crate::http::Answer;
@@ -478,16 +478,13 @@ impl Provider for AwsIamProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list: true,
-            issue: true,
-            rotate: false,
+            issue: IssueMode::Create,
             revoke: true,
             verify: true,
             tag: true,
             set_expiry: false,
             idempotent_issue: false,
-            no_overlap: false,
             deactivate: self.deactivate_first,
-            keeps_scopes: false,
             prove_identity: false,
         }
     }

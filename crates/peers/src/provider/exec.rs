@@ -29,7 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Capabilities, IssueRequest, IssuedKey, Provider};
+use super::{Capabilities, IssueMode, IssueRequest, IssuedKey, Provider};
 use crate::exec::Program;
 use keyrot_config::ExecProviderConfig;
 use keyrot_core::error::CallError;
@@ -231,16 +231,22 @@ impl Provider for ExecProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list: self.cfg.has("list"),
-            issue: true,
-            rotate: false,
+            // A program configured `no_overlap` ends the old key when it
+            // issues the new one: a native rotate, in effect.
+            issue: if self.cfg.no_overlap {
+                IssueMode::Rotate {
+                    keeps_scopes: false,
+                    old_ends: true,
+                }
+            } else {
+                IssueMode::Create
+            },
             revoke: self.cfg.has("revoke"),
             verify: self.cfg.has("verify"),
             tag: self.cfg.has("find_tagged"),
             set_expiry: false,
             idempotent_issue: false,
-            no_overlap: self.cfg.no_overlap,
             deactivate: self.cfg.has("deactivate"),
-            keeps_scopes: false,
             prove_identity: false,
         }
     }
@@ -376,8 +382,10 @@ mod tests {
             &["list", "issue", "verify", "revoke", "find_tagged"],
         );
         let caps = p.capabilities();
-        assert!(caps.list && caps.issue && caps.verify && caps.revoke && caps.tag);
-        assert!(!caps.deactivate && !caps.no_overlap);
+        assert!(
+            caps.list && caps.issue == IssueMode::Create && caps.verify && caps.revoke && caps.tag
+        );
+        assert!(!caps.deactivate && !caps.issue.no_overlap());
         let a = p.issue(&request("rot-1")).await.unwrap();
         let b = p.issue(&request("rot-2")).await.unwrap();
         assert_ne!(a.info.id, b.info.id);

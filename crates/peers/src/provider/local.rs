@@ -16,7 +16,7 @@ use rand::RngExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{Capabilities, IssueRequest, IssuedKey, Provider};
+use super::{Capabilities, IssueMode, IssueRequest, IssuedKey, Provider};
 use keyrot_config::LocalProviderConfig;
 use keyrot_core::crypto::sha256_hex;
 use keyrot_core::error::CallError;
@@ -93,16 +93,13 @@ impl Provider for LocalProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list: true,
-            issue: true,
-            rotate: false,
+            issue: IssueMode::Create,
             revoke: true,
             verify: true,
             tag: true,
             set_expiry: false,
             idempotent_issue: false,
-            no_overlap: false,
             deactivate: false,
-            keeps_scopes: false,
             prove_identity: false,
         }
     }

@@ -21,7 +21,7 @@ pub use keyrot_core::error::CallError;
 use keyrot_core::model::KeyInfo;
 use keyrot_core::store::Store;
 
-pub use keyrot_core::model::Capabilities;
+pub use keyrot_core::model::{Capabilities, IssueMode};
 
 /// What [`Provider::prove_identity`] found out about a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]

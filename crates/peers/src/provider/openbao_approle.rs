@@ -38,7 +38,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{Capabilities, IssueRequest, IssuedKey, Provider};
+use super::{Capabilities, IssueMode, IssueRequest, IssuedKey, Provider};
 use crate::http::{Answer, redact};
 use crate::vault::{JsonBody, VaultClient, VaultOptions};
 use keyrot_config::OpenBaoAppRoleProviderConfig;
@@ -547,7 +547,7 @@ impl Provider for OpenBaoAppRoleProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list: true,
-            issue: true,
+            issue: IssueMode::Create,
             verify: true,
             revoke: true,
             tag: true,

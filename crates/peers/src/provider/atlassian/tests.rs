@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::AtlassianProvider;
-use crate::provider::{IssueRequest, Provider};
+use crate::provider::{IssueMode, IssueRequest, Provider};
 use keyrot_config::{AtlassianProviderConfig, AtlassianRotateApi, SecretRef};
 use keyrot_core::clock::ManualClock;
 use keyrot_core::crypto;
@@ -284,8 +284,15 @@ async fn issue_rotates_keeping_scopes_and_sends_an_idempotency_key() {
     let caps = p.capabilities();
     // The Idempotency-Key is sent but never relied on: a lost answer is
     // recovered by listing.
-    assert!(caps.issue && caps.rotate && !caps.idempotent_issue && caps.verify);
-    assert!(caps.keeps_scopes && caps.prove_identity);
+    assert_eq!(
+        caps.issue,
+        IssueMode::Rotate {
+            keeps_scopes: true,
+            old_ends: false
+        }
+    );
+    assert!(!caps.idempotent_issue && caps.verify);
+    assert!(caps.issue.keeps_scopes() && caps.prove_identity);
     assert!(!caps.tag && !caps.set_expiry);
     let old = sb.id("ci-bot");
     let issued = p.issue(&request(Some(&old), "rot-1")).await.unwrap();
@@ -364,7 +371,7 @@ async fn issue_refusals_name_their_cause() {
     cfg.rotate_api = AtlassianRotateApi::None;
     let none = AtlassianProvider::from_config("atl", &cfg, None).unwrap();
     let caps = none.capabilities();
-    assert!(!caps.issue && !caps.rotate && !caps.idempotent_issue && caps.list);
+    assert!(caps.issue == IssueMode::Assisted && !caps.idempotent_issue && caps.list);
     let err = none
         .issue(&request(Some(&sb.id("ci-bot")), "rot-z"))
         .await

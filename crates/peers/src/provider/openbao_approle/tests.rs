@@ -82,7 +82,7 @@ fn ids_split_into_role_and_accessor() {
         p.capabilities(),
         Capabilities {
             list: true,
-            issue: true,
+            issue: IssueMode::Create,
             verify: true,
             revoke: true,
             tag: true,
