@@ -309,12 +309,24 @@ fn every_failpoint_in_the_sources_is_listed() {
         files.iter().any(|(p, _)| p.ends_with("rotation/steps.rs")),
         "the walk missed the state machine's sources"
     );
-    let needle = "failpoint::hit(\"";
+    // A failpoint is hit by name (`failpoint::hit("x")`) or named in a
+    // pair around an external call (`failpoint::around("before:x", "after:x")`).
     let mut found = BTreeSet::new();
     for (path, text) in &files {
-        for (at, _) in text.match_indices(needle) {
-            let rest = &text[at + needle.len()..];
-            let name = &rest[..rest.find('"').unwrap()];
+        let mut names = Vec::new();
+        for (at, _) in text.match_indices("failpoint::hit(\"") {
+            let rest = &text[at + "failpoint::hit(\"".len()..];
+            names.push(&rest[..rest.find('"').unwrap()]);
+        }
+        for (at, _) in text.match_indices("failpoint::around(\"") {
+            let rest = &text[at + "failpoint::around(\"".len()..];
+            let before = &rest[..rest.find('"').unwrap()];
+            let rest = &rest[before.len() + 1..];
+            let rest = &rest[rest.find('"').unwrap() + 1..];
+            names.push(before);
+            names.push(&rest[..rest.find('"').unwrap()]);
+        }
+        for name in names {
             assert!(
                 ALL.contains(&name),
                 "{}: failpoint {name:?} is not in keyrot_core::failpoint::ALL",

@@ -85,6 +85,23 @@ pub const ALL: &[&str] = &[
     "after:webhook-send",
 ];
 
+/// The two failpoints around one external call: `before:NAME`, where the
+/// call has not been made, and `after:NAME`, where it has and its answer is
+/// not yet recorded. Both names are written as string literals at the call
+/// site, so they stay greppable (the crash suite checks each is in [`ALL`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Around {
+    /// Hit before the call.
+    pub before: &'static str,
+    /// Hit after the call returned successfully.
+    pub after: &'static str,
+}
+
+/// The failpoints around one external call.
+pub const fn around(before: &'static str, after: &'static str) -> Around {
+    Around { before, after }
+}
+
 /// What an armed failpoint does.
 #[cfg(any(feature = "failpoints", test))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +112,10 @@ enum Action {
     Error,
     /// Sleep this many milliseconds.
     Delay(u64),
+    /// In-process crash (the testkit): from here on every failpoint
+    /// fails, so nothing more reaches the store or a guarded peer, until
+    /// [`revive`].
+    Crash,
 }
 
 /// One `name=action[@N]` entry.
@@ -122,6 +143,7 @@ fn parse(spec: &str) -> Vec<Entry<'_>> {
             let action = match action.trim() {
                 "abort" => Action::Abort,
                 "error" => Action::Error,
+                "crash" => Action::Crash,
                 other => Action::Delay(
                     other
                         .strip_prefix("delay(")
@@ -138,9 +160,79 @@ fn parse(spec: &str) -> Vec<Entry<'_>> {
         .collect()
 }
 
-/// The armed spec: the environment's, then the file's.
+/// What a test in this process armed instead of the environment
+/// ([`arm_in_process`]), whether an in-process crash happened, and the
+/// names hit while tracing.
+#[cfg(feature = "failpoints")]
+#[derive(Default)]
+struct InProcess {
+    /// The spec in force instead of the environment's.
+    spec: Option<String>,
+    /// An armed `crash` fired: every hit fails until [`revive`].
+    dead: bool,
+    /// Every name hit, in order, while tracing.
+    trace: Option<Vec<String>>,
+}
+
+#[cfg(feature = "failpoints")]
+static IN_PROCESS: std::sync::Mutex<Option<InProcess>> = std::sync::Mutex::new(None);
+
+#[cfg(feature = "failpoints")]
+fn in_process<T>(f: impl FnOnce(&mut InProcess) -> T) -> T {
+    let mut g = match IN_PROCESS.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    f(g.get_or_insert_with(InProcess::default))
+}
+
+/// Arms `spec` (the `KEYROT_FAILPOINTS` syntax, plus the `crash` action)
+/// for this process, in place of the environment, and starts counting
+/// hits afresh. For in-process tests that run one scenario at a time.
+#[cfg(feature = "failpoints")]
+pub fn arm_in_process(spec: &str) {
+    in_process(|p| p.spec = Some(spec.to_string()));
+    let mut counts = match COUNTS.lock() {
+        Ok(c) => c,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    counts.clear();
+}
+
+/// Records every failpoint name hit from now on ([`take_trace`] returns them).
+#[cfg(feature = "failpoints")]
+pub fn trace_in_process() {
+    in_process(|p| p.trace = Some(Vec::new()));
+}
+
+/// The names hit since [`trace_in_process`], in order; stops tracing.
+#[cfg(feature = "failpoints")]
+pub fn take_trace() -> Vec<String> {
+    in_process(|p| p.trace.take().unwrap_or_default())
+}
+
+/// Whether an in-process `crash` has fired (and [`revive`] has not run).
+#[cfg(feature = "failpoints")]
+pub fn crashed() -> bool {
+    in_process(|p| p.dead)
+}
+
+/// Ends an in-process crash and disarms what [`arm_in_process`] armed:
+/// the "process" starts again.
+#[cfg(feature = "failpoints")]
+pub fn revive() {
+    in_process(|p| {
+        p.dead = false;
+        p.spec = Some(String::new());
+    });
+}
+
+/// The armed spec: an in-process one, else the environment's, then the file's.
 #[cfg(feature = "failpoints")]
 fn armed() -> String {
+    if let Some(spec) = in_process(|p| p.spec.clone()) {
+        return spec;
+    }
     let mut spec = std::env::var("KEYROT_FAILPOINTS").unwrap_or_default();
     if let Some(file) = std::env::var_os("KEYROT_FAILPOINTS_FILE")
         && let Ok(text) = std::fs::read_to_string(file)
@@ -176,6 +268,17 @@ fn count(name: &str, armed: bool) -> u64 {
 /// Acts on failpoint `name` if it is armed.
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) -> Result<(), CallError> {
+    let dead = in_process(|p| {
+        if let Some(t) = &mut p.trace {
+            t.push(name.to_string());
+        }
+        p.dead
+    });
+    if dead {
+        return Err(CallError::transient(format!(
+            "failpoint {name}: keyrot crashed (in process)"
+        )));
+    }
     let spec = armed();
     let entries: Vec<Entry<'_>> = parse(&spec)
         .into_iter()
@@ -194,6 +297,11 @@ pub fn hit(name: &str) -> Result<(), CallError> {
             Action::Error => {
                 eprintln!("keyrot: failpoint {name}: error");
                 return Err(CallError::transient(format!("failpoint {name}")));
+            }
+            Action::Crash => {
+                eprintln!("keyrot: failpoint {name}: crash (in process)");
+                in_process(|p| p.dead = true);
+                return Err(CallError::transient(format!("failpoint {name}: crash")));
             }
             Action::Delay(ms) => {
                 eprintln!("keyrot: failpoint {name}: delay({ms})");

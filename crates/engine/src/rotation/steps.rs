@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use super::{Engine, EngineError, Runtime, backoff, plan};
 use crate::notify;
 use keyrot_core::error::CallError;
+use keyrot_core::failpoint;
 use keyrot_core::model::{KeyInfo, KeyRecord, NewKey, RotationRecord, RotationState, SinkResult};
 use keyrot_core::policy;
 use keyrot_core::store::Tx;
@@ -50,11 +51,45 @@ impl From<EngineError> for StepError {
 
 pub(super) type StepResult = Result<Next, StepError>;
 
+/// Who an external call goes to, for its error metric.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Peer<'a> {
+    /// A provider's operation (`keyrot_provider_errors_total{provider, op}`).
+    Provider(&'a str, &'static str),
+    /// A sink (`keyrot_sink_errors_total{sink}`); its errors name it.
+    Sink(&'a str),
+}
+
 /// The record and a function run in the same transaction as its save.
 pub(super) type Extra =
     Box<dyn FnOnce(&mut Tx, &RotationRecord) -> Result<(), keyrot_core::store::StoreError> + Send>;
 
 impl Engine {
+    /// One external call of a step, between its two failpoints, with a
+    /// failure counted against the peer's error metric (and a sink's error
+    /// naming the sink). Every provider and sink call a step makes goes
+    /// through here.
+    pub(super) async fn call<T>(
+        &self,
+        around: failpoint::Around,
+        peer: Peer<'_>,
+        call: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        failpoint::hit(around.before)?;
+        let out = call.await.map_err(|e| match peer {
+            Peer::Provider(provider, op) => {
+                self.metrics.provider_error(provider, op);
+                e
+            }
+            Peer::Sink(name) => {
+                self.metrics.sink_error(name);
+                naming_sink(name, e)
+            }
+        })?;
+        failpoint::hit(around.after)?;
+        Ok(out)
+    }
+
     /// Drives rotation `id` until it waits or ends, or keyrot shuts down
     /// (the in-flight step always commits first).
     pub(super) async fn drive(self: &Arc<Self>, id: &str) {
@@ -338,12 +373,13 @@ impl Engine {
             .into());
         }
         super::reveal::check_psk(rt, &rec)?;
-        keyrot_core::failpoint::hit("before:issue")?;
-        let issued = provider
-            .issue(&req)
-            .await
-            .inspect_err(|_| self.metrics.provider_error(&rec.provider, "issue"))?;
-        keyrot_core::failpoint::hit("after:issue")?;
+        let issued = self
+            .call(
+                failpoint::around("before:issue", "after:issue"),
+                Peer::Provider(&rec.provider, "issue"),
+                provider.issue(&req),
+            )
+            .await?;
         let hash = keyrot_core::crypto::sha256_hex(
             secrecy::ExposeSecret::expose_secret(&issued.secret).as_bytes(),
         );
@@ -391,15 +427,13 @@ impl Engine {
             .saturating_sub(CLOCK_SKEW)
             .unwrap_or(Timestamp::MIN);
         let known = self.known_key_ids(&rec.id).await?;
-        keyrot_core::failpoint::hit("before:find-tagged")?;
-        let found = provider
-            .find_interrupted(req, since, &known)
-            .await
-            .inspect_err(|_| {
-                self.metrics
-                    .provider_error(&rec.provider, "find_interrupted")
-            })?;
-        keyrot_core::failpoint::hit("after:find-tagged")?;
+        let found = self
+            .call(
+                failpoint::around("before:find-tagged", "after:find-tagged"),
+                Peer::Provider(&rec.provider, "find_interrupted"),
+                provider.find_interrupted(req, since, &known),
+            )
+            .await?;
         let mut orphans = found.orphans;
         orphans.sort_by_key(|k| k.created_at);
         let mut notes = Vec::new();
@@ -446,12 +480,12 @@ impl Engine {
         }
         let mut revoked = Vec::new();
         for orphan in orphans {
-            keyrot_core::failpoint::hit("before:revoke-orphan")?;
-            provider
-                .revoke(&orphan.id, now)
-                .await
-                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
-            keyrot_core::failpoint::hit("after:revoke-orphan")?;
+            self.call(
+                failpoint::around("before:revoke-orphan", "after:revoke-orphan"),
+                Peer::Provider(&rec.provider, "revoke"),
+                provider.revoke(&orphan.id, now),
+            )
+            .await?;
             tracing::warn!(orphan = %orphan.id, "revoked a key an interrupted attempt had issued (its secret was never seen)");
             revoked.push(orphan.id);
         }
@@ -519,13 +553,13 @@ impl Engine {
                 let sink = rt.sinks.get(&name).cloned().ok_or_else(|| {
                     CallError::permanent(format!("sink {name:?} is no longer configured"))
                 })?;
-                keyrot_core::failpoint::hit("before:sink-put")?;
-                let version = sink
-                    .put(&target, &secret)
-                    .await
-                    .inspect_err(|_| self.metrics.sink_error(&name))
-                    .map_err(|e| naming_sink(&name, e))?;
-                keyrot_core::failpoint::hit("after:sink-put")?;
+                let version = self
+                    .call(
+                        failpoint::around("before:sink-put", "after:sink-put"),
+                        Peer::Sink(&name),
+                        sink.put(&target, &secret),
+                    )
+                    .await?;
                 tracing::info!(sink = %name, "secret written to sink");
                 rec.sink_results.insert(
                     name,
@@ -561,12 +595,12 @@ impl Engine {
             .ok_or_else(|| CallError::permanent("verifying without a new key"))?;
         if provider.capabilities().verify {
             let secret = self.secret(&rec).await?;
-            keyrot_core::failpoint::hit("before:verify")?;
-            provider
-                .verify(&new.id, &secret, now)
-                .await
-                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "verify"))?;
-            keyrot_core::failpoint::hit("after:verify")?;
+            self.call(
+                failpoint::around("before:verify", "after:verify"),
+                Peer::Provider(&rec.provider, "verify"),
+                provider.verify(&new.id, &secret, now),
+            )
+            .await?;
         }
         if provider.capabilities().issue.keeps_scopes() {
             self.read_back_scopes(&*provider, &mut rec, now).await?;
@@ -583,12 +617,13 @@ impl Engine {
                 }
                 continue;
             }
-            keyrot_core::failpoint::hit("before:sink-read")?;
-            let read = sink
-                .read_back(&target)
-                .await
-                .inspect_err(|_| self.metrics.sink_error(&name))?;
-            keyrot_core::failpoint::hit("after:sink-read")?;
+            let read = self
+                .call(
+                    failpoint::around("before:sink-read", "after:sink-read"),
+                    Peer::Sink(&name),
+                    sink.read_back(&target),
+                )
+                .await?;
             match read {
                 Some(h) if h == new.secret_sha256 => {
                     if let Some(r) = rec.sink_results.get_mut(&name) {
@@ -612,12 +647,12 @@ impl Engine {
         // sinks that stage a version make it current now (idempotent).
         for name in rec.sinks.clone() {
             if let Some(sink) = rt.sinks.get(&name) {
-                keyrot_core::failpoint::hit("before:sink-finish")?;
-                sink.finish(&target)
-                    .await
-                    .inspect_err(|_| self.metrics.sink_error(&name))
-                    .map_err(|e| naming_sink(&name, e))?;
-                keyrot_core::failpoint::hit("after:sink-finish")?;
+                self.call(
+                    failpoint::around("before:sink-finish", "after:sink-finish"),
+                    Peer::Sink(&name),
+                    sink.finish(&target),
+                )
+                .await?;
             }
         }
         if rec.old_key_id.is_none() {
@@ -644,12 +679,12 @@ impl Engine {
         let can_revoke = caps.revoke;
         if caps.deactivate {
             let old = old_key(&rec)?;
-            keyrot_core::failpoint::hit("before:deactivate")?;
-            provider
-                .deactivate(&old, now)
-                .await
-                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "deactivate"))?;
-            keyrot_core::failpoint::hit("after:deactivate")?;
+            self.call(
+                failpoint::around("before:deactivate", "after:deactivate"),
+                Peer::Provider(&rec.provider, "deactivate"),
+                provider.deactivate(&old, now),
+            )
+            .await?;
             tracing::info!(old_key = %old, "old key set inactive for the overlap; it is deleted when the overlap ends");
         }
         let overlap = rt
@@ -726,12 +761,12 @@ impl Engine {
         let provider = Self::provider(rt, &rec)?;
         let old = old_key(&rec)?;
         let note = if provider.capabilities().revoke {
-            keyrot_core::failpoint::hit("before:revoke")?;
-            provider
-                .revoke(&old, now)
-                .await
-                .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
-            keyrot_core::failpoint::hit("after:revoke")?;
+            self.call(
+                failpoint::around("before:revoke", "after:revoke"),
+                Peer::Provider(&rec.provider, "revoke"),
+                provider.revoke(&old, now),
+            )
+            .await?;
             for also in rec.revoke_also.clone() {
                 provider
                     .revoke(&also, now)

@@ -1,0 +1,339 @@
+//! keyrot's state machine in process, for tests: a [`World`] holds a real
+//! store in a temporary directory, the local provider (its keys live in
+//! that store), a file sink, a manual clock and an engine. A "crash" is the
+//! engine dropped with its runners and the store closed; [`World::restart`]
+//! reopens the same file with the same master key and a new engine, as
+//! keyrot does after `kill -9`. [`World::check`] states what must hold once
+//! every rotation has ended: the invariants the binary-level crash suite
+//! checks from outside, here read from the store and the sink directly.
+//!
+//! Time is the manual clock (and, in `#[tokio::test(start_paused = true)]`
+//! tests, tokio's paused clock): no test here waits on the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use keyrot_config::*;
+use keyrot_core::clock::{Clock as _, ManualClock};
+use keyrot_core::crypto::MasterKey;
+use keyrot_core::model::{Initiator, KeyRecord, RotationRecord, RotationState, Trigger};
+use keyrot_core::policy::testutil::{dur, policy, ts};
+use keyrot_core::store::Store;
+use keyrot_core::wake::Wake;
+use keyrot_engine::rotation::{Engine, Runtime, StartRequest};
+use keyrot_peers::sink::SinkTarget;
+
+/// The one slot every world has.
+pub const SLOT: &str = "local/ci";
+
+/// The policy's overlap: how far [`World::finish`] moves the clock.
+pub const OVERLAP: &str = "1h";
+
+/// A store, a clock and the engine over them.
+pub struct World {
+    dir: tempfile::TempDir,
+    master: [u8; 32],
+    /// The manual clock every engine of this world reads.
+    pub clock: Arc<ManualClock>,
+    engine: Option<Arc<Engine>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl World {
+    /// A fresh store with one slot (`local/ci`, policy overlap 1h, one
+    /// file sink `out`) and an engine over it.
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let master = [7u8; 32];
+        let clock = Arc::new(ManualClock::new(ts("2026-11-23T10:00:00Z")));
+        let mut w = World {
+            dir,
+            master,
+            clock,
+            engine: None,
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        w.open();
+        let slot = KeyRecord {
+            slot: SLOT.into(),
+            provider: "local".into(),
+            name: "ci".into(),
+            current: None,
+            policy: "p".into(),
+            next_due: None,
+            due_reason: None,
+            active_rotation: None,
+            last_rotated_at: None,
+            last_started_at: None,
+            synced_at: None,
+            sinks: vec!["out".into()],
+            scopes: vec!["read:all".into()],
+            contacts: vec!["owner@example.com".into()],
+            group: None,
+            ended: None,
+        };
+        w.engine().store().write(|tx| tx.put_key(&slot)).unwrap();
+        w
+    }
+
+    /// The engine in force.
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.engine.as_ref().expect("the engine is down")
+    }
+
+    /// The store under the engine in force.
+    pub fn store(&self) -> Arc<Store> {
+        self.engine().store()
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn open(&mut self) {
+        let out = self.out();
+        let cfg = Arc::new(config(&out));
+        let store = Arc::new(
+            Store::open(&out.join("state.redb"), MasterKey::from_bytes(self.master)).unwrap(),
+        );
+        let rt = Runtime::build(cfg, &store).unwrap();
+        self.stop = CancellationToken::new();
+        self.tasks = TaskTracker::new();
+        self.engine = Some(Engine::new(
+            store,
+            rt,
+            self.clock.clone(),
+            Wake::new(),
+            self.stop.clone(),
+            self.tasks.clone(),
+        ));
+    }
+
+    /// Starts a manual rotation of the slot (its record, or why not).
+    pub async fn rotate(&self) -> Result<RotationRecord, String> {
+        self.engine()
+            .start(SLOT, manual())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits (in tokio time) until no runner is left.
+    pub async fn settle(&self) {
+        for _ in 0..10_000 {
+            if self.engine().running().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("runners still going: {:?}", self.engine().running());
+    }
+
+    /// The crash: the engine stops, its runners are waited for and
+    /// dropped, and the store is closed. Nothing of this engine survives.
+    pub async fn crash(&mut self) {
+        self.settle().await;
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.engine = None;
+    }
+
+    /// After a crash: the same store file, a new engine, unfinished
+    /// rotations resumed (what `keyrot run` does at start).
+    pub async fn restart(&mut self) {
+        self.open();
+        self.engine().resume_all().await.unwrap();
+        self.settle().await;
+    }
+
+    /// Drives every rotation to its end: resumes Failed ones (an operator's
+    /// `keyrot rotation resume`) and moves the clock past each overlap,
+    /// until none is left unfinished. The rotations, newest first.
+    pub async fn finish(&self) -> Vec<RotationRecord> {
+        for _ in 0..20 {
+            self.settle().await;
+            let rots = self.store().rotations(Some(SLOT), 100).unwrap();
+            let open: Vec<&RotationRecord> =
+                rots.iter().filter(|r| !r.state.is_terminal()).collect();
+            let failed: Vec<&RotationRecord> = rots
+                .iter()
+                .filter(|r| r.state == RotationState::Failed)
+                .collect();
+            if open.is_empty() && failed.is_empty() {
+                return rots;
+            }
+            for r in failed {
+                self.engine().resume(&r.id).await.unwrap();
+            }
+            for r in open {
+                if r.state == RotationState::Overlap {
+                    self.clock
+                        .advance(dur(OVERLAP) + SignedDuration::from_secs(1));
+                }
+                self.engine().spawn(&r.id);
+            }
+        }
+        panic!(
+            "rotations did not end: {:#?}",
+            self.store().rotations(Some(SLOT), 100).unwrap()
+        );
+    }
+
+    /// What must hold once every rotation has ended; the problems found.
+    /// - the slot's current key is the newest completed rotation's new
+    ///   key, live at the provider, and the sink holds its secret;
+    /// - every other key keyrot issued for the slot is revoked (no orphan);
+    /// - no sealed secret is left in the store.
+    pub async fn check(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let store = self.store();
+        let rots = store.rotations(Some(SLOT), 100).unwrap();
+        let Some(last) = rots.iter().find(|r| r.state == RotationState::Completed) else {
+            return vec![format!("no rotation completed: {rots:#?}")];
+        };
+        let new = last.new_key.clone().unwrap();
+        let key = store.key(SLOT).unwrap().unwrap();
+        match &key.current {
+            Some(c) if c.id == new.id => {}
+            other => v.push(format!(
+                "the slot points at {:?}, not at {}",
+                other.as_ref().map(|c| &c.id),
+                new.id
+            )),
+        }
+        for k in store.local_keys().unwrap() {
+            let live = k.revoked_at.is_none();
+            if k.id == new.id && !live {
+                v.push(format!("the current key {} is revoked", k.id));
+            }
+            if k.id != new.id && live {
+                v.push(format!("key {} is live but not current: an orphan", k.id));
+            }
+        }
+        let sink = self.engine().runtime().sinks["out"].clone();
+        let target = SinkTarget {
+            slot: SLOT.into(),
+            provider: "local".into(),
+            key_name: "ci".into(),
+            key_id: new.id.clone(),
+            rotation_id: last.id.clone(),
+            expires_at: None,
+            probe: false,
+        };
+        match sink.read_back(&target).await {
+            Ok(Some(h)) if h == new.secret_sha256 => {}
+            other => v.push(format!(
+                "the sink holds {other:?}, not the secret of {}",
+                new.id
+            )),
+        }
+        let left = store.secret_keys_ending("").unwrap();
+        if !left.is_empty() {
+            v.push(format!("sealed secrets left in the store: {left:?}"));
+        }
+        v
+    }
+
+    /// The clock's reading.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+/// A rotation an operator asks for.
+pub fn manual() -> StartRequest {
+    StartRequest {
+        trigger: Trigger::Manual,
+        reason: "test".into(),
+        initiator: Initiator::default(),
+        new_expires_at: None,
+        old_expires_at: None,
+        notify_contacts: false,
+        reveal_psk: None,
+    }
+}
+
+/// The configuration of every world: the local provider, one JSON file
+/// sink, retries that give up fast (a Failed rotation is resumed by
+/// [`World::finish`]).
+fn config(out: &std::path::Path) -> Config {
+    let mut p = policy();
+    p.name = "p".into();
+    p.new_key_lifetime = Some(dur("30d"));
+    p.rotate_before_expiry = Some(dur("7d"));
+    p.overlap = dur(OVERLAP);
+    Config {
+        files: vec![],
+        daemon: DaemonConfig {
+            control_socket: out.join("s.sock"),
+            control_socket_mode: 0o660,
+            shutdown_timeout: dur("5s"),
+            sync_schedule: "0 0 * * * *".parse().unwrap(),
+            metrics_listen: None,
+            proxy: None,
+            retry: RetryConfig {
+                attempts: 2,
+                initial: SignedDuration::from_millis(1),
+                max: SignedDuration::from_millis(2),
+            },
+            ..DaemonConfig::default()
+        },
+        store: StoreConfig {
+            path: out.join("state.redb"),
+            master_key_file: out.join("k"),
+            create_master_key: false,
+            history_retention: None,
+            audit_retention: None,
+        },
+        providers: vec![ProviderConfig {
+            name: "local".into(),
+            max_concurrent: 2,
+            requests_per_second: None,
+            console_url: None,
+            kind: ProviderKind::Local(LocalProviderConfig {
+                default_lifetime: dur("90d"),
+                secret_bytes: 32,
+            }),
+        }],
+        sinks: vec![SinkConfig {
+            name: "out".into(),
+            kind: SinkKind::File(FileSinkConfig {
+                path: out.join("{name}.json").display().to_string(),
+                format: FileFormat::Json,
+                env_name: "K".into(),
+                mode: 0o600,
+                owner: None,
+                group: None,
+            }),
+        }],
+        policies: vec![p],
+        keys: vec![],
+        notify: NotifyConfig {
+            from: "keyrot@example.com".into(),
+            transport: NotifyTransport::File {
+                dir: out.join("mail"),
+            },
+            dry_run: false,
+            template_dir: None,
+            digest_schedule: None,
+            webhooks: vec![],
+        },
+        psks: vec![],
+        api_tokens: vec![],
+        secret_sites: vec![],
+    }
+}

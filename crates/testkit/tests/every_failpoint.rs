@@ -1,0 +1,187 @@
+//! A crash at every failpoint a rotation meets, in process: the path of a
+//! clean rotation is traced (every failpoint it hits, in order, with each
+//! name's hit count), then for each hit a fresh world rotates with that
+//! hit armed to crash, the engine is dropped and the store reopened, and
+//! the rotation is driven to its end. Nothing may be lost: the slot points
+//! at the new key, the sink holds its secret, every other key keyrot
+//! issued is revoked, no sealed secret is left. The restart after a crash
+//! at the provider's issue (whose answer was never recorded) takes its own
+//! path (find the key that attempt made, revoke it, issue again): each of
+//! its hits is crashed at too. Time is the manual clock and tokio's paused
+//! clock; the whole suite runs in well under a second of wall time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use keyrot_core::failpoint;
+use keyrot_testkit::World;
+
+/// Each hit of a trace with its number among the hits of the same name.
+fn numbered(trace: Vec<String>) -> Vec<(String, u64)> {
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    trace
+        .into_iter()
+        .map(|n| {
+            let c = seen.entry(n.clone()).or_insert(0);
+            *c += 1;
+            (n, *c)
+        })
+        .collect()
+}
+
+/// A world whose slot already has a key (its first rotation done), so the
+/// next rotation has an old key to overlap with and revoke.
+async fn with_a_key() -> World {
+    let w = World::new();
+    w.rotate().await.unwrap();
+    w.finish().await;
+    assert!(w.check().await.is_empty());
+    w
+}
+
+/// Drives the armed rotation until the crash fires (moving the clock
+/// past the overlap as `finish` does); false if it ended uncrashed.
+async fn until_crash(w: &World) -> bool {
+    let _ = w.rotate().await;
+    for _ in 0..20 {
+        w.settle().await;
+        if failpoint::crashed() {
+            return true;
+        }
+        let rots = w
+            .store()
+            .rotations(Some(keyrot_testkit::SLOT), 100)
+            .unwrap();
+        let open: Vec<_> = rots.iter().filter(|r| !r.state.is_terminal()).collect();
+        if open.is_empty() {
+            return false;
+        }
+        for r in open {
+            w.clock
+                .advance(keyrot_core::policy::testutil::dur(keyrot_testkit::OVERLAP));
+            w.engine().spawn(&r.id);
+        }
+    }
+    failpoint::crashed()
+}
+
+/// One scenario: crash at each of `crashes` in turn (the first during the
+/// rotation, the next during the restart after it, ...), then finish.
+async fn run(crashes: &[(String, u64)]) -> Result<(), String> {
+    let mut w = with_a_key().await;
+    let (first, rest) = crashes.split_first().unwrap();
+    failpoint::arm_in_process(&format!("{}=crash@{}", first.0, first.1));
+    if !until_crash(&w).await {
+        failpoint::revive();
+        return Err(format!("{crashes:?}: the crash was not reached"));
+    }
+    for (name, nth) in rest {
+        w.crash().await;
+        failpoint::revive();
+        failpoint::arm_in_process(&format!("{name}={}", format_args!("crash@{nth}")));
+        w.restart().await;
+        if !failpoint::crashed() {
+            failpoint::revive();
+            return Err(format!(
+                "{crashes:?}: the crash at {name} #{nth} was not reached"
+            ));
+        }
+    }
+    w.crash().await;
+    failpoint::revive();
+    w.restart().await;
+    w.finish().await;
+    let problems = w.check().await;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{crashes:?}: {problems:#?}"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
+    let started = std::time::Instant::now();
+    // The path of a clean rotation.
+    let w = with_a_key().await;
+    failpoint::trace_in_process();
+    w.rotate().await.unwrap();
+    w.finish().await;
+    let path = numbered(failpoint::take_trace());
+    drop(w);
+    let names: BTreeSet<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
+    // Every failpoint of the local provider's rotation path is on it.
+    for want in [
+        "before:commit",
+        "after:commit",
+        "after:pending",
+        "after:issuing",
+        "before:issue",
+        "after:issue",
+        "after:issued",
+        "before:sink-put",
+        "after:sink-put",
+        "after:verifying",
+        "before:verify",
+        "after:verify",
+        "before:sink-read",
+        "after:sink-read",
+        "before:sink-finish",
+        "after:sink-finish",
+        "after:overlap",
+        "after:revoking",
+        "before:revoke",
+        "after:revoke",
+        "after:completed",
+    ] {
+        assert!(names.contains(want), "{want} is not on the path: {path:?}");
+    }
+
+    let mut failures = Vec::new();
+    let mut scenarios = 0;
+    for hit in &path {
+        scenarios += 1;
+        if let Err(e) = run(std::slice::from_ref(hit)).await {
+            failures.push(e);
+        }
+    }
+
+    // The restart after a crash at the issue: trace it, then crash there.
+    let w = with_a_key().await;
+    failpoint::arm_in_process("after:issue=crash@1");
+    assert!(until_crash(&w).await);
+    let mut w = w;
+    w.crash().await;
+    failpoint::revive();
+    failpoint::trace_in_process();
+    w.restart().await;
+    let resume = numbered(failpoint::take_trace());
+    w.finish().await;
+    assert!(w.check().await.is_empty());
+    let resumed: BTreeSet<&str> = resume.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "before:find-tagged",
+        "after:find-tagged",
+        "before:revoke-orphan",
+        "after:revoke-orphan",
+    ] {
+        assert!(
+            resumed.contains(want),
+            "{want} is not on the resume path: {resume:?}"
+        );
+    }
+    for hit in &resume {
+        scenarios += 1;
+        if let Err(e) = run(&[("after:issue".to_string(), 1), hit.clone()]).await {
+            failures.push(e);
+        }
+    }
+    eprintln!(
+        "every_failpoint: {} hits on the rotation path, {} on the resume after an interrupted issue, {} distinct failpoints; {scenarios} crash scenarios in {:.2} s of wall time; failures: {}",
+        path.len(),
+        resume.len(),
+        names.union(&resumed).count(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
