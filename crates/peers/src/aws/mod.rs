@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
-use hyper::body::Bytes;
+use bytes::Bytes;
 use jiff::SignedDuration;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use zeroize::Zeroizing;

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 
-use hyper::body::Bytes;
+use bytes::Bytes;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
