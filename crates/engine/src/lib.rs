@@ -7,6 +7,8 @@
 //! - [`scheduler`]: sleeps until the next due instant; inventory sync,
 //!   expiry notices, digests, pruning.
 //! - [`notify`]: the outbox sender, mail and webhook rendering.
+//! - [`names`]: which key names and ids keyrot takes from a listing, and
+//!   how a refused one is shown.
 //! - [`metrics`]: the Prometheus registry the engine bumps and the
 //!   collector of what the store holds (the daemon serves it).
 //!
@@ -17,6 +19,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod metrics;
+pub mod names;
 pub mod notify;
 pub mod rotation;
 pub mod scheduler;

@@ -12,6 +12,7 @@
 //! take no proxy from the environment ([`proxy`]).
 
 pub mod cap;
+pub mod limit;
 pub mod proxy;
 
 use std::path::Path;
@@ -169,7 +170,7 @@ async fn send_inner(
         let e = if hide_url { e.without_url() } else { e };
         transport_error(who, what, timeout, &e)
     };
-    crate::provider::limit::before_request().await;
+    limit::before_request().await;
     let mut resp = req.send().await.map_err(fail)?;
     let status = resp.status();
     let headers = resp.headers().clone();

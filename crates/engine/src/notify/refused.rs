@@ -1,13 +1,13 @@
 //! The alert for a key keyrot refused at inventory sync: a provider listed
 //! a key that a `[[key]]` selects, but its name or id is not one keyrot
-//! accepts (see `scheduler::names`). The name and id are shown escaped,
+//! accepts (see `names`). The name and id are shown escaped,
 //! never as given: they are the provider's, not keyrot's.
 
 use jiff::Timestamp;
 
 use super::message::{Composer, dedup, when};
 use super::render::Vars;
-use crate::scheduler::names::shown;
+use crate::names::shown;
 use keyrot_core::crypto::sha256_hex;
 use keyrot_core::model::{MessageKind, OutboxMessage};
 
@@ -78,7 +78,7 @@ mod tests {
         let key = examples::refused_key();
         // The example's reason is the one keyrot gives.
         assert_eq!(
-            crate::scheduler::names::name_problem(key.name).as_deref(),
+            crate::names::name_problem(key.name).as_deref(),
             Some(key.why)
         );
         let cfg = examples::config().unwrap();

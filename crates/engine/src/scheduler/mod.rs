@@ -9,7 +9,6 @@
 
 pub mod bind;
 pub mod digest;
-pub mod names;
 pub mod notices;
 pub mod prune;
 pub mod refusals;

@@ -9,8 +9,8 @@
 use jiff::Timestamp;
 
 use super::bind::claimant;
-use super::names::{problem, shown};
 use crate::metrics::Metrics;
+use crate::names::{problem, shown};
 use crate::notify::Composer;
 use crate::notify::refused::RefusedKey;
 use keyrot_config::Config;

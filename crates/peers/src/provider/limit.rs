@@ -7,116 +7,25 @@
 //! AppRole secret-id is four requests. The wrapper takes one token before
 //! it delegates (so a call that sends nothing over HTTP, an `exec` program
 //! or the `local` store, still counts as one request) and runs the call
-//! inside a task-local scope; [`before_request`], called before each
-//! request by [`crate::http::send`] (which every HTTP peer goes through:
-//! OpenBao/Vault, `http`, `aws-iam`, `atlassian`, the sandbox admin API),
-//! lets the first request of the call use that token and makes every
-//! further one wait for a token of its own. Outside a limited call (sinks,
-//! a provider without `requests_per_second`) it returns at once.
-//!
-//! The bucket holds one token (burst 1): requests are spaced `1/rate`
-//! apart, so the rate holds over every window, however short, as API
-//! quotas such as "10 requests per second" are usually enforced. A larger
-//! burst would only lower the latency of an occasional lone call, which a
+//! inside a task-local scope (the bucket and the scope are the HTTP
+//! layer's, [`crate::http::limit`], since every HTTP request is paced
+//! there). Outside a limited call (sinks, a provider without
+//! `requests_per_second`) requests go at once. A burst larger than one
+//! would only lower the latency of an occasional lone call, which a
 //! background rotation does not need.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use secrecy::SecretString;
-use tokio::time::Instant;
 
 use super::{Capabilities, Identity, Interrupted, IssueRequest, IssuedKey, Provider};
 use keyrot_core::error::CallError;
 use keyrot_core::model::KeyInfo;
 
-/// A token bucket of one token refilled `rate` times a second. The
-/// schedule is [`RateLimit::reserve`], which takes the time as a parameter.
-#[derive(Debug)]
-pub struct RateLimit {
-    /// Requests per second, as configured.
-    rate: f64,
-    /// Time between two requests: `1 / rate`.
-    interval: Duration,
-    /// The earliest instant the next request may go; `None` before the
-    /// first one.
-    next: Mutex<Option<Instant>>,
-    /// Tokens handed out so far.
-    taken: AtomicU64,
-}
-
-impl RateLimit {
-    /// A bucket of `per_second` requests a second; the config keeps it
-    /// between one a day and a million a second.
-    pub fn new(per_second: f64) -> RateLimit {
-        let interval = Duration::try_from_secs_f64(1.0 / per_second)
-            .unwrap_or(Duration::from_secs(86_400))
-            .min(Duration::from_secs(86_400));
-        RateLimit {
-            rate: per_second,
-            interval,
-            next: Mutex::new(None),
-            taken: AtomicU64::new(0),
-        }
-    }
-
-    /// Requests per second.
-    pub fn per_second(&self) -> f64 {
-        self.rate
-    }
-
-    /// Tokens handed out so far: the requests (and request-less calls)
-    /// let through.
-    pub fn taken(&self) -> u64 {
-        self.taken.load(Ordering::Relaxed)
-    }
-
-    /// Takes the next free slot for a request asked for at `now`: the
-    /// instant it may be sent (`now` when the bucket is full).
-    pub fn reserve(&self, now: Instant) -> Instant {
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let at = next.map_or(now, |n| n.max(now));
-        *next = Some(at + self.interval);
-        self.taken.fetch_add(1, Ordering::Relaxed);
-        at
-    }
-
-    /// Waits for a token. A caller dropped while waiting loses its slot:
-    /// the rate only gets lower.
-    pub async fn acquire(&self) {
-        let at = self.reserve(Instant::now());
-        tokio::time::sleep_until(at).await;
-    }
-}
-
-/// The limit of the provider call running in this task.
-struct Scope {
-    /// The provider's bucket.
-    limit: Arc<RateLimit>,
-    /// The token the wrapper took before the call is still unused.
-    prepaid: AtomicBool,
-}
-
-tokio::task_local! {
-    /// Set by [`Limited`] around each call it delegates.
-    static SCOPE: Arc<Scope>;
-}
-
-/// Waits until the provider call running in this task may send one more
-/// HTTP request; returns at once outside a rate-limited call. HTTP
-/// clients call it before every request.
-pub async fn before_request() {
-    let Ok(scope) = SCOPE.try_with(Arc::clone) else {
-        return;
-    };
-    if !scope.prepaid.swap(false, Ordering::Relaxed) {
-        scope.limit.acquire().await;
-    }
-}
+pub use crate::http::limit::{RateLimit, before_request, within};
 
 /// A provider whose calls wait for tokens of a shared [`RateLimit`].
 pub struct Limited {
@@ -134,12 +43,7 @@ impl Limited {
 
     /// Runs `call` once a token is free, inside the limit's scope.
     async fn run<T>(&self, call: impl Future<Output = T>) -> T {
-        self.limit.acquire().await;
-        let scope = Arc::new(Scope {
-            limit: Arc::clone(&self.limit),
-            prepaid: AtomicBool::new(true),
-        });
-        SCOPE.scope(scope, call).await
+        within(&self.limit, call).await
     }
 }
 
@@ -208,6 +112,11 @@ impl Provider for Limited {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
     use super::*;
 
     fn ms(start: Instant, at: Instant) -> u128 {

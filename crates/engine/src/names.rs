@@ -3,7 +3,7 @@
 //! name) and reaches operators' programs as `KEYROT_KEY_NAME`, so it is
 //! untrusted input and checked once, here, where listings enter the
 //! inventory. A listed key whose name or id fails is left out of the
-//! inventory; the sync reports it (`super::refusals`).
+//! inventory; the sync reports it (`crate::scheduler::refusals`).
 //!
 //! A **name** is 1 to [`MAX_NAME`] characters, each a letter or digit (any
 //! script) or one of [`NAME_PUNCTUATION`]; it does not start with `.`, `-`
