@@ -38,6 +38,8 @@ pub mod raw;
 pub mod secret;
 mod sinks;
 mod summary;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 mod typed;

@@ -19,11 +19,10 @@ use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use keyrot_config::*;
 use keyrot_core::clock::{Clock as _, ManualClock};
 use keyrot_core::crypto::MasterKey;
 use keyrot_core::model::{Initiator, KeyRecord, RotationRecord, RotationState, Trigger};
-use keyrot_core::policy::testutil::{dur, policy, ts};
+use keyrot_core::policy::testutil::{dur, ts};
 use keyrot_core::store::Store;
 use keyrot_core::wake::Wake;
 use keyrot_engine::rotation::{Engine, Runtime, StartRequest};
@@ -32,7 +31,8 @@ use keyrot_peers::sink::SinkTarget;
 /// The one slot every world has.
 pub const SLOT: &str = "local/ci";
 
-/// The policy's overlap: how far [`World::finish`] moves the clock.
+/// The policy's overlap (`keyrot_config::testkit::local`): how far
+/// [`World::finish`] moves the clock.
 pub const OVERLAP: &str = "1h";
 
 /// A store, a clock and the engine over them.
@@ -100,7 +100,8 @@ impl World {
 
     fn open(&mut self) {
         let out = self.out();
-        let cfg = Arc::new(config(&out));
+        let sink = out.join("{name}.json").display().to_string();
+        let cfg = Arc::new(keyrot_config::testkit::local(&out, &sink));
         let store = Arc::new(
             Store::open(&out.join("state.redb"), MasterKey::from_bytes(self.master)).unwrap(),
         );
@@ -264,76 +265,5 @@ pub fn manual() -> StartRequest {
         old_expires_at: None,
         notify_contacts: false,
         reveal_psk: None,
-    }
-}
-
-/// The configuration of every world: the local provider, one JSON file
-/// sink, retries that give up fast (a Failed rotation is resumed by
-/// [`World::finish`]).
-fn config(out: &std::path::Path) -> Config {
-    let mut p = policy();
-    p.name = "p".into();
-    p.new_key_lifetime = Some(dur("30d"));
-    p.rotate_before_expiry = Some(dur("7d"));
-    p.overlap = dur(OVERLAP);
-    Config {
-        files: vec![],
-        daemon: DaemonConfig {
-            control_socket: out.join("s.sock"),
-            control_socket_mode: 0o660,
-            shutdown_timeout: dur("5s"),
-            sync_schedule: "0 0 * * * *".parse().unwrap(),
-            metrics_listen: None,
-            proxy: None,
-            retry: RetryConfig {
-                attempts: 2,
-                initial: SignedDuration::from_millis(1),
-                max: SignedDuration::from_millis(2),
-            },
-            ..DaemonConfig::default()
-        },
-        store: StoreConfig {
-            path: out.join("state.redb"),
-            master_key_file: out.join("k"),
-            create_master_key: false,
-            history_retention: None,
-            audit_retention: None,
-        },
-        providers: vec![ProviderConfig {
-            name: "local".into(),
-            max_concurrent: 2,
-            requests_per_second: None,
-            console_url: None,
-            kind: ProviderKind::Local(LocalProviderConfig {
-                default_lifetime: dur("90d"),
-                secret_bytes: 32,
-            }),
-        }],
-        sinks: vec![SinkConfig {
-            name: "out".into(),
-            kind: SinkKind::File(FileSinkConfig {
-                path: out.join("{name}.json").display().to_string(),
-                format: FileFormat::Json,
-                env_name: "K".into(),
-                mode: 0o600,
-                owner: None,
-                group: None,
-            }),
-        }],
-        policies: vec![p],
-        keys: vec![],
-        notify: NotifyConfig {
-            from: "keyrot@example.com".into(),
-            transport: NotifyTransport::File {
-                dir: out.join("mail"),
-            },
-            dry_run: false,
-            template_dir: None,
-            digest_schedule: None,
-            webhooks: vec![],
-        },
-        psks: vec![],
-        api_tokens: vec![],
-        secret_sites: vec![],
     }
 }

@@ -4,14 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::SignedDuration;
-
 use super::*;
 use keyrot_config::*;
 use keyrot_core::clock::ManualClock;
 use keyrot_core::crypto::{MasterKey, sha256_hex};
 use keyrot_core::model::{DeliveryState, KeyRecord};
-use keyrot_core::policy::testutil::{dur, policy, ts};
+use keyrot_core::policy::testutil::{dur, ts};
 use keyrot_peers::sink::SinkTarget;
 
 pub(super) struct Fixture {
@@ -21,80 +19,14 @@ pub(super) struct Fixture {
     pub(super) out: std::path::PathBuf,
 }
 
-pub(super) fn config(out: &std::path::Path, sink_path: &str) -> Config {
-    let mut p = policy();
-    p.name = "p".into();
-    p.new_key_lifetime = Some(dur("30d"));
-    p.rotate_before_expiry = Some(dur("7d"));
-    p.overlap = dur("1h");
-    p.notify = vec!["ops@example.com".into()];
-    Config {
-        files: vec![],
-        daemon: DaemonConfig {
-            control_socket: out.join("s.sock"),
-            control_socket_mode: 0o660,
-            shutdown_timeout: dur("5s"),
-            sync_schedule: "0 0 * * * *".parse().unwrap(),
-            metrics_listen: None,
-            proxy: None,
-            retry: RetryConfig {
-                attempts: 2,
-                initial: SignedDuration::from_millis(1),
-                max: SignedDuration::from_millis(2),
-            },
-            ..DaemonConfig::default()
-        },
-        store: StoreConfig {
-            path: out.join("state.redb"),
-            master_key_file: out.join("k"),
-            create_master_key: false,
-            history_retention: None,
-            audit_retention: None,
-        },
-        providers: vec![ProviderConfig {
-            name: "local".into(),
-            max_concurrent: 2,
-            requests_per_second: None,
-            console_url: None,
-            kind: ProviderKind::Local(LocalProviderConfig {
-                default_lifetime: dur("90d"),
-                secret_bytes: 32,
-            }),
-        }],
-        sinks: vec![SinkConfig {
-            name: "out".into(),
-            kind: SinkKind::File(FileSinkConfig {
-                path: sink_path.into(),
-                format: FileFormat::Json,
-                env_name: "K".into(),
-                mode: 0o600,
-                owner: None,
-                group: None,
-            }),
-        }],
-        policies: vec![p],
-        keys: vec![],
-        notify: NotifyConfig {
-            from: "keyrot@example.com".into(),
-            transport: NotifyTransport::File {
-                dir: out.join("mail"),
-            },
-            dry_run: false,
-            template_dir: None,
-            digest_schedule: None,
-            webhooks: vec![],
-        },
-        psks: vec![],
-        api_tokens: vec![],
-        secret_sites: vec![],
-    }
-}
-
 pub(super) fn fixture(sink_path: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_path_buf();
     let default_sink = out.join("{name}.json").display().to_string();
-    let cfg = Arc::new(config(&out, sink_path.unwrap_or(&default_sink)));
+    let cfg = Arc::new(keyrot_config::testkit::local(
+        &out,
+        sink_path.unwrap_or(&default_sink),
+    ));
     let store = Arc::new(Store::open(&out.join("state.redb"), MasterKey::generate()).unwrap());
     let rt = Runtime::build(Arc::clone(&cfg), &store).unwrap();
     let clock = Arc::new(ManualClock::new(ts("2026-11-23T10:00:00Z")));
