@@ -7,4 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYROT_PEERS_DIR="$(bash scripts/peers.sh)"
 export KEYROT_PEERS_DIR
+# Most integration tests wait on a daemon's timers and its peers rather than
+# on the CPU, so more of them run at once than there are cores.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-8}"
 exec cargo test --locked --workspace --features failpoints "$@"

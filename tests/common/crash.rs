@@ -1,4 +1,4 @@
-//! The crash suites' harness (`tests/crash.rs`, `tests/crash_random.rs`):
+//! The crash suites' harness (`tests/suite/crash.rs`, `tests/suite/crash_random.rs`):
 //! real peers shared by the cases of one test function (OpenBao KV, an
 //! aiosmtpd SMTP server, and the provider side: `keyrot sandbox` with the
 //! proposed rotate API, moto for IAM, or keyrot's own local provider), a

@@ -1,7 +1,7 @@
 //! Tests of keyrot's journald set-up: the priorities, and the message
 //! escaping in front of the layer that writes entries (here a recorder, as
 //! `tracing-journald` always sends to the system's journal socket; the
-//! datagrams themselves are tested in `tests/journald.rs`).
+//! datagrams themselves are tested in `tests/suite/journald.rs`).
 
 use std::sync::{Arc, Mutex};
 

@@ -6,7 +6,7 @@
 //! `/_sandbox/audit`), not keyrot's account of it. Each test prints the
 //! figures docs/reliability.md quotes.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 use std::time::Duration;

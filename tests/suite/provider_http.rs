@@ -6,7 +6,7 @@
 //! the real daemon binary. Also: escaping of template values, paging,
 //! `Retry-After`, redirects, and that no secret reaches an error or Debug.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! hold. Each test function shares one set of peers between its cases;
 //! each case gets a fresh daemon directory.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
@@ -109,7 +109,7 @@ fn iam_scenarios() -> Vec<Scenario> {
 }
 
 /// Failpoints the special cases below kill the daemon at.
-/// The webhook posts' are killed in `tests/webhooks.rs`
+/// The webhook posts' are killed in `tests/suite/webhooks.rs`
 /// (`a_kill_around_a_webhook_post_delivers_again_under_the_same_id`).
 const SPECIAL: [&str; 5] = [
     "after:failed",

@@ -6,7 +6,7 @@
 //! untouched, across a kill -9 of keyrot) until it returns, with no second
 //! key issued. `keyrot sink test` proves access through the daemon.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

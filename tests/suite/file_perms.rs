@@ -7,7 +7,7 @@
 //! Tests run as root, which owns every file they make and is trusted:
 //! each refusal comes from a mode, or from a `chown` to uid 65534.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown, symlink};

@@ -22,12 +22,12 @@
 //!
 //! ```text
 //! # replay seed 2770 alone
-//! KEYROT_CRASH_FIXED_SEEDS=0 KEYROT_CRASH_SEED=2770 bash scripts/test.sh --test crash_random -- --nocapture
+//! KEYROT_CRASH_FIXED_SEEDS=0 KEYROT_CRASH_SEED=2770 bash scripts/test.sh --test suite crash_random:: -- --nocapture
 //! # a longer run on a new seed, after the fixed ones
-//! KEYROT_CRASH_SEED=random KEYROT_CRASH_ITERATIONS=500 bash scripts/test.sh --test crash_random -- --nocapture
+//! KEYROT_CRASH_SEED=random KEYROT_CRASH_ITERATIONS=500 bash scripts/test.sh --test suite crash_random:: -- --nocapture
 //! ```
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -286,7 +286,7 @@ fn seeds() -> Vec<(u64, Origin)> {
 /// The command that replays `seed` alone.
 fn replay(seed: u64, iterations: u32) -> String {
     format!(
-        "KEYROT_CRASH_FIXED_SEEDS=0 KEYROT_CRASH_SEED={seed} KEYROT_CRASH_ITERATIONS={iterations} bash scripts/test.sh --test crash_random -- --nocapture"
+        "KEYROT_CRASH_FIXED_SEEDS=0 KEYROT_CRASH_SEED={seed} KEYROT_CRASH_ITERATIONS={iterations} bash scripts/test.sh --test suite crash_random:: -- --nocapture"
     )
 }
 

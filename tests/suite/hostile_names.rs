@@ -7,7 +7,7 @@
 //! one alert mail, not one per sync). The shipped exec sink example
 //! refuses such names on its own.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Read, Write};

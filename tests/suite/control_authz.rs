@@ -9,7 +9,7 @@
 //!   for, do not stop `/v1/health` from answering (the connection cap
 //!   closes idle ones to make room).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

@@ -12,7 +12,7 @@
 //! after the issue leaves an orphan key that the restart finds by the user
 //! tag and deletes before issuing again.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

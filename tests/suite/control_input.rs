@@ -5,7 +5,7 @@
 //! whose code is the status, and the daemon keeps serving: `keyrot status`
 //! works afterwards and nothing panicked.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

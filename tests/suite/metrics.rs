@@ -5,7 +5,7 @@
 //! fails, shows the sync and the expiring key, and holds no secret; other paths and methods answer 404; and after a restart the
 //! rotation counter goes on from the store's history instead of resetting.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! message is read back as a mail client would (MIME parts decoded) and
 //! holds neither the secret nor its hash.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

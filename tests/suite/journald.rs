@@ -12,7 +12,7 @@
 //! socket into it); the machine's journal, if any, is never touched. A mount
 //! namespace needs root (CAP_SYS_ADMIN), as the suite runs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::ffi::CString;

@@ -16,7 +16,7 @@
 //! for another name is a transient error that names the problem. keyrot never
 //! panics and keeps serving `keyrot status` throughout.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

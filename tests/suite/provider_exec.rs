@@ -4,7 +4,7 @@
 //! crash right after the program issued a key (failpoint) leaves no orphan:
 //! the restarted daemon finds it by its rotation tag and revokes it.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::Duration;

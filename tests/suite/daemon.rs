@@ -3,7 +3,7 @@
 //! a bad reload keeps the old config, the control socket answers, and a
 //! second daemon on the same store refuses to start.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

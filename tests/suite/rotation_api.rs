@@ -2,7 +2,7 @@
 //! `keyrot sandbox` (the proposed Admin API) as the provider, the daemon,
 //! the CLI and curl on the control socket.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

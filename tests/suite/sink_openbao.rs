@@ -6,7 +6,7 @@
 //! namespaces, TLS with `ca_file`, the errors an operator sees, and that no
 //! token or secret reaches a message or `Debug`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! the Slack body, a receiver that refuses the signature, and
 //! `keyrot notify test`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

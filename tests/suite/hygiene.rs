@@ -20,7 +20,7 @@
 //! docs promise: store 0600, master key 0600, file sinks 0600 by default
 //! and 0640 when asked, control socket 0660 (the default).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

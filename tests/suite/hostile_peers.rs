@@ -10,7 +10,7 @@
 //!   the daemon's log, escaped in `history` and `rotation show`;
 //! - a reader that closes its pipe early: every printing command exits 0.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -8,7 +8,7 @@
 //! password, a refused recipient does not hold the others back, and
 //! `keyrot notify test` delivers.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -8,7 +8,7 @@
 //! verified and backed up without a daemon and the daemon opens it again;
 //! a second daemon on the same store (another socket) refuses to start.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

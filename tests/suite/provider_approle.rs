@@ -6,7 +6,7 @@
 //! operator sees; and the real binary rotating a role's secret-id end to
 //! end and recovering from a crash right after the issue.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -6,7 +6,7 @@
 //! hand at the provider while keyrot is down (it vanishes from the
 //! listing, or is listed revoked): told the same way.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

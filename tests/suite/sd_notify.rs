@@ -7,7 +7,7 @@
 //! The service manager is a unix datagram socket bound in the test's
 //! directory, read by a thread.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::{Command, Stdio};

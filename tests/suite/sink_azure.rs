@@ -4,7 +4,7 @@
 //! no secret (client secret, token, value) reaches a message or `Debug`.
 //! The first test checks the emulator itself against the reference shapes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
