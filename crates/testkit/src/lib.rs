@@ -156,7 +156,8 @@ impl World {
     }
 
     /// Drives every rotation to its end: resumes Failed ones (an operator's
-    /// `keyrot rotation resume`) and moves the clock past each overlap,
+    /// `keyrot rotation resume`) and moves the clock past each overlap and
+    /// retry backoff,
     /// until none is left unfinished. The rotations, newest first.
     pub async fn finish(&self) -> Vec<RotationRecord> {
         for _ in 0..20 {
@@ -178,6 +179,10 @@ impl World {
                 if r.state == RotationState::Overlap {
                     self.clock
                         .advance(dur(OVERLAP) + SignedDuration::from_secs(1));
+                }
+                // A retry waits out its backoff on the clock.
+                if let Some(at) = r.retry_at.filter(|at| *at > self.now()) {
+                    self.clock.advance(at.duration_since(self.now()));
                 }
                 self.engine().spawn(&r.id);
             }

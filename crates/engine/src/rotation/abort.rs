@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use keyrot_core::failpoint;
 use keyrot_core::model::{RotationRecord, RotationState};
 
 use super::Refusal;
@@ -101,10 +102,13 @@ impl Engine {
         let provider = Self::provider(rt, rec).map_err(|e| Refusal::conflict(e.message))?;
         let mut revoked = Vec::new();
         if let Some(new) = &rec.new_key {
-            provider
-                .revoke(&new.id, now)
-                .await
-                .map_err(|e| Refusal::peer(format!("revoking the new key {}: {e}", new.id)))?;
+            self.call(
+                failpoint::around("before:revoke-orphan", "after:revoke-orphan"),
+                Peer::Provider(&rec.provider, "revoke"),
+                provider.revoke(&new.id, now),
+            )
+            .await
+            .map_err(|e| Refusal::peer(format!("revoking the new key {}: {e}", new.id)))?;
             revoked.push(new.id.clone());
         } else if at == RotationState::Issuing && !provider.capabilities().idempotent_issue {
             // The interrupted issue may have created a key: found by tag,
@@ -118,8 +122,12 @@ impl Engine {
                 .saturating_sub(CLOCK_SKEW)
                 .unwrap_or(Timestamp::MIN);
             let known = self.known_key_ids(&rec.id).await?;
-            let found = provider
-                .find_interrupted(&req, since, &known)
+            let found = self
+                .call(
+                    failpoint::around("before:find-tagged", "after:find-tagged"),
+                    Peer::Provider(&rec.provider, "find_interrupted"),
+                    provider.find_interrupted(&req, since, &known),
+                )
                 .await
                 .map_err(|e| {
                     Refusal::peer(format!(
@@ -128,10 +136,13 @@ impl Engine {
                     ))
                 })?;
             for k in found.orphans {
-                provider
-                    .revoke(&k.id, now)
-                    .await
-                    .map_err(|e| Refusal::peer(e.message))?;
+                self.call(
+                    failpoint::around("before:revoke-orphan", "after:revoke-orphan"),
+                    Peer::Provider(&rec.provider, "revoke"),
+                    provider.revoke(&k.id, now),
+                )
+                .await
+                .map_err(|e| Refusal::peer(e.message))?;
                 revoked.push(k.id);
             }
         } else if at == RotationState::Issuing && provider.capabilities().idempotent_issue {
@@ -141,16 +152,26 @@ impl Engine {
             // revoke what comes back, so that no key is left behind.
             let req =
                 issue_request(rt, rec, true, now).map_err(|e| Refusal::conflict(e.message))?;
-            let again = provider.issue(&req).await.map_err(|e| {
-                Refusal::peer(format!(
-                    "finding the key the interrupted issue created: {}",
-                    e.message
-                ))
-            })?;
-            provider
-                .revoke(&again.info.id, now)
+            let again = self
+                .call(
+                    failpoint::around("before:issue", "after:issue"),
+                    Peer::Provider(&rec.provider, "issue"),
+                    provider.issue(&req),
+                )
                 .await
-                .map_err(|e| Refusal::peer(e.message))?;
+                .map_err(|e| {
+                    Refusal::peer(format!(
+                        "finding the key the interrupted issue created: {}",
+                        e.message
+                    ))
+                })?;
+            self.call(
+                failpoint::around("before:revoke-orphan", "after:revoke-orphan"),
+                Peer::Provider(&rec.provider, "revoke"),
+                provider.revoke(&again.info.id, now),
+            )
+            .await
+            .map_err(|e| Refusal::peer(e.message))?;
             revoked.push(again.info.id.clone());
         }
         Ok(revoked)
