@@ -281,7 +281,7 @@ fn under_journal_stream_a_rotation_logs_native_entries_with_its_fields() {
         field(issued, "KEYROT_NEW_KEY"),
         done["new_key"]["id"].as_str()
     );
-    assert!(field(issued, "CODE_FILE").is_some_and(|f| f.ends_with("steps.rs")));
+    assert!(field(issued, "CODE_FILE").is_some_and(|f| f.ends_with("issue.rs")));
 
     // The rotation's steps can be followed by its id.
     let steps: BTreeSet<&str> = entries

@@ -12,6 +12,7 @@ use keyrot_core::policy;
 use keyrot_peers::provider::Identity;
 
 use super::Refusal;
+use super::distribute::same_scopes;
 use super::steps::*;
 use super::{Engine, EngineError, Runtime};
 use crate::notify;

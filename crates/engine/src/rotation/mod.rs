@@ -10,10 +10,14 @@
 mod abort;
 mod assisted;
 pub mod backoff;
+mod call;
+mod distribute;
+mod issue;
 pub mod plan;
 mod refusal;
 mod restart;
 pub mod reveal;
+mod revoke;
 mod runtime;
 mod steps;
 

@@ -1,0 +1,56 @@
+//! The one helper around every provider and sink call of a step
+//! ([`Engine::call`]): its two failpoints and its error metric.
+
+use keyrot_core::error::CallError;
+use keyrot_core::failpoint;
+
+use super::Engine;
+
+/// Who an external call goes to, for its error metric.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Peer<'a> {
+    /// A provider's operation (`keyrot_provider_errors_total{provider, op}`).
+    Provider(&'a str, &'static str),
+    /// A sink (`keyrot_sink_errors_total{sink}`); its errors name it.
+    Sink(&'a str),
+}
+
+impl Engine {
+    /// One external call of a step, between its two failpoints, with a
+    /// failure counted against the peer's error metric (and a sink's error
+    /// naming the sink). Every provider and sink call a step makes goes
+    /// through here.
+    pub(super) async fn call<T>(
+        &self,
+        around: failpoint::Around,
+        peer: Peer<'_>,
+        call: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        failpoint::hit(around.before)?;
+        let out = call.await.map_err(|e| match peer {
+            Peer::Provider(provider, op) => {
+                self.metrics.provider_error(provider, op);
+                e
+            }
+            Peer::Sink(name) => {
+                self.metrics.sink_error(name);
+                naming_sink(name, e)
+            }
+        })?;
+        failpoint::hit(around.after)?;
+        Ok(out)
+    }
+}
+
+/// A sink's error, naming the sink once: sinks name themselves
+/// (`sink "vault": …`), so only an error that does not is prefixed.
+pub(super) fn naming_sink(name: &str, e: CallError) -> CallError {
+    let prefix = format!("sink {name:?}");
+    if e.message.starts_with(&prefix) {
+        return e;
+    }
+    CallError {
+        message: format!("{prefix}: {}", e.message),
+        ..e
+    }
+}
