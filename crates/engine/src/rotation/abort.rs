@@ -9,6 +9,7 @@ use keyrot_core::failpoint;
 use keyrot_core::model::{RotationRecord, RotationState};
 
 use super::Refusal;
+use super::call::Peer;
 use super::issue::{CLOCK_SKEW, issue_request};
 use super::{Engine, Runtime, plan};
 

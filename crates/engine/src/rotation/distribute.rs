@@ -230,13 +230,19 @@ impl Engine {
         rec: &mut RotationRecord,
         now: Timestamp,
     ) -> Result<(), StepError> {
+        if rec.new_key.is_none() {
+            return Ok(());
+        }
+        let listed = self
+            .call(
+                failpoint::around("before:list", "after:list"),
+                Peer::Provider(&rec.provider, "list"),
+                provider.list(now),
+            )
+            .await?;
         let Some(new) = rec.new_key.as_mut() else {
             return Ok(());
         };
-        let listed = provider
-            .list(now)
-            .await
-            .inspect_err(|_| self.metrics.provider_error(&rec.provider, "list"))?;
         let Some(found) = listed.into_iter().find(|k| k.id == new.id) else {
             return Err(CallError::transient(format!(
                 "new key {} is not listed by provider {} yet; its scopes are read back before it is used",

@@ -32,10 +32,12 @@ impl Engine {
             )
             .await?;
             for also in rec.revoke_also.clone() {
-                provider
-                    .revoke(&also, now)
-                    .await
-                    .inspect_err(|_| self.metrics.provider_error(&rec.provider, "revoke"))?;
+                self.call(
+                    failpoint::around("before:revoke-orphan", "after:revoke-orphan"),
+                    Peer::Provider(&rec.provider, "revoke"),
+                    provider.revoke(&also, now),
+                )
+                .await?;
                 tracing::info!(key = %also, "key of an interrupted attempt revoked");
             }
             rec.old_revoked_at = Some(now);
