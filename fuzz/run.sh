@@ -10,7 +10,7 @@
 # crash (a panic or a finding) in fuzz/artifacts/TARGET/, the log in
 # fuzz/work/TARGET.log. Exits non-zero if any target crashed. A crash
 # replays with `RUSTC_BOOTSTRAP=1 cargo fuzz run -O TARGET FILE`; copy the
-# file into fuzz/corpus/TARGET once fixed, and crates/fuzzing/tests/fuzz_replay.rs replays
+# file into fuzz/corpus/TARGET once fixed, and crates/fuzzing/tests/fuzz_replay/ replays
 # it in every test run.
 set -euo pipefail
 cd "$(dirname "$0")"

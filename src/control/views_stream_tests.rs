@@ -1,5 +1,6 @@
 use super::tests::{info, key_rec, put, rotation_rec, store_in, ts};
 use super::*;
+use keyrot_core::model::RotationState;
 
 #[test]
 fn streamed_rows_are_the_rows_of_the_decoded_records() {

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::names::{edit_distance, or_list};
 use super::*;
 use keyrot_core::crypto::MasterKey;
-use keyrot_core::model::{Initiator, KeyInfo, NewKey, Trigger};
+use keyrot_core::model::{Initiator, KeyInfo, NewKey, RotationState, Trigger};
 
 pub(crate) fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()

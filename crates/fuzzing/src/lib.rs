@@ -1,6 +1,6 @@
 //! Entry points for fuzzing: one function per target, each taking any
 //! bytes, shared by the cargo-fuzz targets in `fuzz/` and the in-suite
-//! replay (`crates/fuzzing/tests/fuzz_replay.rs`), so both run the same code.
+//! replay (`crates/fuzzing/tests/fuzz_replay/`), so both run the same code.
 //!
 //! Pure parsers are called directly: the config loader, the PSK envelope,
 //! AWS's error and XML readers, the Vault KV answers and the control API's

@@ -9,21 +9,25 @@
 //! The client secret, the access token and the secret value live in
 //! `SecretString`/`Zeroizing` buffers and never reach a message or `Debug`.
 
+mod keyvault;
+mod token;
+
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
+use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
-use reqwest::{RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
+use self::keyvault::{Bundle, LatestState, vault_scope, version_of};
+use self::token::CachedToken;
 use super::{Sink, SinkTarget};
-use crate::http::{Answer, PeerKind, redact, send, status_error};
+use crate::http::redact;
 use keyrot_config::{AZURE_API_VERSION, AzureKeyVaultSinkConfig, azure_name_ok};
 use keyrot_core::clock::{Clock, SystemClock};
 use keyrot_core::crypto::sha256_hex;
@@ -74,14 +78,6 @@ pub struct AzureKeyVaultSink {
     token: tokio::sync::Mutex<Option<CachedToken>>,
     /// Where "now" comes from (token expiry, Retry-After dates).
     clock: Arc<dyn Clock>,
-}
-
-/// An access token and when to stop using it.
-struct CachedToken {
-    /// The bearer token.
-    token: Arc<SecretString>,
-    /// Fetch a new one from this instant on.
-    refresh_at: Timestamp,
 }
 
 impl fmt::Debug for AzureKeyVaultSink {
@@ -176,220 +172,6 @@ impl AzureKeyVaultSink {
             self.cfg.vault_url
         )
     }
-
-    /// A valid access token: the cached one, or a new one.
-    async fn token(&self) -> Result<Arc<SecretString>, CallError> {
-        let mut slot = self.token.lock().await;
-        let now = self.clock.now();
-        if let Some(cached) = slot.as_ref().filter(|c| now < c.refresh_at) {
-            return Ok(Arc::clone(&cached.token));
-        }
-        *slot = None;
-        let fresh = self.fetch_token(now).await?;
-        let token = Arc::clone(&fresh.token);
-        *slot = Some(fresh);
-        Ok(token)
-    }
-
-    /// Forgets `used` if it is still the cached token (another caller may
-    /// already have replaced it).
-    async fn drop_token(&self, used: &Arc<SecretString>) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(&c.token, used)) {
-            *slot = None;
-        }
-    }
-
-    /// The client-credentials grant against Entra ID.
-    async fn fetch_token(&self, now: Timestamp) -> Result<CachedToken, CallError> {
-        let what = "get an access token from Entra ID";
-        let form = form_encode(&[
-            ("client_id", self.cfg.client_id.as_str()),
-            ("client_secret", self.client_secret.expose_secret()),
-            ("scope", self.scope.as_str()),
-            ("grant_type", "client_credentials"),
-        ]);
-        let req = self
-            .http
-            .post(&self.token_url)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Bytes::from_owner(form));
-        let secret = self.client_secret.expose_secret();
-        let mut ans = send(&self.who, what, PeerKind::Azure, self.cfg.timeout, req)
-            .await
-            .map_err(|e| redact(e, secret))?;
-        if ans.status != StatusCode::OK {
-            let hint = match ans.status {
-                StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => Some(
-                    "check tenant_id, client_id and client_secret: the secret's value, not its \
-                     id, and not expired",
-                ),
-                _ => None,
-            };
-            let err = status_error(&self.who, what, "Entra ID", &ans, now, hint);
-            return Err(redact(err, secret));
-        }
-        let parsed = ans.json::<TokenAnswer>(&self.who, what);
-        ans.body.zeroize();
-        let parsed = parsed?;
-        if !parsed.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(CallError::permanent(format!(
-                "{}: {what}: Entra ID issued a {:?} token, not a Bearer token",
-                self.who, parsed.token_type
-            )));
-        }
-        let lifetime = SignedDuration::from_secs(parsed.expires_in.seconds());
-        let margin = MAX_REFRESH_MARGIN.min(lifetime / REFRESH_MARGIN_DIVISOR);
-        Ok(CachedToken {
-            token: Arc::new(parsed.access_token),
-            refresh_at: now.saturating_add(lifetime - margin).unwrap_or(now),
-        })
-    }
-
-    /// A Key Vault request with a bearer token. On 401 the token is
-    /// dropped, a new one fetched and the request sent once more.
-    async fn vault_call(
-        &self,
-        what: &str,
-        build: impl Fn(&str) -> RequestBuilder,
-    ) -> Result<Answer, CallError> {
-        let token = self.token().await?;
-        let ans = send(
-            &self.who,
-            what,
-            PeerKind::Azure,
-            self.cfg.timeout,
-            build(token.expose_secret()),
-        )
-        .await?;
-        if ans.status != StatusCode::UNAUTHORIZED {
-            return Ok(ans);
-        }
-        tracing::debug!(sink = %self.name, "Key Vault answered 401; fetching a new token");
-        self.drop_token(&token).await;
-        let token = self.token().await?;
-        send(
-            &self.who,
-            what,
-            PeerKind::Azure,
-            self.cfg.timeout,
-            build(token.expose_secret()),
-        )
-        .await
-    }
-
-    /// The error for a Key Vault answer the caller does not accept.
-    fn vault_error(&self, what: &str, name: &str, ans: &Answer) -> CallError {
-        let now = self.clock.now();
-        if ans.status == StatusCode::CONFLICT {
-            match inner_error_code(&ans.body).as_deref() {
-                Some("ObjectIsDeletedButRecoverable") => {
-                    let vault = vault_name(&self.cfg.vault_url);
-                    return CallError::permanent(format!(
-                        "{}: {what}: secret {name:?} is deleted but recoverable (soft delete) \
-                         and its name cannot be reused until it is recovered or purged: \
-                         `az keyvault secret recover --vault-name {vault} --name {name}` keeps \
-                         its old versions, `az keyvault secret purge --vault-name {vault} --name \
-                         {name}` removes it for good; then retry the rotation",
-                        self.who
-                    ));
-                }
-                Some("ObjectIsBeingRecovered") => {
-                    return CallError::transient(format!(
-                        "{}: {what}: secret {name:?} is being recovered; trying again later",
-                        self.who
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let hint = match ans.status {
-            StatusCode::UNAUTHORIZED => {
-                Some("the vault refused a fresh token: check that tenant_id is the vault's tenant")
-            }
-            StatusCode::FORBIDDEN => Some(
-                "the app needs to get and set secrets: the Key Vault Secrets Officer role, or an \
-                 access policy with secret get and set",
-            ),
-            _ => None,
-        };
-        status_error(
-            &self.who,
-            &format!("{what} {name:?}"),
-            "Key Vault",
-            ans,
-            now,
-            hint,
-        )
-    }
-
-    /// The latest version of secret `name`.
-    async fn latest(&self, name: &str, what: &str) -> Result<LatestState, CallError> {
-        let url = self.secret_url(name);
-        let mut ans = self
-            .vault_call(what, |token| self.http.get(&url).bearer_auth(token))
-            .await?;
-        if ans.status == StatusCode::NOT_FOUND
-            && error_code(&ans.body).as_deref() == Some("SecretNotFound")
-        {
-            return Ok(LatestState::Missing);
-        }
-        if ans.status == StatusCode::FORBIDDEN
-            && inner_error_code(&ans.body).as_deref() == Some("SecretDisabled")
-        {
-            return Ok(LatestState::Disabled);
-        }
-        if ans.status != StatusCode::OK {
-            return Err(self.vault_error(what, name, &ans));
-        }
-        let parsed = ans.json::<Bundle>(&self.who, what);
-        ans.body.zeroize();
-        let parsed = parsed?;
-        let Some(value) = parsed.value else {
-            return Err(CallError::permanent(format!(
-                "{}: {what} {name:?}: Key Vault's answer holds no value",
-                self.who
-            )));
-        };
-        Ok(LatestState::Present(Latest {
-            sha256: sha256_hex(value.expose_secret().as_bytes()),
-            version: version_of(parsed.id.as_deref()),
-            rotation_id: parsed.tags.and_then(|mut t| t.remove(TAG_ROTATION_ID)),
-        }))
-    }
-
-    /// The Set Secret body, in a buffer wiped on drop.
-    fn set_body(
-        &self,
-        target: &SinkTarget,
-        secret: &SecretString,
-    ) -> Result<Zeroizing<Vec<u8>>, CallError> {
-        let value = secret.expose_secret();
-        let body = SetSecret {
-            value,
-            content_type: &self.cfg.content_type,
-            attributes: SetAttributes {
-                enabled: true,
-                exp: target.expires_at.map(|t| t.as_second()),
-            },
-            tags: SetTags {
-                key_id: &target.key_id,
-                rotation_id: &target.rotation_id,
-                provider: &target.provider,
-                slot: &target.slot,
-            },
-        };
-        // Sized for the worst case (every character escaped as \uXXXX) so
-        // the buffer never reallocates and leaves an unwiped copy behind.
-        let mut buf = Zeroizing::new(Vec::with_capacity(value.len() * 6 + 2048));
-        serde_json::to_writer(&mut *buf, &body).map_err(|_| {
-            CallError::permanent(format!(
-                "{}: cannot encode the Set Secret request",
-                self.who
-            ))
-        })?;
-        Ok(buf)
-    }
 }
 
 #[async_trait]
@@ -463,188 +245,6 @@ impl Sink for AzureKeyVaultSink {
                  read it: enable it, or let keyrot write a new version",
                 self.who
             ))),
-        }
-    }
-}
-
-/// What the latest version of a secret is.
-enum LatestState {
-    /// The secret does not exist (404 SecretNotFound).
-    Missing,
-    /// Its latest version is disabled (403, inner error SecretDisabled).
-    Disabled,
-    /// It has an enabled latest version.
-    Present(Latest),
-}
-
-/// What keyrot needs of the latest version.
-struct Latest {
-    /// SHA-256 (hex) of its value.
-    sha256: String,
-    /// Its version id.
-    version: Option<String>,
-    /// Its `keyrot-rotation-id` tag.
-    rotation_id: Option<String>,
-}
-
-/// A successful token answer (`token_type`, `expires_in`, `access_token`).
-#[derive(Deserialize)]
-struct TokenAnswer {
-    /// `Bearer`.
-    token_type: String,
-    /// Lifetime in seconds.
-    expires_in: Seconds,
-    /// The token.
-    access_token: SecretString,
-}
-
-/// `expires_in`: a number (v2.0 endpoint) or a numeric string (v1.0).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Seconds {
-    /// A JSON number.
-    Number(u32),
-    /// A string of digits.
-    Text(String),
-}
-
-impl Seconds {
-    /// The value; zero (use the token once) when it is not a number.
-    fn seconds(&self) -> i64 {
-        match self {
-            Seconds::Number(n) => i64::from(*n),
-            Seconds::Text(t) => t.trim().parse::<u32>().map(i64::from).unwrap_or(0),
-        }
-    }
-}
-
-/// The parts of a SecretBundle keyrot reads.
-#[derive(Deserialize)]
-struct Bundle {
-    /// `https://VAULT/secrets/NAME/VERSION`.
-    id: Option<String>,
-    /// The secret value.
-    value: Option<SecretString>,
-    /// Tags.
-    tags: Option<std::collections::BTreeMap<String, String>>,
-}
-
-/// A Set Secret request body.
-#[derive(Serialize)]
-struct SetSecret<'a> {
-    /// The secret.
-    value: &'a str,
-    /// `contentType`.
-    #[serde(rename = "contentType")]
-    content_type: &'a str,
-    /// Attributes.
-    attributes: SetAttributes,
-    /// Tags.
-    tags: SetTags<'a>,
-}
-
-/// Attributes of the new version.
-#[derive(Serialize)]
-struct SetAttributes {
-    /// Always true: the new version is the one consumers read.
-    enabled: bool,
-    /// Expiry, in Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exp: Option<i64>,
-}
-
-/// keyrot's tags on every version it writes.
-#[derive(Serialize)]
-struct SetTags<'a> {
-    /// The key's id.
-    #[serde(rename = "keyrot-key-id")]
-    key_id: &'a str,
-    /// The rotation's id.
-    #[serde(rename = "keyrot-rotation-id")]
-    rotation_id: &'a str,
-    /// The provider.
-    #[serde(rename = "keyrot-provider")]
-    provider: &'a str,
-    /// The slot.
-    #[serde(rename = "keyrot-slot")]
-    slot: &'a str,
-}
-
-/// The OAuth scope for tokens to `vault_url`: the resource of the cloud
-/// whose Key Vault DNS suffix the host ends with; the public cloud's for
-/// any other host.
-fn vault_scope(vault_url: &str) -> String {
-    let host = reqwest::Url::parse(vault_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-        .unwrap_or_default();
-    let resource = VAULT_RESOURCES
-        .iter()
-        .find(|r| host.ends_with(&format!(".{r}")))
-        .copied()
-        .unwrap_or(PUBLIC_VAULT_RESOURCE);
-    format!("https://{resource}/.default")
-}
-
-/// The vault's name for `az`: the first DNS label of a Key Vault host of a
-/// known cloud, `VAULT` otherwise.
-fn vault_name(vault_url: &str) -> String {
-    let host = reqwest::Url::parse(vault_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-        .unwrap_or_default();
-    VAULT_RESOURCES
-        .iter()
-        .find_map(|r| host.strip_suffix(&format!(".{r}")))
-        .filter(|label| !label.is_empty() && !label.contains('.'))
-        .map_or_else(|| "VAULT".to_string(), str::to_string)
-}
-
-/// The version: the last segment of a secret id
-/// `https://VAULT/secrets/NAME/VERSION`.
-fn version_of(id: Option<&str>) -> Option<String> {
-    let id = id?.trim_end_matches('/');
-    let (_, version) = id.rsplit_once('/')?;
-    (!version.is_empty()).then(|| version.to_string())
-}
-
-/// `error.code` of a KeyVaultError body.
-fn error_code(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.pointer("/error/code")?.as_str().map(str::to_string)
-}
-
-/// `error.innererror.code` of a KeyVaultError body.
-fn inner_error_code(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.pointer("/error/innererror/code")?
-        .as_str()
-        .map(str::to_string)
-}
-
-/// `application/x-www-form-urlencoded`, in a buffer wiped on drop.
-fn form_encode(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
-    let cap = pairs.iter().map(|(k, v)| 3 * (k.len() + v.len()) + 2).sum();
-    let mut out = Zeroizing::new(Vec::with_capacity(cap));
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(b'&');
-        }
-        url_encode_into(&mut out, k);
-        out.push(b'=');
-        url_encode_into(&mut out, v);
-    }
-    out
-}
-
-/// Percent-encodes `s` for a form (space as `+`).
-fn url_encode_into(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b),
-            b' ' => out.push(b'+'),
-            _ => out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
         }
     }
 }

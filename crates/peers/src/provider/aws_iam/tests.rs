@@ -1,6 +1,10 @@
+use std::collections::HashSet;
+
 use secrecy::ExposeSecret;
 
+use super::keys::{orphans, parse_issuing, parse_keys, parse_tags};
 use super::*;
+use crate::aws::xml::text;
 
 fn key(id: &str, status: &str, created: &str) -> AccessKey {
     AccessKey {

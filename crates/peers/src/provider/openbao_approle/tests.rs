@@ -1,3 +1,4 @@
+use super::wire::{SecretIdEntry, key_info};
 use super::*;
 
 fn entry(json: &str) -> SecretIdEntry {

@@ -1,3 +1,5 @@
+use super::keyvault::{error_code, inner_error_code, vault_name, version_of};
+use super::token::form_encode;
 use super::*;
 
 #[test]
