@@ -1,3 +1,5 @@
+//! The status view streamed from stored JSON: the same rows as from records.
+
 use super::tests::{info, key_rec, put, rotation_rec, store_in, ts};
 use super::*;
 use keyrot_core::model::RotationState;
