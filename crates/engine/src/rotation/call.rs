@@ -1,5 +1,7 @@
 //! The one helper around every provider and sink call of a step
-//! ([`Engine::call`]): its two failpoints and its error metric.
+//! ([`Engine::call`]): its two failpoints, its span and its error metric.
+
+use tracing::Instrument as _;
 
 use keyrot_core::error::CallError;
 use keyrot_core::failpoint;
@@ -16,10 +18,12 @@ pub(super) enum Peer<'a> {
 }
 
 impl Engine {
-    /// One external call of a step, between its two failpoints, with a
-    /// failure counted against the peer's error metric (and a sink's error
-    /// naming the sink). Every provider and sink call a step makes goes
-    /// through here.
+    /// One external call of a step, between its two failpoints, inside a
+    /// `call` span naming the provider's operation or the sink (what the
+    /// peer layer logs meanwhile, retries and throttling, carries it), with
+    /// a failure counted against the peer's error metric (and a sink's
+    /// error naming the sink). Every provider and sink call a step makes
+    /// goes through here.
     pub(super) async fn call<T>(
         &self,
         around: failpoint::Around,
@@ -27,7 +31,11 @@ impl Engine {
         call: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
         failpoint::hit(around.before)?;
-        let out = call.await.map_err(|e| match peer {
+        let span = match peer {
+            Peer::Provider(_, op) => tracing::info_span!("call", op),
+            Peer::Sink(name) => tracing::info_span!("call", sink = name),
+        };
+        let out = call.instrument(span).await.map_err(|e| match peer {
             Peer::Provider(provider, op) => {
                 self.metrics.provider_error(provider, op);
                 e
