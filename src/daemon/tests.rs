@@ -1,3 +1,5 @@
+//! The daemon in process: SIGTERM stops it cleanly, a failed store commit ends it with status 70, and a reload names each setting it cannot apply.
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -1,3 +1,5 @@
+//! `[notify]`: the sender address, SMTP defaults that follow the security mode, authentication, CA file and timeout, sendmail.
+
 use std::path::Path;
 
 use super::*;

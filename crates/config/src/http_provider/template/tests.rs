@@ -1,3 +1,5 @@
+//! The HTTP provider's templates: variables, percent-encoded paths, JSON bodies and tag formats.
+
 use super::*;
 use serde_json::json;
 

@@ -1,3 +1,5 @@
+//! Operator templates override the built-in ones by file name; a broken one falls back.
+
 use super::*;
 use crate::notify::templates::check_dir;
 

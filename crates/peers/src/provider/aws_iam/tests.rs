@@ -1,3 +1,5 @@
+//! IAM answers read as keys, the unescaped secret, tags and orphans, the ARN check, full slots.
+
 use std::collections::HashSet;
 
 use secrecy::ExposeSecret;

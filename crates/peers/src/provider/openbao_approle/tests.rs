@@ -1,3 +1,5 @@
+//! AppRole secret-id lookups read as keys, and key ids split into role and accessor.
+
 use super::wire::{SecretIdEntry, key_info};
 use super::*;
 

@@ -1,3 +1,5 @@
+//! The Secrets Manager sink's JSON rendering, refused field names and request member names.
+
 use jiff::SignedDuration;
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Key Vault: token scope per cloud, vault names, versions, form encoding, error codes.
+
 use super::keyvault::{error_code, inner_error_code, vault_name, version_of};
 use super::token::form_encode;
 use super::*;
