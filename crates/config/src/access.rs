@@ -13,11 +13,14 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
+// Through the crate root, not `types`: `Config` there holds this module's
+// settings, and the two would import each other.
+use super::ProviderConfig;
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::SecretRefRaw;
 use super::secret::SecretUse;
 use super::secret::secret_ref;
-use super::{ProviderConfig, SecretRef};
+use super::secret_ref::SecretRef;
 
 /// `[[psk]]` as written.
 #[derive(Debug, Deserialize)]

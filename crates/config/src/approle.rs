@@ -13,6 +13,8 @@ use jiff::SignedDuration;
 use serde::Deserialize;
 use toml::Spanned;
 
+// Through the crate root, not `types`: `ProviderKind` there holds this
+// module's settings, and the two would import each other.
 use super::ProviderConfig;
 use super::ctx::Ctx;
 use super::raw::DurationText;

@@ -11,7 +11,7 @@ use super::ctx::{Ctx, did_you_mean};
 use super::raw::RawAtlassianProvider;
 use super::secret::SecretUse;
 use super::secret::secret_ref;
-use super::{AtlassianProviderConfig, AtlassianRotateApi};
+use super::types::{AtlassianProviderConfig, AtlassianRotateApi, ProviderConfig};
 
 /// Default `base_url`: Atlassian's Admin API for API access.
 pub const DEFAULT_BASE_URL: &str = "https://api.atlassian.com/admin/api-access/v1";
@@ -234,7 +234,7 @@ pub(crate) fn secret_uses<'a>(name: &str, cfg: &'a AtlassianProviderConfig) -> V
 }
 
 /// The provider's line in the `keyrot check` summary (without indent).
-pub(crate) fn summary_line(p: &super::ProviderConfig, cfg: &AtlassianProviderConfig) -> String {
+pub(crate) fn summary_line(p: &ProviderConfig, cfg: &AtlassianProviderConfig) -> String {
     let rotate = match &cfg.rotate_api {
         AtlassianRotateApi::None => "rotate api none (assisted rotation)".to_string(),
         AtlassianRotateApi::Proposed { psks, send_psk_id } => {

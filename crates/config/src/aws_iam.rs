@@ -9,6 +9,8 @@ use jiff::SignedDuration;
 use serde::Deserialize;
 use toml::Spanned;
 
+// Through the crate root, not `types`: `ProviderKind` there holds this
+// module's settings, and the two would import each other.
 use super::ProviderConfig;
 use super::ctx::Ctx;
 use super::raw::DurationText;
@@ -270,7 +272,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::{ProviderKind, SecretRef, load_str, secret_refs, summary};
+    use crate::secret_ref::SecretRef;
+    use crate::{ProviderKind, load_str, secret_refs, summary};
 
     fn provider(body: &str) -> String {
         format!("[[provider]]\nname = \"iam\"\ntype = \"aws-iam\"\n{body}")

@@ -22,7 +22,7 @@ pub(crate) struct Ctx<'s> {
     found: Vec<(usize, Diagnostic)>,
     /// Where each secret reference is written, in the order they were read
     /// (the diagnostics' messages are empty).
-    pub secret_sites: Vec<(super::SecretRef, Diagnostic)>,
+    pub secret_sites: Vec<(super::secret_ref::SecretRef, Diagnostic)>,
 }
 
 impl<'s> Ctx<'s> {

@@ -8,10 +8,9 @@ use jiff::SignedDuration;
 
 use keyrot_core::policy::Schedule;
 
-use super::{
-    DaemonConfig, FileFormat, FileSinkConfig, LocalProviderConfig, NotifyConfig, NotifyTransport,
-    RetryConfig, StoreConfig,
-};
+use super::notify::{NotifyConfig, NotifyTransport};
+use super::sinks::{FileFormat, FileSinkConfig};
+use super::types::{DaemonConfig, LocalProviderConfig, RetryConfig, StoreConfig};
 
 /// Default `[[provider]] max_concurrent`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 4;

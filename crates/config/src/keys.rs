@@ -12,7 +12,8 @@ use toml::de::DeValue;
 
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::{RawKey, RawSelect};
-use super::{KeyMatch, KeySpec, ProviderKind, SinkKind};
+use super::sinks::SinkKind;
+use super::types::{KeyMatch, KeySpec, ProviderKind};
 
 /// Names defined by `[[provider]]`, `[[sink]]` and `[[policy]]`.
 #[derive(Default)]

@@ -2,8 +2,11 @@
 //! errors, and secret references.
 //!
 //! Raw input (serde structs with spans, `deny_unknown_fields`) lives in
-//! `raw.rs`; this module holds the validated types the rest of keyrot
-//! trusts. Nothing past `config/` sees a raw string where a type belongs.
+//! `raw.rs`; `types.rs` holds the validated types the rest of keyrot
+//! trusts (with the `[[sink]]` kinds in `sinks`, `[notify]` in `notify` and
+//! `SecretRef` in `secret_ref`). Nothing past `config/` sees a raw string
+//! where a type belongs. This file only declares the modules and re-exports
+//! the public items.
 //!
 //! Submodules: `load` (files, drop-ins, entry points), `merge` (spanned
 //! TOML trees, drop-in merge), `validate`/`typed`/`policies`/`keys` (raw →
@@ -12,12 +15,6 @@
 //! output), `defaults` (documented defaults), `access` (`[[psk]]` and
 //! `[[api_token]]` of the rotate API), `perms` (who may change the config
 //! files and read the secret files: refused like sshd's `StrictModes`).
-
-use std::path::PathBuf;
-
-use jiff::SignedDuration;
-
-use keyrot_core::policy::{Policy, Schedule};
 
 pub mod access;
 mod approle;
@@ -36,6 +33,7 @@ mod perms;
 mod policies;
 pub mod raw;
 pub mod secret;
+mod secret_ref;
 mod sinks;
 mod summary;
 #[cfg(any(test, feature = "testkit"))]
@@ -43,6 +41,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 mod typed;
+mod types;
 mod validate;
 pub mod webhook;
 
@@ -53,410 +52,23 @@ pub use defaults::{DEFAULT_MAX_CONCURRENT, DEFAULT_OVERLAP};
 pub use diag::{ConfigErrors, Diagnostic};
 pub use exec_provider::ExecProviderConfig;
 pub use http_provider::HttpProviderConfig;
-pub use load::{DEFAULT_PATH, drop_ins, load, load_str};
-pub use notify::{SendmailConfig, SmtpAuth, SmtpConfig, SmtpSecurity};
+pub use load::{DEFAULT_PATH, drop_ins, load, load_str, socket_hint};
+pub use notify::{
+    NotifyConfig, NotifyTransport, SendmailConfig, SmtpAuth, SmtpConfig, SmtpSecurity,
+};
 pub use perms::load_checked;
 pub use secret::SecretUse;
 pub use secret::{SecretRefError, credentials_dir_from_env};
+pub use secret_ref::SecretRef;
 pub use sinks::{
     AZURE_API_VERSION, AwsCredentialsConfig, AwsSecretsManagerSinkConfig, AzureKeyVaultSinkConfig,
-    ExecSinkConfig, OpenBaoSinkConfig, SecretFormat, VaultAuth, azure_name_ok,
+    ExecSinkConfig, FileFormat, FileSinkConfig, OpenBaoSinkConfig, SecretFormat, SinkConfig,
+    SinkKind, VaultAuth, azure_name_ok,
 };
 pub use summary::{check_secrets, check_secrets_in, secret_refs, summary};
 pub use typed::{PROVIDER_TYPES, SINK_TYPES};
+pub use types::{
+    AtlassianProviderConfig, AtlassianRotateApi, Config, DaemonConfig, KeyMatch, KeySpec,
+    LocalProviderConfig, ProviderConfig, ProviderKind, RetryConfig, StoreConfig,
+};
 pub use webhook::{WebhookConfig, WebhookFormat, WebhookUrl};
-
-/// A reference to a secret kept outside the config file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretRef {
-    /// `{ credential = "name" }`: `$CREDENTIALS_DIRECTORY/name` (systemd).
-    Credential(String),
-    /// `{ file = "/path" }`: the file's contents, trailing newline trimmed.
-    File(PathBuf),
-    /// `{ env = "VAR" }`: an environment variable of the daemon.
-    Env(String),
-}
-
-/// The whole, validated configuration.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The main file, then drop-ins in the order they were merged.
-    pub files: Vec<PathBuf>,
-    /// `[daemon]`.
-    pub daemon: DaemonConfig,
-    /// `[store]`.
-    pub store: StoreConfig,
-    /// `[[provider]]`, in file order.
-    pub providers: Vec<ProviderConfig>,
-    /// `[[sink]]`, in file order.
-    pub sinks: Vec<SinkConfig>,
-    /// `[[policy]]`, in file order.
-    pub policies: Vec<Policy>,
-    /// `[[key]]`, in file order.
-    pub keys: Vec<KeySpec>,
-    /// `[notify]`.
-    pub notify: NotifyConfig,
-    /// `[[psk]]`: keys new secrets are sealed under for API callers.
-    pub psks: Vec<PskConfig>,
-    /// `[[api_token]]`: bearer tokens of the control API.
-    pub api_tokens: Vec<ApiTokenConfig>,
-    /// Where each secret reference is written (file, line, column; empty
-    /// message), in the order read: problems found when one is resolved
-    /// later point there.
-    pub secret_sites: Vec<(SecretRef, Diagnostic)>,
-}
-
-/// `[daemon]`.
-#[derive(Clone, Debug)]
-pub struct DaemonConfig {
-    /// Control socket path (default `/run/keyrot/control.sock`).
-    pub control_socket: PathBuf,
-    /// Control socket mode (default 0o660).
-    pub control_socket_mode: u32,
-    /// Peer uids the control API serves without a token (default None:
-    /// root and keyrot's own uid).
-    pub control_allow_uids: Option<Vec<u32>>,
-    /// Peer gids, primary or supplementary, the control API serves without
-    /// a token (default None: keyrot's own gid when `control_socket_mode`
-    /// lets the group write, else none).
-    pub control_allow_gids: Option<Vec<u32>>,
-    /// Most control connections open at once (default 128); past it the
-    /// longest-idle one is closed, or the new one when none is idle.
-    pub control_max_connections: usize,
-    /// Time a control connection has to send a complete request head,
-    /// from connecting or from its previous answer (default 10s).
-    pub control_header_timeout: SignedDuration,
-    /// Time a request's body has to arrive after its head (default 30s).
-    pub control_body_timeout: SignedDuration,
-    /// Time a control connection may stay open with no request in flight,
-    /// whatever it does meanwhile (default 60s).
-    pub control_idle_timeout: SignedDuration,
-    /// How long SIGTERM waits for in-flight steps (default 30s).
-    pub shutdown_timeout: SignedDuration,
-    /// Inventory sync cron, 6 or 7 fields with seconds, UTC (default `0 */15 * * * *`).
-    pub sync_schedule: Schedule,
-    /// Where the Prometheus `/metrics` endpoint listens (default: none).
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// The proxy HTTP peers are reached through (`https://`, or `http://`
-    /// to a loopback host); loopback peers never use it. `None`: direct,
-    /// whatever `HTTP_PROXY` and its kin say (default).
-    pub proxy: Option<reqwest::Url>,
-    /// Retry budget for a rotation step.
-    pub retry: RetryConfig,
-}
-
-/// Retry budget: exponential backoff with jitter.
-#[derive(Clone, Debug)]
-pub struct RetryConfig {
-    /// Failed attempts of one step before the rotation is Failed (default 5).
-    pub attempts: u32,
-    /// First backoff (default 10s).
-    pub initial: SignedDuration,
-    /// Largest backoff (default 15m).
-    pub max: SignedDuration,
-}
-
-/// `[store]`.
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    /// Database file (default `/var/lib/keyrot/state.redb`).
-    pub path: PathBuf,
-    /// Where the master key comes from: `$CREDENTIALS_DIRECTORY/master-key`
-    /// when that exists, else `master_key_file`
-    /// (default `/var/lib/keyrot/master.key`).
-    pub master_key_file: PathBuf,
-    /// Create the master key file if missing (demo use; default false).
-    pub create_master_key: bool,
-    /// How long finished rotations, revoked local keys and sent or dead
-    /// messages are kept before the daily prune deletes them (default
-    /// 400 days; `None`: `"forever"`, never pruned).
-    pub history_retention: Option<SignedDuration>,
-    /// How long audit entries are kept before the daily prune deletes
-    /// them from the start of the chain (default: `history_retention`;
-    /// `None`: `"forever"`).
-    pub audit_retention: Option<SignedDuration>,
-}
-
-/// `[[provider]]`.
-#[derive(Clone, Debug)]
-pub struct ProviderConfig {
-    /// Unique name, used by keys and in slot ids.
-    pub name: String,
-    /// Rotations of this provider's keys running at once (default 4).
-    pub max_concurrent: usize,
-    /// Requests per second to the provider's API, shared by all its
-    /// rotations and syncs (`None`: unlimited).
-    pub requests_per_second: Option<f64>,
-    /// `console_url`: where a person creates a key by hand, if set.
-    pub console_url: Option<String>,
-    /// Type-specific settings.
-    pub kind: ProviderKind,
-}
-
-impl ProviderConfig {
-    /// The organisation (or account) whose keys this provider manages,
-    /// when its type names one: an Atlassian `org_id`.
-    pub fn org(&self) -> Option<&str> {
-        match &self.kind {
-            ProviderKind::Atlassian(a) => Some(a.org_id.as_str()),
-            _ => None,
-        }
-    }
-
-    /// Where a person creates a key by hand: `console_url`, else the
-    /// Atlassian admin console's API keys page of the org.
-    pub fn console(&self) -> Option<String> {
-        self.console_url.clone().or_else(|| match &self.kind {
-            ProviderKind::Atlassian(a) => Some(format!(
-                "https://admin.atlassian.com/o/{}/api-keys",
-                a.org_id
-            )),
-            _ => None,
-        })
-    }
-}
-
-/// Provider types.
-#[derive(Clone, Debug)]
-pub enum ProviderKind {
-    /// `type = "local"`: keys minted by keyrot itself.
-    Local(LocalProviderConfig),
-    /// `type = "atlassian"`: an Atlassian organisation's admin API keys.
-    Atlassian(AtlassianProviderConfig),
-    /// `type = "openbao-approle"`: AppRole secret-ids.
-    OpenBaoAppRole(OpenBaoAppRoleProviderConfig),
-    /// `type = "aws-iam"`: IAM users' access keys.
-    AwsIam(AwsIamProviderConfig),
-    /// `type = "http"`: any HTTP API, driven by config.
-    Http(HttpProviderConfig),
-    /// `type = "exec"`: a program speaking keyrot's JSON protocol.
-    Exec(ExecProviderConfig),
-}
-
-/// `type = "atlassian"` settings: the Admin API's org API-key endpoints.
-#[derive(Clone, Debug)]
-pub struct AtlassianProviderConfig {
-    /// Organisation id (`{orgId}` in the API paths).
-    pub org_id: String,
-    /// Admin API base URL, no trailing `/` (default
-    /// `https://api.atlassian.com/admin/api-access/v1`).
-    pub base_url: String,
-    /// The org admin API key, sent as `Authorization: Bearer`.
-    pub admin_key: SecretRef,
-    /// How new keys are made: not at all, or through the proposed rotate call.
-    pub rotate_api: AtlassianRotateApi,
-    /// Keys per list page (default 50, 1..=100).
-    pub page_size: u32,
-    /// Timeout of each HTTP request (default 30s).
-    pub timeout: SignedDuration,
-}
-
-/// `rotate_api` of an Atlassian provider.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AtlassianRotateApi {
-    /// `"none"` (default): Atlassian cannot create org keys through its API;
-    /// rotations are assisted (a person creates the key, `keyrot enroll`).
-    None,
-    /// `"proposed"`: the customer's proposed rotate endpoint, its new secret
-    /// sealed under a pre-shared key.
-    Proposed {
-        /// The pre-shared keys by id, `psk_id`/`psk` first, then `psks`: a
-        /// response is opened with the one its `encryption.pskId` names.
-        psks: Vec<(String, SecretRef)>,
-        /// Send `?pskId=` with the first id (for servers that need a
-        /// selector; the seed's API names the PSK in its response only).
-        send_psk_id: bool,
-    },
-}
-
-/// `type = "local"` settings.
-#[derive(Clone, Debug)]
-pub struct LocalProviderConfig {
-    /// Lifetime of a new key when the policy sets none (default 90d).
-    pub default_lifetime: SignedDuration,
-    /// Secret length in bytes (default 32, i.e. 256 bits).
-    pub secret_bytes: usize,
-}
-
-/// `[[sink]]`.
-#[derive(Clone, Debug)]
-pub struct SinkConfig {
-    /// Unique name, used by keys.
-    pub name: String,
-    /// Type-specific settings.
-    pub kind: SinkKind,
-}
-
-/// Sink types.
-#[derive(Clone, Debug)]
-pub enum SinkKind {
-    /// `type = "file"`.
-    File(FileSinkConfig),
-    /// `type = "openbao"` or `"vault"`: KV v2.
-    OpenBao(OpenBaoSinkConfig),
-    /// `type = "aws-secretsmanager"`.
-    AwsSecretsManager(AwsSecretsManagerSinkConfig),
-    /// `type = "azure-keyvault"`.
-    AzureKeyVault(AzureKeyVaultSinkConfig),
-    /// `type = "exec"`.
-    Exec(ExecSinkConfig),
-}
-
-impl SinkKind {
-    /// The template naming where a key's secret goes (file path, KV path,
-    /// secret name); None for `exec`, whose program decides.
-    pub fn location_template(&self) -> Option<&str> {
-        match self {
-            SinkKind::File(f) => Some(&f.path),
-            SinkKind::OpenBao(c) => Some(&c.path),
-            SinkKind::AwsSecretsManager(c) => Some(&c.secret_name),
-            SinkKind::AzureKeyVault(c) => Some(&c.secret_name),
-            SinkKind::Exec(_) => None,
-        }
-    }
-}
-
-/// `type = "file"` settings.
-#[derive(Clone, Debug)]
-pub struct FileSinkConfig {
-    /// Target path; may contain `{provider}`, `{name}` and `{slot}`
-    /// (slot with `/` replaced by `_`) placeholders.
-    pub path: String,
-    /// What the file holds.
-    pub format: FileFormat,
-    /// Variable name for `format = "env"` (default `API_KEY`).
-    pub env_name: String,
-    /// File mode (default 0o600).
-    pub mode: u32,
-    /// Owner user name, if set (needs privilege).
-    pub owner: Option<String>,
-    /// Owner group name, if set.
-    pub group: Option<String>,
-}
-
-/// File sink formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileFormat {
-    /// The secret alone, no newline.
-    Raw,
-    /// `{"secret":..,"key_id":..,"expires_at":..,"rotation_id":..}`.
-    Json,
-    /// `NAME=value` and a newline.
-    Env,
-}
-
-/// Which provider keys a `[[key]]` stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyMatch {
-    /// One key by name (and optionally the provider's current id to adopt).
-    Named {
-        /// Key name at the provider.
-        name: String,
-        /// Provider key id to adopt as current, if given.
-        id: Option<String>,
-    },
-    /// Every provider key matching all given criteria.
-    Select {
-        /// Glob over key names (`*`, `?`).
-        name: Option<String>,
-        /// Glob that at least one scope must match.
-        scope: Option<String>,
-        /// `k=v` tag the key must carry.
-        tag: Option<(String, String)>,
-    },
-}
-
-/// `[[key]]`.
-#[derive(Clone, Debug)]
-pub struct KeySpec {
-    /// Which keys.
-    pub matches: KeyMatch,
-    /// Provider name (checked to exist).
-    pub provider: String,
-    /// Policy name (checked to exist).
-    pub policy: String,
-    /// Sink names (checked to exist).
-    pub sinks: Vec<String>,
-    /// Scopes a new key gets when issued for an empty slot (otherwise the
-    /// old key's scopes are kept, or the policy's `scopes` when it sets them).
-    pub scopes: Vec<String>,
-    /// The key's own contacts (email addresses).
-    pub contacts: Vec<String>,
-    /// Stagger group, if any.
-    pub group: Option<String>,
-}
-
-/// `[notify]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NotifyConfig {
-    /// From address (default `keyrot@localhost`).
-    pub from: String,
-    /// Transport.
-    pub transport: NotifyTransport,
-    /// Log instead of sending.
-    pub dry_run: bool,
-    /// Directory whose templates override the built-in ones, if set.
-    pub template_dir: Option<PathBuf>,
-    /// Daily digest schedule (6- or 7-field cron, UTC), if set.
-    pub digest_schedule: Option<Schedule>,
-    /// `[[notify.webhook]]`, in file order.
-    pub webhooks: Vec<WebhookConfig>,
-}
-
-/// Email transports.
-#[derive(Clone, Debug, PartialEq)]
-pub enum NotifyTransport {
-    /// No email at all (default).
-    None,
-    /// `transport = "file"`: `.eml` files in `dir`.
-    File {
-        /// Directory for `.eml` files.
-        dir: PathBuf,
-    },
-    /// `transport = "smtp"`: an SMTP server (submission, SMTPS or a local relay).
-    Smtp(SmtpConfig),
-    /// `transport = "sendmail"`: the local MTA's `sendmail` program.
-    Sendmail(SendmailConfig),
-}
-
-impl Config {
-    /// Looks a provider up by name.
-    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
-        self.providers.iter().find(|p| p.name == name)
-    }
-    /// Looks a sink up by name.
-    pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
-        self.sinks.iter().find(|s| s.name == name)
-    }
-    /// Looks a policy up by name.
-    pub fn policy(&self, name: &str) -> Option<&Policy> {
-        self.policies.iter().find(|p| p.name == name)
-    }
-}
-
-/// The control socket a config file names, read as plain TOML without
-/// validation, for CLI commands while the file has errors (the daemon keeps
-/// running the last good config). Falls back to the default socket when
-/// the file does not parse or names none.
-pub fn socket_hint(path: &std::path::Path) -> Option<PathBuf> {
-    let default = PathBuf::from("/run/keyrot/control.sock");
-    let Some(table) = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-    else {
-        return Some(default);
-    };
-    let Some(sock) = table
-        .get("daemon")
-        .and_then(|d| d.get("control_socket"))
-        .and_then(|s| s.as_str())
-    else {
-        return Some(default);
-    };
-    let p = PathBuf::from(sock);
-    if p.is_absolute() {
-        Some(p)
-    } else {
-        path.parent().map(|d| d.join(p))
-    }
-}

@@ -1,13 +1,14 @@
 //! Loading: read the main file and its `conf.d/*.toml` drop-ins, parse,
-//! merge, validate; every problem comes back as one `ConfigErrors`.
+//! merge, validate; every problem comes back as one `ConfigErrors`. Also
+//! `socket_hint`, the control socket a file names even when it is invalid.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::Config;
 use super::ctx::Ctx;
 use super::diag::{ConfigErrors, Diagnostic, Sources};
 use super::merge::{Document, merge, parse};
+use super::types::Config;
 use super::validate::build;
 
 /// Where `keyrot` looks for its config when `--config` is not given.
@@ -98,5 +99,32 @@ fn finish(sources: &Sources, unreadable: Vec<Diagnostic>) -> Result<Config, Conf
         _ => Err(ConfigErrors {
             diagnostics: ctx.into_diagnostics(),
         }),
+    }
+}
+
+/// The control socket a config file names, read as plain TOML without
+/// validation, for CLI commands while the file has errors (the daemon keeps
+/// running the last good config). Falls back to the default socket when
+/// the file does not parse or names none.
+pub fn socket_hint(path: &std::path::Path) -> Option<PathBuf> {
+    let default = PathBuf::from("/run/keyrot/control.sock");
+    let Some(table) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+    else {
+        return Some(default);
+    };
+    let Some(sock) = table
+        .get("daemon")
+        .and_then(|d| d.get("control_socket"))
+        .and_then(|s| s.as_str())
+    else {
+        return Some(default);
+    };
+    let p = PathBuf::from(sock);
+    if p.is_absolute() {
+        Some(p)
+    } else {
+        path.parent().map(|d| d.join(p))
     }
 }

@@ -1,8 +1,9 @@
 //! `[notify]`: the sender address, the transport and its settings (`file`,
 //! `smtp`, `sendmail`), the template directory, the daily digest and
-//! `dry_run`. Raw fields as written, the validated transport settings, the
-//! secret reference the SMTP password is (for `keyrot check`) and the
-//! transport's summary line. Delivery itself is in `crates/engine/src/notify/`.
+//! `dry_run`. Raw fields as written, the validated section (`NotifyConfig`)
+//! and transport settings, the secret reference the SMTP password is (for
+//! `keyrot check`) and the transport's summary line. Delivery itself is in
+//! `crates/engine/src/notify/`.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -11,15 +12,15 @@ use jiff::SignedDuration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::SecretRef;
 use super::ctx::set;
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::DurationText;
 use super::raw::RawPassword;
 use super::secret::SecretUse;
 use super::secret::secret_ref;
-use super::{NotifyConfig, NotifyTransport};
-use keyrot_core::policy::format_duration;
+use super::secret_ref::SecretRef;
+use super::webhook::WebhookConfig;
+use keyrot_core::policy::{Schedule, format_duration};
 
 /// Default `timeout` of the `smtp` and `sendmail` transports.
 pub const DEFAULT_MAIL_TIMEOUT: SignedDuration = SignedDuration::from_secs(30);
@@ -29,6 +30,39 @@ pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
 const TRANSPORTS: [&str; 4] = ["none", "file", "smtp", "sendmail"];
 /// `security` values, as written.
 const SECURITIES: [&str; 3] = ["starttls", "tls", "none"];
+
+/// `[notify]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifyConfig {
+    /// From address (default `keyrot@localhost`).
+    pub from: String,
+    /// Transport.
+    pub transport: NotifyTransport,
+    /// Log instead of sending.
+    pub dry_run: bool,
+    /// Directory whose templates override the built-in ones, if set.
+    pub template_dir: Option<PathBuf>,
+    /// Daily digest schedule (6- or 7-field cron, UTC), if set.
+    pub digest_schedule: Option<Schedule>,
+    /// `[[notify.webhook]]`, in file order.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// Email transports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NotifyTransport {
+    /// No email at all (default).
+    None,
+    /// `transport = "file"`: `.eml` files in `dir`.
+    File {
+        /// Directory for `.eml` files.
+        dir: PathBuf,
+    },
+    /// `transport = "smtp"`: an SMTP server (submission, SMTPS or a local relay).
+    Smtp(SmtpConfig),
+    /// `transport = "sendmail"`: the local MTA's `sendmail` program.
+    Sendmail(SendmailConfig),
+}
 
 /// `[notify]`.
 #[derive(Debug, Default, Deserialize)]

@@ -13,9 +13,9 @@ use secrecy::SecretString;
 use toml::Spanned;
 use zeroize::Zeroize;
 
-use super::SecretRef;
 use super::ctx::Ctx;
 use super::raw::SecretRefRaw;
+use super::secret_ref::SecretRef;
 
 /// One secret reference in a config, and who uses it.
 #[derive(Clone, Debug)]

@@ -9,7 +9,8 @@ use jiff::Timestamp;
 
 use super::diag::Diagnostic;
 use super::secret::{SecretUse, credentials_dir_from_env};
-use super::{Config, FileFormat, KeyMatch, KeySpec, ProviderKind, SinkKind};
+use super::sinks::{FileFormat, SinkKind};
+use super::types::{Config, KeyMatch, KeySpec, ProviderKind};
 use keyrot_core::policy::{Policy, format_duration};
 
 /// Every secret reference in the config. (No core type holds one yet;

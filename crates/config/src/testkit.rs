@@ -9,7 +9,12 @@ use std::path::Path;
 use jiff::SignedDuration;
 use keyrot_core::policy::testutil::{dur, policy};
 
-use crate::*;
+use crate::notify::{NotifyConfig, NotifyTransport};
+use crate::sinks::{FileFormat, FileSinkConfig, SinkConfig, SinkKind};
+use crate::types::{
+    Config, DaemonConfig, LocalProviderConfig, ProviderConfig, ProviderKind, RetryConfig,
+    StoreConfig,
+};
 
 /// The test configuration, its files under `out`, the sink writing to
 /// `sink_path` (`{name}` is the key's name).

@@ -14,11 +14,8 @@ use super::raw::{
     PROVIDER_HEAD_FIELDS, RawAtlassianProvider, RawFileSink, RawLocalProvider, RawProviderHead,
     RawSinkHead, SINK_HEAD_FIELDS,
 };
-use super::sinks;
-use super::{
-    FileFormat, FileSinkConfig, LocalProviderConfig, ProviderConfig, ProviderKind, SinkConfig,
-    SinkKind,
-};
+use super::sinks::{self, FileFormat, FileSinkConfig, SinkConfig, SinkKind};
+use super::types::{LocalProviderConfig, ProviderConfig, ProviderKind};
 
 /// Provider types keyrot knows.
 pub const PROVIDER_TYPES: &[&str] = &[

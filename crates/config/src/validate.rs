@@ -14,7 +14,7 @@ use super::keys::{Known, keys};
 use super::merge::Document;
 use super::raw::{DurationText, RawDaemon, RawRetry, RawStore};
 use super::typed::{provider, sink};
-use super::{Config, DaemonConfig, RetryConfig, StoreConfig};
+use super::types::{Config, DaemonConfig, RetryConfig, StoreConfig};
 use keyrot_core::policy::Policy;
 
 /// Checks the whole document; None when any problem was recorded.

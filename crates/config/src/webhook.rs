@@ -9,13 +9,13 @@ use jiff::SignedDuration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::SecretRef;
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::DurationText;
 use super::raw::RawPassword;
 use super::raw::SecretRefRaw;
 use super::secret::SecretUse;
 use super::secret::secret_ref;
+use super::secret_ref::SecretRef;
 use keyrot_core::model::MessageKind;
 
 /// Default `timeout` of a webhook request.

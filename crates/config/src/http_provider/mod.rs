@@ -22,6 +22,8 @@ use toml::Spanned;
 pub use self::spec::HttpProviderConfig;
 use self::spec::{Auth, TagPlace, TagSpec};
 use self::template::{Scope, Var};
+// Through the crate root, not `types`: `ProviderKind` there holds this
+// module's settings, and the two would import each other.
 use super::ProviderConfig;
 use super::ctx::{Ctx, did_you_mean};
 use super::secret::SecretUse;

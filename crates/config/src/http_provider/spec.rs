@@ -13,7 +13,7 @@ use reqwest::header::HeaderName;
 use serde_json::Value;
 
 use super::template::{JsonTemplate, Template};
-use crate::SecretRef;
+use crate::secret_ref::SecretRef;
 use keyrot_core::model::{Capabilities, IssueMode};
 
 /// `type = "http"` settings: an HTTP API described operation by operation.

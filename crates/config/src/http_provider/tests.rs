@@ -97,7 +97,7 @@ fn the_gitlab_preset_reads_what_gitlab_sends() {
     assert_eq!(h.auth.len(), 1);
     assert_eq!(
         h.auth[0].secret().1,
-        &crate::SecretRef::Credential("gitlab-token".into())
+        &crate::secret_ref::SecretRef::Credential("gitlab-token".into())
     );
 }
 

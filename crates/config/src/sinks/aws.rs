@@ -6,10 +6,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{DEFAULT_FIELD, check_placeholders, strip_placeholders, timeout};
-use crate::SecretRef;
 use crate::ctx::{Ctx, did_you_mean};
 use crate::raw::{DurationText, SecretRefRaw};
 use crate::secret::{SecretUse, secret_ref};
+use crate::secret_ref::SecretRef;
 
 /// AWS credentials as written (shared by every AWS sink and provider).
 #[derive(Debug, Default, Deserialize)]

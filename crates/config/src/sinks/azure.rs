@@ -6,10 +6,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{check_placeholders, strip_placeholders, timeout};
-use crate::SecretRef;
 use crate::ctx::Ctx;
 use crate::raw::{DurationText, SecretRefRaw};
 use crate::secret::secret_ref;
+use crate::secret_ref::SecretRef;
 
 /// Default Entra ID authority.
 pub const DEFAULT_AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";

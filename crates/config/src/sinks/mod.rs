@@ -4,7 +4,9 @@
 //! `keyrot check`) and its summary line. The sinks themselves are in
 //! `crates/peers/src/sink/`.
 //!
-//! One file per sink type; here the checks they share and `keyrot check`.
+//! One file per sink type; here the checks they share, `keyrot check`, and
+//! the validated `[[sink]]` entry of every type (`SinkConfig`, `SinkKind`,
+//! the `file` sink's settings, which `typed` checks).
 
 mod aws;
 mod azure;
@@ -14,10 +16,10 @@ mod openbao;
 use jiff::SignedDuration;
 use toml::Spanned;
 
-use super::SecretRef;
 use super::ctx::{Ctx, did_you_mean};
 use super::raw::DurationText;
 use super::secret::SecretUse;
+use super::secret_ref::SecretRef;
 use keyrot_core::policy::format_duration;
 
 pub use aws::{
@@ -38,6 +40,73 @@ pub const DEFAULT_SINK_TIMEOUT: SignedDuration = SignedDuration::from_secs(30);
 pub const DEFAULT_FIELD: &str = "secret";
 /// Placeholders a sink location template may use.
 pub const PLACEHOLDERS: [&str; 3] = ["provider", "name", "slot"];
+
+/// `[[sink]]`.
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    /// Unique name, used by keys.
+    pub name: String,
+    /// Type-specific settings.
+    pub kind: SinkKind,
+}
+
+/// Sink types.
+#[derive(Clone, Debug)]
+pub enum SinkKind {
+    /// `type = "file"`.
+    File(FileSinkConfig),
+    /// `type = "openbao"` or `"vault"`: KV v2.
+    OpenBao(OpenBaoSinkConfig),
+    /// `type = "aws-secretsmanager"`.
+    AwsSecretsManager(AwsSecretsManagerSinkConfig),
+    /// `type = "azure-keyvault"`.
+    AzureKeyVault(AzureKeyVaultSinkConfig),
+    /// `type = "exec"`.
+    Exec(ExecSinkConfig),
+}
+
+impl SinkKind {
+    /// The template naming where a key's secret goes (file path, KV path,
+    /// secret name); None for `exec`, whose program decides.
+    pub fn location_template(&self) -> Option<&str> {
+        match self {
+            SinkKind::File(f) => Some(&f.path),
+            SinkKind::OpenBao(c) => Some(&c.path),
+            SinkKind::AwsSecretsManager(c) => Some(&c.secret_name),
+            SinkKind::AzureKeyVault(c) => Some(&c.secret_name),
+            SinkKind::Exec(_) => None,
+        }
+    }
+}
+
+/// `type = "file"` settings.
+#[derive(Clone, Debug)]
+pub struct FileSinkConfig {
+    /// Target path; may contain `{provider}`, `{name}` and `{slot}`
+    /// (slot with `/` replaced by `_`) placeholders.
+    pub path: String,
+    /// What the file holds.
+    pub format: FileFormat,
+    /// Variable name for `format = "env"` (default `API_KEY`).
+    pub env_name: String,
+    /// File mode (default 0o600).
+    pub mode: u32,
+    /// Owner user name, if set (needs privilege).
+    pub owner: Option<String>,
+    /// Owner group name, if set.
+    pub group: Option<String>,
+}
+
+/// File sink formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// The secret alone, no newline.
+    Raw,
+    /// `{"secret":..,"key_id":..,"expires_at":..,"rotation_id":..}`.
+    Json,
+    /// `NAME=value` and a newline.
+    Env,
+}
 
 /// `timeout`, default [`DEFAULT_SINK_TIMEOUT`].
 pub(crate) fn timeout(
@@ -93,7 +162,7 @@ fn strip_placeholders(template: &str) -> String {
 // `keyrot check`: secret references and summary lines.
 
 /// The secret references of one sink.
-pub(crate) fn secret_uses<'a>(name: &str, kind: &'a super::SinkKind) -> Vec<SecretUse<'a>> {
+pub(crate) fn secret_uses<'a>(name: &str, kind: &'a SinkKind) -> Vec<SecretUse<'a>> {
     let owner = format!("sink {name:?}");
     let one = |field: &'static str, secret: &'a SecretRef| SecretUse {
         owner: owner.clone(),
@@ -101,22 +170,22 @@ pub(crate) fn secret_uses<'a>(name: &str, kind: &'a super::SinkKind) -> Vec<Secr
         secret,
     };
     match kind {
-        super::SinkKind::File(_) | super::SinkKind::Exec(_) => Vec::new(),
-        super::SinkKind::OpenBao(c) => match &c.auth {
+        SinkKind::File(_) | SinkKind::Exec(_) => Vec::new(),
+        SinkKind::OpenBao(c) => match &c.auth {
             VaultAuth::Token(t) => vec![one("token", t)],
             VaultAuth::AppRole { secret_id, .. } => vec![one("secret_id", secret_id)],
         },
-        super::SinkKind::AwsSecretsManager(c) => aws_secret_uses(&owner, &c.credentials),
-        super::SinkKind::AzureKeyVault(c) => vec![one("client_secret", &c.client_secret)],
+        SinkKind::AwsSecretsManager(c) => aws_secret_uses(&owner, &c.credentials),
+        SinkKind::AzureKeyVault(c) => vec![one("client_secret", &c.client_secret)],
     }
 }
 
 /// A sink's line in the `keyrot check` summary (without indent); `None`
 /// for types the summary renders itself.
-pub(crate) fn summary_line(name: &str, kind: &super::SinkKind) -> Option<String> {
+pub(crate) fn summary_line(name: &str, kind: &SinkKind) -> Option<String> {
     let line = match kind {
-        super::SinkKind::File(_) => return None,
-        super::SinkKind::OpenBao(c) => {
+        SinkKind::File(_) => return None,
+        SinkKind::OpenBao(c) => {
             let auth = match &c.auth {
                 VaultAuth::Token(_) => "token auth".to_string(),
                 VaultAuth::AppRole { mount, .. } => format!("approle auth at {mount}"),
@@ -136,7 +205,7 @@ pub(crate) fn summary_line(name: &str, kind: &super::SinkKind) -> Option<String>
                 format_duration(c.timeout)
             )
         }
-        super::SinkKind::AwsSecretsManager(c) => {
+        SinkKind::AwsSecretsManager(c) => {
             let creds = match c.credentials {
                 AwsCredentialsConfig::Environment => "credentials from the environment",
                 AwsCredentialsConfig::Refs { .. } => "credentials from references",
@@ -157,7 +226,7 @@ pub(crate) fn summary_line(name: &str, kind: &super::SinkKind) -> Option<String>
                 format_duration(c.timeout)
             )
         }
-        super::SinkKind::AzureKeyVault(c) => format!(
+        SinkKind::AzureKeyVault(c) => format!(
             "{name} (azure-keyvault, {}, secret {}, tenant {}, client {}, timeout {})",
             c.vault_url,
             c.secret_name,
@@ -165,7 +234,7 @@ pub(crate) fn summary_line(name: &str, kind: &super::SinkKind) -> Option<String>
             c.client_id,
             format_duration(c.timeout)
         ),
-        super::SinkKind::Exec(c) => format!(
+        SinkKind::Exec(c) => format!(
             "{name} (exec, {}{}, timeout {})",
             c.command.join(" "),
             if c.read_command.is_some() {

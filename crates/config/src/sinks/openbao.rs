@@ -9,10 +9,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{DEFAULT_FIELD, check_placeholders, timeout};
-use crate::SecretRef;
 use crate::ctx::Ctx;
 use crate::raw::{DurationText, SecretRefRaw};
 use crate::secret::secret_ref;
+use crate::secret_ref::SecretRef;
 
 /// Default KV v2 mount.
 pub const DEFAULT_KV_MOUNT: &str = "secret";

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use super::{BASE, NAME, assert_one, errors, ok};
-use crate::{ApiScope, PskGrant, SecretRef, check_secrets_in, secret_refs, summary};
+use crate::secret_ref::SecretRef;
+use crate::{ApiScope, PskGrant, check_secrets_in, secret_refs, summary};
 
 #[test]
 fn psks_and_tokens_are_read() {

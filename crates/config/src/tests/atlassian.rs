@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use super::{NAME, assert_one, dur, errors, ok};
-use crate::{AtlassianRotateApi, ProviderKind, SecretRef, check_secrets_in, secret_refs, summary};
+use crate::secret_ref::SecretRef;
+use crate::types::{AtlassianProviderConfig, AtlassianRotateApi, ProviderKind};
+use crate::{check_secrets_in, secret_refs, summary};
 
 /// A provider entry; `extra` lines are appended (line 5 onwards).
 fn provider(extra: &str) -> String {
@@ -13,7 +15,7 @@ fn provider(extra: &str) -> String {
 }
 
 /// The Atlassian settings of the only provider of `text`.
-fn atlassian(text: &str) -> crate::AtlassianProviderConfig {
+fn atlassian(text: &str) -> AtlassianProviderConfig {
     let cfg = ok(text);
     let ProviderKind::Atlassian(a) = &cfg.providers[0].kind else {
         panic!("expected an atlassian provider");

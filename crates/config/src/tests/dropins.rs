@@ -5,7 +5,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{dur, ok};
-use crate::{NotifyTransport, SinkKind, load};
+use crate::load;
+use crate::sinks::SinkKind;
+
+// Through the crate root: the tests of `notify` import `tests`.
+use crate::NotifyTransport;
 
 /// Writes `files` (relative path → text) under a fresh temp dir.
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {

@@ -13,7 +13,12 @@ use std::path::{Path, PathBuf};
 
 use jiff::SignedDuration;
 
-use super::*;
+use crate::load::load_str;
+use crate::sinks::{FileFormat, SinkKind};
+use crate::types::{Config, KeyMatch, ProviderKind};
+
+// Through the crate root: the tests of `notify` import this module.
+use crate::NotifyTransport;
 
 /// The name every in-memory test file gets.
 pub(super) const NAME: &str = "/etc/keyrot/keyrot.toml";

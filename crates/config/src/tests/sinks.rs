@@ -2,6 +2,9 @@
 //! listed for `keyrot check`, and the errors that point at the field.
 
 use super::*;
+use crate::secret_ref::SecretRef;
+use crate::sinks::{AwsCredentialsConfig, SecretFormat, VaultAuth};
+use crate::summary::{secret_refs, summary};
 
 const ALL: &str = r#"
 [[sink]]
