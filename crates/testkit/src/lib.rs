@@ -7,6 +7,10 @@
 //! every rotation has ended: the invariants the binary-level crash suite
 //! checks from outside, here read from the store and the sink directly.
 //!
+//! [`World::shaped`] puts a [`fake::Fake`] provider in place of the local
+//! one: a provider that sets the old key inactive for the overlap, or one
+//! that cannot create keys, so people make them and enroll them.
+//!
 //! Time is the manual clock (and, in `#[tokio::test(start_paused = true)]`
 //! tests, tokio's paused clock): no test here waits on the wall clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -26,7 +30,11 @@ use keyrot_core::policy::testutil::{dur, ts};
 use keyrot_core::store::Store;
 use keyrot_core::wake::Wake;
 use keyrot_engine::rotation::{Engine, Runtime, StartRequest};
+use keyrot_peers::provider::Provider;
 use keyrot_peers::sink::SinkTarget;
+
+pub mod fake;
+use fake::{Fake, Shape};
 
 /// The one slot every world has.
 pub const SLOT: &str = "local/ci";
@@ -44,12 +52,25 @@ pub struct World {
     engine: Option<Arc<Engine>>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// The provider in place of the local one, if shaped; it outlives
+    /// every crash, as a provider outside keyrot does.
+    fake: Option<Arc<Fake>>,
 }
 
 impl World {
     /// A fresh store with one slot (`local/ci`, policy overlap 1h, one
     /// file sink `out`) and an engine over it.
     pub fn new() -> World {
+        World::with(None)
+    }
+
+    /// The same world with a [`Fake`] provider of `shape` in place of the
+    /// local one.
+    pub fn shaped(shape: Shape) -> World {
+        World::with(Some(Arc::new(Fake::new(shape))))
+    }
+
+    fn with(fake: Option<Arc<Fake>>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let master = [7u8; 32];
         let clock = Arc::new(ManualClock::new(ts("2026-11-23T10:00:00Z")));
@@ -60,6 +81,7 @@ impl World {
             engine: None,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            fake,
         };
         w.open();
         let slot = KeyRecord {
@@ -105,7 +127,11 @@ impl World {
         let store = Arc::new(
             Store::open(&out.join("state.redb"), MasterKey::from_bytes(self.master)).unwrap(),
         );
-        let rt = Runtime::build(cfg, &store).unwrap();
+        let mut rt = Runtime::build(cfg, &store).unwrap();
+        if let Some(fake) = &self.fake {
+            rt.providers
+                .insert("local".into(), Arc::clone(fake) as Arc<dyn Provider>);
+        }
         self.stop = CancellationToken::new();
         self.tasks = TaskTracker::new();
         self.engine = Some(Engine::new(
@@ -162,6 +188,8 @@ impl World {
     pub async fn finish(&self) -> Vec<RotationRecord> {
         for _ in 0..20 {
             self.settle().await;
+            self.enroll_by_hand().await;
+            self.settle().await;
             let rots = self.store().rotations(Some(SLOT), 100).unwrap();
             let open: Vec<&RotationRecord> =
                 rots.iter().filter(|r| !r.state.is_terminal()).collect();
@@ -193,6 +221,22 @@ impl World {
         );
     }
 
+    /// People at work for an assisted provider: every rotation awaiting a
+    /// secret gets the key they made by hand for it (made once; after a
+    /// crash they enroll the same one again). Refusals are left to the
+    /// caller's checks.
+    pub async fn enroll_by_hand(&self) {
+        let Some(fake) = &self.fake else { return };
+        let rots = self.store().rotations(Some(SLOT), 100).unwrap();
+        for r in rots
+            .iter()
+            .filter(|r| r.state == RotationState::AwaitingSecret)
+        {
+            let (id, secret) = fake.made_by_hand(&r.id);
+            let _ = self.engine().enroll(&r.id, Some(id), secret, true).await;
+        }
+    }
+
     /// What must hold once every rotation has ended; the problems found.
     /// - the slot's current key is the newest completed rotation's new
     ///   key, live at the provider, and the sink holds its secret;
@@ -215,13 +259,28 @@ impl World {
                 new.id
             )),
         }
-        for k in store.local_keys().unwrap() {
-            let live = k.revoked_at.is_none();
-            if k.id == new.id && !live {
-                v.push(format!("the current key {} is revoked", k.id));
+        let keys: Vec<(String, bool, bool)> = match &self.fake {
+            Some(fake) => fake
+                .keys()
+                .into_iter()
+                .map(|k| (k.id, !k.revoked, k.inactive))
+                .collect(),
+            None => store
+                .local_keys()
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.id, k.revoked_at.is_none(), false))
+                .collect(),
+        };
+        for (id, live, inactive) in keys {
+            if id == new.id && !live {
+                v.push(format!("the current key {id} is revoked"));
             }
-            if k.id != new.id && live {
-                v.push(format!("key {} is live but not current: an orphan", k.id));
+            if id == new.id && inactive {
+                v.push(format!("the current key {id} is inactive"));
+            }
+            if id != new.id && live {
+                v.push(format!("key {id} is live but not current: an orphan"));
             }
         }
         let sink = self.engine().runtime().sinks["out"].clone();

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use keyrot_core::failpoint;
 use keyrot_core::model::RotationState;
 use keyrot_testkit::World;
+use keyrot_testkit::fake::Shape;
 
 /// Each hit of a trace with its number among the hits of the same name.
 fn numbered(trace: Vec<String>) -> Vec<(String, u64)> {
@@ -32,7 +33,15 @@ fn numbered(trace: Vec<String>) -> Vec<(String, u64)> {
 /// A world whose slot already has a key (its first rotation done), so the
 /// next rotation has an old key to overlap with and revoke.
 async fn with_a_key() -> World {
-    let w = World::new();
+    with_a_key_at(None).await
+}
+
+/// The same at the local provider, or at a fake provider of `shape`.
+async fn with_a_key_at(shape: Option<Shape>) -> World {
+    let w = match shape {
+        None => World::new(),
+        Some(shape) => World::shaped(shape),
+    };
     w.rotate().await.unwrap();
     w.finish().await;
     assert!(w.check().await.is_empty());
@@ -44,6 +53,11 @@ async fn with_a_key() -> World {
 async fn until_crash(w: &World) -> bool {
     let _ = w.rotate().await;
     for _ in 0..20 {
+        w.settle().await;
+        if failpoint::crashed() {
+            return true;
+        }
+        w.enroll_by_hand().await;
         w.settle().await;
         if failpoint::crashed() {
             return true;
@@ -68,7 +82,12 @@ async fn until_crash(w: &World) -> bool {
 /// One scenario: crash at each of `crashes` in turn (the first during the
 /// rotation, the next during the restart after it, ...), then finish.
 async fn run(crashes: &[(String, u64)]) -> Result<(), String> {
-    let mut w = with_a_key().await;
+    run_at(None, crashes).await
+}
+
+/// The same at the local provider, or at a fake provider of `shape`.
+async fn run_at(shape: Option<Shape>, crashes: &[(String, u64)]) -> Result<(), String> {
+    let mut w = with_a_key_at(shape).await;
     let (first, rest) = crashes.split_first().unwrap();
     failpoint::arm_in_process(&format!("{}=crash@{}", first.0, first.1));
     if !until_crash(&w).await {
@@ -338,6 +357,52 @@ async fn a_crash_at_every_failpoint_of_a_failure_and_of_an_abort_loses_nothing()
         failing.len(),
         aborting.len(),
         failing.len() + aborting.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotation_loses_nothing() {
+    let _one = SERIAL.lock().await;
+    failpoint::revive();
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    let mut figures = Vec::new();
+    for (shape, wants) in [
+        (
+            Shape::Deactivating,
+            &["before:deactivate", "after:deactivate", "before:revoke"][..],
+        ),
+        (
+            Shape::Assisted,
+            &["after:awaiting-secret", "before:verify"][..],
+        ),
+    ] {
+        let w = with_a_key_at(Some(shape)).await;
+        failpoint::trace_in_process();
+        w.rotate().await.unwrap();
+        w.finish().await;
+        let path = numbered(failpoint::take_trace());
+        assert!(w.check().await.is_empty(), "{:#?}", w.check().await);
+        let names: BTreeSet<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
+        for want in wants {
+            assert!(
+                names.contains(want),
+                "{shape:?}: {want} is not on the path: {path:?}"
+            );
+        }
+        for hit in &path {
+            if let Err(e) = run_at(Some(shape), std::slice::from_ref(hit)).await {
+                failures.push(format!("{shape:?}: {e}"));
+            }
+        }
+        figures.push(format!("{shape:?} {} hits", path.len()));
+    }
+    eprintln!(
+        "every_failpoint: {}; crashed at each in {:.2} s of wall time; failures: {}",
+        figures.join(", "),
         started.elapsed().as_secs_f64(),
         failures.len()
     );
