@@ -123,7 +123,22 @@ impl World {
     fn open(&mut self) {
         let out = self.out();
         let sink = out.join("{name}.json").display().to_string();
-        let cfg = Arc::new(keyrot_config::testkit::local(&out, &sink));
+        let mut cfg = keyrot_config::testkit::local(&out, &sink);
+        // The slot, declared as the operator would (an inventory sync
+        // keeps what the config claims).
+        cfg.keys.push(keyrot_config::KeySpec {
+            matches: keyrot_config::KeyMatch::Named {
+                name: "ci".into(),
+                id: None,
+            },
+            provider: "local".into(),
+            policy: "p".into(),
+            sinks: vec!["out".into()],
+            scopes: vec!["read:all".into()],
+            contacts: vec!["owner@example.com".into()],
+            group: None,
+        });
+        let cfg = Arc::new(cfg);
         let store = Arc::new(
             Store::open(&out.join("state.redb"), MasterKey::from_bytes(self.master)).unwrap(),
         );

@@ -408,3 +408,71 @@ async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotatio
     );
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A world whose second rotation is in its overlap: both keys live at the
+/// provider, the slot already at the new one.
+async fn in_overlap() -> World {
+    let w = with_a_key().await;
+    w.rotate().await.unwrap();
+    w.settle().await;
+    assert_eq!(newest(&w).state, RotationState::Overlap);
+    w
+}
+
+/// A crash at `hit` of an inventory sync during an overlap; after the
+/// restart the sync runs again and the rotation ends.
+async fn sync(hit: &(String, u64)) -> Result<(), String> {
+    let mut w = in_overlap().await;
+    failpoint::arm_in_process(&format!("{}=crash@{}", hit.0, hit.1));
+    let _ = keyrot_engine::scheduler::sync_provider(w.engine(), "local").await;
+    if !failpoint::crashed() {
+        failpoint::revive();
+        return Err(format!("sync {hit:?}: the crash was not reached"));
+    }
+    w.crash().await;
+    failpoint::revive();
+    w.restart().await;
+    keyrot_engine::scheduler::sync_provider(w.engine(), "local")
+        .await
+        .map_err(|e| format!("sync {hit:?}: the sync after the restart: {e}"))?;
+    w.finish().await;
+    let problems = w.check().await;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("sync {hit:?}: {problems:#?}"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses_nothing() {
+    let _one = SERIAL.lock().await;
+    failpoint::revive();
+    let w = in_overlap().await;
+    let before = w.store().key(keyrot_testkit::SLOT).unwrap().unwrap();
+    failpoint::trace_in_process();
+    keyrot_engine::scheduler::sync_provider(w.engine(), "local")
+        .await
+        .unwrap();
+    let path = numbered(failpoint::take_trace());
+    let after = w.store().key(keyrot_testkit::SLOT).unwrap().unwrap();
+    assert_eq!(
+        before.current.as_ref().map(|k| &k.id),
+        after.current.as_ref().map(|k| &k.id),
+        "the sync moved the slot off the new key"
+    );
+    w.finish().await;
+    assert!(w.check().await.is_empty(), "{:#?}", w.check().await);
+    let mut failures = Vec::new();
+    for hit in &path {
+        if let Err(e) = sync(hit).await {
+            failures.push(e);
+        }
+    }
+    eprintln!(
+        "every_failpoint: {} hits in an inventory sync during an overlap; failures: {}",
+        path.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
