@@ -476,3 +476,115 @@ async fn a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses
     );
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// One pass of the outbox through the mail transport of the world's config
+/// (`.eml` files in `mail/`).
+async fn send_mail(w: &World) -> Result<(), String> {
+    let cfg = w.engine().runtime().config.clone();
+    let mailer = keyrot_engine::notify::transport::Mailer::build(&cfg.notify, None)
+        .await
+        .map_err(|e| e.message)?;
+    let out = keyrot_engine::notify::sender::Outlets::mail(Ok(&mailer));
+    keyrot_engine::notify::sender::send_due(&w.store(), &out, w.now(), true)
+        .await
+        .map(|_| ())
+}
+
+/// What must hold once the outbox was sent: every message sent, none given
+/// up; each delivered at least once and at most twice (a crash after the
+/// transport took it and before the commit sends it again, under the same
+/// Message-ID).
+fn check_mail(w: &World, dir: &std::path::Path) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(id) = line.strip_prefix("Message-ID: <") {
+                *delivered.entry(id.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    for m in w.store().outbox().unwrap() {
+        if m.state != keyrot_core::model::DeliveryState::Sent {
+            v.push(format!("message {} is {:?}", m.id, m.state));
+        }
+        let n = delivered
+            .iter()
+            .filter(|(id, _)| id.starts_with(&m.id))
+            .map(|(_, n)| n)
+            .sum::<usize>();
+        if !(1..=2).contains(&n) {
+            v.push(format!("message {} delivered {n} times", m.id));
+        }
+    }
+    v
+}
+
+/// A world after two rotations, their mail queued and not sent.
+async fn with_mail() -> World {
+    let w = with_a_key().await;
+    w.rotate().await.unwrap();
+    w.finish().await;
+    w
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_every_failpoint_of_sending_mail_loses_no_message() {
+    let _one = SERIAL.lock().await;
+    failpoint::revive();
+    let w = with_mail().await;
+    let queued = w.store().outbox().unwrap().len();
+    assert!(queued > 0, "the first rotation queued no mail");
+    failpoint::trace_in_process();
+    send_mail(&w).await.unwrap();
+    let path = numbered(failpoint::take_trace());
+    let dir = w
+        .engine()
+        .runtime()
+        .config
+        .store
+        .path
+        .with_file_name("mail");
+    assert!(
+        check_mail(&w, &dir).is_empty(),
+        "{:#?}",
+        check_mail(&w, &dir)
+    );
+    let mut failures = Vec::new();
+    for hit in &path {
+        let mut w = with_mail().await;
+        failpoint::arm_in_process(&format!("{}=crash@{}", hit.0, hit.1));
+        let _ = send_mail(&w).await;
+        if !failpoint::crashed() {
+            failpoint::revive();
+            failures.push(format!("mail {hit:?}: the crash was not reached"));
+            continue;
+        }
+        w.crash().await;
+        failpoint::revive();
+        w.restart().await;
+        // Past any backoff of a message whose attempt failed.
+        w.clock.advance(jiff::SignedDuration::from_hours(1));
+        if let Err(e) = send_mail(&w).await {
+            failures.push(format!("mail {hit:?}: the pass after the restart: {e}"));
+        }
+        let dir = w
+            .engine()
+            .runtime()
+            .config
+            .store
+            .path
+            .with_file_name("mail");
+        let problems = check_mail(&w, &dir);
+        if !problems.is_empty() {
+            failures.push(format!("mail {hit:?}: {problems:#?}"));
+        }
+    }
+    eprintln!(
+        "every_failpoint: {queued} queued messages, {} hits in sending them; failures: {}",
+        path.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
