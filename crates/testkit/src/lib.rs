@@ -55,22 +55,33 @@ pub struct World {
     /// The provider in place of the local one, if shaped; it outlives
     /// every crash, as a provider outside keyrot does.
     fake: Option<Arc<Fake>>,
+    /// A change to the test configuration, made at every (re)start.
+    tweak: Option<Tweak>,
 }
+
+/// A change to the test configuration.
+pub type Tweak = Arc<dyn Fn(&mut keyrot_config::Config) + Send + Sync>;
 
 impl World {
     /// A fresh store with one slot (`local/ci`, policy overlap 1h, one
     /// file sink `out`) and an engine over it.
     pub fn new() -> World {
-        World::with(None)
+        World::with(None, None)
     }
 
     /// The same world with a [`Fake`] provider of `shape` in place of the
     /// local one.
     pub fn shaped(shape: Shape) -> World {
-        World::with(Some(Arc::new(Fake::new(shape))))
+        World::with(Some(Arc::new(Fake::new(shape))), None)
     }
 
-    fn with(fake: Option<Arc<Fake>>) -> World {
+    /// The same world with `tweak` applied to its configuration (e.g. a
+    /// webhook), at the start and at every restart.
+    pub fn tweaked(tweak: impl Fn(&mut keyrot_config::Config) + Send + Sync + 'static) -> World {
+        World::with(None, Some(Arc::new(tweak)))
+    }
+
+    fn with(fake: Option<Arc<Fake>>, tweak: Option<Tweak>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let master = [7u8; 32];
         let clock = Arc::new(ManualClock::new(ts("2026-11-23T10:00:00Z")));
@@ -82,6 +93,7 @@ impl World {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             fake,
+            tweak,
         };
         w.open();
         let slot = KeyRecord {
@@ -138,6 +150,9 @@ impl World {
             contacts: vec!["owner@example.com".into()],
             group: None,
         });
+        if let Some(tweak) = &self.tweak {
+            tweak(&mut cfg);
+        }
         let cfg = Arc::new(cfg);
         let store = Arc::new(
             Store::open(&out.join("state.redb"), MasterKey::from_bytes(self.master)).unwrap(),

@@ -11,6 +11,7 @@
 //! clock; the whole suite runs in well under a second of wall time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use keyrot_core::failpoint;
 use keyrot_core::model::RotationState;
@@ -121,6 +122,38 @@ async fn run_at(shape: Option<Shape>, crashes: &[(String, u64)]) -> Result<(), S
 /// The tests of this binary share the process's failpoints: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The tests of this binary.
+const TESTS: usize = 6;
+
+/// The failpoints the tests traced, and how many tests have ended.
+static COVERED: Mutex<(BTreeSet<String>, usize)> = Mutex::new((BTreeSet::new(), 0));
+
+/// Records the failpoints of a traced path.
+fn covered(path: &[(String, u64)]) {
+    let mut c = COVERED.lock().unwrap();
+    c.0.extend(path.iter().map(|(n, _)| n.clone()));
+}
+
+/// One test ended; the last of a whole run checks that together they
+/// crashed at every failpoint keyrot has.
+fn done() {
+    let mut c = COVERED.lock().unwrap();
+    c.1 += 1;
+    if c.1 == TESTS {
+        let missed: Vec<&str> = failpoint::ALL
+            .iter()
+            .copied()
+            .filter(|n| !c.0.contains(*n))
+            .collect();
+        eprintln!(
+            "every_failpoint: {} of the {} failpoints crashed at in process; missed: {missed:?}",
+            failpoint::ALL.len() - missed.len(),
+            failpoint::ALL.len()
+        );
+        assert!(missed.is_empty(), "no test crashes at {missed:?}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
     let _one = SERIAL.lock().await;
@@ -132,6 +165,7 @@ async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
     w.rotate().await.unwrap();
     w.finish().await;
     let path = numbered(failpoint::take_trace());
+    covered(&path);
     drop(w);
     let names: BTreeSet<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
     // Every failpoint of the local provider's rotation path is on it.
@@ -180,6 +214,7 @@ async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
     failpoint::trace_in_process();
     w.restart().await;
     let resume = numbered(failpoint::take_trace());
+    covered(&resume);
     w.finish().await;
     assert!(w.check().await.is_empty());
     let resumed: BTreeSet<&str> = resume.iter().map(|(n, _)| n.as_str()).collect();
@@ -208,6 +243,7 @@ async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
+    done();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -316,11 +352,13 @@ async fn a_crash_at_every_failpoint_of_a_failure_and_of_an_abort_loses_nothing()
     let _ = w.rotate().await;
     assert!(until_failed(&w).await, "{:#?}", newest(&w));
     let failing = numbered(failpoint::take_trace());
+    covered(&failing);
     // The abort of that failed rotation.
     failpoint::revive();
     failpoint::trace_in_process();
     let aborted = w.engine().abort(&newest(&w).id).await.unwrap();
     let aborting = numbered(failpoint::take_trace());
+    covered(&aborting);
     assert_eq!(aborted.state, RotationState::Aborted);
     assert!(w.check().await.is_empty(), "{:#?}", w.check().await);
     let names: BTreeSet<&str> = failing
@@ -360,6 +398,7 @@ async fn a_crash_at_every_failpoint_of_a_failure_and_of_an_abort_loses_nothing()
         started.elapsed().as_secs_f64(),
         failures.len()
     );
+    done();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -385,6 +424,7 @@ async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotatio
         w.rotate().await.unwrap();
         w.finish().await;
         let path = numbered(failpoint::take_trace());
+        covered(&path);
         assert!(w.check().await.is_empty(), "{:#?}", w.check().await);
         let names: BTreeSet<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
         for want in wants {
@@ -406,6 +446,7 @@ async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotatio
         started.elapsed().as_secs_f64(),
         failures.len()
     );
+    done();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -455,6 +496,7 @@ async fn a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses
         .await
         .unwrap();
     let path = numbered(failpoint::take_trace());
+    covered(&path);
     let after = w.store().key(keyrot_testkit::SLOT).unwrap().unwrap();
     assert_eq!(
         before.current.as_ref().map(|k| &k.id),
@@ -474,17 +516,23 @@ async fn a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses
         path.len(),
         failures.len()
     );
+    done();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// One pass of the outbox through the mail transport of the world's config
-/// (`.eml` files in `mail/`).
+/// (`.eml` files in `mail/`) and its webhooks.
 async fn send_mail(w: &World) -> Result<(), String> {
     let cfg = w.engine().runtime().config.clone();
     let mailer = keyrot_engine::notify::transport::Mailer::build(&cfg.notify, None)
         .await
         .map_err(|e| e.message)?;
-    let out = keyrot_engine::notify::sender::Outlets::mail(Ok(&mailer));
+    let out = keyrot_engine::notify::sender::Outlets {
+        mail: Ok(&mailer),
+        hooks: &cfg.notify.webhooks,
+        installation: "test",
+        dry_run: false,
+    };
     keyrot_engine::notify::sender::send_due(&w.store(), &out, w.now(), true)
         .await
         .map(|_| ())
@@ -506,6 +554,9 @@ fn check_mail(w: &World, dir: &std::path::Path) -> Vec<String> {
         }
     }
     for m in w.store().outbox().unwrap() {
+        if m.channel != keyrot_core::model::Channel::Mail {
+            continue;
+        }
         if m.state != keyrot_core::model::DeliveryState::Sent {
             v.push(format!("message {} is {:?}", m.id, m.state));
         }
@@ -539,6 +590,7 @@ async fn a_crash_at_every_failpoint_of_sending_mail_loses_no_message() {
     failpoint::trace_in_process();
     send_mail(&w).await.unwrap();
     let path = numbered(failpoint::take_trace());
+    covered(&path);
     let dir = w
         .engine()
         .runtime()
@@ -586,5 +638,137 @@ async fn a_crash_at_every_failpoint_of_sending_mail_loses_no_message() {
         path.len(),
         failures.len()
     );
+    done();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A webhook receiver on a loopback port, outside keyrot (it outlives
+/// every crash): the event ids it was sent, in order.
+async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let id = headers
+                    .get("x-keyrot-event-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                seen.lock().unwrap().push(id);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+/// A world whose config posts every event to `url`, after two rotations.
+async fn with_a_webhook(url: &str) -> World {
+    let url: reqwest::Url = url.parse().unwrap();
+    let w = World::tweaked(move |cfg| {
+        cfg.notify.webhooks = vec![keyrot_config::WebhookConfig {
+            name: "hook".into(),
+            url: keyrot_config::WebhookUrl::Plain(url.clone()),
+            secret: None,
+            format: keyrot_config::WebhookFormat::Slack,
+            events: vec![],
+            timeout: jiff::SignedDuration::from_secs(5),
+            ca_file: None,
+            retry_initial: jiff::SignedDuration::from_secs(1),
+            retry_max: jiff::SignedDuration::from_secs(2),
+            attempts: 5,
+        }]
+    });
+    w.rotate().await.unwrap();
+    w.finish().await;
+    w.rotate().await.unwrap();
+    w.finish().await;
+    w
+}
+
+/// Every webhook delivery Sent, and received once or twice (twice when a
+/// crash fell between the receiver's answer and the commit, under the same
+/// event id).
+fn check_webhook(w: &World, got: &[String]) -> Vec<String> {
+    let mut v = Vec::new();
+    for m in w.store().outbox().unwrap() {
+        if m.channel == keyrot_core::model::Channel::Mail {
+            continue;
+        }
+        if m.state != keyrot_core::model::DeliveryState::Sent {
+            v.push(format!("delivery {} is {:?}", m.id, m.state));
+        }
+        let n = got.iter().filter(|id| id.contains(m.event_id())).count();
+        if !(1..=2).contains(&n) {
+            v.push(format!("delivery {} received {n} times", m.id));
+        }
+    }
+    v
+}
+
+/// Real time here (the receiver answers over a socket); keyrot's own time
+/// is still the manual clock.
+#[tokio::test]
+async fn a_crash_at_every_failpoint_of_posting_webhooks_loses_no_event() {
+    let _one = SERIAL.lock().await;
+    failpoint::revive();
+    let (url, got) = receiver().await;
+    let w = with_a_webhook(&url).await;
+    let queued = w
+        .store()
+        .outbox()
+        .unwrap()
+        .iter()
+        .filter(|m| m.channel != keyrot_core::model::Channel::Mail)
+        .count();
+    assert!(queued > 0, "no webhook delivery was queued");
+    failpoint::trace_in_process();
+    send_mail(&w).await.unwrap();
+    let path = numbered(failpoint::take_trace());
+    covered(&path);
+    let received = got.lock().unwrap().clone();
+    assert!(
+        check_webhook(&w, &received).is_empty(),
+        "{:#?}",
+        check_webhook(&w, &received)
+    );
+    let names: BTreeSet<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains("before:webhook-send") && names.contains("after:webhook-send"));
+    let mut failures = Vec::new();
+    for hit in &path {
+        let (url, got) = receiver().await;
+        let mut w = with_a_webhook(&url).await;
+        failpoint::arm_in_process(&format!("{}=crash@{}", hit.0, hit.1));
+        let _ = send_mail(&w).await;
+        if !failpoint::crashed() {
+            failpoint::revive();
+            failures.push(format!("webhook {hit:?}: the crash was not reached"));
+            continue;
+        }
+        w.crash().await;
+        failpoint::revive();
+        w.restart().await;
+        w.clock.advance(jiff::SignedDuration::from_hours(1));
+        if let Err(e) = send_mail(&w).await {
+            failures.push(format!("webhook {hit:?}: the pass after the restart: {e}"));
+        }
+        let received = got.lock().unwrap().clone();
+        let problems = check_webhook(&w, &received);
+        if !problems.is_empty() {
+            failures.push(format!("webhook {hit:?}: {problems:#?}"));
+        }
+    }
+    eprintln!(
+        "every_failpoint: {queued} webhook deliveries (and their mail), {} hits in sending them; failures: {}",
+        path.len(),
+        failures.len()
+    );
+    done();
     assert!(failures.is_empty(), "{failures:#?}");
 }
