@@ -44,8 +44,6 @@ impl OpenBaoAppRoleProvider {
         self.client.status_error(what, ans, hint.as_deref())
     }
 
-    /// A request body that could not be serialised (cannot happen for
-    /// these shapes).
     /// POSTs `body`, which holds `secret`, to `path`: the encoded body is
     /// wiped once sent, and `secret` is redacted from any error.
     async fn post_secret<B: Serialize>(
@@ -65,6 +63,8 @@ impl OpenBaoAppRoleProvider {
         ans
     }
 
+    /// A request body that could not be serialised (cannot happen for
+    /// these shapes).
     pub(super) fn body_error(&self, what: &str, e: &serde_json::Error) -> CallError {
         CallError::permanent(format!(
             "{}: {what}: cannot build the request: {e}",
