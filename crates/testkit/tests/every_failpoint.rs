@@ -538,6 +538,26 @@ async fn send_mail(w: &World) -> Result<(), String> {
         .map(|_| ())
 }
 
+/// A pass over `w`'s outbox crashed at `hit`, then, after the restart and
+/// past any backoff of an attempt that failed, a second pass; the world
+/// to check, or what went wrong.
+async fn crash_sending(mut w: World, hit: &(String, u64)) -> Result<World, String> {
+    failpoint::arm_in_process(&format!("{}=crash@{}", hit.0, hit.1));
+    let _ = send_mail(&w).await;
+    if !failpoint::crashed() {
+        failpoint::revive();
+        return Err(format!("{hit:?}: the crash was not reached"));
+    }
+    w.crash().await;
+    failpoint::revive();
+    w.restart().await;
+    w.clock.advance(jiff::SignedDuration::from_hours(1));
+    send_mail(&w)
+        .await
+        .map_err(|e| format!("{hit:?}: the pass after the restart: {e}"))?;
+    Ok(w)
+}
+
 /// What must hold once the outbox was sent: every message sent, none given
 /// up; each delivered at least once and at most twice (a crash after the
 /// transport took it and before the commit sends it again, under the same
@@ -605,22 +625,13 @@ async fn a_crash_at_every_failpoint_of_sending_mail_loses_no_message() {
     );
     let mut failures = Vec::new();
     for hit in &path {
-        let mut w = with_mail().await;
-        failpoint::arm_in_process(&format!("{}=crash@{}", hit.0, hit.1));
-        let _ = send_mail(&w).await;
-        if !failpoint::crashed() {
-            failpoint::revive();
-            failures.push(format!("mail {hit:?}: the crash was not reached"));
-            continue;
-        }
-        w.crash().await;
-        failpoint::revive();
-        w.restart().await;
-        // Past any backoff of a message whose attempt failed.
-        w.clock.advance(jiff::SignedDuration::from_hours(1));
-        if let Err(e) = send_mail(&w).await {
-            failures.push(format!("mail {hit:?}: the pass after the restart: {e}"));
-        }
+        let w = match crash_sending(with_mail().await, hit).await {
+            Ok(w) => w,
+            Err(e) => {
+                failures.push(format!("mail {e}"));
+                continue;
+            }
+        };
         let dir = w
             .engine()
             .runtime()
@@ -743,21 +754,13 @@ async fn a_crash_at_every_failpoint_of_posting_webhooks_loses_no_event() {
     let mut failures = Vec::new();
     for hit in &path {
         let (url, got) = receiver().await;
-        let mut w = with_a_webhook(&url).await;
-        failpoint::arm_in_process(&format!("{}=crash@{}", hit.0, hit.1));
-        let _ = send_mail(&w).await;
-        if !failpoint::crashed() {
-            failpoint::revive();
-            failures.push(format!("webhook {hit:?}: the crash was not reached"));
-            continue;
-        }
-        w.crash().await;
-        failpoint::revive();
-        w.restart().await;
-        w.clock.advance(jiff::SignedDuration::from_hours(1));
-        if let Err(e) = send_mail(&w).await {
-            failures.push(format!("webhook {hit:?}: the pass after the restart: {e}"));
-        }
+        let w = match crash_sending(with_a_webhook(&url).await, hit).await {
+            Ok(w) => w,
+            Err(e) => {
+                failures.push(format!("webhook {e}"));
+                continue;
+            }
+        };
         let received = got.lock().unwrap().clone();
         let problems = check_webhook(&w, &received);
         if !problems.is_empty() {
