@@ -54,9 +54,46 @@ fn credentials_dir() -> Option<PathBuf> {
     std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
 }
 
+/// The PostgreSQL URL and options of `[store]`, when that is the backend.
+fn postgres_target(
+    cfg: &Config,
+) -> anyhow::Result<Option<(secrecy::SecretString, keyrot_core::store::PgOptions)>> {
+    let Some(pg) = &cfg.store.postgres else {
+        return Ok(None);
+    };
+    let url = pg
+        .url
+        .resolve(credentials_dir().as_deref())
+        .context("reading [store] url")?;
+    let opts = keyrot_core::store::PgOptions {
+        ca_file: pg.ca_file.clone(),
+        pool_size: pg.pool_size,
+        ..keyrot_core::store::PgOptions::default()
+    };
+    Ok(Some((url, opts)))
+}
+
+/// Opens the store named by `cfg` without the master key, for reading
+/// (every read but a secret's): the redb file read-only, or the
+/// PostgreSQL database.
+pub fn open_store_read_only(cfg: &Config) -> anyhow::Result<Store> {
+    Ok(match postgres_target(cfg)? {
+        Some((url, opts)) => Store::open_postgres(&url, &opts, None)?,
+        None => Store::open_read_only(&cfg.store.path)?,
+    })
+}
+
 /// Opens the store named by `cfg` with its master key.
 pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     let s = &cfg.store;
+    if let Some((url, opts)) = postgres_target(cfg)? {
+        let key = MasterKey::resolve(
+            credentials_dir().as_deref(),
+            &s.master_key_file,
+            s.create_master_key,
+        )?;
+        return Ok(Store::open_postgres(&url, &opts, Some(key))?);
+    }
     // A key is created only for a new store: beside an existing one it
     // could never open the secrets sealed there, and the stray file would
     // hide that the store's own key is missing.

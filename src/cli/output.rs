@@ -218,7 +218,7 @@ where
             let now = SystemClock.now();
             let store_path = cfg.store.path.clone();
             let answer = tokio::task::spawn_blocking(move || {
-                let store = Store::open_read_only(&cfg.store.path)?;
+                let store = crate::daemon::open_store_read_only(&cfg)?;
                 local(&store, &cfg, now).map_err(anyhow::Error::new)
             })
             .await
@@ -237,7 +237,10 @@ where
 
 /// True when another process (a starting daemon) holds the store open.
 async fn store_is_owned(cfg: Option<&Config>) -> bool {
-    let Some(path) = cfg.map(|c| c.store.path.clone()) else {
+    let Some(path) = cfg
+        .filter(|c| c.store.postgres.is_none())
+        .map(|c| c.store.path.clone())
+    else {
         return false;
     };
     if !path.exists() {

@@ -20,9 +20,7 @@ use super::output::{self, FALLBACK_NOTE};
 use crate::control::client::{Client, ClientError};
 use keyrot_config::Config;
 use keyrot_core::crypto::MasterKey;
-use keyrot_core::store::{
-    BackupSummary, Store, StoreError, VerifyReport, verify_file, write_backup,
-};
+use keyrot_core::store::{BackupSummary, StoreError, VerifyReport, verify_file, write_backup};
 
 /// Longest a backup or verify may take through the daemon.
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -50,11 +48,10 @@ pub async fn backup(
     let (image, by) = match answer {
         Ok(bytes) => (bytes, "taken by the running daemon"),
         Err(ClientError::NotRunning { .. }) => {
-            let cfg = offline_config(cfg)?;
+            let cfg = offline_config(cfg)?.clone();
             eprintln!("{FALLBACK_NOTE}");
-            let path = cfg.store.path.clone();
             let image = tokio::task::spawn_blocking(move || {
-                Store::open_read_only(&path).and_then(|s| s.backup_image())
+                crate::daemon::open_store_read_only(&cfg).and_then(|s| Ok(s.backup_image()?))
             })
             .await
             .context("reading the store")??;
@@ -82,6 +79,16 @@ pub async fn verify(socket: &Path, cfg: Option<&Config>, json: bool) -> anyhow::
         Ok(r) => r,
         Err(ClientError::NotRunning { .. }) => {
             let cfg = offline_config(cfg)?;
+            if cfg.store.postgres.is_some() {
+                eprintln!("(daemon not running: checking the PostgreSQL store directly)");
+                let cfg = cfg.clone();
+                let report = tokio::task::spawn_blocking(move || {
+                    crate::daemon::open_store(&cfg).and_then(|s| Ok(s.verify()?))
+                })
+                .await
+                .context("verifying the store")??;
+                return finish_verify(&report, json);
+            }
             eprintln!("(daemon not running: checking the store file directly)");
             let key = MasterKey::resolve(
                 keyrot_config::credentials_dir_from_env().as_deref(),
@@ -107,10 +114,15 @@ pub async fn verify(socket: &Path, cfg: Option<&Config>, json: bool) -> anyhow::
         }
         Err(e) => return Err(e.into()),
     };
+    finish_verify(&report, json)
+}
+
+/// Prints a verify report; exit status 1 when it found a problem.
+fn finish_verify(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
     if json {
-        output::print_json(&report)?;
+        output::print_json(report)?;
     } else {
-        output::out(&render_verify(&report))?;
+        output::out(&render_verify(report))?;
     }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS

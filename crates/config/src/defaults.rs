@@ -69,6 +69,7 @@ impl Default for StoreConfig {
             create_master_key: false,
             history_retention: Some(DEFAULT_HISTORY_RETENTION),
             audit_retention: Some(DEFAULT_HISTORY_RETENTION),
+            postgres: None,
         }
     }
 }

@@ -69,6 +69,6 @@ pub use summary::{check_secrets, check_secrets_in, secret_refs, summary};
 pub use typed::{PROVIDER_TYPES, SINK_TYPES};
 pub use types::{
     AtlassianProviderConfig, AtlassianRotateApi, Config, DaemonConfig, KeyMatch, KeySpec,
-    LocalProviderConfig, ProviderConfig, ProviderKind, RetryConfig, StoreConfig,
+    LocalProviderConfig, PostgresConfig, ProviderConfig, ProviderKind, RetryConfig, StoreConfig,
 };
 pub use webhook::{WebhookConfig, WebhookFormat, WebhookUrl};

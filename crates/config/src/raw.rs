@@ -110,6 +110,14 @@ pub struct RawStore {
     /// How long audit entries are kept (a duration, or `"forever"`;
     /// default: as `history_retention`).
     pub audit_retention: Option<Spanned<DurationText>>,
+    /// `"redb"` (default) or `"postgres"`.
+    pub backend: Option<Spanned<String>>,
+    /// PostgreSQL connection URL (a secret reference: it may hold a password).
+    pub url: Option<Spanned<SecretRefRaw>>,
+    /// CA certificates (PEM) for the PostgreSQL server's certificate.
+    pub ca_file: Option<Spanned<String>>,
+    /// PostgreSQL connections kept.
+    pub pool_size: Option<Spanned<i64>>,
 }
 
 /// The fields every `[[provider]]` has, whatever its type.

@@ -96,7 +96,18 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
     let _ = writeln!(
         out,
         "store: {} (master key: credential master-key, else {}{create}); history kept {}, audit log kept {}",
-        s.path.display(),
+        match &s.postgres {
+            Some(pg) => format!(
+                "PostgreSQL, URL from {}, {} connections{}",
+                pg.url,
+                pg.pool_size,
+                pg.ca_file
+                    .as_ref()
+                    .map(|f| format!(", CA {}", f.display()))
+                    .unwrap_or_default()
+            ),
+            None => s.path.display().to_string(),
+        },
         s.master_key_file.display(),
         kept(s.history_retention),
         kept(s.audit_retention)

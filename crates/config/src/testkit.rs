@@ -47,6 +47,7 @@ pub fn local(out: &Path, sink_path: &str) -> Config {
             create_master_key: false,
             history_retention: None,
             audit_retention: None,
+            postgres: None,
         },
         providers: vec![ProviderConfig {
             name: "local".into(),

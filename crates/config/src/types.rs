@@ -116,6 +116,22 @@ pub struct StoreConfig {
     /// them from the start of the chain (default: `history_retention`;
     /// `None`: `"forever"`).
     pub audit_retention: Option<SignedDuration>,
+    /// The PostgreSQL backend (`backend = "postgres"`), else `None`: the
+    /// redb file at `path`.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `[store] backend = "postgres"`.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// The connection URL (`url`), a secret reference: it may carry a
+    /// password.
+    pub url: SecretRef,
+    /// CA certificates (PEM) to verify the server with (`ca_file`;
+    /// default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Connections kept (`pool_size`, 1 to 64; default 4).
+    pub pool_size: usize,
 }
 
 /// `[[provider]]`.

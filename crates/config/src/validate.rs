@@ -14,7 +14,7 @@ use super::keys::{Known, keys};
 use super::merge::Document;
 use super::raw::{DurationText, RawDaemon, RawRetry, RawStore};
 use super::typed::{provider, sink};
-use super::types::{Config, DaemonConfig, RetryConfig, StoreConfig};
+use super::types::{Config, DaemonConfig, PostgresConfig, RetryConfig, StoreConfig};
 use keyrot_core::policy::Policy;
 
 /// Checks the whole document; None when any problem was recorded.
@@ -318,6 +318,7 @@ fn store(ctx: &mut Ctx<'_>, raw: RawStore) -> Option<StoreConfig> {
             retention(ctx, r, "audit_retention"),
         );
     }
+    ok &= postgres(ctx, &raw, &mut out);
     if ok && out.path == out.master_key_file {
         let span = raw
             .master_key_file
@@ -331,6 +332,91 @@ fn store(ctx: &mut Ctx<'_>, raw: RawStore) -> Option<StoreConfig> {
         ok = false;
     }
     ok.then_some(out)
+}
+
+/// `backend`, `url`, `ca_file` and `pool_size` of `[store]`.
+fn postgres(ctx: &mut Ctx<'_>, raw: &RawStore, out: &mut StoreConfig) -> bool {
+    let backend = raw
+        .backend
+        .as_ref()
+        .map(|b| (b.get_ref().as_str(), b.span()));
+    let pg_only = [
+        ("url", raw.url.as_ref().map(Spanned::span)),
+        ("ca_file", raw.ca_file.as_ref().map(Spanned::span)),
+        ("pool_size", raw.pool_size.as_ref().map(Spanned::span)),
+    ];
+    match backend {
+        None | Some(("redb", _)) => {
+            let mut ok = true;
+            for (field, span) in pg_only {
+                if let Some(span) = span {
+                    ctx.error(
+                        span,
+                        format!("`{field}` is a setting of `backend = \"postgres\"`"),
+                    );
+                    ok = false;
+                }
+            }
+            ok
+        }
+        Some(("postgres", span)) => {
+            let Some(raw_url) = &raw.url else {
+                ctx.error(
+                    span.clone(),
+                    "`backend = \"postgres\"` needs `url`, a secret reference such as \
+                     `url = { credential = \"postgres-url\" }` (never the URL inline: it may hold a password)",
+                );
+                return false;
+            };
+            let url = crate::secret::secret_ref(ctx, raw_url);
+            let ca_file = match &raw.ca_file {
+                Some(p) => ctx.path(p, "ca_file").map(Some),
+                None => Some(None),
+            };
+            let pool_size = match &raw.pool_size {
+                Some(n) if (1..=64).contains(n.get_ref()) => usize::try_from(*n.get_ref()).ok(),
+                Some(n) => {
+                    ctx.error(n.span(), "`pool_size` must be between 1 and 64");
+                    None
+                }
+                None => Some(4),
+            };
+            let mut ok = true;
+            for (field, kept) in [
+                ("history_retention", out.history_retention),
+                ("audit_retention", out.audit_retention),
+            ] {
+                if kept.is_some() {
+                    ctx.error(
+                        span.clone(),
+                        format!(
+                            "`backend = \"postgres\"` does not prune history yet: set \
+                             `{field} = \"forever\"`"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            match (url, ca_file, pool_size) {
+                (Some(url), Some(ca_file), Some(pool_size)) if ok => {
+                    out.postgres = Some(PostgresConfig {
+                        url,
+                        ca_file,
+                        pool_size,
+                    });
+                    true
+                }
+                _ => false,
+            }
+        }
+        Some((other, span)) => {
+            ctx.error(
+                span,
+                format!("unknown store backend {other:?}: expected \"redb\" or \"postgres\""),
+            );
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub mod failpoint;
 pub mod hardening;
 pub mod memory;
 pub mod model;
+#[cfg(any(test, feature = "testkit"))]
+pub mod pgserver;
 pub mod policy;
 pub mod shutdown;
 pub mod store;

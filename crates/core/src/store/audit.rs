@@ -19,7 +19,8 @@ use super::error::backend;
 use super::tables::{
     AUDIT, META, META_AUDIT_ANCHOR, META_AUDIT_HEAD, decode, encode, top_level_str,
 };
-use super::{Store, StoreError, Tx};
+use super::tx::RedbTx;
+use super::{Store, StoreError};
 use crate::crypto::sha256_hex;
 use crate::model::AuditEntry;
 
@@ -199,11 +200,17 @@ impl Store {
         batch: usize,
         stop: &dyn Fn() -> bool,
     ) -> Result<usize, StoreError> {
+        if self.is_postgres() {
+            return Err(super::prune::pg_prune());
+        }
         let batch = batch.max(1);
         let mut deleted = 0;
         let mut anchor = 0;
         while !stop() {
-            let (n, last) = self.write(|tx| tx.prune_audit_batch(before, batch))?;
+            let (n, last) = self.write(|tx| {
+                tx.redb_only("pruning the audit log")?
+                    .prune_audit_batch(before, batch)
+            })?;
             deleted += n;
             anchor = last.unwrap_or(anchor);
             if n < batch {
@@ -221,7 +228,7 @@ impl Store {
     }
 }
 
-impl Tx {
+impl RedbTx {
     /// Deletes up to `batch` entries recorded before `before` from the
     /// start of the chain (never the last entry) and anchors the chain at
     /// the last one deleted: (entries deleted, that entry's sequence).

@@ -48,6 +48,9 @@ impl Store {
     /// row as of one snapshot (see the module documentation). Works on a
     /// read-only open too; sealed secrets are copied sealed.
     pub fn backup_image(&self) -> Result<Vec<u8>, StoreError> {
+        if let super::Db::Postgres(pg) = &self.db {
+            return pg.export_image(&self.path);
+        }
         let image = self.read(|src| {
             refuse_unknown_tables(src)?;
             let (mem, bytes) = ImageBackend::memory(Vec::new());

@@ -32,6 +32,7 @@ mod group;
 mod guard;
 mod image;
 mod open;
+mod pg;
 mod prune;
 mod read;
 mod tables;
@@ -53,10 +54,12 @@ use group::{Flushed, Group};
 pub use backup::{BackupSummary, write_backup};
 pub use error::StoreError;
 pub use group::CommitStats;
+pub use pg::PgOptions;
 pub use prune::{PRUNE_BATCH, PruneReport};
 pub use read::RotationGlance;
 pub use tables::SCHEMA_VERSION;
 pub use tx::Tx;
+use tx::TxInner;
 pub use verify::{TableCount, VerifyReport, verify_file};
 
 use crate::crypto::MasterKey;
@@ -124,6 +127,8 @@ enum Db {
     /// A store left by a crash, recovered in a private copy in memory
     /// (read-only use; the file keeps its shared locks until dropped).
     Image(Database),
+    /// A PostgreSQL database (`[store] backend = "postgres"`).
+    Postgres(pg::PgStore),
 }
 
 /// The store handle. `Send + Sync`; share it in an `Arc`.
@@ -167,14 +172,39 @@ impl Store {
         })
     }
 
-    /// The database file.
+    /// Opens the store in the PostgreSQL database `url` names (a secret:
+    /// it may carry a password), creating its tables when missing, and
+    /// checks the schema version and that `master` is the key the store
+    /// was created with. Without a master key, every read works except
+    /// [`Store::secret`], and [`Store::write`] fails. [`Store::path`] is
+    /// then a label naming the database (no password), for messages.
+    pub fn open_postgres(
+        url: &secrecy::SecretString,
+        opts: &PgOptions,
+        master: Option<MasterKey>,
+    ) -> Result<Store, StoreError> {
+        let (store, label) = pg::PgStore::open(url, opts, master.as_ref())?;
+        Ok(Store {
+            db: Db::Postgres(store),
+            master: master.map(Arc::new),
+            path: PathBuf::from(label),
+            group: Group::default(),
+        })
+    }
+
+    /// Whether the store is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// The database file (for PostgreSQL, a label naming the database).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Whether the store was opened read-only.
     pub fn is_read_only(&self) -> bool {
-        !matches!(self.db, Db::ReadWrite(_))
+        self.master.is_none()
     }
 
     /// Runs `f` in one write transaction, commits it and returns once the
@@ -191,6 +221,7 @@ impl Store {
         f: impl FnOnce(&mut Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let (db, master) = match (&self.db, &self.master) {
+            (Db::Postgres(pg), Some(master)) => return self.write_pg(pg, master, f),
             (Db::ReadWrite(db), Some(master)) => (db, master),
             _ => return Err(self.read_only("writing")),
         };
@@ -198,10 +229,7 @@ impl Store {
         let txn = db
             .begin_write()
             .map_err(backend("starting a write transaction"))?;
-        let mut tx = Tx {
-            txn,
-            master: Arc::clone(master),
-        };
+        let mut tx = Tx::redb(txn, Arc::clone(master));
         // On Err, dropping `tx` aborts the transaction.
         let out = f(&mut tx)?;
         crate::failpoint::hit("before:commit").map_err(|e| StoreError::Other(e.message))?;
@@ -211,10 +239,10 @@ impl Store {
         } else {
             Durability::None
         };
-        tx.txn
-            .set_durability(durability)
+        let mut txn = tx.into_redb()?;
+        txn.set_durability(durability)
             .map_err(backend("setting durability"))?;
-        if let Err(e) = tx.txn.commit() {
+        if let Err(e) = txn.commit() {
             let e = error::commit_failed(&self.path, e);
             self.group.failed(&e);
             return Err(e);
@@ -223,6 +251,38 @@ impl Store {
         if !ticket.durable {
             self.group.wait(ticket.seq, || self.flush_commit(db))?;
         }
+        crate::failpoint::hit("after:commit").map_err(|e| StoreError::Other(e.message))?;
+        Ok(out)
+    }
+
+    /// [`Store::write`] on PostgreSQL: every commit is durable when it
+    /// returns, so there is no group to wait for.
+    fn write_pg<T>(
+        &self,
+        pg: &pg::PgStore,
+        master: &Arc<MasterKey>,
+        f: impl FnOnce(&mut Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let writer = self.group.enter()?;
+        let mut tx = Tx {
+            inner: TxInner::Pg(pg.begin(Arc::clone(master))?),
+        };
+        let out = f(&mut tx)?;
+        crate::failpoint::hit("before:commit").map_err(|e| StoreError::Other(e.message))?;
+        let ticket = self.group.start(writer);
+        let TxInner::Pg(txn) = tx.inner else {
+            return Err(StoreError::Other(
+                "a PostgreSQL write without its transaction".into(),
+            ));
+        };
+        if let Err(e) = txn.commit() {
+            self.group.failed(&e);
+            return Err(e);
+        }
+        self.group.committed(group::Ticket {
+            durable: true,
+            ..ticket
+        });
         crate::failpoint::hit("after:commit").map_err(|e| StoreError::Other(e.message))?;
         Ok(out)
     }
@@ -299,6 +359,7 @@ impl Store {
             let txn = match &self.db {
                 Db::ReadWrite(db) | Db::Image(db) => db.begin_read(),
                 Db::ReadOnly(db) => db.begin_read(),
+                Db::Postgres(_) => return Err(self.read_only("reading through redb")),
             }
             .map_err(backend("starting a read transaction"))?;
             f(&txn)

@@ -35,6 +35,7 @@ use super::tables::{
     ACTIVE, DUE, KEY_ROTATIONS, LATEST, LOCAL_KEYS, OUTBOX, ROTATIONS, SECRETS, decode, due_micros,
     get_json, rotation_state, rotation_timer, target_key, top_level_str,
 };
+use super::tx::RedbTx;
 use super::{DueTarget, LocalKey, Store, StoreError, Tx};
 use crate::model::{DeliveryState, OutboxMessage, RotationRecord, RotationState};
 
@@ -84,6 +85,9 @@ impl Store {
         batch: usize,
         stop: &dyn Fn() -> bool,
     ) -> Result<PruneReport, StoreError> {
+        if self.is_postgres() {
+            return Err(pg_prune());
+        }
         let batch = batch.max(1);
         let mut report = PruneReport::default();
         report.rotations = self.prune_table(
@@ -91,7 +95,7 @@ impl Store {
             stop,
             &mut report.transactions,
             |txn, after| scan_rotations(txn, after, before, batch),
-            |tx, id| tx.prune_rotation(id, before),
+            |tx, id| tx.redb_only("pruning history")?.prune_rotation(id, before),
         )?;
         let pinned = self.read(pinned_local_keys)?;
         report.local_keys = self.prune_table(
@@ -99,14 +103,20 @@ impl Store {
             stop,
             &mut report.transactions,
             |txn, after| scan_local_keys(txn, after, before, batch, &pinned),
-            |tx, id| tx.prune_local_key(id, before, &pinned),
+            |tx, id| {
+                tx.redb_only("pruning history")?
+                    .prune_local_key(id, before, &pinned)
+            },
         )?;
         report.messages = self.prune_table(
             batch,
             stop,
             &mut report.transactions,
             |txn, after| scan_outbox(txn, after, before, batch, keep),
-            |tx, id| tx.prune_message(id, before, keep),
+            |tx, id| {
+                tx.redb_only("pruning history")?
+                    .prune_message(id, before, keep)
+            },
         )?;
         Ok(report)
     }
@@ -155,6 +165,16 @@ impl Store {
             }
         }
     }
+}
+
+/// What a prune on PostgreSQL answers: it is not built yet, and the
+/// configuration refuses a retention on that backend.
+pub(super) fn pg_prune() -> StoreError {
+    StoreError::Other(
+        "pruning history is not available on PostgreSQL yet: set [store] history_retention and \
+         audit_retention to \"forever\""
+            .into(),
+    )
 }
 
 /// The rows of a `&str`-keyed table after `after` (all when `None`).
@@ -388,7 +408,7 @@ where
     }
 }
 
-impl Tx {
+impl RedbTx {
     /// Deletes rotation `id` if every rule still allows it (see the module
     /// documentation); returns whether it did.
     fn prune_rotation(&mut self, id: &str, before: Timestamp) -> Result<bool, StoreError> {

@@ -11,7 +11,8 @@ use super::tables::{
     META_INSTALLATION, META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros,
     due_timestamp, get_json, parse_state, parse_target, rotation_state, secret_aad,
 };
-use super::{DueTarget, LocalKey, Store, StoreError, StoreStats};
+use super::{Db, DueTarget, LocalKey, Store, StoreError, StoreStats};
+use crate::crypto::MasterKey;
 use crate::model::{
     AuditEntry, DeliveryState, Duplicates, KeyRecord, OutboxMessage, RotationRecord, RotationState,
 };
@@ -29,6 +30,9 @@ pub struct RotationGlance {
 impl Store {
     /// Reads one slot.
     pub fn key(&self, slot: &str) -> Result<Option<KeyRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.key(slot);
+        }
         self.read(|txn| {
             let t = txn.open_table(KEYS).map_err(backend("opening keys"))?;
             get_json(&t, "keys", slot)
@@ -37,6 +41,9 @@ impl Store {
 
     /// All slots, sorted by slot id.
     pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.keys();
+        }
         self.read(|txn| {
             let t = txn.open_table(KEYS).map_err(backend("opening keys"))?;
             all_json(&t, "keys")
@@ -45,6 +52,9 @@ impl Store {
 
     /// One rotation.
     pub fn rotation(&self, id: &str) -> Result<Option<RotationRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.rotation(id);
+        }
         self.read(|txn| {
             let t = txn
                 .open_table(ROTATIONS)
@@ -60,6 +70,9 @@ impl Store {
     /// the history. A store without the index (an older keyrot's, opened
     /// read-only) is scanned.
     pub fn unfinished_rotations(&self) -> Result<Vec<RotationRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.unfinished_rotations();
+        }
         self.read(|txn| {
             let t = txn
                 .open_table(ROTATIONS)
@@ -96,6 +109,9 @@ impl Store {
     /// When `provider`'s inventory was last synced successfully (kept in
     /// `meta` by every sync, whether or not it changed a slot).
     pub fn last_sync(&self, provider: &str) -> Result<Option<Timestamp>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.last_sync(provider);
+        }
         self.read(|txn| {
             let meta = txn.open_table(META).map_err(backend("opening meta"))?;
             let name = format!("{META_LAST_SYNC}{provider}");
@@ -109,6 +125,9 @@ impl Store {
     /// This installation's id ([`META_INSTALLATION`]); none in a store no
     /// read-write keyrot has opened since it was created by an older one.
     pub fn installation(&self) -> Result<Option<String>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.installation();
+        }
         self.read(|txn| {
             let meta = txn.open_table(META).map_err(backend("opening meta"))?;
             Ok(meta
@@ -121,6 +140,9 @@ impl Store {
     /// Every slot's [`Duplicates`], as the last sync of each provider found
     /// them (one short scan of `meta`: most stores hold none).
     pub fn duplicates(&self) -> Result<Duplicates, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.duplicates();
+        }
         self.read(|txn| {
             let meta = txn.open_table(META).map_err(backend("opening meta"))?;
             let mut out = Duplicates::new();
@@ -146,6 +168,9 @@ impl Store {
         slot: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationRecord>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.rotations(slot, limit);
+        }
         self.read(|txn| {
             let rots = txn
                 .open_table(ROTATIONS)
@@ -206,6 +231,14 @@ impl Store {
         &self,
         mut f: impl FnMut(&str, &[u8], Option<&RotationGlance>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return {
+                for (slot, json, shown) in pg.key_rows()? {
+                    f(&slot, &json, shown.as_ref())?;
+                }
+                Ok(())
+            };
+        }
         self.read(|txn| {
             let keys = txn.open_table(KEYS).map_err(backend("opening keys"))?;
             let rots = txn
@@ -271,6 +304,9 @@ impl Store {
 
     /// The slot's unfinished rotation, as recorded by the last `put_key`.
     pub fn active_rotation(&self, slot: &str) -> Result<Option<String>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.active_rotation(slot);
+        }
         self.read(|txn| {
             let t = txn.open_table(ACTIVE).map_err(backend("opening active"))?;
             let v = t.get(slot).map_err(backend("reading active"))?;
@@ -280,6 +316,9 @@ impl Store {
 
     /// The earliest due-index entry.
     pub fn next_due(&self) -> Result<Option<(Timestamp, DueTarget)>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.next_due();
+        }
         self.read(|txn| {
             let t = txn.open_table(DUE).map_err(backend("opening due"))?;
             match t.first().map_err(backend("reading due"))? {
@@ -297,6 +336,9 @@ impl Store {
 
     /// Every due-index entry at or before `now`, earliest first.
     pub fn due_until(&self, now: Timestamp) -> Result<Vec<(Timestamp, DueTarget)>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.due_until(due_micros(now));
+        }
         let limit = due_micros(now);
         self.read(|txn| {
             let t = txn.open_table(DUE).map_err(backend("opening due"))?;
@@ -319,6 +361,9 @@ impl Store {
         let Some(from) = due_micros(now).checked_add(1) else {
             return Ok(None);
         };
+        if let Db::Postgres(pg) = &self.db {
+            return pg.due_from(from);
+        }
         self.read(|txn| {
             let t = txn.open_table(DUE).map_err(backend("opening due"))?;
             let mut range = t.range((from, "")..).map_err(backend("scanning due"))?;
@@ -339,6 +384,12 @@ impl Store {
         let Some(master) = &self.master else {
             return Err(self.read_only("unsealing a secret"));
         };
+        if let Db::Postgres(pg) = &self.db {
+            return match pg.sealed_secret(rotation)? {
+                Some(sealed) => unseal(master, rotation, &sealed).map(Some),
+                None => Ok(None),
+            };
+        }
         self.read(|txn| {
             let t = txn
                 .open_table(SECRETS)
@@ -346,23 +397,20 @@ impl Store {
             let Some(sealed) = t.get(rotation).map_err(backend("reading a secret"))? else {
                 return Ok(None);
             };
-            let plain = master
-                .open(&secret_aad(rotation), sealed.value())
-                .map_err(|source| StoreError::Unseal {
-                    rotation: rotation.to_owned(),
-                    source,
-                })?;
-            let text = std::str::from_utf8(&plain).map_err(|_| StoreError::SecretNotUtf8 {
-                rotation: rotation.to_owned(),
-            })?;
-            // `Box<str>::from(&str)` allocates exactly once; `plain` is zeroed on drop.
-            Ok(Some(SecretString::from(Box::<str>::from(text))))
+            unseal(master, rotation, sealed.value()).map(Some)
         })
     }
 
     /// Keys of the secrets table that end in `suffix` (the values are not
     /// read): the table holds only what is in flight, so this is small.
     pub fn secret_keys_ending(&self, suffix: &str) -> Result<Vec<String>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return Ok(pg
+                .secret_ids()?
+                .into_iter()
+                .filter(|id| id.ends_with(suffix))
+                .collect());
+        }
         self.read(|txn| {
             let t = txn
                 .open_table(SECRETS)
@@ -380,6 +428,9 @@ impl Store {
 
     /// Whether a rotation has a sealed secret (works read-only).
     pub fn has_secret(&self, rotation: &str) -> Result<bool, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.sealed_secret(rotation).map(|s| s.is_some());
+        }
         self.read(|txn| {
             let t = txn
                 .open_table(SECRETS)
@@ -392,6 +443,9 @@ impl Store {
 
     /// Outbox messages, by id.
     pub fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.outbox();
+        }
         self.read(|txn| {
             let t = txn.open_table(OUTBOX).map_err(backend("opening outbox"))?;
             all_json(&t, "outbox")
@@ -401,11 +455,14 @@ impl Store {
     /// Up to `limit` audit entries with a sequence number above `after`,
     /// in order.
     pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if let Db::Postgres(pg) = &self.db {
+            return pg.audit(start, limit);
+        }
         self.read(|txn| {
             let t = txn.open_table(AUDIT).map_err(backend("opening audit"))?;
-            let Some(start) = after.checked_add(1) else {
-                return Ok(Vec::new());
-            };
             let mut out = Vec::new();
             for item in t
                 .range(start..)
@@ -424,11 +481,17 @@ impl Store {
     /// with the recorded head. Returns the number of entries, or
     /// [`StoreError::AuditChainBroken`] at the first entry that fails.
     pub fn verify_audit_chain(&self) -> Result<u64, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.verify_audit_chain();
+        }
         self.read(|txn| super::audit::check_chain(txn).map(|c| c.entries))
     }
 
     /// Keys of the local provider's registry, by id.
     pub fn local_keys(&self) -> Result<Vec<LocalKey>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.local_keys();
+        }
         self.read(|txn| {
             let t = txn
                 .open_table(LOCAL_KEYS)
@@ -439,6 +502,9 @@ impl Store {
 
     /// One key of the local provider's registry.
     pub fn local_key(&self, id: &str) -> Result<Option<LocalKey>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.local_key(id);
+        }
         self.read(|txn| {
             let t = txn
                 .open_table(LOCAL_KEYS)
@@ -451,6 +517,9 @@ impl Store {
     /// values) and its tree's pages take beyond them (redb's figures), for
     /// sizing a store (the scale benchmark reports them).
     pub fn table_sizes(&self) -> Result<Vec<(String, u64, u64, u64)>, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.table_sizes();
+        }
         self.read(|txn| {
             let op = "measuring tables";
             let mut out = Vec::new();
@@ -494,6 +563,9 @@ impl Store {
 
     /// Record counts.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        if let Db::Postgres(pg) = &self.db {
+            return pg.stats();
+        }
         self.read(|txn| {
             let op = "counting records";
             let len = |r: Result<u64, redb::StorageError>| r.map_err(backend(op));
@@ -570,4 +642,19 @@ fn latest_by_scan(
         }
         None => Ok(None),
     }
+}
+
+/// Opens a sealed secret of `rotation` (the AAD binds the rotation id).
+fn unseal(master: &MasterKey, rotation: &str, sealed: &[u8]) -> Result<SecretString, StoreError> {
+    let plain = master
+        .open(&secret_aad(rotation), sealed)
+        .map_err(|source| StoreError::Unseal {
+            rotation: rotation.to_owned(),
+            source,
+        })?;
+    let text = std::str::from_utf8(&plain).map_err(|_| StoreError::SecretNotUtf8 {
+        rotation: rotation.to_owned(),
+    })?;
+    // `Box<str>::from(&str)` allocates exactly once; `plain` is zeroed on drop.
+    Ok(SecretString::from(Box::<str>::from(text)))
 }

@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::audit::NewEntry;
 use super::error::backend;
+use super::pg::PgTx;
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_AUDIT_HEAD,
     META_DUPLICATES, META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros,
@@ -24,17 +25,137 @@ use crate::model::{AuditEntry, Duplicates, KeyRecord, OutboxMessage, RotationRec
 /// durably, when the closure given to [`super::Store::write`] returns `Ok`,
 /// and is rolled back when it returns `Err`.
 pub struct Tx {
+    /// The backend's transaction.
+    pub(super) inner: TxInner,
+}
+
+/// A write transaction of one backend.
+pub(super) enum TxInner {
+    /// redb's.
+    Redb(RedbTx),
+    /// PostgreSQL's.
+    Pg(PgTx),
+}
+
+/// Forwards each listed method to the backend's transaction.
+macro_rules! forward {
+    ($( $(#[$doc:meta])* $recv:ident $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty; )*) => {
+        $( forward!(@one $recv, $(#[$doc])* $name($($arg: $ty),*) -> $ret); )*
+    };
+    (@one mut, $(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        $(#[$doc])*
+        pub fn $name(&mut self, $($arg: $ty),*) -> Result<$ret, StoreError> {
+            match &mut self.inner {
+                TxInner::Redb(t) => t.$name($($arg),*),
+                TxInner::Pg(t) => t.$name($($arg),*),
+            }
+        }
+    };
+    (@one ref, $(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        $(#[$doc])*
+        pub fn $name(&self, $($arg: $ty),*) -> Result<$ret, StoreError> {
+            match &self.inner {
+                TxInner::Redb(t) => t.$name($($arg),*),
+                TxInner::Pg(t) => t.$name($($arg),*),
+            }
+        }
+    };
+}
+
+impl Tx {
+    /// A redb write transaction.
+    pub(super) fn redb(txn: WriteTransaction, master: Arc<MasterKey>) -> Tx {
+        Tx {
+            inner: TxInner::Redb(RedbTx { txn, master }),
+        }
+    }
+
+    /// The redb transaction, to commit.
+    pub(super) fn into_redb(self) -> Result<WriteTransaction, StoreError> {
+        match self.inner {
+            TxInner::Redb(t) => Ok(t.txn),
+            TxInner::Pg(_) => Err(StoreError::Other(
+                "a redb commit of a PostgreSQL transaction".into(),
+            )),
+        }
+    }
+
+    forward! {
+        /// Upserts a slot. Keeps the due index in step with `next_due` (the
+        /// previous instant's entry is removed) and `active` with
+        /// `active_rotation`.
+        mut put_key(rec: &KeyRecord) -> ();
+        /// Deletes a slot with its due entry and its `active` entry. Its
+        /// rotations stay (history). Returns whether the slot existed.
+        mut delete_key(slot: &str) -> bool;
+        /// Upserts a rotation. Its timer in the due index (`retry_at`, else
+        /// `revoke_old_at` in Overlap) replaces the previous record's timer,
+        /// and the rotation is listed under its slot.
+        mut put_rotation(rec: &RotationRecord) -> ();
+        /// Records `at` as `provider`'s last successful inventory sync.
+        mut set_last_sync(provider: &str, at: Timestamp) -> ();
+        /// Replaces what the last sync of `provider` found of keys sharing a
+        /// slot's name; none removes the entry.
+        mut set_duplicates(provider: &str, dups: &Duplicates) -> ();
+        /// Reads a slot as this transaction sees it.
+        ref key(slot: &str) -> Option<KeyRecord>;
+        /// Every slot, sorted by slot id, as this transaction sees them.
+        ref keys() -> Vec<KeyRecord>;
+        /// Reads a rotation as this transaction sees it.
+        ref rotation(id: &str) -> Option<RotationRecord>;
+        /// Seals `secret` under the master key (AAD binds the rotation id) and
+        /// stores it, replacing any earlier secret of the rotation.
+        mut put_secret(rotation: &str, secret: &SecretString) -> ();
+        /// Deletes a rotation's sealed secret (a no-op when there is none).
+        mut wipe_secret(rotation: &str) -> ();
+        /// Queues or updates an outbox message.
+        mut put_message(m: &OutboxMessage) -> ();
+        /// Reads an outbox message as this transaction sees it.
+        ref message(id: &str) -> Option<OutboxMessage>;
+        /// Deletes an outbox message (pruning delivered ones). Returns whether it existed.
+        mut delete_message(id: &str) -> bool;
+        /// Appends an audit entry numbered after the last one and chained to it
+        /// by hash (see [`super::Store::verify_audit_chain`]).
+        mut audit(
+            at: Timestamp,
+            event: &str,
+            slot: Option<&str>,
+            rotation: Option<&str>,
+            actor: Option<&str>,
+            detail: &str
+        ) -> ();
+        /// Upserts a key of the local provider's registry.
+        mut local_put(k: &LocalKey) -> ();
+        /// Reads a key of the local provider's registry.
+        ref local_get(id: &str) -> Option<LocalKey>;
+        /// Every key of the local provider's registry, by id.
+        ref local_all() -> Vec<LocalKey>;
+    }
+
+    /// The redb transaction, for operations PostgreSQL does not offer yet.
+    pub(super) fn redb_only(&mut self, what: &'static str) -> Result<&mut RedbTx, StoreError> {
+        match &mut self.inner {
+            TxInner::Redb(t) => Ok(t),
+            TxInner::Pg(_) => Err(StoreError::Other(format!(
+                "{what} is not available on PostgreSQL yet"
+            ))),
+        }
+    }
+}
+
+/// A redb write transaction.
+pub(super) struct RedbTx {
     /// The underlying redb transaction.
     pub(super) txn: WriteTransaction,
     /// Seals secrets.
     pub(super) master: Arc<MasterKey>,
 }
 
-impl Tx {
+impl RedbTx {
     /// Upserts a slot. Keeps the due index in step with `next_due` (the
     /// previous instant's entry is removed) and `active` with
     /// `active_rotation`.
-    pub fn put_key(&mut self, rec: &KeyRecord) -> Result<(), StoreError> {
+    pub(super) fn put_key(&mut self, rec: &KeyRecord) -> Result<(), StoreError> {
         let bytes = encode("keys", &rec.slot, rec)?;
         let old: Option<KeyRecord> = {
             let mut keys = self.txn.open_table(KEYS).map_err(backend("opening keys"))?;
@@ -58,7 +179,7 @@ impl Tx {
 
     /// Deletes a slot with its due entry and its `active` entry. Its
     /// rotations stay (history). Returns whether the slot existed.
-    pub fn delete_key(&mut self, slot: &str) -> Result<bool, StoreError> {
+    pub(super) fn delete_key(&mut self, slot: &str) -> Result<bool, StoreError> {
         let old: Option<KeyRecord> = {
             let mut keys = self.txn.open_table(KEYS).map_err(backend("opening keys"))?;
             let old = get_json(&keys, "keys", slot)?;
@@ -78,7 +199,7 @@ impl Tx {
     /// Upserts a rotation. Its timer in the due index (`retry_at`, else
     /// `revoke_old_at` in Overlap) replaces the previous record's timer,
     /// and the rotation is listed under its slot.
-    pub fn put_rotation(&mut self, rec: &RotationRecord) -> Result<(), StoreError> {
+    pub(super) fn put_rotation(&mut self, rec: &RotationRecord) -> Result<(), StoreError> {
         let bytes = encode("rotations", &rec.id, rec)?;
         let old: Option<RotationRecord> = {
             let mut rots = self
@@ -126,7 +247,11 @@ impl Tx {
     }
 
     /// Records `at` as `provider`'s last successful inventory sync.
-    pub fn set_last_sync(&mut self, provider: &str, at: Timestamp) -> Result<(), StoreError> {
+    pub(super) fn set_last_sync(
+        &mut self,
+        provider: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
         let name = format!("{META_LAST_SYNC}{provider}");
         let bytes = encode("meta", &name, &at)?;
         let mut meta = self.txn.open_table(META).map_err(backend("opening meta"))?;
@@ -137,7 +262,11 @@ impl Tx {
 
     /// Replaces what the last sync of `provider` found of keys sharing a
     /// slot's name; none removes the entry.
-    pub fn set_duplicates(&mut self, provider: &str, dups: &Duplicates) -> Result<(), StoreError> {
+    pub(super) fn set_duplicates(
+        &mut self,
+        provider: &str,
+        dups: &Duplicates,
+    ) -> Result<(), StoreError> {
         let name = format!("{META_DUPLICATES}{provider}");
         let mut meta = self.txn.open_table(META).map_err(backend("opening meta"))?;
         if dups.is_empty() {
@@ -152,19 +281,19 @@ impl Tx {
     }
 
     /// Reads a slot as this transaction sees it.
-    pub fn key(&self, slot: &str) -> Result<Option<KeyRecord>, StoreError> {
+    pub(super) fn key(&self, slot: &str) -> Result<Option<KeyRecord>, StoreError> {
         let keys = self.txn.open_table(KEYS).map_err(backend("opening keys"))?;
         get_json(&keys, "keys", slot)
     }
 
     /// Every slot, sorted by slot id, as this transaction sees them.
-    pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+    pub(super) fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let keys = self.txn.open_table(KEYS).map_err(backend("opening keys"))?;
         all_json(&keys, "keys")
     }
 
     /// Reads a rotation as this transaction sees it.
-    pub fn rotation(&self, id: &str) -> Result<Option<RotationRecord>, StoreError> {
+    pub(super) fn rotation(&self, id: &str) -> Result<Option<RotationRecord>, StoreError> {
         let rots = self
             .txn
             .open_table(ROTATIONS)
@@ -174,7 +303,11 @@ impl Tx {
 
     /// Seals `secret` under the master key (AAD binds the rotation id) and
     /// stores it, replacing any earlier secret of the rotation.
-    pub fn put_secret(&mut self, rotation: &str, secret: &SecretString) -> Result<(), StoreError> {
+    pub(super) fn put_secret(
+        &mut self,
+        rotation: &str,
+        secret: &SecretString,
+    ) -> Result<(), StoreError> {
         let sealed = self
             .master
             .try_seal(&secret_aad(rotation), secret.expose_secret().as_bytes())
@@ -193,7 +326,7 @@ impl Tx {
     }
 
     /// Deletes a rotation's sealed secret (a no-op when there is none).
-    pub fn wipe_secret(&mut self, rotation: &str) -> Result<(), StoreError> {
+    pub(super) fn wipe_secret(&mut self, rotation: &str) -> Result<(), StoreError> {
         let mut secrets = self
             .txn
             .open_table(SECRETS)
@@ -205,7 +338,7 @@ impl Tx {
     }
 
     /// Queues or updates an outbox message.
-    pub fn put_message(&mut self, m: &OutboxMessage) -> Result<(), StoreError> {
+    pub(super) fn put_message(&mut self, m: &OutboxMessage) -> Result<(), StoreError> {
         let bytes = encode("outbox", &m.id, m)?;
         let mut outbox = self
             .txn
@@ -218,7 +351,7 @@ impl Tx {
     }
 
     /// Reads an outbox message as this transaction sees it.
-    pub fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError> {
+    pub(super) fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError> {
         let outbox = self
             .txn
             .open_table(OUTBOX)
@@ -227,7 +360,7 @@ impl Tx {
     }
 
     /// Deletes an outbox message (pruning delivered ones). Returns whether it existed.
-    pub fn delete_message(&mut self, id: &str) -> Result<bool, StoreError> {
+    pub(super) fn delete_message(&mut self, id: &str) -> Result<bool, StoreError> {
         let mut outbox = self
             .txn
             .open_table(OUTBOX)
@@ -238,7 +371,7 @@ impl Tx {
 
     /// Appends an audit entry numbered after the last one and chained to it
     /// by hash (see [`super::Store::verify_audit_chain`]).
-    pub fn audit(
+    pub(super) fn audit(
         &mut self,
         at: Timestamp,
         event: &str,
@@ -280,7 +413,7 @@ impl Tx {
     }
 
     /// Upserts a key of the local provider's registry.
-    pub fn local_put(&mut self, k: &LocalKey) -> Result<(), StoreError> {
+    pub(super) fn local_put(&mut self, k: &LocalKey) -> Result<(), StoreError> {
         let bytes = encode("local_keys", &k.id, k)?;
         let mut t = self
             .txn
@@ -292,7 +425,7 @@ impl Tx {
     }
 
     /// Reads a key of the local provider's registry.
-    pub fn local_get(&self, id: &str) -> Result<Option<LocalKey>, StoreError> {
+    pub(super) fn local_get(&self, id: &str) -> Result<Option<LocalKey>, StoreError> {
         let t = self
             .txn
             .open_table(LOCAL_KEYS)
@@ -301,7 +434,7 @@ impl Tx {
     }
 
     /// Every key of the local provider's registry, by id.
-    pub fn local_all(&self) -> Result<Vec<LocalKey>, StoreError> {
+    pub(super) fn local_all(&self) -> Result<Vec<LocalKey>, StoreError> {
         let t = self
             .txn
             .open_table(LOCAL_KEYS)

@@ -136,8 +136,10 @@ impl Store {
     /// process the file is copied while a write transaction is held, so
     /// it blocks writes for as long as the copy takes.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let live = matches!(self.db, Db::ReadWrite(_));
+        let live = matches!(self.db, Db::ReadWrite(_) | Db::Postgres(_));
         let bytes = match &self.db {
+            // The database's rows in one snapshot, as a redb image.
+            Db::Postgres(pg) => Ok(pg.export_image(&self.path)?),
             Db::ReadWrite(db) => {
                 // No commit runs while this transaction is open, and every
                 // commit is durable before it returns: the file holds

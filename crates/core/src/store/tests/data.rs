@@ -6,6 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{key_rec, open, raw_write, rot_rec, t, temp_path};
 use crate::model::{DeliveryState, MessageKind, OutboxMessage, RotationState};
+use crate::store::Store;
 use crate::store::tables::{AUDIT, SECRETS};
 use crate::store::{DueTarget, LocalKey, StoreError, StoreStats};
 
@@ -45,10 +46,7 @@ fn secrets_are_sealed_at_rest_and_bound_to_their_rotation() {
     assert!(!err.to_string().contains(MARKER));
 }
 
-#[test]
-fn wipe_secret_removes_it() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn wipe_secret_removes_it(store: &Store) {
     store
         .write(|tx| tx.put_secret("r1", &SecretString::from(MARKER)))
         .unwrap();
@@ -61,10 +59,7 @@ fn wipe_secret_removes_it() {
     store.write(|tx| tx.wipe_secret("r1")).unwrap();
 }
 
-#[test]
-fn due_index_orders_keys_and_follows_moves() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn due_index_orders_keys_and_follows_moves(store: &Store) {
     assert!(store.next_due().unwrap().is_none());
     store
         .write(|tx| {
@@ -109,10 +104,7 @@ fn due_index_orders_keys_and_follows_moves() {
     assert!(store.key("p/c").unwrap().is_none());
 }
 
-#[test]
-fn sub_microsecond_due_is_never_reported_early() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn sub_microsecond_due_is_never_reported_early(store: &Store) {
     let due = t(100) + jiff::SignedDuration::from_nanos(1);
     store
         .write(|tx| tx.put_key(&key_rec("p/a", Some(due))))
@@ -124,10 +116,7 @@ fn sub_microsecond_due_is_never_reported_early() {
     assert!(store.next_due().unwrap().is_none());
 }
 
-#[test]
-fn rotation_timers_follow_retry_and_overlap() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn rotation_timers_follow_retry_and_overlap(store: &Store) {
     let rot = |s: &str| DueTarget::Rotation(s.into());
     let mut r = rot_rec("r1", "p/a", RotationState::Distributing);
     store.write(|tx| tx.put_rotation(&r)).unwrap();
@@ -158,10 +147,7 @@ fn rotation_timers_follow_retry_and_overlap() {
     assert!(store.next_due().unwrap().is_none());
 }
 
-#[test]
-fn active_rotation_follows_the_key_record() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn active_rotation_follows_the_key_record(store: &Store) {
     let mut k = key_rec("p/a", None);
     k.active_rotation = Some("r1".into());
     store.write(|tx| tx.put_key(&k)).unwrap();
@@ -175,10 +161,7 @@ fn active_rotation_follows_the_key_record() {
     assert!(store.active_rotation("p/a").unwrap().is_none());
 }
 
-#[test]
-fn rotations_newest_first_per_slot_and_unfinished() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn rotations_newest_first_per_slot_and_unfinished(store: &Store) {
     store
         .write(|tx| {
             tx.put_rotation(&rot_rec("01-r", "p/a", RotationState::Completed))?;
@@ -231,10 +214,7 @@ fn append(store: &crate::store::Store, n: u64) {
         .unwrap();
 }
 
-#[test]
-fn audit_chain_verifies_and_pages() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn audit_chain_verifies_and_pages(store: &Store) {
     assert_eq!(store.verify_audit_chain().unwrap(), 0);
     append(&store, 2);
     append(&store, 1);
@@ -300,10 +280,7 @@ fn audit_tampering_is_detected() {
     ));
 }
 
-#[test]
-fn failed_closure_rolls_everything_back() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn failed_closure_rolls_everything_back(store: &Store) {
     let err = store
         .write(|tx| {
             tx.put_key(&key_rec("p/a", Some(t(1))))?;
@@ -320,10 +297,7 @@ fn failed_closure_rolls_everything_back() {
     assert_eq!(store.verify_audit_chain().unwrap(), 0);
 }
 
-#[test]
-fn reads_inside_a_transaction_see_its_writes() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn reads_inside_a_transaction_see_its_writes(store: &Store) {
     let seen = store
         .write(|tx| {
             tx.put_key(&key_rec("p/a", None))?;
@@ -355,10 +329,7 @@ fn message(id: &str, state: DeliveryState) -> OutboxMessage {
     }
 }
 
-#[test]
-fn outbox_local_keys_and_stats() {
-    let (_dir, path) = temp_path();
-    let store = open(&path);
+fn outbox_local_keys_and_stats(store: &Store) {
     let lk = LocalKey {
         id: "lk1".into(),
         name: "n".into(),
@@ -452,3 +423,16 @@ fn tampering_after_an_audit_prune_is_still_detected() {
         Err(StoreError::AuditChainBroken { seq: 5 })
     ));
 }
+
+on_both!(
+    wipe_secret_removes_it,
+    due_index_orders_keys_and_follows_moves,
+    sub_microsecond_due_is_never_reported_early,
+    rotation_timers_follow_retry_and_overlap,
+    active_rotation_follows_the_key_record,
+    rotations_newest_first_per_slot_and_unfinished,
+    audit_chain_verifies_and_pages,
+    failed_closure_rolls_everything_back,
+    reads_inside_a_transaction_see_its_writes,
+    outbox_local_keys_and_stats,
+);

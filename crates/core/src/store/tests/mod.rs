@@ -3,11 +3,34 @@
 //! tested). Helpers here build records and reach under the typed API to
 //! simulate tampering.
 
+/// Runs each named test body (a `fn(&Store)`) twice, as the tests
+/// `NAME::redb` on a store file and `NAME::postgres` in a fresh database of
+/// the test process's PostgreSQL server: the backend-neutral tests.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn redb() {
+                    let (_dir, path) = super::super::temp_path();
+                    super::$name(&super::super::open(&path));
+                }
+
+                #[test]
+                fn postgres() {
+                    super::$name(&super::super::open_pg());
+                }
+            }
+        )*
+    };
+}
+
 mod backup;
 mod damage;
 mod data;
 mod group;
 mod open;
+mod postgres;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +57,20 @@ fn temp_path() -> (tempfile::TempDir, PathBuf) {
 /// Opens `path` with [`KEY_A`].
 fn open(path: &Path) -> Store {
     Store::open(path, MasterKey::from_bytes(KEY_A)).unwrap()
+}
+
+/// Opens a store in a fresh database of the test process's PostgreSQL
+/// server, with [`KEY_A`].
+fn open_pg() -> Store {
+    let url = crate::pgserver::PgServer::shared()
+        .fresh_database()
+        .unwrap();
+    Store::open_postgres(
+        &secrecy::SecretString::from(url),
+        &super::PgOptions::default(),
+        Some(MasterKey::from_bytes(KEY_A)),
+    )
+    .unwrap()
 }
 
 /// An instant `s` seconds after 2026-01-01.

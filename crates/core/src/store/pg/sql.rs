@@ -1,0 +1,132 @@
+//! Every SQL statement keyrot sends to PostgreSQL, beside the schema.
+//!
+//! The tables mirror the redb store's (see `tables.rs`): records are the
+//! same JSON bytes, secrets the same sealed envelopes, so that a store
+//! moves between backends by copying rows. Text keys use the `C` collation
+//! so that PostgreSQL orders them byte by byte, as redb does. The
+//! `key_rotations` index of the redb store is an index on
+//! `keyrot_rotations (slot, id)` here.
+
+/// The schema, created when missing (idempotent).
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS keyrot_meta (
+    name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS keyrot_keys (
+    slot text COLLATE "C" PRIMARY KEY, rec bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS keyrot_rotations (
+    id text COLLATE "C" PRIMARY KEY, slot text COLLATE "C" NOT NULL, rec bytea NOT NULL);
+CREATE INDEX IF NOT EXISTS keyrot_rotations_by_slot ON keyrot_rotations (slot, id);
+CREATE TABLE IF NOT EXISTS keyrot_secrets (
+    rotation text COLLATE "C" PRIMARY KEY, sealed bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS keyrot_outbox (
+    id text COLLATE "C" PRIMARY KEY, rec bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS keyrot_audit (
+    seq bigint PRIMARY KEY, rec bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS keyrot_due (
+    at bigint NOT NULL, target text COLLATE "C" NOT NULL, PRIMARY KEY (at, target));
+CREATE TABLE IF NOT EXISTS keyrot_local_keys (
+    id text COLLATE "C" PRIMARY KEY, rec bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS keyrot_active (
+    slot text COLLATE "C" PRIMARY KEY, rotation text COLLATE "C" NOT NULL);
+CREATE TABLE IF NOT EXISTS keyrot_latest_rotation (
+    slot text COLLATE "C" PRIMARY KEY, rotation text COLLATE "C" NOT NULL,
+    state text NOT NULL);
+"#;
+
+/// Every write transaction takes this transaction-level advisory lock
+/// first: writes are serialised as redb serialises them, across every
+/// process on the database, so a read-modify-write inside one sees no
+/// concurrent change (and the audit chain gets one head).
+pub(super) const LOCK_WRITES: &str = "SELECT pg_advisory_xact_lock(7021776153206960128)";
+
+/// Starts a write transaction.
+pub(super) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// `meta`.
+pub(super) const META_GET: &str = "SELECT value FROM keyrot_meta WHERE name = $1";
+pub(super) const META_PUT: &str = "INSERT INTO keyrot_meta (name, value) VALUES ($1, $2) \
+     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
+pub(super) const META_DELETE: &str = "DELETE FROM keyrot_meta WHERE name = $1";
+pub(super) const META_PREFIXED: &str =
+    "SELECT name, value FROM keyrot_meta WHERE name >= $1 AND name < $2 ORDER BY name";
+
+/// `keys`.
+pub(super) const KEY_GET: &str = "SELECT rec FROM keyrot_keys WHERE slot = $1";
+pub(super) const KEY_PUT: &str = "INSERT INTO keyrot_keys (slot, rec) VALUES ($1, $2) \
+     ON CONFLICT (slot) DO UPDATE SET rec = EXCLUDED.rec";
+pub(super) const KEY_DELETE: &str = "DELETE FROM keyrot_keys WHERE slot = $1 RETURNING rec";
+pub(super) const KEYS_ALL: &str = "SELECT slot, rec FROM keyrot_keys ORDER BY slot";
+pub(super) const KEYS_COUNT: &str = "SELECT count(*) FROM keyrot_keys";
+
+/// `active`.
+pub(super) const ACTIVE_PUT: &str = "INSERT INTO keyrot_active (slot, rotation) VALUES ($1, $2) \
+     ON CONFLICT (slot) DO UPDATE SET rotation = EXCLUDED.rotation";
+pub(super) const ACTIVE_DELETE: &str = "DELETE FROM keyrot_active WHERE slot = $1";
+pub(super) const ACTIVE_GET: &str = "SELECT rotation FROM keyrot_active WHERE slot = $1";
+
+/// `rotations` and `latest_rotation`.
+pub(super) const ROTATION_GET: &str = "SELECT rec FROM keyrot_rotations WHERE id = $1";
+pub(super) const ROTATION_PUT: &str = "INSERT INTO keyrot_rotations (id, slot, rec) \
+     VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, rec = EXCLUDED.rec";
+pub(super) const LATEST_PUT: &str = "INSERT INTO keyrot_latest_rotation (slot, rotation, state) \
+     VALUES ($1, $2, $3) ON CONFLICT (slot) DO UPDATE \
+     SET rotation = EXCLUDED.rotation, state = EXCLUDED.state \
+     WHERE keyrot_latest_rotation.rotation <= EXCLUDED.rotation";
+pub(super) const ROTATIONS_NEWEST: &str =
+    "SELECT rec FROM keyrot_rotations ORDER BY id DESC LIMIT $1";
+pub(super) const ROTATIONS_OF_SLOT: &str =
+    "SELECT rec FROM keyrot_rotations WHERE slot = $1 ORDER BY id DESC LIMIT $2";
+pub(super) const ROTATIONS_COUNT: &str = "SELECT count(*) FROM keyrot_rotations";
+/// The rotations a slot's latest-rotation entry names whose state is not
+/// terminal (`$1`: the terminal states' names), oldest first.
+pub(super) const UNFINISHED: &str = "SELECT r.rec FROM keyrot_latest_rotation l \
+     JOIN keyrot_rotations r ON r.id = l.rotation \
+     WHERE NOT (l.state = ANY($1)) ORDER BY r.id";
+/// Every slot with its record, its active rotation and its latest
+/// rotation (id and state), in slot order; the active rotation's state
+/// when it is not the latest.
+pub(super) const KEYS_WITH_ROTATIONS: &str = "SELECT k.slot, k.rec, l.rotation, l.state, \
+     a.rotation, (SELECT r.rec FROM keyrot_rotations r \
+                   WHERE r.id = a.rotation AND a.rotation IS DISTINCT FROM l.rotation) \
+     FROM keyrot_keys k \
+     LEFT JOIN keyrot_latest_rotation l ON l.slot = k.slot \
+     LEFT JOIN keyrot_active a ON a.slot = k.slot ORDER BY k.slot";
+
+/// `due`.
+pub(super) const DUE_INSERT: &str =
+    "INSERT INTO keyrot_due (at, target) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub(super) const DUE_DELETE: &str = "DELETE FROM keyrot_due WHERE at = $1 AND target = $2";
+pub(super) const DUE_FIRST: &str = "SELECT at, target FROM keyrot_due ORDER BY at, target LIMIT 1";
+pub(super) const DUE_UNTIL: &str =
+    "SELECT at, target FROM keyrot_due WHERE at <= $1 ORDER BY at, target";
+pub(super) const DUE_AFTER: &str =
+    "SELECT at, target FROM keyrot_due WHERE at >= $1 ORDER BY at, target LIMIT 1";
+
+/// `secrets`.
+pub(super) const SECRET_GET: &str = "SELECT sealed FROM keyrot_secrets WHERE rotation = $1";
+pub(super) const SECRET_PUT: &str = "INSERT INTO keyrot_secrets (rotation, sealed) \
+     VALUES ($1, $2) ON CONFLICT (rotation) DO UPDATE SET sealed = EXCLUDED.sealed";
+pub(super) const SECRET_DELETE: &str = "DELETE FROM keyrot_secrets WHERE rotation = $1";
+pub(super) const SECRET_IDS: &str = "SELECT rotation FROM keyrot_secrets ORDER BY rotation";
+pub(super) const SECRETS_COUNT: &str = "SELECT count(*) FROM keyrot_secrets";
+
+/// `outbox`.
+pub(super) const MESSAGE_GET: &str = "SELECT rec FROM keyrot_outbox WHERE id = $1";
+pub(super) const MESSAGE_PUT: &str = "INSERT INTO keyrot_outbox (id, rec) VALUES ($1, $2) \
+     ON CONFLICT (id) DO UPDATE SET rec = EXCLUDED.rec";
+pub(super) const MESSAGE_DELETE: &str = "DELETE FROM keyrot_outbox WHERE id = $1";
+pub(super) const MESSAGES_ALL: &str = "SELECT id, rec FROM keyrot_outbox ORDER BY id";
+
+/// `audit`.
+pub(super) const AUDIT_LAST: &str = "SELECT seq, rec FROM keyrot_audit ORDER BY seq DESC LIMIT 1";
+pub(super) const AUDIT_INSERT: &str = "INSERT INTO keyrot_audit (seq, rec) VALUES ($1, $2)";
+pub(super) const AUDIT_FROM: &str =
+    "SELECT seq, rec FROM keyrot_audit WHERE seq >= $1 ORDER BY seq LIMIT $2";
+pub(super) const AUDIT_ALL: &str = "SELECT seq, rec FROM keyrot_audit ORDER BY seq";
+pub(super) const AUDIT_COUNT: &str = "SELECT count(*) FROM keyrot_audit";
+
+/// `local_keys`.
+pub(super) const LOCAL_GET: &str = "SELECT rec FROM keyrot_local_keys WHERE id = $1";
+pub(super) const LOCAL_PUT: &str = "INSERT INTO keyrot_local_keys (id, rec) VALUES ($1, $2) \
+     ON CONFLICT (id) DO UPDATE SET rec = EXCLUDED.rec";
+pub(super) const LOCAL_ALL: &str = "SELECT id, rec FROM keyrot_local_keys ORDER BY id";
