@@ -167,10 +167,10 @@ pub(super) struct Conn {
 impl Conn {
     /// Starts the connection's thread (the connection itself is made at
     /// its first job).
-    fn start(connect: Connect, n: usize) -> Result<Conn, StoreError> {
+    pub(super) fn start(connect: Connect, name: String) -> Result<Conn, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         thread::Builder::new()
-            .name(format!("keyrot-pg-{n}"))
+            .name(name)
             .spawn(move || {
                 let mut worker = Worker {
                     connect,
@@ -219,7 +219,7 @@ impl Pool {
     /// `size` connections (threads started, connections made on demand).
     pub(super) fn new(connect: &Connect, size: usize) -> Result<Pool, StoreError> {
         let conns = (0..size.max(1))
-            .map(|n| Conn::start(connect.clone(), n))
+            .map(|n| Conn::start(connect.clone(), format!("keyrot-pg-{n}")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Pool {
             idle: Mutex::new(conns),

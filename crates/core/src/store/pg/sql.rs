@@ -39,6 +39,18 @@ CREATE TABLE IF NOT EXISTS keyrot_latest_rotation (
 /// concurrent change (and the audit chain gets one head).
 pub(super) const LOCK_WRITES: &str = "SELECT pg_advisory_xact_lock(7021776153206960128)";
 
+/// The owner lock: a session-level advisory lock the read-write process
+/// holds on a connection of its own for as long as the store is open (as
+/// redb's file lock), keyed `('keyr', 1)`.
+pub(super) const TAKE_OWNER: &str = "SELECT pg_try_advisory_lock(1801812338, 1)";
+/// The owner connection's server process id.
+pub(super) const BACKEND_PID: &str = "SELECT pg_backend_pid()";
+/// Whether the session `$1` still holds the owner lock (asked by every
+/// write transaction, under the write lock).
+pub(super) const STILL_OWNER: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks \
+     WHERE locktype = 'advisory' AND granted AND pid = $1 \
+     AND classid = 1801812338 AND objid = 1 AND objsubid = 2)";
+
 /// Starts a write transaction.
 pub(super) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 

@@ -97,34 +97,25 @@ fn secrets_are_sealed_before_postgres_sees_them() {
 }
 
 #[test]
-fn writers_on_several_handles_are_serialised() {
-    // Four handles on one database, as four hosts: each appends audit
-    // entries and moves one shared slot; the chain has one head and no gap.
+fn concurrent_writers_are_serialised() {
+    // Eight threads on one store (its four connections write at once in
+    // PostgreSQL): each appends audit entries and moves one shared slot;
+    // the chain has one head and no gap, and the slot one due entry.
     let url = PgServer::shared().fresh_database().unwrap();
-    let stores: Vec<Arc<Store>> = (0..4)
-        .map(|_| Arc::new(open_at(&url, Some(KEY_A)).unwrap()))
-        .collect();
-    let threads: Vec<_> = stores
-        .iter()
-        .enumerate()
-        .map(|(n, s)| {
-            let s = Arc::clone(s);
+    let store = Arc::new(open_at(&url, Some(KEY_A)).unwrap());
+    let threads: Vec<_> = (0..8u8)
+        .map(|n| {
+            let s = Arc::clone(&store);
             std::thread::spawn(move || {
                 for i in 0..25 {
                     s.write(|tx| {
                         let mut k = tx
                             .key("p/shared")?
                             .unwrap_or_else(|| key_rec("p/shared", None));
-                        k.next_due = Some(t(i64::from(n as u8) * 100 + i));
+                        k.next_due = Some(t(i64::from(n) * 100 + i));
                         tx.put_key(&k)?;
-                        tx.audit(
-                            t(i),
-                            "test.write",
-                            Some("p/shared"),
-                            None,
-                            None,
-                            &format!("{n}/{i}"),
-                        )
+                        let detail = format!("{n}/{i}");
+                        tx.audit(t(i), "test.write", Some("p/shared"), None, None, &detail)
                     })
                     .unwrap();
                 }
@@ -134,10 +125,9 @@ fn writers_on_several_handles_are_serialised() {
     for th in threads {
         th.join().unwrap();
     }
-    assert_eq!(stores[0].verify_audit_chain().unwrap(), 100);
-    assert_eq!(stores[0].audit(0, 1000).unwrap().len(), 100);
-    // One due entry for the slot, whichever write came last.
-    assert_eq!(stores[1].due_until(t(10_000)).unwrap().len(), 1);
+    assert_eq!(store.verify_audit_chain().unwrap(), 200);
+    assert_eq!(store.audit(0, 1000).unwrap().len(), 200);
+    assert_eq!(store.due_until(t(10_000)).unwrap().len(), 1);
 }
 
 #[test]
@@ -184,4 +174,58 @@ fn a_plain_connection_to_another_host_is_refused() {
         err.to_string().contains("sslmode=disable is accepted only"),
         "{err}"
     );
+}
+
+#[test]
+fn one_read_write_process_per_database() {
+    let url = PgServer::shared().fresh_database().unwrap();
+    let first = open_at(&url, Some(KEY_A)).unwrap();
+    // A second owner is refused as a second open of a redb file is.
+    assert!(matches!(
+        open_at(&url, Some(KEY_A)),
+        Err(StoreError::Locked { .. })
+    ));
+    // Readers are not.
+    drop(open_at(&url, None).unwrap());
+    drop(first);
+    let second = open_at(&url, Some(KEY_A)).unwrap();
+    second
+        .write(|tx| tx.put_key(&key_rec("p/a", None)))
+        .unwrap();
+}
+
+#[test]
+fn an_owner_whose_lock_connection_ended_writes_nothing_more() {
+    let server = PgServer::shared();
+    let url = server.fresh_database().unwrap();
+    let owner = open_at(&url, Some(KEY_A)).unwrap();
+    owner.write(|tx| tx.put_key(&key_rec("p/a", None))).unwrap();
+    // End the owner lock's session from outside, as a network partition
+    // or an administrator would.
+    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let ended = std::process::Command::new(server.bin_dir().join("psql"))
+        .args(["-h", "127.0.0.1", "-U", "keyrot", "-tA", "-p"])
+        .arg(server.port().to_string())
+        .args(["-d", db, "-c"])
+        .arg(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+             WHERE locktype = 'advisory' AND classid = 1801812338 AND objid = 1",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ended.stdout).trim(),
+        "1",
+        "{ended:?}"
+    );
+    // A new owner may take the store now; the old one's writes fail as fatal.
+    let new_owner = open_at(&url, Some(KEY_A)).unwrap();
+    let err = owner
+        .write(|tx| tx.put_key(&key_rec("p/b", None)))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::CommitFailed(_)), "{err}");
+    assert!(new_owner.key("p/b").unwrap().is_none());
+    new_owner
+        .write(|tx| tx.put_key(&key_rec("p/c", None)))
+        .unwrap();
 }
