@@ -37,4 +37,5 @@ mod sink_azure;
 mod sink_openbao;
 mod sinks;
 mod store_cli;
+mod store_postgres;
 mod webhooks;
