@@ -45,6 +45,10 @@ use keyrot_core::wake::Wake;
 use keyrot_engine::rotation::{Engine, Refusal, Runtime, StartRequest};
 use keyrot_engine::scheduler::{self, SyncRetries};
 
+mod leader;
+
+use leader::Leadership;
+
 /// The exit status after a fatal store error (sysexits' EX_SOFTWARE):
 /// `Restart=on-failure` starts keyrot again, and resume does the rest.
 const EXIT_STORE_FATAL: u8 = 70;
@@ -174,6 +178,8 @@ struct DaemonBackend {
     wake: Wake,
     /// Failed inventory syncs, retried by the sync loop.
     sync_retries: SyncRetries,
+    /// Leadership, on a shared store.
+    leadership: Option<Arc<Leadership>>,
 }
 
 #[async_trait]
@@ -184,6 +190,14 @@ impl Backend for DaemonBackend {
 
     fn config(&self) -> Arc<Config> {
         Arc::clone(&self.engine.runtime().config)
+    }
+
+    fn standby(&self) -> Option<String> {
+        self.leadership.as_ref().and_then(|l| l.standby())
+    }
+
+    fn role(&self) -> Option<crate::control::InstanceRole> {
+        self.leadership.as_ref().map(|l| l.view())
     }
 
     async fn rotate(&self, req: RotateRequest) -> Result<RotationRecord, ApiError> {
@@ -436,9 +450,18 @@ async fn serve(
         stop.child_token(),
         tasks.clone(),
     );
+    // On a shared store, leadership; `lost` fires when the lease is lost.
+    let leadership =
+        cfg_store_postgres(&engine).map(|pg| Arc::new(Leadership::new(engine.store(), &pg)));
+    let lost = CancellationToken::new();
+    let lead = Lead {
+        leadership,
+        lost: lost.clone(),
+    };
     let served = tokio::select! {
-        out = run_engine(config_path, Arc::clone(&engine), clock, wake, stop, tasks, signals) => out,
+        out = run_engine(config_path, Arc::clone(&engine), clock, wake, stop, tasks, signals, lead) => out,
         () = engine.until_fatal() => Ok(ExitCode::from(EXIT_STORE_FATAL)),
+        () = lost.cancelled() => Ok(ExitCode::from(leader::EXIT_LEASE_LOST)),
     };
     // A fatal store error ends keyrot wherever it happens (resume at start
     // included), at once: redb takes no more writes until the store is
@@ -449,8 +472,22 @@ async fn serve(
     served
 }
 
+/// The `[store]` PostgreSQL settings in force, if that is the backend.
+fn cfg_store_postgres(engine: &Engine) -> Option<keyrot_config::PostgresConfig> {
+    engine.runtime().config.store.postgres.clone()
+}
+
+/// Leadership, for `run_engine`.
+struct Lead {
+    /// On a shared store.
+    leadership: Option<Arc<Leadership>>,
+    /// Cancelled when the lease is lost: keyrot exits.
+    lost: CancellationToken,
+}
+
 /// Runs `engine` and everything around it until SIGTERM/SIGINT, then stops
 /// in order.
+#[allow(clippy::too_many_arguments)]
 async fn run_engine(
     config_path: &Path,
     engine: Arc<Engine>,
@@ -459,6 +496,7 @@ async fn run_engine(
     stop: CancellationToken,
     tasks: TaskTracker,
     mut signals: impl futures::Stream<Item = i32> + Unpin,
+    lead: Lead,
 ) -> anyhow::Result<ExitCode> {
     // The configuration at start, and the store.
     let cfg = Arc::clone(&engine.runtime().config);
@@ -475,6 +513,7 @@ async fn run_engine(
         reload_lock: Arc::clone(&reload_lock),
         wake: wake.clone(),
         sync_retries: sync_retries.clone(),
+        leadership: lead.leadership.clone(),
     });
     // Not on the tracker: the server's requests in flight are awaited
     // after it (`server.await` below).
@@ -498,6 +537,43 @@ async fn run_engine(
         Shutdown::new(stop.clone(), &tasks),
     )
     .await?;
+    spawn_watchdog(&tasks, stop.clone());
+
+    // On a shared store: a standby until this instance holds the lease.
+    if let Some(l) = &lead.leadership {
+        let _ = sd_notify::notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("standby: waiting for the leader lease"),
+        ]);
+        let won = loop {
+            tokio::select! {
+                epoch = l.campaign(&stop) => break epoch,
+                sig = signals.next() => match sig {
+                    Some(SIGHUP) => {
+                        let _ = reload(&engine, config_path, &reload_lock, &wake, &sync_retries).await;
+                    }
+                    _ => break None,
+                },
+            }
+        };
+        if won.is_none() {
+            tracing::info!("stopping a standby");
+            drop(backend);
+            stop.cancel();
+            tasks.close();
+            tasks.wait().await;
+            let _ = server.await;
+            let _ = std::fs::remove_file(&socket);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let (l, stop, lost) = (Arc::clone(l), stop.clone(), lead.lost.clone());
+        tasks.spawn(async move {
+            if let Err(why) = l.hold(&stop).await {
+                tracing::error!(%why, "lost the leader lease: exiting so that a restart makes this instance a standby");
+                lost.cancel();
+            }
+        });
+    }
 
     {
         let store = Arc::clone(&store);
@@ -527,7 +603,6 @@ async fn run_engine(
         sync_retries.clone(),
         stop.clone(),
     ));
-    spawn_watchdog(&tasks, stop.clone());
 
     let status = format!(
         "running: {} provider(s), {} key entr(ies), {resumed} rotation(s) resumed",
@@ -557,6 +632,9 @@ async fn run_engine(
     let clean = tokio::time::timeout(timeout, tasks.wait()).await.is_ok();
     let _ = server.await;
     let _ = std::fs::remove_file(&socket);
+    if let Some(l) = &lead.leadership {
+        l.release().await;
+    }
     if clean {
         tracing::info!("stopped");
     } else {

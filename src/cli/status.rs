@@ -112,6 +112,26 @@ fn footer(st: &StatusResponse) -> String {
             st.outbox_dead_ids.join(", ")
         ));
     }
+    if let Some(me) = &st.instance {
+        out.push_str(&format!(
+            "\nthis instance: {} ({}; {} failover(s) since it started)",
+            me.role, me.instance, me.failovers
+        ));
+    }
+    if let Some(lease) = &st.lease {
+        let state = if lease.is_live() { "held" } else { "expired" };
+        out.push_str(&format!(
+            "\nleader lease: {state} by {} (epoch {}), renewed {}, expires {}",
+            if lease.holder.is_empty() {
+                "nobody"
+            } else {
+                &lease.holder
+            },
+            lease.epoch,
+            time_or(lease.renewed_at, "never"),
+            time_or(lease.expires_at, "-")
+        ));
+    }
     out
 }
 
@@ -165,6 +185,8 @@ mod tests {
             outbox_dead: 0,
             outbox_next_attempt_at: None,
             outbox_dead_ids: Vec::new(),
+            lease: None,
+            instance: None,
         };
         let text = render(&st);
         let lines: Vec<&str> = text.lines().collect();

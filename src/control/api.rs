@@ -182,6 +182,24 @@ pub struct StatusResponse {
     /// Ids of the dead messages, oldest first (the log has their errors).
     #[serde(default)]
     pub outbox_dead_ids: Vec<String>,
+    /// On a shared store: the leader lease as the database has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<keyrot_core::store::LeaseInfo>,
+    /// On a shared store, from a running daemon: the role of the instance
+    /// that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceRole>,
+}
+
+/// The role of a keyrot instance on a shared store.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceRole {
+    /// `leader` or `standby`.
+    pub role: String,
+    /// The instance's id (`host:pid:suffix`), as the lease names holders.
+    pub instance: String,
+    /// Times this instance took over from another one since it started.
+    pub failovers: u64,
 }
 
 /// One row of `keyrot plan`.

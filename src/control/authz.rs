@@ -248,8 +248,31 @@ pub(super) async fn authorize(
             return ApiError::new(403, message).into_response();
         }
     }
+    if matches!(scope, ApiScope::Rotate | ApiScope::Operate)
+        && let Some(leader) = st.backend.standby()
+    {
+        return standby(&leader);
+    }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// What a standby answers a call that would change something: 503, when
+/// to retry, and which instance leads.
+fn standby(leader: &str) -> Response {
+    let message = format!(
+        "this keyrot is a standby; the leader is {leader}: send this call to the leader's \
+         control socket (or retry when this instance has taken over)"
+    );
+    let mut resp = ApiError::new(503, message).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(leader) {
+        resp.headers_mut().insert("keyrot-leader", v);
+    }
+    resp
 }
 
 /// The caller: a token when an `Authorization` header is sent, else the

@@ -92,6 +92,16 @@ pub trait Backend: Send + Sync + 'static {
     fn store(&self) -> Arc<Store>;
     /// The configuration in force.
     fn config(&self) -> Arc<Config>;
+    /// While this instance is a standby (a shared store whose leader lease
+    /// another instance holds): the leader, as `holder (epoch N)`. Calls
+    /// that would change something are then answered 503.
+    fn standby(&self) -> Option<String> {
+        None
+    }
+    /// On a shared store: this instance's role.
+    fn role(&self) -> Option<InstanceRole> {
+        None
+    }
     /// Starts a rotation now; returns its record as created (Pending).
     async fn rotate(&self, req: RotateRequest) -> Result<RotationRecord, ApiError>;
     /// Resumes a Failed rotation from the state it failed in.

@@ -292,8 +292,9 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn status(State(st): State<AppState>) -> Result<Response, ApiError> {
     let now = st.clock.now();
+    let instance = st.backend.role();
     let body = blocking(&st, move |s, _| {
-        let body = views::status_json(s, now, true);
+        let body = views::status_json(s, now, true, instance.as_ref());
         keyrot_core::memory::release_free_memory();
         body
     })

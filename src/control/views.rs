@@ -17,7 +17,9 @@ pub use self::names::resolve_key;
 use self::names::unknown_key;
 pub use self::rows::key_row;
 use self::rows::write_rows;
-use super::{ApiError, HistoryResponse, KeyRow, PlanResponse, PlanRow, StatusResponse};
+use super::{
+    ApiError, HistoryResponse, InstanceRole, KeyRow, PlanResponse, PlanRow, StatusResponse,
+};
 use keyrot_config::Config;
 use keyrot_core::model::{DeliveryState, KeyRecord, RotationRecord};
 use keyrot_core::policy::{self, KeyTimes};
@@ -43,7 +45,7 @@ impl From<StoreError> for ApiError {
 /// `live` says whether the daemon answers (true) or the store was opened
 /// read-only (false). The typed form of [`status_json`]'s document.
 pub fn status(store: &Store, now: Timestamp, live: bool) -> Result<StatusResponse, ApiError> {
-    let bytes = status_json(store, now, live)?;
+    let bytes = status_json(store, now, live, None)?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::new(500, format!("status: {e}")))
 }
 
@@ -51,7 +53,12 @@ pub fn status(store: &Store, now: Timestamp, live: bool) -> Result<StatusRespons
 /// over the store ([`Store::each_key_json`]): no slot record is decoded
 /// whole or kept past its row, so 100k slots cost one scan and the bytes
 /// of the answer.
-pub fn status_json(store: &Store, now: Timestamp, live: bool) -> Result<Vec<u8>, ApiError> {
+pub fn status_json(
+    store: &Store,
+    now: Timestamp,
+    live: bool,
+    instance: Option<&InstanceRole>,
+) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     out.extend_from_slice(br#"{"version":"#);
     json_into(&mut out, env!("CARGO_PKG_VERSION"))?;
@@ -68,6 +75,10 @@ pub fn status_json(store: &Store, now: Timestamp, live: bool) -> Result<Vec<u8>,
         outbox_dead: outbox.dead_ids.len(),
         outbox_next_attempt_at: outbox.next,
         outbox_dead_ids: &outbox.dead_ids,
+        lease: store
+            .lease()
+            .map_err(|e| ApiError::new(500, e.to_string()))?,
+        instance,
     };
     let tail = serde_json::to_vec(&tail).map_err(|e| ApiError::new(500, e.to_string()))?;
     out.push(b',');
@@ -90,6 +101,12 @@ struct StatusTail<'a> {
     outbox_next_attempt_at: Option<Timestamp>,
     /// Ids of the dead messages, oldest first.
     outbox_dead_ids: &'a [String],
+    /// The leader lease of a shared store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<keyrot_core::store::LeaseInfo>,
+    /// The answering instance's role on a shared store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<&'a InstanceRole>,
 }
 
 /// Appends `value` as JSON.

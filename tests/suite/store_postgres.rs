@@ -1,8 +1,10 @@
 //! The daemon on the PostgreSQL backend, with the real binary and a real
 //! PostgreSQL server: rotations run and survive kill -9 as on redb; a
-//! second daemon on the same database refuses to start; without a daemon,
-//! `status`, `store backup` (a redb file) and `store verify` read the
-//! database; no secret reaches the log or the mail.
+//! second daemon on the same database is a standby that serves reads,
+//! refuses changes with 503 and the leader's name, and takes over when the
+//! leader dies; without a daemon, `status`, `store backup` (a redb file)
+//! and `store verify` read the database; no secret reaches the log or the
+//! mail.
 
 use crate::common;
 
@@ -24,12 +26,17 @@ fn pg_daemon(keys: &[&str]) -> Daemon {
     let url = PgServer::shared()
         .fresh_database()
         .unwrap_or_else(|e| panic!("{e}"));
+    pg_daemon_at(&url, keys)
+}
+
+/// A daemon on the store in the database `url` (a lease of 3 s).
+fn pg_daemon_at(url: &str, keys: &[&str]) -> Daemon {
     let text = config(FAST, keys);
     let d = Daemon::new("");
     let url_file = d.dir.join("pg.url");
     write_secret(&url_file, &format!("{url}\n"));
     let store = format!(
-        "backend = \"postgres\"\nurl = {{ file = \"{}\" }}\nhistory_retention = \"forever\"\n",
+        "backend = \"postgres\"\nurl = {{ file = \"{}\" }}\nhistory_retention = \"forever\"\nlease = \"3s\"\n",
         url_file.display()
     );
     let text = text.replace("path = \"state/state.redb\"\n", &store);
@@ -49,21 +56,6 @@ fn the_daemon_rotates_on_postgres_and_survives_kill_9() {
         })
     };
     assert!(done(&d, 1), "no rotation completed; log:\n{}", d.log());
-
-    // A second daemon on the same database refuses to start.
-    let out = std::process::Command::new(common::bin())
-        .args(["run", "--config"])
-        .arg(d.config_path())
-        .current_dir(&d.dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another keyrot process"), "{err}");
-    assert!(
-        !err.contains("pg.url") || !err.contains("postgres://keyrot@"),
-        "{err}"
-    );
 
     // kill -9 in the middle of rotations; the next start finishes them.
     d.kill9();
@@ -119,4 +111,73 @@ fn a_bad_backend_setting_names_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs `url`"), "{err}");
     assert!(err.contains("keyrot.toml:"), "{err}");
+}
+
+#[test]
+fn a_standby_serves_reads_refuses_changes_and_takes_over() {
+    let url = PgServer::shared()
+        .fresh_database()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut leader = pg_daemon_at(&url, &["alpha"]);
+    leader.start();
+    leader.wait_first_key();
+    let mut standby = pg_daemon_at(&url, &["alpha"]);
+    fs::copy(
+        leader.dir.join("master.key"),
+        standby.dir.join("master.key"),
+    )
+    .unwrap();
+    standby.start();
+
+    // The standby reads the shared store and knows who leads.
+    let st = standby.json(&["status", "--json"]);
+    assert_eq!(st["instance"]["role"], "standby", "{st}");
+    let lead = leader.json(&["status", "--json"]);
+    assert_eq!(lead["instance"]["role"], "leader", "{lead}");
+    let holder = lead["instance"]["instance"].as_str().unwrap().to_owned();
+    assert_eq!(st["lease"]["holder"], holder.as_str(), "{st}");
+    assert_eq!(st["keys"].as_array().unwrap().len(), 1);
+    // It refuses what would change something, naming the leader.
+    let out = standby.cli(&["rotate", "alpha", "--reason", "test"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("standby") && err.contains(&holder), "{err}");
+
+    // The leader dies; the standby takes over within the lease and goes on
+    // rotating.
+    let before = standby.completed_replacements("local/alpha").len();
+    leader.kill9();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            standby.json(&["status", "--json"])["instance"]["role"] == "leader"
+        }),
+        "no takeover; log:\n{}",
+        standby.log()
+    );
+    let st = standby.json(&["status", "--json"]);
+    assert_eq!(st["instance"]["failovers"], 1, "{st}");
+    assert!(st["lease"]["epoch"].as_u64().unwrap() >= 2, "{st}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            standby.completed_replacements("local/alpha").len() > before
+        }),
+        "no rotation after the takeover; log:\n{}",
+        standby.log()
+    );
+    assert!(standby.log().contains("failover"), "{}", standby.log());
+
+    // A clean stop releases the lease at once.
+    standby.signal(libc::SIGTERM);
+    assert!(
+        standby
+            .wait_exit(Duration::from_secs(15))
+            .unwrap()
+            .success()
+    );
+    let st = standby.json(&["status", "--json"]);
+    assert_eq!(st["lease"]["holder"], st["lease"]["holder"]);
+    assert!(
+        st["lease"]["expires_at"].as_str().unwrap() <= st["lease"]["read_at"].as_str().unwrap(),
+        "{st}"
+    );
 }

@@ -118,6 +118,8 @@ pub struct RawStore {
     pub ca_file: Option<Spanned<String>>,
     /// PostgreSQL connections kept.
     pub pool_size: Option<Spanned<i64>>,
+    /// How long a leader lease lasts on a shared store.
+    pub lease: Option<Spanned<DurationText>>,
 }
 
 /// The fields every `[[provider]]` has, whatever its type.

@@ -132,6 +132,11 @@ pub struct PostgresConfig {
     pub ca_file: Option<PathBuf>,
     /// Connections kept (`pool_size`, 1 to 64; default 4).
     pub pool_size: usize,
+    /// How long the leader lease lasts once granted or renewed (`lease`,
+    /// 3 s to 5 min; default 15 s): a standby takes over within it after
+    /// the leader dies. The leader renews every fifth of it and trusts it
+    /// for two thirds of it.
+    pub lease: SignedDuration,
 }
 
 /// `[[provider]]`.

@@ -344,6 +344,7 @@ fn postgres(ctx: &mut Ctx<'_>, raw: &RawStore, out: &mut StoreConfig) -> bool {
         ("url", raw.url.as_ref().map(Spanned::span)),
         ("ca_file", raw.ca_file.as_ref().map(Spanned::span)),
         ("pool_size", raw.pool_size.as_ref().map(Spanned::span)),
+        ("lease", raw.lease.as_ref().map(Spanned::span)),
     ];
     match backend {
         None | Some(("redb", _)) => {
@@ -381,6 +382,22 @@ fn postgres(ctx: &mut Ctx<'_>, raw: &RawStore, out: &mut StoreConfig) -> bool {
                 }
                 None => Some(4),
             };
+            let lease = match &raw.lease {
+                Some(d) => match ctx.duration(d) {
+                    Some(v)
+                        if v >= SignedDuration::from_secs(3)
+                            && v <= SignedDuration::from_mins(5) =>
+                    {
+                        Some(v)
+                    }
+                    Some(_) => {
+                        ctx.error(d.span(), "`lease` must be between 3s and 5m");
+                        None
+                    }
+                    None => None,
+                },
+                None => Some(SignedDuration::from_secs(15)),
+            };
             let mut ok = true;
             for (field, kept) in [
                 ("history_retention", out.history_retention),
@@ -397,12 +414,13 @@ fn postgres(ctx: &mut Ctx<'_>, raw: &RawStore, out: &mut StoreConfig) -> bool {
                     ok = false;
                 }
             }
-            match (url, ca_file, pool_size) {
-                (Some(url), Some(ca_file), Some(pool_size)) if ok => {
+            match (url, ca_file, pool_size, lease) {
+                (Some(url), Some(ca_file), Some(pool_size), Some(lease)) if ok => {
                     out.postgres = Some(PostgresConfig {
                         url,
                         ca_file,
                         pool_size,
+                        lease,
                     });
                     true
                 }

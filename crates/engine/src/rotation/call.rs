@@ -1,5 +1,6 @@
 //! The one helper around every provider and sink call of a step
-//! ([`Engine::call`]): its two failpoints, its span and its error metric.
+//! ([`Engine::call`]): the leader-lease check, its two failpoints, its
+//! span and its error metric.
 
 use tracing::Instrument as _;
 
@@ -30,6 +31,14 @@ impl Engine {
         peer: Peer<'_>,
         call: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
+        // On a shared store, only while this instance's leader lease is
+        // within its renew deadline by the monotonic clock: a leader that
+        // lost it makes no call (its writes are refused by the store too).
+        if !self.store.lease_valid() {
+            return Err(CallError::transient(
+                "this keyrot does not hold a valid leader lease: no call is made",
+            ));
+        }
         failpoint::hit(around.before)?;
         let span = match peer {
             Peer::Provider(_, op) => tracing::info_span!("call", op),

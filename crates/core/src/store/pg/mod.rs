@@ -13,6 +13,7 @@
 //! All SQL is in `sql.rs`; connections and TLS in `pool.rs`.
 
 mod export;
+mod lease;
 mod pool;
 mod read;
 mod sql;
@@ -26,6 +27,7 @@ use postgres::Client;
 use postgres::types::ToSql;
 use secrecy::{ExposeSecret, SecretString};
 
+pub use lease::LeaseInfo;
 pub(super) use tx::PgTx;
 
 use self::pool::{Connect, Pool};
@@ -62,9 +64,9 @@ impl Default for PgOptions {
 pub(super) struct PgStore {
     /// The connections.
     pool: Arc<Pool>,
-    /// The read-write process's owner lock: the connection holding it and
-    /// that session's server process id.
-    owner: Option<(pool::Conn, i32)>,
+    /// The lease this process holds, once it has won one: every write
+    /// asserts it.
+    fence: std::sync::Mutex<Option<lease::Fence>>,
 }
 
 impl PgStore {
@@ -79,9 +81,9 @@ impl PgStore {
     ) -> Result<(PgStore, String), StoreError> {
         let connect = Connect::new(url.expose_secret(), opts)?;
         let label = label(url.expose_secret());
-        let mut store = PgStore {
+        let store = PgStore {
             pool: Arc::new(Pool::new(&connect, opts.pool_size)?),
-            owner: None,
+            fence: std::sync::Mutex::new(None),
         };
         let check = match master {
             Some(m) => Some(
@@ -100,11 +102,7 @@ impl PgStore {
                     path: PathBuf::from(&label),
                 })
             }
-            (_, Some(_)) => {
-                store.owner = Some(take_owner(&connect, &label)?);
-                Ok((store, label))
-            }
-            (_, None) => Ok((store, label)),
+            _ => Ok((store, label)),
         }
     }
 
@@ -112,55 +110,29 @@ impl PgStore {
     /// the write lock.
     pub(super) fn begin(&self, master: Arc<MasterKey>) -> Result<PgTx, StoreError> {
         let lease = pool::Lease::take(&self.pool);
-        let owner = self.owner.as_ref().map(|(_, pid)| *pid);
+        let fence = self.fence()?;
         lease.run(move |c| {
             c.batch_execute(sql::BEGIN)
                 .map_err(pg("starting a transaction"))?;
             c.batch_execute(sql::LOCK_WRITES)
                 .map_err(pg("taking the write lock"))?;
-            let Some(pid) = owner else {
-                return Ok(());
-            };
             let held: bool = c
-                .query_one(sql::STILL_OWNER, &[&pid])
-                .map_err(pg("checking the owner lock"))?
+                .query_one(sql::LEASE_HELD, &[&fence.holder, &fence.epoch])
+                .map_err(pg("checking the leader lease"))?
                 .get(0);
             if held {
                 return Ok(());
             }
             let _ = c.batch_execute("ROLLBACK");
-            Err(StoreError::CommitFailed(
-                "this keyrot no longer holds the store's owner lock in PostgreSQL (its \
-                 connection broke or was ended): no write is made; a restart takes the lock \
-                 again if no other keyrot holds it"
-                    .into(),
-            ))
+            Err(StoreError::CommitFailed(format!(
+                "this keyrot ({}) no longer holds the leader lease of epoch {} in PostgreSQL (it \
+                 expired or another instance took it over): no write is made; a restart makes \
+                 it a standby",
+                fence.holder, fence.epoch
+            )))
         })?;
         Ok(PgTx::new(lease, master))
     }
-}
-
-/// Takes the owner lock on a connection of its own; another process
-/// holding it makes this open fail as a locked redb file does.
-fn take_owner(connect: &Connect, label: &str) -> Result<(pool::Conn, i32), StoreError> {
-    let conn = pool::Conn::start(connect.clone(), "keyrot-pg-owner".into())?;
-    let (taken, pid) = conn.run(|c| {
-        let taken: bool = c
-            .query_one(sql::TAKE_OWNER, &[])
-            .map_err(pg("taking the owner lock"))?
-            .get(0);
-        let pid: i32 = c
-            .query_one(sql::BACKEND_PID, &[])
-            .map_err(pg("taking the owner lock"))?
-            .get(0);
-        Ok((taken, pid))
-    })?;
-    if !taken {
-        return Err(StoreError::Locked {
-            path: PathBuf::from(label),
-        });
-    }
-    Ok((conn, pid))
 }
 
 /// Creates the schema when missing and, in a database without a schema

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS keyrot_local_keys (
     id text COLLATE "C" PRIMARY KEY, rec bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS keyrot_active (
     slot text COLLATE "C" PRIMARY KEY, rotation text COLLATE "C" NOT NULL);
+CREATE TABLE IF NOT EXISTS keyrot_lease (
+    name text PRIMARY KEY, holder text NOT NULL, epoch bigint NOT NULL,
+    renewed_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
 CREATE TABLE IF NOT EXISTS keyrot_latest_rotation (
     slot text COLLATE "C" PRIMARY KEY, rotation text COLLATE "C" NOT NULL,
     state text NOT NULL);
@@ -39,17 +42,33 @@ CREATE TABLE IF NOT EXISTS keyrot_latest_rotation (
 /// concurrent change (and the audit chain gets one head).
 pub(super) const LOCK_WRITES: &str = "SELECT pg_advisory_xact_lock(7021776153206960128)";
 
-/// The owner lock: a session-level advisory lock the read-write process
-/// holds on a connection of its own for as long as the store is open (as
-/// redb's file lock), keyed `('keyr', 1)`.
-pub(super) const TAKE_OWNER: &str = "SELECT pg_try_advisory_lock(1801812338, 1)";
-/// The owner connection's server process id.
-pub(super) const BACKEND_PID: &str = "SELECT pg_backend_pid()";
-/// Whether the session `$1` still holds the owner lock (asked by every
-/// write transaction, under the write lock).
-pub(super) const STILL_OWNER: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks \
-     WHERE locktype = 'advisory' AND granted AND pid = $1 \
-     AND classid = 1801812338 AND objid = 1 AND objsubid = 2)";
+/// The leader lease (one row, `name = 'leader'`): who holds it, the
+/// epoch it was granted under (one more at every change of holder), and
+/// when it was renewed and expires, by the server's clock.
+pub(super) const LEASE_ROW: &str = "SELECT holder, epoch, renewed_at, expires_at, now() \
+     FROM keyrot_lease WHERE name = 'leader'";
+/// Makes the lease row exist (expired, epoch 0) so that it can be locked.
+pub(super) const LEASE_SEED: &str = "INSERT INTO keyrot_lease (name, holder, epoch, renewed_at, \
+     expires_at) VALUES ('leader', '', 0, '-infinity', '-infinity') ON CONFLICT DO NOTHING";
+/// The lease row, locked, with whether it has expired.
+pub(super) const LEASE_LOCK: &str = "SELECT holder, epoch, expires_at <= now() \
+     FROM keyrot_lease WHERE name = 'leader' FOR UPDATE";
+/// Grants the (expired) lease to `$1` for `$2` seconds under the next epoch.
+pub(super) const LEASE_GRANT: &str = "UPDATE keyrot_lease SET holder = $1, epoch = epoch + 1, \
+     renewed_at = now(), expires_at = now() + make_interval(secs => $2) \
+     WHERE name = 'leader' RETURNING epoch";
+/// Renews the lease `$1` holds under epoch `$2` for `$3` seconds, if it
+/// has not expired.
+pub(super) const LEASE_RENEW: &str = "UPDATE keyrot_lease SET renewed_at = now(), \
+     expires_at = now() + make_interval(secs => $3) \
+     WHERE name = 'leader' AND holder = $1 AND epoch = $2 AND expires_at > now()";
+/// Ends the lease `$1` holds under epoch `$2` at once (a clean stop).
+pub(super) const LEASE_RELEASE: &str = "UPDATE keyrot_lease SET expires_at = now() \
+     WHERE name = 'leader' AND holder = $1 AND epoch = $2 AND expires_at > now()";
+/// Whether `$1` holds an unexpired lease under epoch `$2`: what every write
+/// transaction asks, under the write lock.
+pub(super) const LEASE_HELD: &str = "SELECT EXISTS (SELECT 1 FROM keyrot_lease \
+     WHERE name = 'leader' AND holder = $1 AND epoch = $2 AND expires_at > now())";
 
 /// Starts a write transaction.
 pub(super) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";

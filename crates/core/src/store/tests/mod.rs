@@ -60,17 +60,30 @@ fn open(path: &Path) -> Store {
 }
 
 /// Opens a store in a fresh database of the test process's PostgreSQL
-/// server, with [`KEY_A`].
+/// server, with [`KEY_A`], holding its leader lease.
 fn open_pg() -> Store {
     let url = crate::pgserver::PgServer::shared()
         .fresh_database()
         .unwrap();
-    Store::open_postgres(
+    let store = Store::open_postgres(
         &secrecy::SecretString::from(url),
         &super::PgOptions::default(),
         Some(MasterKey::from_bytes(KEY_A)),
     )
-    .unwrap()
+    .unwrap();
+    lead(&store, "test");
+    store
+}
+
+/// Takes `store`'s leader lease for `holder` (an hour, trusted for 50
+/// minutes); the epoch granted.
+fn lead(store: &Store, holder: &str) -> u64 {
+    let hour = std::time::Duration::from_secs(3600);
+    store
+        .acquire_lease(holder, hour, hour * 5 / 6)
+        .unwrap()
+        .expect("the lease is free")
+        .0
 }
 
 /// An instant `s` seconds after 2026-01-01.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{KEY_A, KEY_B, SECRET, key_rec, populate, t};
+use super::{KEY_A, KEY_B, SECRET, key_rec, lead, populate, t};
 use crate::crypto::MasterKey;
 use crate::pgserver::PgServer;
 use crate::store::{PgOptions, Store, StoreError};
@@ -21,6 +21,27 @@ fn open_at(url: &str, key: Option<[u8; 32]>) -> Result<Store, StoreError> {
     )
 }
 
+/// Opens the store in `url` with [`KEY_A`] and takes its lease.
+fn leader_at(url: &str) -> Store {
+    let store = open_at(url, Some(KEY_A)).unwrap();
+    lead(&store, "test");
+    store
+}
+
+/// Runs `query` in the database `url` names with psql; its output.
+fn psql(url: &str, query: &str) -> String {
+    let server = PgServer::shared();
+    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let out = std::process::Command::new(server.bin_dir().join("psql"))
+        .args(["-h", "127.0.0.1", "-U", "keyrot", "-tA", "-p"])
+        .arg(server.port().to_string())
+        .args(["-d", db, "-c", query])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -28,7 +49,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn a_reopen_finds_everything_and_the_key_is_checked() {
     let url = PgServer::shared().fresh_database().unwrap();
-    let store = open_at(&url, Some(KEY_A)).unwrap();
+    let store = leader_at(&url);
     populate(&store);
     let stats = store.stats().unwrap();
     let installation = store.installation().unwrap();
@@ -73,7 +94,7 @@ fn a_database_without_a_store_is_not_created_by_a_reader() {
 fn secrets_are_sealed_before_postgres_sees_them() {
     let server = PgServer::shared();
     let url = server.fresh_database().unwrap();
-    let store = open_at(&url, Some(KEY_A)).unwrap();
+    let store = leader_at(&url);
     populate(&store);
     // Every byte PostgreSQL holds for this database, as its own dump.
     let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
@@ -102,7 +123,7 @@ fn concurrent_writers_are_serialised() {
     // PostgreSQL): each appends audit entries and moves one shared slot;
     // the chain has one head and no gap, and the slot one due entry.
     let url = PgServer::shared().fresh_database().unwrap();
-    let store = Arc::new(open_at(&url, Some(KEY_A)).unwrap());
+    let store = Arc::new(leader_at(&url));
     let threads: Vec<_> = (0..8u8)
         .map(|n| {
             let s = Arc::clone(&store);
@@ -133,7 +154,7 @@ fn concurrent_writers_are_serialised() {
 #[test]
 fn the_export_is_a_redb_store_that_verifies() {
     let url = PgServer::shared().fresh_database().unwrap();
-    let store = open_at(&url, Some(KEY_A)).unwrap();
+    let store = leader_at(&url);
     populate(&store);
     let image = store.backup_image().unwrap();
     assert!(!contains(&image, SECRET.as_bytes()), "plaintext secret");
@@ -177,55 +198,76 @@ fn a_plain_connection_to_another_host_is_refused() {
 }
 
 #[test]
-fn one_read_write_process_per_database() {
+fn a_second_instance_is_a_standby_until_the_lease_is_free() {
     let url = PgServer::shared().fresh_database().unwrap();
-    let first = open_at(&url, Some(KEY_A)).unwrap();
-    // A second owner is refused as a second open of a redb file is.
-    assert!(matches!(
-        open_at(&url, Some(KEY_A)),
-        Err(StoreError::Locked { .. })
-    ));
-    // Readers are not.
-    drop(open_at(&url, None).unwrap());
-    drop(first);
-    let second = open_at(&url, Some(KEY_A)).unwrap();
-    second
-        .write(|tx| tx.put_key(&key_rec("p/a", None)))
-        .unwrap();
+    let (a, b) = (
+        open_at(&url, Some(KEY_A)).unwrap(),
+        open_at(&url, Some(KEY_A)).unwrap(),
+    );
+    let hour = std::time::Duration::from_secs(3600);
+    // Before any grant, nobody writes.
+    let err = a.write(|tx| tx.put_key(&key_rec("p/a", None))).unwrap_err();
+    assert!(err.to_string().contains("standby"), "{err}");
+    assert_eq!(
+        a.acquire_lease("a", hour, hour / 2).unwrap(),
+        Some((1, String::new()))
+    );
+    assert!(a.lease_valid());
+    a.write(|tx| tx.put_key(&key_rec("p/a", None))).unwrap();
+    // B is a standby: no lease, no write (and no harm: not fatal).
+    assert_eq!(b.acquire_lease("b", hour, hour / 2).unwrap(), None);
+    assert!(!b.lease_valid());
+    let err = b.write(|tx| tx.put_key(&key_rec("p/b", None))).unwrap_err();
+    assert!(!matches!(err, StoreError::CommitFailed(_)), "{err}");
+    let info = b.lease().unwrap().unwrap();
+    assert_eq!(
+        (info.holder.as_str(), info.epoch, info.is_live()),
+        ("a", 1, true)
+    );
+
+    // The lease runs out (as if A were paused past it): B takes it under
+    // epoch 2, and from then on A's writes and renewals fail.
+    psql(&url, "UPDATE keyrot_lease SET expires_at = now()");
+    assert_eq!(
+        b.acquire_lease("b", hour, hour / 2).unwrap(),
+        Some((2, "a".into()))
+    );
+    let err = a
+        .write(|tx| tx.put_key(&key_rec("p/late", None)))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::CommitFailed(_)), "{err}");
+    assert!(err.to_string().contains("epoch 1"), "{err}");
+    assert!(!a.renew_lease(hour, hour / 2).unwrap());
+    assert!(!a.lease_valid());
+    assert!(b.key("p/late").unwrap().is_none());
+    b.write(|tx| tx.put_key(&key_rec("p/b", None))).unwrap();
+    assert!(b.renew_lease(hour, hour / 2).unwrap());
+
+    // A clean stop hands the lease over at once.
+    b.release_lease().unwrap();
+    assert!(b.write(|tx| tx.put_key(&key_rec("p/c", None))).is_err());
+    assert_eq!(
+        a.acquire_lease("a2", hour, hour / 2).unwrap(),
+        Some((3, "b".into()))
+    );
 }
 
 #[test]
-fn an_owner_whose_lock_connection_ended_writes_nothing_more() {
-    let server = PgServer::shared();
-    let url = server.fresh_database().unwrap();
-    let owner = open_at(&url, Some(KEY_A)).unwrap();
-    owner.write(|tx| tx.put_key(&key_rec("p/a", None))).unwrap();
-    // End the owner lock's session from outside, as a network partition
-    // or an administrator would.
-    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
-    let ended = std::process::Command::new(server.bin_dir().join("psql"))
-        .args(["-h", "127.0.0.1", "-U", "keyrot", "-tA", "-p"])
-        .arg(server.port().to_string())
-        .args(["-d", db, "-c"])
-        .arg(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
-             WHERE locktype = 'advisory' AND classid = 1801812338 AND objid = 1",
-        )
-        .output()
+fn a_lease_is_trusted_only_within_the_renew_deadline() {
+    let url = PgServer::shared().fresh_database().unwrap();
+    let a = open_at(&url, Some(KEY_A)).unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    // Granted for an hour by the server, trusted for no time at all here:
+    // the engine would make no call, though writes still pass the fence.
+    a.acquire_lease("a", hour, std::time::Duration::ZERO)
+        .unwrap()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&ended.stdout).trim(),
-        "1",
-        "{ended:?}"
-    );
-    // A new owner may take the store now; the old one's writes fail as fatal.
-    let new_owner = open_at(&url, Some(KEY_A)).unwrap();
-    let err = owner
-        .write(|tx| tx.put_key(&key_rec("p/b", None)))
-        .unwrap_err();
-    assert!(matches!(err, StoreError::CommitFailed(_)), "{err}");
-    assert!(new_owner.key("p/b").unwrap().is_none());
-    new_owner
-        .write(|tx| tx.put_key(&key_rec("p/c", None)))
-        .unwrap();
+    assert!(!a.lease_valid());
+    assert!(a.renew_lease(hour, hour / 2).unwrap());
+    assert!(a.lease_valid());
+    // A redb store has no lease and is always its own leader.
+    let (_dir, path) = super::temp_path();
+    let file = super::open(&path);
+    assert!(file.lease_valid());
+    assert!(file.lease().unwrap().is_none());
 }
