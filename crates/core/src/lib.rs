@@ -14,6 +14,8 @@
 //! - [`memory`]: handing freed heap pages back to the system.
 //! - [`hardening`]: no core dumps, not dumpable, key pages locked in memory.
 //! - [`escape`]: control characters made visible in logs, terminals, mail.
+//! - `pgserver` (tests, feature `testkit`): a real PostgreSQL server per
+//!   test process or per test.
 //!
 //! It knows nothing of the configuration, the peers, the engine or the
 //! daemon: the crates above it depend on it, never the other way round.

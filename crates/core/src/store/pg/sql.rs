@@ -66,9 +66,12 @@ pub(super) const LEASE_RENEW: &str = "UPDATE keyrot_lease SET renewed_at = now()
 pub(super) const LEASE_RELEASE: &str = "UPDATE keyrot_lease SET expires_at = now() \
      WHERE name = 'leader' AND holder = $1 AND epoch = $2 AND expires_at > now()";
 /// Whether `$1` holds an unexpired lease under epoch `$2`: what every write
-/// transaction asks, under the write lock.
+/// transaction asks, under the write lock. It also names the epoch in the
+/// transaction's setting `keyrot.epoch`, for whoever audits the writes
+/// (the failover suite's trigger does).
 pub(super) const LEASE_HELD: &str = "SELECT EXISTS (SELECT 1 FROM keyrot_lease \
-     WHERE name = 'leader' AND holder = $1 AND epoch = $2 AND expires_at > now())";
+     WHERE name = 'leader' AND holder = $1 AND epoch = $2 AND expires_at > now()), \
+     set_config('keyrot.epoch', $2::text, true)";
 
 /// Starts a write transaction.
 pub(super) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
