@@ -18,6 +18,7 @@ mod crash;
 mod crash_random;
 mod daemon;
 mod expired_keys;
+mod failover;
 mod faults;
 mod file_perms;
 mod hostile_names;

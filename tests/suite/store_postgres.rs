@@ -30,7 +30,7 @@ fn pg_daemon(keys: &[&str]) -> Daemon {
 }
 
 /// A daemon on the store in the database `url` (a lease of 3 s).
-fn pg_daemon_at(url: &str, keys: &[&str]) -> Daemon {
+pub(crate) fn pg_daemon_at(url: &str, keys: &[&str]) -> Daemon {
     let text = config(FAST, keys);
     let d = Daemon::new("");
     let url_file = d.dir.join("pg.url");
