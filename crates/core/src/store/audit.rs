@@ -200,17 +200,11 @@ impl Store {
         batch: usize,
         stop: &dyn Fn() -> bool,
     ) -> Result<usize, StoreError> {
-        if self.is_postgres() {
-            return Err(super::prune::pg_prune());
-        }
         let batch = batch.max(1);
         let mut deleted = 0;
         let mut anchor = 0;
         while !stop() {
-            let (n, last) = self.write(|tx| {
-                tx.redb_only("pruning the audit log")?
-                    .prune_audit_batch(before, batch)
-            })?;
+            let (n, last) = self.write(|tx| tx.prune_audit_batch(before, batch))?;
             deleted += n;
             anchor = last.unwrap_or(anchor);
             if n < batch {
@@ -228,11 +222,37 @@ impl Store {
     }
 }
 
+/// Whether audit entry `seq` (stored as `json`) may be pruned, the chain's
+/// last entry being `last`: recorded before `before` and not the last one.
+/// Returns the entry's hash (the anchor it leaves) when it may; `None`
+/// ends the prune, which only ever cuts the chain's start.
+pub(super) fn prunable_entry(
+    seq: u64,
+    json: &[u8],
+    last: u64,
+    before: Timestamp,
+) -> Result<Option<String>, StoreError> {
+    if seq >= last {
+        return Ok(None);
+    }
+    let (at, hash) = match (top_level_str(json, "at"), top_level_str(json, "hash")) {
+        (Some(at), Some(hash)) if at.parse::<Timestamp>().is_ok() => {
+            (at.parse::<Timestamp>().ok(), hash.to_owned())
+        }
+        _ => {
+            let e: AuditEntry = decode("audit", &seq.to_string(), json)?;
+            (Some(e.at), e.hash)
+        }
+    };
+    Ok(at.is_some_and(|at| at < before).then_some(hash))
+}
+
 impl RedbTx {
     /// Deletes up to `batch` entries recorded before `before` from the
-    /// start of the chain (never the last entry) and anchors the chain at
-    /// the last one deleted: (entries deleted, that entry's sequence).
-    fn prune_audit_batch(
+    /// start of the chain (never the last entry, see [`prunable_entry`])
+    /// and anchors the chain at the last one deleted: (entries deleted,
+    /// that entry's sequence).
+    pub(super) fn prune_audit_batch(
         &mut self,
         before: Timestamp,
         batch: usize,
@@ -252,23 +272,10 @@ impl RedbTx {
         for item in audit.iter().map_err(backend("scanning audit"))?.take(batch) {
             let (k, v) = item.map_err(backend("scanning audit"))?;
             let seq = k.value();
-            if seq >= last {
-                break;
+            match prunable_entry(seq, v.value(), last, before)? {
+                Some(hash) => doomed.push((seq, hash)),
+                None => break,
             }
-            let json = v.value();
-            let (at, hash) = match (top_level_str(json, "at"), top_level_str(json, "hash")) {
-                (Some(at), Some(hash)) if at.parse::<Timestamp>().is_ok() => {
-                    (at.parse::<Timestamp>().ok(), hash.to_owned())
-                }
-                _ => {
-                    let e: AuditEntry = decode("audit", &seq.to_string(), json)?;
-                    (Some(e.at), e.hash)
-                }
-            };
-            if at.is_none_or(|at| at >= before) {
-                break;
-            }
-            doomed.push((seq, hash));
         }
         let Some(anchor) = doomed.last().cloned() else {
             return Ok((0, None));

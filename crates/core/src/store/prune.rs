@@ -24,27 +24,24 @@
 //! deleted in write transactions of at most `batch` rows each, each one
 //! re-checking every rule: the state machine's writes interleave with a
 //! prune, and a row it changed meanwhile is simply kept.
+//!
+//! This module owns the rules (the functions that say, from a record and
+//! its slot's indexes, whether it may go) and the loop of scans and
+//! batches, for both backends. Each backend scans and deletes its own way:
+//! redb's in `prune/embedded.rs`, PostgreSQL's in `pg/prune.rs`.
+
+mod embedded;
 
 use std::collections::HashSet;
 
 use jiff::{SignedDuration, Timestamp};
-use redb::{ReadTransaction, ReadableTable};
 
-use super::error::backend;
-use super::tables::{
-    ACTIVE, DUE, KEY_ROTATIONS, LATEST, LOCAL_KEYS, OUTBOX, ROTATIONS, SECRETS, decode, due_micros,
-    get_json, rotation_state, rotation_timer, target_key, top_level_str,
-};
-use super::tx::RedbTx;
-use super::{DueTarget, LocalKey, Store, StoreError, Tx};
+use super::tables::{decode, rotation_state, top_level_str};
+use super::{Db, Store, StoreError, Tx};
 use crate::model::{DeliveryState, OutboxMessage, RotationRecord, RotationState};
 
 /// Rows one prune transaction deletes at most (the daemon's batch).
 pub const PRUNE_BATCH: usize = 500;
-
-/// Rows one read snapshot examines at most before the scan resumes in a
-/// new one (a snapshot pins the pages it sees).
-const SCAN_LIMIT: usize = 20_000;
 
 /// What a prune deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -71,7 +68,7 @@ impl PruneReport {
 
 /// The candidates of one scan and where the next scan starts (`None`: the
 /// table is done).
-type Scan = (Vec<String>, Option<String>);
+pub(super) type Scan = (Vec<String>, Option<String>);
 
 impl Store {
     /// Deletes the history older than `before` (see the module
@@ -85,50 +82,61 @@ impl Store {
         batch: usize,
         stop: &dyn Fn() -> bool,
     ) -> Result<PruneReport, StoreError> {
-        if self.is_postgres() {
-            return Err(pg_prune());
-        }
         let batch = batch.max(1);
         let mut report = PruneReport::default();
         report.rotations = self.prune_table(
             batch,
             stop,
             &mut report.transactions,
-            |txn, after| scan_rotations(txn, after, before, batch),
-            |tx, id| tx.redb_only("pruning history")?.prune_rotation(id, before),
+            |after| {
+                if let Db::Postgres(pg) = &self.db {
+                    return pg.scan_rotations(after, before, batch);
+                }
+                self.read(|txn| embedded::scan_rotations(txn, after, before, batch))
+            },
+            |tx, id| tx.prune_rotation(id, before),
         )?;
-        let pinned = self.read(pinned_local_keys)?;
+        let pinned = if let Db::Postgres(pg) = &self.db {
+            pg.pinned_local_keys()?
+        } else {
+            self.read(embedded::pinned_local_keys)?
+        };
         report.local_keys = self.prune_table(
             batch,
             stop,
             &mut report.transactions,
-            |txn, after| scan_local_keys(txn, after, before, batch, &pinned),
-            |tx, id| {
-                tx.redb_only("pruning history")?
-                    .prune_local_key(id, before, &pinned)
+            |after| {
+                if let Db::Postgres(pg) = &self.db {
+                    return pg.scan_local_keys(after, before, batch, &pinned);
+                }
+                self.read(|txn| embedded::scan_local_keys(txn, after, before, batch, &pinned))
             },
+            |tx, id| tx.prune_local_key(id, before, &pinned),
         )?;
         report.messages = self.prune_table(
             batch,
             stop,
             &mut report.transactions,
-            |txn, after| scan_outbox(txn, after, before, batch, keep),
-            |tx, id| {
-                tx.redb_only("pruning history")?
-                    .prune_message(id, before, keep)
+            |after| {
+                if let Db::Postgres(pg) = &self.db {
+                    return pg.scan_outbox(after, before, batch, keep);
+                }
+                self.read(|txn| embedded::scan_outbox(txn, after, before, batch, keep))
             },
+            |tx, id| tx.prune_message(id, before, keep),
         )?;
         Ok(report)
     }
 
-    /// Scans a table in read snapshots and deletes its candidates in
-    /// write transactions; returns the rows deleted.
+    /// Scans a table (each scan in a read snapshot, from the cursor the
+    /// previous one returned) and deletes its candidates in write
+    /// transactions of `batch` rows; returns the rows deleted.
     fn prune_table(
         &self,
         batch: usize,
         stop: &dyn Fn() -> bool,
         transactions: &mut usize,
-        scan: impl Fn(&ReadTransaction, Option<&str>) -> Result<Scan, StoreError>,
+        scan: impl Fn(Option<&str>) -> Result<Scan, StoreError>,
         delete: impl Fn(&mut Tx, &str) -> Result<bool, StoreError>,
     ) -> Result<usize, StoreError> {
         let mut deleted = 0;
@@ -139,7 +147,7 @@ impl Store {
                 return Ok(deleted);
             }
             let done = if pending.len() < batch {
-                let (found, next) = self.read(|txn| scan(txn, cursor.as_deref()))?;
+                let (found, next) = scan(cursor.as_deref())?;
                 pending.extend(found);
                 cursor = next;
                 cursor.is_none()
@@ -167,344 +175,12 @@ impl Store {
     }
 }
 
-/// What a prune on PostgreSQL answers: it is not built yet, and the
-/// configuration refuses a retention on that backend.
-pub(super) fn pg_prune() -> StoreError {
-    StoreError::Other(
-        "pruning history is not available on PostgreSQL yet: set [store] history_retention and \
-         audit_retention to \"forever\""
-            .into(),
-    )
-}
-
-/// The rows of a `&str`-keyed table after `after` (all when `None`).
-macro_rules! rows_after {
-    ($table:expr, $after:expr, $op:expr) => {
-        match $after {
-            Some(a) => {
-                $table.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-            }
-            None => $table.range::<&str>(..),
-        }
-        .map_err(backend($op))?
-    };
-}
-
-/// The time a UUIDv7 rotation id was minted, if it is one.
-fn minted(id: &str) -> Option<Timestamp> {
-    let (secs, nanos) = uuid::Uuid::parse_str(id).ok()?.get_timestamp()?.to_unix();
-    Timestamp::new(i64::try_from(secs).ok()?, i32::try_from(nanos).ok()?).ok()
-}
-
-/// A stored record's top-level instant `field`, read without decoding the
-/// record; `None` when absent or null.
-fn instant(json: &[u8], field: &str) -> Option<Timestamp> {
-    top_level_str(json, field)?.parse().ok()
-}
-
-/// Finished rotations that last changed before `before`, after `after`,
-/// in id order. Rotation ids are UUIDv7, minted when the rotation was
-/// created: once ids are a day past `before`, nothing later can be old,
-/// and the scan ends.
-fn scan_rotations(
-    txn: &ReadTransaction,
-    after: Option<&str>,
-    before: Timestamp,
-    batch: usize,
-) -> Result<Scan, StoreError> {
-    let rots = txn
-        .open_table(ROTATIONS)
-        .map_err(backend("opening rotations"))?;
-    let tables = Guards {
-        active: txn.open_table(ACTIVE).map_err(backend("opening active"))?,
-        latest: txn
-            .open_table(LATEST)
-            .map_err(backend("opening latest_rotation"))?,
-        by_slot: txn
-            .open_table(KEY_ROTATIONS)
-            .map_err(backend("opening key_rotations"))?,
-    };
-    let horizon = before + SignedDuration::from_hours(24);
-    let mut found = Vec::new();
-    for (examined, item) in rows_after!(rots, after, "scanning rotations").enumerate() {
-        let (k, v) = item.map_err(backend("scanning rotations"))?;
-        let id = k.value();
-        if minted(id).is_some_and(|t| t > horizon) {
-            return Ok((found, None));
-        }
-        let json = v.value();
-        let (changed, slot) = match (instant(json, "updated_at"), top_level_str(json, "slot")) {
-            (Some(t), Some(slot)) => (t, slot.to_owned()),
-            _ => {
-                let rec: RotationRecord = decode("rotations", id, json)?;
-                (rec.updated_at, rec.slot)
-            }
-        };
-        let state = rotation_state(id, json)?;
-        if changed < before && !tables.keep(&rots, &slot, id, state)? {
-            found.push(id.to_owned());
-        }
-        if found.len() >= batch || examined + 1 >= SCAN_LIMIT {
-            return Ok((found, Some(id.to_owned())));
-        }
-    }
-    Ok((found, None))
-}
-
-/// Local keys named by an unfinished or active rotation (its old or new
-/// key): never pruned, whatever their age.
-fn pinned_local_keys(txn: &ReadTransaction) -> Result<HashSet<String>, StoreError> {
-    let rots = txn
-        .open_table(ROTATIONS)
-        .map_err(backend("opening rotations"))?;
-    let mut ids: Vec<String> = Vec::new();
-    let active = txn.open_table(ACTIVE).map_err(backend("opening active"))?;
-    for item in active.iter().map_err(backend("scanning active"))? {
-        let (_, v) = item.map_err(backend("scanning active"))?;
-        ids.push(v.value().to_owned());
-    }
-    let latest = txn
-        .open_table(LATEST)
-        .map_err(backend("opening latest_rotation"))?;
-    for item in latest.iter().map_err(backend("scanning latest_rotation"))? {
-        let (_, v) = item.map_err(backend("scanning latest_rotation"))?;
-        let (id, state) = v.value();
-        if super::tables::parse_state(state).is_none_or(|s| !s.is_terminal()) {
-            ids.push(id.to_owned());
-        }
-    }
-    let mut pinned = HashSet::new();
-    for id in ids {
-        if let Some(r) = get_json::<RotationRecord>(&rots, "rotations", &id)? {
-            pinned.extend(r.old_key_id);
-            pinned.extend(r.new_key.map(|k| k.id));
-        }
-    }
-    Ok(pinned)
-}
-
-/// Local keys revoked before `before`, after `after`, in id order.
-fn scan_local_keys(
-    txn: &ReadTransaction,
-    after: Option<&str>,
-    before: Timestamp,
-    batch: usize,
-    pinned: &HashSet<String>,
-) -> Result<Scan, StoreError> {
-    let t = txn
-        .open_table(LOCAL_KEYS)
-        .map_err(backend("opening local_keys"))?;
-    let mut found = Vec::new();
-    for (examined, item) in rows_after!(t, after, "scanning local_keys").enumerate() {
-        let (k, v) = item.map_err(backend("scanning local_keys"))?;
-        let id = k.value();
-        if instant(v.value(), "revoked_at").is_some_and(|t| t < before) && !pinned.contains(id) {
-            found.push(id.to_owned());
-        }
-        if found.len() >= batch || examined + 1 >= SCAN_LIMIT {
-            return Ok((found, Some(id.to_owned())));
-        }
-    }
-    Ok((found, None))
-}
-
-/// Outbox messages sent or dead, queued before `before`, not in `keep`,
-/// after `after`, in id order.
-fn scan_outbox(
-    txn: &ReadTransaction,
-    after: Option<&str>,
-    before: Timestamp,
-    batch: usize,
-    keep: &HashSet<String>,
-) -> Result<Scan, StoreError> {
-    let t = txn.open_table(OUTBOX).map_err(backend("opening outbox"))?;
-    let mut found = Vec::new();
-    for (examined, item) in rows_after!(t, after, "scanning outbox").enumerate() {
-        let (k, v) = item.map_err(backend("scanning outbox"))?;
-        let id = k.value();
-        let m: OutboxMessage = decode("outbox", id, v.value())?;
-        if prunable_message(&m, before, keep) {
-            found.push(id.to_owned());
-        }
-        if found.len() >= batch || examined + 1 >= SCAN_LIMIT {
-            return Ok((found, Some(id.to_owned())));
-        }
-    }
-    Ok((found, None))
-}
-
-/// Whether a message is history: delivered or given up on, queued before
-/// `before`, and not one to keep.
-fn prunable_message(m: &OutboxMessage, before: Timestamp, keep: &HashSet<String>) -> bool {
-    // A webhook's delivery of a kept event is kept with it (else an expiry
-    // notice whose mail is kept would be queued again for the webhook).
-    m.state != DeliveryState::Queued && m.created_at < before && !keep.contains(m.event_id())
-}
-
-/// The tables that say whether a finished rotation must stay.
-struct Guards<A, L, S> {
-    /// Slot → its active rotation.
-    active: A,
-    /// Slot → its latest rotation.
-    latest: L,
-    /// A slot's rotations, in id order.
-    by_slot: S,
-}
-
-impl<A, L, S> Guards<A, L, S>
-where
-    A: ReadableTable<&'static str, &'static str>,
-    L: ReadableTable<&'static str, (&'static str, &'static str)>,
-    S: ReadableTable<(&'static str, &'static str), ()>,
-{
-    /// Whether rotation `id` of `slot`, in `state`, must stay: it is not
-    /// finished, or it is its slot's active rotation, latest rotation or
-    /// latest Completed one. `rots` reads the states of later rotations.
-    fn keep(
-        &self,
-        rots: &impl ReadableTable<&'static str, &'static [u8]>,
-        slot: &str,
-        id: &str,
-        state: RotationState,
-    ) -> Result<bool, StoreError> {
-        if !state.is_terminal() {
-            return Ok(true);
-        }
-        let active = self.active.get(slot).map_err(backend("reading active"))?;
-        if active.is_some_and(|v| v.value() == id) {
-            return Ok(true);
-        }
-        // Its slot's latest rotation, or an index that does not know the
-        // slot: keep rather than guess.
-        let latest = self
-            .latest
-            .get(slot)
-            .map_err(backend("reading latest_rotation"))?;
-        if latest.is_none_or(|v| v.value().0 <= id) {
-            return Ok(true);
-        }
-        if state != RotationState::Completed {
-            return Ok(false);
-        }
-        // The latest Completed one, unless a later one completed.
-        let end = format!("{slot}\0");
-        let later = self
-            .by_slot
-            .range((slot, id)..(end.as_str(), ""))
-            .map_err(backend("scanning key_rotations"))?;
-        for item in later.rev() {
-            let (k, _) = item.map_err(backend("scanning key_rotations"))?;
-            let other = k.value().1;
-            if other == id {
-                break;
-            }
-            if let Some(v) = rots.get(other).map_err(backend("reading a rotation"))?
-                && rotation_state(other, v.value())? == RotationState::Completed
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-}
-
-impl RedbTx {
-    /// Deletes rotation `id` if every rule still allows it (see the module
-    /// documentation); returns whether it did.
-    fn prune_rotation(&mut self, id: &str, before: Timestamp) -> Result<bool, StoreError> {
-        let Some(rec) = self.rotation(id)? else {
-            return Ok(false);
-        };
-        let slot = rec.slot.as_str();
-        let keep = {
-            let guards = Guards {
-                active: self
-                    .txn
-                    .open_table(ACTIVE)
-                    .map_err(backend("opening active"))?,
-                latest: self
-                    .txn
-                    .open_table(LATEST)
-                    .map_err(backend("opening latest_rotation"))?,
-                by_slot: self
-                    .txn
-                    .open_table(KEY_ROTATIONS)
-                    .map_err(backend("opening key_rotations"))?,
-            };
-            let rots = self
-                .txn
-                .open_table(ROTATIONS)
-                .map_err(backend("opening rotations"))?;
-            rec.updated_at >= before || guards.keep(&rots, slot, id, rec.state)?
-        };
-        if keep {
-            return Ok(false);
-        }
-        let mut rots = self
-            .txn
-            .open_table(ROTATIONS)
-            .map_err(backend("opening rotations"))?;
-        rots.remove(id).map_err(backend("pruning a rotation"))?;
-        drop(rots);
-        let mut by_slot = self
-            .txn
-            .open_table(KEY_ROTATIONS)
-            .map_err(backend("opening key_rotations"))?;
-        by_slot
-            .remove((slot, id))
-            .map_err(backend("pruning a rotation"))?;
-        drop(by_slot);
-        if let Some(at) = rotation_timer(&rec) {
-            let target = target_key(&DueTarget::Rotation(id.to_owned()));
-            let mut due = self.txn.open_table(DUE).map_err(backend("opening due"))?;
-            due.remove((due_micros(at), target.as_str()))
-                .map_err(backend("pruning a rotation"))?;
-        }
-        // Its secret (`ID`) and envelopes (`ID#...`), if any are left.
-        let mut secrets = self
-            .txn
-            .open_table(SECRETS)
-            .map_err(backend("opening secrets"))?;
-        let (from, to) = (format!("{id}#"), format!("{id}$"));
-        let mut names = vec![id.to_owned()];
-        for item in secrets
-            .range(from.as_str()..to.as_str())
-            .map_err(backend("scanning secrets"))?
-        {
-            let (k, _) = item.map_err(backend("scanning secrets"))?;
-            names.push(k.value().to_owned());
-        }
-        for name in &names {
-            secrets
-                .remove(name.as_str())
-                .map_err(backend("pruning a secret"))?;
-        }
-        Ok(true)
-    }
-
-    /// Deletes local key `id` if it is still revoked before `before` and
-    /// not pinned; returns whether it did.
-    fn prune_local_key(
-        &mut self,
-        id: &str,
-        before: Timestamp,
-        pinned: &HashSet<String>,
-    ) -> Result<bool, StoreError> {
-        let old: Option<LocalKey> = self.local_get(id)?;
-        let revoked_before = old.is_some_and(|k| k.revoked_at.is_some_and(|t| t < before));
-        if pinned.contains(id) || !revoked_before {
-            return Ok(false);
-        }
-        let mut t = self
-            .txn
-            .open_table(LOCAL_KEYS)
-            .map_err(backend("opening local_keys"))?;
-        t.remove(id).map_err(backend("pruning a local key"))?;
-        Ok(true)
-    }
-
-    /// Deletes message `id` if it is still history; returns whether it did.
-    fn prune_message(
+impl Tx {
+    /// Deletes outbox message `id` if it is still history (see
+    /// [`prunable_message`]); returns whether it did. The same on both
+    /// backends: it reads and deletes through the transaction's own
+    /// operations.
+    pub(super) fn prune_message(
         &mut self,
         id: &str,
         before: Timestamp,
@@ -517,6 +193,95 @@ impl RedbTx {
     }
 }
 
-#[cfg(test)]
-#[path = "prune_tests.rs"]
-mod tests;
+/// The time a UUIDv7 rotation id was minted, if it is one.
+fn minted(id: &str) -> Option<Timestamp> {
+    let (secs, nanos) = uuid::Uuid::parse_str(id).ok()?.get_timestamp()?.to_unix();
+    Timestamp::new(i64::try_from(secs).ok()?, i32::try_from(nanos).ok()?).ok()
+}
+
+/// Whether a scan of rotations in id order ends at `id`: rotation ids are
+/// UUIDv7, minted when the rotation was created, so once ids are a day
+/// past `before` nothing later can be old. Ids that are not UUIDv7 never
+/// end it.
+pub(super) fn past_horizon(id: &str, before: Timestamp) -> bool {
+    let horizon = before + SignedDuration::from_hours(24);
+    minted(id).is_some_and(|t| t > horizon)
+}
+
+/// A stored record's top-level instant `field`, read without decoding the
+/// record; `None` when absent or null.
+pub(super) fn instant(json: &[u8], field: &str) -> Option<Timestamp> {
+    top_level_str(json, field)?.parse().ok()
+}
+
+/// A stored rotation's slot, last change and state, read without decoding
+/// the whole record when its fields can be found directly.
+pub(super) fn rotation_row(
+    id: &str,
+    json: &[u8],
+) -> Result<(String, Timestamp, RotationState), StoreError> {
+    let (slot, changed) = match (top_level_str(json, "slot"), instant(json, "updated_at")) {
+        (Some(slot), Some(t)) => (slot.to_owned(), t),
+        _ => {
+            let rec: RotationRecord = decode("rotations", id, json)?;
+            (rec.slot, rec.updated_at)
+        }
+    };
+    Ok((slot, changed, rotation_state(id, json)?))
+}
+
+/// Whether rotation `id`, in `state`, must stay whatever its age: it is
+/// not finished, or it is its slot's active rotation (`active`), its
+/// latest (`latest`, from the slot's latest-rotation index) or its latest
+/// Completed one. `completed_after` says whether a later rotation of the
+/// slot is Completed; it is asked only when that decides.
+pub(super) fn rotation_stays(
+    id: &str,
+    state: RotationState,
+    active: Option<&str>,
+    latest: Option<&str>,
+    completed_after: impl FnOnce() -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    if !state.is_terminal() || active == Some(id) {
+        return Ok(true);
+    }
+    // Its slot's latest rotation, or an index that does not know the
+    // slot: keep rather than guess.
+    if latest.is_none_or(|latest| latest <= id) {
+        return Ok(true);
+    }
+    if state != RotationState::Completed {
+        return Ok(false);
+    }
+    // The latest Completed one, unless a later one completed.
+    Ok(!completed_after()?)
+}
+
+/// The local keys a rotation that is unfinished or active names (its old
+/// and new key): they are never pruned, whatever their age.
+pub(super) fn pins(rec: RotationRecord) -> impl Iterator<Item = String> {
+    rec.old_key_id.into_iter().chain(rec.new_key.map(|k| k.id))
+}
+
+/// Whether local key `id`, revoked at `revoked_at`, is history: revoked
+/// before `before` and not pinned.
+pub(super) fn prunable_local_key(
+    id: &str,
+    revoked_at: Option<Timestamp>,
+    before: Timestamp,
+    pinned: &HashSet<String>,
+) -> bool {
+    revoked_at.is_some_and(|t| t < before) && !pinned.contains(id)
+}
+
+/// Whether a message is history: delivered or given up on, queued before
+/// `before`, and not one to keep.
+pub(super) fn prunable_message(
+    m: &OutboxMessage,
+    before: Timestamp,
+    keep: &HashSet<String>,
+) -> bool {
+    // A webhook's delivery of a kept event is kept with it (else an expiry
+    // notice whose mail is kept would be queued again for the webhook).
+    m.state != DeliveryState::Queued && m.created_at < before && !keep.contains(m.event_id())
+}

@@ -3,6 +3,7 @@
 //! audit head) consistent with the records in the same transaction, and
 //! the reads a read-modify-write needs.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -31,29 +32,34 @@ pub struct Tx {
 
 /// A write transaction of one backend.
 pub(super) enum TxInner {
-    /// redb's.
-    Redb(RedbTx),
+    /// redb's (boxed: it is much larger than PostgreSQL's).
+    Redb(Box<RedbTx>),
     /// PostgreSQL's.
     Pg(PgTx),
 }
 
-/// Forwards each listed method to the backend's transaction.
+/// Forwards each listed method to the backend's transaction: as `pub`
+/// methods, or as `pub(super)` ones (for the store's own use) after
+/// `@store`.
 macro_rules! forward {
-    ($( $(#[$doc:meta])* $recv:ident $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty; )*) => {
-        $( forward!(@one $recv, $(#[$doc])* $name($($arg: $ty),*) -> $ret); )*
+    (@store $( $(#[$doc:meta])* $recv:ident $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty; )*) => {
+        $( forward!(@one $recv, pub(super), $(#[$doc])* $name($($arg: $ty),*) -> $ret); )*
     };
-    (@one mut, $(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+    ($( $(#[$doc:meta])* $recv:ident $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty; )*) => {
+        $( forward!(@one $recv, pub, $(#[$doc])* $name($($arg: $ty),*) -> $ret); )*
+    };
+    (@one mut, $vis:vis, $(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         $(#[$doc])*
-        pub fn $name(&mut self, $($arg: $ty),*) -> Result<$ret, StoreError> {
+        $vis fn $name(&mut self, $($arg: $ty),*) -> Result<$ret, StoreError> {
             match &mut self.inner {
                 TxInner::Redb(t) => t.$name($($arg),*),
                 TxInner::Pg(t) => t.$name($($arg),*),
             }
         }
     };
-    (@one ref, $(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+    (@one ref, $vis:vis, $(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         $(#[$doc])*
-        pub fn $name(&self, $($arg: $ty),*) -> Result<$ret, StoreError> {
+        $vis fn $name(&self, $($arg: $ty),*) -> Result<$ret, StoreError> {
             match &self.inner {
                 TxInner::Redb(t) => t.$name($($arg),*),
                 TxInner::Pg(t) => t.$name($($arg),*),
@@ -66,7 +72,7 @@ impl Tx {
     /// A redb write transaction.
     pub(super) fn redb(txn: WriteTransaction, master: Arc<MasterKey>) -> Tx {
         Tx {
-            inner: TxInner::Redb(RedbTx { txn, master }),
+            inner: TxInner::Redb(Box::new(RedbTx { txn, master })),
         }
     }
 
@@ -132,14 +138,18 @@ impl Tx {
         ref local_all() -> Vec<LocalKey>;
     }
 
-    /// The redb transaction, for operations PostgreSQL does not offer yet.
-    pub(super) fn redb_only(&mut self, what: &'static str) -> Result<&mut RedbTx, StoreError> {
-        match &mut self.inner {
-            TxInner::Redb(t) => Ok(t),
-            TxInner::Pg(_) => Err(StoreError::Other(format!(
-                "{what} is not available on PostgreSQL yet"
-            ))),
-        }
+    forward! { @store
+        /// Deletes a rotation if every retention rule still allows it,
+        /// with its index and due entries and its secret and envelopes;
+        /// returns whether it did (see `prune.rs`).
+        mut prune_rotation(id: &str, before: Timestamp) -> bool;
+        /// Deletes a key of the local provider's registry if it is still
+        /// revoked before `before` and not in `pinned`; returns whether it did.
+        mut prune_local_key(id: &str, before: Timestamp, pinned: &HashSet<String>) -> bool;
+        /// Deletes up to `batch` audit entries recorded before `before` from
+        /// the start of the chain, never the last one, and anchors the chain
+        /// at the last one deleted: (entries deleted, that entry's sequence).
+        mut prune_audit_batch(before: Timestamp, batch: usize) -> (usize, Option<u64>);
     }
 }
 

@@ -15,6 +15,7 @@
 mod export;
 mod lease;
 mod pool;
+mod prune;
 mod read;
 mod sql;
 mod tx;

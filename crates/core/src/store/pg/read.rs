@@ -18,6 +18,16 @@ use crate::store::tables::{
 };
 use crate::store::{DueTarget, LocalKey, StoreError, StoreStats};
 
+/// The names of the terminal states, as the latest-rotation index spells
+/// them (a parameter of the queries that look for unfinished rotations).
+pub(super) fn terminal_states() -> Vec<String> {
+    use crate::model::RotationState::{Aborted, Completed, Failed};
+    [Completed, Failed, Aborted]
+        .into_iter()
+        .map(state_name)
+        .collect()
+}
+
 /// A slot's row for a status list: slot, record, and the rotation shown.
 pub(in crate::store) type KeyRow = (String, Vec<u8>, Option<RotationGlance>);
 
@@ -71,11 +81,7 @@ impl PgStore {
     /// Rotations not in a terminal state, oldest first (through
     /// `latest_rotation`, as the redb store finds them).
     pub(in crate::store) fn unfinished_rotations(&self) -> Result<Vec<RotationRecord>, StoreError> {
-        use crate::model::RotationState::{Aborted, Completed, Failed};
-        let terminal: Vec<String> = [Completed, Failed, Aborted]
-            .into_iter()
-            .map(state_name)
-            .collect();
+        let terminal = terminal_states();
         let recs: Vec<RotationRecord> = self.on(move |c| {
             rows(
                 c,

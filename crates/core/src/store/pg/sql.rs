@@ -164,3 +164,45 @@ pub(super) const LOCAL_GET: &str = "SELECT rec FROM keyrot_local_keys WHERE id =
 pub(super) const LOCAL_PUT: &str = "INSERT INTO keyrot_local_keys (id, rec) VALUES ($1, $2) \
      ON CONFLICT (id) DO UPDATE SET rec = EXCLUDED.rec";
 pub(super) const LOCAL_ALL: &str = "SELECT id, rec FROM keyrot_local_keys ORDER BY id";
+
+/// History retention (`pg/prune.rs`). The scans read pages of rows in key
+/// order after a cursor (`$1`; `NULL`: from the start), `$2` rows at most.
+///
+/// Rotations, each with its slot's active and latest rotation.
+pub(super) const PRUNE_ROTATIONS_PAGE: &str = "SELECT r.id, r.rec, a.rotation, l.rotation \
+     FROM keyrot_rotations r \
+     LEFT JOIN keyrot_active a ON a.slot = r.slot \
+     LEFT JOIN keyrot_latest_rotation l ON l.slot = r.slot \
+     WHERE ($1::text IS NULL OR r.id > $1) ORDER BY r.id LIMIT $2";
+/// Local keys.
+pub(super) const PRUNE_LOCAL_PAGE: &str = "SELECT id, rec FROM keyrot_local_keys \
+     WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2";
+/// Outbox messages.
+pub(super) const PRUNE_OUTBOX_PAGE: &str = "SELECT id, rec FROM keyrot_outbox \
+     WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2";
+/// A slot's (`$1`) active and latest rotation.
+pub(super) const PRUNE_SLOT_INDEXES: &str = "SELECT \
+     (SELECT rotation FROM keyrot_active WHERE slot = $1), \
+     (SELECT rotation FROM keyrot_latest_rotation WHERE slot = $1)";
+/// A page of the rotations of slot `$1` after rotation `$2` and before
+/// `$3` (`NULL`: the end), newest first, `$4` at most.
+pub(super) const PRUNE_LATER_OF_SLOT: &str = "SELECT id, rec FROM keyrot_rotations \
+     WHERE slot = $1 AND id > $2 AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4";
+/// The rotations that pin local keys: every slot's active rotation, and
+/// every latest rotation whose state is not terminal (`$1`: the terminal
+/// states' names).
+pub(super) const PRUNE_PINNING: &str = "SELECT id, rec FROM keyrot_rotations WHERE id IN \
+     (SELECT rotation FROM keyrot_active \
+      UNION SELECT rotation FROM keyrot_latest_rotation WHERE NOT (state = ANY($1))) \
+     ORDER BY id";
+/// A rotation (its `key_rotations` entry is its own row's index entry).
+pub(super) const PRUNE_ROTATION: &str = "DELETE FROM keyrot_rotations WHERE id = $1";
+/// A rotation's secret (`$1`) and envelopes (`$2` ≤ name < `$3`: `ID#...`).
+pub(super) const PRUNE_SECRETS: &str = "DELETE FROM keyrot_secrets \
+     WHERE rotation = $1 OR (rotation >= $2 AND rotation < $3)";
+/// A key of the local provider's registry.
+pub(super) const PRUNE_LOCAL_KEY: &str = "DELETE FROM keyrot_local_keys WHERE id = $1";
+/// The last audit entry's sequence number (`NULL` when the log is empty).
+pub(super) const PRUNE_AUDIT_LAST: &str = "SELECT max(seq) FROM keyrot_audit";
+/// Audit entries by sequence number (`$1`: an array).
+pub(super) const PRUNE_AUDIT_ENTRIES: &str = "DELETE FROM keyrot_audit WHERE seq = ANY($1)";

@@ -41,6 +41,14 @@ impl PgTx {
         }
     }
 
+    /// Runs `f` on the transaction's connection.
+    pub(super) fn on<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.lease.run(f)
+    }
+
     /// Commits. An error is a [`StoreError::CommitFailed`]: whether the
     /// commit is durable is unknown when the connection broke.
     pub(in crate::store) fn commit(mut self) -> Result<(), StoreError> {
@@ -222,7 +230,7 @@ impl PgTx {
     }
 
     /// Runs a one-parameter delete; whether a row went.
-    fn delete(
+    pub(super) fn delete(
         &mut self,
         query: &'static str,
         key: &str,

@@ -216,8 +216,8 @@ fn append(store: &crate::store::Store, n: u64) {
 
 fn audit_chain_verifies_and_pages(store: &Store) {
     assert_eq!(store.verify_audit_chain().unwrap(), 0);
-    append(&store, 2);
-    append(&store, 1);
+    append(store, 2);
+    append(store, 1);
     assert_eq!(store.verify_audit_chain().unwrap(), 3);
     let all = store.audit(0, 100).unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
@@ -378,6 +378,21 @@ fn outbox_local_keys_and_stats(store: &Store) {
     assert_eq!(store.outbox().unwrap().len(), 2);
 }
 
+/// Entries at t(0)..t(4); a prune before t(2) deletes 1 and 2 and
+/// anchors the chain at 2; 3, 4, 5 and 6 (audit.pruned) are left, 3
+/// linked to the deleted 2.
+fn an_audit_prune_anchors_the_chain(store: &Store) {
+    append(store, 5);
+    let second = store.audit(1, 1).unwrap().remove(0);
+    assert_eq!(store.prune_audit(t(2), t(9), 500, &|| false).unwrap(), 2);
+    assert_eq!(store.verify_audit_chain().unwrap(), 4);
+    let left = store.audit(0, 10).unwrap();
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5, 6]);
+    assert_eq!(left[0].prev_hash, second.hash);
+    assert_eq!(left[3].event, "audit.pruned");
+    assert_eq!(store.stats().unwrap().audit_entries, 4);
+}
+
 #[test]
 fn tampering_after_an_audit_prune_is_still_detected() {
     let remove = |store: &crate::store::Store, seq: u64| {
@@ -385,14 +400,10 @@ fn tampering_after_an_audit_prune_is_still_detected() {
             txn.open_table(AUDIT).unwrap().remove(seq).unwrap();
         });
     };
-    // Entries at t(0)..t(4); a prune before t(2) deletes 1 and 2 and
-    // anchors the chain at 2; 3, 4, 5 and 6 (audit.pruned) are left.
     let fresh = || {
         let (dir, path) = temp_path();
         let store = open(&path);
-        append(&store, 5);
-        assert_eq!(store.prune_audit(t(2), t(9), 500, &|| false).unwrap(), 2);
-        assert_eq!(store.verify_audit_chain().unwrap(), 4);
+        an_audit_prune_anchors_the_chain(&store);
         (dir, store)
     };
     // The first kept entry removed: its successor no longer links to the
@@ -435,4 +446,5 @@ on_both!(
     failed_closure_rolls_everything_back,
     reads_inside_a_transaction_see_its_writes,
     outbox_local_keys_and_stats,
+    an_audit_prune_anchors_the_chain,
 );

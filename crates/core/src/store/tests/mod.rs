@@ -31,6 +31,8 @@ mod data;
 mod group;
 mod open;
 mod postgres;
+mod prune;
+mod prune_race;
 mod verify;
 
 use std::path::{Path, PathBuf};

@@ -1,33 +1,21 @@
-//! History retention against a real store file, with instants chosen by
-//! the test (no clock is read).
+//! History and audit retention on both backends, with instants chosen by
+//! the test (no clock is read, but for UUIDv7 ids).
 
 use std::collections::HashSet;
 
 use jiff::Timestamp;
 use secrecy::SecretString;
 
-use super::{PRUNE_BATCH, PruneReport};
 use crate::clock::Clock as _;
-use crate::crypto::MasterKey;
 use crate::model::{KeyRecord, OutboxMessage, RotationRecord, RotationState};
-use crate::store::{LocalKey, Store};
+use crate::store::{LocalKey, PRUNE_BATCH, PruneReport, Store};
 
 /// An instant `days` days after 2026-01-01.
-fn day(days: i64) -> Timestamp {
+pub(super) fn day(days: i64) -> Timestamp {
     Timestamp::from_second(1_767_225_600 + days * 86_400).unwrap()
 }
 
-fn open() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &dir.path().join("state/keyrot.redb"),
-        MasterKey::from_bytes([0x33; 32]),
-    )
-    .unwrap();
-    (dir, store)
-}
-
-fn key(slot: &str, active: Option<&str>) -> KeyRecord {
+pub(super) fn key(slot: &str, active: Option<&str>) -> KeyRecord {
     serde_json::from_value(serde_json::json!({
         "slot": slot, "provider": "p", "name": slot, "current": null,
         "policy": "std", "next_due": null, "active_rotation": active,
@@ -37,7 +25,7 @@ fn key(slot: &str, active: Option<&str>) -> KeyRecord {
 
 /// A rotation of `slot` in `state`, last changed on `changed` (ids sort
 /// in creation order, like the UUIDv7 ids keyrot mints).
-fn rotation(id: &str, slot: &str, state: RotationState, changed: i64) -> RotationRecord {
+pub(super) fn rotation(id: &str, slot: &str, state: RotationState, changed: i64) -> RotationRecord {
     serde_json::from_value(serde_json::json!({
         "id": id, "slot": slot, "provider": "p", "policy": "std", "state": state,
         "trigger": "schedule", "reason": "due", "initiator": {},
@@ -126,7 +114,7 @@ fn populate(store: &Store) {
         .unwrap();
 }
 
-fn ids(rots: Vec<RotationRecord>) -> Vec<String> {
+pub(super) fn ids(rots: Vec<RotationRecord>) -> Vec<String> {
     rots.into_iter().map(|r| r.id).collect()
 }
 
@@ -137,11 +125,9 @@ fn prune(store: &Store, batch: usize) -> PruneReport {
         .unwrap()
 }
 
-#[test]
-fn old_history_goes_and_what_a_slot_needs_stays() {
-    let (_dir, store) = open();
-    populate(&store);
-    let report = prune(&store, PRUNE_BATCH);
+fn old_history_goes_and_what_a_slot_needs_stays(store: &Store) {
+    populate(store);
+    let report = prune(store, PRUNE_BATCH);
     assert_eq!(
         report,
         PruneReport {
@@ -183,14 +169,12 @@ fn old_history_goes_and_what_a_slot_needs_stays() {
     // The unfinished rotation is still found for a restart.
     assert_eq!(ids(store.unfinished_rotations().unwrap()), ["r09"]);
     // A second prune finds nothing.
-    assert!(prune(&store, PRUNE_BATCH).is_empty());
+    assert!(prune(store, PRUNE_BATCH).is_empty());
 }
 
-#[test]
-fn batches_bound_each_transaction() {
-    let (_dir, store) = open();
-    populate(&store);
-    let report = prune(&store, 1);
+fn batches_bound_each_transaction(store: &Store) {
+    populate(store);
+    let report = prune(store, 1);
     assert_eq!(
         (report.rotations, report.local_keys, report.messages),
         (4, 1, 2)
@@ -198,10 +182,8 @@ fn batches_bound_each_transaction() {
     assert_eq!(report.transactions, 7, "one row per transaction");
 }
 
-#[test]
-fn a_requested_stop_ends_the_prune_early() {
-    let (_dir, store) = open();
-    populate(&store);
+fn a_requested_stop_ends_the_prune_early(store: &Store) {
+    populate(store);
     let report = store
         .prune_history(day(100), &HashSet::new(), 1, &|| true)
         .unwrap();
@@ -209,21 +191,17 @@ fn a_requested_stop_ends_the_prune_early() {
     assert_eq!(store.rotations(Some("p/a"), 10).unwrap().len(), 4);
 }
 
-#[test]
-fn nothing_is_old_before_the_cutoff_reaches_it() {
-    let (_dir, store) = open();
-    populate(&store);
+fn nothing_is_old_before_the_cutoff_reaches_it(store: &Store) {
+    populate(store);
     let report = store
         .prune_history(day(5), &HashSet::new(), PRUNE_BATCH, &|| false)
         .unwrap();
     assert!(report.is_empty(), "{report:?}");
 }
 
-#[test]
-fn uuid_ids_past_the_cutoff_end_the_scan() {
+fn uuid_ids_past_the_cutoff_end_the_scan(store: &Store) {
     // Rotations minted (UUIDv7) long after the cutoff are not read: a
     // prune of a store whose history is all recent costs nothing.
-    let (_dir, store) = open();
     // UUIDv7 ids are minted from the wall clock: so is `now` here.
     let now = crate::clock::SystemClock.now();
     let id = uuid::Uuid::now_v7().to_string();
@@ -278,10 +256,8 @@ fn audit_days(store: &Store, days: &[i64]) {
     }
 }
 
-#[test]
-fn audit_entries_go_from_the_start_of_the_chain_and_it_still_verifies() {
-    let (_dir, store) = open();
-    audit_days(&store, &[1, 2, 3, 4, 50, 6, 7]);
+fn audit_entries_go_from_the_start_of_the_chain_and_it_still_verifies(store: &Store) {
+    audit_days(store, &[1, 2, 3, 4, 50, 6, 7]);
     assert_eq!(store.verify_audit_chain().unwrap(), 7);
     // Cutoff day 10, batches of 2: entries 1-4 go; entry 5 (day 50) stops
     // the prune, so 6 and 7, older, stay (the chain is cut at its start
@@ -306,7 +282,7 @@ fn audit_entries_go_from_the_start_of_the_chain_and_it_still_verifies() {
     );
     assert_eq!(store.verify_audit_chain().unwrap(), 4);
     // Appending goes on from the head; nothing more is old enough.
-    audit_days(&store, &[70]);
+    audit_days(store, &[70]);
     assert_eq!(
         store.prune_audit(day(10), day(71), 2, &|| false).unwrap(),
         0
@@ -314,10 +290,8 @@ fn audit_entries_go_from_the_start_of_the_chain_and_it_still_verifies() {
     assert_eq!(store.verify_audit_chain().unwrap(), 5);
 }
 
-#[test]
-fn the_last_audit_entry_is_never_pruned() {
-    let (_dir, store) = open();
-    audit_days(&store, &[1, 2, 3]);
+fn the_last_audit_entry_is_never_pruned(store: &Store) {
+    audit_days(store, &[1, 2, 3]);
     let deleted = store
         .prune_audit(day(100), day(100), PRUNE_BATCH, &|| false)
         .unwrap();
@@ -325,8 +299,9 @@ fn the_last_audit_entry_is_never_pruned() {
     let seqs: Vec<u64> = store.audit(0, 10).unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [3, 4]);
     assert_eq!(store.verify_audit_chain().unwrap(), 2);
-    // An empty log has nothing to prune.
-    let (_dir, empty) = open();
+}
+
+fn an_empty_audit_log_has_nothing_to_prune(empty: &Store) {
     assert_eq!(
         empty
             .prune_audit(day(100), day(100), 10, &|| false)
@@ -335,3 +310,14 @@ fn the_last_audit_entry_is_never_pruned() {
     );
     assert_eq!(empty.verify_audit_chain().unwrap(), 0);
 }
+
+on_both!(
+    old_history_goes_and_what_a_slot_needs_stays,
+    batches_bound_each_transaction,
+    a_requested_stop_ends_the_prune_early,
+    nothing_is_old_before_the_cutoff_reaches_it,
+    uuid_ids_past_the_cutoff_end_the_scan,
+    audit_entries_go_from_the_start_of_the_chain_and_it_still_verifies,
+    the_last_audit_entry_is_never_pruned,
+    an_empty_audit_log_has_nothing_to_prune,
+);
