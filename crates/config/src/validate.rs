@@ -398,24 +398,8 @@ fn postgres(ctx: &mut Ctx<'_>, raw: &RawStore, out: &mut StoreConfig) -> bool {
                 },
                 None => Some(SignedDuration::from_secs(15)),
             };
-            let mut ok = true;
-            for (field, kept) in [
-                ("history_retention", out.history_retention),
-                ("audit_retention", out.audit_retention),
-            ] {
-                if kept.is_some() {
-                    ctx.error(
-                        span.clone(),
-                        format!(
-                            "`backend = \"postgres\"` does not prune history yet: set \
-                             `{field} = \"forever\"`"
-                        ),
-                    );
-                    ok = false;
-                }
-            }
             match (url, ca_file, pool_size, lease) {
-                (Some(url), Some(ca_file), Some(pool_size), Some(lease)) if ok => {
+                (Some(url), Some(ca_file), Some(pool_size), Some(lease)) => {
                     out.postgres = Some(PostgresConfig {
                         url,
                         ca_file,
@@ -503,6 +487,28 @@ mod retention_tests {
             err.contains("2:19: `audit_retention` must be at least 1d"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn retentions_apply_to_the_postgres_backend_too() {
+        let load = |extra: &str| {
+            let text = format!(
+                "[store]\nbackend = \"postgres\"\nurl = {{ credential = \"postgres-url\" }}\n{extra}"
+            );
+            load_str(Path::new("/etc/keyrot/keyrot.toml"), &text)
+                .map(|c| {
+                    assert!(c.store.postgres.is_some());
+                    (c.store.history_retention, c.store.audit_retention)
+                })
+                .map_err(|e| e.to_string())
+        };
+        let days = |d: i64| Some(SignedDuration::from_hours(d * 24));
+        assert_eq!(load(""), Ok((days(400), days(400))));
+        assert_eq!(
+            load("history_retention = \"90d\"\naudit_retention = \"2600d\"\n"),
+            Ok((days(90), days(2600)))
+        );
+        assert_eq!(load("history_retention = \"forever\"\n"), Ok((None, None)));
     }
 }
 
