@@ -219,8 +219,14 @@ sinks = ["out"]
     /// clock at `now`.
     fn engine(dir: &Path, store_section: &str, now: &str) -> Arc<Engine> {
         let text = format!("[store]\npath = \"s.redb\"\n{store_section}\n");
-        let cfg = Arc::new(keyrot_config::load_str(&dir.join("keyrot.toml"), &text).unwrap());
-        let store = Arc::new(Store::open(&cfg.store.path, MasterKey::generate()).unwrap());
+        let cfg = keyrot_config::load_str(&dir.join("keyrot.toml"), &text).unwrap();
+        let store = Store::open(&cfg.store.path, MasterKey::generate()).unwrap();
+        engine_over(cfg, store, now)
+    }
+
+    /// An engine with configuration `cfg` over `store`, its clock at `now`.
+    fn engine_over(cfg: Config, store: Store, now: &str) -> Arc<Engine> {
+        let (cfg, store) = (Arc::new(cfg), Arc::new(store));
         let rt = crate::rotation::Runtime::build(Arc::clone(&cfg), &store).unwrap();
         let clock = Arc::new(keyrot_core::clock::ManualClock::new(ts(now)));
         Engine::new(
@@ -278,5 +284,45 @@ sinks = ["out"]
             "2026-06-01T00:00:00Z",
         );
         assert_eq!(prune(&e, halt).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_daily_prune_runs_on_postgres_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[store]\nbackend = \"postgres\"\nurl = { credential = \"postgres-url\" }\n\
+                    history_retention = \"30d\"\n";
+        let cfg = keyrot_config::load_str(&dir.path().join("keyrot.toml"), text).unwrap();
+        let url = keyrot_core::pgserver::PgServer::shared()
+            .fresh_database()
+            .unwrap();
+        let store = Store::open_postgres(
+            &url.into(),
+            &keyrot_core::store::PgOptions::default(),
+            Some(MasterKey::generate()),
+        )
+        .unwrap();
+        let e = engine_over(cfg, store, "2026-06-01T00:00:00Z");
+        e.store()
+            .write(|tx| {
+                tx.put_message(&sent("old", "2026-01-01T00:00:00Z"))?;
+                tx.put_message(&sent("recent", "2026-05-20T00:00:00Z"))?;
+                for day in ["2026-01-01", "2026-02-01", "2026-05-20"] {
+                    let at = ts(&format!("{day}T00:00:00Z"));
+                    tx.audit(at, "test.event", None, None, None, day)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let report = prune(&e, CancellationToken::new()).await.unwrap().unwrap();
+        assert_eq!((report.messages, report.audit_entries), (1, 2));
+        let left: Vec<String> = e
+            .store()
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(left, ["recent"]);
+        assert_eq!(e.store().verify_audit_chain().unwrap(), 2);
     }
 }
