@@ -696,7 +696,7 @@ fn phases(site: &Site) -> anyhow::Result<Vec<(&'static str, Duration, usize)>> {
     let n = store.keys_with_rotations()?.len();
     out.push(("Store::keys_with_rotations", t.elapsed(), n));
     let t = Instant::now();
-    let n = keyrot::control::views::status_json(&store, common::wall_now(), true)
+    let n = keyrot::control::views::status_json(&store, common::wall_now(), true, None)
         .map_err(|e| anyhow::anyhow!("{}", e.message))?
         .len();
     out.push(("views::status_json (bytes)", t.elapsed(), n));
@@ -746,12 +746,12 @@ fn main() -> anyhow::Result<()> {
             let store = Store::open_read_only(&site.store)?;
             for _ in 0..5 {
                 let t = Instant::now();
-                let n = keyrot::control::views::status_json(&store, common::wall_now(), true)
+                let n = keyrot::control::views::status_json(&store, common::wall_now(), true, None)
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?
                     .len();
                 println!("status_json {n} bytes in {} ms", ms(t.elapsed()));
             }
-            let bytes = keyrot::control::views::status_json(&store, common::wall_now(), true)
+            let bytes = keyrot::control::views::status_json(&store, common::wall_now(), true, None)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             for _ in 0..3 {
                 let t = Instant::now();

@@ -451,8 +451,15 @@ async fn serve(
         tasks.clone(),
     );
     // On a shared store, leadership; `lost` fires when the lease is lost.
-    let leadership =
-        cfg_store_postgres(&engine).map(|pg| Arc::new(Leadership::new(engine.store(), &pg)));
+    let leadership = cfg_store_postgres(&engine).map(|pg| {
+        Arc::new(Leadership::new(
+            engine.store(),
+            &pg,
+            Arc::clone(engine.metrics()),
+        ))
+    });
+    // A redb store's one process always leads.
+    engine.metrics().set_leader(leadership.is_none());
     let lost = CancellationToken::new();
     let lead = Lead {
         leadership,

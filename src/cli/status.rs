@@ -232,6 +232,8 @@ mod tests {
             outbox_dead: 2,
             outbox_next_attempt_at: Some("2026-11-25T02:17Z".parse().unwrap()),
             outbox_dead_ids: vec!["r1.completed".into(), "r2.failed.9".into()],
+            lease: None,
+            instance: None,
         };
         let text = render(&st);
         let lines: Vec<&str> = text.lines().collect();

@@ -43,6 +43,8 @@ pub struct Leadership {
     retry: Duration,
     /// What changes.
     state: Mutex<State>,
+    /// `keyrot_leader` and `keyrot_failovers`.
+    metrics: Arc<keyrot_engine::metrics::Metrics>,
 }
 
 /// The role as it stands.
@@ -58,7 +60,11 @@ struct State {
 
 impl Leadership {
     /// This instance's leadership of `store` with `cfg`'s lease.
-    pub fn new(store: Arc<Store>, cfg: &PostgresConfig) -> Leadership {
+    pub fn new(
+        store: Arc<Store>,
+        cfg: &PostgresConfig,
+        metrics: Arc<keyrot_engine::metrics::Metrics>,
+    ) -> Leadership {
         let lease = cfg.lease.unsigned_abs();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| keyrot_core::escape::controls(h.trim()).into_owned())
@@ -71,6 +77,7 @@ impl Leadership {
             renew_deadline: lease * 2 / 3,
             retry: lease / 5,
             state: Mutex::new(State::default()),
+            metrics,
         }
     }
 
@@ -133,10 +140,12 @@ impl Leadership {
                     let mut st = self.state();
                     st.epoch = Some(epoch);
                     st.leader = None;
+                    self.metrics.set_leader(true);
                     if previous.is_empty() {
                         tracing::info!(instance = %self.holder, epoch, "leading: took the lease");
                     } else {
                         st.failovers += 1;
+                        self.metrics.failover();
                         tracing::warn!(instance = %self.holder, epoch, previous = %previous,
                             "leading: took over the lease from another instance (failover)");
                     }
@@ -182,6 +191,7 @@ impl Leadership {
                 Ok(true) => {}
                 Ok(false) => {
                     self.state().epoch = None;
+                    self.metrics.set_leader(false);
                     return Err("the lease expired and another instance may hold it now".into());
                 }
                 Err(e) if self.store.lease_valid() => {
@@ -190,6 +200,7 @@ impl Leadership {
                 }
                 Err(e) => {
                     self.state().epoch = None;
+                    self.metrics.set_leader(false);
                     return Err(format!(
                         "no renewal of the lease succeeded within the renew deadline ({}s): {e}",
                         self.renew_deadline.as_secs()
@@ -201,6 +212,7 @@ impl Leadership {
 
     /// Releases the lease (a clean stop): a standby takes over at once.
     pub async fn release(&self) {
+        self.metrics.set_leader(false);
         if self.state().epoch.take().is_some()
             && let Err(e) = self.blocking(|s| s.release_lease()).await
         {

@@ -18,10 +18,10 @@
 //! - failover time: from the kill (PostgreSQL's clock) to the first write
 //!   the next epoch commits.
 //!
-//! `KEYROT_FAILOVER_KILLS` (default 4) and `KEYROT_FAILOVER_STOPS` (default
-//! 1) set the cycles; `KEYROT_FAILOVER_SEED` the random points (default
-//! fixed). The figures are printed; docs/high-availability.md has those of
-//! a long run.
+//! The cycles are set by `KEYROT_FAILOVER_KILLS` (default 4) and
+//! `KEYROT_FAILOVER_STOPS` (default 1), the random points by
+//! `KEYROT_FAILOVER_SEED` (default fixed). The figures are printed;
+//! docs/high-availability.md has those of a long run.
 
 use crate::common;
 

@@ -49,7 +49,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -171,6 +171,10 @@ pub struct Metrics {
     keys_ended: Family<EndedLabels, Counter>,
     /// When each provider's inventory sync last succeeded (its start time).
     last_sync: Mutex<BTreeMap<String, Timestamp>>,
+    /// 1 while this instance leads (always, on a redb store).
+    leader: Gauge,
+    /// Times this instance took over the lease from another one.
+    failovers: Counter,
 }
 
 impl Metrics {
@@ -234,6 +238,18 @@ impl Metrics {
             "Failed sink writes, read-backs and finishes made by rotations, by sink",
             sink_errors.clone(),
         );
+        let leader = Gauge::default();
+        let failovers = Counter::default();
+        registry.register(
+            "keyrot_leader",
+            "1 while this instance leads (runs rotations), 0 while it stands by; always 1 on a redb store",
+            leader.clone(),
+        );
+        registry.register(
+            "keyrot_failovers",
+            "Times this instance took over the leader lease from another instance since it started",
+            failovers.clone(),
+        );
         registry.register_collector(Box::new(SeededRotations {
             family: rotations.clone(),
             seeded: Arc::clone(&seeded),
@@ -251,7 +267,19 @@ impl Metrics {
             keys_refused,
             keys_ended,
             last_sync: Mutex::new(BTreeMap::new()),
+            leader,
+            failovers,
         }
+    }
+
+    /// Whether this instance leads now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// This instance took over the lease from another one.
+    pub fn failover(&self) {
+        self.failovers.inc();
     }
 
     /// A rotation of `provider` committed `state`; counted when that ends it.
