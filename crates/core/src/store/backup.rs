@@ -1,4 +1,5 @@
-//! Backups. [`Store::backup_image`] copies every row of every table inside
+//! Backups, and the images that move a store between backends.
+//! [`Store::backup_image`] copies every row of every table inside
 //! one read transaction into a new database built in memory, and returns
 //! that database's bytes: a redb read transaction is a snapshot of exactly
 //! one commit, and keyrot writes each transition in one commit, so the copy
@@ -12,6 +13,10 @@
 //! temporary name beside it, synced, read back as a store, then moved into
 //! place; an existing file is replaced only when asked, and never when it
 //! is the store itself or a store in use.
+//!
+//! [`Store::import_image`] is the way into PostgreSQL: an image's rows
+//! copied into an empty PostgreSQL store (`pg/import.rs`), for
+//! `keyrot store migrate` (see [`super::migrate`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -28,7 +33,7 @@ use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LOCAL_KEYS, META, OUTBOX, ROTATIONS, SECRETS,
     TABLE_NAMES,
 };
-use super::{Store, StoreError, StoreStats, files};
+use super::{ImportSummary, Store, StoreError, StoreStats, files};
 
 /// What a backup file holds, read back from the file once written.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -80,11 +85,32 @@ impl Store {
         self.flush()?;
         Ok(image)
     }
+
+    /// The other direction of [`Store::backup_image`], for a PostgreSQL
+    /// store opened with the master key: copies every row of `image` into
+    /// this store in one transaction, secrets sealed as they are. Refused
+    /// ([`StoreError::NotEmpty`]) when the store already holds data, and
+    /// ([`StoreError::WrongMasterKey`]) when the image's secrets are sealed
+    /// under another key; on any error nothing is written. A redb store is
+    /// made from an image by [`write_backup`], as a new file.
+    pub fn import_image(&self, image: &[u8]) -> Result<ImportSummary, StoreError> {
+        match (&self.db, &self.master) {
+            (super::Db::Postgres(pg), Some(master)) => pg.import_image(master, &self.path, image),
+            (super::Db::Postgres(_), None) => Err(self.read_only("importing a store")),
+            _ => Err(StoreError::Backend {
+                op: "importing a store",
+                detail: format!(
+                    "{} is a redb store: an image becomes a redb store as a new file (written as a backup is), not by an import",
+                    self.path.display()
+                ),
+            }),
+        }
+    }
 }
 
 /// Refuses a store holding a table this keyrot does not know: a backup
 /// would silently leave it out.
-fn refuse_unknown_tables(txn: &ReadTransaction) -> Result<(), StoreError> {
+pub(super) fn refuse_unknown_tables(txn: &ReadTransaction) -> Result<(), StoreError> {
     let op = "listing tables";
     let names = txn
         .list_tables()

@@ -157,6 +157,21 @@ pub enum StoreError {
         /// Why not.
         reason: &'static str,
     },
+    /// An import into a store that already holds data (`keyrot store
+    /// migrate` fills only an empty store); nothing was written.
+    #[error(
+        "store {} already holds data ({holds}): keyrot migrates only into an empty store, and wrote nothing (use a new database, or empty the keyrot tables of this one if its data is not needed)",
+        path.display()
+    )]
+    NotEmpty {
+        /// The destination store.
+        path: PathBuf,
+        /// What it holds, e.g. "keys 2, rotations 5".
+        holds: String,
+    },
+    /// A store migration stopped: what failed, and what was left where.
+    #[error("store migration stopped: {0}")]
+    Migration(String),
     /// The audit chain does not verify at entry `seq`.
     #[error(
         "audit chain broken at entry {seq}: the entry, its link to the previous one or the chain head does not match (the audit table was altered outside keyrot)"

@@ -14,6 +14,11 @@
 //! their own snapshot and never wait; [`Store::write`] blocks while another
 //! write runs, so async code calls it through `spawn_blocking`.
 //!
+//! Moving between backends: [`Store::backup_image`] takes either one as a
+//! redb image, [`Store::import_image`] fills an empty PostgreSQL store
+//! from one, and [`migrate`] does both ways with every check
+//! (`keyrot store migrate`).
+//!
 //! Durability: [`Store::write`] returns only once its commit is durable.
 //! Concurrent writes share fsyncs (group commit, `group.rs`); a lone write
 //! commits with immediate durability as before. A reader that acts outside
@@ -32,6 +37,7 @@ mod group;
 mod guard;
 mod image;
 mod lease;
+mod migrate;
 mod open;
 mod pg;
 mod prune;
@@ -55,13 +61,14 @@ use group::{Flushed, Group};
 pub use backup::{BackupSummary, write_backup};
 pub use error::StoreError;
 pub use group::CommitStats;
-pub use pg::{LeaseInfo, PgOptions};
+pub use migrate::{MigrateReport, MigrateTo, migrate};
+pub use pg::{ImportSummary, LeaseInfo, PgOptions};
 pub use prune::{PRUNE_BATCH, PruneReport};
 pub use read::RotationGlance;
 pub use tables::SCHEMA_VERSION;
 pub use tx::Tx;
 use tx::TxInner;
-pub use verify::{TableCount, VerifyReport, verify_file};
+pub use verify::{TableCount, VerifyReport, verify_file, verify_image};
 
 use crate::crypto::MasterKey;
 use error::backend;

@@ -156,18 +156,28 @@ impl Store {
             Db::ReadOnly(_) | Db::Image(_) => std::fs::read(&self.path),
         }
         .map_err(|e| io_err("read the store", &self.path, e))?;
-        let mut report = VerifyReport::new(&self.path, live);
-        match image::open(&self.path, ImageBackend::memory(bytes).0) {
-            Ok(img) => check_image(&mut report, img, self.master.as_deref()),
-            Err(e) => report.problem(format!(
-                "the database engine cannot open it: {}",
-                detail(&e)
-            )),
-        }
+        let mut report = verify_image(&self.path, bytes, self.master.as_deref());
+        report.live = live;
         // The live file always reads as "not shut down cleanly": it is open.
         report.recovered &= !live;
         Ok(report)
     }
+}
+
+/// Verifies the bytes of a redb store held in memory (say, from
+/// [`Store::backup_image`]) as `keyrot store verify` checks a store;
+/// `label` names it in the report. Without `master`, secrets and the key
+/// check are not checked.
+pub fn verify_image(label: &Path, image: Vec<u8>, master: Option<&MasterKey>) -> VerifyReport {
+    let mut report = VerifyReport::new(label, false);
+    match image::open(label, ImageBackend::memory(image).0) {
+        Ok(img) => check_image(&mut report, img, master),
+        Err(e) => report.problem(format!(
+            "the database engine cannot open it: {}",
+            detail(&e)
+        )),
+    }
+    report
 }
 
 /// The detail of an error, without the advice [`StoreError::Corrupt`] adds.

@@ -10,10 +10,12 @@
 //! `REPEATABLE READ` snapshot. A commit returns once PostgreSQL reports it
 //! durable (`synchronous_commit` at its default, `on`).
 //!
-//! All SQL is in `sql.rs`; connections and TLS in `pool.rs`.
+//! All SQL is in `sql.rs`; connections and TLS in `pool.rs`; the whole
+//! store as a redb image and back in `export.rs` and `import.rs`.
 
 mod export;
 mod lease;
+mod import;
 mod pool;
 mod prune;
 mod read;
@@ -29,6 +31,7 @@ use postgres::types::ToSql;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use lease::LeaseInfo;
+pub use import::ImportSummary;
 pub(super) use tx::PgTx;
 
 use self::pool::{Connect, Pool};

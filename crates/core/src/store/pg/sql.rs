@@ -206,3 +206,36 @@ pub(super) const PRUNE_LOCAL_KEY: &str = "DELETE FROM keyrot_local_keys WHERE id
 pub(super) const PRUNE_AUDIT_LAST: &str = "SELECT max(seq) FROM keyrot_audit";
 /// Audit entries by sequence number (`$1`: an array).
 pub(super) const PRUNE_AUDIT_ENTRIES: &str = "DELETE FROM keyrot_audit WHERE seq = ANY($1)";
+/// An import (`import.rs`): the rows each table holds, to refuse a store
+/// that is not empty (`meta` aside: a fresh store has its own).
+pub(super) const IMPORT_ROWS: &str = "SELECT \
+     (SELECT count(*) FROM keyrot_keys), (SELECT count(*) FROM keyrot_rotations), \
+     (SELECT count(*) FROM keyrot_secrets), (SELECT count(*) FROM keyrot_outbox), \
+     (SELECT count(*) FROM keyrot_audit), (SELECT count(*) FROM keyrot_local_keys), \
+     (SELECT count(*) FROM keyrot_due), (SELECT count(*) FROM keyrot_active), \
+     (SELECT count(*) FROM keyrot_latest_rotation)";
+/// The fresh store's meta rows give way to the image's; its installation
+/// id stays only when the image has none.
+pub(super) const IMPORT_META_CLEAR: &str = "DELETE FROM keyrot_meta WHERE name <> $1";
+pub(super) const IMPORT_META: &str = "INSERT INTO keyrot_meta (name, value) \
+     SELECT * FROM unnest($1::text[], $2::bytea[]) \
+     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
+/// Rows in batches, one array per column.
+pub(super) const IMPORT_KEYS: &str =
+    "INSERT INTO keyrot_keys (slot, rec) SELECT * FROM unnest($1::text[], $2::bytea[])";
+pub(super) const IMPORT_ROTATIONS: &str = "INSERT INTO keyrot_rotations (id, slot, rec) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])";
+pub(super) const IMPORT_LATEST: &str = "INSERT INTO keyrot_latest_rotation (slot, rotation, state) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[])";
+pub(super) const IMPORT_SECRETS: &str = "INSERT INTO keyrot_secrets (rotation, sealed) \
+     SELECT * FROM unnest($1::text[], $2::bytea[])";
+pub(super) const IMPORT_OUTBOX: &str =
+    "INSERT INTO keyrot_outbox (id, rec) SELECT * FROM unnest($1::text[], $2::bytea[])";
+pub(super) const IMPORT_AUDIT: &str =
+    "INSERT INTO keyrot_audit (seq, rec) SELECT * FROM unnest($1::bigint[], $2::bytea[])";
+pub(super) const IMPORT_DUE: &str =
+    "INSERT INTO keyrot_due (at, target) SELECT * FROM unnest($1::bigint[], $2::text[])";
+pub(super) const IMPORT_LOCAL_KEYS: &str =
+    "INSERT INTO keyrot_local_keys (id, rec) SELECT * FROM unnest($1::text[], $2::bytea[])";
+pub(super) const IMPORT_ACTIVE: &str = "INSERT INTO keyrot_active (slot, rotation) \
+     SELECT * FROM unnest($1::text[], $2::text[])";

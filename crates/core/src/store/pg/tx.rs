@@ -60,6 +60,15 @@ impl PgTx {
         })
     }
 
+    /// Runs `f` on the transaction's connection (the import's bulk
+    /// statements).
+    pub(super) fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.lease.run(f)
+    }
+
     /// Upserts a slot, keeping `due` and `active` in step.
     pub(in crate::store) fn put_key(&mut self, rec: &KeyRecord) -> Result<(), StoreError> {
         let bytes = encode("keys", &rec.slot, rec)?;

@@ -29,6 +29,7 @@ mod backup;
 mod damage;
 mod data;
 mod group;
+mod migrate;
 mod open;
 mod postgres;
 mod prune;
