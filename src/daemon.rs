@@ -59,7 +59,7 @@ fn credentials_dir() -> Option<PathBuf> {
 }
 
 /// The PostgreSQL URL and options of `[store]`, when that is the backend.
-fn postgres_target(
+pub fn postgres_target(
     cfg: &Config,
 ) -> anyhow::Result<Option<(secrecy::SecretString, keyrot_core::store::PgOptions)>> {
     let Some(pg) = &cfg.store.postgres else {

@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod history;
 pub mod init;
 pub mod keys;
+pub mod migrate;
 pub mod notify;
 pub mod output;
 pub mod plan;
@@ -184,7 +185,7 @@ pub enum Command {
         #[command(subcommand)]
         action: NotifyAction,
     },
-    /// Back up or verify the store.
+    /// Back up, verify or migrate the store.
     Store {
         /// What to do.
         #[command(subcommand)]
@@ -259,6 +260,27 @@ pub enum StoreAction {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Copy the store to the other backend (redb to PostgreSQL, or back)
+    /// and verify the copy.
+    ///
+    /// Runs with the daemon stopped. Every row goes, secrets still sealed
+    /// (the master key must be the same), the audit chain too; the copy
+    /// is checked as `keyrot store verify` checks a store. Both ends are
+    /// in the config's [store], which says backend = "postgres": url for
+    /// the database, path (or --path) for the redb file. The destination
+    /// must be empty (a new file, or a database holding no keyrot data);
+    /// the source is not changed.
+    Migrate {
+        /// The backend the store is on now.
+        #[arg(long, value_enum)]
+        from: migrate::Backend,
+        /// The backend to copy it to.
+        #[arg(long, value_enum)]
+        to: migrate::Backend,
+        /// The redb file, instead of [store] path.
+        #[arg(long, value_name = "FILE")]
+        path: Option<PathBuf>,
     },
 }
 
@@ -382,6 +404,9 @@ async fn dispatch(
         Command::Store { action } => match action {
             StoreAction::Backup { file, force } => store::backup(&file, force, socket, cfg).await,
             StoreAction::Verify { json } => store::verify(socket, cfg, json).await,
+            StoreAction::Migrate { from, to, path } => {
+                migrate::run(migrate::MigrateArgs { from, to, path }, cfg).await
+            }
         },
         Command::Rotate {
             key,

@@ -38,5 +38,6 @@ mod sink_azure;
 mod sink_openbao;
 mod sinks;
 mod store_cli;
+mod store_migrate;
 mod store_postgres;
 mod webhooks;
