@@ -12,9 +12,9 @@
 //! secret) on the command line.
 //!
 //! Neither end may be in use: the redb file is opened read-only (a running
-//! daemon holds its lock) and the database with the master key (which
-//! takes its owner lock, refused while a daemon holds it, and keeps one
-//! from starting until the migration ends).
+//! daemon holds its lock), and the command takes the database's leader
+//! lease for itself (refused while a daemon leads; a daemon started
+//! meanwhile stands by until the migration ends and releases it).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -109,7 +109,10 @@ fn copy(from: Backend, cfg: &Config, redb: &Path) -> anyhow::Result<MigrateRepor
                 .map_err(|e| in_use(e, format!("opening the redb store {}", redb.display())))?;
             let dest = Store::open_postgres(&url, &opts, Some(key.clone()))
                 .map_err(|e| in_use(e, "opening the PostgreSQL store".into()))?;
-            migrate(&source, MigrateTo::Postgres(&dest), &key)?
+            lead(&dest, stopped)?;
+            let report = migrate(&source, MigrateTo::Postgres(&dest), &key);
+            let _ = dest.release_lease();
+            report?
         }
         Backend::Postgres => {
             // Without the key first: a database holding no store is an
@@ -120,10 +123,28 @@ fn copy(from: Backend, cfg: &Config, redb: &Path) -> anyhow::Result<MigrateRepor
             );
             let source = Store::open_postgres(&url, &opts, Some(key.clone()))
                 .map_err(|e| in_use(e, "opening the PostgreSQL store".into()))?;
-            migrate(&source, MigrateTo::Redb(redb), &key)?
+            lead(&source, stopped)?;
+            let report = migrate(&source, MigrateTo::Redb(redb), &key);
+            let _ = source.release_lease();
+            report?
         }
     };
     Ok(report)
+}
+
+/// Takes the database's leader lease for the migration (five minutes,
+/// released at its end): refused while a daemon leads.
+fn lead(store: &Store, stopped: &str) -> anyhow::Result<()> {
+    let holder = format!("keyrot-store-migrate:{}", std::process::id());
+    let lease = std::time::Duration::from_secs(300);
+    if store.acquire_lease(&holder, lease, lease)?.is_some() {
+        return Ok(());
+    }
+    let leader = store
+        .lease()?
+        .map(|l| format!("{} (epoch {})", l.holder, l.epoch))
+        .unwrap_or_default();
+    anyhow::bail!("{stopped}: a keyrot leads on the PostgreSQL store: {leader}")
 }
 
 /// What `keyrot store migrate` prints.

@@ -14,8 +14,8 @@
 //! store as a redb image and back in `export.rs` and `import.rs`.
 
 mod export;
-mod lease;
 mod import;
+mod lease;
 mod pool;
 mod prune;
 mod read;
@@ -30,8 +30,8 @@ use postgres::Client;
 use postgres::types::ToSql;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use lease::LeaseInfo;
 pub use import::ImportSummary;
+pub use lease::LeaseInfo;
 pub(super) use tx::PgTx;
 
 use self::pool::{Connect, Pool};
