@@ -72,6 +72,9 @@ pub fn postgres_target(
     let opts = keyrot_core::store::PgOptions {
         ca_file: pg.ca_file.clone(),
         pool_size: pg.pool_size,
+        // The lease's renew deadline (see `leader.rs`): a leader paused in
+        // a write transaction loses it before its lease expires.
+        idle_in_transaction: pg.lease.unsigned_abs() * 2 / 3,
         ..keyrot_core::store::PgOptions::default()
     };
     Ok(Some((url, opts)))
@@ -616,7 +619,7 @@ async fn run_engine(
         cfg.providers.len(),
         cfg.keys.len()
     );
-    tracing::info!(config = %config_path.display(), socket = %socket.display(), store = %cfg.store.path.display(), resumed, "keyrot started");
+    tracing::info!(config = %config_path.display(), socket = %socket.display(), store = %store.path().display(), resumed, "keyrot started");
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 
     while let Some(sig) = signals.next().await {

@@ -52,6 +52,13 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// How long connecting may take.
     pub connect_timeout: Duration,
+    /// How long a session may sit in an open transaction without sending
+    /// anything before PostgreSQL ends it (`idle_in_transaction_session_timeout`):
+    /// a process paused in the middle of a write transaction (SIGSTOP, a
+    /// frozen VM) would otherwise hold the write lock, and with it every
+    /// other instance, until it woke. Its transaction is rolled back. The
+    /// daemon sets it to the lease's renew deadline.
+    pub idle_in_transaction: Duration,
 }
 
 impl Default for PgOptions {
@@ -60,6 +67,7 @@ impl Default for PgOptions {
             ca_file: None,
             pool_size: 4,
             connect_timeout: Duration::from_secs(10),
+            idle_in_transaction: Duration::from_secs(10),
         }
     }
 }

@@ -47,6 +47,11 @@ impl Connect {
             config.application_name("keyrot");
         }
         config.connect_timeout(opts.connect_timeout);
+        // Server notices ("already exists, skipping") are not keyrot's news.
+        config.options(&format!(
+            "-c client_min_messages=warning -c idle_in_transaction_session_timeout={}",
+            opts.idle_in_transaction.as_millis().max(1)
+        ));
         if config.get_ssl_mode() == SslMode::Disable {
             if !config.get_hosts().iter().all(is_local) {
                 return Err(StoreError::Backend {

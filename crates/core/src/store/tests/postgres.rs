@@ -271,3 +271,52 @@ fn a_lease_is_trusted_only_within_the_renew_deadline() {
     assert!(file.lease_valid());
     assert!(file.lease().unwrap().is_none());
 }
+
+#[test]
+fn a_leader_paused_inside_a_write_cannot_hold_the_others_up() {
+    // A leader stopped in the middle of a write transaction holds the write
+    // lock; PostgreSQL ends its session once it has sat idle in the
+    // transaction past `idle_in_transaction`, so a standby can take over,
+    // and nothing of that transaction is kept.
+    let url = PgServer::shared().fresh_database().unwrap();
+    let opts = PgOptions {
+        idle_in_transaction: std::time::Duration::from_millis(500),
+        ..PgOptions::default()
+    };
+    let open = || {
+        Store::open_postgres(
+            &SecretString::from(url.clone()),
+            &opts,
+            Some(MasterKey::from_bytes(KEY_A)),
+        )
+        .unwrap()
+    };
+    let (a, b) = (Arc::new(open()), open());
+    lead(&a, "a");
+    let (paused_tx, paused) = std::sync::mpsc::channel::<()>();
+    let (wake, woken) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let a = Arc::clone(&a);
+        std::thread::spawn(move || {
+            a.write(|tx| {
+                tx.put_key(&key_rec("p/paused", None))?;
+                paused_tx.send(()).unwrap();
+                woken.recv().unwrap();
+                tx.put_key(&key_rec("p/after", None))
+            })
+        })
+    };
+    paused.recv().unwrap();
+    // The lease runs out while A is stopped in its transaction.
+    psql(&url, "UPDATE keyrot_lease SET expires_at = now()");
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(
+        b.acquire_lease("b", hour, hour / 2).unwrap(),
+        Some((2, "a".into()))
+    );
+    wake.send(()).unwrap();
+    assert!(writer.join().unwrap().is_err());
+    assert!(b.key("p/paused").unwrap().is_none());
+    assert!(b.key("p/after").unwrap().is_none());
+    b.write(|tx| tx.put_key(&key_rec("p/b", None))).unwrap();
+}
