@@ -566,6 +566,11 @@ async fn run_engine(
                 },
             }
         };
+        if let Some((epoch, previous)) = &won
+            && !previous.is_empty()
+        {
+            leader::announce(&engine, l.holder(), previous, *epoch).await;
+        }
         if won.is_none() {
             tracing::info!("stopping a standby");
             drop(backend);

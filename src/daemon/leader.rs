@@ -26,6 +26,46 @@ use keyrot_config::PostgresConfig;
 use keyrot_core::store::Store;
 use tokio_util::sync::CancellationToken;
 
+/// Queues the failover message of a takeover from `previous` under
+/// `epoch` (once per epoch: its id names it).
+pub async fn announce(
+    engine: &keyrot_engine::rotation::Engine,
+    holder: &str,
+    previous: &str,
+    epoch: u64,
+) {
+    let cfg = Arc::clone(&engine.runtime().config);
+    let lease = cfg
+        .store
+        .postgres
+        .as_ref()
+        .map(|p| p.lease)
+        .unwrap_or_default();
+    let takeover = keyrot_engine::notify::failover::Takeover {
+        instance: holder,
+        previous,
+        epoch,
+        at: engine.now(),
+        lease,
+    };
+    let messages = keyrot_engine::notify::Composer::new(cfg).failover(&takeover);
+    let store = engine.store();
+    let queued = tokio::task::spawn_blocking(move || {
+        store.write(|tx| {
+            for m in &messages {
+                if tx.message(&m.id)?.is_none() {
+                    tx.put_message(m)?;
+                }
+            }
+            Ok(())
+        })
+    })
+    .await;
+    if let Ok(Err(e)) = queued {
+        tracing::warn!(error = %e, "cannot queue the failover message");
+    }
+}
+
 /// The exit status after losing the lease (sysexits' EX_TEMPFAIL).
 pub const EXIT_LEASE_LOST: u8 = 75;
 
@@ -126,9 +166,15 @@ impl Leadership {
         }
     }
 
-    /// Waits until this instance holds the lease: its epoch, or `None`
-    /// when `stop` came first.
-    pub async fn campaign(&self, stop: &CancellationToken) -> Option<u64> {
+    /// This instance's id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Waits until this instance holds the lease: its epoch and the
+    /// previous holder (empty for the first grant), or `None` when `stop`
+    /// came first.
+    pub async fn campaign(&self, stop: &CancellationToken) -> Option<(u64, String)> {
         let mut seen: Option<String> = None;
         loop {
             let (holder, lease, deadline) = (self.holder.clone(), self.lease, self.renew_deadline);
@@ -149,7 +195,7 @@ impl Leadership {
                         tracing::warn!(instance = %self.holder, epoch, previous = %previous,
                             "leading: took over the lease from another instance (failover)");
                     }
-                    return Some(epoch);
+                    return Some((epoch, previous));
                 }
                 Ok(None) => {
                     let leader = self

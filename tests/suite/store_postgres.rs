@@ -165,6 +165,20 @@ fn a_standby_serves_reads_refuses_changes_and_takes_over() {
         standby.log()
     );
     assert!(standby.log().contains("failover"), "{}", standby.log());
+    // The takeover is mailed, once.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            common::all_files(&standby.dir.join("mail"))
+                .iter()
+                .filter(|(_, b)| {
+                    String::from_utf8_lossy(b).contains("Subject: [keyrot] failover: ")
+                })
+                .count()
+                == 1
+        }),
+        "no failover mail; log:\n{}",
+        standby.log()
+    );
 
     // A clean stop releases the lease at once.
     standby.signal(libc::SIGTERM);

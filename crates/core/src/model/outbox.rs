@@ -29,11 +29,14 @@ pub enum MessageKind {
     Test,
     /// The daily digest of the keys that expire soon.
     Digest,
+    /// On a shared store, an instance took over the leader lease from
+    /// another one.
+    Failover,
 }
 
 impl MessageKind {
     /// Every kind, in the order docs/notifications.md lists their events.
-    pub const ALL: [MessageKind; 10] = [
+    pub const ALL: [MessageKind; 11] = [
         MessageKind::NewKeyLive,
         MessageKind::OldKeyRevoked,
         MessageKind::RotationCompleted,
@@ -43,6 +46,7 @@ impl MessageKind {
         MessageKind::KeyEnded,
         MessageKind::KeyRefused,
         MessageKind::Digest,
+        MessageKind::Failover,
         MessageKind::Test,
     ];
 
@@ -59,6 +63,7 @@ impl MessageKind {
             MessageKind::KeyEnded => "key.ended",
             MessageKind::KeyRefused => "key.refused",
             MessageKind::Digest => "digest",
+            MessageKind::Failover => "keyrot.failover",
             MessageKind::Test => "test",
         }
     }

@@ -497,7 +497,19 @@ fn every_message(cfg: Arc<Config>, templates: Templates) -> Vec<(&'static str, O
     add("refused", c.key_refused(&refused_key(), now));
     let (lost, ended) = ended_key();
     add("ended", c.key_ended(&lost, &ended, now));
+    add("failover", c.failover(&takeover()));
     out
+}
+
+/// The takeover of the `failover` example: `vm2` took over from `vm1`.
+pub fn takeover() -> super::failover::Takeover<'static> {
+    super::failover::Takeover {
+        instance: "vm2.example.com:4121:9f3c",
+        previous: "vm1.example.com:3988:01ad",
+        epoch: 7,
+        at: now(),
+        lease: jiff::SignedDuration::from_secs(15),
+    }
 }
 
 /// The variables of the example of `kind` (empty for an unknown kind).
@@ -536,6 +548,7 @@ pub fn vars(kind: &str) -> Vars {
             let (k, e) = ended_key();
             super::ended::ended_vars(&k, &e, now)
         }
+        "failover" => super::failover::failover_vars(&takeover()),
         _ => Vars::new(),
     }
 }

@@ -114,7 +114,7 @@ mod tests {
             assert!(m.body.contains(&want), "{kind}: {}", m.body);
             let html = m.html.as_deref().unwrap_or_default();
             assert!(html.contains("journalctl -u keyrot --since"), "{kind}");
-            let cmd = if *kind == "digest" || *kind == "refused" {
+            let cmd = if *kind == "digest" || *kind == "refused" || *kind == "failover" {
                 "keyrot status"
             } else {
                 "keyrot history atlassian/"

@@ -14,6 +14,7 @@
 pub mod digest;
 pub mod ended;
 pub mod examples;
+pub mod failover;
 pub mod footer;
 pub mod message;
 pub mod notice;

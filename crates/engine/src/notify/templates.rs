@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 use super::render::{Escape, Template, Value, Vars};
 
 /// The message kinds that have templates (file stems).
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "assisted",
     "completed",
     "digest",
     "ended",
     "expiry",
     "failed",
+    "failover",
     "live",
     "refused",
     "revoked",
@@ -33,7 +34,7 @@ pub const KINDS: [&str; 9] = [
 const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 
 /// The built-in templates, by file name.
-const BUILTIN: [(&str, &str); 18] = [
+const BUILTIN: [(&str, &str); 20] = [
     (
         "assisted.txt",
         include_str!("../../../../templates/assisted.txt"),
@@ -59,6 +60,14 @@ const BUILTIN: [(&str, &str); 18] = [
         include_str!("../../../../templates/digest.html"),
     ),
     ("ended.txt", include_str!("../../../../templates/ended.txt")),
+    (
+        "failover.txt",
+        include_str!("../../../../templates/failover.txt"),
+    ),
+    (
+        "failover.html",
+        include_str!("../../../../templates/failover.html"),
+    ),
     (
         "ended.html",
         include_str!("../../../../templates/ended.html"),
