@@ -2,8 +2,9 @@
 //! secrets, the outbox, the audit chain, the due index and the local
 //! provider's registry.
 //!
-//! It owns every redb call in keyrot (a PostgreSQL backend is to implement
-//! the same interface), the at-rest encryption of secrets under the master
+//! It owns every redb call in keyrot, and the PostgreSQL backend (`pg/`,
+//! the same tables and operations on a database several hosts share, with
+//! a leader lease that fences every write), the at-rest encryption of secrets under the master
 //! key, the schema version and the hash-chained audit log. It does not
 //! decide anything: the state machine decides what to write, and writes it
 //! through [`Store::write`], one durable transaction per transition.
@@ -42,6 +43,7 @@ mod open;
 mod pg;
 mod prune;
 mod read;
+mod read_stats;
 mod tables;
 mod tx;
 mod verify;

@@ -107,38 +107,29 @@ fn read_all(c: &mut postgres::Client) -> Result<Rows, StoreError> {
     };
     let mut out = Rows {
         keys: blobs(sql::KEYS_ALL)?,
-        secrets: blobs("SELECT rotation, sealed FROM keyrot_secrets ORDER BY rotation")?,
+        secrets: blobs(sql::EXPORT_SECRETS)?,
         outbox: blobs(sql::MESSAGES_ALL)?,
-        meta: blobs("SELECT name, value FROM keyrot_meta ORDER BY name")?,
+        meta: blobs(sql::EXPORT_META)?,
         local_keys: blobs(sql::LOCAL_ALL)?,
         ..Rows::default()
     };
     let all = |t: &mut postgres::Transaction<'_>, q: &str| t.query(q, &[]).map_err(pg(op));
-    out.rotations = all(
-        &mut t,
-        "SELECT id, slot, rec FROM keyrot_rotations ORDER BY id",
-    )?
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
-    .collect();
+    out.rotations = all(&mut t, sql::EXPORT_ROTATIONS)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     out.audit = all(&mut t, sql::AUDIT_ALL)?
         .iter()
         .map(|r| (unsigned(r.get(0)), r.get(1)))
         .collect();
-    out.due = all(
-        &mut t,
-        "SELECT at, target FROM keyrot_due ORDER BY at, target",
-    )?
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
-    out.active = all(
-        &mut t,
-        "SELECT slot, rotation FROM keyrot_active ORDER BY slot",
-    )?
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    out.due = all(&mut t, sql::EXPORT_DUE)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    out.active = all(&mut t, sql::EXPORT_ACTIVE)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     t.commit().map_err(pg(op))?;
     Ok(out)
 }

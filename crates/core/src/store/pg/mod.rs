@@ -135,7 +135,7 @@ impl PgStore {
             if held {
                 return Ok(());
             }
-            let _ = c.batch_execute("ROLLBACK");
+            let _ = c.batch_execute(sql::ROLLBACK);
             Err(StoreError::CommitFailed(format!(
                 "this keyrot ({}) no longer holds the leader lease of epoch {} in PostgreSQL (it \
                  expired or another instance took it over): no write is made; a restart makes \

@@ -399,15 +399,7 @@ impl PgStore {
     /// (PostgreSQL's relation sizes: indexes and free space).
     pub(in crate::store) fn table_sizes(&self) -> Result<Vec<(String, u64, u64, u64)>, StoreError> {
         self.on(|c| {
-            let found = rows(
-                c,
-                "measuring tables",
-                "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), \
-                 pg_total_relation_size(c.oid) - pg_table_size(c.oid) \
-                 FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'keyrot\\_%' \
-                 ORDER BY c.relname",
-                &[],
-            )?;
+            let found = rows(c, "measuring tables", sql::TABLE_SIZES, &[])?;
             Ok(found
                 .iter()
                 .map(|r| {

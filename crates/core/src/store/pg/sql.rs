@@ -239,3 +239,22 @@ pub(super) const IMPORT_LOCAL_KEYS: &str =
     "INSERT INTO keyrot_local_keys (id, rec) SELECT * FROM unnest($1::text[], $2::bytea[])";
 pub(super) const IMPORT_ACTIVE: &str = "INSERT INTO keyrot_active (slot, rotation) \
      SELECT * FROM unnest($1::text[], $2::text[])";
+
+/// Transaction ends.
+pub(super) const COMMIT: &str = "COMMIT";
+pub(super) const ROLLBACK: &str = "ROLLBACK";
+
+/// The export (`export.rs`): every row of the tables that have no scan
+/// above, in key order.
+pub(super) const EXPORT_SECRETS: &str =
+    "SELECT rotation, sealed FROM keyrot_secrets ORDER BY rotation";
+pub(super) const EXPORT_META: &str = "SELECT name, value FROM keyrot_meta ORDER BY name";
+pub(super) const EXPORT_ROTATIONS: &str = "SELECT id, slot, rec FROM keyrot_rotations ORDER BY id";
+pub(super) const EXPORT_DUE: &str = "SELECT at, target FROM keyrot_due ORDER BY at, target";
+pub(super) const EXPORT_ACTIVE: &str = "SELECT slot, rotation FROM keyrot_active ORDER BY slot";
+
+/// Per keyrot table: name, estimated rows, bytes of its rows, bytes of
+/// its indexes and the rest.
+pub(super) const TABLE_SIZES: &str = "SELECT c.relname, c.reltuples::bigint, \
+     pg_table_size(c.oid), pg_total_relation_size(c.oid) - pg_table_size(c.oid) \
+     FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'keyrot\\_%' ORDER BY c.relname";

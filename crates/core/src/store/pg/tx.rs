@@ -54,7 +54,7 @@ impl PgTx {
     pub(in crate::store) fn commit(mut self) -> Result<(), StoreError> {
         self.done = true;
         self.lease.run(|c| {
-            c.batch_execute("COMMIT").map_err(|e| {
+            c.batch_execute(sql::COMMIT).map_err(|e| {
                 StoreError::CommitFailed(format!("PostgreSQL: {}", super::describe(&e)))
             })
         })
@@ -330,7 +330,7 @@ impl Drop for PgTx {
             // broken connection is made again before its next job.
             let _ = self
                 .lease
-                .run(|c| c.batch_execute("ROLLBACK").map_err(pg("rolling back")));
+                .run(|c| c.batch_execute(sql::ROLLBACK).map_err(pg("rolling back")));
         }
     }
 }
