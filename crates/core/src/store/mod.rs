@@ -1,11 +1,12 @@
-//! The store: one redb file holding the inventory, rotations, sealed
-//! secrets, the outbox, the audit chain, the due index and the local
-//! provider's registry.
+//! The store: one redb file (or a PostgreSQL database, `pg/`) holding the
+//! inventory, rotations, sealed secrets, the outbox, the audit chain, the
+//! due index and the local provider's registry.
 //!
-//! It owns every redb call in keyrot, and the PostgreSQL backend (`pg/`,
-//! the same tables and operations on a database several hosts share, with
-//! a leader lease that fences every write), the at-rest encryption of secrets under the master
-//! key, the schema version and the hash-chained audit log. It does not
+//! It owns every redb and PostgreSQL call in keyrot (the PostgreSQL
+//! backend keeps the same tables and operations on a database several
+//! hosts share, with a leader lease that fences every write: `lease.rs`),
+//! the at-rest encryption of secrets under the master key, the schema
+//! version and the hash-chained audit log. It does not
 //! decide anything: the state machine decides what to write, and writes it
 //! through [`Store::write`], one durable transaction per transition.
 //!
