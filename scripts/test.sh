@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # keyrot's whole test suite: installs the real peers the tests run against
-# (OpenBao, moto, aiosmtpd; into a cache directory, once), then the unit
+# (OpenBao, moto, aiosmtpd into a cache directory, once; PostgreSQL from
+# the distribution when missing), then the unit
 # tests of every crate of the workspace and the integration tests that run
 # the real binary (with failpoints compiled in for the crash suite).
 set -euo pipefail
