@@ -91,12 +91,7 @@ impl super::PgStore {
 
 /// Reads every table in one snapshot.
 fn read_all(c: &mut postgres::Client) -> Result<Rows, StoreError> {
-    let mut t = c
-        .build_transaction()
-        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(pg("starting a read"))?;
+    let mut t = super::snapshot(c)?;
     let op = "reading the store";
     let mut blobs = |q: &str| -> Result<Blobs, StoreError> {
         Ok(t.query(q, &[])

@@ -212,6 +212,16 @@ fn meta(t: &mut impl postgres::GenericClient, name: &str) -> Result<Option<Vec<u
     Ok(row.map(|r| r.get(0)))
 }
 
+/// A read snapshot spanning several statements (`REPEATABLE READ READ
+/// ONLY`): what each statement sees is one commit's state.
+pub(super) fn snapshot(c: &mut Client) -> Result<postgres::Transaction<'_>, StoreError> {
+    c.build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(pg("starting a read"))
+}
+
 /// Rows of a query.
 pub(super) fn rows(
     c: &mut impl postgres::GenericClient,

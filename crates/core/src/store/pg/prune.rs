@@ -44,12 +44,7 @@ impl PgStore {
     ) -> Result<Scan, StoreError> {
         let after = after.map(str::to_owned);
         self.on(move |c| {
-            let mut t = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(pg("starting a read"))?;
+            let mut t = super::snapshot(c)?;
             let page = rows(
                 &mut t,
                 "scanning rotations",

@@ -314,12 +314,7 @@ impl PgStore {
     /// Verifies the audit chain in one snapshot; the number of entries.
     pub(in crate::store) fn verify_audit_chain(&self) -> Result<u64, StoreError> {
         self.on(|c| {
-            let mut t = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(pg("starting a read"))?;
+            let mut t = super::snapshot(c)?;
             let pair = |t: &mut postgres::Transaction<'_>,
                         name: &str|
              -> Result<Option<(u64, String)>, StoreError> {
@@ -356,12 +351,7 @@ impl PgStore {
     /// Record counts, in one snapshot.
     pub(in crate::store) fn stats(&self) -> Result<StoreStats, StoreError> {
         let (counts, outbox) = self.on(|c| {
-            let mut t = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(pg("starting a read"))?;
+            let mut t = super::snapshot(c)?;
             let mut counts = [0u64; 4];
             for (n, q) in [
                 sql::KEYS_COUNT,
