@@ -100,23 +100,27 @@ fn leader_of(ds: &[Daemon; 2], paused: Option<usize>) -> Option<usize> {
     })
 }
 
-/// Live provider keys that are neither a slot's current key nor the new
-/// key of an unfinished rotation.
+/// Keys at the provider, neither revoked nor expired, that are not a
+/// slot's current key, nor the new or the old key of an unfinished
+/// rotation: keys keyrot lost track of.
 fn orphans(url: &str) -> Vec<String> {
     let rows = psql(
         url,
-        "SELECT l.id FROM keyrot_local_keys l, LATERAL (SELECT convert_from(l.rec, 'UTF8')::json AS j) r \
+        "SELECT l.id FROM keyrot_local_keys l, \
+              LATERAL (SELECT convert_from(l.rec, 'UTF8')::json AS j) r \
          WHERE r.j->>'revoked_at' IS NULL \
+           AND (r.j->>'expires_at' IS NULL OR (r.j->>'expires_at')::timestamptz > now()) \
            AND NOT EXISTS (SELECT 1 FROM keyrot_keys k \
                 WHERE convert_from(k.rec, 'UTF8')::json->'current'->>'id' = l.id) \
-           AND NOT EXISTS (SELECT 1 FROM keyrot_rotations x \
-                WHERE convert_from(x.rec, 'UTF8')::json->'new_key'->>'id' = l.id \
-                  AND convert_from(x.rec, 'UTF8')::json->>'state' NOT IN ('Completed', 'Failed', 'Aborted'))",
+           AND NOT EXISTS (SELECT 1 FROM keyrot_rotations x, \
+                  LATERAL (SELECT convert_from(x.rec, 'UTF8')::json AS j) y \
+                WHERE y.j->>'state' NOT IN ('Completed', 'Failed', 'Aborted') \
+                  AND (y.j->'new_key'->>'id' = l.id OR y.j->>'old_key_id' = l.id))",
     );
     rows.lines().map(str::to_owned).collect()
 }
 
-/// Sinks holding a key the provider revoked.
+/// Sinks holding a key the provider revoked, or one that has expired.
 fn locked_out(d: &Daemon, url: &str) -> Vec<String> {
     let mut out = Vec::new();
     for name in ["alpha", "beta"] {
@@ -125,14 +129,16 @@ fn locked_out(d: &Daemon, url: &str) -> Vec<String> {
             .as_str()
             .unwrap_or_default()
             .replace('\'', "");
-        let revoked = psql(
+        let dead = psql(
             url,
             &format!(
-                "SELECT count(*) FROM keyrot_local_keys \
-                 WHERE id = '{id}' AND convert_from(rec, 'UTF8')::json->>'revoked_at' IS NOT NULL"
+                "SELECT count(*) FROM keyrot_local_keys, \
+                      LATERAL (SELECT convert_from(rec, 'UTF8')::json AS j) r \
+                 WHERE id = '{id}' AND (r.j->>'revoked_at' IS NOT NULL \
+                   OR (r.j->>'expires_at')::timestamptz <= now())"
             ),
         );
-        if revoked != "0" {
+        if dead != "0" {
             out.push(format!("{name}: {id}"));
         }
     }
@@ -183,9 +189,18 @@ fn the_leader_dies_and_the_standby_goes_on_without_harm() {
         pg_daemon_at(&url, &["alpha", "beta"]),
     ];
     // Both instances write the same sink, as consumers read one place.
+    // Keys live 20 s and are replaced 15 s before they expire (a rotation
+    // every 5 s or so): a failover, a lease of 3 s, never lets a key expire
+    // before its replacement is out, as days of margin never do in use.
     let shared = ds[0].dir.join("out");
     for d in &ds {
         let text = fs::read_to_string(d.config_path()).unwrap();
+        let text = text
+            .replace("new_key_lifetime = \"6s\"", "new_key_lifetime = \"20s\"")
+            .replace(
+                "rotate_before_expiry = \"3s\"",
+                "rotate_before_expiry = \"15s\"",
+            );
         let text = text.replace(
             "path = \"out/{name}.json\"",
             &format!("path = \"{}/{{name}}.json\"", shared.display()),
@@ -292,17 +307,31 @@ fn the_leader_dies_and_the_standby_goes_on_without_harm() {
     let text = fs::read_to_string(ds[leader].config_path()).unwrap();
     fs::write(
         ds[leader].config_path(),
-        text.replace("new_key_lifetime = \"6s\"", "new_key_lifetime = \"1h\"")
+        text.replace("new_key_lifetime = \"20s\"", "new_key_lifetime = \"1h\"")
             .replace(
-                "rotate_before_expiry = \"3s\"",
+                "rotate_before_expiry = \"15s\"",
                 "rotate_before_expiry = \"10m\"",
             ),
     )
     .unwrap();
     ds[leader].signal(libc::SIGHUP);
+    // Settled: every key is one of the hour-long ones, and nothing runs.
+    let settled = |st: &serde_json::Value| {
+        st["active_rotations"] == 0
+            && st["keys"].as_array().is_some_and(|ks| {
+                ks.iter().all(|k| {
+                    k["expires_at"]
+                        .as_str()
+                        .and_then(|e| e.parse::<jiff::Timestamp>().ok())
+                        .is_some_and(|e| {
+                            e > common::wall_now() + jiff::SignedDuration::from_mins(30)
+                        })
+                })
+            })
+    };
     assert!(
-        wait_until(Duration::from_secs(60), || {
-            ds[leader].json(&["status", "--json"])["active_rotations"] == 0
+        wait_until(Duration::from_secs(90), || {
+            settled(&ds[leader].json(&["status", "--json"]))
         }),
         "rotations did not settle; log:\n{}",
         ds[leader].log()
@@ -332,7 +361,7 @@ fn the_leader_dies_and_the_standby_goes_on_without_harm() {
     let (median, p99) = median_p99(&mut failover_secs);
     eprintln!(
         "failover: {} cycles in {:.0} s; {writes} audited write statements, {fenced} from a fenced epoch; \
-         rotations {states}; orphan keys {}; slots rotated twice at once {}; consumers locked out {}; \
+         rotations {states}; orphan keys {}; slots rotated twice at once {}; consumers locked out (revoked or expired key in the sink) {}; \
          failover time median {median:.2} s, p99 {p99:.2} s (lease 3 s)",
         kills + stops,
         started.elapsed().as_secs_f64(),
