@@ -274,9 +274,9 @@ fn a_redb_destination_is_a_new_file_and_a_redb_store_takes_no_import() {
 /// timer), an audit entry per rotation, moved redb → PostgreSQL → redb.
 #[test]
 fn ten_thousand_keys_and_fifty_thousand_rotations_round_trip() {
-    // The suite runs a fifth of the size (`KEYROT_MIGRATE_keys=10000` for
+    // The suite runs a fifth of the size (`KEYROT_MIGRATE_KEYS=10000` for
     // the full one, whose figures docs/operations.md gives).
-    let keys: usize = std::env::var("KEYROT_MIGRATE_keys")
+    let keys: usize = std::env::var("KEYROT_MIGRATE_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
