@@ -390,9 +390,16 @@ async fn serve(
     };
     // A fatal store error ends keyrot wherever it happens (resume at start
     // included), at once: redb takes no more writes until the store is
-    // reopened. The error was logged where the commit failed.
+    // reopened. The error was logged where the commit failed. On a shared
+    // store, a write refused because the lease is gone is a lost lease.
     if engine.fatal().is_some() {
-        return Ok(ExitCode::from(EXIT_STORE_FATAL));
+        let lease_lost =
+            engine.runtime().config.store.postgres.is_some() && !engine.store().lease_valid();
+        return Ok(ExitCode::from(if lease_lost {
+            leader::EXIT_LEASE_LOST
+        } else {
+            EXIT_STORE_FATAL
+        }));
     }
     served
 }

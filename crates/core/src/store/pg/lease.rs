@@ -80,7 +80,7 @@ impl PgStore {
     }
 
     /// Records the lease this process holds now (or none).
-    fn set_fence(&self, fence: Option<Fence>) {
+    pub(super) fn set_fence(&self, fence: Option<Fence>) {
         *self
             .fence
             .lock()

@@ -123,7 +123,7 @@ impl PgStore {
     pub(super) fn begin(&self, master: Arc<MasterKey>) -> Result<PgTx, StoreError> {
         let lease = pool::Lease::take(&self.pool);
         let fence = self.fence()?;
-        lease.run(move |c| {
+        let checked = lease.run(move |c| {
             c.batch_execute(sql::BEGIN)
                 .map_err(pg("starting a transaction"))?;
             c.batch_execute(sql::LOCK_WRITES)
@@ -142,7 +142,12 @@ impl PgStore {
                  it a standby",
                 fence.holder, fence.epoch
             )))
-        })?;
+        });
+        if let Err(StoreError::CommitFailed(_)) = &checked {
+            // Fenced: this process holds no lease any more.
+            self.set_fence(None);
+        }
+        checked?;
         Ok(PgTx::new(lease, master))
     }
 }
