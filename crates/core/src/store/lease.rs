@@ -8,9 +8,13 @@ use super::pg::LeaseInfo;
 use super::{Db, Store, StoreError};
 
 impl Store {
-    /// Takes the leader lease for `holder` if it has expired: the epoch
-    /// granted and the previous holder, or `None` while another instance
-    /// holds it. From then on every write asserts the lease. `lease` is
+    /// Takes the leader lease for `holder` if it has expired or `holder`
+    /// holds it already (always under a new epoch, which fences off the
+    /// writes of any older handle of the same holder): the epoch granted
+    /// and the previous holder, or `None` while another instance holds it.
+    /// Holder ids must be unique per process (the daemon's are
+    /// `host:pid:random`), so two processes never share a lease. From then
+    /// on every write asserts the lease. `lease` is
     /// how long a grant or renewal lasts by the server's clock,
     /// `renew_deadline` (shorter) how long this process trusts one by its
     /// own monotonic clock.

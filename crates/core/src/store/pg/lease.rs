@@ -4,7 +4,8 @@
 //! One row holds the holder, an epoch (one more at every grant) and an
 //! expiry, all by PostgreSQL's clock (`now()`), so the instances' clocks
 //! never have to agree. An instance takes the lease only once it has
-//! expired, and renews it well before it does. Granting takes the store's
+//! expired (or when it holds it already, see [`PgStore::acquire`]), and
+//! renews it well before it does. Granting takes the store's
 //! write lock, and every write transaction checks under that lock that its
 //! process still holds an unexpired lease of its epoch: once a lease is
 //! granted to another instance, no write of the old holder's is accepted,
@@ -115,10 +116,20 @@ impl PgStore {
         })
     }
 
-    /// Takes the lease for `holder` when it has expired: the epoch granted
-    /// and the previous holder (empty before the first grant), or `None`
-    /// while another instance holds it. `renew_deadline` is how long this
-    /// process trusts a grant or renewal by its own clock.
+    /// Takes the lease for `holder` when it has expired, or when `holder`
+    /// holds it already: the epoch granted and the previous holder (empty
+    /// before the first grant), or `None` while another instance holds it.
+    /// `renew_deadline` is how long this process trusts a grant or renewal
+    /// by its own clock.
+    ///
+    /// Every grant is a new epoch, a grant to the holder it already had
+    /// too: a process that drops its store and opens it again (a crash in
+    /// process, as the tests make one) takes the lease back at once, and
+    /// whatever the dropped handle would still write, under the old epoch,
+    /// is refused. This never lets two processes share a lease as long as
+    /// holder ids are unique per process: the daemon's are
+    /// `host:pid:random`, so another process, or the same host's next one,
+    /// never has the id of the instance that holds the lease.
     pub(in crate::store) fn acquire(
         &self,
         holder: &str,
@@ -136,16 +147,19 @@ impl PgStore {
             t.execute(sql::LEASE_SEED, &[])
                 .map_err(pg("reading the leader lease"))?;
             let row = t
-                .query_one(sql::LEASE_LOCK, &[])
+                .query_one(sql::LEASE_LOCK, &[&me])
                 .map_err(pg("reading the leader lease"))?;
-            let (previous, expired): (String, bool) = (row.get(0), row.get(2));
-            if !expired {
+            let (previous, free): (String, bool) = (row.get(0), row.get(2));
+            if !free {
                 return Ok(None);
             }
-            let epoch: i64 = t
-                .query_one(sql::LEASE_GRANT, &[&me, &lease.as_secs_f64()])
+            let Some(granted) = t
+                .query_opt(sql::LEASE_GRANT, &[&me, &lease.as_secs_f64()])
                 .map_err(pg("taking the leader lease"))?
-                .get(0);
+            else {
+                return Ok(None);
+            };
+            let epoch: i64 = granted.get(0);
             t.commit().map_err(pg("taking the leader lease"))?;
             Ok(Some((epoch, previous)))
         })?;

@@ -43,20 +43,24 @@ CREATE TABLE IF NOT EXISTS keyrot_latest_rotation (
 pub(super) const LOCK_WRITES: &str = "SELECT pg_advisory_xact_lock(7021776153206960128)";
 
 /// The leader lease (one row, `name = 'leader'`): who holds it, the
-/// epoch it was granted under (one more at every change of holder), and
+/// epoch it was granted under (one more at every grant), and
 /// when it was renewed and expires, by the server's clock.
 pub(super) const LEASE_ROW: &str = "SELECT holder, epoch, renewed_at, expires_at, now() \
      FROM keyrot_lease WHERE name = 'leader'";
 /// Makes the lease row exist (expired, epoch 0) so that it can be locked.
 pub(super) const LEASE_SEED: &str = "INSERT INTO keyrot_lease (name, holder, epoch, renewed_at, \
      expires_at) VALUES ('leader', '', 0, '-infinity', '-infinity') ON CONFLICT DO NOTHING";
-/// The lease row, locked, with whether it has expired.
-pub(super) const LEASE_LOCK: &str = "SELECT holder, epoch, expires_at <= now() \
+/// The lease row, locked, with whether `$1` may take it: it has expired,
+/// or `$1` already holds it (the same process opening the store again).
+pub(super) const LEASE_LOCK: &str = "SELECT holder, epoch, \
+     expires_at <= now() OR holder = $1 \
      FROM keyrot_lease WHERE name = 'leader' FOR UPDATE";
-/// Grants the (expired) lease to `$1` for `$2` seconds under the next epoch.
+/// Grants the lease to `$1` for `$2` seconds under the next epoch, when it
+/// has expired or `$1` holds it already: a new epoch either way, so that
+/// whatever still writes under the old one is fenced off.
 pub(super) const LEASE_GRANT: &str = "UPDATE keyrot_lease SET holder = $1, epoch = epoch + 1, \
      renewed_at = now(), expires_at = now() + make_interval(secs => $2) \
-     WHERE name = 'leader' RETURNING epoch";
+     WHERE name = 'leader' AND (expires_at <= now() OR holder = $1) RETURNING epoch";
 /// Renews the lease `$1` holds under epoch `$2` for `$3` seconds, if it
 /// has not expired.
 pub(super) const LEASE_RENEW: &str = "UPDATE keyrot_lease SET renewed_at = now(), \

@@ -253,6 +253,40 @@ fn a_second_instance_is_a_standby_until_the_lease_is_free() {
 }
 
 #[test]
+fn the_same_holder_takes_its_lease_again_under_a_new_epoch() {
+    // A process that drops its store and opens it again (a crash in
+    // process) takes the lease back at once under the same holder id; the
+    // new epoch fences off the old handle. Another holder still waits.
+    let url = PgServer::shared().fresh_database().unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    let old = leader_at(&url);
+    old.write(|tx| tx.put_key(&key_rec("p/old", None))).unwrap();
+    let epoch = old.lease().unwrap().unwrap().epoch;
+    let again = open_at(&url, Some(KEY_A)).unwrap();
+    assert_eq!(
+        again.acquire_lease("test", hour, hour / 2).unwrap(),
+        Some((epoch + 1, "test".into()))
+    );
+    let err = old
+        .write(|tx| tx.put_key(&key_rec("p/late", None)))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::CommitFailed(_)), "{err}");
+    assert!(err.to_string().contains(&format!("epoch {epoch}")), "{err}");
+    assert!(!old.renew_lease(hour, hour / 2).unwrap());
+    again
+        .write(|tx| tx.put_key(&key_rec("p/new", None)))
+        .unwrap();
+    assert!(again.key("p/old").unwrap().is_some());
+    assert!(again.key("p/late").unwrap().is_none());
+    // Another holder is still refused while the lease is live.
+    let other = open_at(&url, Some(KEY_A)).unwrap();
+    assert_eq!(other.acquire_lease("other", hour, hour / 2).unwrap(), None);
+    let info = other.lease().unwrap().unwrap();
+    assert_eq!((info.holder.as_str(), info.epoch), ("test", epoch + 1));
+    assert!(again.renew_lease(hour, hour / 2).unwrap());
+}
+
+#[test]
 fn a_lease_is_trusted_only_within_the_renew_deadline() {
     let url = PgServer::shared().fresh_database().unwrap();
     let a = open_at(&url, Some(KEY_A)).unwrap();
