@@ -1,9 +1,14 @@
 //! keyrot's state machine in process, for tests: a [`World`] holds a real
-//! store in a temporary directory, the local provider (its keys live in
-//! that store), a file sink, a manual clock and an engine. A "crash" is the
-//! engine dropped with its runners and the store closed; [`World::restart`]
-//! reopens the same file with the same master key and a new engine, as
-//! keyrot does after `kill -9`. [`World::check`] states what must hold once
+//! store, the local provider (its keys live in that store), a file sink, a
+//! manual clock and an engine. The store is on either [`Backend`]: a redb
+//! file in the world's temporary directory ([`World::new`]), or a fresh
+//! database of the test process's PostgreSQL server
+//! ([`World::on`]`(Backend::Postgres)`), whose leader lease the world takes
+//! as holder `testkit`. A "crash" is the engine dropped with its runners
+//! and the store closed; [`World::restart`] reopens the same store with the
+//! same master key and a new engine, as keyrot does after `kill -9` (on
+//! PostgreSQL it takes the lease again at once, under a new epoch: the
+//! same holder may). [`World::check`] states what must hold once
 //! every rotation has ended: the invariants the binary-level crash suite
 //! checks from outside, here read from the store and the sink directly.
 //!
@@ -26,8 +31,9 @@ use tokio_util::task::TaskTracker;
 use keyrot_core::clock::{Clock as _, ManualClock};
 use keyrot_core::crypto::MasterKey;
 use keyrot_core::model::{Initiator, KeyRecord, RotationRecord, RotationState, Trigger};
+use keyrot_core::pgserver::PgServer;
 use keyrot_core::policy::testutil::{dur, ts};
-use keyrot_core::store::Store;
+use keyrot_core::store::{PgOptions, Store};
 use keyrot_core::wake::Wake;
 use keyrot_engine::rotation::{Engine, Runtime, StartRequest};
 use keyrot_peers::provider::Provider;
@@ -43,9 +49,37 @@ pub const SLOT: &str = "local/ci";
 /// [`World::finish`] moves the clock.
 pub const OVERLAP: &str = "1h";
 
+/// The holder id a world takes the PostgreSQL leader lease under.
+pub const HOLDER: &str = "testkit";
+
+/// Where a world keeps its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Backend {
+    /// A redb file in the world's temporary directory.
+    Redb,
+    /// A fresh database of the test process's PostgreSQL server
+    /// ([`PgServer::shared`]), whose leader lease the world holds.
+    Postgres,
+}
+
+impl Backend {
+    /// Both, redb first.
+    pub const ALL: [Backend; 2] = [Backend::Redb, Backend::Postgres];
+
+    /// `redb` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Redb => "redb",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
 /// A store, a clock and the engine over them.
 pub struct World {
     dir: tempfile::TempDir,
+    /// The database's URL, on PostgreSQL; `None`: the redb file in `dir`.
+    database: Option<String>,
     master: [u8; 32],
     /// The manual clock every engine of this world reads.
     pub clock: Arc<ManualClock>,
@@ -63,30 +97,53 @@ pub struct World {
 pub type Tweak = Arc<dyn Fn(&mut keyrot_config::Config) + Send + Sync>;
 
 impl World {
-    /// A fresh store with one slot (`local/ci`, policy overlap 1h, one
-    /// file sink `out`) and an engine over it.
+    /// A fresh redb store with one slot (`local/ci`, policy overlap 1h,
+    /// one file sink `out`) and an engine over it.
     pub fn new() -> World {
-        World::with(None, None)
+        World::on(Backend::Redb)
     }
 
-    /// The same world with a [`Fake`] provider of `shape` in place of the
-    /// local one.
+    /// The same world with its store on `backend`.
+    pub fn on(backend: Backend) -> World {
+        World::with(backend, None, None)
+    }
+
+    /// The same world (redb) with a [`Fake`] provider of `shape` in place
+    /// of the local one.
     pub fn shaped(shape: Shape) -> World {
-        World::with(Some(Arc::new(Fake::new(shape))), None)
+        World::shaped_on(Backend::Redb, shape)
     }
 
-    /// The same world with `tweak` applied to its configuration (e.g. a
-    /// webhook), at the start and at every restart.
+    /// The same on `backend`.
+    pub fn shaped_on(backend: Backend, shape: Shape) -> World {
+        World::with(backend, Some(Arc::new(Fake::new(shape))), None)
+    }
+
+    /// The same world (redb) with `tweak` applied to its configuration
+    /// (e.g. a webhook), at the start and at every restart.
     pub fn tweaked(tweak: impl Fn(&mut keyrot_config::Config) + Send + Sync + 'static) -> World {
-        World::with(None, Some(Arc::new(tweak)))
+        World::tweaked_on(Backend::Redb, tweak)
     }
 
-    fn with(fake: Option<Arc<Fake>>, tweak: Option<Tweak>) -> World {
+    /// The same on `backend`.
+    pub fn tweaked_on(
+        backend: Backend,
+        tweak: impl Fn(&mut keyrot_config::Config) + Send + Sync + 'static,
+    ) -> World {
+        World::with(backend, None, Some(Arc::new(tweak)))
+    }
+
+    fn with(backend: Backend, fake: Option<Arc<Fake>>, tweak: Option<Tweak>) -> World {
         let dir = tempfile::tempdir().unwrap();
+        let database = match backend {
+            Backend::Redb => None,
+            Backend::Postgres => Some(PgServer::shared().fresh_database().unwrap()),
+        };
         let master = [7u8; 32];
         let clock = Arc::new(ManualClock::new(ts("2026-11-23T10:00:00Z")));
         let mut w = World {
             dir,
+            database,
             master,
             clock,
             engine: None,
@@ -128,6 +185,37 @@ impl World {
         self.engine().store()
     }
 
+    /// Where this world keeps its store.
+    pub fn backend(&self) -> Backend {
+        match self.database {
+            None => Backend::Redb,
+            Some(_) => Backend::Postgres,
+        }
+    }
+
+    /// Opens the store with the world's master key: the redb file, or the
+    /// database with its leader lease taken (an hour, trusted for 50
+    /// minutes of this process's clock) as [`HOLDER`]. After a crash the
+    /// lease is still the world's, and taken again under a new epoch.
+    fn open_store(&self) -> Store {
+        let master = MasterKey::from_bytes(self.master);
+        let Some(url) = &self.database else {
+            return Store::open(&self.out().join("state.redb"), master).unwrap();
+        };
+        let store = Store::open_postgres(
+            &secrecy::SecretString::from(url.clone()),
+            &PgOptions::default(),
+            Some(master),
+        )
+        .unwrap();
+        let hour = Duration::from_secs(3600);
+        store
+            .acquire_lease(HOLDER, hour, hour * 5 / 6)
+            .unwrap()
+            .expect("the world's lease is its own");
+        store
+    }
+
     fn out(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
@@ -154,9 +242,7 @@ impl World {
             tweak(&mut cfg);
         }
         let cfg = Arc::new(cfg);
-        let store = Arc::new(
-            Store::open(&out.join("state.redb"), MasterKey::from_bytes(self.master)).unwrap(),
-        );
+        let store = Arc::new(self.open_store());
         let mut rt = Runtime::build(cfg, &store).unwrap();
         if let Some(fake) = &self.fake {
             rt.providers
@@ -203,7 +289,7 @@ impl World {
         self.engine = None;
     }
 
-    /// After a crash: the same store file, a new engine, unfinished
+    /// After a crash: the same store, a new engine, unfinished
     /// rotations resumed (what `keyrot run` does at start).
     pub async fn restart(&mut self) {
         self.open();

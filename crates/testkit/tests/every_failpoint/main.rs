@@ -8,15 +8,51 @@
 //! at the provider's issue (whose answer was never recorded) takes its own
 //! path (find the key that attempt made, revoke it, issue again): each of
 //! its hits is crashed at too. Time is the manual clock and tokio's paused
-//! clock; the whole suite runs in well under a second of wall time.
+//! clock.
+//!
+//! Every test runs on both store backends, as `TEST::redb` and
+//! `TEST::postgres` (a fresh database of the test process's PostgreSQL
+//! server per world; the crash drops the store and the restart takes the
+//! leader lease again under a new epoch), and each backend on its own must
+//! crash at every failpoint keyrot has: 202 crash scenarios on each, in
+//! about 20 s of wall time on redb and a minute on PostgreSQL (a database
+//! made per world, every commit a durable commit of a real server) on two
+//! cores.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use keyrot_core::failpoint;
 use keyrot_core::model::RotationState;
-use keyrot_testkit::World;
 use keyrot_testkit::fake::Shape;
+use keyrot_testkit::{Backend, World};
+
+/// Generates, for each named `async fn NAME(Backend)`, the tests
+/// `NAME::redb` and `NAME::postgres` with the attribute given (a
+/// `tokio::test` flavour).
+macro_rules! on_both {
+    (#[$attr:meta] $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use keyrot_testkit::Backend;
+
+                #[$attr]
+                async fn redb() {
+                    super::$name(Backend::Redb).await;
+                }
+
+                #[$attr]
+                async fn postgres() {
+                    super::$name(Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+mod failure;
+mod outbox;
 
 /// Each hit of a trace with its number among the hits of the same name.
 fn numbered(trace: Vec<String>) -> Vec<(String, u64)> {
@@ -31,17 +67,17 @@ fn numbered(trace: Vec<String>) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// A world whose slot already has a key (its first rotation done), so the
-/// next rotation has an old key to overlap with and revoke.
-async fn with_a_key() -> World {
-    with_a_key_at(None).await
+/// A world on `backend` whose slot already has a key (its first rotation
+/// done), so the next rotation has an old key to overlap with and revoke.
+async fn with_a_key(backend: Backend) -> World {
+    with_a_key_at(backend, None).await
 }
 
 /// The same at the local provider, or at a fake provider of `shape`.
-async fn with_a_key_at(shape: Option<Shape>) -> World {
+async fn with_a_key_at(backend: Backend, shape: Option<Shape>) -> World {
     let w = match shape {
-        None => World::new(),
-        Some(shape) => World::shaped(shape),
+        None => World::on(backend),
+        Some(shape) => World::shaped_on(backend, shape),
     };
     w.rotate().await.unwrap();
     w.finish().await;
@@ -82,13 +118,17 @@ async fn until_crash(w: &World) -> bool {
 
 /// One scenario: crash at each of `crashes` in turn (the first during the
 /// rotation, the next during the restart after it, ...), then finish.
-async fn run(crashes: &[(String, u64)]) -> Result<(), String> {
-    run_at(None, crashes).await
+async fn run(backend: Backend, crashes: &[(String, u64)]) -> Result<(), String> {
+    run_at(backend, None, crashes).await
 }
 
 /// The same at the local provider, or at a fake provider of `shape`.
-async fn run_at(shape: Option<Shape>, crashes: &[(String, u64)]) -> Result<(), String> {
-    let mut w = with_a_key_at(shape).await;
+async fn run_at(
+    backend: Backend,
+    shape: Option<Shape>,
+    crashes: &[(String, u64)],
+) -> Result<(), String> {
+    let mut w = with_a_key_at(backend, shape).await;
     let (first, rest) = crashes.split_first().unwrap();
     failpoint::arm_in_process(&format!("{}=crash@{}", first.0, first.1));
     if !until_crash(&w).await {
@@ -122,50 +162,81 @@ async fn run_at(shape: Option<Shape>, crashes: &[(String, u64)]) -> Result<(), S
 /// The tests of this binary share the process's failpoints: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The tests of this binary.
+/// The tests of this binary on each backend.
 const TESTS: usize = 6;
 
-/// The failpoints the tests traced, and how many tests have ended.
-static COVERED: Mutex<(BTreeSet<String>, usize)> = Mutex::new((BTreeSet::new(), 0));
-
-/// Records the failpoints of a traced path.
-fn covered(path: &[(String, u64)]) {
-    let mut c = COVERED.lock().unwrap();
-    c.0.extend(path.iter().map(|(n, _)| n.clone()));
+/// What the tests of one backend did so far.
+#[derive(Default)]
+struct Covered {
+    /// The failpoints they traced.
+    names: BTreeSet<String>,
+    /// Tests ended.
+    tests: usize,
+    /// Crash scenarios run.
+    scenarios: usize,
+    /// Their wall time, in seconds.
+    secs: f64,
 }
 
-/// One test ended; the last of a whole run checks that together they
-/// crashed at every failpoint keyrot has.
-fn done() {
+/// Per backend.
+static COVERED: Mutex<BTreeMap<Backend, Covered>> = Mutex::new(BTreeMap::new());
+
+/// Records the failpoints of a path traced on `backend`.
+fn covered(backend: Backend, path: &[(String, u64)]) {
     let mut c = COVERED.lock().unwrap();
-    c.1 += 1;
-    if c.1 == TESTS {
+    let c = c.entry(backend).or_default();
+    c.names.extend(path.iter().map(|(n, _)| n.clone()));
+}
+
+/// A test on `backend` ended, after `scenarios` crash scenarios since
+/// `started`; the last of a whole run on that backend checks that together
+/// they crashed at every failpoint keyrot has.
+fn done(backend: Backend, scenarios: usize, started: Instant) {
+    let mut all = COVERED.lock().unwrap();
+    let c = all.entry(backend).or_default();
+    c.tests += 1;
+    c.scenarios += scenarios;
+    c.secs += started.elapsed().as_secs_f64();
+    if c.tests == TESTS {
         let missed: Vec<&str> = failpoint::ALL
             .iter()
             .copied()
-            .filter(|n| !c.0.contains(*n))
+            .filter(|n| !c.names.contains(*n))
             .collect();
         eprintln!(
-            "every_failpoint: {} of the {} failpoints crashed at in process; missed: {missed:?}",
+            "every_failpoint on {}: {} crash scenarios in {TESTS} tests, {:.1} s of wall time; {} of the {} failpoints crashed at in process; missed: {missed:?}",
+            backend.name(),
+            c.scenarios,
+            c.secs,
             failpoint::ALL.len() - missed.len(),
             failpoint::ALL.len()
         );
-        assert!(missed.is_empty(), "no test crashes at {missed:?}");
+        assert!(
+            missed.is_empty(),
+            "no test on {} crashes at {missed:?}",
+            backend.name()
+        );
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
+on_both!(
+    #[tokio::test(start_paused = true)]
+    a_crash_at_every_failpoint_of_a_rotation_loses_nothing,
+    a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotation_loses_nothing,
+    a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses_nothing,
+);
+
+async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing(backend: Backend) {
     let _one = SERIAL.lock().await;
     failpoint::revive();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     // The path of a clean rotation.
-    let w = with_a_key().await;
+    let w = with_a_key(backend).await;
     failpoint::trace_in_process();
     w.rotate().await.unwrap();
     w.finish().await;
     let path = numbered(failpoint::take_trace());
-    covered(&path);
+    covered(backend, &path);
     drop(w);
     let names: BTreeSet<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
     // Every failpoint of the local provider's rotation path is on it.
@@ -199,13 +270,13 @@ async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
     let mut scenarios = 0;
     for hit in &path {
         scenarios += 1;
-        if let Err(e) = run(std::slice::from_ref(hit)).await {
+        if let Err(e) = run(backend, std::slice::from_ref(hit)).await {
             failures.push(e);
         }
     }
 
     // The restart after a crash at the issue: trace it, then crash there.
-    let w = with_a_key().await;
+    let w = with_a_key(backend).await;
     failpoint::arm_in_process("after:issue=crash@1");
     assert!(until_crash(&w).await);
     let mut w = w;
@@ -214,7 +285,7 @@ async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
     failpoint::trace_in_process();
     w.restart().await;
     let resume = numbered(failpoint::take_trace());
-    covered(&resume);
+    covered(backend, &resume);
     w.finish().await;
     assert!(w.check().await.is_empty());
     let resumed: BTreeSet<&str> = resume.iter().map(|(n, _)| n.as_str()).collect();
@@ -231,182 +302,30 @@ async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing() {
     }
     for hit in &resume {
         scenarios += 1;
-        if let Err(e) = run(&[("after:issue".to_string(), 1), hit.clone()]).await {
+        if let Err(e) = run(backend, &[("after:issue".to_string(), 1), hit.clone()]).await {
             failures.push(e);
         }
     }
     eprintln!(
-        "every_failpoint: {} hits on the rotation path, {} on the resume after an interrupted issue, {} distinct failpoints; {scenarios} crash scenarios in {:.2} s of wall time; failures: {}",
+        "every_failpoint on {}: {} hits on the rotation path, {} on the resume after an interrupted issue, {} distinct failpoints; {scenarios} crash scenarios in {:.2} s of wall time; failures: {}",
+        backend.name(),
         path.len(),
         resume.len(),
         names.union(&resumed).count(),
         started.elapsed().as_secs_f64(),
         failures.len()
     );
-    done();
+    done(backend, scenarios, started);
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// Every sink write refused: the rotation retries, then fails.
-const REFUSE: &str = "before:sink-put=error";
-
-/// The world's newest rotation.
-fn newest(w: &World) -> keyrot_core::model::RotationRecord {
-    w.store()
-        .rotations(Some(keyrot_testkit::SLOT), 1)
-        .unwrap()
-        .remove(0)
-}
-
-/// Drives the newest rotation until it fails (true), ends otherwise, or a
-/// crash fires (false).
-async fn until_failed(w: &World) -> bool {
-    for _ in 0..20 {
-        w.settle().await;
-        if failpoint::crashed() {
-            return false;
-        }
-        let r = newest(w);
-        if r.state == RotationState::Failed {
-            return true;
-        }
-        if r.state.is_terminal() {
-            return false;
-        }
-        // Past the retry's backoff.
-        w.clock.advance(jiff::SignedDuration::from_secs(1));
-        w.engine().spawn(&r.id);
-    }
-    false
-}
-
-/// A crash at `hit` on the way to Failed (every sink write refused), then a
-/// restart and the operator's resume once the sink is back.
-async fn fail(hit: &(String, u64)) -> Result<(), String> {
-    let mut w = with_a_key().await;
-    // The crash first: at `before:sink-put` it takes precedence over the refusal.
-    failpoint::arm_in_process(&format!("{}=crash@{},{REFUSE}", hit.0, hit.1));
-    let _ = w.rotate().await;
-    until_failed(&w).await;
-    if !failpoint::crashed() {
-        failpoint::revive();
-        return Err(format!("failure path {hit:?}: the crash was not reached"));
-    }
-    w.crash().await;
-    failpoint::revive();
-    w.restart().await;
-    w.finish().await;
-    let problems = w.check().await;
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("failure path {hit:?}: {problems:#?}"))
-    }
-}
-
-/// A rotation failed at distribution, then aborted with a crash at `hit`;
-/// after the restart the operator aborts again unless it took.
-async fn abort(hit: &(String, u64)) -> Result<(), String> {
-    let mut w = with_a_key().await;
-    failpoint::arm_in_process(REFUSE);
-    let _ = w.rotate().await;
-    assert!(until_failed(&w).await);
-    let id = newest(&w).id;
-    failpoint::arm_in_process(&format!("{}=crash@{}", hit.0, hit.1));
-    let _ = w.engine().abort(&id).await;
-    w.settle().await;
-    if !failpoint::crashed() {
-        failpoint::revive();
-        return Err(format!("abort {hit:?}: the crash was not reached"));
-    }
-    w.crash().await;
-    failpoint::revive();
-    w.restart().await;
-    if newest(&w).state != RotationState::Aborted {
-        w.engine()
-            .abort(&id)
-            .await
-            .map_err(|e| format!("abort {hit:?}: the second abort: {e}"))?;
-    }
-    w.settle().await;
-    let mut problems = w.check().await;
-    if newest(&w).state != RotationState::Aborted {
-        problems.push(format!("not aborted: {:?}", newest(&w).state));
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("abort {hit:?}: {problems:#?}"))
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_crash_at_every_failpoint_of_a_failure_and_of_an_abort_loses_nothing() {
+async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotation_loses_nothing(
+    backend: Backend,
+) {
     let _one = SERIAL.lock().await;
     failpoint::revive();
-    let started = std::time::Instant::now();
-    // The path to Failed: the sink refuses every write.
-    let w = with_a_key().await;
-    failpoint::arm_in_process(REFUSE);
-    failpoint::trace_in_process();
-    let _ = w.rotate().await;
-    assert!(until_failed(&w).await, "{:#?}", newest(&w));
-    let failing = numbered(failpoint::take_trace());
-    covered(&failing);
-    // The abort of that failed rotation.
-    failpoint::revive();
-    failpoint::trace_in_process();
-    let aborted = w.engine().abort(&newest(&w).id).await.unwrap();
-    let aborting = numbered(failpoint::take_trace());
-    covered(&aborting);
-    assert_eq!(aborted.state, RotationState::Aborted);
-    assert!(w.check().await.is_empty(), "{:#?}", w.check().await);
-    let names: BTreeSet<&str> = failing
-        .iter()
-        .chain(&aborting)
-        .map(|(n, _)| n.as_str())
-        .collect();
-    for want in [
-        "before:sink-put",
-        "after:failed",
-        "before:revoke-orphan",
-        "after:revoke-orphan",
-        "after:aborted",
-    ] {
-        assert!(
-            names.contains(want),
-            "{want} is on neither path: {failing:?} {aborting:?}"
-        );
-    }
-
-    let mut failures = Vec::new();
-    for hit in &failing {
-        if let Err(e) = fail(hit).await {
-            failures.push(e);
-        }
-    }
-    for hit in &aborting {
-        if let Err(e) = abort(hit).await {
-            failures.push(e);
-        }
-    }
-    eprintln!(
-        "every_failpoint: {} hits on the way to Failed, {} in the abort; {} crash scenarios in {:.2} s of wall time; failures: {}",
-        failing.len(),
-        aborting.len(),
-        failing.len() + aborting.len(),
-        started.elapsed().as_secs_f64(),
-        failures.len()
-    );
-    done();
-    assert!(failures.is_empty(), "{failures:#?}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotation_loses_nothing() {
-    let _one = SERIAL.lock().await;
-    failpoint::revive();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    let mut scenarios = 0;
     let mut failures = Vec::new();
     let mut figures = Vec::new();
     for (shape, wants) in [
@@ -419,12 +338,12 @@ async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotatio
             &["after:awaiting-secret", "before:verify"][..],
         ),
     ] {
-        let w = with_a_key_at(Some(shape)).await;
+        let w = with_a_key_at(backend, Some(shape)).await;
         failpoint::trace_in_process();
         w.rotate().await.unwrap();
         w.finish().await;
         let path = numbered(failpoint::take_trace());
-        covered(&path);
+        covered(backend, &path);
         assert!(w.check().await.is_empty(), "{:#?}", w.check().await);
         let names: BTreeSet<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
         for want in wants {
@@ -434,36 +353,38 @@ async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotatio
             );
         }
         for hit in &path {
-            if let Err(e) = run_at(Some(shape), std::slice::from_ref(hit)).await {
+            scenarios += 1;
+            if let Err(e) = run_at(backend, Some(shape), std::slice::from_ref(hit)).await {
                 failures.push(format!("{shape:?}: {e}"));
             }
         }
         figures.push(format!("{shape:?} {} hits", path.len()));
     }
     eprintln!(
-        "every_failpoint: {}; crashed at each in {:.2} s of wall time; failures: {}",
+        "every_failpoint on {}: {}; crashed at each in {:.2} s of wall time; failures: {}",
+        backend.name(),
         figures.join(", "),
         started.elapsed().as_secs_f64(),
         failures.len()
     );
-    done();
+    done(backend, scenarios, started);
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// A world whose second rotation is in its overlap: both keys live at the
 /// provider, the slot already at the new one.
-async fn in_overlap() -> World {
-    let w = with_a_key().await;
+async fn in_overlap(backend: Backend) -> World {
+    let w = with_a_key(backend).await;
     w.rotate().await.unwrap();
     w.settle().await;
-    assert_eq!(newest(&w).state, RotationState::Overlap);
+    assert_eq!(failure::newest(&w).state, RotationState::Overlap);
     w
 }
 
 /// A crash at `hit` of an inventory sync during an overlap; after the
 /// restart the sync runs again and the rotation ends.
-async fn sync(hit: &(String, u64)) -> Result<(), String> {
-    let mut w = in_overlap().await;
+async fn sync(backend: Backend, hit: &(String, u64)) -> Result<(), String> {
+    let mut w = in_overlap(backend).await;
     failpoint::arm_in_process(&format!("{}=crash@{}", hit.0, hit.1));
     let _ = keyrot_engine::scheduler::sync_provider(w.engine(), "local").await;
     if !failpoint::crashed() {
@@ -485,18 +406,20 @@ async fn sync(hit: &(String, u64)) -> Result<(), String> {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses_nothing() {
+async fn a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses_nothing(
+    backend: Backend,
+) {
     let _one = SERIAL.lock().await;
     failpoint::revive();
-    let w = in_overlap().await;
+    let started = Instant::now();
+    let w = in_overlap(backend).await;
     let before = w.store().key(keyrot_testkit::SLOT).unwrap().unwrap();
     failpoint::trace_in_process();
     keyrot_engine::scheduler::sync_provider(w.engine(), "local")
         .await
         .unwrap();
     let path = numbered(failpoint::take_trace());
-    covered(&path);
+    covered(backend, &path);
     let after = w.store().key(keyrot_testkit::SLOT).unwrap().unwrap();
     assert_eq!(
         before.current.as_ref().map(|k| &k.id),
@@ -507,17 +430,16 @@ async fn a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses
     assert!(w.check().await.is_empty(), "{:#?}", w.check().await);
     let mut failures = Vec::new();
     for hit in &path {
-        if let Err(e) = sync(hit).await {
+        if let Err(e) = sync(backend, hit).await {
             failures.push(e);
         }
     }
     eprintln!(
-        "every_failpoint: {} hits in an inventory sync during an overlap; failures: {}",
+        "every_failpoint on {}: {} hits in an inventory sync during an overlap; failures: {}",
+        backend.name(),
         path.len(),
         failures.len()
     );
-    done();
+    done(backend, path.len(), started);
     assert!(failures.is_empty(), "{failures:#?}");
 }
-
-mod outbox;

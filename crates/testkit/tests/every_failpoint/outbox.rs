@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use keyrot_core::failpoint;
-use keyrot_testkit::World;
+use keyrot_testkit::{Backend, World};
 
 use super::{SERIAL, covered, done, numbered, with_a_key};
 
@@ -83,24 +84,29 @@ fn check_mail(w: &World, dir: &std::path::Path) -> Vec<String> {
 }
 
 /// A world after two rotations, their mail queued and not sent.
-async fn with_mail() -> World {
-    let w = with_a_key().await;
+async fn with_mail(backend: Backend) -> World {
+    let w = with_a_key(backend).await;
     w.rotate().await.unwrap();
     w.finish().await;
     w
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_crash_at_every_failpoint_of_sending_mail_loses_no_message() {
+on_both!(
+    #[tokio::test(start_paused = true)]
+    a_crash_at_every_failpoint_of_sending_mail_loses_no_message,
+);
+
+async fn a_crash_at_every_failpoint_of_sending_mail_loses_no_message(backend: Backend) {
     let _one = SERIAL.lock().await;
     failpoint::revive();
-    let w = with_mail().await;
+    let started = Instant::now();
+    let w = with_mail(backend).await;
     let queued = w.store().outbox().unwrap().len();
     assert!(queued > 0, "the first rotation queued no mail");
     failpoint::trace_in_process();
     send_mail(&w).await.unwrap();
     let path = numbered(failpoint::take_trace());
-    covered(&path);
+    covered(backend, &path);
     let dir = w
         .engine()
         .runtime()
@@ -115,7 +121,7 @@ async fn a_crash_at_every_failpoint_of_sending_mail_loses_no_message() {
     );
     let mut failures = Vec::new();
     for hit in &path {
-        let w = match crash_sending(with_mail().await, hit).await {
+        let w = match crash_sending(with_mail(backend).await, hit).await {
             Ok(w) => w,
             Err(e) => {
                 failures.push(format!("mail {e}"));
@@ -135,11 +141,12 @@ async fn a_crash_at_every_failpoint_of_sending_mail_loses_no_message() {
         }
     }
     eprintln!(
-        "every_failpoint: {queued} queued messages, {} hits in sending them; failures: {}",
+        "every_failpoint on {}: {queued} queued messages, {} hits in sending them; failures: {}",
+        backend.name(),
         path.len(),
         failures.len()
     );
-    done();
+    done(backend, path.len(), started);
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -169,10 +176,11 @@ async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, got)
 }
 
-/// A world whose config posts every event to `url`, after two rotations.
-async fn with_a_webhook(url: &str) -> World {
+/// A world on `backend` whose config posts every event to `url`, after
+/// two rotations.
+async fn with_a_webhook(backend: Backend, url: &str) -> World {
     let url: reqwest::Url = url.parse().unwrap();
-    let w = World::tweaked(move |cfg| {
+    let w = World::tweaked_on(backend, move |cfg| {
         cfg.notify.webhooks = vec![keyrot_config::WebhookConfig {
             name: "hook".into(),
             url: keyrot_config::WebhookUrl::Plain(url.clone()),
@@ -213,14 +221,19 @@ fn check_webhook(w: &World, got: &[String]) -> Vec<String> {
     v
 }
 
-/// Real time here (the receiver answers over a socket); keyrot's own time
-/// is still the manual clock.
-#[tokio::test]
-async fn a_crash_at_every_failpoint_of_posting_webhooks_loses_no_event() {
+// Real time here (the receiver answers over a socket); keyrot's own time
+// is still the manual clock.
+on_both!(
+    #[tokio::test]
+    a_crash_at_every_failpoint_of_posting_webhooks_loses_no_event,
+);
+
+async fn a_crash_at_every_failpoint_of_posting_webhooks_loses_no_event(backend: Backend) {
     let _one = SERIAL.lock().await;
     failpoint::revive();
+    let started = Instant::now();
     let (url, got) = receiver().await;
-    let w = with_a_webhook(&url).await;
+    let w = with_a_webhook(backend, &url).await;
     let queued = w
         .store()
         .outbox()
@@ -232,7 +245,7 @@ async fn a_crash_at_every_failpoint_of_posting_webhooks_loses_no_event() {
     failpoint::trace_in_process();
     send_mail(&w).await.unwrap();
     let path = numbered(failpoint::take_trace());
-    covered(&path);
+    covered(backend, &path);
     let received = got.lock().unwrap().clone();
     assert!(
         check_webhook(&w, &received).is_empty(),
@@ -244,7 +257,7 @@ async fn a_crash_at_every_failpoint_of_posting_webhooks_loses_no_event() {
     let mut failures = Vec::new();
     for hit in &path {
         let (url, got) = receiver().await;
-        let w = match crash_sending(with_a_webhook(&url).await, hit).await {
+        let w = match crash_sending(with_a_webhook(backend, &url).await, hit).await {
             Ok(w) => w,
             Err(e) => {
                 failures.push(format!("webhook {e}"));
@@ -258,10 +271,11 @@ async fn a_crash_at_every_failpoint_of_posting_webhooks_loses_no_event() {
         }
     }
     eprintln!(
-        "every_failpoint: {queued} webhook deliveries (and their mail), {} hits in sending them; failures: {}",
+        "every_failpoint on {}: {queued} webhook deliveries (and their mail), {} hits in sending them; failures: {}",
+        backend.name(),
         path.len(),
         failures.len()
     );
-    done();
+    done(backend, path.len(), started);
     assert!(failures.is_empty(), "{failures:#?}");
 }
