@@ -21,9 +21,13 @@
 //! - I6 every notification was delivered, and no event under two
 //!   Message-IDs (the same Message-ID twice is at-least-once delivery).
 //!
-//! The store cannot be read while the daemon runs, so a check stops the
+//! A redb store cannot be read while the daemon runs, so a check stops the
 //! daemon (SIGTERM) and opens the store read-only for what only it holds:
-//! the local provider's registry, the sealed secrets, the outbox.
+//! the local provider's registry, the sealed secrets, the outbox. On
+//! PostgreSQL (`KEYROT_SUITE_STORE=postgres`, see `common::suite_store`)
+//! the same check reads the daemon's database, opened without the master
+//! key, after the same stop; and a daemon started again waits until it
+//! leads (a daemon that died leading holds the lease up to 3 s more).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -180,7 +184,9 @@ impl Case<'_> {
     }
 
     /// Starts the daemon without waiting for its socket (it may die while
-    /// starting, when armed); then waits until it answers or exits.
+    /// starting, when armed); then waits until it answers or exits. On
+    /// PostgreSQL "answers" means as the leader: a standby refuses every
+    /// change, and the one that died may hold the lease a little longer.
     pub fn spawn(&mut self) {
         self.d.spawn();
         // `keyrot status` also answers from the store while no daemon
@@ -189,7 +195,7 @@ impl Case<'_> {
             !self.running()
                 || self
                     .try_json(&["status", "--json"])
-                    .is_some_and(|s| s["live"] == true)
+                    .is_some_and(|s| s["live"] == true && s["instance"]["role"] != "standby")
         });
     }
 

@@ -396,9 +396,17 @@ fn enroll(case: &Case<'_>, id: &str, new_id: &str, secret: &str) {
 /// rotation's completion commit, and writes its binding just after it,
 /// must leave the slot on the new key: no stale key, no empty slot, no
 /// second rotation, no orphan. The completion commit is held open
-/// (`before:commit=delay`) while SIGHUP starts the sync.
+/// (`before:commit=delay`) while SIGHUP starts the sync: 3 s on redb; on
+/// PostgreSQL 1.5 s, within the server's idle-in-transaction limit (the
+/// lease's renew deadline, 2 s with the suite's 3 s lease), past which it
+/// ends the session, the commit fails and keyrot exits (as designed: a
+/// leader stopped inside a write must not hold the write lock).
 #[test]
 fn inventory_sync_racing_a_completion_keeps_the_new_key() {
+    let hold = match common::suite_store() {
+        common::SuiteStore::Redb => 3000,
+        common::SuiteStore::Postgres => 1500,
+    };
     let world = World::new(Kind::Local);
     let mut case = world.case("local: sync races a completion", &[(LOCAL, 1)]);
     case.arm("after:revoke=delay(1500)");
@@ -410,16 +418,16 @@ fn inventory_sync_racing_a_completion_keeps_the_new_key() {
         case.fail("the rotation never revoked")
     );
     // The runner is held 1.5 s after the revoke, then opens its completion
-    // commit, which now waits 3 s before committing. Once that wait has
-    // begun (its failpoint line follows the runner's "old key revoked"),
-    // SIGHUP starts the sync inside it.
-    case.arm("before:commit=delay(3000)");
-    let held = "keyrot: failpoint before:commit: delay(3000)";
+    // commit, which now waits `hold` ms before committing. Once that wait
+    // has begun (its failpoint line follows the runner's "old key
+    // revoked"), SIGHUP starts the sync inside it.
+    case.arm(&format!("before:commit=delay({hold})"));
+    let held = format!("keyrot: failpoint before:commit: delay({hold})");
     assert!(
         common::wait_until(Duration::from_secs(30), || {
             let log = case.d.log();
             log.rfind("old key revoked")
-                .is_some_and(|at| log[at..].contains(held))
+                .is_some_and(|at| log[at..].contains(&held))
         }),
         "{}",
         case.fail("the completion commit was never held")

@@ -29,18 +29,16 @@ fn pg_daemon(keys: &[&str]) -> Daemon {
     pg_daemon_at(&url, keys)
 }
 
-/// A daemon on the store in the database `url` (a lease of 3 s).
+/// A daemon on the store in the database `url` (a lease of 3 s, its URL
+/// in `pg.url`: `common::PG_STORE`).
 pub(crate) fn pg_daemon_at(url: &str, keys: &[&str]) -> Daemon {
-    let text = config(FAST, keys);
     let d = Daemon::new("");
-    let url_file = d.dir.join("pg.url");
-    write_secret(&url_file, &format!("{url}\n"));
-    let store = format!(
-        "backend = \"postgres\"\nurl = {{ file = \"{}\" }}\nhistory_retention = \"forever\"\nlease = \"3s\"\n",
-        url_file.display()
+    write_secret(&d.dir.join("pg.url"), &format!("{url}\n"));
+    let text = common::on_postgres(&config(FAST, keys)).replacen(
+        common::PG_STORE,
+        &format!("{}history_retention = \"forever\"\n", common::PG_STORE),
+        1,
     );
-    let text = text.replace("path = \"state/state.redb\"\n", &store);
-    assert!(text.contains("backend = \"postgres\""));
     fs::write(d.config_path(), text).unwrap();
     d
 }

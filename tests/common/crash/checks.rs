@@ -92,7 +92,7 @@ impl Case<'_> {
             .collect();
         let mail = self.world.smtp.accepted();
         self.stop();
-        let store = StoreView::read(&self.d.dir.join("state/state.redb"), &ids);
+        let store = StoreView::read(&self.d.open_store_read_only(), &ids);
         let users: Vec<String> = self
             .slots
             .iter()

@@ -2,11 +2,11 @@
 //! sandbox's Admin API list and state file, IAM `ListAccessKeys` and moto's
 //! data, the local provider's registry in the store), each sink's value
 //! and write time (the JSON file, OpenBao KV v2), and, with the daemon
-//! stopped, the store opened read-only (sealed secrets, outbox).
+//! stopped, the store opened without the master key (sealed secrets,
+//! outbox): the redb file, or the PostgreSQL database.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -177,10 +177,9 @@ pub struct StoreView {
 }
 
 impl StoreView {
-    /// Opens the store at `path` read-only.
-    pub fn read(path: &Path, rotation_ids: &[String]) -> StoreView {
-        let store = keyrot_core::store::Store::open_read_only(path)
-            .unwrap_or_else(|e| panic!("opening the store read-only: {e}"));
+    /// Reads `store` (opened without the master key: the daemon's redb
+    /// file once it stopped, or its PostgreSQL database).
+    pub fn read(store: &keyrot_core::store::Store, rotation_ids: &[String]) -> StoreView {
         let now = crate::common::wall_now();
         let local_keys = store
             .local_keys()
