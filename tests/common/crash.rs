@@ -24,7 +24,7 @@
 //! A redb store cannot be read while the daemon runs, so a check stops the
 //! daemon (SIGTERM) and opens the store read-only for what only it holds:
 //! the local provider's registry, the sealed secrets, the outbox. On
-//! PostgreSQL (`KEYROT_SUITE_STORE=postgres`, see `common::suite_store`)
+//! PostgreSQL (`KEYROT_SUITE_STORE=postgres`, see `common::store::suite_store`)
 //! the same check reads the daemon's database, opened without the master
 //! key, after the same stop; and a daemon started again waits until it
 //! leads (a daemon that died leading holds the lease up to 3 s more).
@@ -41,6 +41,7 @@ use sha2::Digest as _;
 use super::{Daemon, wait_until};
 
 pub mod checks;
+mod mail;
 pub mod observe;
 pub mod scenario;
 pub mod world;

@@ -403,9 +403,9 @@ fn enroll(case: &Case<'_>, id: &str, new_id: &str, secret: &str) {
 /// leader stopped inside a write must not hold the write lock).
 #[test]
 fn inventory_sync_racing_a_completion_keeps_the_new_key() {
-    let hold = match common::suite_store() {
-        common::SuiteStore::Redb => 3000,
-        common::SuiteStore::Postgres => 1500,
+    let hold = match common::store::suite_store() {
+        common::store::SuiteStore::Redb => 3000,
+        common::store::SuiteStore::Postgres => 1500,
     };
     let world = World::new(Kind::Local);
     let mut case = world.case("local: sync races a completion", &[(LOCAL, 1)]);

@@ -30,13 +30,16 @@ fn pg_daemon(keys: &[&str]) -> Daemon {
 }
 
 /// A daemon on the store in the database `url` (a lease of 3 s, its URL
-/// in `pg.url`: `common::PG_STORE`).
+/// in `pg.url`: `common::store::PG_STORE`).
 pub(crate) fn pg_daemon_at(url: &str, keys: &[&str]) -> Daemon {
     let d = Daemon::new("");
     write_secret(&d.dir.join("pg.url"), &format!("{url}\n"));
-    let text = common::on_postgres(&config(FAST, keys)).replacen(
-        common::PG_STORE,
-        &format!("{}history_retention = \"forever\"\n", common::PG_STORE),
+    let text = common::store::on_postgres(&config(FAST, keys)).replacen(
+        common::store::PG_STORE,
+        &format!(
+            "{}history_retention = \"forever\"\n",
+            common::store::PG_STORE
+        ),
         1,
     );
     fs::write(d.config_path(), text).unwrap();
