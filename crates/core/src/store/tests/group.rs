@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use super::{crash_image, key_rec, open, temp_path};
@@ -32,6 +33,18 @@ fn until_writers(store: &Store, n: usize) {
     }
 }
 
+/// Waits (without a timer) until `inside` is set: the writer that sets it
+/// in its closure holds redb's write lock, so every writer that enters
+/// after it waits behind it (counted in [`until_writers`]). Waiting for
+/// the first writer to be counted is not enough: counted, it may not have
+/// the lock yet, and a later writer that takes it first would commit and
+/// leave while the first one waits for it forever.
+fn until_inside(inside: &AtomicBool) {
+    while !inside.load(Ordering::Acquire) {
+        thread::yield_now();
+    }
+}
+
 /// Waits (without a timer) until `n` commits were made.
 fn until_commits(store: &Store, n: u64) {
     while store.commit_stats().commits < n {
@@ -47,19 +60,21 @@ fn until_commits(store: &Store, n: u64) {
 /// commit durable.
 fn deferred_write(store: &Arc<Store>, slot: &'static str) -> thread::JoinHandle<()> {
     let commits = store.commit_stats().commits + 1;
+    let inside = Arc::new(AtomicBool::new(false));
     let first = {
-        let store = Arc::clone(store);
+        let (store, inside) = (Arc::clone(store), Arc::clone(&inside));
         thread::spawn(move || {
             let inner = Arc::clone(&store);
             store
                 .write(|tx| {
+                    inside.store(true, Ordering::Release);
                     until_writers(&inner, 2);
                     tx.put_key(&key_rec(slot, None))
                 })
                 .unwrap();
         })
     };
-    until_writers(store, 1);
+    until_inside(&inside);
     let failing = store.write(|tx| {
         tx.put_key(&key_rec("p/failing", None))?;
         Err::<(), _>(StoreError::Other("the closure fails".into()))
@@ -116,19 +131,21 @@ fn writers_queued_behind_each_other_share_one_fsync() {
     // redb's write lock: each commit but the last then has writers queued
     // behind it, so only the last one is durable itself, and it covers
     // all of them.
+    let inside = Arc::new(AtomicBool::new(false));
     let first = {
-        let store = Arc::clone(&store);
+        let (store, inside) = (Arc::clone(&store), Arc::clone(&inside));
         thread::spawn(move || {
             let inner = Arc::clone(&store);
             store
                 .write(|tx| {
+                    inside.store(true, Ordering::Release);
                     until_writers(&inner, others + 1);
                     tx.put_key(&key_rec("p/first", None))
                 })
                 .unwrap();
         })
     };
-    until_writers(&store, 1);
+    until_inside(&inside);
     let rest: Vec<_> = (0..others)
         .map(|i| {
             let store = Arc::clone(&store);
