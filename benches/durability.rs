@@ -36,28 +36,19 @@
 //! subscriber is installed: log formatting is not in the figures. Prints a
 //! table, then one JSON line.
 
-use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use jiff::{SignedDuration, Timestamp};
+use anyhow::Context as _;
 use keyrot_core::clock::{Clock, SystemClock};
 use keyrot_core::crypto::MasterKey;
-use keyrot_core::model::{Initiator, KeyRecord, RotationState, Trigger};
 use keyrot_core::store::{CommitStats, Store};
-use keyrot_core::wake::Wake;
-use keyrot_engine::rotation::{Engine, Runtime, StartRequest};
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 mod common;
-use common::{env_num, live_local_key, median};
+use common::{env_num, median, rotations};
 
 /// The bench's knobs, from the environment.
 struct Knobs {
@@ -147,241 +138,22 @@ impl Run {
     }
 }
 
-/// The config of a run: the local provider with `concurrency` runners, one
-/// file sink, overlap 0, no mail.
-fn config_text(concurrency: usize) -> String {
-    format!(
-        r#"[daemon]
-control_socket = "control.sock"
-sync_schedule = "0 0 3 1 JAN *"
-
-[store]
-path = "state/state.redb"
-master_key_file = "master.key"
-
-[notify]
-from = "keyrot@example.com"
-transport = "none"
-
-[[provider]]
-name = "local"
-type = "local"
-max_concurrent = {concurrency}
-default_lifetime = "365d"
-
-[[sink]]
-name = "out"
-type = "file"
-path = "out/{{name}}.json"
-format = "json"
-
-[[policy]]
-name = "std"
-new_key_lifetime = "365d"
-rotate_before_expiry = "30d"
-overlap = "0s"
-jitter = false
-"#
-    )
-}
-
-fn key_name(i: usize) -> String {
-    format!("svc-{i:05}")
-}
-
-/// Writes `n` slots, each bound to a live key of the local provider (so
-/// that a rotation also revokes an old key), in one transaction.
-fn seed(store: &Store, n: usize, now: Timestamp) -> anyhow::Result<()> {
-    let created = now - SignedDuration::from_hours(24 * 300);
-    let expires = now + SignedDuration::from_hours(24 * 20);
-    store.write(|tx| {
-        for i in 0..n {
-            let name = key_name(i);
-            let id = format!("lk_seed{i:06}");
-            tx.local_put(&live_local_key(id.clone(), name.clone(), created, expires))?;
-            // Built from JSON, so that fields the model gains later (with
-            // serde defaults) do not break the bench.
-            let rec: KeyRecord = serde_json::from_value(serde_json::json!({
-                "slot": format!("local/{name}"),
-                "provider": "local",
-                "name": name,
-                "current": {
-                    "id": id,
-                    "name": name,
-                    "scopes": ["read:all"],
-                    "created_by": "bench",
-                    "created_at": created,
-                    "expires_at": expires,
-                    "last_used_at": null,
-                },
-                "policy": "std",
-                "next_due": null,
-                "active_rotation": null,
-                "sinks": ["out"],
-                "scopes": ["read:all"],
-            }))
-            .map_err(|e| keyrot_core::store::StoreError::Other(e.to_string()))?;
-            tx.put_key(&rec)?;
-        }
-        Ok(())
-    })?;
-    Ok(())
-}
-
-/// Rotations waiting for their runner to stop, by id.
-type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
-
-/// Tells every client whose rotation no runner drives any more; runs until
-/// `wake` is dropped. Engine::release wakes it after a runner stops.
-async fn watch_runners(engine: Arc<Engine>, wake: Wake, waiting: Waiting) {
-    let mut changed = wake.subscribe();
-    while changed.changed().await.is_ok() {
-        let running = engine.running();
-        let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
-        let done: Vec<String> = w
-            .keys()
-            .filter(|id| !running.contains(*id))
-            .cloned()
-            .collect();
-        for id in done {
-            if let Some(tx) = w.remove(&id) {
-                let _ = tx.send(());
-            }
-        }
-    }
-}
-
-/// Starts one rotation of `slot` and returns once its runner stopped.
-async fn rotate_one(engine: &Arc<Engine>, waiting: &Waiting, slot: &str) -> anyhow::Result<()> {
-    let req = StartRequest {
-        trigger: Trigger::Manual,
-        reason: "durability bench".into(),
-        initiator: Initiator::default(),
-        new_expires_at: None,
-        old_expires_at: None,
-        notify_contacts: false,
-        reveal_psk: None,
-    };
-    let rec = engine
-        .start(slot, req)
-        .await
-        .map_err(|e| anyhow::anyhow!("starting a rotation of {slot}: {e}"))?;
-    let (tx, rx) = oneshot::channel();
-    waiting
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(rec.id.clone(), tx);
-    // The runner may have stopped before the rotation was registered.
-    if !engine.running().contains(&rec.id) {
-        waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&rec.id);
-        return Ok(());
-    }
-    rx.await
-        .map_err(|_| anyhow::anyhow!("the runner watcher stopped"))?;
-    Ok(())
-}
-
 /// `n` rotations by `concurrency` clients in a fresh store under `base`.
 fn run_keyrot(base: &Path, n: usize, concurrency: usize, group: bool) -> anyhow::Result<Run> {
     let dir = tempfile::Builder::new()
         .prefix("keyrot-durability-")
         .tempdir_in(base)
         .context("creating the run directory")?;
-    let cfg_path = dir.path().join("keyrot.toml");
-    let text = config_text(concurrency);
-    std::fs::write(&cfg_path, &text)?;
-    std::fs::create_dir_all(dir.path().join("out"))?;
-    let cfg = keyrot_config::load_str(&cfg_path, &text)
-        .map_err(|e| anyhow::anyhow!("the bench config: {e}"))?;
-    let cfg = Arc::new(cfg);
+    let cfg = rotations::load_config(dir.path(), concurrency)?;
     let store = Arc::new(Store::open(&cfg.store.path, MasterKey::generate())?);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    seed(&store, n, clock.now())?;
+    rotations::seed(&store, n, SystemClock.now())?;
     store.set_group_commit(group);
-
-    // The daemon's shape: two async worker threads, the blocking pool.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let figures = rt.block_on(async {
-        let runtime = Runtime::build(Arc::clone(&cfg), &store).map_err(anyhow::Error::msg)?;
-        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
-        let wake = Wake::new();
-        let engine = Engine::new(
-            Arc::clone(&store),
-            runtime,
-            Arc::clone(&clock),
-            wake.clone(),
-            stop.clone(),
-            tasks.clone(),
-        );
-        let waiting: Waiting = Arc::default();
-        let watcher = tokio::spawn(watch_runners(
-            Arc::clone(&engine),
-            wake.clone(),
-            Arc::clone(&waiting),
-        ));
-        let next = Arc::new(AtomicUsize::new(0));
-        let before = store.commit_stats();
-        let start = Instant::now();
-        let clients: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let engine = Arc::clone(&engine);
-                let waiting = Arc::clone(&waiting);
-                let next = Arc::clone(&next);
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            return Ok::<(), anyhow::Error>(());
-                        }
-                        rotate_one(&engine, &waiting, &format!("local/{}", key_name(i))).await?;
-                    }
-                })
-            })
-            .collect();
-        for c in clients {
-            c.await??;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let after = store.commit_stats();
-        watcher.abort();
-        stop.cancel();
-        tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
-        Ok::<_, anyhow::Error>(Run {
-            rotations: n,
-            secs,
-            stats: CommitStats {
-                commits: after.commits - before.commits,
-                deferred: after.deferred - before.deferred,
-                durable_commits: after.durable_commits - before.durable_commits,
-                flushes: after.flushes - before.flushes,
-            },
-        })
-    })?;
-    drop(rt);
-
-    // Every rotation completed, the old keys revoked.
-    let rotations = store.rotations(None, usize::MAX)?;
-    let completed = rotations
-        .iter()
-        .filter(|r| r.state == RotationState::Completed && r.old_revoked_at.is_some())
-        .count();
-    if completed != n {
-        let other: Vec<String> = rotations
-            .iter()
-            .filter(|r| r.state != RotationState::Completed)
-            .take(3)
-            .map(|r| format!("{} {} {:?}", r.id, r.state, r.last_error))
-            .collect();
-        bail!("{completed} of {n} rotations completed; e.g. {other:?}");
-    }
-    Ok(figures)
+    let done = rotations::rotate_all(&cfg, &store, n, concurrency, || ())?;
+    Ok(Run {
+        rotations: n,
+        secs: done.secs,
+        stats: done.stats,
+    })
 }
 
 /// The directory runs are made in: under `target/`, on the repository's disk.

@@ -1,6 +1,8 @@
 //! Helpers the benchmarks share (each bench is its own crate and uses a part).
 #![allow(dead_code)]
 
+pub mod rotations;
+
 use jiff::Timestamp;
 use keyrot_core::store::LocalKey;
 
