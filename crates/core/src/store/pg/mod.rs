@@ -17,6 +17,7 @@ mod export;
 mod import;
 mod lease;
 mod pool;
+mod prepared;
 mod prune;
 mod read;
 mod sql;
@@ -128,10 +129,10 @@ impl PgStore {
                 .map_err(pg("starting a transaction"))?;
             c.batch_execute(sql::LOCK_WRITES)
                 .map_err(pg("taking the write lock"))?;
-            let held: bool = c
-                .query_one(sql::LEASE_HELD, &[&fence.holder, &fence.epoch])
-                .map_err(pg("checking the leader lease"))?
-                .get(0);
+            let held: bool =
+                prepared::query_one(c, sql::LEASE_HELD, &[&fence.holder, &fence.epoch])
+                    .map_err(pg("checking the leader lease"))?
+                    .get(0);
             if held {
                 return Ok(());
             }
@@ -231,10 +232,10 @@ pub(super) fn snapshot(c: &mut Client) -> Result<postgres::Transaction<'_>, Stor
 pub(super) fn rows(
     c: &mut impl postgres::GenericClient,
     op: &'static str,
-    query: &str,
+    query: &'static str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<postgres::Row>, StoreError> {
-    c.query(query, params).map_err(pg(op))
+    prepared::query(c, query, params).map_err(pg(op))
 }
 
 /// The store is damaged.

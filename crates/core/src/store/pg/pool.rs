@@ -153,8 +153,10 @@ impl Worker {
     /// The connection, made (again) when there is none or it broke.
     pub(super) fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
+            super::prepared::reset(false);
             self.client = None;
             self.client = Some(self.connect.connect()?);
+            super::prepared::reset(true);
         }
         self.client.as_mut().ok_or_else(|| StoreError::Backend {
             op: "connecting to PostgreSQL",

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 
 use super::pool::Lease;
 use super::tx::{all_json, get_json};
-use super::{PgStore, pg, rows, signed, sql, unsigned};
+use super::{PgStore, pg, prepared, rows, signed, sql, unsigned};
 use crate::model::{
     AuditEntry, DeliveryState, Duplicates, KeyRecord, OutboxMessage, RotationRecord,
 };
@@ -102,9 +102,8 @@ impl PgStore {
     /// A meta value.
     fn meta(&self, name: String) -> Result<Option<Vec<u8>>, StoreError> {
         self.on(move |c| {
-            let row = c
-                .query_opt(sql::META_GET, &[&name])
-                .map_err(pg("reading meta"))?;
+            let row =
+                prepared::query_opt(c, sql::META_GET, &[&name]).map_err(pg("reading meta"))?;
             Ok(row.map(|r| r.get(0)))
         })
     }
@@ -211,9 +210,8 @@ impl PgStore {
     ) -> Result<Option<String>, StoreError> {
         let slot = slot.to_owned();
         self.on(move |c| {
-            let row = c
-                .query_opt(sql::ACTIVE_GET, &[&slot])
-                .map_err(pg("reading active"))?;
+            let row =
+                prepared::query_opt(c, sql::ACTIVE_GET, &[&slot]).map_err(pg("reading active"))?;
             Ok(row.map(|r| r.get(0)))
         })
     }
@@ -268,8 +266,7 @@ impl PgStore {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let rotation = rotation.to_owned();
         self.on(move |c| {
-            let row = c
-                .query_opt(sql::SECRET_GET, &[&rotation])
+            let row = prepared::query_opt(c, sql::SECRET_GET, &[&rotation])
                 .map_err(pg("reading a secret"))?;
             Ok(row.map(|r| r.get(0)))
         })

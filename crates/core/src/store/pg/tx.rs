@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use super::pool::Lease;
-use super::{pg, rows, signed, sql};
+use super::{pg, prepared, rows, signed, sql};
 use crate::crypto::MasterKey;
 use crate::model::{AuditEntry, Duplicates, KeyRecord, OutboxMessage, RotationRecord};
 use crate::store::audit::NewEntry;
@@ -76,13 +76,12 @@ impl PgTx {
         let (next_due, active) = (rec.next_due, rec.active_rotation.clone());
         self.lease.run(move |c| {
             let old: Option<KeyRecord> = get_json(c, sql::KEY_GET, "keys", &slot)?;
-            c.execute(sql::KEY_PUT, &[&slot, &bytes])
-                .map_err(pg("writing a key"))?;
+            prepared::execute(c, sql::KEY_PUT, &[&slot, &bytes]).map_err(pg("writing a key"))?;
             let target = target_key(&DueTarget::Key(slot.clone()));
             move_due(c, &target, old.and_then(|o| o.next_due), next_due)?;
             match active {
-                Some(id) => c.execute(sql::ACTIVE_PUT, &[&slot, &id]),
-                None => c.execute(sql::ACTIVE_DELETE, &[&slot]),
+                Some(id) => prepared::execute(c, sql::ACTIVE_PUT, &[&slot, &id]),
+                None => prepared::execute(c, sql::ACTIVE_DELETE, &[&slot]),
             }
             .map_err(pg("updating active"))?;
             Ok(())
@@ -93,17 +92,15 @@ impl PgTx {
     pub(in crate::store) fn delete_key(&mut self, slot: &str) -> Result<bool, StoreError> {
         let slot = slot.to_owned();
         self.lease.run(move |c| {
-            let old = c
-                .query_opt(sql::KEY_DELETE, &[&slot])
-                .map_err(pg("deleting a key"))?;
+            let old =
+                prepared::query_opt(c, sql::KEY_DELETE, &[&slot]).map_err(pg("deleting a key"))?;
             let old: Option<KeyRecord> = match old {
                 Some(row) => Some(decode("keys", &slot, row.get::<_, &[u8]>(0))?),
                 None => None,
             };
             let target = target_key(&DueTarget::Key(slot.clone()));
             move_due(c, &target, old.as_ref().and_then(|o| o.next_due), None)?;
-            c.execute(sql::ACTIVE_DELETE, &[&slot])
-                .map_err(pg("updating active"))?;
+            prepared::execute(c, sql::ACTIVE_DELETE, &[&slot]).map_err(pg("updating active"))?;
             Ok(old.is_some())
         })
     }
@@ -119,11 +116,11 @@ impl PgTx {
         let timer = rotation_timer(rec);
         self.lease.run(move |c| {
             let old: Option<RotationRecord> = get_json(c, sql::ROTATION_GET, "rotations", &id)?;
-            c.execute(sql::ROTATION_PUT, &[&id, &slot, &bytes])
+            prepared::execute(c, sql::ROTATION_PUT, &[&id, &slot, &bytes])
                 .map_err(pg("writing a rotation"))?;
             let target = target_key(&DueTarget::Rotation(id.clone()));
             move_due(c, &target, old.as_ref().and_then(rotation_timer), timer)?;
-            c.execute(sql::LATEST_PUT, &[&slot, &id, &state])
+            prepared::execute(c, sql::LATEST_PUT, &[&slot, &id, &state])
                 .map_err(pg("indexing a rotation"))?;
             Ok(())
         })
@@ -158,8 +155,8 @@ impl PgTx {
     fn put_meta(&mut self, name: String, value: Option<Vec<u8>>) -> Result<(), StoreError> {
         self.lease.run(move |c| {
             match value {
-                Some(v) => c.execute(sql::META_PUT, &[&name, &v]),
-                None => c.execute(sql::META_DELETE, &[&name]),
+                Some(v) => prepared::execute(c, sql::META_PUT, &[&name, &v]),
+                None => prepared::execute(c, sql::META_DELETE, &[&name]),
             }
             .map_err(pg("writing meta"))
             .map(drop)
@@ -203,7 +200,7 @@ impl PgTx {
             })?;
         let rotation = rotation.to_owned();
         self.lease.run(move |c| {
-            c.execute(sql::SECRET_PUT, &[&rotation, &sealed])
+            prepared::execute(c, sql::SECRET_PUT, &[&rotation, &sealed])
                 .map_err(pg("writing a secret"))
                 .map(drop)
         })
@@ -220,7 +217,7 @@ impl PgTx {
         let bytes = encode("outbox", &m.id, m)?;
         let id = m.id.clone();
         self.lease.run(move |c| {
-            c.execute(sql::MESSAGE_PUT, &[&id, &bytes])
+            prepared::execute(c, sql::MESSAGE_PUT, &[&id, &bytes])
                 .map_err(pg("writing a message"))
                 .map(drop)
         })
@@ -246,8 +243,11 @@ impl PgTx {
         op: &'static str,
     ) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        self.lease
-            .run(move |c| c.execute(query, &[&key]).map_err(pg(op)).map(|n| n > 0))
+        self.lease.run(move |c| {
+            prepared::execute(c, query, &[&key])
+                .map_err(pg(op))
+                .map(|n| n > 0)
+        })
     }
 
     /// Appends an audit entry chained to the last one.
@@ -268,17 +268,15 @@ impl PgTx {
             actor.map(str::to_owned),
         );
         self.lease.run(move |c| {
-            let (seq, prev_hash) = match c
-                .query_opt(sql::AUDIT_LAST, &[])
-                .map_err(pg("reading audit"))?
-            {
-                Some(row) => {
-                    let key = row.get::<_, i64>(0).to_string();
-                    let last: AuditEntry = decode("audit", &key, row.get::<_, &[u8]>(1))?;
-                    (last.seq + 1, last.hash)
-                }
-                None => (1, String::new()),
-            };
+            let (seq, prev_hash) =
+                match prepared::query_opt(c, sql::AUDIT_LAST, &[]).map_err(pg("reading audit"))? {
+                    Some(row) => {
+                        let key = row.get::<_, i64>(0).to_string();
+                        let last: AuditEntry = decode("audit", &key, row.get::<_, &[u8]>(1))?;
+                        (last.seq + 1, last.hash)
+                    }
+                    None => (1, String::new()),
+                };
             let entry = NewEntry {
                 at,
                 event: &event,
@@ -289,10 +287,10 @@ impl PgTx {
             }
             .seal(seq, prev_hash);
             let bytes = encode("audit", &seq.to_string(), &entry)?;
-            c.execute(sql::AUDIT_INSERT, &[&signed(seq), &bytes])
+            prepared::execute(c, sql::AUDIT_INSERT, &[&signed(seq), &bytes])
                 .map_err(pg("appending audit"))?;
             let head = encode("meta", META_AUDIT_HEAD, &(seq, &entry.hash))?;
-            c.execute(sql::META_PUT, &[&META_AUDIT_HEAD, &head])
+            prepared::execute(c, sql::META_PUT, &[&META_AUDIT_HEAD, &head])
                 .map_err(pg("writing the audit head"))?;
             Ok(())
         })
@@ -303,7 +301,7 @@ impl PgTx {
         let bytes = encode("local_keys", &k.id, k)?;
         let id = k.id.clone();
         self.lease.run(move |c| {
-            c.execute(sql::LOCAL_PUT, &[&id, &bytes])
+            prepared::execute(c, sql::LOCAL_PUT, &[&id, &bytes])
                 .map_err(pg("writing a local key"))
                 .map(drop)
         })
@@ -343,11 +341,11 @@ fn move_due(
     new: Option<Timestamp>,
 ) -> Result<(), StoreError> {
     if let Some(at) = old {
-        c.execute(sql::DUE_DELETE, &[&due_micros(at), &target])
+        prepared::execute(c, sql::DUE_DELETE, &[&due_micros(at), &target])
             .map_err(pg("updating the due index"))?;
     }
     if let Some(at) = new {
-        c.execute(sql::DUE_INSERT, &[&due_micros(at), &target])
+        prepared::execute(c, sql::DUE_INSERT, &[&due_micros(at), &target])
             .map_err(pg("updating the due index"))?;
     }
     Ok(())
@@ -356,14 +354,11 @@ fn move_due(
 /// One JSON record by key (`query` takes the key as `$1`).
 pub(super) fn get_json<T: DeserializeOwned>(
     c: &mut impl postgres::GenericClient,
-    query: &str,
+    query: &'static str,
     table: &'static str,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
-    match c
-        .query_opt(query, &[&key])
-        .map_err(pg("reading a record"))?
-    {
+    match prepared::query_opt(c, query, &[&key]).map_err(pg("reading a record"))? {
         Some(row) => decode(table, key, row.get::<_, &[u8]>(0)).map(Some),
         None => Ok(None),
     }
@@ -372,7 +367,7 @@ pub(super) fn get_json<T: DeserializeOwned>(
 /// Every JSON record a `(key, record)` query returns, in its order.
 pub(super) fn all_json<T: DeserializeOwned>(
     c: &mut impl postgres::GenericClient,
-    query: &str,
+    query: &'static str,
     table: &'static str,
 ) -> Result<Vec<T>, StoreError> {
     rows(c, "scanning a table", query, &[])?
