@@ -369,7 +369,7 @@ async fn serve(
         tasks.clone(),
     );
     // On a shared store, leadership; `lost` fires when the lease is lost.
-    let leadership = cfg_store_postgres(&engine).map(|pg| {
+    let leadership = leader::postgres_of(&engine).map(|pg| {
         Arc::new(Leadership::new(
             engine.store(),
             &pg,
@@ -379,7 +379,7 @@ async fn serve(
     // A redb store's one process always leads.
     engine.metrics().set_leader(leadership.is_none());
     let lost = CancellationToken::new();
-    let lead = Lead {
+    let lead = leader::Lead {
         leadership,
         lost: lost.clone(),
     };
@@ -404,19 +404,6 @@ async fn serve(
     served
 }
 
-/// The `[store]` PostgreSQL settings in force, if that is the backend.
-fn cfg_store_postgres(engine: &Engine) -> Option<keyrot_config::PostgresConfig> {
-    engine.runtime().config.store.postgres.clone()
-}
-
-/// Leadership, for `run_engine`.
-struct Lead {
-    /// On a shared store.
-    leadership: Option<Arc<Leadership>>,
-    /// Cancelled when the lease is lost: keyrot exits.
-    lost: CancellationToken,
-}
-
 /// Runs `engine` and everything around it until SIGTERM/SIGINT, then stops
 /// in order.
 #[allow(clippy::too_many_arguments)]
@@ -428,7 +415,7 @@ async fn run_engine(
     stop: CancellationToken,
     tasks: TaskTracker,
     mut signals: impl futures::Stream<Item = i32> + Unpin,
-    lead: Lead,
+    lead: leader::Lead,
 ) -> anyhow::Result<ExitCode> {
     // The configuration at start, and the store.
     let cfg = Arc::clone(&engine.runtime().config);

@@ -66,6 +66,21 @@ pub async fn announce(
     }
 }
 
+/// The `[store]` PostgreSQL settings in force, if that is the backend.
+pub fn postgres_of(
+    engine: &keyrot_engine::rotation::Engine,
+) -> Option<keyrot_config::PostgresConfig> {
+    engine.runtime().config.store.postgres.clone()
+}
+
+/// Leadership, for `run_engine`.
+pub struct Lead {
+    /// On a shared store.
+    pub leadership: Option<Arc<Leadership>>,
+    /// Cancelled when the lease is lost: keyrot exits.
+    pub lost: CancellationToken,
+}
+
 /// The exit status after losing the lease (sysexits' EX_TEMPFAIL).
 pub const EXIT_LEASE_LOST: u8 = 75;
 

@@ -91,6 +91,22 @@ pub(super) const KEY_CHECK_AAD: &[u8] = b"keyrot-key-check";
 /// Plaintext of the key check envelope.
 pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"keyrot master key check v1";
 
+/// `secret` sealed under `master` for rotation `rotation` (the AAD binds
+/// the rotation id): what the secrets table holds, on either backend.
+pub(super) fn seal_secret(
+    master: &crate::crypto::MasterKey,
+    rotation: &str,
+    secret: &secrecy::SecretString,
+) -> Result<Vec<u8>, StoreError> {
+    use secrecy::ExposeSecret as _;
+    master
+        .try_seal(&secret_aad(rotation), secret.expose_secret().as_bytes())
+        .map_err(|source| StoreError::Seal {
+            rotation: rotation.to_owned(),
+            source,
+        })
+}
+
 /// AAD binding a sealed secret to its rotation.
 pub(super) fn secret_aad(rotation: &str) -> Vec<u8> {
     let mut aad = b"keyrot-secret:".to_vec();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use redb::{ReadableTable, WriteTransaction};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::audit::NewEntry;
 use super::error::backend;
@@ -16,7 +16,7 @@ use super::pg::PgTx;
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_AUDIT_HEAD,
     META_DUPLICATES, META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros,
-    encode, get_json, rotation_timer, secret_aad, state_name, target_key,
+    encode, get_json, rotation_timer, seal_secret, state_name, target_key,
 };
 use super::{DueTarget, LocalKey, StoreError};
 use crate::crypto::MasterKey;
@@ -318,13 +318,7 @@ impl RedbTx {
         rotation: &str,
         secret: &SecretString,
     ) -> Result<(), StoreError> {
-        let sealed = self
-            .master
-            .try_seal(&secret_aad(rotation), secret.expose_secret().as_bytes())
-            .map_err(|source| StoreError::Seal {
-                rotation: rotation.to_owned(),
-                source,
-            })?;
+        let sealed = seal_secret(&self.master, rotation, secret)?;
         let mut secrets = self
             .txn
             .open_table(SECRETS)

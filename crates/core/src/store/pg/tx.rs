@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use postgres::Client;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use super::pool::Lease;
@@ -17,7 +17,7 @@ use crate::model::{AuditEntry, Duplicates, KeyRecord, OutboxMessage, RotationRec
 use crate::store::audit::NewEntry;
 use crate::store::tables::{
     META_AUDIT_HEAD, META_DUPLICATES, META_LAST_SYNC, decode, due_micros, encode, rotation_timer,
-    secret_aad, state_name, target_key,
+    seal_secret, state_name, target_key,
 };
 use crate::store::{DueTarget, LocalKey, StoreError};
 
@@ -191,13 +191,7 @@ impl PgTx {
         rotation: &str,
         secret: &SecretString,
     ) -> Result<(), StoreError> {
-        let sealed = self
-            .master
-            .try_seal(&secret_aad(rotation), secret.expose_secret().as_bytes())
-            .map_err(|source| StoreError::Seal {
-                rotation: rotation.to_owned(),
-                source,
-            })?;
+        let sealed = seal_secret(&self.master, rotation, secret)?;
         let rotation = rotation.to_owned();
         self.lease.run(move |c| {
             prepared::execute(c, sql::SECRET_PUT, &[&rotation, &sealed])
