@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # keyrot's benchmarks (docs/benchmarks.md): `bash scripts/bench.sh` runs all
-# of them, `bash scripts/bench.sh NAME...` some (durability, openbao, scale,
-# idle). Each prints a table and a final JSON line; this script also keeps
+# of them, `bash scripts/bench.sh NAME...` some (durability, postgres, openbao,
+# scale, idle). Each prints a table and a final JSON line; this script also keeps
 # their output in target/bench/NAME.log. Never part of the test suite: run
 # them on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(durability openbao scale idle)
+all=(durability postgres openbao scale idle)
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=("${all[@]}")
 KEYROT_PEERS_DIR="$(bash scripts/peers.sh)"
