@@ -303,7 +303,10 @@ sinks = ["out"]
         .unwrap();
         // The leader prunes: this instance holds the lease.
         let hour = std::time::Duration::from_secs(3600);
-        store.acquire_lease("test", hour, hour / 2).unwrap().unwrap();
+        store
+            .acquire_lease("test", hour, hour / 2)
+            .unwrap()
+            .unwrap();
         let e = engine_over(cfg, store, "2026-06-01T00:00:00Z");
         e.store()
             .write(|tx| {
