@@ -24,6 +24,8 @@ pub(crate) struct Known {
     sinks: Vec<(Spanned<String>, Option<SinkKind>)>,
     /// Policy names.
     policies: Vec<Spanned<String>>,
+    /// Hook names.
+    pub(crate) hooks: Vec<Spanned<String>>,
     /// Policy name → its `new_key_lifetime`, for the policies that validated.
     lifetimes: HashMap<String, Lifetime>,
 }
@@ -48,6 +50,22 @@ impl Known {
         ) {
             self.providers.push((name, kind));
         }
+    }
+
+    /// References to hooks: each defined, none twice.
+    pub fn hook_refs(&self, ctx: &mut Ctx<'_>, list: &Option<Vec<Spanned<String>>>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for h in list.as_deref().unwrap_or_default() {
+            let Some(name) = reference(ctx, h, "hook", self.hooks.iter()) else {
+                continue;
+            };
+            if out.contains(&name) {
+                ctx.error(h.span(), format!("hook {name:?} is listed twice"));
+                continue;
+            }
+            out.push(name);
+        }
+        out
     }
 
     /// Adds a sink name; a second one with the same name is an error.
@@ -162,6 +180,7 @@ fn key(
     let scopes = ctx.texts(&raw.scopes, "scopes");
     let contacts = ctx.emails(&raw.contacts, "contacts");
     let group = raw.group.as_ref().and_then(|g| ctx.text(g, "group"));
+    let hooks = known.hook_refs(ctx, &raw.hooks);
     if ctx.error_count() > before {
         return None;
     }
@@ -173,6 +192,7 @@ fn key(
         scopes,
         contacts,
         group,
+        hooks,
     })
 }
 

@@ -24,6 +24,7 @@ mod ctx;
 mod defaults;
 pub mod diag;
 mod exec_provider;
+pub mod hooks;
 pub mod http_provider;
 mod keys;
 mod load;

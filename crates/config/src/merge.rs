@@ -17,7 +17,15 @@ use super::diag::SourceFile;
 /// Sections that are single tables, merged key by key.
 const TABLE_SECTIONS: [&str; 3] = ["daemon", "store", "notify"];
 /// Sections that are arrays of tables, appended.
-const ARRAY_SECTIONS: [&str; 6] = ["provider", "sink", "policy", "key", "psk", "api_token"];
+const ARRAY_SECTIONS: [&str; 7] = [
+    "provider",
+    "sink",
+    "hook",
+    "policy",
+    "key",
+    "psk",
+    "api_token",
+];
 
 /// All files' sections, merged.
 #[derive(Default)]
@@ -32,6 +40,8 @@ pub(crate) struct Document<'i> {
     pub providers: Vec<Spanned<DeValue<'i>>>,
     /// Every `[[sink]]` entry.
     pub sinks: Vec<Spanned<DeValue<'i>>>,
+    /// Every `[[hook]]` entry.
+    pub hooks: Vec<Spanned<DeValue<'i>>>,
     /// Every `[[policy]]` entry.
     pub policies: Vec<Spanned<DeValue<'i>>>,
     /// Every `[[key]]` entry.
@@ -68,6 +78,7 @@ pub(crate) fn merge<'i>(doc: &mut Document<'i>, root: DeTable<'i>, ctx: &mut Ctx
             "notify" => merge_section(&mut doc.notify, &name, value, ctx),
             "provider" => append_entries(&mut doc.providers, &name, value, ctx),
             "sink" => append_entries(&mut doc.sinks, &name, value, ctx),
+            "hook" => append_entries(&mut doc.hooks, &name, value, ctx),
             "policy" => append_entries(&mut doc.policies, &name, value, ctx),
             "key" => append_entries(&mut doc.keys, &name, value, ctx),
             "psk" => append_entries(&mut doc.psks, &name, value, ctx),
@@ -79,7 +90,7 @@ pub(crate) fn merge<'i>(doc: &mut Document<'i>, root: DeTable<'i>, ctx: &mut Ctx
                     key.span(),
                     format!(
                         "unknown section `{name}`{hint}: expected [daemon], [store], [notify], \
-                         [[provider]], [[sink]], [[policy]], [[key]], [[psk]] or [[api_token]]"
+                         [[provider]], [[sink]], [[hook]], [[policy]], [[key]], [[psk]] or [[api_token]]"
                     ),
                 );
             }

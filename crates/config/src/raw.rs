@@ -203,10 +203,12 @@ pub struct RawSinkHead {
     /// Sink type.
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
+    /// Hooks run once a rotation's secret is in this sink (and every other).
+    pub hooks: Option<Vec<Spanned<String>>>,
 }
 
 /// Field names of [`RawSinkHead`], split off before the body.
-pub const SINK_HEAD_FIELDS: &[&str] = &["name", "type"];
+pub const SINK_HEAD_FIELDS: &[&str] = &["name", "type", "hooks"];
 
 /// `type = "file"` fields.
 #[derive(Debug, Deserialize)]
@@ -292,6 +294,8 @@ pub struct RawKey {
     pub policy: Spanned<String>,
     /// Sink names.
     pub sinks: Option<Vec<Spanned<String>>>,
+    /// Hooks run once the new secret is in every sink.
+    pub hooks: Option<Vec<Spanned<String>>>,
     /// Scopes of a newly issued key.
     pub scopes: Option<Vec<Spanned<String>>>,
     /// The key's own contacts.

@@ -32,6 +32,7 @@ pub fn secret_refs(cfg: &Config) -> Vec<SecretUse<'_>> {
     }
     out.extend(super::access::secret_uses(&cfg.psks, &cfg.api_tokens));
     out.extend(super::notify::secret_uses(&cfg.notify));
+    out.extend(super::hooks::secret_uses(&cfg.hooks));
     out
 }
 

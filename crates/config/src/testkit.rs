@@ -69,6 +69,7 @@ pub fn local(out: &Path, sink_path: &str) -> Config {
                 owner: None,
                 group: None,
             }),
+            hooks: vec![],
         }],
         policies: vec![p],
         keys: vec![],
@@ -83,6 +84,7 @@ pub fn local(out: &Path, sink_path: &str) -> Config {
             webhooks: vec![],
         },
         psks: vec![],
+        hooks: vec![],
         api_tokens: vec![],
         secret_sites: vec![],
     }

@@ -176,6 +176,7 @@ fn local_provider(ctx: &mut Ctx<'_>, raw: &RawLocalProvider) -> Option<LocalProv
 pub(crate) fn sink(
     ctx: &mut Ctx<'_>,
     entry: Spanned<DeValue<'_>>,
+    known: &super::keys::Known,
 ) -> (Option<Spanned<String>>, Option<SinkConfig>) {
     let Some((head, body)) = split(entry, SINK_HEAD_FIELDS) else {
         return (None, None);
@@ -226,8 +227,12 @@ pub(crate) fn sink(
         return (name, None);
     };
     unknown_type(ctx, &head.kind, "sink", SINK_TYPES);
+    let hooks = known.hook_refs(ctx, &head.hooks);
     let cfg = ctx.text(&head.name, "name").zip(kind);
-    (name, cfg.map(|(name, kind)| SinkConfig { name, kind }))
+    (
+        name,
+        cfg.map(|(name, kind)| SinkConfig { name, kind, hooks }),
+    )
 }
 
 /// `type = "file"`.

@@ -39,6 +39,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `[[psk]]`: keys new secrets are sealed under for API callers.
     pub psks: Vec<PskConfig>,
+    /// `[[hook]]` entries.
+    pub hooks: Vec<crate::hooks::HookConfig>,
     /// `[[api_token]]`: bearer tokens of the control API.
     pub api_tokens: Vec<ApiTokenConfig>,
     /// Where each secret reference is written (file, line, column; empty
@@ -279,6 +281,8 @@ pub struct KeySpec {
     pub contacts: Vec<String>,
     /// Stagger group, if any.
     pub group: Option<String>,
+    /// Hooks (config names) run once a new secret is in every sink.
+    pub hooks: Vec<String>,
 }
 
 impl Config {
@@ -290,6 +294,27 @@ impl Config {
     pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
         self.sinks.iter().find(|s| s.name == name)
     }
+    /// Looks a policy up by name.
+    pub fn hook(&self, name: &str) -> Option<&crate::hooks::HookConfig> {
+        self.hooks.iter().find(|h| h.name == name)
+    }
+
+    /// The hooks a rotation of a key with these hooks and sinks runs: the
+    /// key's own, then each sink's, each once, in that order.
+    pub fn hooks_for(&self, key_hooks: &[String], sinks: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let sink_hooks = sinks
+            .iter()
+            .filter_map(|s| self.sink(s))
+            .flat_map(|s| s.hooks.iter());
+        for h in key_hooks.iter().chain(sink_hooks) {
+            if !out.contains(h) {
+                out.push(h.clone());
+            }
+        }
+        out
+    }
+
     /// Looks a policy up by name.
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name == name)

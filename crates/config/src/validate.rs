@@ -35,9 +35,11 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
         }
         providers.extend(cfg);
     }
+    let (hooks, hook_names) = super::hooks::hooks(ctx, doc.hooks);
+    known.hooks = hook_names;
     let mut sinks = Vec::new();
     for entry in doc.sinks {
-        let (name, cfg) = sink(ctx, entry);
+        let (name, cfg) = sink(ctx, entry, &known);
         if let Some(name) = name {
             known.add_sink(ctx, name, cfg.as_ref().map(|c| c.kind.clone()));
         }
@@ -72,6 +74,7 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
         keys,
         notify: notify?,
         psks,
+        hooks,
         api_tokens,
         secret_sites: std::mem::take(&mut ctx.secret_sites),
     })

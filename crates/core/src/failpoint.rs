@@ -68,6 +68,11 @@ pub const ALL: &[&str] = &[
     // Providers configured to set the old key inactive for the overlap.
     "before:deactivate",
     "after:deactivate",
+    // Reload hooks: entering Reloading, one hook run (each result is a
+    // commit of its own, `after:reloading` again).
+    "after:reloading",
+    "before:hook",
+    "after:hook",
     "after:overlap",
     "after:revoking",
     // The old key is revoked.

@@ -68,13 +68,14 @@ pub const STEP_BUCKETS: [f64; 14] = [
 ];
 
 /// The states a runner takes a step in.
-const STEPS: [RotationState; 8] = [
+const STEPS: [RotationState; 9] = [
     RotationState::Pending,
     RotationState::AwaitingSecret,
     RotationState::Issuing,
     RotationState::Issued,
     RotationState::Distributing,
     RotationState::Verifying,
+    RotationState::Reloading,
     RotationState::Overlap,
     RotationState::Revoking,
 ];
@@ -135,6 +136,13 @@ struct SinkLabels {
     sink: String,
 }
 
+/// Labels of `keyrot_hook_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    /// Hook.
+    hook: String,
+}
+
 /// The values of the `state` label of `keyrot_keys_ended_total`.
 const ENDED_STATES: [&str; 2] = ["expired", "vanished"];
 
@@ -161,6 +169,8 @@ pub struct Metrics {
     provider_errors: Family<CallLabels, Counter>,
     /// Failed sink calls by sink.
     sink_errors: Family<SinkLabels, Counter>,
+    /// Failed reload hook runs by hook.
+    hook_errors: Family<HookLabels, Counter>,
     /// Old keys found gone at the provider before keyrot revoked them.
     old_keys_lost: Family<ProviderLabels, Counter>,
     /// Listed keys refused at inventory sync (name or id not allowed), by
@@ -191,6 +201,7 @@ impl Metrics {
         }
         let provider_errors = Family::default();
         let sink_errors = Family::default();
+        let hook_errors = Family::default();
         let old_keys_lost = Family::default();
         let keys_refused = Family::default();
         let keys_ended = Family::default();
@@ -238,6 +249,11 @@ impl Metrics {
             "Failed sink writes, read-backs and finishes made by rotations, by sink",
             sink_errors.clone(),
         );
+        registry.register(
+            "keyrot_hook_errors",
+            "Failed runs of reload hooks, by hook",
+            hook_errors.clone(),
+        );
         let leader = Gauge::default();
         let failovers = Counter::default();
         registry.register(
@@ -263,6 +279,7 @@ impl Metrics {
             steps,
             provider_errors,
             sink_errors,
+            hook_errors,
             old_keys_lost,
             keys_refused,
             keys_ended,
@@ -342,6 +359,12 @@ impl Metrics {
     pub fn sink_error(&self, sink: &str) {
         let sink = sink.to_string();
         self.sink_errors.get_or_create(&SinkLabels { sink }).inc();
+    }
+
+    /// A run of reload hook `hook` failed.
+    pub fn hook_error(&self, hook: &str) {
+        let hook = hook.to_string();
+        self.hook_errors.get_or_create(&HookLabels { hook }).inc();
     }
 
     /// The inventory sync of `provider` that started `at` was committed.

@@ -15,7 +15,9 @@
 
 pub mod aws;
 pub mod exec;
+pub mod hook;
 pub mod http;
 pub mod provider;
 pub mod sink;
+pub mod systemd;
 pub mod vault;

@@ -133,6 +133,25 @@ impl World {
         World::with(backend, None, Some(Arc::new(tweak)))
     }
 
+    /// A world on `backend` whose sink `out` has a reload hook `reload`
+    /// (`exec`, debounce 1 s) that appends the rotation id and the key id
+    /// the sink holds when it runs to `hook.log` ([`World::hook_log`]).
+    pub fn hooked_on(backend: Backend) -> World {
+        World::tweaked_on(backend, hook_tweak)
+    }
+
+    /// Each run of the `reload` hook of a [`World::hooked_on`] world: the
+    /// rotation that ran it and the key id the sink held then.
+    pub fn hook_log(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.out().join("hook.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let (r, k) = l.split_once(' ').unwrap_or((l, ""));
+                (r.to_string(), k.to_string())
+            })
+            .collect()
+    }
+
     fn with(backend: Backend, fake: Option<Arc<Fake>>, tweak: Option<Tweak>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let database = match backend {
@@ -166,6 +185,7 @@ impl World {
             last_started_at: None,
             synced_at: None,
             sinks: vec!["out".into()],
+            hooks: Vec::new(),
             scopes: vec!["read:all".into()],
             contacts: vec!["owner@example.com".into()],
             group: None,
@@ -237,6 +257,7 @@ impl World {
             scopes: vec!["read:all".into()],
             contacts: vec!["owner@example.com".into()],
             group: None,
+            hooks: Vec::new(),
         });
         if let Some(tweak) = &self.tweak {
             tweak(&mut cfg);
@@ -432,6 +453,28 @@ impl World {
 impl Default for World {
     fn default() -> Self {
         World::new()
+    }
+}
+
+/// The reload hook of [`World::hooked_on`]: it fails (exit 75, retried)
+/// while `hook.fail` exists in the world's directory.
+fn hook_tweak(cfg: &mut keyrot_config::Config) {
+    let out = cfg.store.path.parent().unwrap().to_path_buf();
+    let script = format!(
+        "test -e {dir}/hook.fail && exit 75; k=$(sed -n 's/.*\"key_id\":\"\\([^\"]*\\)\".*/\\1/p' {dir}/ci.json); echo \"$KEYROT_ROTATION_ID $k\" >> {dir}/hook.log",
+        dir = out.display()
+    );
+    cfg.hooks.push(keyrot_config::hooks::HookConfig {
+        name: "reload".into(),
+        action: keyrot_config::hooks::HookAction::Exec {
+            command: vec!["/bin/sh".into(), "-c".into(), script],
+            env: Default::default(),
+        },
+        debounce: SignedDuration::from_secs(1),
+        timeout: SignedDuration::from_secs(30),
+    });
+    for s in &mut cfg.sinks {
+        s.hooks = vec!["reload".into()];
     }
 }
 

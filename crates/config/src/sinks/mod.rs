@@ -48,6 +48,8 @@ pub struct SinkConfig {
     pub name: String,
     /// Type-specific settings.
     pub kind: SinkKind,
+    /// Hooks (config names) run once a rotation's secret is in this sink.
+    pub hooks: Vec<String>,
 }
 
 /// Sink types.

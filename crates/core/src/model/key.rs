@@ -66,6 +66,10 @@ pub struct KeyRecord {
     /// Sinks (config names) the slot's secret goes to (from its `[[key]]`).
     #[serde(default)]
     pub sinks: Vec<String>,
+    /// Hooks (config names) of the slot's `[[key]]`, run once a new secret
+    /// is in every sink.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
     /// Scopes a new key gets when the slot has none to keep (from config).
     #[serde(default)]
     pub scopes: Vec<String>,

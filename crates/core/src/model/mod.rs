@@ -20,8 +20,8 @@ pub use capabilities::{Capabilities, IssueMode};
 pub use key::{Duplicates, EndKind, EndedKey, KeyInfo, KeyRecord};
 pub use outbox::{Channel, DeliveryState, MessageKind, OutboxMessage};
 pub use rotation::{
-    Initiator, MAX_THROTTLED, NewKey, RotationRecord, RotationState, SinkResult, Transition,
-    Trigger,
+    HookResult, Initiator, MAX_THROTTLED, NewKey, RotationRecord, RotationState, SinkResult,
+    Transition, Trigger,
 };
 
 /// The identity of a key slot: `provider/name`. The provider's key id

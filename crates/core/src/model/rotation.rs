@@ -30,6 +30,9 @@ pub enum RotationState {
     Distributing,
     /// Provider check of the new key, read-back of each sink.
     Verifying,
+    /// Running the reload hooks that tell consumers to pick up the new
+    /// secret; each result recorded. The overlap starts after.
+    Reloading,
     /// Both keys valid until `revoke_old_at`.
     Overlap,
     /// Revoking the old key.
@@ -52,7 +55,12 @@ impl RotationState {
     pub fn has_new_key(self) -> bool {
         matches!(
             self,
-            Self::Issued | Self::Distributing | Self::Verifying | Self::Overlap | Self::Revoking
+            Self::Issued
+                | Self::Distributing
+                | Self::Verifying
+                | Self::Reloading
+                | Self::Overlap
+                | Self::Revoking
         )
     }
 
@@ -65,6 +73,7 @@ impl RotationState {
             Self::Issued => "issued",
             Self::Distributing => "distributing",
             Self::Verifying => "verifying",
+            Self::Reloading => "reloading",
             Self::Overlap => "overlap",
             Self::Revoking => "revoking",
             Self::Completed => "completed",
@@ -116,6 +125,17 @@ pub struct SinkResult {
     /// The sink's own version marker, if it reports one.
     #[serde(default)]
     pub version: Option<String>,
+}
+
+/// What the state machine recorded for one reload hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookResult {
+    /// When it was recorded as done; a done hook never runs again for
+    /// this rotation.
+    pub done_at: Timestamp,
+    /// What happened: the run's own answer, or the rotation whose run
+    /// (started after this rotation's secret was in place) covered it.
+    pub note: String,
 }
 
 /// The key a rotation created.
@@ -182,6 +202,13 @@ pub struct RotationRecord {
     /// Per-sink results, by sink name.
     #[serde(default)]
     pub sink_results: BTreeMap<String, SinkResult>,
+    /// Reload hooks (config names) to run once every sink is verified,
+    /// fixed at creation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
+    /// Per-hook results, by hook name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hook_results: BTreeMap<String, HookResult>,
     /// When the old key is to be revoked (set on entering Overlap).
     pub revoke_old_at: Option<Timestamp>,
     /// When the old key was revoked.
@@ -225,6 +252,13 @@ pub struct RotationRecord {
 }
 
 impl RotationRecord {
+    /// The hooks not recorded as done yet, in order.
+    pub fn pending_hooks(&self) -> impl Iterator<Item = &String> {
+        self.hooks
+            .iter()
+            .filter(|h| !self.hook_results.contains_key(*h))
+    }
+
     /// The state the rotation is at: for a Failed one, the state it failed
     /// in (Pending if unknown); else its state.
     pub fn stopped_at(&self) -> RotationState {
@@ -241,7 +275,10 @@ impl RotationRecord {
     pub fn new_key_distributed(&self) -> bool {
         matches!(
             self.stopped_at(),
-            RotationState::Verifying | RotationState::Overlap | RotationState::Revoking
+            RotationState::Verifying
+                | RotationState::Reloading
+                | RotationState::Overlap
+                | RotationState::Revoking
         ) || !self.sink_results.is_empty()
     }
 

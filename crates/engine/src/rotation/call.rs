@@ -16,6 +16,8 @@ pub(super) enum Peer<'a> {
     Provider(&'a str, &'static str),
     /// A sink (`keyrot_sink_errors_total{sink}`); its errors name it.
     Sink(&'a str),
+    /// A reload hook (`keyrot_hook_errors_total{hook}`); its errors name it.
+    Hook(&'a str),
 }
 
 impl Engine {
@@ -43,6 +45,7 @@ impl Engine {
         let span = match peer {
             Peer::Provider(_, op) => tracing::info_span!("call", op),
             Peer::Sink(name) => tracing::info_span!("call", sink = name),
+            Peer::Hook(name) => tracing::info_span!("call", hook = name),
         };
         let out = call.instrument(span).await.map_err(|e| match peer {
             Peer::Provider(provider, op) => {
@@ -52,6 +55,10 @@ impl Engine {
             Peer::Sink(name) => {
                 self.metrics.sink_error(name);
                 naming_sink(name, e)
+            }
+            Peer::Hook(name) => {
+                self.metrics.hook_error(name);
+                e
             }
         })?;
         failpoint::hit(around.after)?;

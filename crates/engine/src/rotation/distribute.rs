@@ -1,6 +1,6 @@
 //! Distributing and Verifying: the new secret written to each sink, then
 //! checked at the provider and read back from every sink before the
-//! overlap begins.
+//! reload hooks run (`reload.rs`) and the overlap begins.
 
 use std::sync::Arc;
 
@@ -156,6 +156,30 @@ impl Engine {
                 .await?;
             }
         }
+        if rec.pending_hooks().next().is_some() {
+            // The hooks' batches are decided by when each rotation's secret
+            // was in place: the time after the last sink call, not the
+            // step's start.
+            let at = self.now();
+            let names: Vec<&str> = rec.pending_hooks().map(String::as_str).collect();
+            let note = format!("verified; reload hooks to run: {}", names.join(", "));
+            rec.transition(RotationState::Reloading, at, note);
+            self.save(rec, None).await?;
+            return Ok(Next::Continue);
+        }
+        self.after_verified(rt, rec, now).await
+    }
+
+    /// Every sink is verified and every reload hook done: a first key
+    /// completes, a native rotate completes (its old key ended at issue),
+    /// and any other rotation enters the overlap.
+    pub(super) async fn after_verified(
+        &self,
+        rt: &Runtime,
+        mut rec: RotationRecord,
+        now: Timestamp,
+    ) -> StepResult {
+        let provider = Self::provider(rt, &rec)?;
         if rec.old_key_id.is_none() {
             rec.transition(
                 RotationState::Completed,

@@ -15,6 +15,7 @@ mod distribute;
 mod issue;
 pub mod plan;
 mod refusal;
+mod reload;
 mod restart;
 pub mod reveal;
 mod revoke;
@@ -79,6 +80,8 @@ pub struct Engine {
     fatal: Fatal,
     /// Prometheus counters and histograms of this engine's work.
     metrics: Arc<crate::metrics::Metrics>,
+    /// The reload hooks' batches: one lock per hook, and its last run.
+    hook_runs: reload::HookRuns,
 }
 
 /// Why a store call failed, as the engine sees it.
@@ -125,6 +128,7 @@ impl Engine {
             stop,
             tasks,
             fatal: Fatal::default(),
+            hook_runs: reload::HookRuns::default(),
         })
     }
 
@@ -433,6 +437,8 @@ fn new_record(rt: &Runtime, key: &KeyRecord, req: StartRequest, now: Timestamp) 
         new_key: None,
         sinks: key.sinks.clone(),
         sink_results: Default::default(),
+        hooks: rt.config.hooks_for(&key.hooks, &key.sinks),
+        hook_results: Default::default(),
         revoke_old_at: None,
         old_revoked_at: None,
         old_lost_at: None,

@@ -159,6 +159,7 @@ mod tests {
 
     fn rec(slot: &str, group: Option<&str>, started: Option<i64>) -> KeyRecord {
         KeyRecord {
+            hooks: Vec::new(),
             slot: slot.into(),
             provider: "p".into(),
             name: slot.into(),

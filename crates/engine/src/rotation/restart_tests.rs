@@ -37,6 +37,7 @@ fn with_bad_sink(f: &Fixture, blocked: bool) {
     };
     cfg.sinks.retain(|s| s.name != "bad");
     cfg.sinks.push(SinkConfig {
+        hooks: Vec::new(),
         name: "bad".into(),
         kind: SinkKind::File(FileSinkConfig {
             path: dir.join("{name}-bad.json").display().to_string(),

@@ -87,6 +87,7 @@ fn fixture() -> Fixture {
         TaskTracker::new(),
     );
     let slot = KeyRecord {
+        hooks: Vec::new(),
         slot: "local/ci".into(),
         provider: "local".into(),
         name: "ci".into(),

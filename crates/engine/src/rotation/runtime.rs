@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use keyrot_config::Config;
 use keyrot_core::crypto::psk::PskBytes;
 use keyrot_core::store::Store;
+use keyrot_peers::hook::{self, Hook};
 use keyrot_peers::provider::limit::{Limited, RateLimit};
 use keyrot_peers::provider::{self, Provider};
 use keyrot_peers::sink::{self, Sink};
@@ -24,6 +25,8 @@ pub struct Runtime {
     pub providers: HashMap<String, Arc<dyn Provider>>,
     /// Sinks by name.
     pub sinks: HashMap<String, Arc<dyn Sink>>,
+    /// Reload hooks by name.
+    pub hooks: HashMap<String, Arc<dyn Hook>>,
     /// At most `max_concurrent` runners per provider.
     pub limits: HashMap<String, Arc<Semaphore>>,
     /// The request buckets of providers with `requests_per_second`.
@@ -73,10 +76,16 @@ impl Runtime {
             let built = sink::build(s).map_err(|e| format!("sink {:?}: {e}", s.name))?;
             sinks.insert(s.name.clone(), built);
         }
+        let hooks = config
+            .hooks
+            .iter()
+            .map(|h| (h.name.clone(), hook::build(h)))
+            .collect();
         Ok(Runtime {
             config,
             providers,
             sinks,
+            hooks,
             limits,
             rates,
             psks,

@@ -262,6 +262,7 @@ impl Engine {
             }
             RotationState::Distributing => self.distribute(rt, rec, now).await,
             RotationState::Verifying => self.verify(rt, rec, now).await,
+            RotationState::Reloading => self.reload(rt, rec, now).await,
             RotationState::Overlap => {
                 let due = rec.revoke_old_at.unwrap_or(now);
                 if due > now {

@@ -39,6 +39,7 @@ pub(super) fn fixture(sink_path: Option<&str>) -> Fixture {
         TaskTracker::new(),
     );
     let slot = KeyRecord {
+        hooks: Vec::new(),
         slot: "local/ci".into(),
         provider: "local".into(),
         name: "ci".into(),

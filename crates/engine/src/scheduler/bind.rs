@@ -158,6 +158,7 @@ pub fn bind(
             last_started_at: None,
             synced_at: None,
             sinks: Vec::new(),
+            hooks: Vec::new(),
             scopes: Vec::new(),
             contacts: Vec::new(),
             group: None,
@@ -165,6 +166,7 @@ pub fn bind(
         });
         rec.policy = spec.policy.clone();
         rec.sinks = spec.sinks.clone();
+        rec.hooks = spec.hooks.clone();
         rec.scopes = spec.scopes.clone();
         rec.contacts = spec.contacts.clone();
         rec.group = spec.group.clone();

@@ -310,6 +310,8 @@ mod tests {
     fn rotation(state: RotationState, at: &str) -> RotationRecord {
         let at = ts(at);
         RotationRecord {
+            hook_results: Default::default(),
+            hooks: Vec::new(),
             id: "r1".into(),
             slot: "p/k".into(),
             provider: "p".into(),
