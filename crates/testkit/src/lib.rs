@@ -40,7 +40,9 @@ use keyrot_peers::provider::Provider;
 use keyrot_peers::sink::SinkTarget;
 
 pub mod fake;
+pub mod hook;
 use fake::{Fake, Shape};
+pub use hook::RecordingHook;
 
 /// The one slot every world has.
 pub const SLOT: &str = "local/ci";
@@ -91,6 +93,9 @@ pub struct World {
     fake: Option<Arc<Fake>>,
     /// A change to the test configuration, made at every (re)start.
     tweak: Option<Tweak>,
+    /// The reload hook in place of the configured one, if hooked; it
+    /// outlives every crash, as a consumer outside keyrot does.
+    hook: Option<Arc<RecordingHook>>,
 }
 
 /// A change to the test configuration.
@@ -137,19 +142,17 @@ impl World {
     /// (`exec`, debounce 1 s) that appends the rotation id and the key id
     /// the sink holds when it runs to `hook.log` ([`World::hook_log`]).
     pub fn hooked_on(backend: Backend) -> World {
-        World::tweaked_on(backend, hook_tweak)
+        let mut w = World::tweaked_on(backend, hook_tweak);
+        w.hook = Some(Arc::new(RecordingHook::new(w.out().join("ci.json"))));
+        // The engine again, with the recording hook in place.
+        w.engine = None;
+        w.open();
+        w
     }
 
-    /// Each run of the `reload` hook of a [`World::hooked_on`] world: the
-    /// rotation that ran it and the key id the sink held then.
-    pub fn hook_log(&self) -> Vec<(String, String)> {
-        let text = std::fs::read_to_string(self.out().join("hook.log")).unwrap_or_default();
-        text.lines()
-            .map(|l| {
-                let (r, k) = l.split_once(' ').unwrap_or((l, ""));
-                (r.to_string(), k.to_string())
-            })
-            .collect()
+    /// The recording hook of a [`World::hooked_on`] world.
+    pub fn hook(&self) -> &Arc<RecordingHook> {
+        self.hook.as_ref().expect("a hooked world")
     }
 
     fn with(backend: Backend, fake: Option<Arc<Fake>>, tweak: Option<Tweak>) -> World {
@@ -170,6 +173,7 @@ impl World {
             tasks: TaskTracker::new(),
             fake,
             tweak,
+            hook: None,
         };
         w.open();
         let slot = KeyRecord {
@@ -268,6 +272,12 @@ impl World {
         if let Some(fake) = &self.fake {
             rt.providers
                 .insert("local".into(), Arc::clone(fake) as Arc<dyn Provider>);
+        }
+        if let Some(hook) = &self.hook {
+            rt.hooks.insert(
+                "reload".into(),
+                Arc::clone(hook) as Arc<dyn keyrot_peers::hook::Hook>,
+            );
         }
         self.stop = CancellationToken::new();
         self.tasks = TaskTracker::new();
@@ -456,18 +466,13 @@ impl Default for World {
     }
 }
 
-/// The reload hook of [`World::hooked_on`]: it fails (exit 75, retried)
-/// while `hook.fail` exists in the world's directory.
+/// The configuration of [`World::hooked_on`]: hook `reload` (debounce
+/// 1 s) on sink `out`. Its action is replaced by a [`RecordingHook`].
 fn hook_tweak(cfg: &mut keyrot_config::Config) {
-    let out = cfg.store.path.parent().unwrap().to_path_buf();
-    let script = format!(
-        "test -e {dir}/hook.fail && exit 75; k=$(sed -n 's/.*\"key_id\":\"\\([^\"]*\\)\".*/\\1/p' {dir}/ci.json); echo \"$KEYROT_ROTATION_ID $k\" >> {dir}/hook.log",
-        dir = out.display()
-    );
     cfg.hooks.push(keyrot_config::hooks::HookConfig {
         name: "reload".into(),
         action: keyrot_config::hooks::HookAction::Exec {
-            command: vec!["/bin/sh".into(), "-c".into(), script],
+            command: vec!["/bin/false".into()],
             env: Default::default(),
         },
         debounce: SignedDuration::from_secs(1),

@@ -90,7 +90,9 @@ impl Engine {
             let runs = self.hook_runs.of(&name);
             let mut last = runs.lock().await;
             let note = match last.as_ref() {
-                Some(run) if run.started >= in_place => {
+                // Strictly after: a run that started the instant the secret
+                // was in place may have raced it.
+                Some(run) if run.started > in_place => {
                     format!(
                         "covered by its run for rotation {} at {}",
                         run.rotation, run.started

@@ -67,17 +67,29 @@ fn numbered(trace: Vec<String>) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// What a scenario's world is.
+#[derive(Clone, Copy, Debug)]
+enum Setup {
+    /// The local provider, no hook.
+    Plain,
+    /// A fake provider of this shape.
+    Shaped(Shape),
+    /// The local provider and a reload hook on the sink.
+    Hooked,
+}
+
 /// A world on `backend` whose slot already has a key (its first rotation
 /// done), so the next rotation has an old key to overlap with and revoke.
 async fn with_a_key(backend: Backend) -> World {
-    with_a_key_at(backend, None).await
+    with_a_key_at(backend, Setup::Plain).await
 }
 
-/// The same at the local provider, or at a fake provider of `shape`.
-async fn with_a_key_at(backend: Backend, shape: Option<Shape>) -> World {
-    let w = match shape {
-        None => World::on(backend),
-        Some(shape) => World::shaped_on(backend, shape),
+/// The same as `setup` says.
+async fn with_a_key_at(backend: Backend, setup: Setup) -> World {
+    let w = match setup {
+        Setup::Plain => World::on(backend),
+        Setup::Shaped(shape) => World::shaped_on(backend, shape),
+        Setup::Hooked => World::hooked_on(backend),
     };
     w.rotate().await.unwrap();
     w.finish().await;
@@ -119,16 +131,12 @@ async fn until_crash(w: &World) -> bool {
 /// One scenario: crash at each of `crashes` in turn (the first during the
 /// rotation, the next during the restart after it, ...), then finish.
 async fn run(backend: Backend, crashes: &[(String, u64)]) -> Result<(), String> {
-    run_at(backend, None, crashes).await
+    run_at(backend, Setup::Plain, crashes).await
 }
 
-/// The same at the local provider, or at a fake provider of `shape`.
-async fn run_at(
-    backend: Backend,
-    shape: Option<Shape>,
-    crashes: &[(String, u64)],
-) -> Result<(), String> {
-    let mut w = with_a_key_at(backend, shape).await;
+/// The same as `setup` says.
+async fn run_at(backend: Backend, setup: Setup, crashes: &[(String, u64)]) -> Result<(), String> {
+    let mut w = with_a_key_at(backend, setup).await;
     let (first, rest) = crashes.split_first().unwrap();
     failpoint::arm_in_process(&format!("{}=crash@{}", first.0, first.1));
     if !until_crash(&w).await {
@@ -151,7 +159,10 @@ async fn run_at(
     failpoint::revive();
     w.restart().await;
     w.finish().await;
-    let problems = w.check().await;
+    let mut problems = w.check().await;
+    if let Setup::Hooked = setup {
+        problems.extend(hook_problems(&w, crashes));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -159,11 +170,57 @@ async fn run_at(
     }
 }
 
+/// What must hold of the reload hook after every crash: each completed
+/// rotation ran it (with the new key in the sink) before its old key was
+/// revoked, and ran it once, or twice when the crash fell between the
+/// run and the commit that records it.
+fn hook_problems(w: &World, crashes: &[(String, u64)]) -> Vec<String> {
+    let mut v = Vec::new();
+    let repeat_allowed = crashes
+        .iter()
+        .any(|(n, _)| n == "after:hook" || n == "before:commit");
+    let runs = w.hook().runs();
+    for r in w
+        .store()
+        .rotations(Some(keyrot_testkit::SLOT), 100)
+        .unwrap()
+    {
+        let mine: Vec<_> = runs.iter().filter(|x| x.rotation == r.id).collect();
+        let Some(first) = mine.first() else {
+            v.push(format!("rotation {} never ran its hook", r.id));
+            continue;
+        };
+        let new = r.new_key.as_ref().map(|k| k.id.clone());
+        if first.sink_key != new {
+            v.push(format!(
+                "the hook of {} ran before the sink held {new:?}",
+                r.id
+            ));
+        }
+        if let Some(revoked) = r.old_revoked_at
+            && revoked < first.at
+        {
+            v.push(format!(
+                "rotation {} revoked its old key before its hook ran",
+                r.id
+            ));
+        }
+        if mine.len() > 2 || (mine.len() == 2 && !repeat_allowed) {
+            v.push(format!(
+                "rotation {} ran its hook {} times",
+                r.id,
+                mine.len()
+            ));
+        }
+    }
+    v
+}
+
 /// The tests of this binary share the process's failpoints: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The tests of this binary on each backend.
-const TESTS: usize = 6;
+const TESTS: usize = 7;
 
 /// What the tests of one backend did so far.
 #[derive(Default)]
@@ -224,7 +281,46 @@ on_both!(
     a_crash_at_every_failpoint_of_a_rotation_loses_nothing,
     a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotation_loses_nothing,
     a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses_nothing,
+    a_crash_at_every_failpoint_of_a_rotation_with_a_reload_hook_loses_nothing,
 );
+
+/// The path of a rotation with a reload hook on its sink, crashed at each
+/// of its hits: the hook runs with the new key in place, before the old
+/// key is revoked, and again only when the crash came between its run and
+/// the commit that records it.
+async fn a_crash_at_every_failpoint_of_a_rotation_with_a_reload_hook_loses_nothing(
+    backend: Backend,
+) {
+    let _one = SERIAL.lock().await;
+    failpoint::revive();
+    let started = Instant::now();
+    let w = with_a_key_at(backend, Setup::Hooked).await;
+    failpoint::trace_in_process();
+    w.rotate().await.unwrap();
+    w.finish().await;
+    let path = numbered(failpoint::take_trace());
+    covered(backend, &path);
+    drop(w);
+    let names: BTreeSet<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["after:reloading", "before:hook", "after:hook"] {
+        assert!(names.contains(want), "{want} is not on the path: {path:?}");
+    }
+    let mut failures = Vec::new();
+    for hit in &path {
+        if let Err(e) = run_at(backend, Setup::Hooked, std::slice::from_ref(hit)).await {
+            failures.push(e);
+        }
+    }
+    eprintln!(
+        "every_failpoint on {}: {} hits on the path of a rotation with a reload hook, crashed at each in {:.2} s of wall time; failures: {}",
+        backend.name(),
+        path.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    done(backend, path.len(), started);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
 
 async fn a_crash_at_every_failpoint_of_a_rotation_loses_nothing(backend: Backend) {
     let _one = SERIAL.lock().await;
@@ -338,7 +434,7 @@ async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotatio
             &["after:awaiting-secret", "before:verify"][..],
         ),
     ] {
-        let w = with_a_key_at(backend, Some(shape)).await;
+        let w = with_a_key_at(backend, Setup::Shaped(shape)).await;
         failpoint::trace_in_process();
         w.rotate().await.unwrap();
         w.finish().await;
@@ -354,7 +450,7 @@ async fn a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotatio
         }
         for hit in &path {
             scenarios += 1;
-            if let Err(e) = run_at(backend, Some(shape), std::slice::from_ref(hit)).await {
+            if let Err(e) = run_at(backend, Setup::Shaped(shape), std::slice::from_ref(hit)).await {
                 failures.push(format!("{shape:?}: {e}"));
             }
         }
