@@ -7,6 +7,8 @@
 //! - [`vault`]: the OpenBao/Vault client (token and AppRole auth).
 //! - [`aws`]: SigV4 signing, credentials and AWS error codes.
 //! - [`exec`]: running an operator's program (exec sink and provider).
+//! - [`systemd`]: systemd's manager over D-Bus, for the `systemd` reload
+//!   hook (reload a unit, signal its main process).
 //!
 //! Stands on `keyrot-core` and `keyrot-config`; knows nothing of the
 //! state machine, the scheduler or the daemon.

@@ -16,8 +16,15 @@
 //! one: a provider that sets the old key inactive for the overlap, or one
 //! that cannot create keys, so people make them and enroll them.
 //!
-//! Time is the manual clock (and, in `#[tokio::test(start_paused = true)]`
-//! tests, tokio's paused clock): no test here waits on the wall clock.
+//! A world's time is the manual clock (and, in `#[tokio::test(start_paused
+//! = true)]` tests, tokio's paused clock): no world test waits on the wall
+//! clock.
+//!
+//! [`systemd_double::SystemdDouble`] is systemd's manager as the
+//! `systemd` reload hook sees it, on a private D-Bus bus
+//! ([`dbus_daemon::DbusDaemon`]), for engine and binary tests alike. Its
+//! jobs and its bus are real processes and sockets: waits on it are
+//! bounded by timeouts the tests give.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -39,8 +46,10 @@ use keyrot_engine::rotation::{Engine, Runtime, StartRequest};
 use keyrot_peers::provider::Provider;
 use keyrot_peers::sink::SinkTarget;
 
+pub mod dbus_daemon;
 pub mod fake;
 pub mod hook;
+pub mod systemd_double;
 use fake::{Fake, Shape};
 pub use hook::RecordingHook;
 
