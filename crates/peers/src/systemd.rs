@@ -167,6 +167,8 @@ impl Systemd {
             unit,
             verb: mode.polkit_verb(),
         };
+        // How far it got, for the timeout's message.
+        let waiting = std::cell::Cell::new("systemd did not answer the call");
         let job = async {
             let mut removed = self
                 .job_removed()
@@ -183,6 +185,7 @@ impl Systemd {
                     detail(&e.to_string())
                 ))
             })?;
+            waiting.set("the job did not end");
             while let Some(msg) = removed.next().await {
                 let msg = msg.map_err(|e| classify(&e, &what, None))?;
                 let Ok((_id, path, _unit, result)) =
@@ -201,8 +204,9 @@ impl Systemd {
                 job.as_str()
             )))
         };
-        tokio::time::timeout(timeout, job).await.map_err(|_| {
-            CallError::transient(format!("{what}: the job did not end within {timeout:?}"))
+        let ended = tokio::time::timeout(timeout, job).await;
+        ended.map_err(|_| {
+            CallError::transient(format!("{what}: {} within {timeout:?}", waiting.get()))
         })?
     }
 

@@ -34,7 +34,8 @@
 //!   `ExecReload=kill -HUP $MAINPID` does).
 //!
 //! Every call to the manager is recorded ([`SystemdDouble::calls`]), refused
-//! ones too; any other method is `UnknownMethod`. The double and its bus stop
+//! ones too; any other method is `UnknownMethod`. [`SystemdDouble::mute`]
+//! leaves calls unanswered, as a systemd that hangs. The double and its bus stop
 //! when the [`SystemdDouble`] drops.
 
 use std::collections::BTreeMap;
@@ -153,6 +154,7 @@ struct State {
     calls: Vec<Call>,
     subscribers: Vec<String>,
     deny: bool,
+    mute: bool,
     job_delay: Duration,
     last_job: u32,
 }
@@ -216,6 +218,12 @@ impl SystemdDouble {
         self.state().deny = deny;
     }
 
+    /// Leave every call from now on unanswered (recorded, not acted on),
+    /// as a systemd that hangs; or answer again.
+    pub fn mute(&self, mute: bool) {
+        self.state().mute = mute;
+    }
+
     /// How long a job runs after its method's reply before it ends.
     pub fn set_job_delay(&self, delay: Duration) {
         self.state().job_delay = delay;
@@ -262,6 +270,10 @@ async fn serve(conn: Connection, mut calls: MessageStream, state: Arc<Mutex<Stat
         if header.message_type() != MessageType::MethodCall {
             continue;
         }
+        if lock(&state).mute {
+            record(&msg, &header, &state);
+            continue;
+        }
         let answer = if header.path().map(|p| p.as_str()) != Some(PATH)
             || header.interface().is_some_and(|i| i.as_str() != MANAGER)
         {
@@ -300,6 +312,21 @@ async fn serve(conn: Connection, mut calls: MessageStream, state: Arc<Mutex<Stat
             });
         }
     }
+}
+
+/// Records a call that gets no answer (the double is muted).
+fn record(msg: &Message, header: &Header<'_>, state: &Mutex<State>) {
+    let method = header.member().map(|m| m.to_string()).unwrap_or_default();
+    let body = msg.body();
+    let (unit, arg) = match method.as_str() {
+        "KillUnit" => body
+            .deserialize::<(String, String, i32)>()
+            .map(|(u, w, s)| (u, format!("{w} {s}")))
+            .unwrap_or_default(),
+        "Subscribe" => Default::default(),
+        _ => body.deserialize::<(String, String)>().unwrap_or_default(),
+    };
+    lock(state).calls.push(Call { method, unit, arg });
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {

@@ -107,6 +107,51 @@ async fn a_job_that_does_not_end_in_time_is_transient() {
 }
 
 #[tokio::test]
+async fn a_call_systemd_does_not_answer_is_transient() {
+    let double = double().await;
+    double.add_unit(APP, Unit::active());
+    let systemd = client(&double).await;
+    double.mute(true);
+    let within = Duration::from_millis(300);
+    let e = systemd
+        .reload(APP, ReloadMode::Reload, within)
+        .await
+        .unwrap_err();
+    assert!(e.transient, "{}", e.message);
+    assert_eq!(
+        e.message,
+        "systemd: reload of unit app.service: systemd did not answer the call within 300ms"
+    );
+    let e = systemd
+        .kill_main(APP, libc::SIGHUP, within)
+        .await
+        .unwrap_err();
+    assert!(e.transient, "{}", e.message);
+    assert!(
+        e.message.ends_with("no answer within 300ms"),
+        "{}",
+        e.message
+    );
+    let e = Systemd::connect(Some(double.address()), within)
+        .await
+        .unwrap_err();
+    assert!(
+        e.transient && e.message.contains("no answer within 300ms"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        double.calls(),
+        [
+            subscribe(),
+            call("ReloadUnit", APP, "replace"),
+            call("KillUnit", APP, &format!("main {}", libc::SIGHUP)),
+            subscribe(),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_failed_job_names_the_unit_and_the_result() {
     let double = double().await;
     double.add_unit(APP, Unit::active().reload_fails());
