@@ -113,7 +113,7 @@ impl Hook for SystemdHook {
     async fn run(&self, _event: &HookEvent) -> Result<String, CallError> {
         let who = format!("hook {:?}", self.name);
         let timeout = std_duration(&who, self.timeout)?;
-        let bus = Systemd::connect(self.bus.as_deref())
+        let bus = Systemd::connect(self.bus.as_deref(), timeout)
             .await
             .map_err(|e| prefixed(&who, e))?;
         let mode = match self.mode {
@@ -178,11 +178,11 @@ impl Hook for SignalHook {
                 ))
             }
             SignalTarget::Unit { unit, bus } => {
-                let _ = std_duration(&who, self.timeout)?;
-                let bus = Systemd::connect(bus.as_deref())
+                let timeout = std_duration(&who, self.timeout)?;
+                let bus = Systemd::connect(bus.as_deref(), timeout)
                     .await
                     .map_err(|e| prefixed(&who, e))?;
-                bus.kill_main(unit, self.signal)
+                bus.kill_main(unit, self.signal, timeout)
                     .await
                     .map_err(|e| prefixed(&who, e))?;
                 Ok(format!(

@@ -168,7 +168,7 @@ impl Systemd {
             verb: mode.polkit_verb(),
         };
         // How far it got, for the timeout's message.
-        let waiting = std::cell::Cell::new("systemd did not answer the call");
+        let answered = std::sync::atomic::AtomicBool::new(false);
         let job = async {
             let mut removed = self
                 .job_removed()
@@ -185,7 +185,7 @@ impl Systemd {
                     detail(&e.to_string())
                 ))
             })?;
-            waiting.set("the job did not end");
+            answered.store(true, std::sync::atomic::Ordering::Relaxed);
             while let Some(msg) = removed.next().await {
                 let msg = msg.map_err(|e| classify(&e, &what, None))?;
                 let Ok((_id, path, _unit, result)) =
@@ -206,7 +206,12 @@ impl Systemd {
         };
         let ended = tokio::time::timeout(timeout, job).await;
         ended.map_err(|_| {
-            CallError::transient(format!("{what}: {} within {timeout:?}", waiting.get()))
+            let waiting = if answered.load(std::sync::atomic::Ordering::Relaxed) {
+                "the job did not end"
+            } else {
+                "systemd did not answer the call"
+            };
+            CallError::transient(format!("{what}: {waiting} within {timeout:?}"))
         })?
     }
 

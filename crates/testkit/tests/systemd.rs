@@ -506,3 +506,70 @@ async fn poll(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The `systemd` and `signal`-by-unit hook actions, as configured, against
+/// the double: each unit reloaded once per run, the mode systemctl's verb
+/// names, and a unit that cannot reload is an error that names it.
+#[tokio::test]
+async fn the_systemd_hook_action_reloads_every_unit_it_names() {
+    use keyrot_config::hooks::{HookAction, HookConfig, ReloadMode as Mode, SignalTarget};
+    use keyrot_peers::hook::{HookEvent, build};
+    let double = double().await;
+    double.add_unit(APP, Unit::active());
+    double.add_unit("web.service", Unit::active().cannot_reload());
+    let cfg = |action| HookConfig {
+        name: "apps".into(),
+        action,
+        debounce: jiff::SignedDuration::ZERO,
+        timeout: jiff::SignedDuration::from_secs(10),
+    };
+    let event = HookEvent {
+        event: "keyrot.reload",
+        hook: "apps".into(),
+        run_id: "r:apps".into(),
+        rotation_id: "r".into(),
+        key: "p/k".into(),
+        key_id: "k2".into(),
+        at: jiff::Timestamp::UNIX_EPOCH,
+    };
+    let both = build(&cfg(HookAction::Systemd {
+        units: vec![APP.into(), "web.service".into()],
+        mode: Mode::TryReloadOrRestart,
+        bus: Some(double.address().to_string()),
+    }));
+    let said = both.run(&event).await.unwrap();
+    assert_eq!(said, "reloaded or restarted app.service, web.service");
+    assert_eq!(double.unit(APP).unwrap().reloads, 1);
+    assert_eq!(double.unit("web.service").unwrap().restarts, 1);
+    let strict = build(&cfg(HookAction::Systemd {
+        units: vec!["web.service".into()],
+        mode: Mode::Reload,
+        bus: Some(double.address().to_string()),
+    }));
+    let err = strict.run(&event).await.unwrap_err();
+    assert!(
+        !err.transient
+            && err.message.starts_with("hook \"apps\": ")
+            && err.message.contains("web.service"),
+        "{err:?}"
+    );
+    let by_unit = build(&cfg(HookAction::Signal {
+        signal: libc::SIGHUP,
+        signal_name: "HUP".into(),
+        target: SignalTarget::Unit {
+            unit: APP.into(),
+            bus: Some(double.address().to_string()),
+        },
+    }));
+    // No main process in the double's unit: systemd's error, named.
+    let err = by_unit.run(&event).await.unwrap_err();
+    assert!(err.message.contains(APP), "{err:?}");
+    assert!(
+        double
+            .calls()
+            .iter()
+            .any(|c| c.method == "KillUnit" && c.unit == APP),
+        "{:?}",
+        double.calls()
+    );
+}
