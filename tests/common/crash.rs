@@ -109,6 +109,8 @@ pub struct Case<'w> {
     pub label: String,
     /// Failpoint lines in the log when the current phase began.
     fired_before: usize,
+    /// Where the reload hook `consumer` logs each run (I7).
+    pub hook_log: std::path::PathBuf,
 }
 
 impl Case<'_> {

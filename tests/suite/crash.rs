@@ -37,6 +37,9 @@ fn rotation_path() -> Vec<Scenario> {
         "after:sink-read",
         "before:sink-finish",
         "after:sink-finish",
+        "after:reloading",
+        "before:hook",
+        "after:hook",
         "after:overlap",
         "after:revoking",
         "before:revoke",
@@ -252,6 +255,65 @@ fn local_provider_crashes_while_cleaning_up_and_when_failing_or_aborting() {
     summary("local", start, &report, &covered);
 }
 
+/// `kill -9` at every step of the reload hook: entering Reloading, before
+/// the hook runs, after it ran and before its result is recorded, and
+/// right after that commit; one key alone and two keys rotating together
+/// (one run may serve both). I7 (tests/common/crash/checks.rs) holds after
+/// each: the hook ran for every rotation, with the new key in place,
+/// before the old key was revoked, and twice only when the kill came
+/// between a run and its record. `KEYROT_HOOK_KILLS` runs (8 in CI; the
+/// note's figure is from 24).
+#[test]
+fn local_provider_crashes_at_every_step_of_a_reload_hook() {
+    const STEPS: [(&str, &str); 4] = [
+        ("after:reloading=abort@1", "after:reloading"),
+        ("before:hook=abort", "before:hook"),
+        ("after:hook=abort", "after:hook"),
+        ("after:reloading=abort@2", "after:reloading"),
+    ];
+    let runs: usize = std::env::var("KEYROT_HOOK_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let start = Instant::now();
+    let world = World::new(Kind::Local);
+    let mut report = Report::default();
+    let mut repeated = 0;
+    for i in 0..runs {
+        let (spec, name) = STEPS[i % STEPS.len()];
+        let keys = 1 + (i / STEPS.len()) % 2;
+        let t = Instant::now();
+        let mut case = world.case(
+            &format!("hook kill {i}: {spec}, {keys} key(s)"),
+            &[(LOCAL, keys)],
+        );
+        case.arm(spec);
+        for k in 0..keys {
+            let _ = case.rotate(k);
+        }
+        case.restart_after_death(name);
+        case.recover_and_check(&mut report);
+        let log = std::fs::read_to_string(&case.hook_log).unwrap_or_default();
+        let mut per_rotation: std::collections::BTreeMap<&str, usize> = Default::default();
+        for line in log.lines() {
+            *per_rotation
+                .entry(line.split(' ').next().unwrap_or(""))
+                .or_default() += 1;
+        }
+        repeated += per_rotation.values().filter(|n| **n > 1).count();
+        eprintln!(
+            "crash [hooks] {spec}, {keys} key(s): ok in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!(
+        "crash suite [hooks]: {runs} kills during reload hooks, {} rotations ({} completed), {repeated} hook runs repeated after a kill between run and record, in {:.1}s; invariant violations: 0",
+        report.rotations,
+        report.completed,
+        start.elapsed().as_secs_f64()
+    );
+}
+
 #[test]
 fn iam_provider_crashes_around_deactivate_and_revoke() {
     let start = Instant::now();
@@ -350,6 +412,7 @@ fn every_failpoint_in_the_sources_is_listed() {
         S::Issued,
         S::Distributing,
         S::Verifying,
+        S::Reloading,
         S::Overlap,
         S::Revoking,
         S::Completed,

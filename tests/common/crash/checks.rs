@@ -116,6 +116,7 @@ impl Case<'_> {
             );
         }
         check_revoke_order(&rotations, &keys, &write_times, &mut v);
+        check_hooks(&rotations, &hook_runs(&self.hook_log), &mut v);
         check_mail(&rotations, &mail, &store, &mut v, &mut report);
         if v.is_empty() {
             Ok(report)
@@ -439,6 +440,71 @@ impl Case<'_> {
 /// `slot_provider` (the assisted provider shares the sandbox's org).
 fn provider_matches(listed: &str, slot_provider: &str) -> bool {
     listed == slot_provider || (listed == SANDBOX && slot_provider == ASSISTED)
+}
+
+/// Each run of the reload hook, by rotation: when it ran.
+fn hook_runs(log: &std::path::Path) -> BTreeMap<String, Vec<Timestamp>> {
+    let mut out: BTreeMap<String, Vec<Timestamp>> = BTreeMap::new();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for line in text.lines() {
+        let Some((id, ns)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some(at) = ns
+            .parse::<i128>()
+            .ok()
+            .and_then(|n| Timestamp::from_nanosecond(n).ok())
+        else {
+            continue;
+        };
+        out.entry(id.to_string()).or_default().push(at);
+    }
+    out
+}
+
+/// I7: every completed rotation ran its reload hook (or recorded that a
+/// run another rotation made after its secret was in place served it),
+/// recorded it, and before its old key was revoked; a rotation ran it at
+/// most twice (a second run only when a crash came between a run and the
+/// commit recording it).
+fn check_hooks(rotations: &[Value], runs: &BTreeMap<String, Vec<Timestamp>>, v: &mut Vec<String>) {
+    for r in rotations.iter().filter(|r| r["state"] == "Completed") {
+        let id = r["id"].as_str().unwrap_or_default();
+        let note = r["hook_results"]["consumer"]["note"]
+            .as_str()
+            .unwrap_or_default();
+        if r["hook_results"]["consumer"]["done_at"].is_null() {
+            v.push(format!(
+                "I7: rotation {id} completed without recording its reload hook"
+            ));
+        }
+        // "covered by its run for rotation ID at T"
+        let by = note
+            .strip_prefix("covered by its run for rotation ")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or(id);
+        let mine = runs.get(id).map(Vec::as_slice).unwrap_or_default();
+        let served = runs.get(by).map(Vec::as_slice).unwrap_or_default();
+        let Some(first) = served.iter().chain(mine).min() else {
+            v.push(format!(
+                "I7: rotation {id} completed without a run of its reload hook (recorded: {note:?})"
+            ));
+            continue;
+        };
+        if mine.len() > 2 {
+            v.push(format!(
+                "I7: rotation {id} ran its reload hook {} times",
+                mine.len()
+            ));
+        }
+        if let Some(revoked) = ts(&r["old_revoked_at"])
+            && revoked < *first
+        {
+            v.push(format!(
+                "I7: rotation {id}: old key revoked at {revoked}, before its reload hook first ran at {first}"
+            ));
+        }
+    }
 }
 
 /// I3 from outside keyrot: the provider revoked the old key after each

@@ -183,7 +183,8 @@ impl World {
                 });
             }
         }
-        let mut d = Daemon::new(&self.config(&slots));
+        let hook_log = self.root.path().join(format!("hook-{n}.log"));
+        let mut d = Daemon::new(&self.config(&slots, &hook_log));
         fs::write(d.dir.join("bao-token"), "root\n").unwrap();
         fs::set_permissions(d.dir.join("bao-token"), fs::Permissions::from_mode(0o600)).unwrap();
         d.env = vec![(
@@ -196,14 +197,17 @@ impl World {
             slots,
             label: label.to_string(),
             fired_before: 0,
+            hook_log,
         };
         case.d.start();
         case.settle_baseline();
         case
     }
 
-    /// The daemon config for `slots`.
-    fn config(&self, slots: &[Slot]) -> String {
+    /// The daemon config for `slots`; every key has the reload hook
+    /// `consumer`, which appends the rotation id and the time (ns) to
+    /// `hook_log` (checked by I7).
+    fn config(&self, slots: &[Slot], hook_log: &std::path::Path) -> String {
         let mut s = with_notify(&base_config(3), &smtp_notify(&self.smtp, "none", ""));
         s.push_str(&format!(
             r#"
@@ -214,6 +218,13 @@ address = "{bao}"
 path = "keyrot/{{provider}}/{{name}}"
 token = {{ file = "bao-token" }}
 timeout = "3s"
+
+[[hook]]
+name = "consumer"
+action = "exec"
+command = ["/bin/sh", "-c", "echo \"$KEYROT_ROTATION_ID $(date +%s%N)\" >> {hook_log}"]
+debounce = "0s"
+timeout = "10s"
 
 [[policy]]
 name = "crash"
@@ -231,7 +242,8 @@ overlap = "1s"
 jitter = false
 notify = ["ops@example.com"]
 "#,
-            bao = self.bao.url
+            bao = self.bao.url,
+            hook_log = hook_log.display()
         ));
         let providers: BTreeSet<&str> = slots.iter().map(|s| s.provider.as_str()).collect();
         for p in providers {
@@ -240,7 +252,7 @@ notify = ["ops@example.com"]
         for slot in slots {
             let policy = if slot.provider == IAM { "iam" } else { "crash" };
             s.push_str(&format!(
-                "\n[[key]]\nname = \"{}\"\nprovider = \"{}\"\npolicy = \"{policy}\"\nsinks = [\"out\", \"bao\"]\n",
+                "\n[[key]]\nname = \"{}\"\nprovider = \"{}\"\npolicy = \"{policy}\"\nsinks = [\"out\", \"bao\"]\nhooks = [\"consumer\"]\n",
                 slot.name, slot.provider
             ));
             match slot.provider.as_str() {
