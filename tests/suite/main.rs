@@ -10,6 +10,7 @@ mod common;
 
 mod assets;
 mod atlassian_strict;
+mod consumers;
 mod control_authz;
 mod control_input;
 #[cfg(feature = "failpoints")]
