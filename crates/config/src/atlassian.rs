@@ -50,6 +50,10 @@ pub(crate) fn atlassian_provider(
         None => Some(DEFAULT_TIMEOUT),
         Some(t) => ctx.positive(t, "timeout"),
     };
+    let last_active_precision = match &raw.last_active_precision {
+        None => Some(super::quiet::ATLASSIAN_LAST_ACTIVE_PRECISION),
+        Some(t) => ctx.duration(t),
+    };
     Some(AtlassianProviderConfig {
         org_id: org_id?,
         base_url: base_url?,
@@ -57,6 +61,7 @@ pub(crate) fn atlassian_provider(
         rotate_api: rotate_api?,
         page_size: page_size?,
         timeout: timeout?,
+        last_active_precision: last_active_precision?,
     })
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Known {
     pub(crate) hooks: Vec<Spanned<String>>,
     /// Policy name → its `new_key_lifetime`, for the policies that validated.
     lifetimes: HashMap<String, Lifetime>,
+    /// Policy name → its `revoke_when = "unused"` rule, where set.
+    quiet: HashMap<String, super::quiet::QuietAt>,
 }
 
 /// A validated policy's `new_key_lifetime`: its value and where it is
@@ -73,6 +75,11 @@ impl Known {
         if unique(ctx, "sink", &name, self.sinks.iter().map(|(n, _)| n)) {
             self.sinks.push((name, kind));
         }
+    }
+
+    /// Records the `revoke_when = "unused"` rule of policy `name`.
+    pub fn add_quiet(&mut self, name: &str, quiet: super::quiet::QuietAt) {
+        self.quiet.entry(name.to_string()).or_insert(quiet);
     }
 
     /// Adds a policy name; a second one with the same name is an error.
@@ -134,6 +141,8 @@ struct Seen {
     fixed_sinks: HashMap<String, Range<usize>>,
     /// (policy, provider) pairs whose lifetime was already checked.
     lifetimes: HashSet<(String, String)>,
+    /// (policy, provider) pairs whose last-use reporting was checked.
+    quiet: HashSet<(String, String)>,
 }
 
 /// Every `[[key]]`, checked against the defined names.
@@ -175,6 +184,7 @@ fn key(
     }
     if let (Some(p), Some(pol)) = (&provider, &policy) {
         check_lifetime(ctx, raw, p, pol, known, seen);
+        check_quiet(ctx, raw, p, pol, known, seen);
     }
     let sinks = sinks(ctx, raw, span, known, matches.as_ref(), seen);
     let scopes = ctx.texts(&raw.scopes, "scopes");
@@ -311,6 +321,45 @@ fn check_duplicate(ctx: &mut Ctx<'_>, raw: &RawKey, provider: &str, m: &KeyMatch
     if let (Some(id), Some(at)) = (id, &raw.id) {
         check("id", id, at.span());
     }
+}
+
+/// A policy with `revoke_when = "unused"` needs every key under it on a
+/// provider that reports last use, more precisely than its quiet period.
+/// Checked once per policy and provider; the error is at the policy's
+/// setting and names the provider and where the key is.
+fn check_quiet(
+    ctx: &mut Ctx<'_>,
+    raw: &RawKey,
+    provider: &str,
+    policy: &str,
+    known: &Known,
+    seen: &mut Seen,
+) {
+    let Some(quiet) = known.quiet.get(policy) else {
+        return;
+    };
+    let Some((name, Some(kind))) = known
+        .providers
+        .iter()
+        .find(|(n, _)| n.get_ref() == provider)
+    else {
+        return;
+    };
+    if !seen
+        .quiet
+        .insert((policy.to_string(), provider.to_string()))
+    {
+        return;
+    }
+    let Some((at, msg)) = super::quiet::problem(provider, kind, policy, quiet) else {
+        return;
+    };
+    let key = ctx.position(&raw.provider.span());
+    let defined = ctx.position(&name.span());
+    ctx.error(
+        at,
+        format!("{msg} (the [[key]] at {key}; provider {provider:?} defined at {defined})"),
+    );
 }
 
 /// A provider that caps the life of the keys it issues (today: Atlassian's

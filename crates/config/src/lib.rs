@@ -32,6 +32,7 @@ mod merge;
 mod notify;
 mod perms;
 mod policies;
+mod quiet;
 pub mod raw;
 pub mod secret;
 mod secret_ref;
@@ -58,6 +59,7 @@ pub use notify::{
     NotifyConfig, NotifyTransport, SendmailConfig, SmtpAuth, SmtpConfig, SmtpSecurity,
 };
 pub use perms::load_checked;
+pub use quiet::{ATLASSIAN_LAST_ACTIVE_PRECISION, AWS_IAM_LAST_USED_PRECISION, last_use_precision};
 pub use secret::SecretUse;
 pub use secret::{SecretRefError, credentials_dir_from_env};
 pub use secret_ref::SecretRef;

@@ -108,6 +108,7 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawPolicy) -> Option<Policy> {
             }
         },
     };
+    let revoke_when = super::quiet::revoke_when(ctx, raw);
     if ctx.error_count() > before {
         return None;
     }
@@ -128,6 +129,7 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawPolicy) -> Option<Policy> {
         require_scopes: raw.require_scopes.unwrap_or(false),
         reason,
         refuse_scope_mismatch,
+        revoke_when: revoke_when?,
     })
 }
 

@@ -182,6 +182,8 @@ pub struct RawAtlassianProvider {
     pub page_size: Option<Spanned<i64>>,
     /// HTTP request timeout.
     pub timeout: Option<Spanned<DurationText>>,
+    /// How stale `lastActiveAt` may be (the API updates it lazily).
+    pub last_active_precision: Option<Spanned<DurationText>>,
 }
 
 /// One entry of an Atlassian provider's `psks`.
@@ -264,6 +266,14 @@ pub struct RawPolicy {
     pub scope_mismatch: Option<Spanned<String>>,
     /// `[[policy.window]]`.
     pub window: Option<Vec<RawWindow>>,
+    /// `overlap` (default) or `unused`.
+    pub revoke_when: Option<Spanned<String>>,
+    /// With `unused`: how long the old key must have gone unused.
+    pub quiet_period: Option<Spanned<DurationText>>,
+    /// With `unused`: how long after the overlap's end to wait for quiet.
+    pub revoke_deadline: Option<Spanned<DurationText>>,
+    /// With `unused`: `hold` (default) or `revoke` at the deadline.
+    pub at_deadline: Option<Spanned<String>>,
 }
 
 /// `[[policy.window]]`.

@@ -213,6 +213,9 @@ pub struct AtlassianProviderConfig {
     pub page_size: u32,
     /// Timeout of each HTTP request (default 30s).
     pub timeout: SignedDuration,
+    /// How stale a key's `lastActiveAt` may be: a use this recent may not
+    /// show yet (default 1h; see `quiet::ATLASSIAN_LAST_ACTIVE_PRECISION`).
+    pub last_active_precision: SignedDuration,
 }
 
 /// `rotate_api` of an Atlassian provider.

@@ -48,11 +48,24 @@ pub(crate) fn build(doc: Document<'_>, files: Vec<PathBuf>, ctx: &mut Ctx<'_>) -
     let mut policies: Vec<Policy> = Vec::new();
     for entry in doc.policies {
         let lifetime_at = super::policies::field_span(&entry, "new_key_lifetime");
+        let revoke_when_at = super::policies::field_span(&entry, "revoke_when");
+        let quiet_period_at = super::policies::field_span(&entry, "quiet_period");
         let (name, cfg) = super::policies::policy(ctx, entry);
         if let Some(name) = name {
             let lifetime = cfg
                 .as_ref()
                 .map(|p| p.new_key_lifetime.zip(lifetime_at.clone()));
+            let quiet = cfg.as_ref().and_then(|p| match p.revoke_when {
+                keyrot_core::policy::RevokeWhen::Unused(rule) => Some(super::quiet::QuietAt {
+                    rule,
+                    revoke_when: revoke_when_at.clone().unwrap_or_default(),
+                    quiet_period: quiet_period_at.clone().unwrap_or_default(),
+                }),
+                keyrot_core::policy::RevokeWhen::Overlap => None,
+            });
+            if let Some(q) = quiet {
+                known.add_quiet(name.get_ref(), q);
+            }
             known.add_policy(ctx, name, lifetime);
         }
         policies.extend(cfg);

@@ -74,6 +74,10 @@ pub const ALL: &[&str] = &[
     "before:hook",
     "after:hook",
     "after:overlap",
+    // The old key's last use, asked of a provider that reports it (at the
+    // start of the overlap, and at its end under `revoke_when = "unused"`).
+    "before:last-used",
+    "after:last-used",
     "after:revoking",
     // The old key is revoked.
     "before:revoke",

@@ -7,12 +7,14 @@
 //! and [`Schedule`]'s 6 or 7 read in UTC), `window`
 //! ([`Window`]: cron + duration + IANA zone, DST-correct starts),
 //! `duration` (human durations), `decide` ([`decide`]: the full start
-//! decision for one slot), `notice` (new-key expiry and the notice ladder).
+//! decision for one slot), `notice` (new-key expiry and the notice ladder),
+//! `quiet` ([`decide_quiet`]: revoking the old key once it went unused).
 
 mod cron;
 mod decide;
 mod duration;
 mod notice;
+mod quiet;
 mod window;
 
 use jiff::{SignedDuration, Timestamp};
@@ -22,6 +24,7 @@ pub use cron::Schedule;
 pub use decide::{Decision, decide};
 pub use duration::{format_duration, parse_duration};
 pub use notice::{new_key_expiry, next_notice_at, notices_reached};
+pub use quiet::{AtDeadline, QuietDecision, QuietRule, RevokeWhen, decide_quiet, quiet_from};
 pub use window::Window;
 
 /// A validated policy.
@@ -60,6 +63,8 @@ pub struct Policy {
     /// An enrolled key whose scopes differ from `scopes` is refused (true,
     /// the default) or accepted and flagged (false).
     pub refuse_scope_mismatch: bool,
+    /// When the old key is revoked: at the overlap's end, or once unused.
+    pub revoke_when: RevokeWhen,
 }
 
 /// What a key's times are, as the policy sees them.
@@ -201,6 +206,7 @@ pub mod testutil {
             require_scopes: false,
             reason: None,
             refuse_scope_mismatch: true,
+            revoke_when: RevokeWhen::Overlap,
         }
     }
 

@@ -81,9 +81,20 @@ pub fn list(ctx: &mut Ctx<'_>, raw: &Spanned<RawOp>, vars: &Vars) -> Option<List
         "pages",
         "keep_if",
         "skip_if",
+        "last_used_precision",
     ];
     allowed.extend(KEY_FIELDS);
     let fields_ok = only(ctx, r, "list", &allowed);
+    let last_used_precision = match &r.last_used_precision {
+        None => Some(None),
+        Some(d) => ctx.duration(d).map(Some),
+    };
+    if let (Some(at), None) = (&r.last_used_precision, &r.last_used_at) {
+        ctx.error(
+            at.span(),
+            "`last_used_precision` without `last_used_at`: say where the list's answer holds a key's last use",
+        );
+    }
     let call = call(ctx, r, "list", Method::GET, Scope::List, Scope::List, vars);
     let items = match &r.items {
         None => Some(Pointer(String::new())),
@@ -105,6 +116,7 @@ pub fn list(ctx: &mut Ctx<'_>, raw: &Spanned<RawOp>, vars: &Vars) -> Option<List
         keep_if: keep_if?,
         skip_if: skip_if?,
         paging: paging?,
+        last_used_precision: last_used_precision?,
     })
 }
 

@@ -201,6 +201,8 @@ pub struct RawOp {
     pub expect: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
     /// Send `auth` with the verify call too (verify, default false).
     pub use_auth: Option<Spanned<bool>>,
+    /// How stale `last_used_at` may be (list): the API updates it lazily.
+    pub last_used_precision: Option<Spanned<DurationText>>,
 }
 
 impl RawOp {
@@ -233,6 +235,7 @@ impl RawOp {
             ("expect_id", s(&self.expect_id)),
             ("expect", s(&self.expect)),
             ("use_auth", s(&self.use_auth)),
+            ("last_used_precision", s(&self.last_used_precision)),
         ]
         .into_iter()
         .filter_map(|(f, span)| span.map(|sp| (f, sp)))

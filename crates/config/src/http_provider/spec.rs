@@ -215,6 +215,9 @@ pub struct ListOp {
     pub skip_if: Conditions,
     /// Paging.
     pub paging: Paging,
+    /// How stale `fields.last_used_at` may be, as the API documents it: a
+    /// preset that sets it reports last use (`revoke_when = "unused"`).
+    pub last_used_precision: Option<jiff::SignedDuration>,
 }
 
 /// `[provider.issue]`.
@@ -361,6 +364,11 @@ impl HttpProviderConfig {
             idempotent_issue,
             deactivate: false,
             prove_identity: false,
+            last_used: self
+                .list
+                .as_ref()
+                .filter(|l| l.fields.last_used_at.is_some())
+                .and_then(|l| l.last_used_precision),
         }
     }
 }

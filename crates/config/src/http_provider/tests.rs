@@ -53,6 +53,7 @@ fn every_preset_loads_with_the_config_loader() {
             idempotent_issue: true,
             deactivate: false,
             prove_identity: false,
+            last_used: None,
         };
         let created = Capabilities {
             issue: IssueMode::Create,
@@ -61,9 +62,12 @@ fn every_preset_loads_with_the_config_loader() {
             ..native
         };
         let want = match stem {
-            "gitlab-personal-access-tokens"
-            | "gitlab-project-access-tokens"
-            | "cloudflare-api-tokens" => native,
+            // GitLab documents how often it updates `last_used_at`.
+            "gitlab-personal-access-tokens" | "gitlab-project-access-tokens" => Capabilities {
+                last_used: Some(jiff::SignedDuration::from_mins(10)),
+                ..native
+            },
+            "cloudflare-api-tokens" => native,
             "grafana-service-account-tokens"
             | "datadog-api-keys"
             | "datadog-application-keys"

@@ -1,6 +1,7 @@
 //! What a provider can do, and how it makes a replacement key; the state
 //! machine adapts to it.
 
+use jiff::SignedDuration;
 use serde::Serialize;
 
 /// How a provider makes a replacement key: the one choice that decides the
@@ -74,4 +75,9 @@ pub struct Capabilities {
     /// Can prove which key a secret belongs to (`Provider::prove_identity`),
     /// not only that it authenticates.
     pub prove_identity: bool,
+    /// Reports when a key was last used (`Provider::last_used`), and how
+    /// stale that report may be: `Some(precision)`, where a use up to
+    /// `precision` ago may not show yet (APIs that update it lazily);
+    /// `None`: it does not report last use.
+    pub last_used: Option<SignedDuration>,
 }

@@ -7,17 +7,19 @@
 //!
 //! Inventory slots in `key`, rotations in `rotation`, the outbox in
 //! `outbox`, the audit chain in `audit`, what a provider can do in
-//! `capabilities`; here the ids.
+//! `capabilities`, a key's last use in `last_use`; here the ids.
 
 mod audit;
 mod capabilities;
 mod key;
+mod last_use;
 mod outbox;
 mod rotation;
 
 pub use audit::AuditEntry;
 pub use capabilities::{Capabilities, IssueMode};
 pub use key::{Duplicates, EndKind, EndedKey, KeyInfo, KeyRecord};
+pub use last_use::LastUse;
 pub use outbox::{Channel, DeliveryState, MessageKind, OutboxMessage};
 pub use rotation::{
     HookResult, Initiator, MAX_THROTTLED, NewKey, RotationRecord, RotationState, SinkResult,

@@ -32,12 +32,16 @@ pub enum MessageKind {
     /// On a shared store, an instance took over the leader lease from
     /// another one.
     Failover,
+    /// The old key of a rotation was still in use at the policy's
+    /// `revoke_deadline` (`revoke_when = "unused"`).
+    OldKeyInUse,
 }
 
 impl MessageKind {
     /// Every kind, in the order docs/notifications.md lists their events.
-    pub const ALL: [MessageKind; 11] = [
+    pub const ALL: [MessageKind; 12] = [
         MessageKind::NewKeyLive,
+        MessageKind::OldKeyInUse,
         MessageKind::OldKeyRevoked,
         MessageKind::RotationCompleted,
         MessageKind::RotationFailed,
@@ -64,6 +68,7 @@ impl MessageKind {
             MessageKind::KeyRefused => "key.refused",
             MessageKind::Digest => "digest",
             MessageKind::Failover => "keyrot.failover",
+            MessageKind::OldKeyInUse => "rotation.old_key_in_use",
             MessageKind::Test => "test",
         }
     }

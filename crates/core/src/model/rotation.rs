@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{RotationId, SlotId};
+use super::{LastUse, RotationId, SlotId};
 
 /// How many "wait and retry" answers (429, Retry-After) a step may get
 /// without spending its retry budget; past it they count as failures, so
@@ -249,6 +249,18 @@ pub struct RotationRecord {
     pub updated_at: Timestamp,
     /// Every state entered, in order.
     pub history: Vec<Transition>,
+    /// The old key's last use, as its provider last reported it during the
+    /// overlap (providers that report last use; see `LastUse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_last_use: Option<LastUse>,
+    /// When keyrot last asked the provider for the old key's last use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_last_use_checked_at: Option<Timestamp>,
+    /// When keyrot raised the alert that the old key was still in use at
+    /// the policy's `revoke_deadline` (`revoke_when = "unused"`); raised
+    /// once, in the same commit as its messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_use_alerted_at: Option<Timestamp>,
 }
 
 impl RotationRecord {

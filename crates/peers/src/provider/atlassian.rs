@@ -74,6 +74,8 @@ pub struct AtlassianProvider {
     timeout: SignedDuration,
     /// HTTP client.
     http: reqwest::Client,
+    /// How stale a listed `lastActiveAt` may be (`last_active_precision`).
+    last_active_precision: SignedDuration,
 }
 
 impl AtlassianProvider {
@@ -128,6 +130,7 @@ impl AtlassianProvider {
             page_size: cfg.page_size,
             timeout: cfg.timeout,
             http,
+            last_active_precision: cfg.last_active_precision,
         })
     }
 
@@ -448,7 +451,28 @@ impl Provider for AtlassianProvider {
             idempotent_issue: false,
             deactivate: false,
             prove_identity: true,
+            last_used: Some(self.last_active_precision),
         }
+    }
+
+    /// The key's `lastActiveAt` from the admin listing. A key not listed
+    /// (revoked, expired, gone), or listed with `lastActiveAt` null, absent
+    /// or unreadable, is unknown: the API may update it lazily, and a key
+    /// in use as the old key of an overlap may have been used without it
+    /// showing, so "no time" is never read as "never used".
+    async fn last_used(&self, id: &str, now: Timestamp) -> Result<super::LastUse, CallError> {
+        let keys = self.list(now).await?;
+        Ok(match keys.into_iter().find(|k| k.id == id) {
+            None => super::LastUse::Unknown {
+                why: format!("key {id} is not among the organisation's live API keys"),
+            },
+            Some(k) => match k.last_used_at {
+                Some(at) => super::LastUse::At { at },
+                None => super::LastUse::Unknown {
+                    why: format!("the listing gives key {id} no readable lastActiveAt"),
+                },
+            },
+        })
     }
 
     async fn list(&self, now: Timestamp) -> Result<Vec<KeyInfo>, CallError> {

@@ -152,7 +152,26 @@ impl Provider for AwsIamProvider {
             idempotent_issue: false,
             deactivate: self.deactivate_first,
             prove_identity: false,
+            last_used: Some(keyrot_config::AWS_IAM_LAST_USED_PRECISION),
         }
+    }
+
+    /// `GetAccessKeyLastUsed` (see [`keys::last_use`] for how its answer
+    /// reads); a key IAM does not know is unknown.
+    async fn last_used(&self, id: &str, _now: Timestamp) -> Result<super::LastUse, CallError> {
+        let Some(ans) = self
+            .call_tolerating(
+                "GetAccessKeyLastUsed",
+                &[("AccessKeyId", id)],
+                &["NoSuchEntity"],
+            )
+            .await?
+        else {
+            return Ok(super::LastUse::Unknown {
+                why: format!("IAM does not know access key {id}"),
+            });
+        };
+        Ok(keys::last_use(self.text("GetAccessKeyLastUsed", &ans)?, id))
     }
 
     /// Active keys of every user in scope (an Inactive key, such as the

@@ -248,6 +248,8 @@ impl Provider for ExecProvider {
             idempotent_issue: false,
             deactivate: self.cfg.has("deactivate"),
             prove_identity: false,
+            // The protocol has no last-use call.
+            last_used: None,
         }
     }
 

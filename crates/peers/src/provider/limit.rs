@@ -86,6 +86,10 @@ impl Provider for Limited {
         self.run(self.inner.revoke(id, now)).await
     }
 
+    async fn last_used(&self, id: &str, now: Timestamp) -> Result<super::LastUse, CallError> {
+        self.run(self.inner.last_used(id, now)).await
+    }
+
     async fn deactivate(&self, id: &str, now: Timestamp) -> Result<(), CallError> {
         self.run(self.inner.deactivate(id, now)).await
     }

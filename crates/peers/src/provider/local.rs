@@ -101,6 +101,8 @@ impl Provider for LocalProvider {
             idempotent_issue: false,
             deactivate: false,
             prove_identity: false,
+            // keyrot records each use itself (a `verify` with the secret).
+            last_used: Some(jiff::SignedDuration::ZERO),
         }
     }
 
@@ -172,6 +174,22 @@ impl Provider for LocalProvider {
         })
         .await?
         .map_err(CallError::permanent)
+    }
+
+    /// The use `verify` recorded; a key keyrot does not hold is unknown.
+    async fn last_used(&self, id: &str, _now: Timestamp) -> Result<super::LastUse, CallError> {
+        let id = id.to_string();
+        let keys = self.blocking(|s| s.local_keys()).await?;
+        let key = keys.into_iter().find(|k| k.id == id);
+        Ok(match key {
+            None => super::LastUse::Unknown {
+                why: format!("local key {id} does not exist"),
+            },
+            Some(k) => match k.last_used_at {
+                None => super::LastUse::Never,
+                Some(at) => super::LastUse::At { at },
+            },
+        })
     }
 
     async fn revoke(&self, id: &str, now: Timestamp) -> Result<(), CallError> {

@@ -19,6 +19,7 @@ use secrecy::SecretString;
 use keyrot_config::{ProviderConfig, ProviderKind};
 pub use keyrot_core::error::CallError;
 use keyrot_core::model::KeyInfo;
+pub use keyrot_core::model::LastUse;
 use keyrot_core::store::Store;
 
 pub use keyrot_core::model::{Capabilities, IssueMode};
@@ -189,6 +190,19 @@ pub trait Provider: Send + Sync {
     async fn deactivate(&self, id: &str, now: Timestamp) -> Result<(), CallError> {
         let _ = (id, now);
         Ok(())
+    }
+    /// When key `id` was last used, as the provider reports it; only called
+    /// with [`Capabilities::last_used`] (how stale the answer may be). An
+    /// answer that does not clearly say "never" or a readable time is
+    /// [`LastUse::Unknown`], never "never"; a key the provider no longer
+    /// knows is [`LastUse::Unknown`] too (the revoke step decides what a
+    /// key already gone means). The default: the provider cannot tell.
+    async fn last_used(&self, id: &str, now: Timestamp) -> Result<LastUse, CallError> {
+        let _ = (id, now);
+        Err(CallError::permanent(format!(
+            "provider {} does not report when a key was last used",
+            self.name()
+        )))
     }
 }
 

@@ -140,6 +140,7 @@ impl Sandbox {
     /// A provider config with the proposed rotate API and `page_size`.
     pub(super) fn config(&self, page_size: u32) -> AtlassianProviderConfig {
         AtlassianProviderConfig {
+            last_active_precision: jiff::SignedDuration::ZERO,
             org_id: "demo-org".into(),
             base_url: format!("{}/admin/api-access/v1", self.base),
             admin_key: SecretRef::File(self.admin_file.clone()),

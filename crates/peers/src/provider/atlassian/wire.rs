@@ -55,8 +55,9 @@ pub(super) struct ListedKey {
     /// Expiry.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
-    /// Last authenticated use.
-    #[serde(default)]
+    /// Last authenticated use; an unreadable time is `None` (unknown),
+    /// not a failed listing.
+    #[serde(default, deserialize_with = "lenient_time")]
     pub last_active_at: Option<Timestamp>,
     /// `ACTIVE`, `EXPIRED` or `REVOKED`.
     #[serde(default)]
@@ -84,6 +85,15 @@ impl ListedKey {
             tags: BTreeMap::new(),
         })
     }
+}
+
+/// A time that is not an RFC 3339 string (a number, garbage) reads as
+/// `None`: the caller treats it as unknown.
+fn lenient_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    Ok(v.as_ref()
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok()))
 }
 
 /// `createdBy` as a string, or its `email`/`accountId`/`name` member.

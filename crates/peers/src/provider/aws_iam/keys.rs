@@ -169,3 +169,29 @@ pub(super) fn secret_of(block: &str) -> Option<SecretString> {
     };
     Some(decoded)
 }
+
+/// What a `GetAccessKeyLastUsed` answer says about key `id`: a readable
+/// `LastUsedDate` is the time; none, with `ServiceName` "N/A", is never
+/// used (AWS: the key "has not been used since IAM began tracking this
+/// information"); anything else (an unreadable date, no date with a
+/// service named, no `AccessKeyLastUsed` at all) is unknown.
+pub(super) fn last_use(xml: &str, id: &str) -> keyrot_core::model::LastUse {
+    use keyrot_core::model::LastUse;
+    let Some(block) = elements(xml, "AccessKeyLastUsed").into_iter().next() else {
+        return LastUse::Unknown {
+            why: format!("the GetAccessKeyLastUsed answer for {id} holds no AccessKeyLastUsed"),
+        };
+    };
+    match element(block, "LastUsedDate").filter(|t| !t.trim().is_empty()) {
+        Some(t) => match t.trim().parse::<Timestamp>() {
+            Ok(at) => LastUse::At { at },
+            Err(_) => LastUse::Unknown {
+                why: format!("IAM gives access key {id} an unreadable LastUsedDate"),
+            },
+        },
+        None if element(block, "ServiceName").as_deref() == Some("N/A") => LastUse::Never,
+        None => LastUse::Unknown {
+            why: format!("IAM gives access key {id} no LastUsedDate"),
+        },
+    }
+}

@@ -139,3 +139,44 @@ fn key_info_has_no_expiry_and_carries_the_status() {
     assert_eq!(i.expires_at, None);
     assert_eq!(i.tags["status"], "Active");
 }
+
+#[test]
+fn get_access_key_last_used_answers_read_the_harsh_way() {
+    use keyrot_core::model::LastUse;
+    let answer = |inner: &str| {
+        format!(
+            "<GetAccessKeyLastUsedResponse><GetAccessKeyLastUsedResult><UserName>ci</UserName>\
+             <AccessKeyLastUsed>{inner}</AccessKeyLastUsed></GetAccessKeyLastUsedResult></GetAccessKeyLastUsedResponse>"
+        )
+    };
+    let used = answer(
+        "<Region>us-east-1</Region><LastUsedDate>2026-11-23T09:30:00Z</LastUsedDate><ServiceName>s3</ServiceName>",
+    );
+    assert_eq!(
+        super::keys::last_use(&used, "AKIA1"),
+        LastUse::At {
+            at: "2026-11-23T09:30:00Z".parse().unwrap()
+        }
+    );
+    // AWS documents "N/A" for a key not used since tracking began.
+    let never = answer("<Region>N/A</Region><ServiceName>N/A</ServiceName>");
+    assert_eq!(super::keys::last_use(&never, "AKIA1"), LastUse::Never);
+    // Anything else is unknown, never "never used".
+    for inner in [
+        "<LastUsedDate>yesterday</LastUsedDate><ServiceName>s3</ServiceName>",
+        "<ServiceName>s3</ServiceName>",
+        "",
+    ] {
+        assert!(
+            matches!(
+                super::keys::last_use(&answer(inner), "AKIA1"),
+                LastUse::Unknown { .. }
+            ),
+            "{inner}"
+        );
+    }
+    assert!(matches!(
+        super::keys::last_use("<Error/>", "AKIA1"),
+        LastUse::Unknown { .. }
+    ));
+}
