@@ -95,6 +95,9 @@ pub(crate) fn rotation_rec(id: &str, slot: &str, state: RotationState) -> Rotati
         created_at: at,
         updated_at: at,
         history: Vec::new(),
+        old_last_use: None,
+        old_last_use_checked_at: None,
+        in_use_alerted_at: None,
     }
 }
 

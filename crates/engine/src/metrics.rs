@@ -185,6 +185,9 @@ pub struct Metrics {
     leader: Gauge,
     /// Times this instance took over the lease from another one.
     failovers: Counter,
+    /// Old keys still in use at their policy's `revoke_deadline`, by
+    /// provider (`revoke_when = "unused"`; one per rotation).
+    old_keys_in_use: Family<ProviderLabels, Counter>,
 }
 
 impl Metrics {
@@ -266,6 +269,12 @@ impl Metrics {
             "Times this instance took over the leader lease from another instance since it started",
             failovers.clone(),
         );
+        let old_keys_in_use = Family::default();
+        registry.register(
+            "keyrot_old_keys_in_use",
+            "Old keys still in use at their policy's revoke_deadline (revoke_when = \"unused\"), by provider; once per rotation, with a mail and a WARN log",
+            old_keys_in_use.clone(),
+        );
         registry.register_collector(Box::new(SeededRotations {
             family: rotations.clone(),
             seeded: Arc::clone(&seeded),
@@ -286,7 +295,14 @@ impl Metrics {
             last_sync: Mutex::new(BTreeMap::new()),
             leader,
             failovers,
+            old_keys_in_use,
         }
+    }
+
+    /// The old key of a rotation of `provider` was still in use at its
+    /// policy's deadline.
+    pub fn old_key_in_use(&self, provider: &str) {
+        self.old_keys_in_use.get_or_create(&by(provider)).inc();
     }
 
     /// Whether this instance leads now.

@@ -137,6 +137,7 @@ impl Provider for Fake {
             idempotent_issue: false,
             deactivate: self.shape == Shape::Deactivating,
             prove_identity: false,
+            last_used: None,
         }
     }
 

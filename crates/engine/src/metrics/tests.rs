@@ -83,6 +83,7 @@ fn the_exposition_reads_as_the_one_written_before_prometheus_client() {
     m.provider_error("local", "issue");
     m.provider_error("local", "revoke");
     m.old_key_lost("local");
+    m.old_key_in_use("local");
     m.key_refused("local");
     m.key_ended("local", "vanished");
     m.sink_error("out");

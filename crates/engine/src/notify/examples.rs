@@ -163,6 +163,9 @@ fn rotation() -> RotationRecord {
             RotationState::Pending,
             "yearly rotation before the key expires",
         )],
+        old_last_use: None,
+        old_last_use_checked_at: None,
+        in_use_alerted_at: None,
     }
 }
 
@@ -241,6 +244,31 @@ pub fn live_rotation() -> RotationRecord {
     r.history
         .retain(|t| !matches!(t.to, RotationState::Revoking | RotationState::Completed));
     r
+}
+
+/// The rotation in its overlap under `revoke_when = "unused"`, its old key
+/// still used 20 minutes before the deadline (a day after the overlap's
+/// end) passed: the `in_use` example, with what it says.
+pub fn in_use_rotation() -> (RotationRecord, super::in_use::InUse<'static>) {
+    static LAST: std::sync::OnceLock<keyrot_core::model::LastUse> = std::sync::OnceLock::new();
+    let last = LAST.get_or_init(|| keyrot_core::model::LastUse::At {
+        at: ts("2026-11-23T08:40:00Z"),
+    });
+    let mut r = live_rotation();
+    r.revoke_old_at = Some(ts("2026-11-22T09:00:04Z"));
+    r.old_last_use = Some(last.clone());
+    r.old_last_use_checked_at = Some(now());
+    let u = super::in_use::InUse {
+        last_use: last,
+        precision: SignedDuration::from_hours(1),
+        rule: keyrot_core::policy::QuietRule {
+            quiet_period: SignedDuration::from_hours(24),
+            deadline: SignedDuration::from_hours(24),
+            at_deadline: keyrot_core::policy::AtDeadline::Hold,
+        },
+        deadline: ts("2026-11-23T09:00:04Z"),
+    };
+    (r, u)
 }
 
 /// The rotation completed without an overlap (`overlap = "0s"`): the old
@@ -501,6 +529,8 @@ fn every_message(cfg: Arc<Config>, templates: Templates) -> Vec<(&'static str, O
     let (lost, ended) = ended_key();
     add("ended", c.key_ended(&lost, &ended, now));
     add("failover", c.failover(&takeover()));
+    let (in_use, u) = in_use_rotation();
+    add("in_use", c.old_key_in_use(&in_use, Some(&key), &u, now));
     out
 }
 
@@ -552,6 +582,10 @@ pub fn vars(kind: &str) -> Vars {
             super::ended::ended_vars(&k, &e, now)
         }
         "failover" => super::failover::failover_vars(&takeover()),
+        "in_use" => {
+            let (r, u) = in_use_rotation();
+            super::in_use::in_use_vars(&r, &u, now)
+        }
         _ => Vars::new(),
     }
 }

@@ -410,7 +410,7 @@ pub(super) fn reason_as_told(rec: &RotationRecord) -> String {
 }
 
 /// Variables every rotation message has. No secret, no hash, no PSK.
-fn rotation_vars(rec: &RotationRecord) -> Vars {
+pub(super) fn rotation_vars(rec: &RotationRecord) -> Vars {
     let mut v = Vars::new();
     let new = rec.new_key.as_ref();
     let init = &rec.initiator;

@@ -8,7 +8,8 @@
 //! expired or vanished without keyrot replacing it), `digest` (the
 //! daily digest), `render` (the variables and the Jinja set-up),
 //! `templates` (built-in templates and `notify.template_dir` overrides),
-//! `footer` (the host and commands every message ends with),
+//! `in_use` (an old key still in use at its revoke deadline), `footer`
+//! (the host and commands every message ends with),
 //! `examples` (the examples `docs/notifications.md` shows).
 
 pub mod digest;
@@ -16,6 +17,7 @@ pub mod ended;
 pub mod examples;
 pub mod failover;
 pub mod footer;
+pub mod in_use;
 pub mod message;
 pub mod notice;
 pub mod refused;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::render::{Escape, Template, Value, Vars};
 
 /// The message kinds that have templates (file stems).
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     "assisted",
     "completed",
     "digest",
@@ -25,6 +25,7 @@ pub const KINDS: [&str; 10] = [
     "expiry",
     "failed",
     "failover",
+    "in_use",
     "live",
     "refused",
     "revoked",
@@ -34,7 +35,7 @@ pub const KINDS: [&str; 10] = [
 const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 
 /// The built-in templates, by file name.
-const BUILTIN: [(&str, &str); 20] = [
+const BUILTIN: [(&str, &str); 22] = [
     (
         "assisted.txt",
         include_str!("../../../../templates/assisted.txt"),
@@ -87,6 +88,14 @@ const BUILTIN: [(&str, &str); 20] = [
     (
         "failed.html",
         include_str!("../../../../templates/failed.html"),
+    ),
+    (
+        "in_use.txt",
+        include_str!("../../../../templates/in_use.txt"),
+    ),
+    (
+        "in_use.html",
+        include_str!("../../../../templates/in_use.html"),
     ),
     ("live.txt", include_str!("../../../../templates/live.txt")),
     ("live.html", include_str!("../../../../templates/live.html")),

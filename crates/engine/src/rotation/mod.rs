@@ -14,6 +14,7 @@ mod call;
 mod distribute;
 mod issue;
 pub mod plan;
+mod quiet;
 mod refusal;
 mod reload;
 mod restart;
@@ -457,6 +458,9 @@ fn new_record(rt: &Runtime, key: &KeyRecord, req: StartRequest, now: Timestamp) 
             to: RotationState::Pending,
             note: req.reason,
         }],
+        old_last_use: None,
+        old_last_use_checked_at: None,
+        in_use_alerted_at: None,
     }
 }
 

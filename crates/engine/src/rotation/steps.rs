@@ -1,7 +1,8 @@
 //! The runner and the dispatch of one step per state. A step makes at most
 //! one kind of external call and ends by committing the next state; the
 //! runner loops over steps until the rotation waits or ends. The forward
-//! steps are in `issue.rs`, `distribute.rs` and `revoke.rs`, and every
+//! steps are in `issue.rs`, `distribute.rs`, `quiet.rs` (the overlap) and
+//! `revoke.rs`, and every
 //! external call goes through `call.rs`; the assisted path (asking people,
 //! `keyrot enroll`) is in `assisted.rs`, and the operator's ways out are
 //! `abort.rs` and `restart.rs`.
@@ -263,16 +264,7 @@ impl Engine {
             RotationState::Distributing => self.distribute(rt, rec, now).await,
             RotationState::Verifying => self.verify(rt, rec, now).await,
             RotationState::Reloading => self.reload(rt, rec, now).await,
-            RotationState::Overlap => {
-                let due = rec.revoke_old_at.unwrap_or(now);
-                if due > now {
-                    tracing::info!(revoke_at = %due, "overlap: old key stays valid until its revoke time");
-                    return Ok(Next::Stop);
-                }
-                rec.transition(RotationState::Revoking, now, "overlap over");
-                self.save(rec, None).await?;
-                Ok(Next::Continue)
-            }
+            RotationState::Overlap => self.overlap(rt, rec, now).await,
             RotationState::Revoking => self.revoke_old(rt, rec, now).await,
             RotationState::AwaitingSecret => self.remind(rt, rec, now).await,
             RotationState::Completed | RotationState::Failed | RotationState::Aborted => {

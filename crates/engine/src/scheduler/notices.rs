@@ -346,6 +346,9 @@ mod tests {
                 to: state,
                 note: String::new(),
             }],
+            old_last_use: None,
+            old_last_use_checked_at: None,
+            in_use_alerted_at: None,
         }
     }
 

@@ -348,6 +348,31 @@ impl Provider for HttpProvider {
         self.list_keys(now).await
     }
 
+    /// The key's `last_used_at` from the list, for a preset that declares
+    /// `last_used_precision`. A key not listed, or listed without a
+    /// readable `last_used_at` (null, absent, unparsable), is unknown: an
+    /// API cannot tell "never used" from "not recorded yet" in one field.
+    async fn last_used(&self, id: &str, now: Timestamp) -> Result<super::LastUse, CallError> {
+        if self.spec.capabilities().last_used.is_none() {
+            return Err(CallError::permanent(format!(
+                "{}: its preset declares no `last_used_precision`: it does not report last use",
+                self.who
+            )));
+        }
+        let keys = self.list_keys(now).await?;
+        Ok(match keys.into_iter().find(|k| k.id == id) {
+            None => super::LastUse::Unknown {
+                why: format!("key {id} is not listed"),
+            },
+            Some(k) => match k.last_used_at {
+                Some(at) => super::LastUse::At { at },
+                None => super::LastUse::Unknown {
+                    why: format!("the list gives key {id} no readable last_used_at"),
+                },
+            },
+        })
+    }
+
     async fn issue(&self, req: &IssueRequest) -> Result<IssuedKey, CallError> {
         if let (Some(old), Some(op)) = (req.replaces.as_deref(), &self.spec.rotate) {
             return self.rotate(op, old, req).await;
