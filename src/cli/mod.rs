@@ -491,6 +491,7 @@ fn sandbox(command: &Command) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--absent-old-expiry {e}"))?,
         seal_psk: seal_psk.clone(),
         strict: *strict,
+        last_active_granularity: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -78,7 +78,16 @@ pub struct SandboxOptions {
     /// `oldKeyExpiresAt` revokes, and sealing under `seal_psk` or else the
     /// first PSK whatever `?pskId=` says.
     pub strict: bool,
+    /// How lazily a key's `lastActiveAt` is updated: a use is recorded only
+    /// when the last recorded one is at least this old (real APIs do so to
+    /// spare writes). `None`: at once, or [`STRICT_LAST_ACTIVE_GRANULARITY`]
+    /// under `strict`.
+    pub last_active_granularity: Option<jiff::SignedDuration>,
 }
+
+/// `lastActiveAt`'s granularity under `strict` unless set.
+pub const STRICT_LAST_ACTIVE_GRANULARITY: jiff::SignedDuration =
+    jiff::SignedDuration::from_mins(10);
 
 impl Default for SandboxOptions {
     /// Loopback on a free port, `sandbox-state.json`, no PSK, no seeding,
@@ -95,6 +104,7 @@ impl Default for SandboxOptions {
             absent_old_expiry: AbsentOldExpiry::Keep,
             seal_psk: None,
             strict: false,
+            last_active_granularity: None,
         }
     }
 }
@@ -108,6 +118,8 @@ pub(crate) struct Modes {
     absent_old_expiry: AbsentOldExpiry,
     /// The PSK every secret is sealed under, whatever `?pskId=` says.
     seal_psk: Option<String>,
+    /// How lazily `lastActiveAt` moves.
+    last_active_granularity: jiff::SignedDuration,
 }
 
 impl Modes {
@@ -132,6 +144,11 @@ impl Modes {
                 opts.absent_old_expiry
             },
             seal_psk,
+            last_active_granularity: opts.last_active_granularity.unwrap_or(if opts.strict {
+                STRICT_LAST_ACTIVE_GRANULARITY
+            } else {
+                jiff::SignedDuration::ZERO
+            }),
         })
     }
 }
@@ -279,6 +296,7 @@ fn open(opts: &SandboxOptions, clock: Arc<dyn Clock>) -> Result<App, SandboxErro
         "sandbox rotate behaviour"
     );
     let mut state = persist::load(&opts.state)?;
+    state.last_active_granularity = modes.last_active_granularity;
     let saved = if opts.state.exists() {
         persist::encode(&state)
     } else {

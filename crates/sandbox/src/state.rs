@@ -43,6 +43,9 @@ pub struct State {
     /// Rotate responses kept for `Idempotency-Key` replay (sealed secrets only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub idempotent_rotations: Vec<Remembered>,
+    /// How lazily `lastActiveAt` moves (the server's mode, not persisted).
+    #[serde(skip)]
+    pub last_active_granularity: jiff::SignedDuration,
 }
 
 /// One organisation.
@@ -317,7 +320,14 @@ impl State {
             "EXPIRED" => return Err(ApiError::unauthorized("the API key has expired")),
             _ => {}
         }
-        key.last_active_at = Some(now);
+        // Lazily, as real APIs do: only when the recorded use is at least
+        // the granularity old (or there is none).
+        if key
+            .last_active_at
+            .is_none_or(|t| now.duration_since(t) >= self.last_active_granularity)
+        {
+            key.last_active_at = Some(now);
+        }
         if !access.allowed_by(&key.scopes) {
             return Err(ApiError::forbidden(format!(
                 "API key {} lacks the scope this call needs: {}",

@@ -321,3 +321,25 @@ async fn last_active_at_moves_on_count_on_403_and_on_rotate() {
     assert_eq!(sb.admin_key(&actor).await["lastActiveAt"], json!(hour(3)));
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn strict_updates_last_active_at_lazily() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = super::tests::start_with(dir.path(), |o| o.strict = true).await;
+    let ro = sb.id("read only demo").to_string();
+    let count = format!("{}/api-keys/count", sb.org);
+    let min = |m: i64| t0() + SignedDuration::from_mins(m);
+    // The first use is recorded at once.
+    sb.clock.advance(SignedDuration::from_mins(1));
+    sb.get(&count, sb.secret("read only demo")).await;
+    assert_eq!(sb.admin_key(&ro).await["lastActiveAt"], json!(min(1)));
+    // A use within the granularity (10 minutes) does not move it.
+    sb.clock.advance(SignedDuration::from_mins(9));
+    sb.get(&count, sb.secret("read only demo")).await;
+    assert_eq!(sb.admin_key(&ro).await["lastActiveAt"], json!(min(1)));
+    // One 10 minutes after the recorded one does.
+    sb.clock.advance(SignedDuration::from_mins(1));
+    sb.get(&count, sb.secret("read only demo")).await;
+    assert_eq!(sb.admin_key(&ro).await["lastActiveAt"], json!(min(11)));
+    sb.stop().await;
+}
