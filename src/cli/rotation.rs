@@ -116,6 +116,27 @@ pub fn render(r: &RotationRecord) -> String {
     lines.push(("requested revoke", time_or(r.requested_old_expiry, "-")));
     lines.push(("revoke old at", time_or(r.revoke_old_at, "-")));
     lines.push(("old revoked at", time_or(r.old_revoked_at, "-")));
+    if let (Some(last), Some(checked)) = (&r.old_last_use, r.old_last_use_checked_at) {
+        // "N ago" counts from the check: the CLI reads no clock.
+        lines.push((
+            "old key last used",
+            format!(
+                "{} (checked {})",
+                keyrot_engine::notify::in_use::last_use_words(last, checked)
+                    .replace(" ago)", " before the check)"),
+                time(checked)
+            ),
+        ));
+    }
+    if let Some(at) = r.in_use_alerted_at {
+        lines.push((
+            "old key in use",
+            format!(
+                "still in use at the revoke deadline: alerted at {}",
+                time(at)
+            ),
+        ));
+    }
     if let Some(at) = r.old_lost_at {
         lines.push((
             "old key lost",
