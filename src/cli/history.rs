@@ -46,7 +46,8 @@ pub async fn run(
 /// The table: one row per rotation.
 pub fn render(rotations: &[RotationRecord]) -> String {
     let mut t = Table::new(&[
-        "ROTATION", "KEY", "STATE", "TRIGGER", "STARTED", "UPDATED", "NEW KEY", "SINKS", "REASON",
+        "ROTATION", "KEY", "STATE", "TRIGGER", "STARTED", "UPDATED", "NEW KEY", "SINKS", "HOOKS",
+        "REASON",
     ]);
     for r in rotations {
         t.row(vec![
@@ -58,6 +59,7 @@ pub fn render(rotations: &[RotationRecord]) -> String {
             time(r.updated_at),
             or_dash(r.new_key.as_ref().map(|k| k.id.as_str())),
             sinks(r),
+            hooks(r),
             r.reason.clone(),
         ]);
     }
@@ -87,6 +89,25 @@ pub fn sinks(r: &RotationRecord) -> String {
                 mark(res.is_some()),
                 mark(res.is_some_and(|s| s.verified_at.is_some()))
             )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Each reload hook as `name ✓` once done (`-` before), `; ` apart.
+pub fn hooks(r: &RotationRecord) -> String {
+    if r.hooks.is_empty() {
+        return "-".into();
+    }
+    r.hooks
+        .iter()
+        .map(|name| {
+            let done = if r.hook_results.contains_key(name) {
+                "✓"
+            } else {
+                "-"
+            };
+            format!("{name} {done}")
         })
         .collect::<Vec<_>>()
         .join("; ")

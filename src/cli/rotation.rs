@@ -177,6 +177,21 @@ pub fn render(r: &RotationRecord) -> String {
             ),
         };
     }
+    if !r.hooks.is_empty() {
+        let _ = writeln!(out, "\nreload hooks:");
+        for name in &r.hooks {
+            let shown = output::clean(name);
+            let _ = match r.hook_results.get(name) {
+                None => writeln!(out, "  {shown}: not run yet"),
+                Some(res) => writeln!(
+                    out,
+                    "  {shown}: done {}: {}",
+                    time(res.done_at),
+                    output::clean(&res.note)
+                ),
+            };
+        }
+    }
     let _ = writeln!(out, "\ntransitions:");
     for t in &r.history {
         let _ = writeln!(
@@ -261,6 +276,27 @@ mod tests {
         assert!(text.contains("sinks:\n  out: not written yet\n"));
         assert!(text.contains("  2026-11-01 10:00Z  pending       requested"));
         assert!(!text.contains(&"ab".repeat(32)));
+    }
+
+    #[test]
+    fn shows_each_reload_hook_done_or_not() {
+        let mut r = rotation_rec("r1", "p/a", RotationState::Reloading);
+        r.hooks = vec!["nginx".into(), "fleet".into()];
+        r.hook_results.insert(
+            "nginx".into(),
+            keyrot_core::model::HookResult {
+                done_at: "2026-11-01T10:00Z".parse().unwrap(),
+                note: "reloaded nginx.service".into(),
+            },
+        );
+        let text = render(&r);
+        assert!(
+            text.contains(
+                "reload hooks:\n  nginx: done 2026-11-01 10:00Z: reloaded nginx.service\n  fleet: not run yet\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(crate::cli::history::hooks(&r), "nginx ✓; fleet -");
     }
 
     #[test]

@@ -154,6 +154,12 @@ pub fn summary(cfg: &Config, now: Timestamp) -> String {
             sink.name, f.mode, f.path
         );
     }
+    if !cfg.hooks.is_empty() {
+        heading(&mut out, cfg.hooks.len(), "reload hook", "reload hooks");
+        for h in &cfg.hooks {
+            let _ = writeln!(out, "  {}", hook_line(h));
+        }
+    }
     heading(&mut out, cfg.policies.len(), "policy", "policies");
     for p in &cfg.policies {
         let _ = writeln!(
@@ -231,6 +237,44 @@ fn next_window(p: &Policy, now: Timestamp) -> String {
     format!("{} {zone} ({utc})", zoned.strftime("%Y-%m-%d %H:%M"))
 }
 
+/// `name (action, what it does, debounce D, timeout T)`.
+fn hook_line(h: &crate::hooks::HookConfig) -> String {
+    use crate::hooks::{HookAction, ReloadMode, SignalTarget};
+    let what = match &h.action {
+        HookAction::Systemd { units, mode, .. } => format!(
+            "systemd, {} {}",
+            match mode {
+                ReloadMode::Reload => "reload",
+                ReloadMode::TryReloadOrRestart => "try-reload-or-restart",
+            },
+            units.join(", ")
+        ),
+        HookAction::Signal {
+            signal_name,
+            target,
+            ..
+        } => match target {
+            SignalTarget::PidFile(p) => {
+                format!("signal, SIG{signal_name} to the process in {}", p.display())
+            }
+            SignalTarget::Unit { unit, .. } => {
+                format!("signal, SIG{signal_name} to the main process of {unit}")
+            }
+        },
+        HookAction::Exec { command, .. } => format!("exec, {}", command.join(" ")),
+        HookAction::Http { url, secret } => format!(
+            "http, POST {url}{}",
+            if secret.is_some() { ", signed" } else { "" }
+        ),
+    };
+    format!(
+        "{} ({what}, debounce {}, timeout {})",
+        h.name,
+        keyrot_core::policy::format_duration(h.debounce),
+        keyrot_core::policy::format_duration(h.timeout)
+    )
+}
+
 /// `name -> provider p, policy q, sinks a, b`.
 fn key_line(k: &KeySpec) -> String {
     let what = match &k.matches {
@@ -255,8 +299,13 @@ fn key_line(k: &KeySpec) -> String {
         .as_ref()
         .map(|g| format!(", group {g}"))
         .unwrap_or_default();
+    let hooks = if k.hooks.is_empty() {
+        String::new()
+    } else {
+        format!(", hooks {}", k.hooks.join(", "))
+    };
     format!(
-        "{what} -> provider {}, policy {}, sinks {}{group}",
+        "{what} -> provider {}, policy {}, sinks {}{hooks}{group}",
         k.provider,
         k.policy,
         k.sinks.join(", ")

@@ -6,6 +6,7 @@ mod access;
 mod atlassian;
 mod dropins;
 mod errors;
+mod hooks;
 mod quiet;
 mod sinks;
 mod summary;
