@@ -87,6 +87,7 @@ fn the_exposition_reads_as_the_one_written_before_prometheus_client() {
     m.key_refused("local");
     m.key_ended("local", "vanished");
     m.sink_error("out");
+    m.hook_error("reload");
     m.synced("local", ts("2026-01-01T00:10:00.250Z"));
     for ms in [3, 5, 700, 1_000_000] {
         m.step_took(RotationState::Issuing, Duration::from_millis(ms));
@@ -185,7 +186,7 @@ fn histogram_buckets_are_cumulative_with_inf_sum_and_count() {
         ),
         ["keyrot_step_duration_seconds_count{step=\"revoking\"} 0"]
     );
-    assert_eq!(lines(&text, "keyrot_step_duration_seconds_count").len(), 8);
+    assert_eq!(lines(&text, "keyrot_step_duration_seconds_count").len(), 9);
     assert!(!text.contains("step=\"completed\""));
 }
 
