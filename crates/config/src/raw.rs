@@ -137,6 +137,9 @@ pub struct RawProviderHead {
     pub requests_per_second: Option<Spanned<f64>>,
     /// Where a person creates a key by hand (named in assisted requests).
     pub console_url: Option<Spanned<String>>,
+    /// Revoke orphans (keys with keyrot's tag that no known rotation owns)
+    /// at each inventory sync.
+    pub revoke_orphans: Option<bool>,
 }
 
 /// Field names of [`RawProviderHead`], split off before the body.
@@ -146,6 +149,7 @@ pub const PROVIDER_HEAD_FIELDS: &[&str] = &[
     "max_concurrent",
     "requests_per_second",
     "console_url",
+    "revoke_orphans",
 ];
 
 /// `type = "local"` fields.

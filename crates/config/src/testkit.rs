@@ -58,6 +58,7 @@ pub fn local(out: &Path, sink_path: &str) -> Config {
                 default_lifetime: dur("90d"),
                 secret_bytes: 32,
             }),
+            revoke_orphans: false,
         }],
         sinks: vec![SinkConfig {
             name: "out".into(),

@@ -129,6 +129,7 @@ pub(crate) fn provider(
                 requests_per_second,
                 console_url,
                 kind,
+                revoke_orphans: head.revoke_orphans.unwrap_or(false),
             },
         ),
     )

@@ -155,6 +155,11 @@ pub struct ProviderConfig {
     pub console_url: Option<String>,
     /// Type-specific settings.
     pub kind: ProviderKind,
+    /// `revoke_orphans`: each inventory sync revokes the orphans it finds
+    /// (keys carrying keyrot's tag that belong to no known rotation);
+    /// false (the default): they are listed and alerted, and revoked only
+    /// by `keyrot orphans --revoke`.
+    pub revoke_orphans: bool,
 }
 
 impl ProviderConfig {

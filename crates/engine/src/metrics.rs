@@ -188,6 +188,12 @@ pub struct Metrics {
     /// Old keys still in use at their policy's `revoke_deadline`, by
     /// provider (`revoke_when = "unused"`; one per rotation).
     old_keys_in_use: Family<ProviderLabels, Counter>,
+    /// Orphan keys (keyrot's tag, no known rotation) found by inventory
+    /// syncs, by provider; each key once.
+    orphans_found: Family<ProviderLabels, Counter>,
+    /// Orphan keys revoked (`keyrot orphans --revoke` or `revoke_orphans`),
+    /// by provider.
+    orphans_revoked: Family<ProviderLabels, Counter>,
 }
 
 impl Metrics {
@@ -275,6 +281,18 @@ impl Metrics {
             "Old keys still in use at their policy's revoke_deadline (revoke_when = \"unused\"), by provider; once per rotation, with a mail and a WARN log",
             old_keys_in_use.clone(),
         );
+        let orphans_found = Family::default();
+        let orphans_revoked = Family::default();
+        registry.register(
+            "keyrot_orphan_keys_found",
+            "Orphan keys found by inventory syncs (they carry keyrot's tag but belong to no rotation keyrot knows), by provider; each key counted once, when first found",
+            orphans_found.clone(),
+        );
+        registry.register(
+            "keyrot_orphan_keys_revoked",
+            "Orphan keys revoked (keyrot orphans --revoke, or revoke_orphans = true), by provider",
+            orphans_revoked.clone(),
+        );
         registry.register_collector(Box::new(SeededRotations {
             family: rotations.clone(),
             seeded: Arc::clone(&seeded),
@@ -296,7 +314,19 @@ impl Metrics {
             leader,
             failovers,
             old_keys_in_use,
+            orphans_found,
+            orphans_revoked,
         }
+    }
+
+    /// An inventory sync of `provider` found an orphan key for the first time.
+    pub fn orphan_found(&self, provider: &str) {
+        self.orphans_found.get_or_create(&by(provider)).inc();
+    }
+
+    /// An orphan key of `provider` was revoked.
+    pub fn orphan_revoked(&self, provider: &str) {
+        self.orphans_revoked.get_or_create(&by(provider)).inc();
     }
 
     /// The old key of a rotation of `provider` was still in use at its

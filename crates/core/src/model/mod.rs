@@ -7,12 +7,14 @@
 //!
 //! Inventory slots in `key`, rotations in `rotation`, the outbox in
 //! `outbox`, the audit chain in `audit`, what a provider can do in
-//! `capabilities`, a key's last use in `last_use`; here the ids.
+//! `capabilities`, a key's last use in `last_use`, keys that carry keyrot's
+//! tag but belong to no known rotation in `orphan`; here the ids.
 
 mod audit;
 mod capabilities;
 mod key;
 mod last_use;
+mod orphan;
 mod outbox;
 mod rotation;
 
@@ -20,6 +22,7 @@ pub use audit::AuditEntry;
 pub use capabilities::{Capabilities, IssueMode};
 pub use key::{Duplicates, EndKind, EndedKey, KeyInfo, KeyRecord};
 pub use last_use::LastUse;
+pub use orphan::{Orphan, Orphans};
 pub use outbox::{Channel, DeliveryState, MessageKind, OutboxMessage};
 pub use rotation::{
     HookResult, Initiator, MAX_THROTTLED, NewKey, RotationRecord, RotationState, SinkResult,

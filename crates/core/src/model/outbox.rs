@@ -35,6 +35,9 @@ pub enum MessageKind {
     /// The old key of a rotation was still in use at the policy's
     /// `revoke_deadline` (`revoke_when = "unused"`).
     OldKeyInUse,
+    /// A provider lists a key with keyrot's tag that belongs to no
+    /// rotation keyrot knows (an orphan).
+    OrphanKey,
 }
 
 impl MessageKind {
@@ -49,6 +52,7 @@ impl MessageKind {
         MessageKind::ExpiryWarning,
         MessageKind::KeyEnded,
         MessageKind::KeyRefused,
+        MessageKind::OrphanKey,
         MessageKind::Digest,
         MessageKind::Failover,
         MessageKind::Test,
@@ -66,6 +70,7 @@ impl MessageKind {
             MessageKind::ExpiryWarning => "key.expiring",
             MessageKind::KeyEnded => "key.ended",
             MessageKind::KeyRefused => "key.refused",
+            MessageKind::OrphanKey => "key.orphan",
             MessageKind::Digest => "digest",
             MessageKind::Failover => "keyrot.failover",
             MessageKind::OldKeyInUse => "rotation.old_key_in_use",

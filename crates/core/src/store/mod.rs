@@ -41,6 +41,7 @@ mod image;
 mod lease;
 mod migrate;
 mod open;
+mod orphans;
 mod pg;
 mod prune;
 mod read;

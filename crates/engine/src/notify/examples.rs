@@ -531,7 +531,26 @@ fn every_message(cfg: Arc<Config>, templates: Templates) -> Vec<(&'static str, O
     add("failover", c.failover(&takeover()));
     let (in_use, u) = in_use_rotation();
     add("in_use", c.old_key_in_use(&in_use, Some(&key), &u, now));
+    add(
+        "orphan",
+        c.orphan_found(&orphan(), &super::orphan::OrphanAction::Listed, now),
+    );
     out
+}
+
+/// The orphan of the `orphan` example: a key tagged by a rotation a
+/// restored backup no longer knows.
+pub fn orphan() -> keyrot_core::model::Orphan {
+    keyrot_core::model::Orphan {
+        provider: "atlassian".into(),
+        id: "7c1e2a90-4b6d-4f1e-9a51-3d2f0c8e6b14".into(),
+        name: "ci-bot".into(),
+        rotation: "0193a1f2-5c3e-7d4b-8e9f-0a1b2c3d4e5f".into(),
+        created_at: Some(ts("2026-10-02T03:14:00Z")),
+        expires_at: Some(ts("2027-10-02T03:14:00Z")),
+        found_at: now(),
+        seen_at: now(),
+    }
 }
 
 /// The takeover of the `failover` example: `vm2` took over from `vm1`.
@@ -586,6 +605,7 @@ pub fn vars(kind: &str) -> Vars {
             let (r, u) = in_use_rotation();
             super::in_use::in_use_vars(&r, &u, now)
         }
+        "orphan" => super::orphan::orphan_vars(&orphan(), &super::orphan::OrphanAction::Listed),
         _ => Vars::new(),
     }
 }

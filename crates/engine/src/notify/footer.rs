@@ -114,7 +114,11 @@ mod tests {
             assert!(m.body.contains(&want), "{kind}: {}", m.body);
             let html = m.html.as_deref().unwrap_or_default();
             assert!(html.contains("journalctl -u keyrot --since"), "{kind}");
-            let cmd = if *kind == "digest" || *kind == "refused" || *kind == "failover" {
+            let cmd = if *kind == "digest"
+                || *kind == "refused"
+                || *kind == "failover"
+                || *kind == "orphan"
+            {
                 "keyrot status"
             } else {
                 "keyrot history atlassian/"

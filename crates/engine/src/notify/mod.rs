@@ -5,7 +5,8 @@
 //!
 //! Content: `message` (rotation events, recipients, ids), `notice` (expiry
 //! notices), `refused` (a key refused at inventory sync), `ended` (a key that
-//! expired or vanished without keyrot replacing it), `digest` (the
+//! expired or vanished without keyrot replacing it), `orphan` (a key with
+//! keyrot's tag that no known rotation owns), `digest` (the
 //! daily digest), `render` (the variables and the Jinja set-up),
 //! `templates` (built-in templates and `notify.template_dir` overrides),
 //! `in_use` (an old key still in use at its revoke deadline), `footer`
@@ -20,6 +21,7 @@ pub mod footer;
 pub mod in_use;
 pub mod message;
 pub mod notice;
+pub mod orphan;
 pub mod refused;
 pub mod render;
 pub mod sender;

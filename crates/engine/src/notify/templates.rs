@@ -27,6 +27,7 @@ pub const KINDS: [&str; 11] = [
     "failover",
     "in_use",
     "live",
+    "orphan",
     "refused",
     "revoked",
 ];
@@ -99,6 +100,14 @@ const BUILTIN: [(&str, &str); 22] = [
     ),
     ("live.txt", include_str!("../../../../templates/live.txt")),
     ("live.html", include_str!("../../../../templates/live.html")),
+    (
+        "orphan.txt",
+        include_str!("../../../../templates/orphan.txt"),
+    ),
+    (
+        "orphan.html",
+        include_str!("../../../../templates/orphan.html"),
+    ),
     (
         "refused.txt",
         include_str!("../../../../templates/refused.txt"),

@@ -10,6 +10,7 @@
 pub mod bind;
 pub mod digest;
 pub mod notices;
+pub mod orphans;
 pub mod prune;
 pub mod refusals;
 pub mod sync_retry;
@@ -74,6 +75,27 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
         })
         .await
         .map_err(|e| e.to_string())?;
+    // What keyrot owned before the listing was asked for: a key that
+    // stops being keyrot's while the listing is in flight (a rotation
+    // completing) is no orphan of this sync.
+    let sweeps = orphans::sweepable(&p.capabilities());
+    let revokes = sweeps
+        && rt
+            .config
+            .provider(provider)
+            .is_some_and(|c| c.revoke_orphans);
+    let shield = if sweeps {
+        let name = name.clone();
+        engine
+            .db(move |s| {
+                let keys = s.keys()?;
+                orphans::Shield::of(&keys, &name, |id| s.rotation(id))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        orphans::Shield::default()
+    };
     let listed = if p.capabilities().list {
         keyrot_core::failpoint::hit("before:list").map_err(|e| e.message)?;
         p.list(now).await.map_err(|e| SyncError {
@@ -90,7 +112,7 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     refusals::report(engine.metrics(), provider, &refused);
     let cfg = Arc::clone(&rt.config);
     let mail = crate::notify::Composer::new(Arc::clone(&cfg));
-    let (written, unchanged, removed, duplicates, ended) = engine
+    let (written, unchanged, removed, duplicates, ended, fresh) = engine
         .db(move |s| {
             // Everything below is read in the write transaction itself, so
             // no rotation can move between what is read and what is written.
@@ -117,6 +139,12 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                 }
                 tx.set_duplicates(&name, &out.duplicates)?;
                 tx.set_last_sync(&name, now)?;
+                let fresh = if sweeps {
+                    orphans::sweep(tx, &mail, &name, &listed, &shield, revokes, now)?
+                } else {
+                    tx.set_orphans(&name, &[])?;
+                    Vec::new()
+                };
                 refusals::queue(tx, &mail, &name, &refused, now)?;
                 // The alert for each key that ended, in the transaction
                 // that records it: told once, across restarts too.
@@ -143,6 +171,7 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                     out.removed,
                     dups,
                     out.ended,
+                    fresh,
                 ))
             })
         })
@@ -174,6 +203,21 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
             ids.join(", "),
             tracked.as_deref().unwrap_or("none of them"),
         );
+    }
+    orphans::report(engine, provider, &fresh, revokes);
+    if revokes {
+        let me = keyrot_core::model::keyrot_identity();
+        match orphans::revoke(engine, Some(provider), &me, true).await {
+            Ok(done) => {
+                for d in done.iter().filter(|d| !d.revoked) {
+                    tracing::warn!(provider = %provider, key_id = %crate::names::shown(&d.id),
+                        error = d.error.as_deref().unwrap_or(""), "orphan key not revoked; trying again at the next sync");
+                }
+            }
+            Err(e) => {
+                tracing::error!(provider = %provider, error = %e, "revoking orphan keys failed")
+            }
+        }
     }
     tracing::info!(provider = %provider, keys = written + unchanged, changed = written, "inventory synced");
     Ok(written + unchanged)

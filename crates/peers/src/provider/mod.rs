@@ -9,6 +9,7 @@ pub mod http;
 pub mod limit;
 pub mod local;
 pub mod openbao_approle;
+pub mod tag;
 
 use std::sync::Arc;
 

@@ -108,6 +108,22 @@ impl PgStore {
         })
     }
 
+    /// Every meta entry whose name starts with `prefix`, by name.
+    pub(in crate::store) fn meta_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let start = prefix.to_owned();
+        let found = self.on(move |c| {
+            let end = format!("{start}\u{10FFFF}");
+            rows(c, "scanning meta", sql::META_PREFIXED, &[&start, &end])
+        })?;
+        Ok(found
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1)))
+            .collect())
+    }
+
     /// A provider's last successful sync.
     pub(in crate::store) fn last_sync(
         &self,

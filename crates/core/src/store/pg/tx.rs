@@ -151,8 +151,21 @@ impl PgTx {
         self.put_meta(name, bytes)
     }
 
+    /// A meta entry as this transaction sees it.
+    pub(in crate::store) fn get_meta(&self, name: String) -> Result<Option<Vec<u8>>, StoreError> {
+        self.lease.run(move |c| {
+            let row =
+                prepared::query_opt(c, sql::META_GET, &[&name]).map_err(pg("reading meta"))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
     /// Writes or deletes a meta entry.
-    fn put_meta(&mut self, name: String, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+    pub(in crate::store) fn put_meta(
+        &mut self,
+        name: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
         self.lease.run(move |c| {
             match value {
                 Some(v) => prepared::execute(c, sql::META_PUT, &[&name, &v]),
