@@ -212,6 +212,24 @@ impl Backend for DaemonBackend {
         .map_err(|e| ApiError::new(400, e))
     }
 
+    fn capabilities(&self, name: &str) -> Option<keyrot_core::model::Capabilities> {
+        self.engine
+            .runtime()
+            .providers
+            .get(name)
+            .map(|p| p.capabilities())
+    }
+
+    async fn revoke_orphans(
+        &self,
+        provider: Option<&str>,
+        actor: &str,
+    ) -> Result<Vec<keyrot_engine::scheduler::orphans::RevokeOutcome>, ApiError> {
+        keyrot_engine::scheduler::orphans::revoke(&self.engine, provider, actor, false)
+            .await
+            .map_err(|e| ApiError::new(500, e))
+    }
+
     async fn take_envelope(
         &self,
         rotation_id: &str,

@@ -12,6 +12,7 @@ pub mod init;
 pub mod keys;
 pub mod migrate;
 pub mod notify;
+pub mod orphans;
 pub mod output;
 pub mod plan;
 pub mod rotate;
@@ -190,6 +191,21 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: StoreAction,
+    },
+    /// Keys a provider lists with keyrot's tag that no rotation keyrot
+    /// knows owns (orphans), as each provider's last inventory sync found
+    /// them; --revoke revokes them (through the daemon, audited).
+    Orphans {
+        /// Only this provider's.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Revoke each listed orphan at its provider (no prompt; needs the
+        /// daemon and the operate scope).
+        #[arg(long)]
+        revoke: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Dry run: when each key's next rotation would start, and why.
     Plan {
@@ -401,6 +417,11 @@ async fn dispatch(
             history::run(key.as_deref(), limit, socket, cfg, json).await
         }
         Command::Plan { days, json } => plan::run(days, socket, cfg, json).await,
+        Command::Orphans {
+            provider,
+            revoke,
+            json,
+        } => orphans::run(provider.as_deref(), revoke, socket, cfg, json).await,
         Command::Store { action } => match action {
             StoreAction::Backup { file, force } => store::backup(&file, force, socket, cfg).await,
             StoreAction::Verify { json } => store::verify(socket, cfg, json).await,

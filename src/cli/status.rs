@@ -112,6 +112,19 @@ fn footer(st: &StatusResponse) -> String {
             st.outbox_dead_ids.join(", ")
         ));
     }
+    if !st.orphans.is_empty() {
+        let ids: Vec<String> = st
+            .orphans
+            .iter()
+            .map(|o| format!("{} {}", output::clean(&o.provider), output::clean(&o.id)))
+            .collect();
+        out.push_str(&format!(
+            "
+orphans: {} key(s) carry keyrot's tag but belong to no rotation keyrot knows ({}): see keyrot orphans",
+            ids.len(),
+            ids.join(", ")
+        ));
+    }
     if let Some(me) = &st.instance {
         out.push_str(&format!(
             "\nthis instance: {} ({}; {} failover(s) since it started)",
@@ -187,6 +200,7 @@ mod tests {
             outbox_dead_ids: Vec::new(),
             lease: None,
             instance: None,
+            orphans: Vec::new(),
         };
         let text = render(&st);
         let lines: Vec<&str> = text.lines().collect();
@@ -234,6 +248,7 @@ mod tests {
             outbox_dead_ids: vec!["r1.completed".into(), "r2.failed.9".into()],
             lease: None,
             instance: None,
+            orphans: Vec::new(),
         };
         let text = render(&st);
         let lines: Vec<&str> = text.lines().collect();

@@ -189,6 +189,10 @@ pub struct StatusResponse {
     /// that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceRole>,
+    /// Keys with keyrot's tag that no known rotation owns, as each
+    /// provider's last sync found them (`keyrot orphans`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<keyrot_core::model::Orphan>,
 }
 
 /// The role of a keyrot instance on a shared store.
@@ -238,4 +242,48 @@ pub struct PlanResponse {
 pub struct HistoryResponse {
     /// Rotations, newest first.
     pub rotations: Vec<RotationRecord>,
+}
+
+/// One provider as `keyrot orphans` reports it: whether its keys are swept.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrphanSweep {
+    /// Provider name.
+    pub provider: String,
+    /// Whether it can both tag and list keys, so its syncs sweep for
+    /// orphans (`None`: unknown, its capabilities could not be read).
+    pub swept: Option<bool>,
+    /// Its `revoke_orphans` setting.
+    pub revoke_orphans: bool,
+    /// Its last successful inventory sync (orphans are as that sync found them).
+    pub last_sync: Option<Timestamp>,
+}
+
+/// `GET /v1/orphans[?provider=NAME]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrphansResponse {
+    /// Whether this came from the daemon (true) or a read-only store open.
+    pub live: bool,
+    /// The orphans, by provider then key id.
+    pub orphans: Vec<keyrot_core::model::Orphan>,
+    /// Every configured provider (or the one asked for).
+    pub providers: Vec<OrphanSweep>,
+}
+
+/// `POST /v1/orphans/revoke`: revoke the listed orphans.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphansRevokeRequest {
+    /// Only this provider's (every provider's when absent).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Who asks (recorded in the audit log beside the caller's uid or token).
+    #[serde(default)]
+    pub requested_by: Option<String>,
+}
+
+/// What `POST /v1/orphans/revoke` did, per orphan.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrphansRevokeResponse {
+    /// One outcome per orphan listed when the call began.
+    pub outcomes: Vec<keyrot_engine::scheduler::orphans::RevokeOutcome>,
 }

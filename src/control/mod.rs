@@ -127,6 +127,22 @@ pub trait Backend: Send + Sync + 'static {
         let _ = name;
         Err(ApiError::new(501, "this keyrot cannot test sinks"))
     }
+    /// What provider `name` can do, as the running daemon built it (None:
+    /// not known here).
+    fn capabilities(&self, name: &str) -> Option<keyrot_core::model::Capabilities> {
+        let _ = name;
+        None
+    }
+    /// Revokes the orphans of `provider` (every provider's when none), each
+    /// audited with `actor` (`keyrot orphans --revoke`).
+    async fn revoke_orphans(
+        &self,
+        provider: Option<&str>,
+        actor: &str,
+    ) -> Result<Vec<keyrot_engine::scheduler::orphans::RevokeOutcome>, ApiError> {
+        let _ = (provider, actor);
+        Err(ApiError::new(501, "this keyrot cannot revoke orphan keys"))
+    }
     /// Hands out, once, the new secret of rotation `rotation_id` sealed
     /// under the caller's pre-shared key (and wipes it from the store).
     /// None when there is none (not issued yet, taken, or wiped).

@@ -130,6 +130,11 @@ pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
             "/v1/sinks/{name}/test",
             guard(Need::OPERATE, post(test_sink)),
         )
+        .route("/v1/orphans", guard(Need::READ_ALL, get(orphans_api::list)))
+        .route(
+            "/v1/orphans/revoke",
+            guard(Need::OPERATE, post(orphans_api::revoke)),
+        )
         .route(
             "/v1/store/backup",
             guard(Need::ADMIN, post(store_api::backup)),
@@ -454,6 +459,9 @@ pub mod orgs;
 
 #[path = "store_api.rs"]
 pub mod store_api;
+
+#[path = "orphans_api.rs"]
+mod orphans_api;
 
 #[cfg(test)]
 #[path = "server_tests.rs"]

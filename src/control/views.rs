@@ -8,6 +8,7 @@
 //! SHA-256 of a new key's secret is blanked (see [`redact`]).
 
 mod names;
+mod orphans;
 mod rows;
 
 use jiff::{SignedDuration, Timestamp};
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 pub use self::names::resolve_key;
 use self::names::unknown_key;
+pub use self::orphans::orphans;
 pub use self::rows::key_row;
 use self::rows::write_rows;
 use super::{
@@ -79,6 +81,7 @@ pub fn status_json(
             .lease()
             .map_err(|e| ApiError::new(500, e.to_string()))?,
         instance,
+        orphans: store.orphans()?,
     };
     let tail = serde_json::to_vec(&tail).map_err(|e| ApiError::new(500, e.to_string()))?;
     out.push(b',');
@@ -107,6 +110,9 @@ struct StatusTail<'a> {
     /// The answering instance's role on a shared store.
     #[serde(skip_serializing_if = "Option::is_none")]
     instance: Option<&'a InstanceRole>,
+    /// Orphan keys the last syncs found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    orphans: Vec<keyrot_core::model::Orphan>,
 }
 
 /// Appends `value` as JSON.
