@@ -29,6 +29,7 @@ mod journald;
 mod metrics;
 mod notify_events;
 mod notify_smtp;
+mod orphans;
 mod provider_approle;
 mod provider_aws_iam;
 mod provider_exec;
