@@ -212,12 +212,12 @@ impl Backend for DaemonBackend {
         .map_err(|e| ApiError::new(400, e))
     }
 
-    fn capabilities(&self, name: &str) -> Option<keyrot_core::model::Capabilities> {
+    fn sweeps(&self, name: &str) -> Option<bool> {
         self.engine
             .runtime()
             .providers
             .get(name)
-            .map(|p| p.capabilities())
+            .map(|p| p.lists_tags())
     }
 
     async fn revoke_orphans(

@@ -33,7 +33,7 @@ pub async fn run(
     };
     let wanted = provider.map(str::to_string);
     let answer: OrphansResponse = fetch(socket, cfg, &path, move |store, cfg, _| {
-        let caps = local_capabilities(cfg);
+        let caps = local_sweeps(cfg);
         views::orphans(store, cfg, wanted.as_deref(), false, &|p| {
             caps.iter().find(|(n, _)| n == p).and_then(|(_, c)| *c)
         })
@@ -47,10 +47,10 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Each provider's capabilities, as building it from `cfg` here says
+/// Whether each provider is swept, as building it from `cfg` here says
 /// (`None` where it cannot be built here, e.g. a credential only the
 /// daemon's service can read). Building makes no call to the provider.
-fn local_capabilities(cfg: &Config) -> Vec<(String, Option<keyrot_core::model::Capabilities>)> {
+fn local_sweeps(cfg: &Config) -> Vec<(String, Option<bool>)> {
     let store = crate::daemon::open_store_read_only(cfg)
         .ok()
         .map(std::sync::Arc::new);
@@ -60,7 +60,7 @@ fn local_capabilities(cfg: &Config) -> Vec<(String, Option<keyrot_core::model::C
             let caps = store.as_ref().and_then(|s| {
                 keyrot_peers::provider::build(p, s)
                     .ok()
-                    .map(|b| b.capabilities())
+                    .map(|b| b.lists_tags())
             });
             (p.name.clone(), caps)
         })
@@ -106,7 +106,7 @@ pub fn render(r: &OrphansResponse) -> String {
             Some(false) => {
                 let _ = writeln!(
                     out,
-                    "provider {name}: no orphan sweep (it cannot both tag and list keys)"
+                    "provider {name}: no orphan sweep (its listing carries no keyrot tag)"
                 );
             }
             None => {

@@ -249,8 +249,8 @@ pub struct HistoryResponse {
 pub struct OrphanSweep {
     /// Provider name.
     pub provider: String,
-    /// Whether it can both tag and list keys, so its syncs sweep for
-    /// orphans (`None`: unknown, its capabilities could not be read).
+    /// Whether its listing carries keyrot's tag, so its syncs sweep for
+    /// orphans (`None`: unknown, it could not be built here).
     pub swept: Option<bool>,
     /// Its `revoke_orphans` setting.
     pub revoke_orphans: bool,

@@ -127,9 +127,10 @@ pub trait Backend: Send + Sync + 'static {
         let _ = name;
         Err(ApiError::new(501, "this keyrot cannot test sinks"))
     }
-    /// What provider `name` can do, as the running daemon built it (None:
-    /// not known here).
-    fn capabilities(&self, name: &str) -> Option<keyrot_core::model::Capabilities> {
+    /// Whether provider `name`'s syncs sweep for orphans (it lists keys
+    /// with their tags), as the running daemon built it (None: not known
+    /// here).
+    fn sweeps(&self, name: &str) -> Option<bool> {
         let _ = name;
         None
     }

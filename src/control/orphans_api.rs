@@ -26,9 +26,7 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     let backend = st.backend.clone();
     let body = blocking(&st, move |s, cfg| {
-        views::orphans(s, cfg, q.provider.as_deref(), true, &|p| {
-            backend.capabilities(p)
-        })
+        views::orphans(s, cfg, q.provider.as_deref(), true, &|p| backend.sweeps(p))
     })
     .await?;
     Ok(Json(body).into_response())

@@ -4,18 +4,16 @@
 
 use super::super::{ApiError, OrphanSweep, OrphansResponse};
 use keyrot_config::Config;
-use keyrot_core::model::Capabilities;
 use keyrot_core::store::Store;
-use keyrot_engine::scheduler::orphans::sweepable;
 
 /// The orphans of `provider` (every provider's when none), with each
-/// provider's sweep: `caps` gives a provider's capabilities where known.
+/// provider's sweep: `sweeps` says whether a provider is swept, where known.
 pub fn orphans(
     store: &Store,
     cfg: &Config,
     provider: Option<&str>,
     live: bool,
-    caps: &dyn Fn(&str) -> Option<Capabilities>,
+    sweeps: &dyn Fn(&str) -> Option<bool>,
 ) -> Result<OrphansResponse, ApiError> {
     if let Some(p) = provider
         && cfg.provider(p).is_none()
@@ -38,7 +36,7 @@ pub fn orphans(
     {
         providers.push(OrphanSweep {
             provider: p.name.clone(),
-            swept: caps(&p.name).map(|c| sweepable(&c)),
+            swept: sweeps(&p.name),
             revoke_orphans: p.revoke_orphans,
             last_sync: store.last_sync(&p.name)?,
         });

@@ -78,7 +78,7 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
     // What keyrot owned before the listing was asked for: a key that
     // stops being keyrot's while the listing is in flight (a rotation
     // completing) is no orphan of this sync.
-    let sweeps = orphans::sweepable(&p.capabilities());
+    let sweeps = p.lists_tags();
     let revokes = sweeps
         && rt
             .config

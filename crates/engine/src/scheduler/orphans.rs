@@ -11,7 +11,8 @@
 //!   flight has a key at the provider before its id is in the store).
 //!
 //! Keys without keyrot's tag (made by hand) are never orphans: they are
-//! someone else's. A provider that cannot both tag and list (Atlassian,
+//! someone else's. A provider whose listing carries no tags
+//! ([`keyrot_peers::provider::Provider::lists_tags`]: Atlassian, aws-iam,
 //! an `exec` provider without `find_tagged`, an `http` preset without a
 //! tag) has no sweep.
 //!
@@ -135,11 +136,6 @@ pub fn detect(
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out.dedup_by(|a, b| a.id == b.id);
     Ok(out)
-}
-
-/// Whether `provider`'s keys can be swept: it tags and lists.
-pub fn sweepable(caps: &keyrot_core::model::Capabilities) -> bool {
-    caps.tag && caps.list
 }
 
 /// The sweep inside the sync's write transaction (after the slots are

@@ -94,6 +94,10 @@ impl Provider for Limited {
         self.run(self.inner.deactivate(id, now)).await
     }
 
+    fn lists_tags(&self) -> bool {
+        self.inner.lists_tags()
+    }
+
     async fn prove_identity(
         &self,
         id: &str,

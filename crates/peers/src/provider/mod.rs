@@ -186,6 +186,13 @@ pub trait Provider: Send + Sync {
             .collect();
         Ok(Interrupted { orphans, old_alive })
     }
+    /// Whether the keys [`Provider::list`] returns carry keyrot's rotation
+    /// tag ([`tag::rotation_tag`]), so the inventory sync can sweep them
+    /// for orphans. The default: a provider that tags and lists.
+    fn lists_tags(&self) -> bool {
+        let caps = self.capabilities();
+        caps.tag && caps.list
+    }
     /// Sets key `id` inactive without deleting it (restorable until it is
     /// revoked); only called when [`Capabilities::deactivate`]. Idempotent.
     async fn deactivate(&self, id: &str, now: Timestamp) -> Result<(), CallError> {

@@ -31,6 +31,7 @@ mod data;
 mod group;
 mod migrate;
 mod open;
+mod orphans;
 mod postgres;
 mod prune;
 mod prune_race;
