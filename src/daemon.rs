@@ -230,6 +230,15 @@ impl Backend for DaemonBackend {
             .map_err(|e| ApiError::new(500, e))
     }
 
+    async fn push(
+        &self,
+        slot: &str,
+        sink: Option<&str>,
+        actor: &str,
+    ) -> Result<keyrot_engine::rotation::push::PushReport, ApiError> {
+        Ok(self.engine.push(slot, sink, actor).await?)
+    }
+
     async fn take_envelope(
         &self,
         rotation_id: &str,

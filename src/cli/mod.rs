@@ -237,6 +237,19 @@ pub enum SinkAction {
         #[arg(long)]
         json: bool,
     },
+    /// Write KEY's current secret again to its sinks (or to --sink), read
+    /// back like a rotation's; needs the daemon and policy
+    /// `keep_current_secret = true` when the key was last rotated.
+    Push {
+        /// Slot id (`provider/name`) or a unique key name.
+        key: String,
+        /// Only this sink (one of the key's sinks).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `keyrot notify ...`.
@@ -456,6 +469,9 @@ async fn dispatch(
         Command::Sink {
             action: SinkAction::Test { name, json },
         } => sink::test(&name, socket, cfg, json).await,
+        Command::Sink {
+            action: SinkAction::Push { key, sink, json },
+        } => sink::push(&key, sink.as_deref(), socket, json).await,
         Command::Enroll {
             rotation_id,
             key_id,

@@ -85,3 +85,56 @@ async fn local(name: &str, cfg: &Config) -> anyhow::Result<ProbeReport> {
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
+
+/// Runs `keyrot sink push KEY [--sink NAME]` (needs the daemon); exits 1
+/// when a sink was not written and read back.
+pub async fn push(
+    key: &str,
+    sink: Option<&str>,
+    socket: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let req = crate::control::SinkPushRequest {
+        key: key.to_string(),
+        sink: sink.map(str::to_string),
+        requested_by: std::env::var("USER").ok(),
+    };
+    let report: keyrot_engine::rotation::push::PushReport = Client::new(socket)
+        .with_timeout(PROBE_TIMEOUT)
+        .post("/v1/sinks/push", &req)
+        .await
+        .map_err(|e| output::needs_daemon(e, "keyrot sink push"))?;
+    if json {
+        output::print_json(&report)?;
+    } else {
+        let mut out = String::new();
+        for s in &report.sinks {
+            let line = match &s.error {
+                None => format!(
+                    "sink {}: current secret of {} (key {}) written, read back: {}{}",
+                    output::clean(&s.sink),
+                    output::clean(&report.key),
+                    output::clean(&report.key_id),
+                    s.read_back,
+                    s.version
+                        .as_deref()
+                        .map(|v| format!(" (version {})", output::clean(v)))
+                        .unwrap_or_default()
+                ),
+                Some(e) => format!(
+                    "sink {}: FAILED: {}",
+                    output::clean(&s.sink),
+                    output::clean(e)
+                ),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        output::out(&out)?;
+    }
+    Ok(if report.sinks.iter().all(|s| s.error.is_none()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

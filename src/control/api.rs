@@ -287,3 +287,18 @@ pub struct OrphansRevokeResponse {
     /// One outcome per orphan listed when the call began.
     pub outcomes: Vec<keyrot_engine::scheduler::orphans::RevokeOutcome>,
 }
+
+/// `POST /v1/sinks/push`: write a key's kept current secret to its sinks
+/// again (`keyrot sink push`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkPushRequest {
+    /// Slot id (`provider/name`), or a key name when unambiguous.
+    pub key: String,
+    /// Only this sink (one of the key's); every sink of the key without it.
+    #[serde(default)]
+    pub sink: Option<String>,
+    /// Who asks (recorded in the audit log beside the caller's uid or token).
+    #[serde(default)]
+    pub requested_by: Option<String>,
+}

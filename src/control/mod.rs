@@ -144,6 +144,20 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (provider, actor);
         Err(ApiError::new(501, "this keyrot cannot revoke orphan keys"))
     }
+    /// Writes `slot`'s kept current secret again to its sinks (or `sink`),
+    /// audited with `actor` (`keyrot sink push`).
+    async fn push(
+        &self,
+        slot: &str,
+        sink: Option<&str>,
+        actor: &str,
+    ) -> Result<keyrot_engine::rotation::push::PushReport, ApiError> {
+        let _ = (slot, sink, actor);
+        Err(ApiError::new(
+            501,
+            "this keyrot cannot push secrets to sinks",
+        ))
+    }
     /// Hands out, once, the new secret of rotation `rotation_id` sealed
     /// under the caller's pre-shared key (and wipes it from the store).
     /// None when there is none (not issued yet, taken, or wiped).

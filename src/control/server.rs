@@ -130,6 +130,7 @@ pub fn router(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Router {
             "/v1/sinks/{name}/test",
             guard(Need::OPERATE, post(test_sink)),
         )
+        .route("/v1/sinks/push", guard(Need::OPERATE, post(push_api::push)))
         .route("/v1/orphans", guard(Need::READ_ALL, get(orphans_api::list)))
         .route(
             "/v1/orphans/revoke",
@@ -462,6 +463,9 @@ pub mod store_api;
 
 #[path = "orphans_api.rs"]
 mod orphans_api;
+
+#[path = "push_api.rs"]
+mod push_api;
 
 #[cfg(test)]
 #[path = "server_tests.rs"]

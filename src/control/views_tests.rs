@@ -37,6 +37,7 @@ pub(crate) fn key_rec(provider: &str, name: &str, key: Option<KeyInfo>) -> KeyRe
         contacts: Vec::new(),
         group: None,
         ended: None,
+        kept_secret: None,
     }
 }
 

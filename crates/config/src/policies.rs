@@ -130,6 +130,7 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawPolicy) -> Option<Policy> {
         reason,
         refuse_scope_mismatch,
         revoke_when: revoke_when?,
+        keep_current_secret: raw.keep_current_secret.unwrap_or(false),
     })
 }
 

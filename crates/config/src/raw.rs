@@ -278,6 +278,8 @@ pub struct RawPolicy {
     pub revoke_deadline: Option<Spanned<DurationText>>,
     /// With `unused`: `hold` (default) or `revoke` at the deadline.
     pub at_deadline: Option<Spanned<String>>,
+    /// Keep the current secret sealed between rotations (`keyrot sink push`).
+    pub keep_current_secret: Option<bool>,
 }
 
 /// `[[policy.window]]`.

@@ -65,6 +65,11 @@ pub struct Policy {
     pub refuse_scope_mismatch: bool,
     /// When the old key is revoked: at the overlap's end, or once unused.
     pub revoke_when: RevokeWhen,
+    /// `keep_current_secret`: a completed rotation keeps its sealed secret
+    /// as the slot's current secret (for `keyrot sink push`) until the
+    /// slot's next rotation completes. Off by default: then only
+    /// rotations in flight hold secrets.
+    pub keep_current_secret: bool,
 }
 
 /// What a key's times are, as the policy sees them.
@@ -207,6 +212,7 @@ pub mod testutil {
             reason: None,
             refuse_scope_mismatch: true,
             revoke_when: RevokeWhen::Overlap,
+            keep_current_secret: false,
         }
     }
 

@@ -203,6 +203,7 @@ impl World {
             contacts: vec!["owner@example.com".into()],
             group: None,
             ended: None,
+            kept_secret: None,
         };
         w.engine().store().write(|tx| tx.put_key(&slot)).unwrap();
         w

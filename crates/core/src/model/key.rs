@@ -84,6 +84,13 @@ pub struct KeyRecord {
     /// cleared once the slot has a key again.
     #[serde(default)]
     pub ended: Option<EndedKey>,
+    /// The rotation whose sealed secret is kept as this slot's current
+    /// secret (policy `keep_current_secret`), for `keyrot sink push`; the
+    /// secret is in the store's `secrets` table under that rotation's id.
+    /// Replaced (the previous one wiped) when the slot's next rotation
+    /// completes; cleared when the policy stops keeping secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_secret: Option<RotationId>,
 }
 
 /// How a slot's key came to an end without keyrot replacing it.

@@ -95,6 +95,7 @@ fn key(name: &str, policy: &str, id: &str, scopes: &[&str], expires: &str) -> Ke
         contacts: vec!["ci-owner@example.com".into()],
         group: None,
         ended: None,
+        kept_secret: None,
     }
 }
 

@@ -15,6 +15,7 @@ mod distribute;
 mod issue;
 pub mod plan;
 mod quiet;
+pub mod push;
 mod refusal;
 mod reload;
 mod restart;

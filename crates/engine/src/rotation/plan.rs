@@ -176,6 +176,7 @@ mod tests {
             contacts: vec![],
             group: group.map(str::to_owned),
             ended: None,
+            kept_secret: None,
         }
     }
 

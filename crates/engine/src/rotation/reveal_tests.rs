@@ -104,6 +104,7 @@ fn fixture() -> Fixture {
         contacts: vec![],
         group: None,
         ended: None,
+        kept_secret: None,
     };
     engine.store().write(|tx| tx.put_key(&slot)).unwrap();
     Fixture {

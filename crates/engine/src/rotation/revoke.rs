@@ -54,7 +54,7 @@ impl Engine {
         self.complete(rt, rec, now).await
     }
 
-    /// Completed: wipe the secret, point the inventory at the new key,
+    /// Completed: wipe the secret (or keep it, `keep_current_secret`), point the inventory at the new key,
     /// queue notifications and audit, all in one transaction.
     pub(super) async fn complete(
         &self,
@@ -69,9 +69,17 @@ impl Engine {
             .db(move |s| {
                 s.write(move |tx| {
                     tx.put_rotation(&rec)?;
-                    tx.wipe_secret(&rec.id)?;
                     super::reveal::wipe_if_stale(tx, &rec, now)?;
                     let mut key = tx.key(&slot)?;
+                    // The secret is wiped, or kept as the slot's current
+                    // one (`keep_current_secret`), the slot's previous
+                    // kept secret wiped either way.
+                    let keep = cfg
+                        .policy(&rec.policy)
+                        .is_some_and(|p| p.keep_current_secret)
+                        && rec.new_key.is_some()
+                        && key.is_some();
+                    super::push::settle_kept(tx, key.as_mut(), &rec.id, keep)?;
                     if let Some(k) = key.as_mut() {
                         point_at_new_key(k, &rec, now);
                         let others = if k.group.is_some() {

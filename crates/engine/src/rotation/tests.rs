@@ -56,6 +56,7 @@ pub(super) fn fixture(sink_path: Option<&str>) -> Fixture {
         contacts: vec!["owner@example.com".into()],
         group: None,
         ended: None,
+        kept_secret: None,
     };
     engine.store().write(|tx| tx.put_key(&slot)).unwrap();
     Fixture {

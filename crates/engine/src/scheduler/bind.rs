@@ -163,6 +163,7 @@ pub fn bind(
             contacts: Vec::new(),
             group: None,
             ended: None,
+            kept_secret: None,
         });
         rec.policy = spec.policy.clone();
         rec.sinks = spec.sinks.clone();

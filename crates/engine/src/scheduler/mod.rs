@@ -135,8 +135,13 @@ pub async fn sync_provider(engine: &Arc<Engine>, provider: &str) -> Result<usize
                     tx.put_key(rec)?;
                 }
                 for slot in &out.removed {
+                    // A slot that leaves takes its kept secret with it.
+                    if let Some(r) = tx.key(slot)?.and_then(|k| k.kept_secret) {
+                        tx.wipe_secret(&r)?;
+                    }
                     tx.delete_key(slot)?;
                 }
+                crate::rotation::push::drop_unkept(tx, &cfg, &name, now)?;
                 tx.set_duplicates(&name, &out.duplicates)?;
                 tx.set_last_sync(&name, now)?;
                 let fresh = if sweeps {

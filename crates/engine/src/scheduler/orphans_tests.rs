@@ -80,6 +80,7 @@ fn slot(current: &str, active: Option<&str>) -> KeyRecord {
         contacts: Vec::new(),
         group: None,
         ended: None,
+        kept_secret: None,
     }
 }
 
