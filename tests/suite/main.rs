@@ -38,6 +38,7 @@ mod rotation_api;
 mod sd_notify;
 mod sink_azure;
 mod sink_openbao;
+mod sink_push;
 mod sinks;
 mod store_cli;
 mod store_migrate;
