@@ -29,6 +29,7 @@ mod backup;
 mod damage;
 mod data;
 mod group;
+mod kept;
 mod migrate;
 mod open;
 mod orphans;
