@@ -37,7 +37,8 @@ pub enum RotationState {
     Overlap,
     /// Revoking the old key.
     Revoking,
-    /// Done; secret wiped from the store.
+    /// Done; secret wiped from the store (or kept as the slot's current
+    /// secret, policy `keep_current_secret`).
     Completed,
     /// Retries exhausted; the old key is untouched. Resume or abort.
     Failed,
