@@ -746,4 +746,63 @@ fn a_crash_right_after_issue_destroys_the_orphan_and_completes() {
     assert_eq!(key_id, new);
     assert_eq!(login(&bao, "ci", &secret), 200);
     assert_eq!(login(&bao, "ci", &old_secret), 400);
+    // The interrupted issue's secret-id belonged to a rotation in flight:
+    // never an orphan (recovery dealt with it).
+    assert!(!d.log().contains("orphan key:"), "{}", d.log());
+}
+
+/// A secret-id of role `ci` made behind keyrot's back, carrying keyrot's
+/// tag for a rotation this store never saw (another installation's): the
+/// next sync lists it as an orphan beside the slot's own secret-id, and
+/// `keyrot orphans --revoke` destroys it at OpenBao and nothing else. The
+/// crash test above shows the other side: a secret-id of an issue in
+/// flight is no orphan (the restart completes with it destroyed by
+/// recovery, and the sweep never lists it).
+#[test]
+fn a_tagged_secret_id_no_rotation_owns_is_an_orphan_until_revoked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bao, _) = world(tmp.path());
+    let mut d = daemon(&bao);
+    d.start();
+    let current = live_key(&d);
+    let foreign = "0190bbbb-0000-7000-8000-00000000f00d";
+    let meta = serde_json::json!({ "keyrot_rotation": foreign }).to_string();
+    let body = serde_json::json!({ "metadata": meta }).to_string();
+    let v = root(&bao, "POST", "auth/approle/role/ci/secret-id", Some(&body));
+    let planted = v["data"]["secret_id_accessor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        d.json(&["orphans", "--json"])["orphans"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    d.signal(libc::SIGHUP);
+    let mut listed = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            listed = d.json(&["orphans", "--json"]);
+            listed["orphans"].as_array().is_some_and(|a| !a.is_empty())
+        }),
+        "no orphan listed:\n{}",
+        d.log()
+    );
+    let orphans = listed["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1, "{listed}");
+    // A secret-id's key id is `role/accessor`.
+    assert_eq!(orphans[0]["id"], format!("ci/{planted}"), "{listed}");
+    assert_eq!(orphans[0]["rotation"], foreign);
+    assert_eq!(listed["providers"][0]["swept"], true);
+    assert!(lookup(&bao, "ci", &planted).is_some(), "revoked unasked");
+
+    let out = d.json(&["orphans", "--revoke", "--json"]);
+    assert_eq!(out["outcomes"][0]["revoked"], true, "{out}");
+    assert!(lookup(&bao, "ci", &planted).is_none(), "not destroyed");
+    let own = current.strip_prefix("ci/").unwrap_or(&current);
+    assert!(lookup(&bao, "ci", own).is_some(), "the slot's key went too");
+    assert_eq!(live_key(&d), current);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).is_some());
 }
