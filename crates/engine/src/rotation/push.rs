@@ -6,7 +6,8 @@
 //! one ([`KeyRecord::kept_secret`]) until the slot's next rotation
 //! completes, which wipes it in the same transaction ([`settle_kept`]). A
 //! policy that stops keeping secrets has them wiped at its provider's next
-//! inventory sync ([`drop_unkept`]).
+//! inventory sync ([`drop_unkept`]), as does a slot whose current key is
+//! no longer the kept secret's.
 //!
 //! A push unseals the kept secret, checks that its SHA-256 is the one the
 //! current key's rotation recorded, then writes each sink with the same
@@ -87,8 +88,8 @@ pub(super) fn settle_kept(
 
 /// At an inventory sync of `provider`, inside its transaction: wipes the
 /// kept secret of each of its slots whose policy no longer keeps secrets
-/// (or whose policy is gone), audited as `secret.unkept`. Returns the
-/// slots.
+/// (or whose policy is gone), or whose current key is no longer the kept
+/// secret's key, audited as `secret.unkept`. Returns the slots.
 pub fn drop_unkept(
     tx: &mut Tx,
     cfg: &Config,
@@ -100,25 +101,28 @@ pub fn drop_unkept(
         if k.provider != provider || k.kept_secret.is_none() {
             continue;
         }
-        if cfg.policy(&k.policy).is_some_and(|p| p.keep_current_secret) {
-            continue;
-        }
-        let Some(r) = k.kept_secret.take() else {
+        let Some(r) = k.kept_secret.clone() else {
             continue;
         };
-        tx.wipe_secret(&r)?;
-        tx.put_key(&k)?;
-        tx.audit(
-            now,
-            "secret.unkept",
-            Some(&k.slot),
-            Some(&r),
-            None,
-            &format!(
+        let why = if !cfg.policy(&k.policy).is_some_and(|p| p.keep_current_secret) {
+            format!(
                 "policy {} does not keep the current secret: kept secret wiped",
                 k.policy
-            ),
-        )?;
+            )
+        } else {
+            // Kept, unless the slot's key is no longer the one it belongs
+            // to (the key vanished, or the slot tracks another one now).
+            let kept_id = tx.rotation(&r)?.and_then(|x| x.new_key).map(|n| n.id);
+            let current = k.current.as_ref().map(|c| c.id.clone());
+            if kept_id.is_some() && kept_id == current {
+                continue;
+            }
+            "the slot's current key is no longer the one the kept secret belongs to: kept secret wiped".to_string()
+        };
+        k.kept_secret = None;
+        tx.wipe_secret(&r)?;
+        tx.put_key(&k)?;
+        tx.audit(now, "secret.unkept", Some(&k.slot), Some(&r), None, &why)?;
         dropped.push(k.slot.clone());
     }
     Ok(dropped)
