@@ -42,7 +42,7 @@ pub enum MessageKind {
 
 impl MessageKind {
     /// Every kind, in the order docs/notifications.md lists their events.
-    pub const ALL: [MessageKind; 12] = [
+    pub const ALL: [MessageKind; 13] = [
         MessageKind::NewKeyLive,
         MessageKind::OldKeyInUse,
         MessageKind::OldKeyRevoked,

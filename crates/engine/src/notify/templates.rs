@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::render::{Escape, Template, Value, Vars};
 
 /// The message kinds that have templates (file stems).
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "assisted",
     "completed",
     "digest",
@@ -36,7 +36,7 @@ pub const KINDS: [&str; 11] = [
 const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 
 /// The built-in templates, by file name.
-const BUILTIN: [(&str, &str); 22] = [
+const BUILTIN: [(&str, &str); 24] = [
     (
         "assisted.txt",
         include_str!("../../../../templates/assisted.txt"),

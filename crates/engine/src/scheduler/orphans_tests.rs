@@ -24,6 +24,11 @@ fn key(id: &str, tag: Option<&str>) -> KeyInfo {
 
 fn rotation(id: &str, state: RotationState, old: &str, new: Option<&str>) -> RotationRecord {
     RotationRecord {
+        in_use_alerted_at: None,
+        old_last_use: None,
+        old_last_use_checked_at: None,
+        hooks: Vec::new(),
+        hook_results: Default::default(),
         id: id.into(),
         slot: "p/ci".into(),
         provider: "p".into(),
@@ -64,6 +69,7 @@ fn rotation(id: &str, state: RotationState, old: &str, new: Option<&str>) -> Rot
 
 fn slot(current: &str, active: Option<&str>) -> KeyRecord {
     KeyRecord {
+        hooks: Vec::new(),
         slot: "p/ci".into(),
         provider: "p".into(),
         name: "ci".into(),
