@@ -399,7 +399,7 @@ fn no_message_carries_a_secret_hash_or_a_psk() {
         .unwrap()
         .secret_sha256;
     let msgs = examples::messages(Templates::builtin());
-    assert_eq!(msgs.len(), 13, "one of each kind, three digests");
+    assert_eq!(msgs.len(), 14, "one of each kind, three digests");
     for (kind, m) in &msgs {
         for part in [m.subject.as_str(), m.body.as_str(), html(m)] {
             assert!(!part.contains(&hash[..12]), "{kind}: secret hash in {part}");
