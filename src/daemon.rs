@@ -21,12 +21,11 @@
 //! until that sync ends, `keyrot status` shows the inventory as the store
 //! holds it from the last run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use async_trait::async_trait;
 use futures::StreamExt as _;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -34,18 +33,19 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::control::{self, ApiError, Backend, RotateRequest};
+use crate::control::{self, Backend};
 use keyrot_config::{self as config, Config};
 use keyrot_core::clock::{Clock, SystemClock};
-use keyrot_core::model::{Initiator, RotationRecord, Trigger};
 use keyrot_core::shutdown::Shutdown;
 use keyrot_core::store::Store;
 use keyrot_core::wake::Wake;
-use keyrot_engine::rotation::{Engine, Refusal, Runtime, StartRequest};
+use keyrot_engine::rotation::{Engine, Runtime};
 use keyrot_engine::scheduler::{self, SyncRetries};
 
+mod backend;
 mod leader;
 
+use backend::DaemonBackend;
 use leader::Leadership;
 
 /// The exit status after a fatal store error (sysexits' EX_SOFTWARE):
@@ -82,173 +82,6 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             .context("installing signal handlers")?;
         serve(config_path, cfg, store, Arc::new(SystemClock), signals).await
     })
-}
-
-/// What the control server calls into.
-struct DaemonBackend {
-    /// The state machine.
-    engine: Arc<Engine>,
-    /// The config file, for reloads.
-    config_path: PathBuf,
-    /// One reload at a time (shared with the SIGHUP handler).
-    reload_lock: Arc<Mutex<()>>,
-    /// Wakes scheduler and sender.
-    wake: Wake,
-    /// Failed inventory syncs, retried by the sync loop.
-    sync_retries: SyncRetries,
-    /// Leadership, on a shared store.
-    leadership: Option<Arc<Leadership>>,
-}
-
-#[async_trait]
-impl Backend for DaemonBackend {
-    fn store(&self) -> Arc<Store> {
-        self.engine.store()
-    }
-
-    fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.engine.runtime().config)
-    }
-
-    fn standby(&self) -> Option<String> {
-        self.leadership.as_ref().and_then(|l| l.standby())
-    }
-
-    fn role(&self) -> Option<crate::control::InstanceRole> {
-        self.leadership.as_ref().map(|l| l.view())
-    }
-
-    async fn rotate(&self, req: RotateRequest) -> Result<RotationRecord, ApiError> {
-        let store = self.engine.store();
-        let key = req.key.clone();
-        let slot = tokio::task::spawn_blocking(move || control::views::resolve_key(&store, &key))
-            .await
-            .map_err(|e| ApiError::new(500, e.to_string()))??;
-        let now = self.engine.now();
-        if let Some(t) = req.new_expires_at.filter(|t| *t <= now) {
-            return Err(ApiError::bad_field(
-                "new_expires_at",
-                format!("{t} is in the past"),
-            ));
-        }
-        if let Some(id) = req.reveal_psk.as_deref()
-            && !self.engine.runtime().psks.contains_key(id)
-        {
-            return Err(ApiError::bad_field(
-                "reveal_psk",
-                format!("no [[psk]] with id {id:?} is configured"),
-            ));
-        }
-        let reason = req
-            .reason
-            .clone()
-            .unwrap_or_else(|| "requested by an operator".into());
-        let start = StartRequest {
-            trigger: Trigger::Manual,
-            reason,
-            initiator: Initiator {
-                rotated_by: req.rotated_by,
-                initiated_from: req.initiated_from,
-                rotation_policy_id: req.rotation_policy_id,
-            },
-            new_expires_at: req.new_expires_at,
-            old_expires_at: req.old_expires_at,
-            notify_contacts: req.notify_contacts,
-            reveal_psk: req.reveal_psk.clone(),
-        };
-        Ok(self.engine.start(&slot, start).await?)
-    }
-
-    async fn test_sink(
-        &self,
-        name: &str,
-    ) -> Result<keyrot_peers::sink::probe::ProbeReport, ApiError> {
-        let sink = self
-            .engine
-            .runtime()
-            .sinks
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::new(404, format!("no sink named {name:?} is configured")))?;
-        let provider =
-            keyrot_peers::sink::probe::probe_provider(&self.engine.runtime().config, name);
-        keyrot_peers::sink::probe::run(sink.as_ref(), &provider, self.engine.now())
-            .await
-            .map_err(|e| ApiError::new(502, e.message))
-    }
-
-    async fn resume(&self, id: &str) -> Result<RotationRecord, ApiError> {
-        Ok(self.engine.resume(id).await?)
-    }
-
-    async fn abort(&self, id: &str) -> Result<RotationRecord, ApiError> {
-        Ok(self.engine.abort(id).await?)
-    }
-
-    async fn restart(&self, id: &str) -> Result<RotationRecord, ApiError> {
-        Ok(self.engine.restart(id).await?)
-    }
-
-    async fn enroll(
-        &self,
-        id: &str,
-        req: control::EnrollRequest,
-    ) -> Result<RotationRecord, ApiError> {
-        Ok(self
-            .engine
-            .enroll(id, req.key_id, req.secret, req.accept_unverified)
-            .await?)
-    }
-
-    async fn reload(&self) -> Result<(), ApiError> {
-        reload(
-            &self.engine,
-            &self.config_path,
-            &self.reload_lock,
-            &self.wake,
-            &self.sync_retries,
-        )
-        .await
-        .map_err(|e| ApiError::new(400, e))
-    }
-
-    fn sweeps(&self, name: &str) -> Option<bool> {
-        self.engine
-            .runtime()
-            .providers
-            .get(name)
-            .map(|p| p.lists_tags())
-    }
-
-    async fn revoke_orphans(
-        &self,
-        provider: Option<&str>,
-        actor: &str,
-    ) -> Result<Vec<keyrot_engine::scheduler::orphans::RevokeOutcome>, ApiError> {
-        keyrot_engine::scheduler::orphans::revoke(&self.engine, provider, actor, false)
-            .await
-            .map_err(|e| ApiError::new(500, e))
-    }
-
-    async fn push(
-        &self,
-        slot: &str,
-        sink: Option<&str>,
-        actor: &str,
-    ) -> Result<keyrot_engine::rotation::push::PushReport, ApiError> {
-        Ok(self.engine.push(slot, sink, actor).await?)
-    }
-
-    async fn take_envelope(
-        &self,
-        rotation_id: &str,
-    ) -> Result<Option<secrecy::SecretString>, ApiError> {
-        Ok(self
-            .engine
-            .take_envelope(rotation_id)
-            .await
-            .map_err(Refusal::from)?)
-    }
 }
 
 /// Loads the config anew; a bad one is rejected, logged, and the old one
