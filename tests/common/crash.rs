@@ -74,6 +74,10 @@ pub const ASSISTED: &str = "atl-hand";
 pub const LOCAL: &str = "local";
 /// The IAM provider.
 pub const IAM: &str = "iam";
+/// Not a provider: in a case's plan, slots of the local provider under
+/// policy `quiet` (`revoke_when = "unused"`; the local provider reports
+/// each use at once). Their names start with `q`.
+pub const QUIET: &str = "local-quiet";
 /// The sinks every key is written to.
 pub const SINKS: [&str; 2] = ["out", "bao"];
 /// Where the sandbox's Admin API lives under its URL.

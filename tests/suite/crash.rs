@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::crash::checks::Report;
 use common::crash::scenario::Scenario;
 use common::crash::world::{Kind, World};
-use common::crash::{ASSISTED, Case, IAM, LOCAL, SANDBOX};
+use common::crash::{ASSISTED, Case, IAM, LOCAL, QUIET, SANDBOX};
 use keyrot_core::failpoint::ALL;
 
 /// The rotation path, crashed at each step (the sandbox covers it all).
@@ -92,6 +92,20 @@ fn local_scenarios() -> Vec<Scenario> {
     v.push(Scenario::abort_at("before:commit", Some(3)));
     v.push(Scenario::abort_at("after:commit", Some(5)));
     v.push(Scenario::sync("before:list"));
+    v
+}
+
+/// The local provider under `revoke_when = "unused"`: killed around the
+/// call that reads the old key's last use (at the overlap's start, and
+/// again once it is over), and at the steps on either side.
+fn quiet_scenarios() -> Vec<Scenario> {
+    let mut v: Vec<Scenario> = ["before:last-used", "after:last-used", "after:overlap"]
+        .into_iter()
+        .map(Scenario::abort)
+        .collect();
+    // The second call: once the overlap is over.
+    v.push(Scenario::abort_at("before:last-used", Some(2)));
+    v.push(Scenario::abort_at("after:last-used", Some(2)));
     v
 }
 
@@ -322,6 +336,14 @@ fn iam_provider_crashes_around_deactivate_and_revoke() {
     summary("iam", start, &report, &covered);
 }
 
+#[test]
+fn local_provider_crashes_around_the_last_use_of_the_old_key() {
+    let start = Instant::now();
+    let world = World::new(Kind::Local);
+    let (report, covered) = run_all(&world, QUIET, &quiet_scenarios());
+    summary("quiet", start, &report, &covered);
+}
+
 /// Every name in `failpoint::ALL` kills the daemon in some scenario above.
 #[test]
 fn every_failpoint_has_a_crash_scenario() {
@@ -330,6 +352,7 @@ fn every_failpoint_has_a_crash_scenario() {
         .iter()
         .chain(&local_scenarios())
         .chain(&iam_scenarios())
+        .chain(&quiet_scenarios())
     {
         covered.extend(s.names());
     }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::super::peers::{self, Peer, curl};
 use super::super::smtp::{SmtpOptions, SmtpServer, smtp_notify, with_notify};
 use super::super::{Daemon, Sandbox, base_config};
-use super::{ASSISTED, Case, IAM, LOCAL, SANDBOX, Slot};
+use super::{ASSISTED, Case, IAM, LOCAL, QUIET, SANDBOX, Slot};
 
 /// The provider side of a world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +168,7 @@ impl World {
                     SANDBOX => "s",
                     ASSISTED => "h",
                     LOCAL => "l",
+                    QUIET => "q",
                     _ => "u",
                 };
                 let name = format!("{prefix}{n}-{i}");
@@ -177,7 +178,7 @@ impl World {
                     _ => None,
                 };
                 slots.push(Slot {
-                    provider: provider.to_string(),
+                    provider: if *provider == QUIET { LOCAL } else { provider }.to_string(),
                     name,
                     initial,
                 });
@@ -241,6 +242,18 @@ max_age = "90d"
 overlap = "1s"
 jitter = false
 notify = ["ops@example.com"]
+
+[[policy]]
+name = "quiet"
+new_key_lifetime = "180d"
+rotate_before_expiry = "1d"
+overlap = "1s"
+revoke_when = "unused"
+quiet_period = "1s"
+revoke_deadline = "1m"
+at_deadline = "revoke"
+jitter = false
+notify = ["ops@example.com"]
 "#,
             bao = self.bao.url,
             hook_log = hook_log.display()
@@ -250,7 +263,11 @@ notify = ["ops@example.com"]
             s.push_str(&self.provider_config(p));
         }
         for slot in slots {
-            let policy = if slot.provider == IAM { "iam" } else { "crash" };
+            let policy = match slot.provider.as_str() {
+                IAM => "iam",
+                LOCAL if slot.name.starts_with('q') => "quiet",
+                _ => "crash",
+            };
             s.push_str(&format!(
                 "\n[[key]]\nname = \"{}\"\nprovider = \"{}\"\npolicy = \"{policy}\"\nsinks = [\"out\", \"bao\"]\nhooks = [\"consumer\"]\n",
                 slot.name, slot.provider
