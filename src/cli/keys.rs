@@ -74,6 +74,7 @@ mod tests {
             flags: Vec::new(),
             duplicate_ids: Vec::new(),
             ended: None,
+            old_key: None,
         };
         assert_eq!(
             render(std::slice::from_ref(&row)),

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::{self, Table, date_or, fetch, or_dash, time_or};
-use crate::control::{StatusResponse, views};
+use crate::control::{KeyRow, StatusResponse, views};
 use keyrot_config::Config;
 
 /// Runs `keyrot status`: asks the daemon on `socket`, or reads the store
@@ -81,11 +81,38 @@ pub fn render(st: &StatusResponse) -> String {
         ]);
     }
     format!(
-        "{}{}{}\n",
+        "{}{}{}{}\n",
         t.render(),
         output::duplicate_notes(&st.keys),
+        old_key_notes(&st.keys),
         footer(st)
     )
+}
+
+/// One line per key whose rotation is in Overlap: the old key's last use
+/// as the provider last reported it (`local/ci: old key k-1 last used 2h
+/// ago (checked 2026-11-23 10:00Z)`), and the in-use alert if raised.
+fn old_key_notes(keys: &[KeyRow]) -> String {
+    let mut out = String::new();
+    for (k, o) in keys.iter().filter_map(|k| Some((k, k.old_key.as_ref()?))) {
+        out.push_str(&format!(
+            "{}: old key {} {}",
+            output::clean(&k.slot),
+            output::clean(o.key_id.as_deref().unwrap_or("-")),
+            output::clean(&o.summary)
+        ));
+        if let Some(at) = o.checked_at {
+            out.push_str(&format!(" (checked {})", time_or(Some(at), "-")));
+        }
+        if let Some(at) = o.in_use_alerted_at {
+            out.push_str(&format!(
+                "; still in use at its revoke deadline: alert raised {}",
+                time_or(Some(at), "-")
+            ));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `3 keys; rotations: 1 active, 0 failed; outbox: 2 queued, 0 dead`.
@@ -151,7 +178,6 @@ orphans: {} key(s) carry keyrot's tag but belong to no rotation keyrot knows ({}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::KeyRow;
 
     fn row() -> KeyRow {
         KeyRow {
@@ -173,6 +199,7 @@ mod tests {
             flags: vec!["never-used".into(), "expiring-soon".into(), "failed".into()],
             duplicate_ids: Vec::new(),
             ended: None,
+            old_key: None,
         }
     }
 
@@ -261,5 +288,54 @@ mod tests {
             ],
             "{text}"
         );
+    }
+
+    #[test]
+    fn renders_the_old_keys_last_use_during_an_overlap() {
+        let mut overlap = row();
+        overlap.rotation_state = Some("overlap".into());
+        overlap.flags = Vec::new();
+        overlap.old_key = Some(crate::control::OldKeyRow {
+            key_id: Some("k-122".into()),
+            last_use: Some(keyrot_core::model::LastUse::At {
+                at: "2026-11-23T09:55Z".parse().unwrap(),
+            }),
+            summary: "last used 2h5m ago".into(),
+            checked_at: Some("2026-11-23T11:30Z".parse().unwrap()),
+            in_use_alerted_at: Some("2026-11-23T11:45Z".parse().unwrap()),
+        });
+        let mut quiet = overlap.clone();
+        quiet.slot = "gh/quiet".into();
+        quiet.old_key = Some(crate::control::OldKeyRow {
+            key_id: Some("k-9".into()),
+            last_use: Some(keyrot_core::model::LastUse::Never),
+            summary: "never used".into(),
+            checked_at: None,
+            in_use_alerted_at: None,
+        });
+        let st = StatusResponse {
+            version: "0.1.0".into(),
+            live: false,
+            keys: vec![overlap, quiet, row()],
+            active_rotations: 2,
+            failed_rotations: 1,
+            outbox_queued: 0,
+            outbox_dead: 0,
+            outbox_next_attempt_at: None,
+            outbox_dead_ids: Vec::new(),
+            lease: None,
+            instance: None,
+        };
+        let text = render(&st);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[4..6],
+            [
+                "gh/ci-bot: old key k-122 last used 2h5m ago (checked 2026-11-23 11:30Z); still in use at its revoke deadline: alert raised 2026-11-23 11:45Z",
+                "gh/quiet: old key k-9 never used",
+            ],
+            "{text}"
+        );
+        assert_eq!(lines.len(), 7, "{text}");
     }
 }

@@ -144,6 +144,29 @@ pub struct KeyRow {
     /// vanished without keyrot replacing it (flag `expired` or `vanished`).
     #[serde(default)]
     pub ended: Option<EndedRow>,
+    /// While the active rotation is in Overlap: its old key's last use as
+    /// the provider last reported it, and the in-use alert if raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_key: Option<OldKeyRow>,
+}
+
+/// The old key of a rotation in Overlap, as a status row shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OldKeyRow {
+    /// The old key's id at the provider.
+    pub key_id: Option<String>,
+    /// Its last use as the provider last reported it (`kind`: `never`,
+    /// `at` with `at`, `unknown` with `why`); absent when keyrot has none
+    /// (the provider does not report last use, or was not asked yet).
+    pub last_use: Option<keyrot_core::model::LastUse>,
+    /// The same in words at the time of the answer: `last used 2h 5m ago`,
+    /// `never used`, `last use unknown (why)`.
+    pub summary: String,
+    /// When keyrot last asked the provider.
+    pub checked_at: Option<Timestamp>,
+    /// When the alert that the old key was still in use at the policy's
+    /// `revoke_deadline` was raised (`revoke_when = "unused"`).
+    pub in_use_alerted_at: Option<Timestamp>,
 }
 
 /// A key that ended without keyrot replacing it, as a status row shows it.

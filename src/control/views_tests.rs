@@ -443,3 +443,125 @@ fn edit_distance_and_lists() {
     assert_eq!(or_list(&["a".into()]), "a");
     assert_eq!(or_list(&["a".into(), "b".into(), "c".into()]), "a, b or c");
 }
+
+#[test]
+fn a_rotation_in_overlap_shows_the_old_keys_last_use_and_the_in_use_alert() {
+    use keyrot_core::model::LastUse;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let key = |name: &str, rot: &str| {
+        let mut k = key_rec(
+            "p",
+            name,
+            Some(info(
+                "k-new",
+                &["a"],
+                "2026-11-01T00:00Z",
+                "2027-11-01T00:00Z",
+            )),
+        );
+        k.active_rotation = Some(rot.into());
+        k
+    };
+    let overlap = |id: &str, slot: &str, last: Option<LastUse>| {
+        let mut r = rotation_rec(id, slot, RotationState::Overlap);
+        r.old_key_id = Some(format!("k-old-{id}"));
+        r.old_last_use = last;
+        r.old_last_use_checked_at = Some(ts("2026-11-23T11:30Z"));
+        r
+    };
+    let mut used = overlap(
+        "r1",
+        "p/a-used",
+        Some(LastUse::At {
+            at: ts("2026-11-23T09:55Z"),
+        }),
+    );
+    used.in_use_alerted_at = Some(ts("2026-11-23T11:45Z"));
+    let never = overlap("r2", "p/b-never", Some(LastUse::Never));
+    let unknown = overlap(
+        "r3",
+        "p/c-unknown",
+        Some(LastUse::Unknown {
+            why: "no lastActiveAt".into(),
+        }),
+    );
+    let mut none = overlap("r4", "p/d-none", None);
+    none.old_last_use_checked_at = None;
+    let mut done = rotation_rec("r5", "p/e-done", RotationState::Completed);
+    done.old_key_id = Some("k-gone".into());
+    done.old_last_use = Some(LastUse::Never);
+    let mut e = key("e-done", "r5");
+    e.active_rotation = None;
+    put(
+        &store,
+        &[
+            key("a-used", "r1"),
+            key("b-never", "r2"),
+            key("c-unknown", "r3"),
+            key("d-none", "r4"),
+            e,
+        ],
+        &[used, never, unknown, none, done],
+    );
+
+    let st = status(&store, ts(NOW), false).unwrap();
+    let old: Vec<Option<&crate::control::OldKeyRow>> =
+        st.keys.iter().map(|k| k.old_key.as_ref()).collect();
+    let a = old[0].unwrap();
+    assert_eq!(a.key_id.as_deref(), Some("k-old-r1"));
+    assert_eq!(a.summary, "last used 2h5m ago");
+    assert_eq!(
+        a.last_use,
+        Some(LastUse::At {
+            at: ts("2026-11-23T09:55Z")
+        })
+    );
+    assert_eq!(a.checked_at, Some(ts("2026-11-23T11:30Z")));
+    assert_eq!(a.in_use_alerted_at, Some(ts("2026-11-23T11:45Z")));
+    assert_eq!(old[1].unwrap().summary, "never used");
+    assert_eq!(old[1].unwrap().in_use_alerted_at, None);
+    assert_eq!(
+        old[2].unwrap().summary,
+        "last use unknown (no lastActiveAt)"
+    );
+    assert_eq!(old[3].unwrap().summary, "last use unknown (not reported)");
+    assert_eq!(old[3].unwrap().checked_at, None);
+    assert!(old[4].is_none(), "a finished rotation shows no old key");
+
+    // JSON: the fields, and none on rows without an overlap.
+    let json: serde_json::Value =
+        serde_json::from_slice(&key_rows_json(&store, ts(NOW)).unwrap()).unwrap();
+    assert_eq!(
+        json[0]["old_key"],
+        serde_json::json!({
+            "key_id": "k-old-r1",
+            "last_use": {"kind": "at", "at": "2026-11-23T09:55:00Z"},
+            "summary": "last used 2h5m ago",
+            "checked_at": "2026-11-23T11:30:00Z",
+            "in_use_alerted_at": "2026-11-23T11:45:00Z",
+        })
+    );
+    assert_eq!(
+        json[1]["old_key"]["last_use"],
+        serde_json::json!({"kind": "never"})
+    );
+    assert!(json[4].get("old_key").is_none());
+    // The typed row (metrics) agrees with the streamed one.
+    let glance = keyrot_core::store::RotationGlance {
+        id: "r1".into(),
+        state: RotationState::Overlap,
+        old_key: Some(keyrot_core::store::OldKeyGlance {
+            key_id: Some("k-old-r1".into()),
+            last_use: Some(LastUse::At {
+                at: ts("2026-11-23T09:55Z"),
+            }),
+            checked_at: Some(ts("2026-11-23T11:30Z")),
+            alerted_at: Some(ts("2026-11-23T11:45Z")),
+        }),
+    };
+    assert_eq!(
+        key_row(&key("a-used", "r1"), Some(&glance), &[], ts(NOW)),
+        st.keys[0]
+    );
+}

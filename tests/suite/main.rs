@@ -34,6 +34,7 @@ mod provider_approle;
 mod provider_aws_iam;
 mod provider_exec;
 mod provider_http;
+mod quiet;
 mod rotation_api;
 mod sd_notify;
 mod sink_azure;

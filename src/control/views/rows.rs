@@ -8,8 +8,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::EXPIRING_SOON_DAYS;
-use crate::control::{ApiError, EndedRow, KeyRow};
-use keyrot_core::model::{Duplicates, EndKind, KeyInfo, KeyRecord, RotationState};
+use crate::control::{ApiError, EndedRow, KeyRow, OldKeyRow};
+use keyrot_core::model::{Duplicates, EndKind, KeyInfo, KeyRecord, LastUse, RotationState};
 use keyrot_core::store::{RotationGlance, Store, StoreError};
 use keyrot_engine::notify::ended::kind_word;
 
@@ -221,6 +221,9 @@ struct RowOut<'a> {
     duplicate_ids: Vec<&'a str>,
     /// See [`KeyRow`].
     ended: Option<EndedOut<'a>>,
+    /// See [`KeyRow`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_key: Option<OldKeyRow>,
 }
 
 /// The row of `view` ([`key_row`] builds the same row from a decoded
@@ -278,6 +281,31 @@ fn view_row<'a>(
             expires_at: text(&e.expires_at),
             ended_at: e.ended_at.as_str(),
         }),
+        old_key: old_key_row(rotation, now),
+    })
+}
+
+/// The old key's row of a rotation in Overlap, with its last use in words
+/// at `now`.
+fn old_key_row(rotation: Option<&RotationGlance>, now: Timestamp) -> Option<OldKeyRow> {
+    let old = rotation
+        .filter(|r| r.state == RotationState::Overlap)?
+        .old_key
+        .as_ref()?;
+    let summary = match &old.last_use {
+        Some(LastUse::At { at }) => {
+            format!("last used {}", keyrot_engine::notify::in_use::ago(*at, now))
+        }
+        Some(LastUse::Never) => "never used".into(),
+        Some(LastUse::Unknown { why }) => format!("last use unknown ({why})"),
+        None => "last use unknown (not reported)".into(),
+    };
+    Some(OldKeyRow {
+        key_id: old.key_id.clone(),
+        last_use: old.last_use.clone(),
+        summary,
+        checked_at: old.checked_at,
+        in_use_alerted_at: old.alerted_at,
     })
 }
 
@@ -373,6 +401,7 @@ pub fn key_row(
             expires_at: e.expires_at,
             ended_at: e.ended_at,
         }),
+        old_key: old_key_row(rotation, now),
     }
 }
 

@@ -68,7 +68,7 @@ pub use group::CommitStats;
 pub use migrate::{MigrateReport, MigrateTo, migrate};
 pub use pg::{ImportSummary, LeaseInfo, PgOptions};
 pub use prune::{PRUNE_BATCH, PruneReport};
-pub use read::RotationGlance;
+pub use read::{OldKeyGlance, RotationGlance};
 pub use tables::SCHEMA_VERSION;
 pub use tx::Tx;
 use tx::TxInner;

@@ -14,7 +14,7 @@ use super::tables::{
 use super::{Db, DueTarget, LocalKey, Store, StoreError};
 use crate::crypto::MasterKey;
 use crate::model::{
-    AuditEntry, Duplicates, KeyRecord, OutboxMessage, RotationRecord, RotationState,
+    AuditEntry, Duplicates, KeyRecord, LastUse, OutboxMessage, RotationRecord, RotationState,
 };
 
 /// What a status row shows of a rotation: decoded from its record without
@@ -25,6 +25,47 @@ pub struct RotationGlance {
     pub id: String,
     /// Its state.
     pub state: RotationState,
+    /// In Overlap: what the status shows of the old key (decoded only for
+    /// rotations in Overlap).
+    pub old_key: Option<OldKeyGlance>,
+}
+
+/// The old key of a rotation in Overlap, as a status row shows it: its
+/// last use as the provider last reported it, and the in-use alert.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+pub struct OldKeyGlance {
+    /// The old key's id.
+    #[serde(default, rename = "old_key_id")]
+    pub key_id: Option<String>,
+    /// Its last use as last reported (`None`: not asked, or the provider
+    /// does not report it).
+    #[serde(default, rename = "old_last_use")]
+    pub last_use: Option<LastUse>,
+    /// When keyrot last asked.
+    #[serde(default, rename = "old_last_use_checked_at")]
+    pub checked_at: Option<Timestamp>,
+    /// When the alert that it was still in use at the deadline was raised.
+    #[serde(default, rename = "in_use_alerted_at")]
+    pub alerted_at: Option<Timestamp>,
+}
+
+/// The glance of rotation `id` from its stored record: its state, and in
+/// Overlap the old key's fields (the rest is not decoded).
+pub(in crate::store) fn rotation_glance(
+    id: &str,
+    json: &[u8],
+) -> Result<RotationGlance, StoreError> {
+    let state = rotation_state(id, json)?;
+    let old_key = if state == RotationState::Overlap {
+        Some(decode::<OldKeyGlance>("rotations", id, json)?)
+    } else {
+        None
+    };
+    Ok(RotationGlance {
+        id: id.to_owned(),
+        state,
+        old_key,
+    })
 }
 
 impl Store {
@@ -264,10 +305,7 @@ impl Store {
             };
             let glance_of = |id: &str| -> Result<Option<RotationGlance>, StoreError> {
                 match rots.get(id).map_err(backend("reading a rotation"))? {
-                    Some(v) => Ok(Some(RotationGlance {
-                        id: id.to_owned(),
-                        state: rotation_state(id, v.value())?,
-                    })),
+                    Some(v) => Ok(Some(rotation_glance(id, v.value())?)),
                     None => Ok(None),
                 }
             };
@@ -280,11 +318,15 @@ impl Store {
                         Some((_, v)) => {
                             let (id, state) = v.value();
                             match parse_state(state) {
-                                Some(state) => Some(RotationGlance {
-                                    id: id.to_owned(),
-                                    state,
-                                }),
-                                None => glance_of(id)?,
+                                // The old key's fields are in the record.
+                                Some(state) if state != RotationState::Overlap => {
+                                    Some(RotationGlance {
+                                        id: id.to_owned(),
+                                        state,
+                                        old_key: None,
+                                    })
+                                }
+                                _ => glance_of(id)?,
                             }
                         }
                         None => None,

@@ -11,10 +11,10 @@ use crate::model::{
     AuditEntry, DeliveryState, Duplicates, KeyRecord, OutboxMessage, RotationRecord,
 };
 use crate::store::audit::ChainCheck;
-use crate::store::read::RotationGlance;
+use crate::store::read::{RotationGlance, rotation_glance};
 use crate::store::tables::{
     META_AUDIT_ANCHOR, META_AUDIT_HEAD, META_DUPLICATES, META_INSTALLATION, META_LAST_SYNC, decode,
-    due_timestamp, parse_state, parse_target, rotation_state, state_name,
+    due_timestamp, parse_state, parse_target, state_name,
 };
 use crate::store::{DueTarget, LocalKey, StoreError, StoreStats};
 
@@ -201,16 +201,17 @@ impl PgStore {
                 let latest: Option<RotationGlance> =
                     match (r.get::<_, Option<String>>(2), r.get::<_, Option<String>>(3)) {
                         (Some(id), Some(state)) => {
-                            parse_state(&state).map(|state| RotationGlance { id, state })
+                            parse_state(&state).map(|state| RotationGlance {
+                                id,
+                                state,
+                                old_key: None,
+                            })
                         }
                         _ => None,
                     };
                 let active: Option<String> = r.get(4);
                 let shown = match (active, r.get::<_, Option<&[u8]>>(5)) {
-                    (Some(id), Some(rec)) => Some(RotationGlance {
-                        state: rotation_state(&id, rec)?,
-                        id,
-                    }),
+                    (Some(id), Some(rec)) => Some(rotation_glance(&id, rec)?),
                     _ => latest,
                 };
                 out.push((slot, r.get::<_, Vec<u8>>(1), shown));

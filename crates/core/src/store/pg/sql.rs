@@ -121,11 +121,13 @@ pub(super) const UNFINISHED: &str = "SELECT r.rec FROM keyrot_latest_rotation l 
      JOIN keyrot_rotations r ON r.id = l.rotation \
      WHERE NOT (l.state = ANY($1)) ORDER BY r.id";
 /// Every slot with its record, its active rotation and its latest
-/// rotation (id and state), in slot order; the active rotation's state
-/// when it is not the latest.
+/// rotation (id and state), in slot order; the active rotation's record
+/// when it is not the latest (for its state), or is in Overlap (for the
+/// old key's last use a status row shows).
 pub(super) const KEYS_WITH_ROTATIONS: &str = "SELECT k.slot, k.rec, l.rotation, l.state, \
      a.rotation, (SELECT r.rec FROM keyrot_rotations r \
-                   WHERE r.id = a.rotation AND a.rotation IS DISTINCT FROM l.rotation) \
+                   WHERE r.id = a.rotation \
+                   AND (a.rotation IS DISTINCT FROM l.rotation OR l.state = 'Overlap')) \
      FROM keyrot_keys k \
      LEFT JOIN keyrot_latest_rotation l ON l.slot = k.slot \
      LEFT JOIN keyrot_active a ON a.slot = k.slot ORDER BY k.slot";
