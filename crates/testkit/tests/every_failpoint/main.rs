@@ -76,7 +76,13 @@ enum Setup {
     Shaped(Shape),
     /// The local provider and a reload hook on the sink.
     Hooked,
+    /// The local provider under `revoke_when = "unused"` (quiet period
+    /// [`QUIET`], deadline 6h), its old key used as the rotation starts.
+    Quiet,
 }
+
+/// The quiet period of [`Setup::Quiet`].
+const QUIET: &str = "2h";
 
 /// A world on `backend` whose slot already has a key (its first rotation
 /// done), so the next rotation has an old key to overlap with and revoke.
@@ -90,6 +96,16 @@ async fn with_a_key_at(backend: Backend, setup: Setup) -> World {
         Setup::Plain => World::on(backend),
         Setup::Shaped(shape) => World::shaped_on(backend, shape),
         Setup::Hooked => World::hooked_on(backend),
+        Setup::Quiet => World::tweaked_on(backend, |cfg| {
+            for p in &mut cfg.policies {
+                p.revoke_when =
+                    keyrot_core::policy::RevokeWhen::Unused(keyrot_core::policy::QuietRule {
+                        quiet_period: keyrot_core::policy::testutil::dur(QUIET),
+                        deadline: keyrot_core::policy::testutil::dur("6h"),
+                        at_deadline: keyrot_core::policy::AtDeadline::Hold,
+                    });
+            }
+        }),
     };
     w.rotate().await.unwrap();
     w.finish().await;
@@ -137,6 +153,7 @@ async fn run(backend: Backend, crashes: &[(String, u64)]) -> Result<(), String> 
 /// The same as `setup` says.
 async fn run_at(backend: Backend, setup: Setup, crashes: &[(String, u64)]) -> Result<(), String> {
     let mut w = with_a_key_at(backend, setup).await;
+    let used = matches!(setup, Setup::Quiet).then(|| use_current_key(&w));
     let (first, rest) = crashes.split_first().unwrap();
     failpoint::arm_in_process(&format!("{}=crash@{}", first.0, first.1));
     if !until_crash(&w).await {
@@ -162,6 +179,9 @@ async fn run_at(backend: Backend, setup: Setup, crashes: &[(String, u64)]) -> Re
     let mut problems = w.check().await;
     if let Setup::Hooked = setup {
         problems.extend(hook_problems(&w, crashes));
+    }
+    if let Some(used) = used {
+        problems.extend(quiet_problems(&w, used));
     }
     if problems.is_empty() {
         Ok(())
@@ -216,11 +236,54 @@ fn hook_problems(w: &World, crashes: &[(String, u64)]) -> Vec<String> {
     v
 }
 
+/// A consumer uses the slot's current key now (what a `verify` with its
+/// secret records at the local provider); the time.
+fn use_current_key(w: &World) -> jiff::Timestamp {
+    let now = w.now();
+    let store = w.store();
+    let id = store
+        .key(keyrot_testkit::SLOT)
+        .unwrap()
+        .unwrap()
+        .current
+        .unwrap()
+        .id;
+    store
+        .write(|tx| {
+            let mut k = tx.local_get(&id)?.expect("a local key");
+            k.last_used_at = Some(now);
+            tx.local_put(&k)
+        })
+        .unwrap();
+    now
+}
+
+/// What must hold under `revoke_when = "unused"` after every crash: the
+/// old key used at `used` was revoked no earlier than one quiet period
+/// later.
+fn quiet_problems(w: &World, used: jiff::Timestamp) -> Vec<String> {
+    let quiet = keyrot_core::policy::testutil::dur(QUIET);
+    w.store()
+        .rotations(Some(keyrot_testkit::SLOT), 1)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| {
+            let at = r.old_revoked_at?;
+            (at < used + quiet).then(|| {
+                format!(
+                    "rotation {} revoked its old key at {at}, used at {used}: before the quiet period ({QUIET}) was over",
+                    r.id
+                )
+            })
+        })
+        .collect()
+}
+
 /// The tests of this binary share the process's failpoints: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The tests of this binary on each backend.
-const TESTS: usize = 7;
+const TESTS: usize = 8;
 
 /// What the tests of one backend did so far.
 #[derive(Default)]
@@ -282,7 +345,53 @@ on_both!(
     a_crash_at_every_failpoint_of_a_deactivating_and_of_an_assisted_rotation_loses_nothing,
     a_crash_at_every_failpoint_of_an_inventory_sync_during_an_overlap_loses_nothing,
     a_crash_at_every_failpoint_of_a_rotation_with_a_reload_hook_loses_nothing,
+    a_crash_at_every_failpoint_while_waiting_for_quiet_revokes_nothing_early,
 );
+
+/// The path of a rotation under `revoke_when = "unused"` whose old key was
+/// used as it started (so it waits past the overlap for the quiet period),
+/// crashed at each of its hits: nothing lost, and the old key revoked no
+/// earlier than one quiet period after its use.
+async fn a_crash_at_every_failpoint_while_waiting_for_quiet_revokes_nothing_early(
+    backend: Backend,
+) {
+    let _one = SERIAL.lock().await;
+    failpoint::revive();
+    let started = Instant::now();
+    let w = with_a_key_at(backend, Setup::Quiet).await;
+    let used = use_current_key(&w);
+    failpoint::trace_in_process();
+    w.rotate().await.unwrap();
+    w.finish().await;
+    let path = numbered(failpoint::take_trace());
+    covered(backend, &path);
+    assert!(w.check().await.is_empty());
+    assert!(quiet_problems(&w, used).is_empty());
+    drop(w);
+    let hits: Vec<&(String, u64)> = path
+        .iter()
+        .filter(|(n, _)| n.ends_with("last-used"))
+        .collect();
+    assert!(
+        hits.len() >= 4,
+        "the last use is read at the overlap's start and at least once after: {path:?}"
+    );
+    let mut failures = Vec::new();
+    for hit in &path {
+        if let Err(e) = run_at(backend, Setup::Quiet, std::slice::from_ref(hit)).await {
+            failures.push(e);
+        }
+    }
+    eprintln!(
+        "every_failpoint on {}: {} hits on the path of a rotation waiting for its old key to go quiet, crashed at each in {:.2} s of wall time; failures: {}",
+        backend.name(),
+        path.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    done(backend, path.len(), started);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
 
 /// The path of a rotation with a reload hook on its sink, crashed at each
 /// of its hits: the hook runs with the new key in place, before the old
