@@ -252,7 +252,7 @@ pub(super) fn issue_request(
             .map_err(CallError::permanent)?,
         None => rec.requested_new_expiry,
     };
-    let overlap = policy.map(|p| p.overlap).unwrap_or_default();
+    let overlap = policy.map(old_key_needed).unwrap_or_default();
     Ok(IssueRequest {
         name: key_name(&rec.slot).to_string(),
         scopes: rec.scopes.clone(),
@@ -287,10 +287,22 @@ pub(super) fn issue_request(
     })
 }
 
+/// How long after the new key goes live the old key may still be needed:
+/// the overlap, and under `revoke_when = "unused"` the revoke deadline
+/// after it (a key held until it goes quiet must not end at the provider
+/// before that).
+pub(super) fn old_key_needed(p: &keyrot_core::policy::Policy) -> jiff::SignedDuration {
+    match p.revoke_when {
+        keyrot_core::policy::RevokeWhen::Overlap => p.overlap,
+        keyrot_core::policy::RevokeWhen::Unused(rule) => p.overlap.saturating_add(rule.deadline),
+    }
+}
+
 /// The end the old key is given at the provider: its current expiry (it is
 /// never shortened by the issue: keyrot revokes it itself once the overlap
 /// ends, and until then a lost answer can be recovered from it); a key
-/// with no known expiry is given the overlap plus [`OLD_KEY_GRACE`]. Never
+/// with no known expiry is given the overlap (and the revoke deadline, see
+/// [`old_key_needed`]) plus [`OLD_KEY_GRACE`]. Never
 /// before `now` (a provider refuses a time in the past).
 pub(super) fn old_key_end(
     rec: &RotationRecord,
@@ -303,4 +315,24 @@ pub(super) fn old_key_end(
             .unwrap_or(Timestamp::MAX)
     });
     end.max(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyrot_core::policy::testutil::{dur, policy};
+    use keyrot_core::policy::{AtDeadline, QuietRule, RevokeWhen};
+
+    #[test]
+    fn an_old_key_held_until_quiet_is_not_ended_at_the_provider_before_its_deadline() {
+        let mut p = policy();
+        p.overlap = dur("1d");
+        assert_eq!(old_key_needed(&p), dur("1d"));
+        p.revoke_when = RevokeWhen::Unused(QuietRule {
+            quiet_period: dur("2d"),
+            deadline: dur("14d"),
+            at_deadline: AtDeadline::Hold,
+        });
+        assert_eq!(old_key_needed(&p), dur("15d"));
+    }
 }
