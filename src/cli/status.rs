@@ -314,6 +314,7 @@ mod tests {
             in_use_alerted_at: None,
         });
         let st = StatusResponse {
+            orphans: Vec::new(),
             version: "0.1.0".into(),
             live: false,
             keys: vec![overlap, quiet, row()],
