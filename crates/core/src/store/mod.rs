@@ -45,6 +45,7 @@ mod orphans;
 mod pg;
 mod prune;
 mod read;
+mod read_secrets;
 mod read_stats;
 mod tables;
 mod tx;

@@ -3,16 +3,14 @@
 
 use jiff::Timestamp;
 use redb::{ReadTransaction, ReadableTable, TableError};
-use secrecy::SecretString;
 
 use super::error::backend;
 use super::tables::{
     ACTIVE, AUDIT, DUE, KEY_ROTATIONS, KEYS, LATEST, LOCAL_KEYS, META, META_DUPLICATES,
-    META_INSTALLATION, META_LAST_SYNC, OUTBOX, ROTATIONS, SECRETS, all_json, decode, due_micros,
-    due_timestamp, get_json, parse_state, parse_target, rotation_state, secret_aad,
+    META_INSTALLATION, META_LAST_SYNC, OUTBOX, ROTATIONS, all_json, decode, due_micros,
+    due_timestamp, get_json, parse_state, parse_target, rotation_state,
 };
 use super::{Db, DueTarget, LocalKey, Store, StoreError};
-use crate::crypto::MasterKey;
 use crate::model::{
     AuditEntry, Duplicates, KeyRecord, LastUse, OutboxMessage, RotationRecord, RotationState,
 };
@@ -420,69 +418,6 @@ impl Store {
         })
     }
 
-    /// Unseals a rotation's secret; `None` when there is none (never
-    /// issued, or wiped). Needs the master key (not on a read-only open).
-    pub fn secret(&self, rotation: &str) -> Result<Option<SecretString>, StoreError> {
-        let Some(master) = &self.master else {
-            return Err(self.read_only("unsealing a secret"));
-        };
-        if let Db::Postgres(pg) = &self.db {
-            return match pg.sealed_secret(rotation)? {
-                Some(sealed) => unseal(master, rotation, &sealed).map(Some),
-                None => Ok(None),
-            };
-        }
-        self.read(|txn| {
-            let t = txn
-                .open_table(SECRETS)
-                .map_err(backend("opening secrets"))?;
-            let Some(sealed) = t.get(rotation).map_err(backend("reading a secret"))? else {
-                return Ok(None);
-            };
-            unseal(master, rotation, sealed.value()).map(Some)
-        })
-    }
-
-    /// Keys of the secrets table that end in `suffix` (the values are not
-    /// read): the table holds only what is in flight, so this is small.
-    pub fn secret_keys_ending(&self, suffix: &str) -> Result<Vec<String>, StoreError> {
-        if let Db::Postgres(pg) = &self.db {
-            return Ok(pg
-                .secret_ids()?
-                .into_iter()
-                .filter(|id| id.ends_with(suffix))
-                .collect());
-        }
-        self.read(|txn| {
-            let t = txn
-                .open_table(SECRETS)
-                .map_err(backend("opening secrets"))?;
-            let mut out = Vec::new();
-            for item in t.iter().map_err(backend("scanning secrets"))? {
-                let (k, _) = item.map_err(backend("scanning secrets"))?;
-                if k.value().ends_with(suffix) {
-                    out.push(k.value().to_string());
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    /// Whether a rotation has a sealed secret (works read-only).
-    pub fn has_secret(&self, rotation: &str) -> Result<bool, StoreError> {
-        if let Db::Postgres(pg) = &self.db {
-            return pg.sealed_secret(rotation).map(|s| s.is_some());
-        }
-        self.read(|txn| {
-            let t = txn
-                .open_table(SECRETS)
-                .map_err(backend("opening secrets"))?;
-            Ok(t.get(rotation)
-                .map_err(backend("reading a secret"))?
-                .is_some())
-        })
-    }
-
     /// Outbox messages, by id.
     pub fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError> {
         if let Db::Postgres(pg) = &self.db {
@@ -609,19 +544,4 @@ fn latest_by_scan(
         }
         None => Ok(None),
     }
-}
-
-/// Opens a sealed secret of `rotation` (the AAD binds the rotation id).
-fn unseal(master: &MasterKey, rotation: &str, sealed: &[u8]) -> Result<SecretString, StoreError> {
-    let plain = master
-        .open(&secret_aad(rotation), sealed)
-        .map_err(|source| StoreError::Unseal {
-            rotation: rotation.to_owned(),
-            source,
-        })?;
-    let text = std::str::from_utf8(&plain).map_err(|_| StoreError::SecretNotUtf8 {
-        rotation: rotation.to_owned(),
-    })?;
-    // `Box<str>::from(&str)` allocates exactly once; `plain` is zeroed on drop.
-    Ok(SecretString::from(Box::<str>::from(text)))
 }
