@@ -49,6 +49,7 @@ use keyrot_peers::sink::SinkTarget;
 pub mod dbus_daemon;
 pub mod fake;
 pub mod hook;
+pub mod quiet;
 pub mod systemd_double;
 use fake::{Fake, Shape};
 pub use hook::RecordingHook;

@@ -8,9 +8,10 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use keyrot_core::model::{LastUse, MessageKind, RotationRecord, RotationState};
+use keyrot_core::model::{LastUse, RotationRecord, RotationState};
 use keyrot_core::policy::testutil::dur;
 use keyrot_core::policy::{AtDeadline, QuietRule, RevokeWhen};
+use keyrot_testkit::quiet::{alerts, in_use_mails, tick};
 use keyrot_testkit::{SLOT, World};
 
 /// A world whose policy revokes old keys once unused for 2h, with a
@@ -44,30 +45,6 @@ fn use_key(w: &World, id: &str) {
             tx.local_put(&k)
         })
         .unwrap();
-}
-
-/// Moves the clock by `d`, then runs the rotation's step if it is due.
-async fn tick(w: &World, id: &str, d: SignedDuration) {
-    w.clock.advance(d);
-    w.engine().spawn(id);
-    w.settle().await;
-}
-
-fn in_use_mails(w: &World) -> usize {
-    w.store()
-        .outbox()
-        .unwrap()
-        .iter()
-        .filter(|m| m.kind == MessageKind::OldKeyInUse)
-        .count()
-}
-
-fn alerts(w: &World) -> String {
-    let text = w.engine().metrics().render(&Default::default()).unwrap();
-    text.lines()
-        .find(|l| l.starts_with("keyrot_old_keys_in_use_total{"))
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test(start_paused = true)]

@@ -37,10 +37,11 @@ use keyrot_config::{
     ProviderKind, SecretRef,
 };
 use keyrot_core::clock::{Clock, ManualClock, SystemClock};
-use keyrot_core::model::{KeyInfo, LastUse, MessageKind, RotationRecord, RotationState};
+use keyrot_core::model::{KeyInfo, LastUse, RotationRecord, RotationState};
 use keyrot_core::policy::testutil::dur;
 use keyrot_core::policy::{AtDeadline, QuietRule, RevokeWhen};
 use keyrot_peers::aws::{AwsClient, AwsCredentials, CredentialSource};
+use keyrot_testkit::quiet::{alerts, in_use_mails, tick};
 use keyrot_testkit::{SLOT, World};
 
 /// IAM's declared precision (`GetAccessKeyLastUsed` may lag this much).
@@ -62,35 +63,11 @@ fn newest(w: &World) -> RotationRecord {
     w.store().rotations(Some(SLOT), 1).unwrap().remove(0)
 }
 
-/// Moves the clock by `d`, then runs the rotation's step if it is due.
-async fn tick(w: &World, id: &str, d: SignedDuration) {
-    w.clock.advance(d);
-    w.engine().spawn(id);
-    w.settle().await;
-}
-
 /// Moves the clock to `at` (not backwards), then as [`tick`].
 async fn tick_to(w: &World, id: &str, at: Timestamp) {
     let d = at.duration_since(w.now());
     assert!(d >= SignedDuration::ZERO, "{at} is before {}", w.now());
     tick(w, id, d).await;
-}
-
-fn in_use_mails(w: &World) -> usize {
-    w.store()
-        .outbox()
-        .unwrap()
-        .iter()
-        .filter(|m| m.kind == MessageKind::OldKeyInUse)
-        .count()
-}
-
-fn alerts(w: &World) -> String {
-    let text = w.engine().metrics().render(&Default::default()).unwrap();
-    text.lines()
-        .find(|l| l.starts_with("keyrot_old_keys_in_use_total{"))
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Makes `current` the slot's current key (adopted, as an inventory sync
