@@ -30,6 +30,35 @@ fn from_verified(path: &[(String, u64)]) -> &[(String, u64)] {
     &path[at..]
 }
 
+/// Crashes a world of `setup` at each hit of `path` from its verification
+/// on, prints the figures, counts the scenarios for the backend; fails the
+/// test with every scenario that lost something.
+async fn crash_from_verified(
+    backend: Backend,
+    setup: Setup,
+    path: &[(String, u64)],
+    what: &str,
+    started: Instant,
+) {
+    let mut failures = Vec::new();
+    let tail = from_verified(path);
+    for hit in tail {
+        if let Err(e) = run_at(backend, setup, std::slice::from_ref(hit)).await {
+            failures.push(e);
+        }
+    }
+    eprintln!(
+        "every_failpoint on {}: {} hits on the path of {what}, the {} from its verification on crashed at each in {:.2} s of wall time; failures: {}",
+        backend.name(),
+        path.len(),
+        tail.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    done(backend, tail.len(), started);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 /// The path of a rotation under `revoke_when = "unused"` whose old key was
 /// used as it started (so it waits past the overlap for the quiet period),
 /// crashed at each of its hits: nothing lost, and the old key revoked no
@@ -58,23 +87,14 @@ async fn a_crash_at_every_failpoint_while_waiting_for_quiet_revokes_nothing_earl
         hits.len() >= 4,
         "the last use is read at the overlap's start and at least once after: {path:?}"
     );
-    let mut failures = Vec::new();
-    let tail = from_verified(&path);
-    for hit in tail {
-        if let Err(e) = run_at(backend, Setup::Quiet, std::slice::from_ref(hit)).await {
-            failures.push(e);
-        }
-    }
-    eprintln!(
-        "every_failpoint on {}: {} hits on the path of a rotation waiting for its old key to go quiet, the {} from its verification on crashed at each in {:.2} s of wall time; failures: {}",
-        backend.name(),
-        path.len(),
-        tail.len(),
-        started.elapsed().as_secs_f64(),
-        failures.len()
-    );
-    done(backend, tail.len(), started);
-    assert!(failures.is_empty(), "{failures:#?}");
+    crash_from_verified(
+        backend,
+        Setup::Quiet,
+        &path,
+        "a rotation waiting for its old key to go quiet",
+        started,
+    )
+    .await;
 }
 
 /// The path of a rotation with a reload hook on its sink, crashed at each
@@ -98,23 +118,14 @@ async fn a_crash_at_every_failpoint_of_a_rotation_with_a_reload_hook_loses_nothi
     for want in ["after:reloading", "before:hook", "after:hook"] {
         assert!(names.contains(want), "{want} is not on the path: {path:?}");
     }
-    let mut failures = Vec::new();
-    let tail = from_verified(&path);
-    for hit in tail {
-        if let Err(e) = run_at(backend, Setup::Hooked, std::slice::from_ref(hit)).await {
-            failures.push(e);
-        }
-    }
-    eprintln!(
-        "every_failpoint on {}: {} hits on the path of a rotation with a reload hook, the {} from its verification on crashed at each in {:.2} s of wall time; failures: {}",
-        backend.name(),
-        path.len(),
-        tail.len(),
-        started.elapsed().as_secs_f64(),
-        failures.len()
-    );
-    done(backend, tail.len(), started);
-    assert!(failures.is_empty(), "{failures:#?}");
+    crash_from_verified(
+        backend,
+        Setup::Hooked,
+        &path,
+        "a rotation with a reload hook",
+        started,
+    )
+    .await;
 }
 
 /// What must hold of the reload hook after every crash: each completed
