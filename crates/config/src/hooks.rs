@@ -404,35 +404,10 @@ fn bus(ctx: &mut Ctx<'_>, raw: &RawHook) -> Option<Option<String>> {
     }
 }
 
-/// systemd's unit name rules: at most 255 bytes of `[A-Za-z0-9:_.\-@]`,
-/// with a unit type suffix.
+/// A systemd unit name by systemd's rules ([`keyrot_core::unit_name`]).
 pub fn unit_name(name: &str) -> Result<(), String> {
-    const SUFFIXES: [&str; 11] = [
-        ".service",
-        ".socket",
-        ".target",
-        ".timer",
-        ".path",
-        ".mount",
-        ".automount",
-        ".swap",
-        ".slice",
-        ".scope",
-        ".device",
-    ];
-    let chars_ok = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || ":_.-@\\".contains(c));
-    let suffix = SUFFIXES
-        .iter()
-        .find(|s| name.ends_with(*s))
-        .filter(|s| name.len() > s.len());
-    if name.len() > 255 || !chars_ok || suffix.is_none() || name.starts_with('.') {
-        return Err(format!(
-            "{name:?} is not a systemd unit name (letters, digits and `:_.-@\\`, at most 255 bytes, ending in a unit type such as .service)"
-        ));
-    }
-    Ok(())
+    keyrot_core::unit_name::check(name)
+        .map_err(|why| format!("{name:?} is not a systemd unit name: {why}"))
 }
 
 /// The secret references of the hooks (http signing keys).

@@ -35,4 +35,5 @@ pub mod pgserver;
 pub mod policy;
 pub mod shutdown;
 pub mod store;
+pub mod unit_name;
 pub mod wake;
