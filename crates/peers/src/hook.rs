@@ -318,7 +318,7 @@ impl Hook for HttpHook {
                 .map_err(|e| CallError::permanent(format!("{who}: `secret`: {e}")))?;
             req = req.header(
                 "X-Keyrot-Signature",
-                signature(key.expose_secret().as_bytes(), event.at, &body),
+                http::signature(key.expose_secret().as_bytes(), event.at, &body),
             );
         }
         let what = "posting the reload event";
@@ -339,20 +339,6 @@ impl Hook for HttpHook {
             None,
         ))
     }
-}
-
-/// `X-Keyrot-Signature: t=UNIX,v1=HEX`: HMAC-SHA256 of `UNIX.BODY`, as
-/// keyrot's webhooks sign.
-fn signature(secret: &[u8], at: Timestamp, body: &str) -> String {
-    use hmac::{KeyInit as _, Mac as _};
-    let t = at.as_second();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    let tag = mac.finalize().into_bytes();
-    format!("t={t},v1={}", keyrot_core::crypto::hex_encode(&tag))
 }
 
 fn std_duration(who: &str, d: SignedDuration) -> Result<std::time::Duration, CallError> {

@@ -221,6 +221,21 @@ pub fn transport_error(
     CallError::transient(format!("{who}: {what}: {chain}"))
 }
 
+/// `X-Keyrot-Signature`'s value, `t=UNIX,v1=HEX`: HMAC-SHA256 under
+/// `secret` over `UNIX.body` (webhooks and `http` reload hooks sign so).
+pub fn signature(secret: &[u8], at: Timestamp, body: &str) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let t = at.as_second();
+    // HMAC takes a key of any length.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    format!("t={t},v1={}", keyrot_core::crypto::hex_encode(&tag))
+}
+
 /// True for statuses worth retrying.
 pub fn is_transient(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS

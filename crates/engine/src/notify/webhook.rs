@@ -23,7 +23,6 @@
 //! checked with the rule the config applies, and never logged: errors name
 //! the webhook.
 
-use hmac::{KeyInit, Mac};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value as Json, json};
@@ -169,18 +168,7 @@ pub fn finish(body: &str, event_id: &str, installation: &str) -> String {
     }
 }
 
-/// `t=UNIX,v1=HEX`: HMAC-SHA256 under `secret` over `UNIX.body`.
-pub fn signature(secret: &[u8], at: Timestamp, body: &str) -> String {
-    let t = at.as_second();
-    // HMAC takes a key of any length.
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    let tag = mac.finalize().into_bytes();
-    format!("t={t},v1={}", keyrot_core::crypto::hex_encode(&tag))
-}
+pub use keyrot_peers::http::signature;
 
 /// Delivers `body` (the event `event_id` of `kind`) to `hook`; `attempt`
 /// counts from 1. 2xx is delivered; anything else is an error naming the
@@ -307,6 +295,7 @@ mod tests {
 
     #[test]
     fn the_signature_is_hmac_sha256_over_time_dot_body() {
+        use hmac::{KeyInit as _, Mac as _};
         // RFC 4231 test case 2 shape: key "Jefe"; the message here is
         // "1800000000.what do ya want for nothing?".
         let at = Timestamp::from_second(1_800_000_000).unwrap();

@@ -153,7 +153,7 @@ async fn an_http_hook_posts_the_event_signed_with_the_run_id_as_idempotency_key(
         let seen = seen.lock().unwrap();
         let (headers, body) = &seen[0];
         assert_eq!(headers["idempotency-key"], "r1:app");
-        let want = signature(b"s3cret", event().at, body);
+        let want = http::signature(b"s3cret", event().at, body);
         assert_eq!(headers["x-keyrot-signature"].to_str().unwrap(), want);
         assert!(body.contains("\"event\":\"keyrot.reload\""), "{body}");
     }
