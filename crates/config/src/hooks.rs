@@ -145,18 +145,6 @@ pub enum HookAction {
     },
 }
 
-impl HookAction {
-    /// The action's name as written.
-    pub fn name(&self) -> &'static str {
-        match self {
-            HookAction::Systemd { .. } => "systemd",
-            HookAction::Signal { .. } => "signal",
-            HookAction::Exec { .. } => "exec",
-            HookAction::Http { .. } => "http",
-        }
-    }
-}
-
 /// Every `[[hook]]`; names are returned (with spans) for the references
 /// of keys and sinks.
 pub(crate) fn hooks(
