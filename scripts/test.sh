@@ -19,7 +19,7 @@ export KEYROT_PEERS_DIR
 # on the CPU, so more of them run at once than there are cores.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-8}"
 if [[ -z "${TMPDIR:-}" && "$(stat -f -c %T /dev/shm 2>/dev/null)" == tmpfs && -w /dev/shm ]]; then
-  TMPDIR="$(mktemp -d /dev/shm/keyrot-tests.XXXXXX)"
+  TMPDIR="$(mktemp -d /dev/shm/keyrot.XXXXXX)"
   # Like /tmp: the test PostgreSQL runs as its own user and makes its
   # cluster here too.
   chmod 1777 "$TMPDIR"

@@ -43,8 +43,8 @@ pub(super) fn bind_staged(
         .recursive(true)
         .mode(0o755)
         .create(&dir)?;
-    let private = private_dir(&dir, path)?;
-    let tmp = private.join("control.sock");
+    let private = private_dir(&dir)?;
+    let tmp = private.join("s");
     let placed = UnixListener::bind(&tmp).and_then(|listener| {
         staged(&tmp);
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
@@ -58,18 +58,12 @@ pub(super) fn bind_staged(
     placed
 }
 
-/// A new directory of mode 0700 beside `path`, named after it, this
-/// process and a random number; never an existing one.
-fn private_dir(dir: &Path, path: &Path) -> io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "control.sock".into());
-    let private = dir.join(format!(
-        ".{name}.{}.{:016x}.d",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
+/// A new directory of mode 0700 beside `path`, with a random name; never
+/// an existing one. Its name and the socket's inside it are short: the
+/// staged path must fit in `sun_path` (108 bytes) like the final one, and
+/// is its directory's plus 19 bytes.
+fn private_dir(dir: &Path) -> io::Result<PathBuf> {
+    let private = dir.join(format!(".keyrot.{:08x}", rand::random::<u32>()));
     // The umask can only take bits away from 0700.
     std::fs::DirBuilder::new().mode(0o700).create(&private)?;
     Ok(private)
