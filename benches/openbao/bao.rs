@@ -46,6 +46,7 @@ pub struct Bao {
 
 impl Bao {
     pub fn new(addr: &str) -> Result<Bao> {
+        keyrot_core::crypto::tls::provider();
         Ok(Bao {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))

@@ -271,6 +271,7 @@ impl Daemon {
 
 /// `keyrot_step_duration_seconds` by step: (sum, count).
 pub async fn step_times(port: u16) -> Result<BTreeMap<String, (f64, f64)>> {
+    keyrot_core::crypto::tls::provider();
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await?
         .text()

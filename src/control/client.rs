@@ -139,6 +139,7 @@ impl Client {
     /// A client for the daemon on `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         let socket = socket.into();
+        keyrot_core::crypto::tls::provider();
         let http = reqwest::Client::builder()
             .unix_socket(socket.as_path())
             .pool_max_idle_per_host(0)

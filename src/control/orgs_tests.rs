@@ -251,6 +251,7 @@ pub(crate) async fn send(
     token: Option<&str>,
     body: &Value,
 ) -> Answer {
+    keyrot_core::crypto::tls::provider();
     let http = reqwest::Client::builder()
         .unix_socket(srv.socket.as_path())
         .build()

@@ -130,6 +130,7 @@ async fn raw(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, ErrorBody) {
+    keyrot_core::crypto::tls::provider();
     let http = reqwest::Client::builder()
         .unix_socket(socket)
         .build()

@@ -117,6 +117,7 @@ fn scrape(addr: &str) -> String {
         .build()
         .unwrap();
     rt.block_on(async {
+        keyrot_core::crypto::tls::provider();
         reqwest::get(format!("http://{addr}/metrics"))
             .await
             .unwrap()

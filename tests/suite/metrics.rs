@@ -61,6 +61,7 @@ fn fetch(method: &str, url: &str) -> (u16, String, String) {
         .unwrap();
     rt.block_on(async {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        keyrot_core::crypto::tls::provider();
         let r = reqwest::Client::new()
             .request(method, url)
             .send()

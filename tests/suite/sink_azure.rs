@@ -77,6 +77,7 @@ fn err_text(e: &CallError) -> String {
 #[tokio::test]
 async fn emulator_answers_in_the_reference_shapes() {
     let emu = AzureEmulator::start();
+    keyrot_core::crypto::tls::provider();
     let http = reqwest::Client::new();
     let url = emu.url();
     let token_url = format!("{url}/{}/oauth2/v2.0/token", azure::TENANT);
@@ -500,6 +501,7 @@ async fn a_disabled_latest_version_is_replaced_by_put_and_fails_read_back() {
     let s = sink(&emu, &dir);
     let t = target("build-bot", "rot-1");
     let token = emu.issue_token();
+    keyrot_core::crypto::tls::provider();
     let resp = reqwest::Client::new()
         .put(format!(
             "{}/secrets/atlassian-build-bot?api-version=7.4",

@@ -9,9 +9,10 @@
 //! created, and that its bytes never reach `Debug` output or an error. It
 //! knows nothing of the store's tables or of which AAD a caller picks.
 //! [`psk`] is the sealed secret an API caller gets back under its
-//! pre-shared key.
+//! pre-shared key; [`tls`] picks the cryptography of TLS connections.
 
 pub mod psk;
+pub mod tls;
 
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};

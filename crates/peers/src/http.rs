@@ -96,6 +96,7 @@ pub fn client_via(
 ) -> Result<reqwest::Client, CallError> {
     let t = std::time::Duration::try_from(timeout)
         .map_err(|_| CallError::permanent(format!("{who}: `timeout` must be positive")))?;
+    keyrot_core::crypto::tls::provider();
     let builder = reqwest::Client::builder()
         .timeout(t)
         .connect_timeout(t)

@@ -84,6 +84,7 @@ pub(super) async fn start_with(dir: &Path, tune: impl FnOnce(&mut SandboxOptions
     };
     let task = tokio::spawn(serve_listener(listener, opts, clock.clone(), shutdown));
     let base = format!("http://127.0.0.1:{port}");
+    keyrot_core::crypto::tls::provider();
     let client = reqwest::Client::new();
     // Ready once the health endpoint answers.
     for _ in 0..200 {

@@ -35,6 +35,7 @@ impl Running {
 /// Sends a rotate of `old` as the `keyrot` key on a fresh connection and
 /// returns what the client saw: the body, or the error.
 async fn rotate_outcome(sb: &Running, old: &str, idem: &str) -> Result<Value, reqwest::Error> {
+    keyrot_core::crypto::tls::provider();
     let client = reqwest::Client::new();
     let resp = client
         .patch(format!("{}/api-keys/rotate/{old}", sb.org))
@@ -61,6 +62,7 @@ async fn drop_cuts_the_answer_but_the_rotation_stands() {
     let count = format!("{}/api-keys/count", sb.org);
     assert_eq!(sb.get(&count, sb.secret("keyrot")).await.status(), 200);
     // No status line reaches the client: send() itself fails.
+    keyrot_core::crypto::tls::provider();
     let err = reqwest::Client::new()
         .patch(format!("{}/api-keys/rotate/{old}", sb.org))
         .bearer_auth(sb.secret("keyrot"))

@@ -40,6 +40,7 @@ impl Moto {
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
+        keyrot_core::crypto::tls::provider();
         let client = reqwest::Client::new();
         let mut up = false;
         for _ in 0..600 {

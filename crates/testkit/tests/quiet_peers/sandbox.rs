@@ -39,6 +39,7 @@ impl Sandbox {
                 let _ = rx.await;
             },
         ));
+        keyrot_core::crypto::tls::provider();
         let http = reqwest::Client::new();
         let mut up = false;
         for _ in 0..500 {

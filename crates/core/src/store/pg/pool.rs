@@ -96,7 +96,7 @@ fn is_local(host: &postgres::config::Host) -> bool {
 /// The rustls client: `ca_file`'s certificates as the only roots, else the
 /// platform's verifier.
 fn tls_client(opts: &PgOptions) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::crypto::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?;

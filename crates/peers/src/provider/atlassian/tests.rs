@@ -95,6 +95,7 @@ impl Sandbox {
         let task = tokio::spawn(serve_listener(listener, opts, clock, async move {
             let _ = rx.await;
         }));
+        keyrot_core::crypto::tls::provider();
         let client = reqwest::Client::new();
         for _ in 0..200 {
             if client
@@ -160,6 +161,7 @@ impl Sandbox {
 
     /// POST to an admin endpoint.
     pub(super) async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {
+        keyrot_core::crypto::tls::provider();
         reqwest::Client::new()
             .post(format!("{}/_sandbox/{path}", self.base))
             .json(&body)

@@ -34,6 +34,7 @@ fn ticking() -> Arc<dyn Clock> {
 
 /// The sandbox's audit entries.
 async fn audit(sb: &Sandbox) -> Vec<Value> {
+    keyrot_core::crypto::tls::provider();
     let v: Value = reqwest::get(format!("{}/_sandbox/audit", sb.base))
         .await
         .unwrap()
