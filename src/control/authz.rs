@@ -103,6 +103,22 @@ impl Caller {
                 && (g.scopes.contains(&ApiScope::Rotate) || g.scopes.contains(&ApiScope::Operate)))
     }
 
+    /// Who an operator action is recorded as in the audit log:
+    /// `api_token:NAME` or `uid:N` (`uid:unknown`), after the caller's own
+    /// `requested_by` when one is given (control characters escaped).
+    pub(crate) fn actor(&self, peer: &super::Peer, requested_by: Option<&str>) -> String {
+        let who = match self.token_name() {
+            Some(t) => format!("api_token:{t}"),
+            None => peer
+                .uid
+                .map_or_else(|| "uid:unknown".to_string(), |u| format!("uid:{u}")),
+        };
+        match requested_by.filter(|r| !r.is_empty()) {
+            Some(r) => format!("{} ({who})", keyrot_core::escape::controls(r)),
+            None => who,
+        }
+    }
+
     /// Whether this caller may touch (or see) slot `slot`.
     pub(crate) fn may_key(&self, slot: &str) -> bool {
         match self {

@@ -49,16 +49,7 @@ pub(super) async fn revoke(
             ),
         ));
     }
-    let who = match caller.token_name() {
-        Some(t) => format!("api_token:{t}"),
-        None => peer
-            .uid
-            .map_or_else(|| "uid:unknown".to_string(), |u| format!("uid:{u}")),
-    };
-    let actor = match req.requested_by.as_deref().filter(|r| !r.is_empty()) {
-        Some(r) => format!("{} ({who})", keyrot_core::escape::controls(r)),
-        None => who,
-    };
+    let actor = caller.actor(&peer, req.requested_by.as_deref());
     tracing::info!(provider = ?req.provider, uid = ?peer.uid, pid = ?peer.pid, token = ?caller.token_name(),
         "orphan revoke requested over the control socket");
     let outcomes = st

@@ -25,16 +25,7 @@ pub(super) async fn push(
     }
     let (c, key) = (caller.clone(), req.key.clone());
     let slot = blocking(&st, move |s, _| authz::resolve_key(s, &c, &key, "key")).await?;
-    let who = match caller.token_name() {
-        Some(t) => format!("api_token:{t}"),
-        None => peer
-            .uid
-            .map_or_else(|| "uid:unknown".to_string(), |u| format!("uid:{u}")),
-    };
-    let actor = match req.requested_by.as_deref().filter(|r| !r.is_empty()) {
-        Some(r) => format!("{} ({who})", keyrot_core::escape::controls(r)),
-        None => who,
-    };
+    let actor = caller.actor(&peer, req.requested_by.as_deref());
     tracing::info!(key = %slot, sink = ?req.sink, uid = ?peer.uid, pid = ?peer.pid, token = ?caller.token_name(),
         "sink push requested over the control socket");
     let report = st.backend.push(&slot, req.sink.as_deref(), &actor).await?;
