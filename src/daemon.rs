@@ -104,6 +104,9 @@ async fn reload(
         reloading.push(now);
     }
     let _ = sd_notify::notify(&reloading);
+    // The peers' clients are built anew below: with the host's CA roots of
+    // now, not of the start.
+    keyrot_core::crypto::tls::reread_system_roots();
     let result = load_runtime(engine, path);
     match result {
         Ok(new) => {

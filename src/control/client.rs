@@ -142,6 +142,8 @@ impl Client {
         keyrot_core::crypto::tls::provider();
         let http = reqwest::Client::builder()
             .unix_socket(socket.as_path())
+            // Plain HTTP over the socket: no CA roots to read.
+            .tls_certs_only([])
             .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", cause(&e)));

@@ -106,6 +106,7 @@ pub fn client_via(
         CallError::permanent(format!("{who}: `[daemon] proxy` cannot be used: {e}"))
     })?;
     if let Some(path) = ca_file {
+        // reqwest's own verifier: the system's roots read anew, and these.
         let pem = std::fs::read(path).map_err(|e| {
             CallError::permanent(format!("{who}: `ca_file` {}: {e}", path.display()))
         })?;
@@ -124,6 +125,12 @@ pub fn client_via(
         for c in certs {
             builder = builder.add_root_certificate(c);
         }
+    } else {
+        // The system's roots, read once per process (or reload).
+        let tls = keyrot_core::crypto::tls::system_roots_config().map_err(|e| {
+            CallError::permanent(format!("{who}: cannot read the system's CA roots: {e}"))
+        })?;
+        builder = builder.tls_backend_preconfigured(tls);
     }
     builder
         .build()
