@@ -160,6 +160,13 @@ impl Case<'_> {
         }
     }
 
+    /// [`Case::try_json`] for a read the control API answers at `path` in
+    /// the same JSON: asked there while the daemon answers, through the
+    /// CLI (which then reads the store) otherwise.
+    fn read(&self, path: &str, args: &[&str]) -> Option<Value> {
+        self.d.api(path).or_else(|| self.try_json(args))
+    }
+
     /// Runs a CLI command; its JSON output if it succeeded.
     pub fn try_json(&self, args: &[&str]) -> Option<Value> {
         let out = self.d.cli(args);
@@ -201,7 +208,7 @@ impl Case<'_> {
         let _ = wait_until(Duration::from_secs(30), || {
             !self.running()
                 || self
-                    .try_json(&["status", "--json"])
+                    .read("/v1/status", &["status", "--json"])
                     .is_some_and(|s| s["live"] == true && s["instance"]["role"] != "standby")
         });
     }
@@ -245,7 +252,10 @@ impl Case<'_> {
     /// answer.
     pub fn try_rotations(&self) -> Option<Vec<Value>> {
         let slots: BTreeSet<String> = self.slots.iter().map(Slot::id).collect();
-        let all = self.try_json(&["history", "--json", "--limit", "100000"])?;
+        let all = self.read(
+            "/v1/history?limit=100000",
+            &["history", "--json", "--limit", "100000"],
+        )?;
         Some(
             all["rotations"]
                 .as_array()?
@@ -258,7 +268,7 @@ impl Case<'_> {
 
     /// Slot id -> current key id, from `keyrot status`.
     pub fn current(&self) -> BTreeMap<String, Option<String>> {
-        self.try_json(&["status", "--json"])
+        self.read("/v1/status", &["status", "--json"])
             .and_then(|v| v["keys"].as_array().cloned())
             .unwrap_or_default()
             .into_iter()
@@ -302,7 +312,7 @@ impl Case<'_> {
         });
         settled
             && self
-                .try_json(&["status", "--json"])
+                .read("/v1/status", &["status", "--json"])
                 .is_some_and(|s| s["outbox_queued"] == 0)
     }
 
@@ -330,7 +340,7 @@ impl Case<'_> {
             .collect();
         Err(self.fail(&format!(
             "I1 violated: not settled after {timeout:?}: stuck rotations {stuck:?}; status {}",
-            self.try_json(&["status", "--json"])
+            self.read("/v1/status", &["status", "--json"])
                 .map(|s| format!(
                     "outbox_queued={} outbox_dead={}",
                     s["outbox_queued"], s["outbox_dead"]

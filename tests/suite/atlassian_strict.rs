@@ -123,7 +123,7 @@ fn strict_world(policy: &str, keys: &[&str], retry_initial: &str) -> (Daemon, Sa
     d.start();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            let st = d.json(&["status", "--json"]);
+            let st = d.status();
             st["keys"]
                 .as_array()
                 .is_some_and(|k| k.len() == keys.len() && k.iter().all(|k| k["key_id"].is_string()))

@@ -98,7 +98,7 @@ fn world(hooked: bool) -> (Daemon, Sandbox, PathBuf) {
     d.start();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            d.json(&["status", "--json"])["keys"]
+            d.status()["keys"]
                 .as_array()
                 .is_some_and(|k| k.len() == 1 && k[0]["key_id"].is_string())
         }),

@@ -179,7 +179,7 @@ fn malformed_requests_get_json_4xx_naming_the_problem() {
     let json = Some("application/json");
     // The first key is issued at start; count rotations once it is.
     let issued = common::wait_until(Duration::from_secs(30), || {
-        d.json(&["status", "--json"])["keys"][0]["key_id"].is_string()
+        d.status()["keys"][0]["key_id"].is_string()
     });
     assert!(issued, "the first key was not issued:\n{}", d.log());
     let before = d.rotations().len();

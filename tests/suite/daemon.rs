@@ -144,15 +144,15 @@ fn kill_9_during_overlap_then_restart_finishes_the_rotation() {
     d.wait_first_key();
     let before = d.json(&["status", "--json"])["keys"][0]["key_id"].clone();
     let id = d.rotate("alpha", "test kill -9");
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["rotation", "show", &id, "--json"])["state"]
-        == "Overlap"));
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || d.rotation(&id)["state"] == "Overlap"
+    ));
     d.kill9();
 
     d.start();
     assert!(
-        wait_until(Duration::from_secs(30), || d
-            .json(&["rotation", "show", &id, "--json"])["state"]
+        wait_until(Duration::from_secs(30), || d.rotation(&id)["state"]
             == "Completed"),
         "log:\n{}",
         d.log()
@@ -239,11 +239,7 @@ fn reload_with_a_bad_config_keeps_the_old_one() {
     fs::write(d.config_path(), config(SLOW, &["alpha", "gamma"])).unwrap();
     d.signal(libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || {
-        d.json(&["status", "--json"])["keys"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
+        d.status()["keys"].as_array().unwrap().len() == 2
     }));
 }
 

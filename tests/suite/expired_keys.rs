@@ -224,9 +224,10 @@ fn a_key_that_expired_while_keyrot_was_down_is_told_once_loudly() {
         "no sync after the restart; log:\n{}",
         d.log()
     );
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["outbox_queued"]
-        == 0));
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || d.status()["outbox_queued"] == 0
+    ));
     assert_eq!(mails(&d, "ended.").len(), 1);
     assert_eq!(
         d.json(&["status", "--json"])["keys"][0]["ended"]["state"],

@@ -331,7 +331,7 @@ fn the_leader_dies_and_the_standby_goes_on_without_harm() {
     };
     assert!(
         wait_until(Duration::from_secs(90), || {
-            settled(&ds[leader].json(&["status", "--json"]))
+            settled(&ds[leader].status())
         }),
         "rotations did not settle; log:\n{}",
         ds[leader].log()

@@ -313,7 +313,7 @@ fn start_json(d: &mut Daemon) {
 fn wait_completed(d: &Daemon, id: &str) -> Value {
     let mut rec = Value::Null;
     let ok = wait_until(Duration::from_secs(60), || {
-        rec = d.json(&["rotation", "show", id, "--json"]);
+        rec = d.rotation(id);
         rec["state"] == "Completed"
     });
     assert!(
@@ -560,7 +560,7 @@ sinks = ["out", "bao"]
         .to_string();
     let mut rec = Value::Null;
     let ok = wait_until(Duration::from_secs(30), || {
-        rec = d.json(&["rotation", "show", &id, "--json"]);
+        rec = d.rotation(&id);
         // A 503 with Retry-After is throttling: it does not spend the
         // retry budget (`attempts`) but is counted in `throttled`.
         rec["state"] == "Distributing"

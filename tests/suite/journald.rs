@@ -229,8 +229,7 @@ fn under_journal_stream_a_rotation_logs_native_entries_with_its_fields() {
 
     let id = d.rotate("alpha", "journald test");
     assert!(
-        wait_until(Duration::from_secs(30), || d
-            .json(&["rotation", "show", &id, "--json"])["state"]
+        wait_until(Duration::from_secs(30), || d.rotation(&id)["state"]
             == "Completed"),
         "rotation did not complete; entries: {:#?}",
         journal.entries()

@@ -166,10 +166,7 @@ fn with_id(d: &Daemon, prefix: &str) -> Vec<Mail> {
 /// Waits until the outbox is empty (everything queued was written).
 fn wait_outbox_empty(d: &Daemon) {
     assert!(
-        wait_until(
-            Duration::from_secs(30),
-            || d.json(&["status", "--json"])["outbox_queued"] == 0
-        ),
+        wait_until(Duration::from_secs(30), || d.status()["outbox_queued"] == 0),
         "outbox never drained; log:\n{}",
         d.log()
     );
@@ -222,9 +219,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn wait_state(d: &Daemon, id: &str, state: &str) -> serde_json::Value {
-    let ok = wait_until(Duration::from_secs(60), || {
-        d.json(&["rotation", "show", id, "--json"])["state"] == state
-    });
+    let ok = wait_until(Duration::from_secs(60), || d.rotation(id)["state"] == state);
     assert!(ok, "rotation {id} never {state}; log:\n{}", d.log());
     d.json(&["rotation", "show", id, "--json"])
 }
@@ -586,8 +581,7 @@ jitter = false"#;
     let cfg = config(3, policy, &["alpha", "beta"]);
     let mut d = Daemon::new(&cfg);
     d.start();
-    assert!(wait_until(Duration::from_secs(30), || d
-        .json(&["status", "--json"])["keys"]
+    assert!(wait_until(Duration::from_secs(30), || d.status()["keys"]
         .as_array()
         .unwrap()
         .iter()

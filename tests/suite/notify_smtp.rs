@@ -66,8 +66,7 @@ fn tmp() -> tempfile::TempDir {
 /// Waits until `alpha` has its first key in the sink; returns its secret.
 fn first_key_secret(d: &Daemon) -> String {
     let ok = wait_until(Duration::from_secs(60), || {
-        d.json(&["status", "--json"])["keys"][0]["rotation_state"] == "completed"
-            && d.sink("alpha").is_some()
+        d.status()["keys"][0]["rotation_state"] == "completed" && d.sink("alpha").is_some()
     });
     assert!(ok, "no first key; log:\n{}", d.log());
     sink_secret(d)
@@ -92,7 +91,7 @@ fn rotate(d: &Daemon) -> String {
 /// Waits until rotation `id` is Completed.
 fn wait_completed(d: &Daemon, id: &str) {
     let done = wait_until(Duration::from_secs(60), || {
-        d.json(&["rotation", "show", id, "--json"])["state"] == "Completed"
+        d.rotation(id)["state"] == "Completed"
     });
     assert!(done, "rotation {id} did not complete; log:\n{}", d.log());
 }

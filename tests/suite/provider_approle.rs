@@ -579,9 +579,7 @@ sinks = ["out"]
 fn live_key(d: &Daemon) -> String {
     let mut id = None;
     let ok = wait_until(Duration::from_secs(30), || {
-        id = d.json(&["status", "--json"])["keys"][0]["key_id"]
-            .as_str()
-            .map(str::to_string);
+        id = d.status()["keys"][0]["key_id"].as_str().map(str::to_string);
         id.is_some()
     });
     assert!(ok, "no live key; log:\n{}", d.log());
@@ -599,7 +597,7 @@ fn rotate(d: &Daemon) -> String {
 /// Rotation `id` once Completed.
 fn wait_completed(d: &Daemon, id: &str) -> Value {
     let done = wait_until(Duration::from_secs(60), || {
-        d.json(&["rotation", "show", id, "--json"])["state"] == "Completed"
+        d.rotation(id)["state"] == "Completed"
     });
     assert!(
         done,

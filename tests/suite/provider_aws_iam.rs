@@ -481,10 +481,8 @@ sinks = ["out"]
 fn start_with_key(d: &mut Daemon, id: &str) {
     d.start();
     assert!(
-        wait_until(
-            Duration::from_secs(30),
-            || d.json(&["status", "--json"])["keys"][0]["key_id"] == id
-        ),
+        wait_until(Duration::from_secs(30), || d.status()["keys"][0]["key_id"]
+            == id),
         "key {id} not adopted: {}\nlog:\n{}",
         d.json(&["status", "--json"]),
         d.log()

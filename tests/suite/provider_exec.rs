@@ -60,7 +60,7 @@ fn first_key(d: &mut Daemon) -> String {
     d.start();
     assert!(
         wait_until(Duration::from_secs(30), || {
-            d.json(&["status", "--json"])["keys"][0]["key_id"].is_string()
+            d.status()["keys"][0]["key_id"].is_string()
         }),
         "no first key: {}",
         d.log()
@@ -78,7 +78,7 @@ fn rotate(d: &Daemon) -> String {
 
 fn wait_completed(d: &Daemon, id: &str) -> serde_json::Value {
     let ok = wait_until(Duration::from_secs(40), || {
-        d.json(&["rotation", "show", id, "--json"])["state"] == "Completed"
+        d.rotation(id)["state"] == "Completed"
     });
     let r = d.json(&["rotation", "show", id, "--json"]);
     assert!(ok, "rotation did not complete: {r}\nlog:\n{}", d.log());

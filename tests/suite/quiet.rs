@@ -26,7 +26,7 @@ fn status_shows_the_old_keys_last_use_during_the_overlap_online_and_offline() {
     let mut st = serde_json::Value::Null;
     assert!(
         wait_until(Duration::from_secs(30), || {
-            st = d.json(&["status", "--json"]);
+            st = d.status();
             st["keys"][0]["old_key"]["checked_at"].is_string()
         }),
         "no old key in the status: {st:#}\nlog:\n{}",

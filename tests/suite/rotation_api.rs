@@ -54,8 +54,7 @@ fn proposed_rotate_keeps_scopes_sets_expiry_and_revokes_after_overlap() {
     .unwrap();
     d.start();
     // Pagination: five org keys in pages of two; the three configured ones are bound.
-    assert!(wait_until(Duration::from_secs(20), || d
-        .json(&["status", "--json"])["keys"]
+    assert!(wait_until(Duration::from_secs(20), || d.status()["keys"]
         .as_array()
         .unwrap()
         .len()
@@ -167,8 +166,7 @@ fn assisted_rotation_emails_the_request_and_enroll_finishes_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        wait_until(Duration::from_secs(30), || d
-            .json(&["rotation", "show", &id, "--json"])["state"]
+        wait_until(Duration::from_secs(30), || d.rotation(&id)["state"]
             == "Completed"),
         "log:\n{}",
         d.log()
@@ -191,8 +189,7 @@ fn patch_on_the_control_socket_returns_the_sealed_secret() {
     )
     .unwrap();
     d.start();
-    assert!(wait_until(Duration::from_secs(20), || d
-        .json(&["status", "--json"])["keys"]
+    assert!(wait_until(Duration::from_secs(20), || d.status()["keys"]
         .as_array()
         .unwrap()
         .len()
@@ -330,8 +327,8 @@ fn a_429_with_retry_after_is_honoured() {
     )
     .unwrap();
     d.start();
-    assert!(wait_until(Duration::from_secs(20), || d
-        .json(&["status", "--json"])["keys"][0]["key_id"]
+    assert!(wait_until(Duration::from_secs(20), || d.status()["keys"]
+        [0]["key_id"]
         .is_string()));
     let out = sb.curl(&[
         "-X",
@@ -354,8 +351,7 @@ fn a_429_with_retry_after_is_honoured() {
         .unwrap()
         .to_string();
     assert!(
-        wait_until(Duration::from_secs(30), || d
-            .json(&["rotation", "show", &id, "--json"])["state"]
+        wait_until(Duration::from_secs(30), || d.rotation(&id)["state"]
             == "Completed"),
         "log:\n{}",
         d.log()

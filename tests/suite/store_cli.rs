@@ -85,7 +85,7 @@ fn config_at(d: &Daemon, store: &Path) -> Daemon {
 fn wait_for_key(d: &Daemon) {
     assert!(
         wait_until(Duration::from_secs(30), || {
-            d.json(&["status", "--json"])["keys"][0]["key_id"].is_string()
+            d.status()["keys"][0]["key_id"].is_string()
         }),
         "no key issued; log:\n{}",
         d.log()

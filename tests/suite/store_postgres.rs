@@ -150,7 +150,7 @@ fn a_standby_serves_reads_refuses_changes_and_takes_over() {
     leader.kill9();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            standby.json(&["status", "--json"])["instance"]["role"] == "leader"
+            standby.status()["instance"]["role"] == "leader"
         }),
         "no takeover; log:\n{}",
         standby.log()

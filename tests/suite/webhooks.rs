@@ -113,7 +113,7 @@ fn a_hundred_events_survive_a_sixty_second_receiver_outage_and_a_kill_9() {
     // back once that much time has passed and the 50 events of the outage
     // are all queued (every rotation finished, the mail delivered); none
     // may be given up meanwhile.
-    let status = || d.json(&["status", "--json"]);
+    let status = || d.status();
     assert!(
         wait_until(Duration::from_secs(120), || {
             let st = status();
@@ -177,7 +177,7 @@ fn a_hundred_events_survive_a_sixty_second_receiver_outage_and_a_kill_9() {
     // No delivery is left queued or dead.
     assert!(
         wait_until(Duration::from_secs(30), || {
-            let st = d.json(&["status", "--json"]);
+            let st = d.status();
             st["outbox_queued"] == 0 && st["outbox_dead"] == 0
         }),
         "outbox not empty: {}",
@@ -240,10 +240,7 @@ attempts = 2
     );
     assert_eq!(body.as_object().unwrap().len(), 1, "only `text`: {body}");
     assert!(
-        wait_until(
-            Duration::from_secs(30),
-            || d.json(&["status", "--json"])["outbox_dead"] == 1
-        ),
+        wait_until(Duration::from_secs(30), || d.status()["outbox_dead"] == 1),
         "{}",
         d.json(&["status", "--json"])
     );
@@ -342,7 +339,7 @@ fn a_kill_around_a_webhook_post_delivers_again_under_the_same_id() {
         let done = wait_until(Duration::from_secs(60), || rx.requests().len() == copies);
         assert!(done, "{fp}: {:?}; log:\n{}", rx.requests(), d.log());
         let drained = wait_until(Duration::from_secs(30), || {
-            let st = d.json(&["status", "--json"]);
+            let st = d.status();
             st["outbox_queued"] == 0 && st["outbox_dead"] == 0
         });
         assert!(drained, "{fp}: outbox not empty; log:\n{}", d.log());
