@@ -1,5 +1,6 @@
 //! Test harness: runs the real `keyrot` binary in a temporary directory with
-//! its own config, store, socket and sinks, and talks to it through the CLI.
+//! its own config, store, socket and sinks, and talks to it through the CLI
+//! (the polls of its waits read the control API on the socket directly).
 #![allow(dead_code)]
 
 pub mod azure;
