@@ -7,8 +7,8 @@
 #      [package.metadata.deb] table of Cargo.toml.
 # cargo-deb is installed once, pinned, into a cache directory outside the
 # repository: $KEYROT_TOOLS_DIR, or ${XDG_CACHE_HOME:-~/.cache}/keyrot/tools
-# (idempotent, like scripts/peers.sh). Progress goes to stderr; stdout is
-# only the .deb's path.
+# (idempotent, like scripts/peers.sh); `--tools-only` installs it and
+# stops there. Progress goes to stderr; stdout is only the .deb's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,7 @@ if [[ ! -x "$cache/bin/cargo-deb" || ! -f "$stamp" || "$(cat "$stamp")" != "$car
   fi
   exec 9>&-
 fi
+if [[ "${1:-}" == "--tools-only" ]]; then exit 0; fi
 
 echo "package.sh: building the release binary" >&2
 cargo build --release --locked >&2

@@ -102,36 +102,25 @@ pub fn client_via(
         .connect_timeout(t)
         .user_agent(concat!("keyrot/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none());
-    let mut builder = proxy::apply(builder, proxy).map_err(|e| {
+    let builder = proxy::apply(builder, proxy).map_err(|e| {
         CallError::permanent(format!("{who}: `[daemon] proxy` cannot be used: {e}"))
     })?;
-    if let Some(path) = ca_file {
-        // reqwest's own verifier: the system's roots read anew, and these.
-        let pem = std::fs::read(path).map_err(|e| {
-            CallError::permanent(format!("{who}: `ca_file` {}: {e}", path.display()))
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            CallError::permanent(format!(
-                "{who}: `ca_file` {} holds no PEM certificate: {e}",
-                path.display()
-            ))
-        })?;
-        if certs.is_empty() {
-            return Err(CallError::permanent(format!(
-                "{who}: `ca_file` {} holds no PEM certificate",
-                path.display()
-            )));
+    // The system's roots, read once per process (or reload), and those of
+    // `ca_file`.
+    let tls = match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                CallError::permanent(format!("{who}: `ca_file` {}: {e}", path.display()))
+            })?;
+            keyrot_core::crypto::tls::ca_file_config(&pem).map_err(|e| {
+                CallError::permanent(format!("{who}: `ca_file` {} {e}", path.display()))
+            })?
         }
-        for c in certs {
-            builder = builder.add_root_certificate(c);
-        }
-    } else {
-        // The system's roots, read once per process (or reload).
-        let tls = keyrot_core::crypto::tls::system_roots_config().map_err(|e| {
+        None => keyrot_core::crypto::tls::system_roots_config().map_err(|e| {
             CallError::permanent(format!("{who}: cannot read the system's CA roots: {e}"))
-        })?;
-        builder = builder.tls_backend_preconfigured(tls);
-    }
+        })?,
+    };
+    let builder = builder.tls_backend_preconfigured(tls);
     builder
         .build()
         .map_err(|e| CallError::permanent(format!("{who}: cannot build an HTTP client: {e}")))
