@@ -314,13 +314,13 @@ impl Drop for FaultProxy {
 }
 
 /// One HTTP message as read off a socket.
-struct Message {
+pub(crate) struct Message {
     /// Request line or status line.
-    start: String,
+    pub(crate) start: String,
     /// Headers in order.
     headers: Vec<(String, String)>,
     /// Body, de-chunked.
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Message {
@@ -362,7 +362,7 @@ impl Message {
 
 /// Reads one message: head, then a body framed by `Content-Length`,
 /// chunked encoding, or (for a response) the end of the stream.
-fn read_message(r: &mut impl BufRead, response: bool) -> Option<Message> {
+pub(crate) fn read_message(r: &mut impl BufRead, response: bool) -> Option<Message> {
     let mut start = String::new();
     if r.read_line(&mut start).ok()? == 0 {
         return None;

@@ -244,37 +244,44 @@ impl Daemon {
         }
     }
 
-    /// GET `path` from the daemon's control API on its socket
-    /// (`control.sock` in its directory): the JSON of a 2xx answer, or
-    /// None when no daemon answers or it answers with an error. For the
+    /// Sends a GET of `path` to the daemon's control API on its socket
+    /// (`control.sock` in its directory); the connection, to read the
+    /// answer from (the server closes it after).
+    fn control_request(&self, path: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+        use std::io::Write as _;
+        let mut conn = std::os::unix::net::UnixStream::connect(self.dir.join("control.sock"))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: keyrot\r\nConnection: close\r\n\r\n"
+        )?;
+        Ok(conn)
+    }
+
+    /// A GET of `path` on the control socket: the whole answer, status
+    /// line, headers and body, as the daemon sent it.
+    pub fn control_get(&self, path: &str) -> String {
+        use std::io::Read as _;
+        let mut out = String::new();
+        self.control_request(path)
+            .and_then(|mut c| c.read_to_string(&mut out))
+            .unwrap_or_else(|e| panic!("GET {path} on the control socket: {e}"));
+        out
+    }
+
+    /// GET `path` from the daemon's control API: the JSON of a 2xx answer,
+    /// or None when no daemon answers or it answers with an error. For the
     /// polls of the waits below: a CLI call starts a keyrot process (about
     /// 14 ms of CPU for a debug build), thousands of them in the suite; the
     /// CLI's own output is what the tests that call [`Daemon::cli`] check.
     pub fn api(&self, path: &str) -> Option<serde_json::Value> {
-        use std::io::{Read as _, Write as _};
-        let mut conn =
-            std::os::unix::net::UnixStream::connect(self.dir.join("control.sock")).ok()?;
-        conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        write!(
-            conn,
-            "GET {path} HTTP/1.1\r\nHost: keyrot\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = Vec::new();
-        conn.read_to_end(&mut answer).ok()?;
-        let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&answer[..split])
-            .ok()?
-            .to_ascii_lowercase();
-        let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+        let conn = self.control_request(path).ok()?;
+        let answer = fault_proxy::read_message(&mut std::io::BufReader::new(conn), true)?;
+        let status: u16 = answer.start.split(' ').nth(1)?.parse().ok()?;
         if !(200..300).contains(&status) {
             return None;
         }
-        let mut body = answer[split + 4..].to_vec();
-        if head.contains("transfer-encoding: chunked") {
-            body = dechunk(&body)?;
-        }
-        serde_json::from_slice(&body).ok()
+        serde_json::from_slice(&answer.body).ok()
     }
 
     /// `keyrot status --json`, from the control API while the daemon
@@ -408,22 +415,6 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     f()
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&rest[..eol]).ok()?.split(';').next()?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
 }
 
 /// Reads every regular file below `dir`, recursively, as bytes.

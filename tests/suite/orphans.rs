@@ -9,8 +9,6 @@
 use crate::common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -103,19 +101,6 @@ fn orphan_ids(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A GET on the control socket; the body.
-fn control_get(d: &Daemon, path: &str) -> String {
-    let mut s = UnixStream::connect(d.dir.join("control.sock")).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: keyrot\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn syncs(d: &Daemon) -> usize {
     d.log().matches("inventory synced").count()
 }
@@ -206,7 +191,7 @@ fn an_orphan_is_listed_alerted_once_and_revoked_only_when_asked() {
     assert!(revoked(&d.dir, "lgc-orphan"));
     assert!(!revoked(&d.dir, "lgc-current") && !revoked(&d.dir, "lgc-hand"));
     assert!(orphan_ids(&d.json(&["orphans", "--json"])).is_empty());
-    let audit = control_get(&d, "/v1/audit?limit=1000");
+    let audit = d.control_get("/v1/audit?limit=1000");
     let entry = audit
         .split("},{")
         .find(|e| e.contains("orphan.revoked"))
@@ -239,11 +224,9 @@ fn revoke_orphans_makes_the_sync_revoke_them_audited_and_mailed() {
         orphan_mails(&d)[0]
     );
     assert!(
-        wait_until(Duration::from_secs(10), || control_get(
-            &d,
-            "/v1/audit?limit=1000"
-        )
-        .contains("orphan.revoked")),
+        wait_until(Duration::from_secs(10), || d
+            .control_get("/v1/audit?limit=1000")
+            .contains("orphan.revoked")),
         "not audited"
     );
     assert!(orphan_ids(&d.json(&["orphans", "--json"])).is_empty());

@@ -55,20 +55,6 @@ fn secret(d: &Daemon) -> String {
         .to_string()
 }
 
-/// A GET on the control socket; the answer.
-fn control_get(d: &Daemon, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::os::unix::net::UnixStream::connect(d.dir.join("control.sock")).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: keyrot\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -145,7 +131,7 @@ fn a_kept_secret_repairs_a_sink_fills_a_new_one_and_is_wiped_by_the_next_rotatio
     // Audited (who, key, sinks; no secret); the store still verifies; the
     // secret is nowhere but the sinks: not in the log, not in any output,
     // not in the store file (sealed).
-    let audit = control_get(&d, "/v1/audit?limit=1000");
+    let audit = d.control_get("/v1/audit?limit=1000");
     let pushes: Vec<&str> = audit
         .split("},{")
         .filter(|e| e.contains("sink.push"))
